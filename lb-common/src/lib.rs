@@ -1,0 +1,14 @@
+//! Types and pure logic shared by sluice's XDP programs and its userspace daemon.
+//!
+//! Every map key and value is one `#[repr(C)]` `Copy` type with explicit padding and a
+//! compile-time size check, so the kernel and userspace can never disagree on a layout.
+//! Fields that hold network byte order say so in their name (`_be`).
+#![no_std]
+
+pub mod flow_hash;
+pub mod maglev;
+pub mod maps;
+pub mod stats;
+
+pub use maps::*;
+pub use stats::*;

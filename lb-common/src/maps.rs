@@ -1,0 +1,190 @@
+//! Map keys, values and names shared by the kernel and userspace.
+
+/// Address family tags stored in keys (not the `AF_*` values, which differ between systems).
+pub const FAMILY_V4: u8 = 4;
+pub const FAMILY_V6: u8 = 6;
+
+pub const PROTO_ICMP: u8 = 1;
+pub const PROTO_TCP: u8 = 6;
+pub const PROTO_UDP: u8 = 17;
+pub const PROTO_ICMPV6: u8 = 58;
+/// IP protocol numbers of the tunnel headers sluice writes and strips.
+pub const PROTO_IPIP: u8 = 4;
+pub const PROTO_IPV6_IN_IP: u8 = 41;
+
+/// Capacity of the VIP, backend and stats maps; userspace rejects configs beyond these.
+pub const MAX_VIPS: u32 = 256;
+pub const MAX_BACKENDS: u32 = 4096;
+/// Default capacity of the conntrack LRU (flows across all VIPs).
+pub const CONNTRACK_ENTRIES: u32 = 1 << 20;
+/// Default Maglev table size; prime, as Maglev requires.
+pub const DEFAULT_RING_SIZE: u32 = 65537;
+/// Ring slots reserved per VIP by default: two tables (double buffering) of the default size.
+pub const DEFAULT_RING_SLOTS: u32 = 2 * DEFAULT_RING_SIZE * 8;
+/// How many following ring slots are probed when the chosen backend is not `up`.
+pub const RING_PROBES: u32 = 8;
+/// Marks an empty ring slot (a VIP with no usable backend).
+pub const NO_BACKEND: u32 = u32::MAX;
+
+/// Pinned map and program names; versioned so a later layout can coexist with this one.
+pub mod names {
+    pub const VIPS: &str = "sluice_vips_v1";
+    pub const BACKENDS: &str = "sluice_backends_v1";
+    pub const RINGS: &str = "sluice_rings_v1";
+    pub const CONNTRACK: &str = "sluice_conntrack_v1";
+    pub const SETTINGS: &str = "sluice_settings_v1";
+    pub const VIP_STATS: &str = "sluice_vip_stats_v1";
+    pub const BACKEND_STATS: &str = "sluice_backend_stats_v1";
+    pub const COUNTERS: &str = "sluice_counters_v1";
+    pub const DECAP_VIPS: &str = "sluice_decap_vips_v1";
+    pub const DECAP_COUNTERS: &str = "sluice_decap_counters_v1";
+    pub const PROG_XDP: &str = "sluice_xdp";
+    pub const PROG_DECAP: &str = "sluice_decap";
+}
+
+macro_rules! assert_size {
+    ($t:ty, $n:expr) => {
+        const _: () = assert!(core::mem::size_of::<$t>() == $n);
+    };
+}
+
+macro_rules! pod {
+    ($($t:ty),*) => {
+        $(
+            // SAFETY: #[repr(C)], Copy, only integer fields, no implicit padding (sizes asserted).
+            #[cfg(feature = "user")]
+            unsafe impl aya::Pod for $t {}
+        )*
+    };
+}
+
+/// An IPv4 or IPv6 address as four network-order words; IPv4 uses word 0 only, the rest is zero.
+pub type AddrBe = [u32; 4];
+
+/// Key of the VIP map: the destination a client connects to.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct VipKey {
+    pub addr_be: AddrBe,
+    pub port_be: u16,
+    pub proto: u8,
+    pub family: u8,
+}
+assert_size!(VipKey, 20);
+
+/// How a VIP's traffic is handled.
+pub const VIP_KIND_L4: u8 = 0;
+pub const VIP_KIND_EDGE: u8 = 1;
+
+/// Which packet fields choose the backend.
+pub const HASH_FIVE_TUPLE: u8 = 0;
+pub const HASH_SOURCE_IP: u8 = 1;
+
+/// PROXY protocol v2 policy (enforced from a later issue; stored now so the layout is stable).
+pub const PROXY_OFF: u8 = 0;
+pub const PROXY_OPTIONAL: u8 = 1;
+pub const PROXY_REQUIRED: u8 = 2;
+
+/// Value of the VIP map. Userspace replaces the whole entry in one update to switch rings.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct VipEntry {
+    /// Index into the per-VIP stats map (`< MAX_VIPS`).
+    pub index: u32,
+    /// First slot of the live Maglev table in the ring map.
+    pub ring_offset: u32,
+    /// Size `M` of the live table (prime).
+    pub ring_size: u32,
+    pub kind: u8,
+    pub hash_key: u8,
+    pub proxy_policy: u8,
+    pub flags: u8,
+}
+assert_size!(VipEntry, 16);
+
+/// Backend states as stored in the backend map.
+pub const BACKEND_UP: u8 = 0;
+pub const BACKEND_DRAINING: u8 = 1;
+pub const BACKEND_DOWN: u8 = 2;
+
+/// Value of the backend array, indexed by backend id (`< MAX_BACKENDS`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BackendEntry {
+    /// Tunnel destination.
+    pub addr_be: AddrBe,
+    pub family: u8,
+    pub state: u8,
+    pub _pad: [u8; 2],
+}
+assert_size!(BackendEntry, 20);
+
+/// Key of the conntrack map: the flow as the client sent it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct FlowKey {
+    pub src_be: AddrBe,
+    pub dst_be: AddrBe,
+    pub sport_be: u16,
+    pub dport_be: u16,
+    pub proto: u8,
+    pub family: u8,
+    pub _pad: [u8; 2],
+}
+assert_size!(FlowKey, 40);
+
+/// Value of the conntrack map.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlowEntry {
+    pub backend: u32,
+    pub vip_index: u32,
+    /// `bpf_ktime_get_ns` when the flow was recorded, and when a packet last hit it.
+    pub created_ns: u64,
+    pub last_seen_ns: u64,
+    /// Real client from a PROXY v2 header (filled from the PROXY issue on; zero until then).
+    pub client_be: AddrBe,
+    pub client_port_be: u16,
+    pub client_family: u8,
+    pub proxy_state: u8,
+    pub _pad: u32,
+}
+assert_size!(FlowEntry, 48);
+
+/// Global settings, one entry at index 0 of the settings array.
+///
+/// The outer source address of an encapsulated packet is `base | (flow_hash & host_mask)`, so
+/// different flows get different outer sources and backends spread decapsulation over RSS queues.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Settings {
+    pub src4_base_be: u32,
+    pub src4_host_mask_be: u32,
+    pub src6_base_be: AddrBe,
+    /// Applied to the last word of the IPv6 source only.
+    pub src6_host_mask_be: u32,
+    pub _pad: u32,
+}
+assert_size!(Settings, 32);
+
+/// Key of the decap map on a backend: a VIP address the host serves (family + address).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct DecapKey {
+    pub addr_be: AddrBe,
+    pub family: u8,
+    pub _pad: [u8; 3],
+}
+assert_size!(DecapKey, 20);
+
+/// Per-VIP and per-backend traffic counters (per-CPU; userspace sums them).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TrafficStats {
+    pub packets: u64,
+    pub bytes: u64,
+    pub new_flows: u64,
+}
+assert_size!(TrafficStats, 24);
+
+pod!(VipKey, VipEntry, BackendEntry, FlowKey, FlowEntry, Settings, DecapKey, TrafficStats);
