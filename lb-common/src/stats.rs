@@ -45,6 +45,8 @@ pub enum Counter {
     DropNoRoute,
     /// Packet with a VIP destination but an edge VIP (passed to the local stack).
     PassEdge,
+    /// Encapsulated packet larger than the egress MTU.
+    DropMtu,
     /// Map state inconsistent (ring points to a missing backend); packet dropped.
     DropInternal,
 }
@@ -74,8 +76,22 @@ impl Counter {
         Counter::DropEncap,
         Counter::DropNoRoute,
         Counter::PassEdge,
+        Counter::DropMtu,
         Counter::DropInternal,
     ];
+
+    /// Whether sluice_xdp drops the packet for this reason (all others pass it to the stack,
+    /// or are not final verdicts).
+    pub const fn is_drop(self) -> bool {
+        matches!(
+            self,
+            Counter::DropNoBackend
+                | Counter::DropEncap
+                | Counter::DropNoRoute
+                | Counter::DropMtu
+                | Counter::DropInternal
+        )
+    }
 
     /// Stable snake_case name for metrics and CLI output.
     pub const fn name(self) -> &'static str {
@@ -100,6 +116,7 @@ impl Counter {
             Counter::DropEncap => "drop_encap",
             Counter::DropNoRoute => "drop_no_route",
             Counter::PassEdge => "pass_edge",
+            Counter::DropMtu => "drop_mtu",
             Counter::DropInternal => "drop_internal",
         }
     }

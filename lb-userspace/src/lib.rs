@@ -1,1 +1,13 @@
+//! sluice's userspace: configuration, the dataplane (XDP programs and their maps) and the CLI.
+//!
+//! Everything here is safe Rust except `dataplane::maps`, the thin layer over aya's map calls.
+#![deny(unsafe_code)]
 
+pub mod config;
+pub mod dataplane;
+
+/// The XDP programs (`sluice_xdp`, `sluice_decap`), built by build.rs for the BPF target.
+pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/sluice"));
+/// Trivial XDP programs that benchmarks measure sluice against.
+pub static BASELINE_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/baseline"));

@@ -1,1 +1,17 @@
+//! Test support for sluice: network namespaces, the standard client/gateway/backend
+//! topology, and tiny backends and clients that run inside it.
+//!
+//! Everything here needs root (network namespaces); tests should call
+//! [`netns::is_root`] and skip themselves when it is false. All hosts live in
+//! namespaces that the helpers create and delete again on drop, also on panic, and
+//! all addresses are from the benchmarking ranges `198.18.0.0/15` and `2001:db8::/32`.
 
+pub mod clients;
+pub mod netns;
+pub mod servers;
+pub mod topology;
+
+pub use clients::{connect_tcp, http_get_many, udp_ask};
+pub use netns::{is_root, ChildGuard, NetNs};
+pub use servers::{http_backend, tcp_echo_backend, udp_backend, ServerHandle};
+pub use topology::{Topology, VIP4, VIP6};

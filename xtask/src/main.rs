@@ -1,1 +1,86 @@
-fn main(){}
+//! `cargo xtask`: sets up the machine and builds, tests, demonstrates and benchmarks sluice.
+//!
+//! Every command except `setup` runs `setup` first, so a fresh Debian machine needs nothing
+//! but `cargo xtask <command>`.
+
+mod cargo;
+mod commands;
+mod process;
+mod setup;
+mod test_summary;
+
+use std::process::ExitCode;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "cargo xtask",
+    bin_name = "cargo xtask",
+    about = "Build, test, demo and benchmark sluice"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Install what building and testing needs (rust-src, bpf-linker, Debian packages, bpffs).
+    Setup,
+    /// Build the workspace (debug, all targets; the eBPF object is built by lb-userspace's build.rs).
+    Build,
+    /// Run unit tests, then the root-only integration tests; print one summary line.
+    Test {
+        /// Test name filters / libtest arguments, passed to both `cargo test` runs.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Build, then run the demo (namespaces, XDP on a gateway, real connections to a VIP).
+    Demo,
+    /// Run a benchmark in release mode, e.g. `cargo xtask bench xdp`.
+    Bench {
+        /// What to benchmark (`xdp`), plus any arguments for the bench binary.
+        #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+        what: Vec<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli.command) {
+        Ok(code) => code,
+        Err(err) => {
+            // Print the cause chain without a backtrace (RUST_BACKTRACE is often set in CI).
+            eprintln!("error: {err}");
+            for cause in err.chain().skip(1) {
+                eprintln!("  caused by: {cause}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(command: Command) -> Result<ExitCode> {
+    let ws = cargo::Workspace::locate();
+    match command {
+        Command::Setup => setup::run().map(|()| ExitCode::SUCCESS),
+        Command::Build => {
+            setup::run()?;
+            commands::build(&ws).map(|()| ExitCode::SUCCESS)
+        }
+        Command::Test { args } => {
+            setup::run()?;
+            commands::test(&ws, &args)
+        }
+        Command::Demo => {
+            setup::run()?;
+            commands::demo(&ws)
+        }
+        Command::Bench { what } => {
+            setup::run()?;
+            commands::bench(&ws, &what)
+        }
+    }
+}

@@ -1,0 +1,48 @@
+//! The maps sluice_xdp and sluice_decap share with userspace. Names come from lb-common so
+//! the loader and the pinned files can never disagree.
+
+use aya_ebpf::{
+    bindings::BPF_F_NO_COMMON_LRU,
+    macros::map,
+    maps::{Array, HashMap, LruHashMap, PerCpuArray},
+};
+use lb_common::{
+    BackendEntry, Counter, DecapCounter, DecapKey, FlowEntry, FlowKey, Settings, TrafficStats,
+    VipEntry, VipKey, CONNTRACK_ENTRIES, DEFAULT_RING_SLOTS, MAX_BACKENDS, MAX_VIPS,
+};
+
+#[map(name = "sluice_vips_v1")]
+pub static VIPS: HashMap<VipKey, VipEntry> = HashMap::with_max_entries(MAX_VIPS, 0);
+
+#[map(name = "sluice_backends_v1")]
+pub static BACKENDS: Array<BackendEntry> = Array::with_max_entries(MAX_BACKENDS, 0);
+
+/// All VIPs' Maglev tables, two per VIP (live and staging), addressed by `VipEntry::ring_offset`.
+/// Userspace may resize it at load time.
+#[map(name = "sluice_rings_v1")]
+pub static RINGS: Array<u32> = Array::with_max_entries(DEFAULT_RING_SLOTS, 0);
+
+/// Per-CPU LRU lists: no cross-CPU lock contention on insert (Katran does the same).
+#[map(name = "sluice_conntrack_v1")]
+pub static CONNTRACK: LruHashMap<FlowKey, FlowEntry> =
+    LruHashMap::with_max_entries(CONNTRACK_ENTRIES, BPF_F_NO_COMMON_LRU);
+
+#[map(name = "sluice_settings_v1")]
+pub static SETTINGS: Array<Settings> = Array::with_max_entries(1, 0);
+
+#[map(name = "sluice_vip_stats_v1")]
+pub static VIP_STATS: PerCpuArray<TrafficStats> = PerCpuArray::with_max_entries(MAX_VIPS, 0);
+
+#[map(name = "sluice_backend_stats_v1")]
+pub static BACKEND_STATS: PerCpuArray<TrafficStats> =
+    PerCpuArray::with_max_entries(MAX_BACKENDS, 0);
+
+#[map(name = "sluice_counters_v1")]
+pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(Counter::COUNT, 0);
+
+#[map(name = "sluice_decap_vips_v1")]
+pub static DECAP_VIPS: HashMap<DecapKey, u32> = HashMap::with_max_entries(MAX_VIPS, 0);
+
+#[map(name = "sluice_decap_counters_v1")]
+pub static DECAP_COUNTERS: PerCpuArray<u64> =
+    PerCpuArray::with_max_entries(DecapCounter::COUNT, 0);

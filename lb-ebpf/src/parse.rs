@@ -1,0 +1,206 @@
+//! Header parsing: Ethernet (+ up to two VLAN tags), IPv4 (with options), IPv6 (bounded walk of
+//! extension headers), TCP and UDP. The result is the flow key the rest of the program works on.
+//!
+//! Anything sluice cannot steer safely is reported as the counter saying why; the caller passes
+//! such packets to the stack, which applies its own checks.
+
+use aya_ebpf::programs::XdpContext;
+use lb_common::{
+    Counter, FlowKey, FAMILY_V4, FAMILY_V6, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP,
+};
+
+use crate::{
+    icmp,
+    packet::{len, ptr_at, read, read_u16_be},
+};
+
+pub const ETH_LEN: usize = 14;
+pub const ETH_P_IP: u16 = 0x0800;
+pub const ETH_P_IPV6: u16 = 0x86dd;
+const ETH_P_8021Q: u16 = 0x8100;
+const ETH_P_8021AD: u16 = 0x88a8;
+pub const IPV4_LEN: usize = 20;
+pub const IPV6_LEN: usize = 40;
+/// IPv6 extension headers followed before giving up (RFC 8200 recommends few, attackers send many).
+const MAX_EXT_HEADERS: usize = 4;
+pub const TCP_SYN: u8 = 0x02;
+pub const TCP_ACK: u8 = 0x10;
+
+/// A packet sluice may steer.
+pub struct Parsed {
+    /// Offset of the IP header (after Ethernet and VLAN tags).
+    pub l3_off: usize,
+    /// IP total length: header(s) plus payload, without Ethernet padding.
+    pub ip_len: usize,
+    /// The flow as the client sent it (for ICMP errors: the flow the quoted packet belongs to).
+    pub key: FlowKey,
+    /// DSCP/ECN byte, copied to the outer header.
+    pub tos: u8,
+    pub tcp_flags: u8,
+    /// The key came from an ICMP error's quoted packet.
+    pub icmp_error: bool,
+}
+
+#[inline(always)]
+const fn is_vlan(ethertype: u16) -> bool {
+    ethertype == ETH_P_8021Q || ethertype == ETH_P_8021AD
+}
+
+/// Offset of the L3 header and its ethertype.
+#[inline(always)]
+pub fn l2(ctx: &XdpContext) -> Result<(usize, u16), Counter> {
+    let mut proto = read_u16_be(ctx, 12).map_err(|_| Counter::PassBadL2)?;
+    let mut off = ETH_LEN;
+    // Two tags at most (802.1ad outer + 802.1Q inner), unrolled for the verifier.
+    if is_vlan(proto) {
+        proto = read_u16_be(ctx, off + 2).map_err(|_| Counter::PassBadL2)?;
+        off += 4;
+        if is_vlan(proto) {
+            proto = read_u16_be(ctx, off + 2).map_err(|_| Counter::PassBadL2)?;
+            off += 4;
+            if is_vlan(proto) {
+                return Err(Counter::PassBadL2);
+            }
+        }
+    }
+    Ok((off, proto))
+}
+
+#[inline(always)]
+pub fn parse(ctx: &XdpContext) -> Result<Parsed, Counter> {
+    let (l3_off, ethertype) = l2(ctx)?;
+    match ethertype {
+        ETH_P_IP => ipv4(ctx, l3_off),
+        ETH_P_IPV6 => ipv6(ctx, l3_off),
+        _ => Err(Counter::PassNotIp),
+    }
+}
+
+#[inline(always)]
+pub fn addr4(b: [u8; 4]) -> [u32; 4] {
+    [u32::from_ne_bytes(b), 0, 0, 0]
+}
+
+#[inline(always)]
+pub fn addr6(b: &[u8], at: usize) -> [u32; 4] {
+    let w = |i: usize| u32::from_ne_bytes([b[at + i], b[at + i + 1], b[at + i + 2], b[at + i + 3]]);
+    [w(0), w(4), w(8), w(12)]
+}
+
+#[inline(always)]
+fn ipv4(ctx: &XdpContext, l3: usize) -> Result<Parsed, Counter> {
+    let h: [u8; IPV4_LEN] = read(ctx, l3).map_err(|_| Counter::PassBadL3)?;
+    let ihl = usize::from(h[0] & 0x0f) * 4;
+    if h[0] >> 4 != 4 || ihl < IPV4_LEN {
+        return Err(Counter::PassBadL3);
+    }
+    let ip_len = usize::from(u16::from_be_bytes([h[2], h[3]]));
+    // A total length below the header or beyond the frame is a lie; the options must be there.
+    if ip_len < ihl || l3 + ip_len > len(ctx) || ptr_at::<[u8; 2]>(ctx, l3 + ihl - 2).is_err() {
+        return Err(Counter::PassBadL3);
+    }
+    if u16::from_be_bytes([h[6], h[7]]) & 0x3fff != 0 {
+        return Err(Counter::PassFragment);
+    }
+    let mut key = FlowKey {
+        src_be: addr4([h[12], h[13], h[14], h[15]]),
+        dst_be: addr4([h[16], h[17], h[18], h[19]]),
+        proto: h[9],
+        family: FAMILY_V4,
+        ..FlowKey::default()
+    };
+    let l4 = l3 + ihl;
+    let end = l3 + ip_len;
+    let mut icmp_error = false;
+    let tcp_flags = match h[9] {
+        PROTO_ICMP => {
+            key = icmp::quoted_v4(ctx, l4, end)?;
+            icmp_error = true;
+            0
+        }
+        _ => ports(ctx, &mut key, l4, end)?,
+    };
+    Ok(Parsed { l3_off: l3, ip_len, key, tos: h[1], tcp_flags, icmp_error })
+}
+
+#[inline(always)]
+fn ipv6(ctx: &XdpContext, l3: usize) -> Result<Parsed, Counter> {
+    let h: [u8; IPV6_LEN] = read(ctx, l3).map_err(|_| Counter::PassBadL3)?;
+    if h[0] >> 4 != 6 {
+        return Err(Counter::PassBadL3);
+    }
+    let ip_len = IPV6_LEN + usize::from(u16::from_be_bytes([h[4], h[5]]));
+    if l3 + ip_len > len(ctx) {
+        return Err(Counter::PassBadL3);
+    }
+    let end = l3 + ip_len;
+    let mut nh = h[6];
+    let mut l4 = l3 + IPV6_LEN;
+    for _ in 0..MAX_EXT_HEADERS {
+        let step = match nh {
+            // Hop-by-hop, routing, destination options: length in 8-octet units, not counting
+            // the first 8.
+            0 | 43 | 60 => {
+                let e: [u8; 2] = read(ctx, l4).map_err(|_| Counter::PassBadL3)?;
+                nh = e[0];
+                (usize::from(e[1]) + 1) * 8
+            }
+            // Authentication header: length in 4-octet units, minus 2.
+            51 => {
+                let e: [u8; 2] = read(ctx, l4).map_err(|_| Counter::PassBadL3)?;
+                nh = e[0];
+                (usize::from(e[1]) + 2) * 4
+            }
+            44 => return Err(Counter::PassFragment),
+            _ => break,
+        };
+        l4 += step;
+        if l4 > end {
+            return Err(Counter::PassBadL3);
+        }
+    }
+    if matches!(nh, 0 | 43 | 44 | 51 | 60) {
+        // More extension headers than we follow.
+        return Err(Counter::PassBadL3);
+    }
+    let mut key = FlowKey {
+        src_be: addr6(&h, 8),
+        dst_be: addr6(&h, 24),
+        proto: nh,
+        family: FAMILY_V6,
+        ..FlowKey::default()
+    };
+    let mut icmp_error = false;
+    let tcp_flags = match nh {
+        PROTO_ICMPV6 => {
+            key = icmp::quoted_v6(ctx, l4, end)?;
+            icmp_error = true;
+            0
+        }
+        _ => ports(ctx, &mut key, l4, end)?,
+    };
+    let tos = (h[0] << 4) | (h[1] >> 4);
+    Ok(Parsed { l3_off: l3, ip_len, key, tos, tcp_flags, icmp_error })
+}
+
+/// Fills the ports of a TCP or UDP key; returns the TCP flags (0 for UDP).
+#[inline(always)]
+fn ports(ctx: &XdpContext, key: &mut FlowKey, l4: usize, end: usize) -> Result<u8, Counter> {
+    let hdr_len = match key.proto {
+        PROTO_TCP => 20,
+        PROTO_UDP => 8,
+        _ => return Err(Counter::PassOtherL4),
+    };
+    // The L4 header must be inside the IP packet, not only inside the frame.
+    if l4 + hdr_len > end {
+        return Err(Counter::PassBadL4);
+    }
+    let p: [u16; 2] = read(ctx, l4).map_err(|_| Counter::PassBadL4)?;
+    key.sport_be = p[0];
+    key.dport_be = p[1];
+    if key.proto == PROTO_TCP {
+        read::<[u8; 2]>(ctx, l4 + 12).map(|b| b[1]).map_err(|_| Counter::PassBadL4)
+    } else {
+        Ok(0)
+    }
+}

@@ -1,0 +1,58 @@
+//! sluice_xdp: parse, find the VIP, choose the backend, encapsulate, forward.
+
+use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
+use lb_common::{
+    flow_hash::five_tuple_hash, Counter, VipKey, PROTO_UDP, VIP_KIND_EDGE,
+};
+
+use crate::{
+    encap, fib, lookup,
+    maps::VIPS,
+    packet::len,
+    parse::{self, TCP_ACK, TCP_SYN},
+    stats::{count, traffic},
+};
+
+#[inline(always)]
+pub fn run(ctx: &XdpContext) -> u32 {
+    match steer(ctx) {
+        Ok(action) => action,
+        Err(reason) => {
+            count(reason);
+            if reason.is_drop() {
+                xdp_action::XDP_DROP
+            } else {
+                xdp_action::XDP_PASS
+            }
+        }
+    }
+}
+
+#[inline(always)]
+fn steer(ctx: &XdpContext) -> Result<u32, Counter> {
+    let p = parse::parse(ctx)?;
+    let vip_key = VipKey {
+        addr_be: p.key.dst_be,
+        port_be: p.key.dport_be,
+        proto: p.key.proto,
+        family: p.key.family,
+    };
+    // SAFETY: the value is copied out at once; userspace replaces entries whole.
+    let vip = *unsafe { VIPS.get(&vip_key) }.ok_or(if p.icmp_error {
+        Counter::PassIcmpNotVip
+    } else {
+        Counter::PassNotVip
+    })?;
+    if vip.kind == VIP_KIND_EDGE {
+        return Err(Counter::PassEdge);
+    }
+    let opens_flow = !p.icmp_error
+        && (p.key.proto == PROTO_UDP || p.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN);
+    let choice = lookup::backend(&vip, &p.key, opens_flow)?;
+    traffic(vip.index, choice.id, len(ctx) as u64, choice.new_flow);
+    if p.icmp_error {
+        count(Counter::IcmpSteered);
+    }
+    let outer = encap::encap(ctx, &p, &choice.backend, five_tuple_hash(&p.key))?;
+    fib::forward(ctx, &outer)
+}

@@ -1,0 +1,134 @@
+//! From the raw file to typed values; every error names its field and how to fix it.
+
+use std::{collections::HashSet, net::SocketAddr, path::Path};
+
+use lb_common::maglev::check_table_size;
+
+use super::{raw, Backend, Config, Encap, HashKey, Protocol, Vip, XdpMode};
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigError {
+    #[error("cannot read config {path}: {error}")]
+    Read { path: String, error: String },
+    #[error("{0}")]
+    Syntax(String),
+    #[error("{field}: {message}")]
+    Invalid { field: String, message: String },
+    #[error("{path}: {inner}")]
+    InFile { path: String, inner: Box<ConfigError> },
+}
+
+impl ConfigError {
+    pub(super) fn in_file(self, path: &Path) -> ConfigError {
+        ConfigError::InFile { path: path.display().to_string(), inner: Box::new(self) }
+    }
+}
+
+fn invalid(field: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid { field: field.into(), message: message.into() }
+}
+
+pub fn validate(raw: raw::Config) -> Result<Config, ConfigError> {
+    if raw.instance.is_empty()
+        || !raw.instance.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        return Err(invalid("instance", "use letters, digits, '-' and '_' only"));
+    }
+    if raw.interfaces.is_empty() {
+        return Err(invalid("interfaces", "name at least one interface, e.g. [\"eth0\"]"));
+    }
+    let xdp_mode = match raw.xdp_mode.as_str() {
+        "native" => XdpMode::Native,
+        "skb" => XdpMode::Skb,
+        other => return Err(invalid("xdp_mode", format!("\"{other}\": use \"native\" or \"skb\""))),
+    };
+    if raw.conntrack_entries == 0 {
+        return Err(invalid("conntrack_entries", "must be at least 1 (default 1048576)"));
+    }
+    let encap = Encap {
+        source_v4: raw
+            .encap
+            .source_v4
+            .parse()
+            .map_err(|_| invalid("encap.source_v4", "expected an IPv4 prefix like 198.19.255.0/24"))?,
+        source_v6: raw
+            .encap
+            .source_v6
+            .parse()
+            .map_err(|_| invalid("encap.source_v6", "expected an IPv6 prefix like 2001:db8:ffff::/96"))?,
+    };
+    if raw.vips.len() > lb_common::MAX_VIPS as usize {
+        return Err(invalid("vip", format!("at most {} VIPs", lb_common::MAX_VIPS)));
+    }
+    let mut names = HashSet::new();
+    let mut addresses = HashSet::new();
+    let mut vips = Vec::with_capacity(raw.vips.len());
+    for (i, v) in raw.vips.into_iter().enumerate() {
+        let vip = vip(i, v)?;
+        if !names.insert(vip.name.clone()) {
+            return Err(invalid(format!("vip[{i}].name"), format!("\"{}\" is used twice", vip.name)));
+        }
+        if !addresses.insert((vip.address, vip.port, vip.protocol)) {
+            return Err(invalid(format!("vip[{i}].address"), "another VIP has this address, port and protocol"));
+        }
+        vips.push(vip);
+    }
+    Ok(Config {
+        instance: raw.instance,
+        interfaces: raw.interfaces,
+        xdp_mode,
+        conntrack_entries: raw.conntrack_entries,
+        encap,
+        vips,
+    })
+}
+
+fn vip(i: usize, v: raw::Vip) -> Result<Vip, ConfigError> {
+    let f = |name: &str| format!("vip[{i}].{name}");
+    if v.name.is_empty() {
+        return Err(invalid(f("name"), "must not be empty"));
+    }
+    let addr: SocketAddr = v.address.parse().map_err(|_| {
+        invalid(f("address"), format!("\"{}\": expected IP:port, e.g. 198.19.0.10:80 or [2001:db8::10]:443", v.address))
+    })?;
+    if addr.port() == 0 {
+        return Err(invalid(f("address"), "port 0 is not a service port"));
+    }
+    let protocol = match v.protocol.as_str() {
+        "tcp" => Protocol::Tcp,
+        "udp" => Protocol::Udp,
+        other => return Err(invalid(f("protocol"), format!("\"{other}\": use \"tcp\" or \"udp\""))),
+    };
+    let hash = match v.hash.as_str() {
+        "5-tuple" => HashKey::FiveTuple,
+        "source-ip" => HashKey::SourceIp,
+        other => return Err(invalid(f("hash"), format!("\"{other}\": use \"5-tuple\" or \"source-ip\""))),
+    };
+    check_table_size(v.table_size).map_err(|e| invalid(f("table_size"), e.to_string()))?;
+    let mut seen = HashSet::new();
+    let mut backends = Vec::with_capacity(v.backends.len());
+    for (j, b) in v.backends.into_iter().enumerate() {
+        let field = f(&format!("backend[{j}].address"));
+        let address = b
+            .address
+            .parse()
+            .map_err(|_| invalid(&field, format!("\"{}\": expected an IP address", b.address)))?;
+        if !seen.insert(address) {
+            return Err(invalid(field, format!("{address} is listed twice")));
+        }
+        backends.push(Backend { address, weight: b.weight });
+    }
+    if backends.len() as u64 * 100 > u64::from(v.table_size) {
+        return Err(invalid(f("table_size"), "must be above 100 × the number of backends for an even spread"));
+    }
+    Ok(Vip {
+        name: v.name,
+        address: addr.ip(),
+        port: addr.port(),
+        protocol,
+        hash,
+        table_size: v.table_size,
+        seed: v.seed,
+        backends,
+    })
+}

@@ -1,0 +1,131 @@
+//! Clients that run inside a test namespace and report which backend answered.
+//!
+//! Backends answer with their name (see [`crate::servers`]), so tallying the answers
+//! shows how the load balancer spread the flows.
+
+use std::collections::BTreeMap;
+use std::io::{Read as _, Write as _};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream, UdpSocket};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Mutex, PoisonError};
+use std::thread;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context as _, Result};
+
+use crate::netns::NetNs;
+
+/// Timeout of every client connect, read and write.
+pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long [`udp_ask`] waits for each reply.
+pub const UDP_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Opens a TCP connection from inside `ns` (the socket stays usable from any thread).
+pub fn connect_tcp(ns: &NetNs, addr: SocketAddr) -> Result<TcpStream> {
+    ns.exec(|| -> Result<TcpStream> {
+        let stream = TcpStream::connect_timeout(&addr, CLIENT_TIMEOUT)
+            .with_context(|| format!("connecting to {addr}"))?;
+        stream.set_read_timeout(Some(CLIENT_TIMEOUT))?;
+        stream.set_write_timeout(Some(CLIENT_TIMEOUT))?;
+        Ok(stream)
+    })?
+}
+
+/// Makes `count` HTTP requests from `ns` to `addr`, each on a new connection (so a new
+/// source port and flow), `concurrency` at a time, and counts the answering backends.
+///
+/// Stops at the first failure and reports how many requests had succeeded.
+pub fn http_get_many(
+    ns: &NetNs,
+    addr: SocketAddr,
+    count: usize,
+    concurrency: usize,
+) -> Result<BTreeMap<String, usize>> {
+    let next = AtomicUsize::new(0);
+    let done = AtomicUsize::new(0);
+    let failed = AtomicBool::new(false);
+    let tally = Mutex::new(BTreeMap::<String, usize>::new());
+    let first_error = Mutex::new(None::<anyhow::Error>);
+    ns.exec(|| {
+        // Threads spawned here inherit the namespace of this (entered) thread.
+        thread::scope(|scope| {
+            for _ in 0..concurrency.clamp(1, count.max(1)) {
+                scope.spawn(|| {
+                    while !failed.load(Ordering::Relaxed)
+                        && next.fetch_add(1, Ordering::Relaxed) < count
+                    {
+                        match http_get(addr) {
+                            Ok(name) => {
+                                done.fetch_add(1, Ordering::Relaxed);
+                                let mut tally =
+                                    tally.lock().unwrap_or_else(PoisonError::into_inner);
+                                *tally.entry(name).or_default() += 1;
+                            }
+                            Err(err) => {
+                                failed.store(true, Ordering::Relaxed);
+                                let mut first =
+                                    first_error.lock().unwrap_or_else(PoisonError::into_inner);
+                                first.get_or_insert(err);
+                            }
+                        }
+                    }
+                });
+            }
+        });
+    })?;
+    if let Some(err) = first_error
+        .into_inner()
+        .unwrap_or_else(PoisonError::into_inner)
+    {
+        let ok = done.load(Ordering::Relaxed);
+        return Err(err.context(format!(
+            "HTTP GET {addr}: {ok} of {count} requests succeeded"
+        )));
+    }
+    Ok(tally.into_inner().unwrap_or_else(PoisonError::into_inner))
+}
+
+/// One request on a fresh connection; returns the body (the backend's name).
+fn http_get(addr: SocketAddr) -> Result<String> {
+    let mut stream = TcpStream::connect_timeout(&addr, CLIENT_TIMEOUT)
+        .with_context(|| format!("connecting to {addr}"))?;
+    stream.set_read_timeout(Some(CLIENT_TIMEOUT))?;
+    stream.set_write_timeout(Some(CLIENT_TIMEOUT))?;
+    stream.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")?;
+    let mut response = Vec::new();
+    stream
+        .read_to_end(&mut response)
+        .context("reading the response")?;
+    let text = String::from_utf8_lossy(&response);
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| anyhow!("incomplete HTTP response: {text:?}"))?;
+    if !head.starts_with("HTTP/1.1 200") {
+        bail!("unexpected HTTP response: {head:?}");
+    }
+    Ok(body.to_owned())
+}
+
+/// Sends `payloads` datagrams to `addr` from one socket (a single flow), waiting for
+/// each reply, and returns the replies (backend names) in order.
+pub fn udp_ask(ns: &NetNs, addr: SocketAddr, payloads: usize) -> Result<Vec<String>> {
+    ns.exec(|| -> Result<Vec<String>> {
+        let local: SocketAddr = match addr {
+            SocketAddr::V4(_) => (Ipv4Addr::UNSPECIFIED, 0).into(),
+            SocketAddr::V6(_) => (Ipv6Addr::UNSPECIFIED, 0).into(),
+        };
+        let socket = UdpSocket::bind(local)?;
+        socket.connect(addr)?;
+        socket.set_read_timeout(Some(UDP_TIMEOUT))?;
+        let mut replies = Vec::with_capacity(payloads);
+        let mut buf = [0u8; 2048];
+        for k in 0..payloads {
+            socket.send(format!("ping {k}").as_bytes())?;
+            let n = socket.recv(&mut buf).with_context(|| {
+                format!("UDP {addr}: no reply to datagram {k} ({k} of {payloads} answered)")
+            })?;
+            replies.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+        }
+        Ok(replies)
+    })?
+}

@@ -1,0 +1,307 @@
+//! The standard test network: one client, one load-balancing gateway, N backends.
+//!
+//! ```text
+//!  {p}-client            {p}-gw                      {p}-b{i}
+//!  eth0 198.18.0.2 ---- gwc 198.18.0.1
+//!       2001:db8::2         2001:db8::1
+//!                           gwb{i} 198.18.{10+i}.1 ---- eth0 198.18.{10+i}.2
+//!                                  2001:db8:{a+i}::1         2001:db8:{a+i}::2
+//!                                                           lo   VIP4/32, VIP6/128
+//! ```
+//!
+//! The address plan is fixed (other code relies on it) and exposed as constants and
+//! functions. Everything uses the benchmarking ranges `198.18.0.0/15` and `2001:db8::/32`.
+//! The gateway routes between its subnets but has no route for the VIPs: steering VIP
+//! traffic is the job of the XDP program under test.
+
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+use anyhow::{bail, Result};
+
+use crate::netns::NetNs;
+
+/// IPv4 virtual service address; present on every backend's `lo`.
+pub const VIP4: Ipv4Addr = Ipv4Addr::new(198, 19, 0, 10);
+/// IPv6 virtual service address; present on every backend's `lo`.
+pub const VIP6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0xff, 0, 0, 0, 0, 0x10);
+
+/// The client's address on its link to the gateway.
+pub const CLIENT_ADDR4: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
+/// The client's IPv6 address on its link to the gateway.
+pub const CLIENT_ADDR6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 2);
+/// The gateway's address facing the client (the client's default route).
+pub const GW_CLIENT_ADDR4: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
+/// The gateway's IPv6 address facing the client (the client's default route).
+pub const GW_CLIENT_ADDR6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1);
+
+/// The client's interface towards the gateway.
+pub const CLIENT_IFNAME: &str = "eth0";
+/// The gateway's interface towards the client.
+pub const GW_CLIENT_IFNAME: &str = "gwc";
+/// Each backend's interface towards the gateway.
+pub const BACKEND_IFNAME: &str = "eth0";
+
+/// MTU of the client link.
+pub const CLIENT_MTU: u32 = 1500;
+/// MTU of the backend links: room for the 20/40-byte tunnel header the gateway adds.
+pub const BACKEND_MTU: u32 = 1600;
+
+/// Backend indices must keep `10 + i` within an IPv4 octet.
+pub const MAX_BACKENDS: usize = 200;
+
+/// IPv4 address of backend `i` (`198.18.{10+i}.2`).
+///
+/// # Panics
+/// If `i >= MAX_BACKENDS`.
+pub fn backend_addr4(i: usize) -> Ipv4Addr {
+    Ipv4Addr::new(198, 18, backend_octet(i), 2)
+}
+
+/// The gateway's IPv4 address towards backend `i` (`198.18.{10+i}.1`).
+///
+/// # Panics
+/// If `i >= MAX_BACKENDS`.
+pub fn gw_backend_addr4(i: usize) -> Ipv4Addr {
+    Ipv4Addr::new(198, 18, backend_octet(i), 1)
+}
+
+/// IPv6 address of backend `i` (`2001:db8:{a+i}::2`, hex).
+///
+/// # Panics
+/// If `i >= MAX_BACKENDS`.
+pub fn backend_addr6(i: usize) -> Ipv6Addr {
+    Ipv6Addr::new(0x2001, 0xdb8, backend_hextet(i), 0, 0, 0, 0, 2)
+}
+
+/// The gateway's IPv6 address towards backend `i` (`2001:db8:{a+i}::1`, hex).
+///
+/// # Panics
+/// If `i >= MAX_BACKENDS`.
+pub fn gw_backend_addr6(i: usize) -> Ipv6Addr {
+    Ipv6Addr::new(0x2001, 0xdb8, backend_hextet(i), 0, 0, 0, 0, 1)
+}
+
+/// The gateway's interface towards backend `i` (`gwb{i}`).
+pub fn gw_backend_ifname(i: usize) -> String {
+    format!("gwb{i}")
+}
+
+fn backend_octet(i: usize) -> u8 {
+    assert!(i < MAX_BACKENDS, "backend index {i} out of range");
+    // Cannot fail: i < 200, so 10 + i <= 209.
+    u8::try_from(10 + i).unwrap_or(u8::MAX)
+}
+
+fn backend_hextet(i: usize) -> u16 {
+    assert!(i < MAX_BACKENDS, "backend index {i} out of range");
+    // Cannot fail: i < 200.
+    u16::try_from(0xa + i).unwrap_or(u16::MAX)
+}
+
+/// Client, gateway and backends in their own namespaces, wired per the address plan.
+///
+/// Dropping it deletes every namespace (the veths go with them), also on unwind.
+#[derive(Debug)]
+pub struct Topology {
+    prefix: String,
+    client: NetNs,
+    gateway: NetNs,
+    backends: Vec<NetNs>,
+}
+
+impl Topology {
+    /// Builds the network with namespaces `{prefix}-client`, `{prefix}-gw` and
+    /// `{prefix}-b{i}`. Use a short prefix that is unique per test (e.g. "slt1") so
+    /// tests can run in parallel.
+    pub fn build(prefix: &str, backends: usize) -> Result<Self> {
+        let valid = !prefix.is_empty()
+            && prefix.len() <= 16
+            && prefix
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+        if !valid {
+            bail!("topology prefix {prefix:?} must be 1-16 characters of [A-Za-z0-9_-]");
+        }
+        let client = host_ns(&format!("{prefix}-client"))?;
+        let gateway = host_ns(&format!("{prefix}-gw"))?;
+        for (key, value) in [
+            ("net.ipv4.ip_forward", "1"),
+            ("net.ipv6.conf.all.forwarding", "1"),
+        ] {
+            gateway.sysctl(key, value)?;
+        }
+
+        add_veth(
+            &client,
+            CLIENT_IFNAME,
+            &gateway,
+            GW_CLIENT_IFNAME,
+            CLIENT_MTU,
+        )?;
+        configure_link(&client, CLIENT_IFNAME, CLIENT_ADDR4, CLIENT_ADDR6)?;
+        configure_link(&gateway, GW_CLIENT_IFNAME, GW_CLIENT_ADDR4, GW_CLIENT_ADDR6)?;
+        ip(&client, &format!("route add default via {GW_CLIENT_ADDR4}"))?;
+        ip(
+            &client,
+            &format!("-6 route add default via {GW_CLIENT_ADDR6}"),
+        )?;
+
+        let mut topology = Self {
+            prefix: prefix.to_owned(),
+            client,
+            gateway,
+            backends: Vec::new(),
+        };
+        for _ in 0..backends {
+            topology.add_backend()?;
+        }
+        Ok(topology)
+    }
+
+    /// Adds backend number `backend_count()` with the same plan and returns its index.
+    pub fn add_backend(&mut self) -> Result<usize> {
+        let i = self.backends.len();
+        if i >= MAX_BACKENDS {
+            bail!("at most {MAX_BACKENDS} backends fit the address plan");
+        }
+        let backend = host_ns(&format!("{}-b{i}", self.prefix))?;
+        // Usual direct-server-return settings: only answer ARP for addresses on the
+        // receiving interface, so the VIPs on `lo` are never announced.
+        backend.sysctl("net.ipv4.conf.all.arp_ignore", "1")?;
+        backend.sysctl("net.ipv4.conf.all.arp_announce", "2")?;
+
+        let gw_if = gw_backend_ifname(i);
+        add_veth(&self.gateway, &gw_if, &backend, BACKEND_IFNAME, BACKEND_MTU)?;
+        let (gw4, gw6) = (gw_backend_addr4(i), gw_backend_addr6(i));
+        configure_link(&self.gateway, &gw_if, gw4, gw6)?;
+        configure_link(&backend, BACKEND_IFNAME, backend_addr4(i), backend_addr6(i))?;
+        ip(&backend, &format!("addr add {VIP4}/32 dev lo"))?;
+        ip(&backend, &format!("-6 addr add {VIP6}/128 dev lo nodad"))?;
+        ip(&backend, &format!("route add default via {gw4}"))?;
+        ip(&backend, &format!("-6 route add default via {gw6}"))?;
+
+        self.backends.push(backend);
+        Ok(i)
+    }
+
+    /// The prefix the namespace names start with.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// The client host.
+    pub fn client(&self) -> &NetNs {
+        &self.client
+    }
+
+    /// The gateway, where the load balancer's XDP program runs.
+    pub fn gateway(&self) -> &NetNs {
+        &self.gateway
+    }
+
+    /// Backend `i`.
+    ///
+    /// # Panics
+    /// If `i >= backend_count()`.
+    pub fn backend(&self, i: usize) -> &NetNs {
+        &self.backends[i]
+    }
+
+    /// All backends, in index order.
+    pub fn backends(&self) -> &[NetNs] {
+        &self.backends
+    }
+
+    /// Number of backends.
+    pub fn backend_count(&self) -> usize {
+        self.backends.len()
+    }
+
+    /// IPv4 address of backend `i`, see [`backend_addr4`].
+    pub fn backend_addr4(&self, i: usize) -> Ipv4Addr {
+        backend_addr4(i)
+    }
+
+    /// IPv6 address of backend `i`, see [`backend_addr6`].
+    pub fn backend_addr6(&self, i: usize) -> Ipv6Addr {
+        backend_addr6(i)
+    }
+
+    /// The gateway's interface towards the client (`gwc`).
+    pub fn gw_client_ifname(&self) -> &'static str {
+        GW_CLIENT_IFNAME
+    }
+
+    /// Each backend's interface towards the gateway (`eth0`).
+    pub fn backend_ifname(&self) -> &'static str {
+        BACKEND_IFNAME
+    }
+}
+
+/// Creates a namespace with the sysctls every host of the plan shares. They are set
+/// before any interface exists, so new interfaces inherit them through `default`.
+fn host_ns(name: &str) -> Result<NetNs> {
+    let ns = NetNs::create(name)?;
+    for (key, value) in [
+        // IPv6 addresses must be usable at once, not after duplicate address detection.
+        ("net.ipv6.conf.all.accept_dad", "0"),
+        ("net.ipv6.conf.default.accept_dad", "0"),
+        // The load balancer forwards asymmetrically (DSR); reverse-path filtering
+        // would drop legitimate packets.
+        ("net.ipv4.conf.all.rp_filter", "0"),
+        ("net.ipv4.conf.default.rp_filter", "0"),
+    ] {
+        ns.sysctl(key, value)?;
+    }
+    Ok(ns)
+}
+
+/// Addresses an interface (/24 and /64) and brings it up; settings that only take
+/// effect per interface are repeated here in case `default` was not inherited.
+fn configure_link(ns: &NetNs, ifname: &str, addr4: Ipv4Addr, addr6: Ipv6Addr) -> Result<()> {
+    ns.sysctl(&format!("net.ipv4.conf.{ifname}.rp_filter"), "0")?;
+    ns.sysctl(&format!("net.ipv6.conf.{ifname}.accept_dad"), "0")?;
+    ip(ns, &format!("addr add {addr4}/24 dev {ifname}"))?;
+    ip(ns, &format!("-6 addr add {addr6}/64 dev {ifname} nodad"))?;
+    ip(ns, &format!("link set {ifname} up"))?;
+    Ok(())
+}
+
+/// Creates a veth pair with one end in each namespace. It is made inside `a` with the
+/// peer placed directly in `b`, never in the root namespace, so the short fixed names
+/// (`eth0`, `gwc`, ...) cannot clash there or between topologies.
+fn add_veth(a: &NetNs, name_a: &str, b: &NetNs, name_b: &str, mtu: u32) -> Result<()> {
+    let peer = format!("peer name {name_b} mtu {mtu} netns {}", b.name());
+    ip(a, &format!("link add {name_a} mtu {mtu} type veth {peer}")).map(drop)
+}
+
+/// `ip -n <ns> <cmd>` with `cmd` written as one line (no argument contains spaces).
+fn ip(ns: &NetNs, cmd: &str) -> Result<String> {
+    ns.ip(&cmd.split_whitespace().collect::<Vec<_>>())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn address_plan() {
+        assert_eq!(backend_addr4(0).to_string(), "198.18.10.2");
+        assert_eq!(gw_backend_addr4(3).to_string(), "198.18.13.1");
+        assert_eq!(backend_addr6(0).to_string(), "2001:db8:a::2");
+        assert_eq!(backend_addr6(1).to_string(), "2001:db8:b::2");
+        assert_eq!(gw_backend_addr6(6).to_string(), "2001:db8:10::1");
+        assert_eq!(backend_addr4(MAX_BACKENDS - 1).to_string(), "198.18.209.2");
+        assert_eq!(gw_backend_ifname(12), "gwb12");
+        assert_eq!(VIP4.to_string(), "198.19.0.10");
+        assert_eq!(VIP6.to_string(), "2001:db8:ff::10");
+        assert_eq!(CLIENT_ADDR6.to_string(), "2001:db8::2");
+        assert_eq!(GW_CLIENT_ADDR4.to_string(), "198.18.0.1");
+    }
+
+    #[test]
+    #[should_panic(expected = "out of range")]
+    fn backend_index_bounded() {
+        let _ = backend_addr4(MAX_BACKENDS);
+    }
+}

@@ -1,0 +1,118 @@
+//! The commands after `setup`: build, test, demo, bench.
+
+use std::process::ExitCode;
+
+use anyhow::Result;
+
+use crate::{
+    cargo::Workspace,
+    process,
+    test_summary::{self, Counts},
+};
+
+/// Debug build of everything that runs on the host; lb-userspace's build.rs builds the eBPF
+/// object (lb-ebpf) once on the way.
+pub fn build(ws: &Workspace) -> Result<()> {
+    process::run(ws.cargo()?.args([
+        "build",
+        "--workspace",
+        "--exclude",
+        "lb-ebpf",
+        "--all-targets",
+    ]))
+}
+
+/// Unit tests, then the root-only integration tests (netns, XDP, `BPF_PROG_TEST_RUN`), then one
+/// summary line. `args` go after `--` to both runs (test name filters and libtest flags).
+pub fn test(ws: &Workspace, args: &[String]) -> Result<ExitCode> {
+    let mut unit = Counts::default();
+    let mut integration = Counts::default();
+    let mut extra_failures = Counts::default();
+
+    if let Err(err) = build(ws) {
+        eprintln!("error: build failed, not running tests: {err:#}");
+        extra_failures.failed += 1;
+    } else {
+        let mut cmd = ws.cargo()?;
+        cmd.args([
+            "test",
+            "--workspace",
+            "--exclude",
+            "lb-ebpf",
+            "--exclude",
+            "sluice-tests",
+            "--no-fail-fast",
+        ]);
+        if !args.is_empty() {
+            cmd.arg("--").args(args);
+        }
+        unit = test_summary::run_counting(&mut cmd)?;
+
+        if process::is_root() {
+            let mut cmd = ws.cargo()?;
+            cmd.args(["test", "-p", "sluice-tests", "--no-fail-fast", "--"])
+                .arg("--test-threads=1")
+                .args(args);
+            integration = test_summary::run_counting(&mut cmd)?;
+        } else {
+            eprintln!(
+                "error: the integration tests (sluice-tests) need root: they create network \
+                 namespaces and load XDP programs. Run `cargo xtask test` as root \
+                 (counting this as 1 failure)."
+            );
+            integration.failed += 1;
+        }
+    }
+
+    let mut total = unit;
+    total += integration;
+    total += extra_failures;
+    println!(
+        "sluice test summary: {total} (unit {}, integration {})",
+        unit.ran(),
+        integration.ran()
+    );
+    Ok(if total.failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// Build, then replace this process with the demo so its exit status and Ctrl-C handling are
+/// the caller's.
+pub fn demo(ws: &Workspace) -> Result<ExitCode> {
+    build(ws)?;
+    let sluice = ws.sluice_bin("debug")?;
+    let mut cmd = ws.cargo()?;
+    cmd.args(["run", "-p", "sluice-tests", "--bin", "demo"])
+        .env("SLUICE_BIN", &sluice);
+    Err(process::exec(&mut cmd))
+}
+
+/// Release build of the sluice binary and the bench runner, then exec the runner with `what`.
+pub fn bench(ws: &Workspace, what: &[String]) -> Result<ExitCode> {
+    process::run(ws.cargo()?.args([
+        "build",
+        "--release",
+        "-p",
+        "lb-userspace",
+        "-p",
+        "sluice-tests",
+        "--bins",
+    ]))?;
+    let sluice = ws.sluice_bin("release")?;
+    let mut cmd = ws.cargo()?;
+    cmd.args([
+        "run",
+        "--release",
+        "-p",
+        "sluice-tests",
+        "--bin",
+        "bench",
+        "--",
+    ])
+    .args(what)
+    .env("SLUICE_BIN", &sluice);
+    Err(process::exec(&mut cmd))
+}
