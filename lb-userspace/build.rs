@@ -1,4 +1,4 @@
-//! Builds the XDP programs (lb-ebpf) for the BPF target and leaves them in OUT_DIR for
+//! Builds the XDP programs (lb-ebpf) for the BPF target and leaves them in `OUT_DIR` for
 //! `include_bytes_aligned!`. Set `AYA_BUILD_SKIP=1` to check or lint without bpf-linker.
 use anyhow::{anyhow, Context as _};
 use aya_build::{Package, Toolchain};
@@ -18,7 +18,11 @@ fn main() -> anyhow::Result<()> {
         .parent()
         .ok_or_else(|| anyhow!("lb-ebpf manifest has no parent"))?;
     aya_build::build_ebpf(
-        [Package { name: "lb-ebpf", root_dir: root.as_str(), ..Default::default() }],
+        [Package {
+            name: "lb-ebpf",
+            root_dir: root.as_str(),
+            ..Default::default()
+        }],
         Toolchain::Custom("stable"),
     )
 }

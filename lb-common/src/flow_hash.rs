@@ -2,10 +2,10 @@
 //!
 //! It works on the raw words of a [`FlowKey`] as they sit in memory (network byte order read as
 //! native words) so the kernel hashes without byte swaps; userspace builds the same key with
-//! [`FlowKey::new`] and gets the same hash. sluice's targets (x86_64, aarch64, bpfel) are all
+//! [`FlowKey::new`] and gets the same hash. sluice's targets (`x86_64`, aarch64, bpfel) are all
 //! little-endian, so gateways agree on every flow.
 //!
-//! The mixing is MurmurHash3's 32-bit body and finaliser over a fixed number of words: no loops
+//! The mixing is `MurmurHash3`'s 32-bit body and finaliser over a fixed number of words: no loops
 //! with data-dependent bounds, which keeps the verifier and the JIT happy.
 
 use crate::maps::{FlowKey, HASH_SOURCE_IP};
@@ -18,7 +18,10 @@ const SEED: u32 = 0x5eed_51ce;
 #[inline(always)]
 const fn mix(h: u32, k: u32) -> u32 {
     let k = k.wrapping_mul(C1).rotate_left(15).wrapping_mul(C2);
-    (h ^ k).rotate_left(13).wrapping_mul(5).wrapping_add(0xe654_6b64)
+    (h ^ k)
+        .rotate_left(13)
+        .wrapping_mul(5)
+        .wrapping_add(0xe654_6b64)
 }
 
 #[inline(always)]
@@ -122,7 +125,10 @@ mod tests {
         let mut b = v4([198, 18, 0, 2], 2000);
         b.proto = PROTO_UDP;
         assert_eq!(flow_hash(&a, HASH_SOURCE_IP), flow_hash(&b, HASH_SOURCE_IP));
-        assert_ne!(flow_hash(&a, HASH_FIVE_TUPLE), flow_hash(&b, HASH_FIVE_TUPLE));
+        assert_ne!(
+            flow_hash(&a, HASH_FIVE_TUPLE),
+            flow_hash(&b, HASH_FIVE_TUPLE)
+        );
     }
 
     #[test]

@@ -187,4 +187,13 @@ pub struct TrafficStats {
 }
 assert_size!(TrafficStats, 24);
 
-pod!(VipKey, VipEntry, BackendEntry, FlowKey, FlowEntry, Settings, DecapKey, TrafficStats);
+pod!(
+    VipKey,
+    VipEntry,
+    BackendEntry,
+    FlowKey,
+    FlowEntry,
+    Settings,
+    DecapKey,
+    TrafficStats
+);

@@ -1,6 +1,6 @@
 //! Reasons a packet was forwarded, passed or dropped: one per-CPU counter each.
 //!
-//! Nothing leaves sluice_xdp without one of these counters saying why.
+//! Nothing leaves `sluice_xdp` without one of these counters saying why.
 
 /// Index into the `sluice_counters_v1` per-CPU array.
 #[repr(u32)]
@@ -80,7 +80,7 @@ impl Counter {
         Counter::DropInternal,
     ];
 
-    /// Whether sluice_xdp drops the packet for this reason (all others pass it to the stack,
+    /// Whether `sluice_xdp` drops the packet for this reason (all others pass it to the stack,
     /// or are not final verdicts).
     pub const fn is_drop(self) -> bool {
         matches!(
@@ -93,7 +93,7 @@ impl Counter {
         )
     }
 
-    /// Stable snake_case name for metrics and CLI output.
+    /// Stable `snake_case` name for metrics and CLI output.
     pub const fn name(self) -> &'static str {
         match self {
             Counter::Tx => "tx",
@@ -122,7 +122,7 @@ impl Counter {
     }
 }
 
-/// Counters of sluice_decap, index into `sluice_decap_counters_v1`.
+/// Counters of `sluice_decap`, index into `sluice_decap_counters_v1`.
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DecapCounter {

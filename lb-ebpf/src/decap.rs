@@ -1,6 +1,6 @@
-//! sluice_decap: on a backend, strips the IPIP / IP6IP6 header of packets whose inner
+//! `sluice_decap`: on a backend, strips the IPIP / IP6IP6 header of packets whose inner
 //! destination is a VIP this host serves, and passes the inner packet up the stack. For hosts
-//! without the ipip / ip6_tunnel modules, and cheaper than them.
+//! without the ipip / `ip6_tunnel` modules, and cheaper than them.
 //!
 //! Only untagged frames are handled: stripping would otherwise change which VLAN device the
 //! kernel delivers the packet to.
@@ -64,13 +64,27 @@ fn strip(ctx: &XdpContext) -> Result<(), DecapCounter> {
             return Err(DecapCounter::PassMalformed);
         }
         let a = addr4([h[16], h[17], h[18], h[19]]);
-        (DecapKey { addr_be: a, family: FAMILY_V4, _pad: [0; 3] }, ETH_P_IP)
+        (
+            DecapKey {
+                addr_be: a,
+                family: FAMILY_V4,
+                _pad: [0; 3],
+            },
+            ETH_P_IP,
+        )
     } else {
         let h: [u8; IPV6_LEN] = read(ctx, inner).map_err(bad)?;
         if h[0] >> 4 != 6 {
             return Err(DecapCounter::PassMalformed);
         }
-        (DecapKey { addr_be: addr6(&h, 24), family: FAMILY_V6, _pad: [0; 3] }, ETH_P_IPV6)
+        (
+            DecapKey {
+                addr_be: addr6(&h, 24),
+                family: FAMILY_V6,
+                _pad: [0; 3],
+            },
+            ETH_P_IPV6,
+        )
     };
     // SAFETY: lookup only; the value is not read.
     if unsafe { DECAP_VIPS.get(&key) }.is_none() {
@@ -80,7 +94,11 @@ fn strip(ctx: &XdpContext) -> Result<(), DecapCounter> {
     let macs: [u8; 12] = read(ctx, 0).map_err(bad)?;
     write(ctx, outer_len, macs).map_err(bad)?;
     write(ctx, outer_len + 12, ethertype.to_be()).map_err(bad)?;
-    #[expect(clippy::cast_possible_truncation, clippy::cast_possible_wrap, reason = "<= 60")]
+    #[expect(
+        clippy::cast_possible_truncation,
+        clippy::cast_possible_wrap,
+        reason = "<= 60"
+    )]
     // SAFETY: shrinking by the outer header, which the reads above proved is in the packet.
     if unsafe { bpf_xdp_adjust_head(ctx.ctx, outer_len as i32) } != 0 {
         return Err(DecapCounter::DropAdjust);

@@ -36,7 +36,11 @@ pub fn encap(
 ) -> Result<Outer, Counter> {
     let settings: Settings = *SETTINGS.get(0).ok_or(Counter::DropInternal)?;
     let macs: [u8; 12] = read(ctx, 0).map_err(|_| Counter::DropEncap)?;
-    let inner_proto = if p.key.family == FAMILY_V6 { PROTO_IPV6_IN_IP } else { PROTO_IPIP };
+    let inner_proto = if p.key.family == FAMILY_V6 {
+        PROTO_IPV6_IN_IP
+    } else {
+        PROTO_IPIP
+    };
     let v6 = backend.family == FAMILY_V6;
     let outer_len = if v6 { IPV6_LEN } else { IPV4_LEN };
     let tot_len = outer_len + p.ip_len;
@@ -45,7 +49,11 @@ pub fn encap(
     }
     // Ethernet + VLAN tags (l3_off bytes) become Ethernet + outer header; VLAN tags are dropped
     // because the FIB lookup picks the egress device, which is where the frame will leave.
-    #[expect(clippy::cast_possible_wrap, clippy::cast_possible_truncation, reason = "both < 600")]
+    #[expect(
+        clippy::cast_possible_wrap,
+        clippy::cast_possible_truncation,
+        reason = "both < 600"
+    )]
     let grow = (ETH_LEN + outer_len) as i32 - p.l3_off as i32;
     // SAFETY: the helper checks the headroom itself; all packet pointers are re-derived below.
     if unsafe { bpf_xdp_adjust_head(ctx.ctx, -grow) } != 0 {
@@ -53,7 +61,10 @@ pub fn encap(
     }
     let e = |_| Counter::DropEncap;
     write(ctx, 0, macs).map_err(e)?;
-    #[expect(clippy::cast_possible_truncation, reason = "checked against u16::MAX above")]
+    #[expect(
+        clippy::cast_possible_truncation,
+        reason = "checked against u16::MAX above"
+    )]
     let tot_len = tot_len as u16;
     if v6 {
         write(ctx, 12, ETH_P_IPV6.to_be()).map_err(e)?;
@@ -69,7 +80,12 @@ pub fn encap(
         put_addr(&mut h, 8, &src);
         put_addr(&mut h, 24, &backend.addr_be);
         write(ctx, ETH_LEN, h).map_err(e)?;
-        Ok(Outer { family: FAMILY_V6, src, dst: backend.addr_be, tot_len })
+        Ok(Outer {
+            family: FAMILY_V6,
+            src,
+            dst: backend.addr_be,
+            tot_len,
+        })
     } else {
         write(ctx, 12, ETH_P_IP.to_be()).map_err(e)?;
         let src = (settings.src4_base_be & !settings.src4_host_mask_be)
@@ -86,7 +102,12 @@ pub fn encap(
         let c = csum::ipv4_header(&h);
         h[10..12].copy_from_slice(&c.to_be_bytes());
         write(ctx, ETH_LEN, h).map_err(e)?;
-        Ok(Outer { family: FAMILY_V4, src: [src, 0, 0, 0], dst: backend.addr_be, tot_len })
+        Ok(Outer {
+            family: FAMILY_V4,
+            src: [src, 0, 0, 0],
+            dst: backend.addr_be,
+            tot_len,
+        })
     }
 }
 

@@ -22,7 +22,10 @@ const AF_INET6: u8 = 10;
 pub fn forward(ctx: &XdpContext, outer: &Outer) -> Result<u32, Counter> {
     // SAFETY: an all-zero `bpf_fib_lookup` is a valid (empty) parameter block.
     let mut fib: FibParams = unsafe { core::mem::zeroed() };
-    #[expect(clippy::cast_possible_truncation, reason = "ifindex is a u32 in xdp_md")]
+    #[expect(
+        clippy::cast_possible_truncation,
+        reason = "ifindex is a u32 in xdp_md"
+    )]
     let ingress = ctx.ingress_ifindex() as u32;
     fib.ifindex = ingress;
     fib.__bindgen_anon_1.tot_len = outer.tot_len;
@@ -36,7 +39,11 @@ pub fn forward(ctx: &XdpContext, outer: &Outer) -> Result<u32, Counter> {
         fib.__bindgen_anon_4.ipv4_dst = outer.dst[0];
     }
     // SAFETY: `fib` is a valid, writable parameter block of the size passed.
-    #[expect(clippy::cast_possible_truncation, clippy::cast_possible_wrap, reason = "64 bytes")]
+    #[expect(
+        clippy::cast_possible_truncation,
+        clippy::cast_possible_wrap,
+        reason = "64 bytes"
+    )]
     let rc = unsafe {
         bpf_fib_lookup(
             ctx.ctx.cast(),
@@ -45,7 +52,10 @@ pub fn forward(ctx: &XdpContext, outer: &Outer) -> Result<u32, Counter> {
             0,
         )
     };
-    #[expect(clippy::cast_sign_loss, reason = "return codes are small non-negative enums")]
+    #[expect(
+        clippy::cast_sign_loss,
+        reason = "return codes are small non-negative enums"
+    )]
     match rc as u32 {
         BPF_FIB_LKUP_RET_SUCCESS => {
             let mut macs = [0u8; 12];
@@ -58,7 +68,11 @@ pub fn forward(ctx: &XdpContext, outer: &Outer) -> Result<u32, Counter> {
             } else {
                 count(Counter::Redirect);
                 // SAFETY: plain helper call; a bad ifindex makes it return XDP_ABORTED.
-                #[expect(clippy::cast_sign_loss, clippy::cast_possible_truncation, reason = "xdp action")]
+                #[expect(
+                    clippy::cast_sign_loss,
+                    clippy::cast_possible_truncation,
+                    reason = "xdp action"
+                )]
                 Ok(unsafe { bpf_redirect(fib.ifindex, 0) } as u32)
             }
         }

@@ -48,7 +48,15 @@ pub fn quoted_v6(ctx: &XdpContext, l4: usize, end: usize) -> Result<FlowKey, Cou
     if h[0] >> 4 != 6 {
         return Err(Counter::PassIcmpNotVip);
     }
-    reversed(ctx, q + IPV6_LEN, end, h[6], FAMILY_V6, addr6(&h, 8), addr6(&h, 24))
+    reversed(
+        ctx,
+        q + IPV6_LEN,
+        end,
+        h[6],
+        FAMILY_V6,
+        addr6(&h, 8),
+        addr6(&h, 24),
+    )
 }
 
 #[inline(always)]

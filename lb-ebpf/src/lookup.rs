@@ -36,7 +36,11 @@ pub fn backend(vip: &VipEntry, key: &FlowKey, create: bool) -> Result<Choice, Co
         // connection. A new SYN on a recycled tuple whose backend left is steered afresh.
         if !(create && backend.state != BACKEND_UP) {
             count(Counter::ConntrackHit);
-            return Ok(Choice { id, backend, new_flow: false });
+            return Ok(Choice {
+                id,
+                backend,
+                new_flow: false,
+            });
         }
     }
     count(Counter::ConntrackMiss);
@@ -55,7 +59,11 @@ pub fn backend(vip: &VipEntry, key: &FlowKey, create: bool) -> Result<Choice, Co
             count(Counter::FlowInsertFailed);
         }
     }
-    Ok(Choice { id, backend, new_flow: create })
+    Ok(Choice {
+        id,
+        backend,
+        new_flow: create,
+    })
 }
 
 /// `ring[hash % M]`, probing the next few slots when that backend is not `up` (userspace

@@ -1,4 +1,4 @@
-//! The maps sluice_xdp and sluice_decap share with userspace. Names come from lb-common so
+//! The maps `sluice_xdp` and `sluice_decap` share with userspace. Names come from lb-common so
 //! the loader and the pinned files can never disagree.
 
 use aya_ebpf::{
@@ -44,5 +44,4 @@ pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(Counter::C
 pub static DECAP_VIPS: HashMap<DecapKey, u32> = HashMap::with_max_entries(MAX_VIPS, 0);
 
 #[map(name = "sluice_decap_counters_v1")]
-pub static DECAP_COUNTERS: PerCpuArray<u64> =
-    PerCpuArray::with_max_entries(DecapCounter::COUNT, 0);
+pub static DECAP_COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(DecapCounter::COUNT, 0);

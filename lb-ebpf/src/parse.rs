@@ -120,7 +120,14 @@ fn ipv4(ctx: &XdpContext, l3: usize) -> Result<Parsed, Counter> {
         }
         _ => ports(ctx, &mut key, l4, end)?,
     };
-    Ok(Parsed { l3_off: l3, ip_len, key, tos: h[1], tcp_flags, icmp_error })
+    Ok(Parsed {
+        l3_off: l3,
+        ip_len,
+        key,
+        tos: h[1],
+        tcp_flags,
+        icmp_error,
+    })
 }
 
 #[inline(always)]
@@ -180,7 +187,14 @@ fn ipv6(ctx: &XdpContext, l3: usize) -> Result<Parsed, Counter> {
         _ => ports(ctx, &mut key, l4, end)?,
     };
     let tos = (h[0] << 4) | (h[1] >> 4);
-    Ok(Parsed { l3_off: l3, ip_len, key, tos, tcp_flags, icmp_error })
+    Ok(Parsed {
+        l3_off: l3,
+        ip_len,
+        key,
+        tos,
+        tcp_flags,
+        icmp_error,
+    })
 }
 
 /// Fills the ports of a TCP or UDP key; returns the TCP flags (0 for UDP).
@@ -199,7 +213,9 @@ fn ports(ctx: &XdpContext, key: &mut FlowKey, l4: usize, end: usize) -> Result<u
     key.sport_be = p[0];
     key.dport_be = p[1];
     if key.proto == PROTO_TCP {
-        read::<[u8; 2]>(ctx, l4 + 12).map(|b| b[1]).map_err(|_| Counter::PassBadL4)
+        read::<[u8; 2]>(ctx, l4 + 12)
+            .map(|b| b[1])
+            .map_err(|_| Counter::PassBadL4)
     } else {
         Ok(0)
     }

@@ -1,9 +1,7 @@
-//! sluice_xdp: parse, find the VIP, choose the backend, encapsulate, forward.
+//! `sluice_xdp`: parse, find the VIP, choose the backend, encapsulate, forward.
 
 use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
-use lb_common::{
-    flow_hash::five_tuple_hash, Counter, VipKey, PROTO_UDP, VIP_KIND_EDGE,
-};
+use lb_common::{flow_hash::five_tuple_hash, Counter, VipKey, PROTO_UDP, VIP_KIND_EDGE};
 
 use crate::{
     encap, fib, lookup,
@@ -46,8 +44,8 @@ fn steer(ctx: &XdpContext) -> Result<u32, Counter> {
     if vip.kind == VIP_KIND_EDGE {
         return Err(Counter::PassEdge);
     }
-    let opens_flow = !p.icmp_error
-        && (p.key.proto == PROTO_UDP || p.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN);
+    let opens_flow =
+        !p.icmp_error && (p.key.proto == PROTO_UDP || p.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN);
     let choice = lookup::backend(&vip, &p.key, opens_flow)?;
     traffic(vip.index, choice.id, len(ctx) as u64, choice.new_flow);
     if p.icmp_error {

@@ -16,3 +16,4 @@ pub use addr::{flow_key, vip_key};
 pub use decap::Decap;
 pub use error::DataplaneError;
 pub use gateway::{BackendStatus, Dataplane, FlowInfo, Options};
+pub use rings::expected_shares;

@@ -10,7 +10,11 @@ use lb_userspace::{
 };
 
 #[derive(Parser)]
-#[command(name = "sluice", version, about = "XDP load balancer for Linux gateway hosts")]
+#[command(
+    name = "sluice",
+    version,
+    about = "XDP load balancer for Linux gateway hosts"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -18,7 +22,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Load sluice_xdp, attach it to the configured interfaces and serve until SIGINT/SIGTERM.
+    /// Load `sluice_xdp`, attach it to the configured interfaces and serve until SIGINT/SIGTERM.
     Run {
         #[arg(short, long, default_value = "/etc/sluice/sluice.toml")]
         config: PathBuf,
@@ -28,7 +32,7 @@ enum Command {
         #[arg(short, long)]
         config: PathBuf,
     },
-    /// Backend-side decapsulation (for hosts without the ipip / ip6_tunnel modules).
+    /// Backend-side decapsulation (for hosts without the ipip / `ip6_tunnel` modules).
     Decap {
         #[command(subcommand)]
         command: DecapCommand,
@@ -37,7 +41,7 @@ enum Command {
 
 #[derive(Subcommand)]
 enum DecapCommand {
-    /// Attach sluice_decap to IFACE for the given VIPs; stays in the foreground until
+    /// Attach `sluice_decap` to IFACE for the given VIPs; stays in the foreground until
     /// SIGINT/SIGTERM, then detaches.
     Attach {
         #[arg(long)]
@@ -85,8 +89,19 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             tracing::info!("stopping; detaching");
             Ok(())
         }
-        Command::Decap { command: DecapCommand::Attach { iface, vips, skb_mode } } => {
-            let mode = if skb_mode { XdpMode::Skb } else { XdpMode::Native };
+        Command::Decap {
+            command:
+                DecapCommand::Attach {
+                    iface,
+                    vips,
+                    skb_mode,
+                },
+        } => {
+            let mode = if skb_mode {
+                XdpMode::Skb
+            } else {
+                XdpMode::Native
+            };
             let _decap = Decap::attach(&iface, mode, &vips)?;
             tracing::info!(iface, ?vips, "sluice_decap attached");
             wait_for_signal()?;

@@ -8,7 +8,7 @@ pub struct Config {
     /// Name of this sluice instance on the host (pinned objects live under it).
     #[serde(default = "defaults::instance")]
     pub instance: String,
-    /// Interfaces that receive VIP traffic; sluice_xdp is attached to each.
+    /// Interfaces that receive VIP traffic; `sluice_xdp` is attached to each.
     pub interfaces: Vec<String>,
     /// `native` (driver mode, default) or `skb` (generic mode, any device).
     #[serde(default = "defaults::xdp_mode")]

@@ -37,7 +37,12 @@ pub fn proto_number(p: Protocol) -> u8 {
 /// The VIP map key for a service.
 pub fn vip_key(addr: IpAddr, port: u16, protocol: Protocol) -> VipKey {
     let (family, addr_be) = family_and_words(addr);
-    VipKey { addr_be, port_be: port.to_be(), proto: proto_number(protocol), family }
+    VipKey {
+        addr_be,
+        port_be: port.to_be(),
+        proto: proto_number(protocol),
+        family,
+    }
 }
 
 /// The conntrack key of a client's flow, as the kernel builds it from the packet.

@@ -1,4 +1,4 @@
-//! sluice_decap on a backend host: strips sluice's tunnel header for the VIPs listed here.
+//! `sluice_decap` on a backend host: strips sluice's tunnel header for the VIPs listed here.
 
 use std::net::IpAddr;
 
@@ -16,7 +16,7 @@ use super::{
 };
 use crate::{config::XdpMode as Mode, EBPF_OBJECT};
 
-/// A loaded and attached sluice_decap; detached when dropped.
+/// A loaded and attached `sluice_decap`; detached when dropped.
 pub struct Decap {
     _ebpf: aya::Ebpf,
     vips: Hash<DecapKey, u32>,
@@ -24,7 +24,7 @@ pub struct Decap {
 }
 
 impl Decap {
-    /// Loads sluice_decap and attaches it to `iface` in the calling thread's network namespace.
+    /// Loads `sluice_decap` and attaches it to `iface` in the calling thread's network namespace.
     pub fn attach(iface: &str, mode: Mode, vips: &[IpAddr]) -> Result<Decap, DataplaneError> {
         // The object also holds the gateway's maps; keep them tiny on a backend.
         let mut ebpf = EbpfLoader::new()
@@ -35,14 +35,23 @@ impl Decap {
             .program_mut(names::PROG_DECAP)
             .ok_or(DataplaneError::MissingMap(names::PROG_DECAP))?
             .try_into()
-            .map_err(|error| DataplaneError::Program { name: names::PROG_DECAP, error })?;
-        prog.load().map_err(|error| DataplaneError::Program { name: names::PROG_DECAP, error })?;
+            .map_err(|error| DataplaneError::Program {
+                name: names::PROG_DECAP,
+                error,
+            })?;
+        prog.load().map_err(|error| DataplaneError::Program {
+            name: names::PROG_DECAP,
+            error,
+        })?;
         let mode = match mode {
             Mode::Native => XdpMode::Driver,
             Mode::Skb => XdpMode::Skb,
         };
         prog.attach(iface, mode)
-            .map_err(|error| DataplaneError::Attach { iface: iface.to_string(), error })?;
+            .map_err(|error| DataplaneError::Attach {
+                iface: iface.to_string(),
+                error,
+            })?;
         let mut decap = Decap {
             vips: take(&mut ebpf, names::DECAP_VIPS)?,
             counters: take(&mut ebpf, names::DECAP_COUNTERS)?,
@@ -56,14 +65,25 @@ impl Decap {
 
     pub fn add_vip(&mut self, vip: IpAddr) -> Result<(), DataplaneError> {
         let (family, addr_be) = family_and_words(vip);
-        let key = DecapKey { addr_be, family, _pad: [0; 3] };
-        self.vips.insert(key, 1, 0).map_err(map_err(names::DECAP_VIPS))
+        let key = DecapKey {
+            addr_be,
+            family,
+            _pad: [0; 3],
+        };
+        self.vips
+            .insert(key, 1, 0)
+            .map_err(map_err(names::DECAP_VIPS))
     }
 
     pub fn counters(&self) -> Result<Vec<(DecapCounter, u64)>, DataplaneError> {
         DecapCounter::ALL
             .iter()
-            .map(|&c| Ok((c, per_cpu_sum(&self.counters, c as u32, names::DECAP_COUNTERS)?)))
+            .map(|&c| {
+                Ok((
+                    c,
+                    per_cpu_sum(&self.counters, c as u32, names::DECAP_COUNTERS)?,
+                ))
+            })
             .collect()
     }
 }

@@ -5,23 +5,37 @@ pub enum DataplaneError {
     #[error("loading the XDP object failed: {0}")]
     Load(#[from] aya::EbpfError),
     #[error("program {name}: {error}")]
-    Program { name: &'static str, error: aya::programs::ProgramError },
+    Program {
+        name: &'static str,
+        error: aya::programs::ProgramError,
+    },
     #[error("map {name}: {error}")]
-    Map { name: &'static str, error: aya::maps::MapError },
+    Map {
+        name: &'static str,
+        error: aya::maps::MapError,
+    },
     #[error("map {0} is missing from the XDP object (build mismatch)")]
     MissingMap(&'static str),
     #[error("attaching to {iface}: {error}")]
-    Attach { iface: String, error: aya::programs::ProgramError },
+    Attach {
+        iface: String,
+        error: aya::programs::ProgramError,
+    },
     #[error("VIP {vip}: {error}")]
     Maglev { vip: String, error: MaglevError },
     #[error("ring map is full: {needed} more slots needed, {free} free (raise ring capacity)")]
     RingsFull { needed: u32, free: u32 },
     #[error("too many backends: at most {max} (VIP, backend) pairs")]
     TooManyBackends { max: u32 },
+    #[error("too many VIPs: at most {max}")]
+    TooManyVips { max: u32 },
     #[error("unknown VIP \"{0}\"")]
     UnknownVip(String),
     #[error("VIP \"{vip}\" has no backend {backend}")]
-    UnknownBackend { vip: String, backend: std::net::IpAddr },
+    UnknownBackend {
+        vip: String,
+        backend: std::net::IpAddr,
+    },
 }
 
 pub(crate) fn map_err(name: &'static str) -> impl Fn(aya::maps::MapError) -> DataplaneError {

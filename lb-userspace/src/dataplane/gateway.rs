@@ -1,4 +1,4 @@
-//! sluice_xdp on the gateway: the program, its maps, and the bookkeeping that maps config names
+//! `sluice_xdp` on the gateway: the program, its maps, and the bookkeeping that maps config names
 //! to kernel indexes.
 
 use std::{
@@ -13,8 +13,7 @@ use aya::{
 };
 use lb_common::{
     names, BackendEntry, Counter, FlowEntry, FlowKey, Settings, TrafficStats, VipEntry, VipKey,
-    BACKEND_DOWN, BACKEND_UP, HASH_FIVE_TUPLE, HASH_SOURCE_IP, MAX_BACKENDS, MAX_VIPS,
-    VIP_KIND_L4,
+    BACKEND_DOWN, BACKEND_UP, HASH_FIVE_TUPLE, HASH_SOURCE_IP, MAX_BACKENDS, MAX_VIPS, VIP_KIND_L4,
 };
 
 use super::{
@@ -39,7 +38,10 @@ pub struct Options {
 
 impl Default for Options {
     fn default() -> Self {
-        Self { conntrack_entries: lb_common::CONNTRACK_ENTRIES, ring_slots: lb_common::DEFAULT_RING_SLOTS }
+        Self {
+            conntrack_entries: lb_common::CONNTRACK_ENTRIES,
+            ring_slots: lb_common::DEFAULT_RING_SLOTS,
+        }
     }
 }
 
@@ -106,7 +108,7 @@ pub struct Dataplane {
 }
 
 impl Dataplane {
-    /// Creates the maps and loads sluice_xdp (not yet attached anywhere).
+    /// Creates the maps and loads `sluice_xdp` (not yet attached anywhere).
     pub fn load(opts: Options) -> Result<Dataplane, DataplaneError> {
         let mut ebpf = EbpfLoader::new()
             .map_max_entries(names::CONNTRACK, opts.conntrack_entries)
@@ -116,8 +118,14 @@ impl Dataplane {
             .program_mut(names::PROG_XDP)
             .ok_or(DataplaneError::MissingMap(names::PROG_XDP))?
             .try_into()
-            .map_err(|error| DataplaneError::Program { name: names::PROG_XDP, error })?;
-        prog.load().map_err(|error| DataplaneError::Program { name: names::PROG_XDP, error })?;
+            .map_err(|error| DataplaneError::Program {
+                name: names::PROG_XDP,
+                error,
+            })?;
+        prog.load().map_err(|error| DataplaneError::Program {
+            name: names::PROG_XDP,
+            error,
+        })?;
         Ok(Dataplane {
             vips: take(&mut ebpf, names::VIPS)?,
             backends: take(&mut ebpf, names::BACKENDS)?,
@@ -143,10 +151,13 @@ impl Dataplane {
             .program(names::PROG_XDP)
             .ok_or(DataplaneError::MissingMap(names::PROG_XDP))?
             .try_into()
-            .map_err(|error| DataplaneError::Program { name: names::PROG_XDP, error })
+            .map_err(|error| DataplaneError::Program {
+                name: names::PROG_XDP,
+                error,
+            })
     }
 
-    /// Attaches sluice_xdp to `iface` in the calling thread's network namespace. Detached when
+    /// Attaches `sluice_xdp` to `iface` in the calling thread's network namespace. Detached when
     /// the `Dataplane` is dropped.
     pub fn attach(&mut self, iface: &str, mode: Mode) -> Result<(), DataplaneError> {
         let prog: &mut Xdp = self
@@ -154,13 +165,19 @@ impl Dataplane {
             .program_mut(names::PROG_XDP)
             .ok_or(DataplaneError::MissingMap(names::PROG_XDP))?
             .try_into()
-            .map_err(|error| DataplaneError::Program { name: names::PROG_XDP, error })?;
+            .map_err(|error| DataplaneError::Program {
+                name: names::PROG_XDP,
+                error,
+            })?;
         let mode = match mode {
             Mode::Native => XdpMode::Driver,
             Mode::Skb => XdpMode::Skb,
         };
         prog.attach(iface, mode)
-            .map_err(|error| DataplaneError::Attach { iface: iface.to_string(), error })?;
+            .map_err(|error| DataplaneError::Attach {
+                iface: iface.to_string(),
+                error,
+            })?;
         Ok(())
     }
 
@@ -171,9 +188,15 @@ impl Dataplane {
         let mut planned = Vec::with_capacity(config.vips.len());
         let removed: Vec<VipState> = {
             let keep: Vec<&str> = config.vips.iter().map(|v| v.name.as_str()).collect();
-            let gone: Vec<String> =
-                next.vips.keys().filter(|n| !keep.contains(&n.as_str())).cloned().collect();
-            gone.into_iter().filter_map(|n| next.vips.remove(&n)).collect()
+            let gone: Vec<String> = next
+                .vips
+                .keys()
+                .filter(|n| !keep.contains(&n.as_str()))
+                .cloned()
+                .collect();
+            gone.into_iter()
+                .filter_map(|n| next.vips.remove(&n))
+                .collect()
         };
         for v in &removed {
             next.regions.release(v.region, 2 * v.config.table_size);
@@ -209,13 +232,26 @@ impl Dataplane {
 
     /// Sets a backend `up`, `draining` or `down` and rebuilds its VIP's table. Established
     /// flows keep their backend; only new flows follow the new table.
-    pub fn set_backend_state(&mut self, vip: &str, backend: IpAddr, state: u8) -> Result<(), DataplaneError> {
-        let mut v = self.state.vips.get(vip).cloned().ok_or_else(|| DataplaneError::UnknownVip(vip.into()))?;
+    pub fn set_backend_state(
+        &mut self,
+        vip: &str,
+        backend: IpAddr,
+        state: u8,
+    ) -> Result<(), DataplaneError> {
+        let mut v = self
+            .state
+            .vips
+            .get(vip)
+            .cloned()
+            .ok_or_else(|| DataplaneError::UnknownVip(vip.into()))?;
         let b = v
             .backends
             .iter_mut()
             .find(|b| b.address == backend)
-            .ok_or_else(|| DataplaneError::UnknownBackend { vip: vip.into(), backend })?;
+            .ok_or_else(|| DataplaneError::UnknownBackend {
+                vip: vip.into(),
+                backend,
+            })?;
         b.state = state;
         let (id, address) = (b.id, b.address);
         let mut table = table_for(&v)?;
@@ -231,7 +267,9 @@ impl Dataplane {
         let staging = 1 - v.live;
         let base = v.region + staging * size;
         for (i, &id) in (0u32..).zip(table.iter()) {
-            self.rings.set(base + i, id, 0).map_err(map_err(names::RINGS))?;
+            self.rings
+                .set(base + i, id, 0)
+                .map_err(map_err(names::RINGS))?;
         }
         let entry = VipEntry {
             index: v.index,
@@ -245,21 +283,36 @@ impl Dataplane {
             proxy_policy: lb_common::PROXY_OFF,
             flags: 0,
         };
-        self.vips.insert(v.key, entry, 0).map_err(map_err(names::VIPS))?;
+        self.vips
+            .insert(v.key, entry, 0)
+            .map_err(map_err(names::VIPS))?;
         v.live = staging;
         Ok(())
     }
 
     fn write_backend(&mut self, id: u32, address: IpAddr, state: u8) -> Result<(), DataplaneError> {
         let (family, addr_be) = family_and_words(address);
-        let entry = BackendEntry { addr_be, family, state, _pad: [0; 2] };
-        self.backends.set(id, entry, 0).map_err(map_err(names::BACKENDS))
+        let entry = BackendEntry {
+            addr_be,
+            family,
+            state,
+            _pad: [0; 2],
+        };
+        self.backends
+            .set(id, entry, 0)
+            .map_err(map_err(names::BACKENDS))
     }
 
     fn write_settings(&mut self, encap: &Encap) -> Result<(), DataplaneError> {
-        let v4_mask = u32::MAX.checked_shr(u32::from(encap.source_v4.prefix_len())).unwrap_or(0);
+        let v4_mask = u32::MAX
+            .checked_shr(u32::from(encap.source_v4.prefix_len()))
+            .unwrap_or(0);
         let v6_host_bits = 128 - u32::from(encap.source_v6.prefix_len());
-        let v6_mask = if v6_host_bits >= 32 { u32::MAX } else { (1u32 << v6_host_bits) - 1 };
+        let v6_mask = if v6_host_bits >= 32 {
+            u32::MAX
+        } else {
+            (1u32 << v6_host_bits) - 1
+        };
         let (_, src6) = family_and_words(IpAddr::V6(encap.source_v6.network()));
         let settings = Settings {
             src4_base_be: u32::from_ne_bytes(encap.source_v4.network().octets()),
@@ -268,7 +321,9 @@ impl Dataplane {
             src6_host_mask_be: v6_mask.to_be(),
             _pad: 0,
         };
-        self.settings.set(0, settings, 0).map_err(map_err(names::SETTINGS))
+        self.settings
+            .set(0, settings, 0)
+            .map_err(map_err(names::SETTINGS))
     }
 
     pub fn counters(&self) -> Result<Vec<(Counter, u64)>, DataplaneError> {
@@ -292,7 +347,11 @@ impl Dataplane {
                     address: b.address,
                     weight: b.weight,
                     state: b.state,
-                    traffic: sum_traffic(&per_cpu_values(&self.backend_stats, b.id, names::BACKEND_STATS)?),
+                    traffic: sum_traffic(&per_cpu_values(
+                        &self.backend_stats,
+                        b.id,
+                        names::BACKEND_STATS,
+                    )?),
                 });
             }
         }
@@ -300,11 +359,19 @@ impl Dataplane {
     }
 
     pub fn vip_traffic(&self, vip: &str) -> Result<TrafficStats, DataplaneError> {
-        let v = self.state.vips.get(vip).ok_or_else(|| DataplaneError::UnknownVip(vip.into()))?;
-        Ok(sum_traffic(&per_cpu_values(&self.vip_stats, v.index, names::VIP_STATS)?))
+        let v = self
+            .state
+            .vips
+            .get(vip)
+            .ok_or_else(|| DataplaneError::UnknownVip(vip.into()))?;
+        Ok(sum_traffic(&per_cpu_values(
+            &self.vip_stats,
+            v.index,
+            names::VIP_STATS,
+        )?))
     }
 
-    /// Up to `limit` conntrack entries. `now_ns` is CLOCK_MONOTONIC (what bpf_ktime_get_ns reads).
+    /// Up to `limit` conntrack entries. `now_ns` is `CLOCK_MONOTONIC` (what `bpf_ktime_get_ns` reads).
     pub fn flows(&self, limit: usize, now_ns: u64) -> Result<Vec<FlowInfo>, DataplaneError> {
         let ids: BTreeMap<u32, IpAddr> = self
             .state
@@ -333,16 +400,24 @@ impl Dataplane {
 
     /// Kernel id of a backend (what conntrack entries and `flow_backend` name).
     pub fn backend_id(&self, vip: &str, backend: IpAddr) -> Option<u32> {
-        self.state.vips.get(vip)?.backends.iter().find(|b| b.address == backend).map(|b| b.id)
+        self.state
+            .vips
+            .get(vip)?
+            .backends
+            .iter()
+            .find(|b| b.address == backend)
+            .map(|b| b.id)
     }
 }
 
 fn sum_traffic(per_cpu: &[TrafficStats]) -> TrafficStats {
-    per_cpu.iter().fold(TrafficStats::default(), |a, s| TrafficStats {
-        packets: a.packets + s.packets,
-        bytes: a.bytes + s.bytes,
-        new_flows: a.new_flows + s.new_flows,
-    })
+    per_cpu
+        .iter()
+        .fold(TrafficStats::default(), |a, s| TrafficStats {
+            packets: a.packets + s.packets,
+            bytes: a.bytes + s.bytes,
+            new_flows: a.new_flows + s.new_flows,
+        })
 }
 
 /// The VIP's next state: same index/region when it stays the same size, kept backend ids and
@@ -356,24 +431,33 @@ fn plan_vip(next: &mut State, vip: &Vip) -> Result<VipState, DataplaneError> {
             (o.index, next.regions.alloc(2 * vip.table_size)?, 0)
         }
         None => {
-            let index = next.free_vip_indexes.pop().ok_or(DataplaneError::TooManyBackends { max: MAX_VIPS })?;
+            let index = next
+                .free_vip_indexes
+                .pop()
+                .ok_or(DataplaneError::TooManyVips { max: MAX_VIPS })?;
             (index, next.regions.alloc(2 * vip.table_size)?, 1)
         }
     };
     let mut backends = Vec::with_capacity(vip.backends.len());
     for b in &vip.backends {
-        let kept = old.as_ref().and_then(|o| o.backends.iter().find(|ob| ob.address == b.address));
-        let (id, state) = match kept {
-            Some(k) => (k.id, k.state),
-            None => {
-                if next.next_backend_id >= MAX_BACKENDS {
-                    return Err(DataplaneError::TooManyBackends { max: MAX_BACKENDS });
-                }
-                next.next_backend_id += 1;
-                (next.next_backend_id - 1, BACKEND_UP)
+        let kept = old
+            .as_ref()
+            .and_then(|o| o.backends.iter().find(|ob| ob.address == b.address));
+        let (id, state) = if let Some(k) = kept {
+            (k.id, k.state)
+        } else {
+            if next.next_backend_id >= MAX_BACKENDS {
+                return Err(DataplaneError::TooManyBackends { max: MAX_BACKENDS });
             }
+            next.next_backend_id += 1;
+            (next.next_backend_id - 1, BACKEND_UP)
         };
-        backends.push(BackendState { address: b.address, weight: b.weight, id, state });
+        backends.push(BackendState {
+            address: b.address,
+            weight: b.weight,
+            id,
+            state,
+        });
     }
     Ok(VipState {
         key: vip_key(vip.address, vip.port, vip.protocol),
@@ -390,7 +474,11 @@ fn table_for(v: &VipState) -> Result<Vec<u32>, DataplaneError> {
         .backends
         .iter()
         .filter(|b| b.state == BACKEND_UP)
-        .map(|b| Member { address: b.address, weight: b.weight, id: b.id })
+        .map(|b| Member {
+            address: b.address,
+            weight: b.weight,
+            id: b.id,
+        })
         .collect();
     build(&v.config.name, &members, v.config.seed, v.config.table_size)
 }

@@ -11,7 +11,9 @@ pub fn take<M>(ebpf: &mut Ebpf, name: &'static str) -> Result<M, DataplaneError>
 where
     M: TryFrom<aya::maps::Map, Error = aya::maps::MapError>,
 {
-    let map = ebpf.take_map(name).ok_or(DataplaneError::MissingMap(name))?;
+    let map = ebpf
+        .take_map(name)
+        .ok_or(DataplaneError::MissingMap(name))?;
     M::try_from(map).map_err(map_err(name))
 }
 
@@ -29,7 +31,12 @@ pub fn per_cpu_values<T: Pod>(
     index: u32,
     name: &'static str,
 ) -> Result<Vec<T>, DataplaneError> {
-    Ok(map.get(&index, 0).map_err(map_err(name))?.iter().copied().collect())
+    Ok(map
+        .get(&index, 0)
+        .map_err(map_err(name))?
+        .iter()
+        .copied()
+        .collect())
 }
 
 pub type Hash<K, V> = HashMap<MapData, K, V>;

@@ -17,7 +17,12 @@ pub struct Member {
 }
 
 /// The Maglev table for the given members (only the ones that may take new flows).
-pub fn build(vip: &str, members: &[Member], seed: u32, size: u32) -> Result<Vec<u32>, DataplaneError> {
+pub fn build(
+    vip: &str,
+    members: &[Member],
+    seed: u32,
+    size: u32,
+) -> Result<Vec<u32>, DataplaneError> {
     let identities: Vec<Vec<u8>> = members
         .iter()
         .map(|m| match m.address {
@@ -28,13 +33,46 @@ pub fn build(vip: &str, members: &[Member], seed: u32, size: u32) -> Result<Vec<
     let backends: Vec<MaglevBackend<'_>> = members
         .iter()
         .zip(&identities)
-        .map(|(m, identity)| MaglevBackend { identity, weight: m.weight, value: m.id })
+        .map(|(m, identity)| MaglevBackend {
+            identity,
+            weight: m.weight,
+            value: m.id,
+        })
         .collect();
     let mut table = vec![0u32; size as usize];
     let mut scratch = vec![MaglevScratch::default(); backends.len()];
-    populate(&backends, seed, &mut table, &mut scratch)
-        .map_err(|error| DataplaneError::Maglev { vip: vip.to_string(), error })?;
+    populate(&backends, seed, &mut table, &mut scratch).map_err(|error| {
+        DataplaneError::Maglev {
+            vip: vip.to_string(),
+            error,
+        }
+    })?;
     Ok(table)
+}
+
+/// The fraction of new flows each backend of `vip` gets from its table (all backends up).
+pub fn expected_shares(vip: &crate::config::Vip) -> Result<Vec<(IpAddr, f64)>, DataplaneError> {
+    let members: Vec<Member> = (0u32..)
+        .zip(&vip.backends)
+        .map(|(id, b)| Member {
+            address: b.address,
+            weight: b.weight,
+            id,
+        })
+        .collect();
+    let table = build(&vip.name, &members, vip.seed, vip.table_size)?;
+    let mut counts = vec![0usize; members.len()];
+    for &id in &table {
+        if let Some(c) = counts.get_mut(id as usize) {
+            *c += 1;
+        }
+    }
+    #[expect(clippy::cast_precision_loss, reason = "table sizes are far below 2^52")]
+    Ok(members
+        .iter()
+        .zip(counts)
+        .map(|(m, c)| (m.address, c as f64 / table.len() as f64))
+        .collect())
 }
 
 /// First-fit allocator over the ring map's slots.
@@ -46,7 +84,9 @@ pub struct Regions {
 
 impl Regions {
     pub fn new(capacity: u32) -> Self {
-        Self { free: vec![(0, capacity)] }
+        Self {
+            free: vec![(0, capacity)],
+        }
     }
 
     pub fn alloc(&mut self, len: u32) -> Result<u32, DataplaneError> {
@@ -92,7 +132,13 @@ mod tests {
         let a = r.alloc(40).unwrap();
         let b = r.alloc(40).unwrap();
         assert_eq!((a, b), (0, 40));
-        assert!(matches!(r.alloc(40), Err(DataplaneError::RingsFull { needed: 40, free: 20 })));
+        assert!(matches!(
+            r.alloc(40),
+            Err(DataplaneError::RingsFull {
+                needed: 40,
+                free: 20
+            })
+        ));
         r.release(a, 40);
         r.release(b, 40);
         assert_eq!(r.alloc(100).unwrap(), 0);
@@ -101,8 +147,16 @@ mod tests {
     #[test]
     fn table_holds_only_member_ids() {
         let members = [
-            Member { address: "198.18.10.2".parse().unwrap(), weight: 1, id: 7 },
-            Member { address: "198.18.11.2".parse().unwrap(), weight: 1, id: 9 },
+            Member {
+                address: "198.18.10.2".parse().unwrap(),
+                weight: 1,
+                id: 7,
+            },
+            Member {
+                address: "198.18.11.2".parse().unwrap(),
+                weight: 1,
+                id: 9,
+            },
         ];
         let t = build("web", &members, 0, 251).unwrap();
         assert!(t.iter().all(|&id| id == 7 || id == 9));
