@@ -53,6 +53,9 @@ fn strip(ctx: &XdpContext) -> Result<(), DecapCounter> {
             if !matches!(h[6], PROTO_IPIP | PROTO_IPV6_IN_IP) {
                 return Err(DecapCounter::PassNotTunnel);
             }
+            if h[0] >> 4 != 6 {
+                return Err(DecapCounter::PassMalformed);
+            }
             (IPV6_LEN, h[6])
         }
         _ => return Err(DecapCounter::PassNotTunnel),

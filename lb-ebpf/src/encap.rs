@@ -4,7 +4,10 @@
 //! header; the inner packet is untouched. The outer source is taken from the configured prefix
 //! by flow hash, so a backend's NIC spreads decapsulation across its RSS queues.
 
-use aya_ebpf::{helpers::bpf_xdp_adjust_head, programs::XdpContext};
+use aya_ebpf::{
+    helpers::{bpf_xdp_adjust_head, bpf_xdp_adjust_tail},
+    programs::XdpContext,
+};
 use lb_common::{
     BackendEntry, Counter, Settings, FAMILY_V4, FAMILY_V6, PROTO_IPIP, PROTO_IPV6_IN_IP,
 };
@@ -12,7 +15,7 @@ use lb_common::{
 use crate::{
     csum,
     maps::SETTINGS,
-    packet::{read, write},
+    packet::{len, read, write},
     parse::{Parsed, ETH_LEN, ETH_P_IP, ETH_P_IPV6, IPV4_LEN, IPV6_LEN},
 };
 
@@ -46,6 +49,22 @@ pub fn encap(
     let tot_len = outer_len + p.ip_len;
     if tot_len > usize::from(u16::MAX) {
         return Err(Counter::DropEncap);
+    }
+    // Ethernet padding (and any trailer) after the IP packet must not ride inside the tunnel:
+    // it would make the frame longer than the outer header says and than the FIB's MTU check.
+    // `black_box` keeps this scalar arithmetic: LLVM would otherwise fold it into pointer math
+    // on a register the verifier cannot bound.
+    let trailer = core::hint::black_box(len(ctx)) - (p.l3_off + p.ip_len);
+    if trailer > 0 {
+        #[expect(
+            clippy::cast_possible_truncation,
+            clippy::cast_possible_wrap,
+            reason = "< 64 KiB"
+        )]
+        // SAFETY: shrinking by bytes the parser proved lie beyond the IP packet.
+        if unsafe { bpf_xdp_adjust_tail(ctx.ctx, -(trailer as i32)) } != 0 {
+            return Err(Counter::DropEncap);
+        }
     }
     // Ethernet + VLAN tags (l3_off bytes) become Ethernet + outer header; VLAN tags are dropped
     // because the FIB lookup picks the egress device, which is where the frame will leave.

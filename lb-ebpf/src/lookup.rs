@@ -2,8 +2,8 @@
 
 use aya_ebpf::helpers::bpf_ktime_get_ns;
 use lb_common::{
-    flow_hash::flow_hash, BackendEntry, Counter, FlowEntry, FlowKey, VipEntry, BACKEND_UP,
-    NO_BACKEND, RING_PROBES,
+    flow_hash::flow_hash, BackendEntry, Counter, FlowEntry, FlowKey, VipEntry, BACKEND_DOWN,
+    BACKEND_UP, NO_BACKEND, RING_PROBES,
 };
 
 use crate::{
@@ -17,11 +17,22 @@ pub struct Choice {
     pub new_flow: bool,
 }
 
-/// The backend for `key`. `create` is true for packets that open a flow (TCP SYN, any UDP
-/// datagram); only those are recorded, so a stray mid-stream packet after a restart is steered
-/// by the table without polluting conntrack (as Katran does).
+/// How a packet relates to its flow.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Opens {
+    /// Mid-stream (TCP without SYN, ICMP errors): steered by conntrack or the table, never
+    /// recorded, so a stray packet after a restart does not pollute conntrack (as Katran does).
+    No,
+    /// A UDP datagram: recorded on a miss; an existing flow keeps its backend unless it is down.
+    Datagram,
+    /// A TCP SYN: recorded on a miss; a SYN reusing the tuple of a flow whose backend is no
+    /// longer `up` starts a new connection, so it is steered afresh.
+    Syn,
+}
+
+/// The backend for `key`.
 #[inline(always)]
-pub fn backend(vip: &VipEntry, key: &FlowKey, create: bool) -> Result<Choice, Counter> {
+pub fn backend(vip: &VipEntry, key: &FlowKey, opens: Opens) -> Result<Choice, Counter> {
     // SAFETY: `bpf_ktime_get_ns` has no preconditions.
     let now = unsafe { bpf_ktime_get_ns() };
     if let Some(e) = CONNTRACK.get_ptr_mut(key) {
@@ -32,9 +43,14 @@ pub fn backend(vip: &VipEntry, key: &FlowKey, create: bool) -> Result<Choice, Co
             (*e).backend
         };
         let backend = *BACKENDS.get(id).ok_or(Counter::DropInternal)?;
-        // An established flow keeps its backend whatever its state, so draining never breaks a
-        // connection. A new SYN on a recycled tuple whose backend left is steered afresh.
-        if !(create && backend.state != BACKEND_UP) {
+        // An established flow keeps its backend while it drains, so draining never breaks a
+        // connection.
+        let leave = match opens {
+            Opens::No => false,
+            Opens::Datagram => backend.state == BACKEND_DOWN,
+            Opens::Syn => backend.state != BACKEND_UP,
+        };
+        if !leave {
             count(Counter::ConntrackHit);
             return Ok(Choice {
                 id,
@@ -45,6 +61,7 @@ pub fn backend(vip: &VipEntry, key: &FlowKey, create: bool) -> Result<Choice, Co
     }
     count(Counter::ConntrackMiss);
     let (id, backend) = maglev(vip, key)?;
+    let create = opens != Opens::No;
     if create {
         let entry = FlowEntry {
             backend: id,

@@ -4,7 +4,8 @@ use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
 use lb_common::{flow_hash::five_tuple_hash, Counter, VipKey, PROTO_UDP, VIP_KIND_EDGE};
 
 use crate::{
-    encap, fib, lookup,
+    encap, fib,
+    lookup::{self, Opens},
     maps::VIPS,
     packet::len,
     parse::{self, TCP_ACK, TCP_SYN},
@@ -44,9 +45,16 @@ fn steer(ctx: &XdpContext) -> Result<u32, Counter> {
     if vip.kind == VIP_KIND_EDGE {
         return Err(Counter::PassEdge);
     }
-    let opens_flow =
-        !p.icmp_error && (p.key.proto == PROTO_UDP || p.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN);
-    let choice = lookup::backend(&vip, &p.key, opens_flow)?;
+    let opens = if p.icmp_error {
+        Opens::No
+    } else if p.key.proto == PROTO_UDP {
+        Opens::Datagram
+    } else if p.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN {
+        Opens::Syn
+    } else {
+        Opens::No
+    };
+    let choice = lookup::backend(&vip, &p.key, opens)?;
     traffic(vip.index, choice.id, len(ctx) as u64, choice.new_flow);
     if p.icmp_error {
         count(Counter::IcmpSteered);

@@ -8,6 +8,8 @@
 
 pub mod clients;
 pub mod netns;
+pub mod packet_builder;
+pub mod packet_env;
 pub mod servers;
 pub mod topology;
 

@@ -13,49 +13,49 @@ use crate::{process, setup};
 
 pub struct Workspace {
     root: PathBuf,
+    /// Target directory of the cargo runs this xtask starts (see [`Workspace::locate`]).
+    target_dir: PathBuf,
+    env: Vec<(OsString, OsString)>,
 }
 
 impl Workspace {
     /// The workspace this xtask was compiled in (xtask/ sits directly under the root).
-    pub fn locate() -> Self {
+    pub fn locate() -> Result<Self> {
         let manifest_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
         let root = manifest_dir.parent().unwrap_or(manifest_dir).to_path_buf();
-        Self { root }
+        let base = cargo_target_dir(&root);
+        // Some crates (proc-macro2, anyhow, thiserror) rebuild, and with them nearly the whole
+        // tree, whenever RUSTC_BOOTSTRAP differs from their last build. `cargo xtask` built this
+        // binary (and those crates) with our own environment, so if that lacked
+        // RUSTC_BOOTSTRAP=1 (no `[env]` entry in .cargo/config.toml), sharing the target
+        // directory would rebuild everything twice on every `cargo xtask` run. Then keep our
+        // builds apart, in <target>/xtask.
+        let outer_has_bootstrap = env::var_os("RUSTC_BOOTSTRAP").is_some_and(|v| v == "1");
+        let target_dir = if outer_has_bootstrap {
+            base
+        } else {
+            base.join("xtask")
+        };
+        let mut env = build_env()?;
+        env.push(("CARGO_TARGET_DIR".into(), target_dir.clone().into()));
+        Ok(Self {
+            root,
+            target_dir,
+            env,
+        })
     }
 
-    /// `cargo` run from the workspace root with [`build_env`] applied.
-    pub fn cargo(&self) -> Result<Command> {
+    /// `cargo` run from the workspace root with [`build_env`] applied (and `CARGO_TARGET_DIR`).
+    pub fn cargo(&self) -> Command {
         let mut cmd = Command::new(cargo_program());
         cmd.current_dir(&self.root);
-        for (key, value) in build_env()? {
-            cmd.env(key, value);
-        }
-        Ok(cmd)
-    }
-
-    /// Cargo's target directory as `cargo metadata` reports it (honours `CARGO_TARGET_DIR` and
-    /// `build.target-dir`); falls back to `<root>/target`.
-    pub fn target_dir(&self) -> PathBuf {
-        let mut cmd = Command::new(cargo_program());
-        cmd.current_dir(&self.root)
-            .args(["metadata", "--format-version", "1", "--no-deps"]);
-        let dir = process::output(&mut cmd).and_then(|json| {
-            json_string_field(&json, "target_directory")
-                .context("`cargo metadata` output has no target_directory")
-        });
-        match dir {
-            Ok(dir) => PathBuf::from(dir),
-            Err(err) => {
-                let fallback = self.root.join("target");
-                eprintln!("warning: {err:#}; assuming {}", fallback.display());
-                fallback
-            }
-        }
+        cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
+        cmd
     }
 
     /// Path of the `sluice` binary for a profile directory name (`debug` or `release`).
     pub fn sluice_bin(&self, profile_dir: &str) -> Result<PathBuf> {
-        let bin = self.target_dir().join(profile_dir).join("sluice");
+        let bin = self.target_dir.join(profile_dir).join("sluice");
         if !bin.is_file() {
             bail!(
                 "expected the sluice binary at {} but it is not there",
@@ -87,6 +87,26 @@ pub fn build_env() -> Result<Vec<(OsString, OsString)>> {
         ("PATH".into(), path),
         ("RUSTC_BOOTSTRAP".into(), "1".into()),
     ])
+}
+
+/// Cargo's target directory as `cargo metadata` reports it (honours `CARGO_TARGET_DIR` and
+/// `build.target-dir`); falls back to `<root>/target`.
+fn cargo_target_dir(root: &Path) -> PathBuf {
+    let mut cmd = Command::new(cargo_program());
+    cmd.current_dir(root)
+        .args(["metadata", "--format-version", "1", "--no-deps"]);
+    let dir = process::output(&mut cmd).and_then(|json| {
+        json_string_field(&json, "target_directory")
+            .context("`cargo metadata` output has no target_directory")
+    });
+    match dir {
+        Ok(dir) => PathBuf::from(dir),
+        Err(err) => {
+            let fallback = root.join("target");
+            eprintln!("warning: {err:#}; assuming {}", fallback.display());
+            fallback
+        }
+    }
 }
 
 /// Extracts a top-level string field from compact JSON such as `cargo metadata` prints.

@@ -13,7 +13,7 @@ use crate::{
 /// Debug build of everything that runs on the host; lb-userspace's build.rs builds the eBPF
 /// object (lb-ebpf) once on the way.
 pub fn build(ws: &Workspace) -> Result<()> {
-    process::run(ws.cargo()?.args([
+    process::run(ws.cargo().args([
         "build",
         "--workspace",
         "--exclude",
@@ -33,7 +33,7 @@ pub fn test(ws: &Workspace, args: &[String]) -> Result<ExitCode> {
         eprintln!("error: build failed, not running tests: {err:#}");
         extra_failures.failed += 1;
     } else {
-        let mut cmd = ws.cargo()?;
+        let mut cmd = ws.cargo();
         cmd.args([
             "test",
             "--workspace",
@@ -49,7 +49,7 @@ pub fn test(ws: &Workspace, args: &[String]) -> Result<ExitCode> {
         unit = test_summary::run_counting(&mut cmd)?;
 
         if process::is_root() {
-            let mut cmd = ws.cargo()?;
+            let mut cmd = ws.cargo();
             cmd.args(["test", "-p", "sluice-tests", "--no-fail-fast", "--"])
                 .arg("--test-threads=1")
                 .args(args);
@@ -84,7 +84,7 @@ pub fn test(ws: &Workspace, args: &[String]) -> Result<ExitCode> {
 pub fn demo(ws: &Workspace) -> Result<ExitCode> {
     build(ws)?;
     let sluice = ws.sluice_bin("debug")?;
-    let mut cmd = ws.cargo()?;
+    let mut cmd = ws.cargo();
     cmd.args(["run", "-p", "sluice-tests", "--bin", "demo"])
         .env("SLUICE_BIN", &sluice);
     Err(process::exec(&mut cmd))
@@ -92,7 +92,7 @@ pub fn demo(ws: &Workspace) -> Result<ExitCode> {
 
 /// Release build of the sluice binary and the bench runner, then exec the runner with `what`.
 pub fn bench(ws: &Workspace, what: &[String]) -> Result<ExitCode> {
-    process::run(ws.cargo()?.args([
+    process::run(ws.cargo().args([
         "build",
         "--release",
         "-p",
@@ -102,7 +102,7 @@ pub fn bench(ws: &Workspace, what: &[String]) -> Result<ExitCode> {
         "--bins",
     ]))?;
     let sluice = ws.sluice_bin("release")?;
-    let mut cmd = ws.cargo()?;
+    let mut cmd = ws.cargo();
     cmd.args([
         "run",
         "--release",

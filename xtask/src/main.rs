@@ -63,24 +63,13 @@ fn main() -> ExitCode {
 }
 
 fn run(command: Command) -> Result<ExitCode> {
-    let ws = cargo::Workspace::locate();
+    setup::run()?;
+    let ws = cargo::Workspace::locate;
     match command {
-        Command::Setup => setup::run().map(|()| ExitCode::SUCCESS),
-        Command::Build => {
-            setup::run()?;
-            commands::build(&ws).map(|()| ExitCode::SUCCESS)
-        }
-        Command::Test { args } => {
-            setup::run()?;
-            commands::test(&ws, &args)
-        }
-        Command::Demo => {
-            setup::run()?;
-            commands::demo(&ws)
-        }
-        Command::Bench { what } => {
-            setup::run()?;
-            commands::bench(&ws, &what)
-        }
+        Command::Setup => Ok(ExitCode::SUCCESS),
+        Command::Build => commands::build(&ws()?).map(|()| ExitCode::SUCCESS),
+        Command::Test { args } => commands::test(&ws()?, &args),
+        Command::Demo => commands::demo(&ws()?),
+        Command::Bench { what } => commands::bench(&ws()?, &what),
     }
 }

@@ -2,7 +2,7 @@
 
 use std::{
     fmt,
-    io::{BufRead as _, BufReader, Write as _},
+    io::{BufRead as _, BufReader, Write},
     ops::AddAssign,
     process::{Command, Stdio},
 };
@@ -97,6 +97,13 @@ fn strip_ansi(s: &str) -> String {
 /// without reporting any failed test (compile error, crashed or killed test binary) counts as
 /// one failure.
 pub fn run_counting(cmd: &mut Command) -> Result<Counts> {
+    run_counting_to(cmd, &mut std::io::stdout())
+}
+
+/// [`run_counting`] with the echo going to `echo` (tests pass a buffer: libtest does not
+/// capture writes to `io::stdout()`, and echoed result lines would be counted twice by an
+/// enclosing `cargo xtask test`).
+fn run_counting_to(cmd: &mut Command, echo: &mut impl Write) -> Result<Counts> {
     process::announce(cmd);
     let mut child = cmd
         .stdout(Stdio::piped())
@@ -104,7 +111,6 @@ pub fn run_counting(cmd: &mut Command) -> Result<Counts> {
         .with_context(|| format!("could not start `{}`", process::display(cmd)))?;
     let mut reader = BufReader::new(child.stdout.take().context("child stdout not piped")?);
     let mut counts = Counts::default();
-    let mut stdout = std::io::stdout();
     let mut line = Vec::new();
     loop {
         line.clear();
@@ -115,7 +121,7 @@ pub fn run_counting(cmd: &mut Command) -> Result<Counts> {
             break;
         }
         // Echo errors (e.g. a closed terminal) must not stop the count.
-        let _ = stdout.write_all(&line).and_then(|()| stdout.flush());
+        let _ = echo.write_all(&line).and_then(|()| echo.flush());
         if let Some(found) = parse_result_line(&String::from_utf8_lossy(&line)) {
             counts += found;
         }
@@ -136,7 +142,44 @@ pub fn run_counting(cmd: &mut Command) -> Result<Counts> {
 
 #[cfg(test)]
 mod tests {
-    use super::{parse_result_line, Counts};
+    use std::process::Command;
+
+    use super::{parse_result_line, run_counting_to, Counts};
+
+    fn sh(script: &str) -> Counts {
+        let mut echoed = Vec::new();
+        let counts = run_counting_to(Command::new("sh").args(["-c", script]), &mut echoed).unwrap();
+        assert!(echoed.ends_with(b"\n") || echoed.is_empty());
+        counts
+    }
+
+    #[test]
+    fn counts_streamed_output() {
+        let ok = "test result: ok. 2 passed; 0 failed; 1 ignored; 0 measured; 0 filtered out";
+        let failed =
+            "test result: FAILED. 1 passed; 2 failed; 0 ignored; 0 measured; 0 filtered out";
+        let counts = sh(&format!(
+            "echo 'running 3 tests'; echo '{ok}'; echo '{failed}'; exit 101"
+        ));
+        assert_eq!(
+            counts,
+            Counts {
+                passed: 3,
+                failed: 2,
+                ignored: 1
+            }
+        );
+    }
+
+    #[test]
+    fn failure_without_result_line_counts_once() {
+        let counts = sh("exit 101");
+        assert_eq!(counts.failed, 1);
+        let ok = "test result: ok. 4 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out";
+        let counts = sh(&format!("echo '{ok}'; exit 101"));
+        assert_eq!((counts.passed, counts.failed), (4, 1));
+        assert_eq!(sh(&format!("echo '{ok}'")).failed, 0);
+    }
 
     #[test]
     fn parses_ok_line() {
