@@ -130,6 +130,19 @@ pub fn errno(err: &anyhow::Error) -> Option<i32> {
 /// Runs `prog` once on `frame` with an `xdp_md` context naming `ingress_ifindex` (0: none).
 /// Returns the XDP action and the frame as the program left it.
 pub fn test_run(prog: &Xdp, frame: &[u8], ingress_ifindex: u32) -> Result<(u32, Vec<u8>)> {
+    let (action, out, _) = test_run_repeat(prog, frame, ingress_ifindex, 1)?;
+    Ok((action, out))
+}
+
+/// Runs `prog` `repeat` times in one `BPF_PROG_TEST_RUN`; also returns the kernel's mean time
+/// per run. With `repeat > 1` every run after the first sees what the previous one left in the
+/// buffer, so only programs that do not rewrite the packet measure what they seem to.
+pub fn test_run_repeat(
+    prog: &Xdp,
+    frame: &[u8],
+    ingress_ifindex: u32,
+    repeat: u32,
+) -> Result<(u32, Vec<u8>, std::time::Duration)> {
     let len = u32::try_from(frame.len()).context("frame too long")?;
     // struct xdp_md { data, data_end, data_meta, ingress_ifindex, rx_queue_index,
     // egress_ifindex }: the kernel requires data_end == the frame length.
@@ -141,13 +154,14 @@ pub fn test_run(prog: &Xdp, frame: &[u8], ingress_ifindex: u32) -> Result<(u32, 
         data_in: Some(frame),
         data_out: Some(&mut out),
         ctx_in: Some(&ctx),
+        repeat,
         ..TestRunOptions::new()
     };
     let result = prog.test_run(opts).context("BPF_PROG_TEST_RUN")?;
     let size = usize::try_from(result.data_size_out).context("output size")?;
     ensure!(size <= out.len(), "output of {size} bytes truncated");
     out.truncate(size);
-    Ok((result.return_value, out))
+    Ok((result.return_value, out, result.duration))
 }
 
 /// The namespace plus a loaded (not attached) sluice_xdp configured from a TOML text.

@@ -140,6 +140,12 @@ impl Topology {
         )?;
         configure_link(&client, CLIENT_IFNAME, CLIENT_ADDR4, CLIENT_ADDR6)?;
         configure_link(&gateway, GW_CLIENT_IFNAME, GW_CLIENT_ADDR4, GW_CLIENT_ADDR6)?;
+        // A veth offloads TX checksums: the client's TCP/UDP packets would carry only the
+        // pseudo-header sum plus skb metadata (CHECKSUM_PARTIAL) saying "finish me". XDP
+        // frames have no such metadata, so once the gateway's XDP program redirects a
+        // packet the backend sees a bad checksum and drops it. Real NICs deliver complete
+        // checksums; make the client's veth do the same.
+        client.run(&["ethtool", "-K", CLIENT_IFNAME, "tx", "off"])?;
         ip(&client, &format!("route add default via {GW_CLIENT_ADDR4}"))?;
         ip(
             &client,
