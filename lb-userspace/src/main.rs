@@ -77,7 +77,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let cfg = Config::load(&config)?;
             let mut dp = Dataplane::load(Options {
                 conntrack_entries: cfg.conntrack_entries,
-                ..Options::default()
+                ring_slots: ring_slots(&cfg),
             })?;
             dp.apply(&cfg)?;
             for iface in &cfg.interfaces {
@@ -108,6 +108,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// Room for every VIP's two tables, twice over so a reload can stage resized or new VIPs, and
+/// never less than the default.
+fn ring_slots(cfg: &Config) -> u32 {
+    let needed: u64 = cfg.vips.iter().map(|v| 4 * u64::from(v.table_size)).sum();
+    u32::try_from(needed)
+        .unwrap_or(u32::MAX)
+        .max(lb_common::DEFAULT_RING_SLOTS)
 }
 
 fn wait_for_signal() -> anyhow::Result<()> {

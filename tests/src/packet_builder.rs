@@ -1,9 +1,9 @@
 //! Builders for test frames: Ethernet (with VLAN tags), IPv4 (with options), IPv6 (with
-//! extension headers), TCP, UDP, ICMP and ICMPv6, plus the tunnel frame sluice is expected to
+//! extension headers), TCP, UDP, ICMP and `ICMPv6`, plus the tunnel frame sluice is expected to
 //! emit. Everything is written from the RFCs, not from sluice's code, so a test comparing the
 //! program's output with these bytes checks the program against an independent model.
 //!
-//! Checksums are real (internet checksum, with the pseudo headers for TCP, UDP and ICMPv6),
+//! Checksums are real (internet checksum, with the pseudo headers for TCP, UDP and `ICMPv6`),
 //! so the frames are what a real host would send.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -291,7 +291,7 @@ impl Ipv6 {
 }
 
 /// A hop-by-hop or destination options header of `len` bytes (a multiple of 8, >= 8) filled
-/// with a PadN option, or a routing header (type 0 layout, no segments left) when `kind` is
+/// with a `PadN` option, or a routing header (type 0 layout, no segments left) when `kind` is
 /// `IPPROTO_ROUTING`. `next` is the header that follows.
 pub fn ext_header(kind: u8, next: u8, len: usize) -> Vec<u8> {
     assert!(
@@ -370,7 +370,7 @@ pub fn udp(src: IpAddr, dst: IpAddr, sport: u16, dport: u16, payload: &[u8]) -> 
     u
 }
 
-/// An ICMPv4 message: type, code, the 4 "rest of header" bytes and the body.
+/// An `ICMPv4` message: type, code, the 4 "rest of header" bytes and the body.
 pub fn icmp4(ty: u8, code: u8, rest: [u8; 4], body: &[u8]) -> Vec<u8> {
     let mut m = Vec::with_capacity(8 + body.len());
     m.extend_from_slice(&[ty, code, 0, 0]);
@@ -381,7 +381,7 @@ pub fn icmp4(ty: u8, code: u8, rest: [u8; 4], body: &[u8]) -> Vec<u8> {
     m
 }
 
-/// An ICMPv6 message with its pseudo-header checksum.
+/// An `ICMPv6` message with its pseudo-header checksum.
 pub fn icmp6(
     src: Ipv6Addr,
     dst: Ipv6Addr,

@@ -1,4 +1,4 @@
-//! A namespace with fixed routing and neighbour tables, and sluice_xdp / sluice_decap loaded
+//! A namespace with fixed routing and neighbour tables, and `sluice_xdp` / `sluice_decap` loaded
 //! next to it, for `BPF_PROG_TEST_RUN` packet tests.
 //!
 //! ```text
@@ -164,7 +164,7 @@ pub fn test_run_repeat(
     Ok((result.return_value, out, result.duration))
 }
 
-/// The namespace plus a loaded (not attached) sluice_xdp configured from a TOML text.
+/// The namespace plus a loaded (not attached) `sluice_xdp` configured from a TOML text.
 ///
 /// Dropping it unloads the program and deletes the namespace (also while a test unwinds).
 pub struct PacketEnv {
@@ -176,7 +176,7 @@ pub struct PacketEnv {
 }
 
 impl PacketEnv {
-    /// Builds the namespace `ns_name`, loads sluice_xdp and applies `config_toml`.
+    /// Builds the namespace `ns_name`, loads `sluice_xdp` and applies `config_toml`.
     pub fn new(ns_name: &str, options: Options, config_toml: &str) -> Result<Self> {
         let ns = setup_namespace(ns_name)?;
         let config = Config::parse(config_toml).context("parsing the test config")?;
@@ -211,12 +211,12 @@ impl PacketEnv {
         self.ifindexes[name]
     }
 
-    /// Runs sluice_xdp on `frame` as received on `gw0`.
+    /// Runs `sluice_xdp` on `frame` as received on `gw0`.
     pub fn run(&self, frame: &[u8]) -> Result<(u32, Vec<u8>)> {
         self.run_on(GW0, frame)
     }
 
-    /// Runs sluice_xdp on `frame` as received on `ingress`, inside the namespace.
+    /// Runs `sluice_xdp` on `frame` as received on `ingress`, inside the namespace.
     pub fn run_on(&self, ingress: &str, frame: &[u8]) -> Result<(u32, Vec<u8>)> {
         let ifindex = *self
             .ifindexes
@@ -226,7 +226,7 @@ impl PacketEnv {
         self.ns.exec(|| test_run(prog, frame, ifindex))?
     }
 
-    /// Every counter of sluice_xdp, summed over CPUs.
+    /// Every counter of `sluice_xdp`, summed over CPUs.
     pub fn counters(&self) -> Result<BTreeMap<&'static str, u64>> {
         Ok(self
             .dp
@@ -293,7 +293,7 @@ fn setup_namespace(name: &str) -> Result<NetNs> {
     Ok(ns)
 }
 
-/// sluice_decap loaded from sluice's object with its own (small) maps, for test runs.
+/// `sluice_decap` loaded from sluice's object with its own (small) maps, for test runs.
 ///
 /// `lb_userspace::dataplane::Decap` attaches the program but exposes no handle on it, so this
 /// loads the same object the same way (gateway maps shrunk to one entry).
@@ -346,7 +346,7 @@ impl DecapProgram {
         Ok(())
     }
 
-    /// Runs sluice_decap on `frame` (no ingress interface needed).
+    /// Runs `sluice_decap` on `frame` (no ingress interface needed).
     pub fn run(&self, frame: &[u8]) -> Result<(u32, Vec<u8>)> {
         let prog: &Xdp = self
             .ebpf

@@ -1,11 +1,12 @@
-//! End-to-end L4 load balancing with real sockets: sluice_xdp on the gateway encapsulates
-//! client flows to the backends, sluice_decap on every backend strips the tunnel header, and
+//! End-to-end L4 load balancing with real sockets: `sluice_xdp` on the gateway encapsulates
+//! client flows to the backends, `sluice_decap` on every backend strips the tunnel header, and
 //! the backends answer the client directly (DSR) through the gateway's kernel.
 //!
 //! Each test builds its own topology (unique namespace prefix) with `lb-userspace`'s
 //! `Dataplane` loaded in the gateway namespace and a `Decap` on each backend's `eth0`;
-//! everything is detached and removed on drop, also when a test fails. Needs root; skips
-//! itself otherwise.
+//! everything is detached and removed on drop, also when a test fails. Needs root.
+
+use std::fmt::Write as _;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
@@ -39,13 +40,10 @@ const VIPS: [(&str, &str, &str); 5] = [
 /// Allowed deviation of a backend's connection count from its Maglev share.
 const TOLERANCE: f64 = 0.25;
 
-/// Skips the calling test (with a note) unless we can create namespaces.
+/// Fails the calling test unless we can create namespaces (CI runs as root).
 macro_rules! require_root {
     () => {
-        if !is_root() {
-            eprintln!("skipping: needs root for network namespaces and XDP");
-            return;
-        }
+        assert!(is_root(), "needs root for network namespaces and XDP");
     };
 }
 
@@ -57,17 +55,18 @@ fn config_text(backends: usize) -> String {
          [encap]\nsource_v4 = \"198.19.255.0/24\"\nsource_v6 = \"2001:db8:ffff::/96\"\n",
     );
     for (name, address, protocol) in VIPS {
-        text.push_str(&format!(
+        let _ =
+            write!(text,
             "\n[[vip]]\nname = \"{name}\"\naddress = \"{address}\"\nprotocol = \"{protocol}\"\n\
              table_size = {TABLE_SIZE}\n"
-        ));
+        );
         for i in 0..backends {
             let backend: IpAddr = if address.starts_with('[') {
                 backend_addr6(i).into()
             } else {
                 backend_addr4(i).into()
             };
-            text.push_str(&format!("[[vip.backend]]\naddress = \"{backend}\"\n"));
+            let _ = write!(text, "[[vip.backend]]\naddress = \"{backend}\"\n");
         }
     }
     text
@@ -137,7 +136,7 @@ impl Lab {
         lab
     }
 
-    /// Attaches sluice_decap and starts the servers on backend `i`.
+    /// Attaches `sluice_decap` and starts the servers on backend `i`.
     fn start_backend(&mut self, i: usize) {
         let ns = self.topo.backend(i);
         let decap = ns
@@ -156,7 +155,7 @@ impl Lab {
         }
     }
 
-    /// Adds a backend to the topology, attaches sluice_decap and starts its servers, and
+    /// Adds a backend to the topology, attaches `sluice_decap` and starts its servers, and
     /// applies the config that lists it on every VIP. Returns its index.
     fn add_backend(&mut self) -> usize {
         let i = self.topo.add_backend().expect("add a backend");
@@ -259,7 +258,7 @@ fn check_spread(lab: &Lab, vip_name: &str, vip: SocketAddr, count: usize) {
             .map_or(0, |s| s.traffic.new_flows);
         println!(
             "  {name:<10} {address:<16} {got:>6} {:>7.1}% {:>8.1}% {new_flows:>9}",
-            100.0 * got_f / count as f64,
+            100.0 * got_f / f64::from(u32::try_from(count).unwrap_or(u32::MAX)),
             100.0 * share
         );
         if (got_f - want).abs() > TOLERANCE * want {

@@ -1,4 +1,4 @@
-//! Table-driven `BPF_PROG_TEST_RUN` tests of sluice_xdp and sluice_decap.
+//! Table-driven `BPF_PROG_TEST_RUN` tests of `sluice_xdp` and `sluice_decap`.
 //!
 //! Each row is a frame, the XDP action expected for it, the frame expected back (exactly, or
 //! unchanged), and the counters expected to grow by exactly one (every other counter must stay
@@ -307,7 +307,7 @@ fn tagged(tags: &[(u16, u16)], ip: &[u8]) -> Vec<u8> {
     ethernet_vlan(GW0_MAC, CLIENT_MAC, tags, ethertype, ip)
 }
 
-/// An ICMPv4 error from a router on the return path to `flow`'s VIP, quoting the reply.
+/// An `ICMPv4` error from a router on the return path to `flow`'s VIP, quoting the reply.
 fn icmp4_error(flow: &Flow, ty: u8, code: u8, rest: [u8; 4]) -> Vec<u8> {
     let msg = icmp4(ty, code, rest, &flow.quoted_reply());
     Ipv4::new(IPPROTO_ICMP, ROUTER4, v4(flow.vip)).packet(&msg)

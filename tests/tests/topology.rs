@@ -20,10 +20,7 @@ fn namespaces() -> String {
 
 #[test]
 fn routed_reachability_and_cleanup() {
-    if !is_root() {
-        eprintln!("skipping: needs root for network namespaces");
-        return;
-    }
+    assert!(is_root(), "needs root for network namespaces");
     let topo = Topology::build("slt1", 2).expect("build topology");
     assert_eq!(topo.backend_count(), 2);
     for target in [
@@ -63,10 +60,7 @@ fn routed_reachability_and_cleanup() {
 
 #[test]
 fn servers_answer_across_topology() {
-    if !is_root() {
-        eprintln!("skipping: needs root for network namespaces");
-        return;
-    }
+    assert!(is_root(), "needs root for network namespaces");
     let mut topo = Topology::build("slt2", 1).expect("build topology");
     assert_eq!(topo.add_backend().expect("add backend"), 1);
     let _http = http_backend(topo.backend(1), "b1", 8080).expect("http backend");
@@ -121,10 +115,7 @@ fn servers_answer_across_topology() {
 
 #[test]
 fn cleanup_on_panic_and_leftovers() {
-    if !is_root() {
-        eprintln!("skipping: needs root for network namespaces");
-        return;
-    }
+    assert!(is_root(), "needs root for network namespaces");
     // A leftover from a killed run must not stop the next build.
     let _ = std::process::Command::new("ip")
         .args(["netns", "add", "slt3-gw"])

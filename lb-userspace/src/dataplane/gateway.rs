@@ -198,14 +198,20 @@ impl Dataplane {
                 .filter_map(|n| next.vips.remove(&n))
                 .collect()
         };
-        for v in &removed {
-            next.regions.release(v.region, 2 * v.config.table_size);
-            next.free_vip_indexes.push(v.index);
-        }
+        // Regions given up in this change are freed only after every new one is allocated, so
+        // no new table is written over one that packets may still be reading.
+        let mut released: Vec<(u32, u32)> = Vec::new();
         for vip in &config.vips {
-            let state = plan_vip(&mut next, vip)?;
+            let state = plan_vip(&mut next, vip, &mut released)?;
             let table = table_for(&state)?;
             planned.push((state, table));
+        }
+        for v in &removed {
+            released.push((v.region, 2 * v.config.table_size));
+            next.free_vip_indexes.push(v.index);
+        }
+        for (offset, len) in released {
+            next.regions.release(offset, len);
         }
         self.write_settings(&config.encap)?;
         for v in &removed {
@@ -422,12 +428,16 @@ fn sum_traffic(per_cpu: &[TrafficStats]) -> TrafficStats {
 
 /// The VIP's next state: same index/region when it stays the same size, kept backend ids and
 /// states, fresh ids for new backends.
-fn plan_vip(next: &mut State, vip: &Vip) -> Result<VipState, DataplaneError> {
+fn plan_vip(
+    next: &mut State,
+    vip: &Vip,
+    released: &mut Vec<(u32, u32)>,
+) -> Result<VipState, DataplaneError> {
     let old = next.vips.get(&vip.name).cloned();
     let (index, region, live) = match &old {
         Some(o) if o.config.table_size == vip.table_size => (o.index, o.region, o.live),
         Some(o) => {
-            next.regions.release(o.region, 2 * o.config.table_size);
+            released.push((o.region, 2 * o.config.table_size));
             (o.index, next.regions.alloc(2 * vip.table_size)?, 0)
         }
         None => {

@@ -1,4 +1,4 @@
-//! `cargo xtask bench xdp`: nanoseconds per packet of sluice_xdp by path, measured with
+//! `cargo xtask bench xdp`: nanoseconds per packet of `sluice_xdp` by path, measured with
 //! `BPF_PROG_TEST_RUN` beside a trivial `XDP_PASS` program in the same run.
 //!
 //! Paths that rewrite the packet (every steered path) cannot use `repeat > 1`: the kernel would
@@ -144,7 +144,7 @@ fn xdp_bench() -> Result<Vec<Measured>> {
             let ns = per_run(prog, ifindex, frames, action)?;
             let grew = env.counter(counter)? - before;
             ensure!(
-                grew == RUNS as u64,
+                grew == u64::from(RUNS),
                 "{name}: {} grew by {grew}, not {RUNS}",
                 counter.name()
             );
@@ -173,7 +173,9 @@ fn xdp_bench() -> Result<Vec<Measured>> {
         .enumerate()
         .map(|(i, p)| {
             frame(
-                IpAddr::V4(Ipv4Addr::from(u32::from(CLIENT4) + (i / 60_000) as u32)),
+                IpAddr::V4(Ipv4Addr::from(
+                    u32::from(CLIENT4) + u32::try_from(i / 60_000).unwrap_or(0),
+                )),
                 v4,
                 p,
                 SYN,

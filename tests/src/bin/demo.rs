@@ -10,6 +10,8 @@
 //!
 //! `SLUICE_BIN` names the `sluice` binary; without it, `sluice` next to this program is used.
 
+use std::fmt::Write as _;
+
 use std::fs::{self, File};
 use std::net::SocketAddr;
 use std::os::unix::process::CommandExt as _;
@@ -281,14 +283,13 @@ fn percent(part: usize, whole: usize) -> f64 {
 
 /// `SLUICE_BIN`, or `sluice` in the directory of this program (`target/debug`).
 fn sluice_bin() -> Result<PathBuf> {
-    let path = match std::env::var_os("SLUICE_BIN") {
-        Some(path) => PathBuf::from(path),
-        None => {
-            let exe = std::env::current_exe().context("locating the demo binary")?;
-            exe.parent()
-                .map(|dir| dir.join("sluice"))
-                .context("the demo binary has no parent directory")?
-        }
+    let path = if let Some(path) = std::env::var_os("SLUICE_BIN") {
+        PathBuf::from(path)
+    } else {
+        let exe = std::env::current_exe().context("locating the demo binary")?;
+        exe.parent()
+            .map(|dir| dir.join("sluice"))
+            .context("the demo binary has no parent directory")?
     };
     if !path.is_file() {
         bail!(
@@ -316,10 +317,11 @@ fn config_text() -> String {
          table_size = {TABLE_SIZE}\n"
     );
     for i in 0..BACKENDS {
-        text.push_str(&format!(
+        let _ = write!(
+            text,
             "\n[[vip.backend]]\naddress = \"{}\"\n",
             backend_addr4(i)
-        ));
+        );
     }
     text
 }
