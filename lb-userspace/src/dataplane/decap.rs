@@ -2,16 +2,13 @@
 
 use std::net::IpAddr;
 
-use aya::{
-    programs::{Xdp, XdpMode},
-    EbpfLoader,
-};
+use aya::EbpfLoader;
 use lb_common::{names, DecapCounter, DecapKey};
 
 use super::{
     addr::family_and_words,
     error::map_err,
-    maps::{per_cpu_sum, take, Hash, PerCpu},
+    maps::{attach_xdp, load_xdp, per_cpu_sum, take, Hash, PerCpu},
     DataplaneError,
 };
 use crate::{config::XdpMode as Mode, EBPF_OBJECT};
@@ -31,27 +28,8 @@ impl Decap {
             .map_max_entries(names::CONNTRACK, 1)
             .map_max_entries(names::RINGS, 1)
             .load(EBPF_OBJECT)?;
-        let prog: &mut Xdp = ebpf
-            .program_mut(names::PROG_DECAP)
-            .ok_or(DataplaneError::MissingMap(names::PROG_DECAP))?
-            .try_into()
-            .map_err(|error| DataplaneError::Program {
-                name: names::PROG_DECAP,
-                error,
-            })?;
-        prog.load().map_err(|error| DataplaneError::Program {
-            name: names::PROG_DECAP,
-            error,
-        })?;
-        let mode = match mode {
-            Mode::Native => XdpMode::Driver,
-            Mode::Skb => XdpMode::Skb,
-        };
-        prog.attach(iface, mode)
-            .map_err(|error| DataplaneError::Attach {
-                iface: iface.to_string(),
-                error,
-            })?;
+        load_xdp(&mut ebpf, names::PROG_DECAP)?;
+        attach_xdp(&mut ebpf, names::PROG_DECAP, iface, mode)?;
         let mut decap = Decap {
             vips: take(&mut ebpf, names::DECAP_VIPS)?,
             counters: take(&mut ebpf, names::DECAP_COUNTERS)?,

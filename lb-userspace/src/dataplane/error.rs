@@ -16,6 +16,8 @@ pub enum DataplaneError {
     },
     #[error("map {0} is missing from the XDP object (build mismatch)")]
     MissingMap(&'static str),
+    #[error("program {0} is missing from the XDP object (build mismatch)")]
+    MissingProgram(&'static str),
     #[error("attaching to {iface}: {error}")]
     Attach {
         iface: String,

@@ -7,10 +7,7 @@ use std::{
     time::Duration,
 };
 
-use aya::{
-    programs::{Xdp, XdpMode},
-    EbpfLoader,
-};
+use aya::{programs::Xdp, EbpfLoader};
 use lb_common::{
     names, BackendEntry, Counter, FlowEntry, FlowKey, Settings, TrafficStats, VipEntry, VipKey,
     BACKEND_DOWN, BACKEND_UP, HASH_FIVE_TUPLE, HASH_SOURCE_IP, MAX_BACKENDS, MAX_VIPS, VIP_KIND_L4,
@@ -19,7 +16,7 @@ use lb_common::{
 use super::{
     addr::{family_and_words, vip_key, words_to_ip},
     error::map_err,
-    maps::{per_cpu_sum, per_cpu_values, take, Arr, Hash, PerCpu},
+    maps::{attach_xdp, load_xdp, per_cpu_sum, per_cpu_values, take, Arr, Hash, PerCpu},
     rings::{build, Member, Regions},
     DataplaneError,
 };
@@ -114,18 +111,7 @@ impl Dataplane {
             .map_max_entries(names::CONNTRACK, opts.conntrack_entries)
             .map_max_entries(names::RINGS, opts.ring_slots)
             .load(EBPF_OBJECT)?;
-        let prog: &mut Xdp = ebpf
-            .program_mut(names::PROG_XDP)
-            .ok_or(DataplaneError::MissingMap(names::PROG_XDP))?
-            .try_into()
-            .map_err(|error| DataplaneError::Program {
-                name: names::PROG_XDP,
-                error,
-            })?;
-        prog.load().map_err(|error| DataplaneError::Program {
-            name: names::PROG_XDP,
-            error,
-        })?;
+        load_xdp(&mut ebpf, names::PROG_XDP)?;
         Ok(Dataplane {
             vips: take(&mut ebpf, names::VIPS)?,
             backends: take(&mut ebpf, names::BACKENDS)?,
@@ -149,7 +135,7 @@ impl Dataplane {
     pub fn program(&self) -> Result<&Xdp, DataplaneError> {
         self.ebpf
             .program(names::PROG_XDP)
-            .ok_or(DataplaneError::MissingMap(names::PROG_XDP))?
+            .ok_or(DataplaneError::MissingProgram(names::PROG_XDP))?
             .try_into()
             .map_err(|error| DataplaneError::Program {
                 name: names::PROG_XDP,
@@ -160,25 +146,7 @@ impl Dataplane {
     /// Attaches `sluice_xdp` to `iface` in the calling thread's network namespace. Detached when
     /// the `Dataplane` is dropped.
     pub fn attach(&mut self, iface: &str, mode: Mode) -> Result<(), DataplaneError> {
-        let prog: &mut Xdp = self
-            .ebpf
-            .program_mut(names::PROG_XDP)
-            .ok_or(DataplaneError::MissingMap(names::PROG_XDP))?
-            .try_into()
-            .map_err(|error| DataplaneError::Program {
-                name: names::PROG_XDP,
-                error,
-            })?;
-        let mode = match mode {
-            Mode::Native => XdpMode::Driver,
-            Mode::Skb => XdpMode::Skb,
-        };
-        prog.attach(iface, mode)
-            .map_err(|error| DataplaneError::Attach {
-                iface: iface.to_string(),
-                error,
-            })?;
-        Ok(())
+        attach_xdp(&mut self.ebpf, names::PROG_XDP, iface, mode)
     }
 
     /// Makes the maps say what `config` says. Every table is computed before the first write;

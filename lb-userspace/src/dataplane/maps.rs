@@ -2,8 +2,11 @@
 
 use aya::{
     maps::{Array, HashMap, MapData, PerCpuArray},
+    programs::{Xdp, XdpMode},
     Ebpf, Pod,
 };
+
+use crate::config::XdpMode as Mode;
 
 use super::{error::map_err, DataplaneError};
 
@@ -15,6 +18,41 @@ where
         .take_map(name)
         .ok_or(DataplaneError::MissingMap(name))?;
     M::try_from(map).map_err(map_err(name))
+}
+
+/// The XDP program `name` of the object.
+pub fn xdp_mut<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut Xdp, DataplaneError> {
+    ebpf.program_mut(name)
+        .ok_or(DataplaneError::MissingProgram(name))?
+        .try_into()
+        .map_err(|error| DataplaneError::Program { name, error })
+}
+
+/// Loads the XDP program `name` into the kernel (the verifier runs here).
+pub fn load_xdp(ebpf: &mut Ebpf, name: &'static str) -> Result<(), DataplaneError> {
+    xdp_mut(ebpf, name)?
+        .load()
+        .map_err(|error| DataplaneError::Program { name, error })
+}
+
+/// Attaches the loaded program `name` to `iface` in the calling thread's network namespace.
+pub fn attach_xdp(
+    ebpf: &mut Ebpf,
+    name: &'static str,
+    iface: &str,
+    mode: Mode,
+) -> Result<(), DataplaneError> {
+    let mode = match mode {
+        Mode::Native => XdpMode::Driver,
+        Mode::Skb => XdpMode::Skb,
+    };
+    xdp_mut(ebpf, name)?
+        .attach(iface, mode)
+        .map_err(|error| DataplaneError::Attach {
+            iface: iface.to_string(),
+            error,
+        })?;
+    Ok(())
 }
 
 /// Sum of a per-CPU counter over all CPUs.
