@@ -2,8 +2,8 @@
 
 use aya_ebpf::helpers::bpf_ktime_get_ns;
 use lb_common::{
-    flow_hash::flow_hash, BackendEntry, Counter, FlowEntry, FlowKey, VipEntry, BACKEND_DOWN,
-    BACKEND_UP, NO_BACKEND, RING_PROBES,
+    flow_hash::source_ip_hash, BackendEntry, Counter, FlowEntry, FlowKey, VipEntry, BACKEND_DOWN,
+    BACKEND_UP, HASH_SOURCE_IP, NO_BACKEND, RING_PROBES,
 };
 
 use crate::{
@@ -32,7 +32,15 @@ pub enum Opens {
 
 /// The backend for `key`.
 #[inline(always)]
-pub fn backend(vip: &VipEntry, key: &FlowKey, opens: Opens) -> Result<Choice, Counter> {
+///
+/// `tuple_hash` is the flow's 5-tuple hash, which the caller also needs for the tunnel header,
+/// so it is computed once per packet.
+pub fn backend(
+    vip: &VipEntry,
+    key: &FlowKey,
+    tuple_hash: u32,
+    opens: Opens,
+) -> Result<Choice, Counter> {
     // SAFETY: `bpf_ktime_get_ns` has no preconditions.
     let now = unsafe { bpf_ktime_get_ns() };
     if let Some(e) = CONNTRACK.get_ptr_mut(key) {
@@ -60,7 +68,7 @@ pub fn backend(vip: &VipEntry, key: &FlowKey, opens: Opens) -> Result<Choice, Co
         }
     }
     count(Counter::ConntrackMiss);
-    let (id, backend) = maglev(vip, key)?;
+    let (id, backend) = maglev(vip, key, tuple_hash)?;
     let create = opens != Opens::No;
     if create {
         let entry = FlowEntry {
@@ -86,12 +94,17 @@ pub fn backend(vip: &VipEntry, key: &FlowKey, opens: Opens) -> Result<Choice, Co
 /// `ring[hash % M]`, probing the next few slots when that backend is not `up` (userspace
 /// rebuilds the table without it; this covers the moment in between).
 #[inline(always)]
-fn maglev(vip: &VipEntry, key: &FlowKey) -> Result<(u32, BackendEntry), Counter> {
+fn maglev(vip: &VipEntry, key: &FlowKey, tuple_hash: u32) -> Result<(u32, BackendEntry), Counter> {
     let m = vip.ring_size;
     if m == 0 {
         return Err(Counter::DropNoBackend);
     }
-    let mut slot = flow_hash(key, vip.hash_key) % m;
+    let hash = if vip.hash_key == HASH_SOURCE_IP {
+        source_ip_hash(key)
+    } else {
+        tuple_hash
+    };
+    let mut slot = hash % m;
     for _ in 0..RING_PROBES {
         let id = *RINGS
             .get(vip.ring_offset.wrapping_add(slot))

@@ -54,11 +54,12 @@ fn steer(ctx: &XdpContext) -> Result<u32, Counter> {
     } else {
         Opens::No
     };
-    let choice = lookup::backend(&vip, &p.key, opens)?;
+    let tuple_hash = five_tuple_hash(&p.key);
+    let choice = lookup::backend(&vip, &p.key, tuple_hash, opens)?;
     traffic(vip.index, choice.id, len(ctx) as u64, choice.new_flow);
     if p.icmp_error {
         count(Counter::IcmpSteered);
     }
-    let outer = encap::encap(ctx, &p, &choice.backend, five_tuple_hash(&p.key))?;
+    let outer = encap::encap(ctx, &p, &choice.backend, tuple_hash)?;
     fib::forward(ctx, &outer)
 }
