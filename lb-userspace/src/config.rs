@@ -2,16 +2,23 @@
 //!
 //! Parsing is two steps: serde reads the file into `raw` types that mirror the TOML exactly
 //! (`deny_unknown_fields`, so a typo is an error, not a silently ignored key), then `validate`
-//! turns them into `Config`, whose values can no longer be wrong. Errors name the field and say
-//! how to fix it.
+//! turns them into `Config`, whose values can no longer be wrong. Validation collects every
+//! error, each with its line, field and a hint, instead of stopping at the first.
+//!
+//! Later features slot in as new optional tables (`[[edge]]`, per-VIP `proxy_protocol`) with
+//! defaults, so a file written for this version keeps its meaning.
 
 mod raw;
 mod validate;
 
-use std::{net::IpAddr, path::Path};
+use std::{
+    net::{IpAddr, SocketAddr},
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
 use ipnet::{Ipv4Net, Ipv6Net};
-pub use validate::ConfigError;
+pub use validate::{ConfigError, ConfigErrors};
 
 /// A validated configuration.
 #[derive(Debug, Clone, PartialEq)]
@@ -20,8 +27,35 @@ pub struct Config {
     pub interfaces: Vec<String>,
     pub xdp_mode: XdpMode,
     pub conntrack_entries: u32,
+    /// Leave the XDP program, its maps and links pinned and forwarding when the daemon stops.
+    pub keep_dataplane: bool,
+    /// The bpffs directory everything is pinned under (`<bpffs>/sluice/<instance>/`).
+    pub bpffs: PathBuf,
+    pub admin: Admin,
+    pub management: Management,
+    pub shutdown: Shutdown,
     pub encap: Encap,
     pub vips: Vec<Vip>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Admin {
+    /// Unix socket the CLI talks to (created mode 0600).
+    pub socket: PathBuf,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Management {
+    /// Where `/health/*` and `/metrics` are served.
+    pub address: SocketAddr,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shutdown {
+    /// How long the node keeps serving, not ready, before it closes.
+    pub delay: Duration,
+    /// How long in-flight work gets after the node closed.
+    pub timeout: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,21 +101,53 @@ pub struct Vip {
 pub struct Backend {
     pub address: IpAddr,
     pub weight: u32,
+    /// The active check for this backend (its own, or its VIP's); `None` = never checked,
+    /// always considered healthy.
+    pub health: Option<HealthCheck>,
+}
+
+/// An active health check of one backend.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct HealthCheck {
+    pub kind: CheckKind,
+    /// Port probed on the backend address (defaults to the VIP's port).
+    pub port: u16,
+    pub interval: Duration,
+    pub timeout: Duration,
+    /// Consecutive successes that bring a down backend up.
+    pub rise: u32,
+    /// Consecutive failures that take an up backend down.
+    pub fall: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum CheckKind {
+    /// The TCP handshake completes.
+    Tcp,
+    /// `GET path` answers with `expect_status`.
+    Http {
+        path: String,
+        /// Host header (default: the backend address).
+        host: Option<String>,
+        expect_status: u16,
+    },
 }
 
 impl Config {
-    /// Reads and validates `path`; errors name the file.
-    pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
-            path: path.display().to_string(),
-            error: e.to_string(),
-        })?;
+    /// Reads and validates `path`; every error names the file and line.
+    pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigErrors::from(ConfigError::read(path, &e)))?;
         Self::parse(&text).map_err(|e| e.in_file(path))
     }
 
-    pub fn parse(text: &str) -> Result<Config, ConfigError> {
-        let raw: raw::Config =
-            toml::from_str(text).map_err(|e| ConfigError::Syntax(e.to_string()))?;
-        validate::validate(raw)
+    /// Validates a config given as text (errors carry lines but no file name).
+    pub fn parse(text: &str) -> Result<Config, ConfigErrors> {
+        validate::parse(text)
+    }
+
+    /// Where this instance's programs, maps and links are pinned.
+    pub fn pin_dir(&self) -> PathBuf {
+        self.bpffs.join("sluice").join(&self.instance)
     }
 }

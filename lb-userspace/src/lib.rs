@@ -1,10 +1,18 @@
-//! sluice's userspace: configuration, the dataplane (XDP programs and their maps) and the CLI.
+//! sluice's userspace: configuration, the dataplane (XDP programs and their maps), the daemon
+//! and the CLI.
 //!
 //! Everything here is safe Rust except `dataplane::maps`, the thin layer over aya's map calls.
 #![deny(unsafe_code)]
 
+pub mod admin;
+pub mod cli;
 pub mod config;
+pub mod daemon;
 pub mod dataplane;
+pub mod health;
+pub mod management;
+pub mod metrics;
+pub mod observe;
 
 /// The XDP programs (`sluice_xdp`, `sluice_decap`), built by build.rs for the BPF target.
 pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/sluice"));

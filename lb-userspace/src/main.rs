@@ -1,12 +1,15 @@
-//! The `sluice` command: the daemon (`run`) and operator subcommands.
+//! The `sluice` command: the daemon (`run`), config checking, backend-side decap, and the
+//! operator subcommands that talk to a running daemon.
 
 use std::{net::IpAddr, path::PathBuf, process::ExitCode};
 
 use anyhow::Context as _;
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
 use lb_userspace::{
+    cli::{self, AdminCommand},
     config::{Config, XdpMode},
-    dataplane::{Dataplane, Decap, Options},
+    daemon,
+    dataplane::Decap,
 };
 
 #[derive(Parser)]
@@ -16,20 +19,35 @@ use lb_userspace::{
     about = "XDP load balancer for Linux gateway hosts"
 )]
 struct Cli {
+    /// The daemon's admin socket (subcommands that talk to a running daemon).
+    #[arg(long, global = true, default_value = "/run/sluice/admin.sock")]
+    socket: PathBuf,
+    /// Print machine-readable JSON instead of tables.
+    #[arg(long, global = true)]
+    json: bool,
+    /// Log format of the daemon.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Human)]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
 }
 
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Human,
+    Json,
+}
+
 #[derive(Subcommand)]
 enum Command {
-    /// Load `sluice_xdp`, attach it to the configured interfaces and serve until SIGINT/SIGTERM.
+    /// Run the daemon: load or adopt the dataplane, serve until SIGINT/SIGTERM, reload on SIGHUP.
     Run {
         #[arg(short, long, default_value = "/etc/sluice/sluice.toml")]
         config: PathBuf,
     },
-    /// Validate a config file and exit (0 when valid).
+    /// Validate a config file and exit (0 when valid; otherwise every error, non-zero).
     Check {
-        #[arg(short, long)]
+        #[arg(short, long, default_value = "/etc/sluice/sluice.toml")]
         config: PathBuf,
     },
     /// Backend-side decapsulation (for hosts without the ipip / `ip6_tunnel` modules).
@@ -37,6 +55,8 @@ enum Command {
         #[command(subcommand)]
         command: DecapCommand,
     },
+    #[command(flatten)]
+    Admin(AdminCommand),
 }
 
 #[derive(Subcommand)]
@@ -56,9 +76,10 @@ enum DecapCommand {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt().with_target(false).init();
-    match run(Cli::parse()) {
-        Ok(()) => ExitCode::SUCCESS,
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    match run(cli) {
+        Ok(code) => code,
         Err(e) => {
             eprintln!("sluice: {e:#}");
             ExitCode::FAILURE
@@ -66,29 +87,32 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(cli: Cli) -> anyhow::Result<()> {
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SLUICE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false);
+    match format {
+        LogFormat::Human => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Check { config } => {
-            Config::load(&config)?;
-            println!("{}: OK", config.display());
-            Ok(())
-        }
-        Command::Run { config } => {
-            let cfg = Config::load(&config)?;
-            let mut dp = Dataplane::load(Options {
-                conntrack_entries: cfg.conntrack_entries,
-                ring_slots: ring_slots(&cfg),
-            })?;
-            dp.apply(&cfg)?;
-            for iface in &cfg.interfaces {
-                dp.attach(iface, cfg.xdp_mode)?;
-                tracing::info!(iface, "sluice_xdp attached");
+        Command::Check { config } => match Config::load(&config) {
+            Ok(_) => {
+                println!("{}: OK", config.display());
+                Ok(ExitCode::SUCCESS)
             }
-            tracing::info!(vips = cfg.vips.len(), "serving");
-            wait_for_signal()?;
-            tracing::info!("stopping; detaching");
-            Ok(())
-        }
+            Err(errors) => {
+                eprintln!("{errors}");
+                Ok(ExitCode::FAILURE)
+            }
+        },
+        Command::Run { config } => daemon::run(&config).map(|()| ExitCode::SUCCESS),
         Command::Decap {
             command:
                 DecapCommand::Attach {
@@ -105,18 +129,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let _decap = Decap::attach(&iface, mode, &vips)?;
             tracing::info!(iface, ?vips, "sluice_decap attached");
             wait_for_signal()?;
-            Ok(())
+            Ok(ExitCode::SUCCESS)
         }
+        Command::Admin(command) => cli::run(&cli.socket, cli.json, command),
     }
-}
-
-/// Room for every VIP's two tables, twice over so a reload can stage resized or new VIPs, and
-/// never less than the default.
-fn ring_slots(cfg: &Config) -> u32 {
-    let needed: u64 = cfg.vips.iter().map(|v| 4 * u64::from(v.table_size)).sum();
-    u32::try_from(needed)
-        .unwrap_or(u32::MAX)
-        .max(lb_common::DEFAULT_RING_SLOTS)
 }
 
 fn wait_for_signal() -> anyhow::Result<()> {

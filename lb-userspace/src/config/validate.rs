@@ -28,6 +28,48 @@ impl ConfigError {
             inner: Box::new(self),
         }
     }
+
+    pub(super) fn read(path: &Path, e: &std::io::Error) -> ConfigError {
+        ConfigError::Read {
+            path: path.display().to_string(),
+            error: e.to_string(),
+        }
+    }
+}
+
+/// Every error found in one config, one per line when displayed.
+#[derive(Debug, PartialEq, Eq)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl std::fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+impl From<ConfigError> for ConfigErrors {
+    fn from(e: ConfigError) -> Self {
+        ConfigErrors(vec![e])
+    }
+}
+
+impl ConfigErrors {
+    pub(super) fn in_file(self, path: &Path) -> ConfigErrors {
+        ConfigErrors(self.0.into_iter().map(|e| e.in_file(path)).collect())
+    }
+}
+
+pub fn parse(text: &str) -> Result<Config, ConfigErrors> {
+    let raw: raw::Config = toml::from_str(text).map_err(|e| ConfigError::Syntax(e.to_string()))?;
+    Ok(validate(raw)?)
 }
 
 fn invalid(field: impl Into<String>, message: impl Into<String>) -> ConfigError {
@@ -112,6 +154,18 @@ pub fn validate(raw: raw::Config) -> Result<Config, ConfigError> {
         interfaces: raw.interfaces,
         xdp_mode,
         conntrack_entries: raw.conntrack_entries,
+        keep_dataplane: false,
+        bpffs: "/sys/fs/bpf".into(),
+        admin: super::Admin {
+            socket: "/run/sluice/admin.sock".into(),
+        },
+        management: super::Management {
+            address: SocketAddr::from(([127, 0, 0, 1], 9000)),
+        },
+        shutdown: super::Shutdown {
+            delay: std::time::Duration::from_secs(1),
+            timeout: std::time::Duration::from_secs(1),
+        },
         encap,
         vips,
     })
@@ -169,6 +223,7 @@ fn vip(i: usize, v: raw::Vip) -> Result<Vip, ConfigError> {
         backends.push(Backend {
             address,
             weight: b.weight,
+            health: None,
         });
     }
     if backends.len() as u64 * 100 > u64::from(v.table_size) {
@@ -274,7 +329,7 @@ weight = 3
     #[test]
     fn missing_file_is_named() {
         let e = Config::load(std::path::Path::new("/nonexistent/sluice.toml")).unwrap_err();
-        assert!(matches!(e, ConfigError::Read { .. }));
+        assert!(matches!(e.0[0], ConfigError::Read { .. }));
         assert!(e.to_string().contains("/nonexistent/sluice.toml"));
     }
 }

@@ -1,0 +1,152 @@
+//! What the CLI and the daemon say to each other over the admin socket: one JSON request per
+//! connection, one JSON response, each a single line.
+
+use std::net::{IpAddr, SocketAddr};
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "command", rename_all = "kebab-case")]
+pub enum Request {
+    Status,
+    Backends,
+    Drain { vip: String, backend: IpAddr },
+    Undrain { vip: String, backend: IpAddr },
+    Flows { vip: Option<String>, limit: usize },
+    Stats,
+    Reload,
+}
+
+/// `{"ok": true, "data": ...}` or `{"ok": false, "error": "..."}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Response {
+    pub ok: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<serde_json::Value>,
+}
+
+impl Response {
+    pub fn data<T: Serialize>(value: &T) -> Response {
+        match serde_json::to_value(value) {
+            Ok(v) => Response {
+                ok: true,
+                error: None,
+                data: Some(v),
+            },
+            Err(e) => Response::error(format!("encoding the answer: {e}")),
+        }
+    }
+
+    pub fn error(message: impl Into<String>) -> Response {
+        Response {
+            ok: false,
+            error: Some(message.into()),
+            data: None,
+        }
+    }
+}
+
+/// `sluice status`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Status {
+    pub instance: String,
+    pub version: String,
+    pub pid: u32,
+    pub uptime_secs: u64,
+    pub config: String,
+    /// `starting` | `serving` | `draining` | `closed`.
+    pub phase: String,
+    pub ready: bool,
+    pub interfaces: Vec<String>,
+    pub pin_dir: String,
+    /// The daemon took over a dataplane a previous daemon left pinned.
+    pub adopted: bool,
+    pub keep_dataplane: bool,
+    pub reloads_ok: u64,
+    pub reloads_failed: u64,
+    pub last_reload_error: Option<String>,
+    pub vips: Vec<VipSummary>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VipSummary {
+    pub name: String,
+    pub address: SocketAddr,
+    /// `tcp` | `udp`.
+    pub protocol: String,
+    pub backends_up: usize,
+    pub backends_total: usize,
+}
+
+/// One row of `sluice backends`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackendRow {
+    pub vip: String,
+    pub address: IpAddr,
+    pub weight: u32,
+    /// What the kernel map says: `up` | `draining` | `down`.
+    pub state: String,
+    /// `healthy` | `unhealthy` | `unchecked`.
+    pub health: String,
+    /// Why the last health transition happened (e.g. "connect: connection refused").
+    pub health_reason: Option<String>,
+    /// The operator drained it (`sluice drain`).
+    pub drained: bool,
+    /// Conntrack entries pointing at this backend (live flows).
+    pub flows: u64,
+    pub packets: u64,
+    pub bytes: u64,
+    pub new_flows: u64,
+}
+
+/// One row of `sluice flows`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FlowRow {
+    pub client: SocketAddr,
+    pub vip: SocketAddr,
+    /// The VIP's configured name, when the VIP still exists.
+    pub vip_name: Option<String>,
+    /// `tcp` | `udp`.
+    pub protocol: String,
+    pub backend: Option<IpAddr>,
+    pub age_ms: u64,
+    pub idle_ms: u64,
+}
+
+/// `sluice stats`: raw monotonic counters; `--watch` turns deltas into rates.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stats {
+    /// Milliseconds since the daemon started (the clock rates are computed against).
+    pub uptime_ms: u64,
+    /// Every pass/drop/event counter of `sluice_xdp`, by name (e.g. `conntrack_hit`).
+    pub counters: Vec<NamedCounter>,
+    pub vips: Vec<TrafficRow>,
+    pub backends: Vec<TrafficRow>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NamedCounter {
+    pub name: String,
+    /// `drop` | `pass` | `event`.
+    pub kind: String,
+    pub value: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TrafficRow {
+    pub vip: String,
+    /// Set for backend rows.
+    pub backend: Option<IpAddr>,
+    pub packets: u64,
+    pub bytes: u64,
+    pub new_flows: u64,
+}
+
+/// `sluice reload`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReloadOutcome {
+    pub vips: usize,
+    pub backends: usize,
+}

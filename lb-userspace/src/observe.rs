@@ -1,0 +1,36 @@
+//! What the management port and the metrics read from the daemon: one consistent snapshot per
+//! request, so a scrape never mixes two states.
+
+use std::net::IpAddr;
+
+use crate::admin::protocol::{BackendRow, Stats, Status};
+
+/// Implemented by the daemon; the management server only reads through it.
+pub trait Observe: Send + Sync + 'static {
+    /// Everything `/metrics` and `/health/*` need, taken at one moment. An error (e.g. a map
+    /// read failed) makes `/metrics` answer 500 and readiness DOWN with the reason.
+    fn snapshot(&self) -> Result<Snapshot, String>;
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Snapshot {
+    pub status: Status,
+    pub backends: Vec<BackendRow>,
+    pub stats: Stats,
+    /// Health transitions per backend since the daemon started.
+    pub health_transitions: Vec<HealthTransitions>,
+    /// The first config was applied to the maps.
+    pub maps_written: bool,
+    /// `sluice_xdp` is attached to every configured interface.
+    pub attached: bool,
+    /// Graceful shutdown has begun.
+    pub shutting_down: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthTransitions {
+    pub vip: String,
+    pub backend: IpAddr,
+    pub to_healthy: u64,
+    pub to_unhealthy: u64,
+}
