@@ -115,7 +115,10 @@ pub struct BackendEntry {
     pub addr_be: AddrBe,
     pub family: u8,
     pub state: u8,
-    pub _pad: [u8; 2],
+    /// Index of the VIP this backend id belongs to. The kernel ignores it; a restarted daemon
+    /// reads it to give each configured backend its old id back, so surviving conntrack
+    /// entries keep pointing at the right backend.
+    pub vip_index: u16,
 }
 assert_size!(BackendEntry, 20);
 

@@ -1,15 +1,19 @@
-//! The kernel half as userspace sees it: loads the XDP programs, attaches them, and writes the
-//! maps from a `Config`.
+//! The kernel half as userspace sees it: loads the XDP programs, attaches and pins them, and
+//! writes the maps from a `Config`.
 //!
-//! `apply` is staged: every table is computed before the first map write, and each VIP's new
-//! Maglev table is written to the VIP's inactive ring half and made live by one write of the VIP
-//! entry, so no packet ever sees a half-written table.
+//! `apply` is staged: every table is computed and written to its VIP's inactive ring half
+//! before anything live changes, and each VIP goes live with one write of its entry, so no
+//! packet ever sees a half-written table. The live writes are undone if one fails.
 
 mod addr;
+mod bpffs;
+mod commit;
 mod decap;
 mod error;
 mod gateway;
 mod maps;
+mod pins;
+mod plan;
 mod rings;
 
 pub use addr::{flow_key, vip_key};

@@ -177,7 +177,7 @@ pub struct PacketEnv {
 
 impl PacketEnv {
     /// Builds the namespace `ns_name`, loads `sluice_xdp` and applies `config_toml`.
-    pub fn new(ns_name: &str, options: Options, config_toml: &str) -> Result<Self> {
+    pub fn new(ns_name: &str, options: &Options, config_toml: &str) -> Result<Self> {
         let ns = setup_namespace(ns_name)?;
         let config = Config::parse(config_toml).context("parsing the test config")?;
         let mut dp = Dataplane::load(options).context("loading sluice_xdp")?;

@@ -114,10 +114,10 @@ impl Lab {
         let dp = topo
             .gateway()
             .exec(|| -> Result<Dataplane> {
-                let mut dp = Dataplane::load(Options {
-                    conntrack_entries: 65536,
-                    ring_slots: 2 * TABLE_SIZE * u32::try_from(VIPS.len())?,
-                })?;
+                let mut dp = Dataplane::load(&Options::unpinned(
+                    65536,
+                    2 * TABLE_SIZE * u32::try_from(VIPS.len())?,
+                ))?;
                 dp.apply(&config)?;
                 dp.attach(topo.gw_client_ifname(), XdpMode::Native)?;
                 Ok(dp)

@@ -1616,10 +1616,7 @@ fn sluice_xdp_table() {
     let results = {
         let mut env = PacketEnv::new(
             ns_name,
-            Options {
-                conntrack_entries: 4096,
-                ring_slots: 4 * 251 * 8,
-            },
+            &Options::unpinned(4096, 4 * 251 * 8),
             &gateway_config(),
         )
         .expect("set up the namespace and sluice_xdp");

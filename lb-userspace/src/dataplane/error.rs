@@ -31,6 +31,12 @@ pub enum DataplaneError {
     TooManyBackends { max: u32 },
     #[error("too many VIPs: at most {max}")]
     TooManyVips { max: u32 },
+    #[error("pinning under {path}: {error}")]
+    Pin { path: String, error: String },
+    #[error("attaching to {iface} through its pinned link: {error}")]
+    Link { iface: String, error: String },
+    #[error("applying the new state failed and was rolled back: {0}")]
+    RolledBack(Box<DataplaneError>),
     #[error("unknown VIP \"{0}\"")]
     UnknownVip(String),
     #[error("VIP \"{vip}\" has no backend {backend}")]

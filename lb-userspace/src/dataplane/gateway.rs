@@ -1,76 +1,62 @@
-//! `sluice_xdp` on the gateway: the program, its maps, and the bookkeeping that maps config names
-//! to kernel indexes.
+//! `sluice_xdp` on the gateway: the program, its maps, attachment and pinning, and the writes
+//! that make the maps say what the config says.
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, HashMap},
     net::{IpAddr, SocketAddr},
+    path::{Path, PathBuf},
     time::Duration,
 };
 
-use aya::{programs::Xdp, EbpfLoader};
+use aya::{
+    maps::IterableMap as _,
+    programs::{links::FdLink, links::PinnedLink, xdp::XdpLink, Xdp},
+    EbpfLoader,
+};
 use lb_common::{
     names, BackendEntry, Counter, FlowEntry, FlowKey, Settings, TrafficStats, VipEntry, VipKey,
-    BACKEND_DOWN, BACKEND_UP, HASH_FIVE_TUPLE, HASH_SOURCE_IP, MAX_BACKENDS, MAX_VIPS, VIP_KIND_L4,
+    BACKEND_DOWN, HASH_FIVE_TUPLE, HASH_SOURCE_IP, VIP_KIND_L4,
 };
 
 use super::{
-    addr::{family_and_words, vip_key, words_to_ip},
+    addr::{family_and_words, words_to_ip},
+    commit::{Commit, Live},
     error::map_err,
-    maps::{attach_xdp, load_xdp, per_cpu_sum, per_cpu_values, take, Arr, Hash, PerCpu},
-    rings::{build, Member, Regions},
+    maps::{attach_xdp, load_xdp, per_cpu_sum, per_cpu_values, take, xdp_mut, Arr, Hash, PerCpu},
+    pins::{Pins, PreviousBackends},
+    plan::{plan_vip, table_for, Adopted, State, VipState},
     DataplaneError,
 };
 use crate::{
-    config::{Config, Encap, HashKey, Vip, XdpMode as Mode},
+    config::{Config, Encap, HashKey, XdpMode as Mode},
     EBPF_OBJECT,
 };
 
-/// Sizes fixed when the maps are created.
-#[derive(Debug, Clone, Copy)]
+/// Sizes fixed when the maps are created, and where to pin.
+#[derive(Debug, Clone)]
 pub struct Options {
     pub conntrack_entries: u32,
     /// Slots in the ring map; each VIP takes `2 × table_size`.
     pub ring_slots: u32,
+    /// `(bpffs mount, pin directory)`: pin everything and adopt what a previous daemon left
+    /// there. `None` keeps everything private to this process (tests, benchmarks).
+    pub pins: Option<(PathBuf, PathBuf)>,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Self {
-            conntrack_entries: lb_common::CONNTRACK_ENTRIES,
-            ring_slots: lb_common::DEFAULT_RING_SLOTS,
-        }
+        Options::unpinned(lb_common::CONNTRACK_ENTRIES, lb_common::DEFAULT_RING_SLOTS)
     }
 }
 
-/// What userspace remembers about a VIP; the kernel only sees indexes.
-#[derive(Debug, Clone)]
-struct VipState {
-    config: Vip,
-    key: VipKey,
-    index: u32,
-    region: u32,
-    /// Which half of the region is live (0 or 1).
-    live: u32,
-    backends: Vec<BackendState>,
-}
-
-#[derive(Debug, Clone)]
-struct BackendState {
-    address: IpAddr,
-    weight: u32,
-    id: u32,
-    state: u8,
-}
-
-/// Bookkeeping cloned before a change and committed only when every map write succeeded.
-#[derive(Debug, Clone)]
-struct State {
-    vips: BTreeMap<String, VipState>,
-    regions: Regions,
-    free_vip_indexes: Vec<u32>,
-    /// Backend ids are handed out once: conntrack entries may still name a removed backend's id,
-    /// and reusing it would send those flows to a stranger.
-    next_backend_id: u32,
+impl Options {
+    pub fn unpinned(conntrack_entries: u32, ring_slots: u32) -> Options {
+        Options {
+            conntrack_entries,
+            ring_slots,
+            pins: None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -79,6 +65,7 @@ pub struct BackendStatus {
     pub address: IpAddr,
     pub weight: u32,
     pub state: u8,
+    pub id: u32,
     pub traffic: TrafficStats,
 }
 
@@ -88,7 +75,9 @@ pub struct FlowInfo {
     pub vip: SocketAddr,
     pub protocol: u8,
     pub backend: Option<IpAddr>,
+    pub backend_id: u32,
     pub age: Duration,
+    pub idle: Duration,
 }
 
 pub struct Dataplane {
@@ -102,19 +91,56 @@ pub struct Dataplane {
     backend_stats: PerCpu<TrafficStats>,
     counters: PerCpu<u64>,
     state: State,
+    pins: Option<Pins>,
+    /// Links this daemon attached or adopted (pinned mode only).
+    links: Vec<(String, FdLink)>,
+    adopted: bool,
 }
 
 impl Dataplane {
-    /// Creates the maps and loads `sluice_xdp` (not yet attached anywhere).
-    pub fn load(opts: Options) -> Result<Dataplane, DataplaneError> {
-        let mut ebpf = EbpfLoader::new()
+    /// Creates (or, when pinned, reuses) the maps and loads `sluice_xdp`; nothing is attached
+    /// yet, so a failure here leaves a running dataplane untouched.
+    pub fn load(opts: &Options) -> Result<Dataplane, DataplaneError> {
+        let pins = match &opts.pins {
+            Some((bpffs, dir)) => Some(Pins::prepare(bpffs, dir.clone())?),
+            None => None,
+        };
+        let vip_indexes = match &pins {
+            Some(p) => p.previous_vip_indexes()?,
+            None => HashMap::new(),
+        };
+        let mut loader = EbpfLoader::new();
+        loader
             .map_max_entries(names::CONNTRACK, opts.conntrack_entries)
-            .map_max_entries(names::RINGS, opts.ring_slots)
-            .load(EBPF_OBJECT)?;
+            .map_max_entries(names::RINGS, opts.ring_slots);
+        let reused = pins
+            .as_ref()
+            .map(|p| (p.path(names::CONNTRACK), p.path(names::BACKENDS)));
+        if let Some((conntrack, backends)) = &reused {
+            // Opened when present, created and pinned when not: flows and backend ids outlive
+            // the daemon.
+            loader
+                .map_pin_path(names::CONNTRACK, conntrack.as_path())
+                .map_pin_path(names::BACKENDS, backends.as_path());
+        }
+        let mut ebpf = loader.load(EBPF_OBJECT)?;
         load_xdp(&mut ebpf, names::PROG_XDP)?;
+        let backends: Arr<BackendEntry> = take(&mut ebpf, names::BACKENDS)?;
+        let previous = if pins.is_some() {
+            PreviousBackends::from_entries(
+                backends
+                    .iter()
+                    .filter_map(Result::ok)
+                    .enumerate()
+                    .map(|(i, e)| (u32::try_from(i).unwrap_or(u32::MAX), e)),
+            )
+        } else {
+            PreviousBackends::default()
+        };
+        let adopted = !vip_indexes.is_empty() || previous.next_id > 0;
         Ok(Dataplane {
             vips: take(&mut ebpf, names::VIPS)?,
-            backends: take(&mut ebpf, names::BACKENDS)?,
+            backends,
             rings: take(&mut ebpf, names::RINGS)?,
             conntrack: take(&mut ebpf, names::CONNTRACK)?,
             settings: take(&mut ebpf, names::SETTINGS)?,
@@ -122,13 +148,26 @@ impl Dataplane {
             backend_stats: take(&mut ebpf, names::BACKEND_STATS)?,
             counters: take(&mut ebpf, names::COUNTERS)?,
             ebpf,
-            state: State {
-                vips: BTreeMap::new(),
-                regions: Regions::new(opts.ring_slots),
-                free_vip_indexes: (0..MAX_VIPS).rev().collect(),
-                next_backend_id: 0,
-            },
+            state: State::new(
+                opts.ring_slots,
+                Adopted {
+                    vip_indexes,
+                    backends: previous,
+                },
+            ),
+            pins,
+            links: Vec::new(),
+            adopted,
         })
+    }
+
+    /// A previous daemon's pinned dataplane was found and is being taken over.
+    pub fn adopted(&self) -> bool {
+        self.adopted
+    }
+
+    pub fn pin_dir(&self) -> Option<&Path> {
+        self.pins.as_ref().map(Pins::dir)
     }
 
     /// The loaded program, e.g. for `BPF_PROG_TEST_RUN`.
@@ -143,32 +182,115 @@ impl Dataplane {
             })
     }
 
-    /// Attaches `sluice_xdp` to `iface` in the calling thread's network namespace. Detached when
-    /// the `Dataplane` is dropped.
+    /// Attaches `sluice_xdp` to `iface` in the calling thread's network namespace. Unpinned, it
+    /// is detached when the `Dataplane` is dropped. Pinned, an interface that already has a
+    /// pinned link gets the new program through that link, atomically; otherwise a new link is
+    /// created and pinned.
     pub fn attach(&mut self, iface: &str, mode: Mode) -> Result<(), DataplaneError> {
-        attach_xdp(&mut self.ebpf, names::PROG_XDP, iface, mode)
+        let Some(pins) = &self.pins else {
+            return attach_xdp(&mut self.ebpf, names::PROG_XDP, iface, mode);
+        };
+        let path = pins.link_path(iface);
+        let link_err = |error: String| DataplaneError::Link {
+            iface: iface.to_string(),
+            error,
+        };
+        let prog = xdp_mut(&mut self.ebpf, names::PROG_XDP)?;
+        let program_err = |error| DataplaneError::Program {
+            name: names::PROG_XDP,
+            error,
+        };
+        let pinned = path.exists();
+        let id = if pinned {
+            let link = PinnedLink::from_pin(&path).map_err(|e| link_err(e.to_string()))?;
+            let link =
+                XdpLink::try_from(FdLink::from(link)).map_err(|e| link_err(e.to_string()))?;
+            prog.attach_to_link(link).map_err(program_err)?
+        } else {
+            let mode = match mode {
+                Mode::Native => aya::programs::XdpMode::Driver,
+                Mode::Skb => aya::programs::XdpMode::Skb,
+            };
+            prog.attach(iface, mode)
+                .map_err(|error| DataplaneError::Attach {
+                    iface: iface.to_string(),
+                    error,
+                })?
+        };
+        let link = FdLink::try_from(prog.take_link(id).map_err(program_err)?).map_err(|_| {
+            link_err("the kernel attached without a bpf_link, which pinning needs".into())
+        })?;
+        let link = if pinned {
+            link
+        } else {
+            FdLink::from(link.pin(&path).map_err(|e| link_err(e.to_string()))?)
+        };
+        self.links.push((iface.to_string(), link));
+        Ok(())
     }
 
-    /// Makes the maps say what `config` says. Every table is computed before the first write;
-    /// backend drain/down states of backends that stay are kept.
+    /// Pins the program and the maps created by this daemon, replacing a previous daemon's
+    /// (call after every interface is attached, so the old ones are no longer in use), and
+    /// detaches interfaces that a previous daemon linked but the config no longer names.
+    pub fn finish_pinning(&mut self, interfaces: &[String]) -> Result<(), DataplaneError> {
+        let Some(pins) = &self.pins else {
+            return Ok(());
+        };
+        for iface in pins.linked_interfaces() {
+            if !interfaces.contains(&iface) {
+                tracing::info!(iface, "detaching an interface the config no longer names");
+                pins.replace(&format!("link_{iface}"), |_| Ok::<(), String>(()))?;
+            }
+        }
+        let prog = xdp_mut(&mut self.ebpf, names::PROG_XDP)?;
+        pins.replace(names::PROG_XDP, |p| prog.pin(p))?;
+        pins.replace(names::VIPS, |p| self.vips.map().pin(p))?;
+        pins.replace(names::RINGS, |p| self.rings.map().pin(p))?;
+        pins.replace(names::SETTINGS, |p| self.settings.map().pin(p))?;
+        pins.replace(names::VIP_STATS, |p| self.vip_stats.map().pin(p))?;
+        pins.replace(names::BACKEND_STATS, |p| self.backend_stats.map().pin(p))?;
+        pins.replace(names::COUNTERS, |p| self.counters.map().pin(p))?;
+        Ok(())
+    }
+
+    /// Stops this daemon's ownership. With `keep`, everything stays pinned and XDP keeps
+    /// forwarding without a daemon; without, the pins are removed, which detaches the program
+    /// and frees the maps (conntrack included).
+    pub fn close(mut self, keep: bool) -> Result<(), DataplaneError> {
+        let links = std::mem::take(&mut self.links);
+        let Some(pins) = self.pins.take() else {
+            return Ok(());
+        };
+        if keep {
+            return Ok(());
+        }
+        let result = pins.remove_all();
+        // Closing the last descriptor of an unpinned link detaches it.
+        drop(links);
+        result
+    }
+
+    /// Makes the maps say what `config` says, all or nothing. Every table is computed and
+    /// written to its VIP's inactive half before anything live changes; the live writes then
+    /// go in an order that keeps every table pointing at valid backends, and are undone if one
+    /// fails. Drain/down states of backends that stay are kept.
     pub fn apply(&mut self, config: &Config) -> Result<(), DataplaneError> {
         let mut next = self.state.clone();
-        let mut planned = Vec::with_capacity(config.vips.len());
-        let removed: Vec<VipState> = {
-            let keep: Vec<&str> = config.vips.iter().map(|v| v.name.as_str()).collect();
-            let gone: Vec<String> = next
-                .vips
-                .keys()
-                .filter(|n| !keep.contains(&n.as_str()))
-                .cloned()
-                .collect();
-            gone.into_iter()
-                .filter_map(|n| next.vips.remove(&n))
-                .collect()
-        };
+        let keep: Vec<&str> = config.vips.iter().map(|v| v.name.as_str()).collect();
+        let gone: Vec<String> = next
+            .vips
+            .keys()
+            .filter(|n| !keep.contains(&n.as_str()))
+            .cloned()
+            .collect();
+        let removed: Vec<VipState> = gone
+            .into_iter()
+            .filter_map(|n| next.vips.remove(&n))
+            .collect();
         // Regions given up in this change are freed only after every new one is allocated, so
         // no new table is written over one that packets may still be reading.
         let mut released: Vec<(u32, u32)> = Vec::new();
+        let mut planned = Vec::with_capacity(config.vips.len());
         for vip in &config.vips {
             let state = plan_vip(&mut next, vip, &mut released)?;
             let table = table_for(&state)?;
@@ -181,24 +303,42 @@ impl Dataplane {
         for (offset, len) in released {
             next.regions.release(offset, len);
         }
-        self.write_settings(&config.encap)?;
-        for v in &removed {
-            self.vips.remove(&v.key).map_err(map_err(names::VIPS))?;
-            for b in &v.backends {
-                self.write_backend(b.id, b.address, BACKEND_DOWN)?;
-            }
+        for (state, table) in &planned {
+            self.write_staging(state, table)?;
         }
-        for (state, table) in &mut planned {
-            if let Some(old) = self.state.vips.get(&state.config.name) {
-                if old.key != state.key {
-                    self.vips.remove(&old.key).map_err(map_err(names::VIPS))?;
+        let settings = settings_for(&config.encap);
+        let old_keys: Vec<Option<VipKey>> = planned
+            .iter()
+            .map(|(s, _)| self.state.vips.get(&s.config.name).map(|o| o.key))
+            .collect();
+        let mut commit = self.commit();
+        let result = (|| {
+            commit.settings(settings)?;
+            for (state, _) in &planned {
+                for b in &state.backends {
+                    commit.backend(b.id, backend_entry(b.address, b.state, state.index))?;
                 }
             }
-            for b in &state.backends {
-                self.write_backend(b.id, b.address, b.state)?;
+            for ((state, _), old_key) in planned.iter_mut().zip(&old_keys) {
+                if let Some(old) = old_key.filter(|k| *k != state.key) {
+                    commit.remove_vip(old)?;
+                }
+                commit.vip(state.key, flip(state))?;
             }
-            self.flip(state, table)?;
-            next.vips.insert(state.config.name.clone(), state.clone());
+            for v in &removed {
+                commit.remove_vip(v.key)?;
+                for b in &v.backends {
+                    commit.backend(b.id, backend_entry(b.address, BACKEND_DOWN, v.index))?;
+                }
+            }
+            Ok(())
+        })();
+        if let Err(e) = result {
+            commit.rollback();
+            return Err(DataplaneError::RolledBack(Box::new(e)));
+        }
+        for (state, _) in planned {
+            next.vips.insert(state.config.name.clone(), state);
         }
         self.state = next;
         Ok(())
@@ -226,78 +366,43 @@ impl Dataplane {
                 vip: vip.into(),
                 backend,
             })?;
+        if b.state == state {
+            return Ok(());
+        }
         b.state = state;
         let (id, address) = (b.id, b.address);
-        let mut table = table_for(&v)?;
-        self.write_backend(id, address, state)?;
-        self.flip(&mut v, &mut table)?;
+        let table = table_for(&v)?;
+        self.write_staging(&v, &table)?;
+        let mut commit = self.commit();
+        let result = commit
+            .backend(id, backend_entry(address, state, v.index))
+            .and_then(|()| commit.vip(v.key, flip(&mut v)));
+        if let Err(e) = result {
+            commit.rollback();
+            return Err(DataplaneError::RolledBack(Box::new(e)));
+        }
         self.state.vips.insert(vip.to_string(), v);
         Ok(())
     }
 
-    /// Writes `table` to the VIP's staging half, then makes it live with one VIP entry write.
-    fn flip(&mut self, v: &mut VipState, table: &mut [u32]) -> Result<(), DataplaneError> {
-        let size = v.config.table_size;
-        let staging = 1 - v.live;
-        let base = v.region + staging * size;
-        for (i, &id) in (0u32..).zip(table.iter()) {
+    fn commit(&mut self) -> Commit<'_> {
+        Commit::new(Live {
+            vips: &mut self.vips,
+            backends: &mut self.backends,
+            settings: &mut self.settings,
+        })
+    }
+
+    /// Writes `table` to the VIP's inactive half; packets do not read it until the VIP entry
+    /// points there.
+    fn write_staging(&mut self, v: &VipState, table: &[u32]) -> Result<(), DataplaneError> {
+        let base = v.region + (1 - v.live) * v.config.table_size;
+        for (i, &id) in (0u32..).zip(table) {
             self.rings
                 .set(base + i, id, 0)
                 .map_err(map_err(names::RINGS))?;
         }
-        let entry = VipEntry {
-            index: v.index,
-            ring_offset: base,
-            ring_size: size,
-            kind: VIP_KIND_L4,
-            hash_key: match v.config.hash {
-                HashKey::FiveTuple => HASH_FIVE_TUPLE,
-                HashKey::SourceIp => HASH_SOURCE_IP,
-            },
-            proxy_policy: lb_common::PROXY_OFF,
-            flags: 0,
-        };
-        self.vips
-            .insert(v.key, entry, 0)
-            .map_err(map_err(names::VIPS))?;
-        v.live = staging;
         Ok(())
-    }
-
-    fn write_backend(&mut self, id: u32, address: IpAddr, state: u8) -> Result<(), DataplaneError> {
-        let (family, addr_be) = family_and_words(address);
-        let entry = BackendEntry {
-            addr_be,
-            family,
-            state,
-            _pad: [0; 2],
-        };
-        self.backends
-            .set(id, entry, 0)
-            .map_err(map_err(names::BACKENDS))
-    }
-
-    fn write_settings(&mut self, encap: &Encap) -> Result<(), DataplaneError> {
-        let v4_mask = u32::MAX
-            .checked_shr(u32::from(encap.source_v4.prefix_len()))
-            .unwrap_or(0);
-        let v6_host_bits = 128 - u32::from(encap.source_v6.prefix_len());
-        let v6_mask = if v6_host_bits >= 32 {
-            u32::MAX
-        } else {
-            (1u32 << v6_host_bits) - 1
-        };
-        let (_, src6) = family_and_words(IpAddr::V6(encap.source_v6.network()));
-        let settings = Settings {
-            src4_base_be: u32::from_ne_bytes(encap.source_v4.network().octets()),
-            src4_host_mask_be: v4_mask.to_be(),
-            src6_base_be: src6,
-            src6_host_mask_be: v6_mask.to_be(),
-            _pad: 0,
-        };
-        self.settings
-            .set(0, settings, 0)
-            .map_err(map_err(names::SETTINGS))
     }
 
     pub fn counters(&self) -> Result<Vec<(Counter, u64)>, DataplaneError> {
@@ -321,6 +426,7 @@ impl Dataplane {
                     address: b.address,
                     weight: b.weight,
                     state: b.state,
+                    id: b.id,
                     traffic: sum_traffic(&per_cpu_values(
                         &self.backend_stats,
                         b.id,
@@ -330,6 +436,17 @@ impl Dataplane {
             }
         }
         Ok(out)
+    }
+
+    /// The state a backend has in the kernel map, if the VIP has it.
+    pub fn backend_state(&self, vip: &str, backend: IpAddr) -> Option<u8> {
+        self.state
+            .vips
+            .get(vip)?
+            .backends
+            .iter()
+            .find(|b| b.address == backend)
+            .map(|b| b.state)
     }
 
     pub fn vip_traffic(&self, vip: &str) -> Result<TrafficStats, DataplaneError> {
@@ -354,17 +471,49 @@ impl Dataplane {
             .flat_map(|v| v.backends.iter().map(|b| (b.id, b.address)))
             .collect();
         let mut out = Vec::new();
-        for item in self.conntrack.iter().take(limit) {
-            let (k, e) = item.map_err(map_err(names::CONNTRACK))?;
+        for item in &self.conntrack {
+            if out.len() >= limit {
+                break;
+            }
+            // An entry evicted between the key walk and the lookup is simply gone.
+            let Ok((k, e)) = item else { continue };
             out.push(FlowInfo {
                 client: SocketAddr::new(words_to_ip(k.family, k.src_be), u16::from_be(k.sport_be)),
                 vip: SocketAddr::new(words_to_ip(k.family, k.dst_be), u16::from_be(k.dport_be)),
                 protocol: k.proto,
                 backend: ids.get(&e.backend).copied(),
+                backend_id: e.backend,
                 age: Duration::from_nanos(now_ns.saturating_sub(e.created_ns)),
+                idle: Duration::from_nanos(now_ns.saturating_sub(e.last_seen_ns)),
             });
         }
         Ok(out)
+    }
+
+    /// Conntrack entries per backend id (one walk of the table).
+    pub fn flow_counts(&self) -> HashMap<u32, u64> {
+        let mut counts = HashMap::new();
+        for (_, e) in self.conntrack.iter().filter_map(Result::ok) {
+            *counts.entry(e.backend).or_insert(0) += 1;
+        }
+        counts
+    }
+
+    /// Removes conntrack entries idle longer than `idle` (LRU alone never forgets a flow that
+    /// ended, so without this a drained backend would never look empty). Returns how many.
+    pub fn expire_flows(&mut self, idle: Duration, now_ns: u64) -> usize {
+        let limit = u64::try_from(idle.as_nanos()).unwrap_or(u64::MAX);
+        let stale: Vec<FlowKey> = self
+            .conntrack
+            .iter()
+            .filter_map(Result::ok)
+            .filter(|(_, e)| now_ns.saturating_sub(e.last_seen_ns) > limit)
+            .map(|(k, _)| k)
+            .collect();
+        stale
+            .iter()
+            .filter(|k| self.conntrack.remove(k).is_ok())
+            .count()
     }
 
     /// The backend conntrack holds for a flow, if any.
@@ -384,6 +533,55 @@ impl Dataplane {
     }
 }
 
+/// The VIP entry that makes the staging half live (and records the flip in `v`).
+fn flip(v: &mut VipState) -> VipEntry {
+    let size = v.config.table_size;
+    let staging = 1 - v.live;
+    v.live = staging;
+    VipEntry {
+        index: v.index,
+        ring_offset: v.region + staging * size,
+        ring_size: size,
+        kind: VIP_KIND_L4,
+        hash_key: match v.config.hash {
+            HashKey::FiveTuple => HASH_FIVE_TUPLE,
+            HashKey::SourceIp => HASH_SOURCE_IP,
+        },
+        proxy_policy: lb_common::PROXY_OFF,
+        flags: 0,
+    }
+}
+
+fn backend_entry(address: IpAddr, state: u8, vip_index: u32) -> BackendEntry {
+    let (family, addr_be) = family_and_words(address);
+    BackendEntry {
+        addr_be,
+        family,
+        state,
+        vip_index: u16::try_from(vip_index).unwrap_or(u16::MAX),
+    }
+}
+
+fn settings_for(encap: &Encap) -> Settings {
+    let v4_mask = u32::MAX
+        .checked_shr(u32::from(encap.source_v4.prefix_len()))
+        .unwrap_or(0);
+    let v6_host_bits = 128 - u32::from(encap.source_v6.prefix_len());
+    let v6_mask = if v6_host_bits >= 32 {
+        u32::MAX
+    } else {
+        (1u32 << v6_host_bits) - 1
+    };
+    let (_, src6) = family_and_words(IpAddr::V6(encap.source_v6.network()));
+    Settings {
+        src4_base_be: u32::from_ne_bytes(encap.source_v4.network().octets()),
+        src4_host_mask_be: v4_mask.to_be(),
+        src6_base_be: src6,
+        src6_host_mask_be: v6_mask.to_be(),
+        _pad: 0,
+    }
+}
+
 fn sum_traffic(per_cpu: &[TrafficStats]) -> TrafficStats {
     per_cpu
         .iter()
@@ -392,71 +590,4 @@ fn sum_traffic(per_cpu: &[TrafficStats]) -> TrafficStats {
             bytes: a.bytes + s.bytes,
             new_flows: a.new_flows + s.new_flows,
         })
-}
-
-/// The VIP's next state: same index/region when it stays the same size, kept backend ids and
-/// states, fresh ids for new backends.
-fn plan_vip(
-    next: &mut State,
-    vip: &Vip,
-    released: &mut Vec<(u32, u32)>,
-) -> Result<VipState, DataplaneError> {
-    let old = next.vips.get(&vip.name).cloned();
-    let (index, region, live) = match &old {
-        Some(o) if o.config.table_size == vip.table_size => (o.index, o.region, o.live),
-        Some(o) => {
-            released.push((o.region, 2 * o.config.table_size));
-            (o.index, next.regions.alloc(2 * vip.table_size)?, 0)
-        }
-        None => {
-            let index = next
-                .free_vip_indexes
-                .pop()
-                .ok_or(DataplaneError::TooManyVips { max: MAX_VIPS })?;
-            (index, next.regions.alloc(2 * vip.table_size)?, 1)
-        }
-    };
-    let mut backends = Vec::with_capacity(vip.backends.len());
-    for b in &vip.backends {
-        let kept = old
-            .as_ref()
-            .and_then(|o| o.backends.iter().find(|ob| ob.address == b.address));
-        let (id, state) = if let Some(k) = kept {
-            (k.id, k.state)
-        } else {
-            if next.next_backend_id >= MAX_BACKENDS {
-                return Err(DataplaneError::TooManyBackends { max: MAX_BACKENDS });
-            }
-            next.next_backend_id += 1;
-            (next.next_backend_id - 1, BACKEND_UP)
-        };
-        backends.push(BackendState {
-            address: b.address,
-            weight: b.weight,
-            id,
-            state,
-        });
-    }
-    Ok(VipState {
-        key: vip_key(vip.address, vip.port, vip.protocol),
-        config: vip.clone(),
-        index,
-        region,
-        live,
-        backends,
-    })
-}
-
-fn table_for(v: &VipState) -> Result<Vec<u32>, DataplaneError> {
-    let members: Vec<Member> = v
-        .backends
-        .iter()
-        .filter(|b| b.state == BACKEND_UP)
-        .map(|b| Member {
-            address: b.address,
-            weight: b.weight,
-            id: b.id,
-        })
-        .collect();
-    build(&v.config.name, &members, v.config.seed, v.config.table_size)
 }

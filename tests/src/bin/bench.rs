@@ -102,11 +102,8 @@ fn per_run(prog: &Xdp, ifindex: u32, frames: &[Vec<u8>], action: &[u32]) -> Resu
 }
 
 fn xdp_bench() -> Result<Vec<Measured>> {
-    let options = Options {
-        conntrack_entries: 1 << 19,
-        ring_slots: 4 * 65537,
-    };
-    let env = PacketEnv::new("slbench", options, CONFIG)?;
+    let options = Options::unpinned(1 << 19, 4 * 65537);
+    let env = PacketEnv::new("slbench", &options, CONFIG)?;
     let mut baseline = EbpfLoader::new()
         .load(BASELINE_OBJECT)
         .context("loading baseline")?;

@@ -1,0 +1,57 @@
+//! The BPF filesystem: making sure it is mounted, and the syscalls that need `unsafe`.
+
+use std::{ffi::CString, io, os::unix::ffi::OsStrExt as _, path::Path};
+
+/// `BPF_FS_MAGIC` from linux/magic.h.
+const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
+
+/// Mounts bpffs at `path` unless one is already there (systemd mounts it on most hosts; a bare
+/// container or test VM may not).
+pub fn ensure_mounted(path: &Path) -> io::Result<()> {
+    std::fs::create_dir_all(path)?;
+    if is_bpffs(path)? {
+        return Ok(());
+    }
+    let target = c_path(path)?;
+    let fstype = c"bpf";
+    // SAFETY: every pointer is a valid NUL-terminated string that outlives the call; `data` may
+    // be null for bpffs.
+    #[allow(unsafe_code)]
+    let rc = unsafe {
+        libc::mount(
+            fstype.as_ptr(),
+            target.as_ptr(),
+            fstype.as_ptr(),
+            0,
+            std::ptr::null(),
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+fn is_bpffs(path: &Path) -> io::Result<bool> {
+    let p = c_path(path)?;
+    // SAFETY: `statfs` is plain old data, so all-zero is a valid value for the kernel to fill.
+    #[allow(unsafe_code)]
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `p` is a valid NUL-terminated path and `st` a valid, writable statfs.
+    #[allow(unsafe_code)]
+    let rc = unsafe { libc::statfs(p.as_ptr(), &raw mut st) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    #[allow(
+        clippy::unnecessary_cast,
+        reason = "f_type's width differs between libcs"
+    )]
+    Ok(st.f_type as i64 == BPF_FS_MAGIC)
+}
+
+fn c_path(path: &Path) -> io::Result<CString> {
+    CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains a NUL byte"))
+}

@@ -1,0 +1,159 @@
+//! The pinned set under `<bpffs>/sluice/<instance>/`: the program, every map, and one `bpf_link`
+//! per interface.
+//!
+//! A daemon that finds a set adopts it: conntrack and the backend table are reused as they are
+//! (so flows survive and keep their backend ids), the other maps are created afresh and filled
+//! before the new program is swapped in through each interface's link, which the kernel does
+//! atomically. Nothing in between forwards with a half-written state.
+
+use std::{
+    collections::HashMap,
+    io,
+    net::IpAddr,
+    path::{Path, PathBuf},
+};
+
+use aya::maps::{HashMap as AyaHash, Map, MapData};
+use lb_common::{names, BackendEntry, VipEntry, VipKey};
+
+use super::{addr::words_to_ip, bpffs, error::map_err, DataplaneError};
+
+/// Prefix of the per-interface link pins: `link_<ifname>`.
+const LINK_PREFIX: &str = "link_";
+
+#[derive(Debug)]
+pub struct Pins {
+    dir: PathBuf,
+}
+
+impl Pins {
+    /// Mounts bpffs at `bpffs` if needed and creates `dir` (which must lie under it).
+    pub fn prepare(bpffs: &Path, dir: PathBuf) -> Result<Pins, DataplaneError> {
+        let io_err = |error: io::Error| DataplaneError::Pin {
+            path: dir.display().to_string(),
+            error: error.to_string(),
+        };
+        bpffs::ensure_mounted(bpffs).map_err(|error| DataplaneError::Pin {
+            path: bpffs.display().to_string(),
+            error: format!("mounting bpffs: {error}"),
+        })?;
+        std::fs::create_dir_all(&dir).map_err(io_err)?;
+        Ok(Pins { dir })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+
+    pub fn link_path(&self, iface: &str) -> PathBuf {
+        self.dir.join(format!("{LINK_PREFIX}{iface}"))
+    }
+
+    /// Pins something new under `name`, replacing what a previous daemon pinned there.
+    pub fn replace<E: std::fmt::Display>(
+        &self,
+        name: &str,
+        pin: impl FnOnce(&Path) -> Result<(), E>,
+    ) -> Result<(), DataplaneError> {
+        let path = self.path(name);
+        remove_if_present(&path).map_err(|e| pin_err(&path, &e))?;
+        pin(&path).map_err(|e| pin_err(&path, &e))
+    }
+
+    /// Interfaces that have a link pinned here.
+    pub fn linked_interfaces(&self) -> Vec<String> {
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return Vec::new();
+        };
+        entries
+            .filter_map(Result::ok)
+            .filter_map(|e| {
+                e.file_name()
+                    .to_str()
+                    .and_then(|n| n.strip_prefix(LINK_PREFIX))
+                    .map(str::to_string)
+            })
+            .collect()
+    }
+
+    /// Removes every pin and the directory. Removing a link pin detaches the program once the
+    /// daemon's own descriptor is closed too.
+    pub fn remove_all(&self) -> Result<(), DataplaneError> {
+        let entries = std::fs::read_dir(&self.dir).map_err(|e| pin_err(&self.dir, &e))?;
+        for entry in entries.filter_map(Result::ok) {
+            let path = entry.path();
+            remove_if_present(&path).map_err(|e| pin_err(&path, &e))?;
+        }
+        match std::fs::remove_dir(&self.dir) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(pin_err(&self.dir, &e)),
+            _ => Ok(()),
+        }
+    }
+
+    /// The VIP indexes a previous daemon used, by VIP key (empty when there was none).
+    pub fn previous_vip_indexes(&self) -> Result<HashMap<VipKey, u32>, DataplaneError> {
+        let path = self.path(names::VIPS);
+        if !path.exists() {
+            return Ok(HashMap::new());
+        }
+        let data = MapData::from_pin(&path).map_err(map_err(names::VIPS))?;
+        let map: AyaHash<MapData, VipKey, VipEntry> =
+            AyaHash::try_from(Map::HashMap(data)).map_err(map_err(names::VIPS))?;
+        let mut out = HashMap::new();
+        for item in &map {
+            let (k, v) = item.map_err(map_err(names::VIPS))?;
+            out.insert(k, v.index);
+        }
+        Ok(out)
+    }
+}
+
+/// Backend ids a previous daemon handed out, read from the reused backend table.
+#[derive(Debug, Default, Clone)]
+pub struct PreviousBackends {
+    /// `(VIP index, address)` → `(id, state)`; the newest id wins when a backend was removed and
+    /// added again.
+    pub ids: HashMap<(u32, IpAddr), (u32, u8)>,
+    /// One past the highest id in use, so no id is handed out twice.
+    pub next_id: u32,
+}
+
+impl PreviousBackends {
+    pub fn from_entries(entries: impl IntoIterator<Item = (u32, BackendEntry)>) -> Self {
+        let mut out = PreviousBackends::default();
+        for (id, e) in entries {
+            if e.family == 0 {
+                continue;
+            }
+            out.next_id = out.next_id.max(id + 1);
+            let key = (u32::from(e.vip_index), words_to_ip(e.family, e.addr_be));
+            out.ids
+                .entry(key)
+                .and_modify(|v| {
+                    if id > v.0 {
+                        *v = (id, e.state);
+                    }
+                })
+                .or_insert((id, e.state));
+        }
+        out
+    }
+}
+
+fn remove_if_present(path: &Path) -> io::Result<()> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
+fn pin_err(path: &Path, error: &impl std::fmt::Display) -> DataplaneError {
+    DataplaneError::Pin {
+        path: path.display().to_string(),
+        error: error.to_string(),
+    }
+}

@@ -1,0 +1,146 @@
+//! Userspace bookkeeping of what the kernel maps hold, and the pure planning of a change: which
+//! VIP index, ring region and backend ids a config gets. Nothing here touches a map.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    net::IpAddr,
+};
+
+use lb_common::{VipKey, BACKEND_UP, MAX_BACKENDS, MAX_VIPS};
+
+use super::{
+    addr::vip_key,
+    pins::PreviousBackends,
+    rings::{build, Member, Regions},
+    DataplaneError,
+};
+use crate::config::Vip;
+
+/// What userspace remembers about a VIP; the kernel only sees indexes.
+#[derive(Debug, Clone)]
+pub struct VipState {
+    pub config: Vip,
+    pub key: VipKey,
+    pub index: u32,
+    pub region: u32,
+    /// Which half of the region is live (0 or 1).
+    pub live: u32,
+    pub backends: Vec<BackendState>,
+}
+
+#[derive(Debug, Clone)]
+pub struct BackendState {
+    pub address: IpAddr,
+    pub weight: u32,
+    pub id: u32,
+    pub state: u8,
+}
+
+/// Bookkeeping cloned before a change and committed only when every map write succeeded.
+#[derive(Debug, Clone)]
+pub struct State {
+    pub vips: BTreeMap<String, VipState>,
+    pub regions: Regions,
+    pub free_vip_indexes: Vec<u32>,
+    /// Backend ids are handed out once: conntrack entries may still name a removed backend's id,
+    /// and reusing it would send those flows to a stranger.
+    pub next_backend_id: u32,
+    /// What a previous daemon left pinned, consulted when a VIP is first planned.
+    pub adopted: Adopted,
+}
+
+/// VIP indexes and backend ids of the daemon that ran before, so flows it recorded keep their
+/// meaning.
+#[derive(Debug, Clone, Default)]
+pub struct Adopted {
+    pub vip_indexes: HashMap<VipKey, u32>,
+    pub backends: PreviousBackends,
+}
+
+impl State {
+    pub fn new(ring_slots: u32, adopted: Adopted) -> State {
+        let taken: Vec<u32> = adopted.vip_indexes.values().copied().collect();
+        State {
+            vips: BTreeMap::new(),
+            regions: Regions::new(ring_slots),
+            // Indexes a previous daemon used stay reserved for their VIPs.
+            free_vip_indexes: (0..MAX_VIPS).rev().filter(|i| !taken.contains(i)).collect(),
+            next_backend_id: adopted.backends.next_id,
+            adopted,
+        }
+    }
+}
+
+/// The VIP's next state: same index/region when it stays the same size, kept backend ids and
+/// states, fresh ids for new backends. Regions given up are pushed to `released`.
+pub fn plan_vip(
+    next: &mut State,
+    vip: &Vip,
+    released: &mut Vec<(u32, u32)>,
+) -> Result<VipState, DataplaneError> {
+    let key = vip_key(vip.address, vip.port, vip.protocol);
+    let old = next.vips.get(&vip.name).cloned();
+    let (index, region, live) = match &old {
+        Some(o) if o.config.table_size == vip.table_size => (o.index, o.region, o.live),
+        Some(o) => {
+            released.push((o.region, 2 * o.config.table_size));
+            (o.index, next.regions.alloc(2 * vip.table_size)?, 0)
+        }
+        None => {
+            let index = match next.adopted.vip_indexes.remove(&key) {
+                Some(i) => i,
+                None => next
+                    .free_vip_indexes
+                    .pop()
+                    .ok_or(DataplaneError::TooManyVips { max: MAX_VIPS })?,
+            };
+            (index, next.regions.alloc(2 * vip.table_size)?, 1)
+        }
+    };
+    let mut backends = Vec::with_capacity(vip.backends.len());
+    for b in &vip.backends {
+        let kept = old
+            .as_ref()
+            .and_then(|o| o.backends.iter().find(|ob| ob.address == b.address))
+            .map(|k| (k.id, k.state))
+            .or_else(|| next.adopted.backends.ids.remove(&(index, b.address)));
+        let (id, state) = if let Some(k) = kept {
+            k
+        } else {
+            if next.next_backend_id >= MAX_BACKENDS {
+                return Err(DataplaneError::TooManyBackends { max: MAX_BACKENDS });
+            }
+            next.next_backend_id += 1;
+            (next.next_backend_id - 1, BACKEND_UP)
+        };
+        backends.push(BackendState {
+            address: b.address,
+            weight: b.weight,
+            id,
+            state,
+        });
+    }
+    Ok(VipState {
+        key,
+        config: vip.clone(),
+        index,
+        region,
+        live,
+        backends,
+    })
+}
+
+/// The Maglev table over the backends that may take new flows.
+pub fn table_for(v: &VipState) -> Result<Vec<u32>, DataplaneError> {
+    let members: Vec<Member> = v
+        .backends
+        .iter()
+        .filter(|b| b.state == BACKEND_UP)
+        .map(|b| Member {
+            address: b.address,
+            weight: b.weight,
+            id: b.id,
+        })
+        .collect();
+    build(&v.config.name, &members, v.config.seed, v.config.table_size)
+}
