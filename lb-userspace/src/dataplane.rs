@@ -6,7 +6,6 @@
 //! packet ever sees a half-written table. The live writes are undone if one fails.
 
 mod addr;
-mod bpffs;
 mod commit;
 mod decap;
 mod error;
@@ -15,6 +14,7 @@ mod maps;
 mod pins;
 mod plan;
 mod rings;
+mod sys;
 
 pub use addr::{flow_key, vip_key};
 pub use decap::Decap;

@@ -24,6 +24,7 @@ use super::{
     error::map_err,
     maps::{attach_xdp, load_xdp, per_cpu_sum, per_cpu_values, take, xdp_mut, Arr, Hash, PerCpu},
     pins::{Pins, PreviousBackends},
+    sys,
     plan::{plan_vip, table_for, Adopted, State, VipState},
     DataplaneError,
 };
@@ -73,6 +74,8 @@ pub struct BackendStatus {
 pub struct FlowInfo {
     pub client: SocketAddr,
     pub vip: SocketAddr,
+    /// The VIP's name, when the VIP is still configured.
+    pub vip_name: Option<String>,
     pub protocol: u8,
     pub backend: Option<IpAddr>,
     pub backend_id: u32,
@@ -462,8 +465,25 @@ impl Dataplane {
         )?))
     }
 
-    /// Up to `limit` conntrack entries. `now_ns` is `CLOCK_MONOTONIC` (what `bpf_ktime_get_ns` reads).
-    pub fn flows(&self, limit: usize, now_ns: u64) -> Result<Vec<FlowInfo>, DataplaneError> {
+    /// Up to `limit` conntrack entries (of one VIP when `vip` is given).
+    pub fn flows(&self, vip: Option<&str>, limit: usize) -> Result<Vec<FlowInfo>, DataplaneError> {
+        let only = match vip {
+            Some(name) => Some(
+                self.state
+                    .vips
+                    .get(name)
+                    .ok_or_else(|| DataplaneError::UnknownVip(name.into()))?
+                    .index,
+            ),
+            None => None,
+        };
+        let now_ns = sys::monotonic_ns();
+        let names: BTreeMap<u32, &str> = self
+            .state
+            .vips
+            .values()
+            .map(|v| (v.index, v.config.name.as_str()))
+            .collect();
         let ids: BTreeMap<u32, IpAddr> = self
             .state
             .vips
@@ -477,9 +497,13 @@ impl Dataplane {
             }
             // An entry evicted between the key walk and the lookup is simply gone.
             let Ok((k, e)) = item else { continue };
+            if only.is_some_and(|i| i != e.vip_index) {
+                continue;
+            }
             out.push(FlowInfo {
                 client: SocketAddr::new(words_to_ip(k.family, k.src_be), u16::from_be(k.sport_be)),
                 vip: SocketAddr::new(words_to_ip(k.family, k.dst_be), u16::from_be(k.dport_be)),
+                vip_name: names.get(&e.vip_index).map(|n| (*n).to_string()),
                 protocol: k.proto,
                 backend: ids.get(&e.backend).copied(),
                 backend_id: e.backend,
@@ -501,7 +525,8 @@ impl Dataplane {
 
     /// Removes conntrack entries idle longer than `idle` (LRU alone never forgets a flow that
     /// ended, so without this a drained backend would never look empty). Returns how many.
-    pub fn expire_flows(&mut self, idle: Duration, now_ns: u64) -> usize {
+    pub fn expire_flows(&mut self, idle: Duration) -> usize {
+        let now_ns = sys::monotonic_ns();
         let limit = u64::try_from(idle.as_nanos()).unwrap_or(u64::MAX);
         let stale: Vec<FlowKey> = self
             .conntrack

@@ -16,7 +16,7 @@ use std::{
 use aya::maps::{HashMap as AyaHash, Map, MapData};
 use lb_common::{names, BackendEntry, VipEntry, VipKey};
 
-use super::{addr::words_to_ip, bpffs, error::map_err, DataplaneError};
+use super::{addr::words_to_ip, error::map_err, sys, DataplaneError};
 
 /// Prefix of the per-interface link pins: `link_<ifname>`.
 const LINK_PREFIX: &str = "link_";
@@ -33,7 +33,7 @@ impl Pins {
             path: dir.display().to_string(),
             error: error.to_string(),
         };
-        bpffs::ensure_mounted(bpffs).map_err(|error| DataplaneError::Pin {
+        sys::ensure_mounted(bpffs).map_err(|error| DataplaneError::Pin {
             path: bpffs.display().to_string(),
             error: format!("mounting bpffs: {error}"),
         })?;

@@ -1,4 +1,5 @@
-//! The BPF filesystem: making sure it is mounted, and the syscalls that need `unsafe`.
+//! The few syscalls the dataplane needs that std does not wrap: mounting bpffs, and the clock
+//! `bpf_ktime_get_ns` reads.
 
 use std::{ffi::CString, io, os::unix::ffi::OsStrExt as _, path::Path};
 
@@ -54,4 +55,18 @@ fn is_bpffs(path: &Path) -> io::Result<bool> {
 fn c_path(path: &Path) -> io::Result<CString> {
     CString::new(path.as_os_str().as_bytes())
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains a NUL byte"))
+}
+
+/// `CLOCK_MONOTONIC` in nanoseconds: the clock conntrack timestamps (`bpf_ktime_get_ns`) use.
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec; CLOCK_MONOTONIC always exists on Linux.
+    #[allow(unsafe_code)]
+    unsafe {
+        libc::clock_gettime(libc::CLOCK_MONOTONIC, &raw mut ts);
+    }
+    u64::try_from(ts.tv_sec).unwrap_or(0) * 1_000_000_000 + u64::try_from(ts.tv_nsec).unwrap_or(0)
 }
