@@ -4,14 +4,14 @@
 //! shows how the load balancer spread the flows.
 
 use std::collections::BTreeMap;
-use std::io::{Read as _, Write as _};
+use std::io::{BufRead as _, BufReader, Read as _, Write as _};
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream, UdpSocket};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::thread;
 use std::time::Duration;
 
-use anyhow::{anyhow, bail, Context as _, Result};
+use anyhow::{anyhow, bail, ensure, Context as _, Result};
 
 use crate::netns::NetNs;
 
@@ -129,3 +129,97 @@ pub fn udp_ask(ns: &NetNs, addr: SocketAddr, payloads: usize) -> Result<Vec<Stri
         Ok(replies)
     })?
 }
+
+/// Index of the backend whose servers answer with `name`.
+pub fn backend_index(name: &str) -> usize {
+    name.strip_prefix("backend-")
+        .and_then(|i| i.parse().ok())
+        .unwrap_or_else(|| panic!("answer {name:?} is not a backend name"))
+}
+
+/// A long-lived connection to the echo service: the greeting names the backend.
+pub struct EchoConn {
+    reader: BufReader<TcpStream>,
+    /// Index of the backend that greeted.
+    pub backend: usize,
+    /// The client side of the connection.
+    pub local: SocketAddr,
+    pub vip: SocketAddr,
+    rounds: u8,
+}
+
+impl EchoConn {
+    /// Connects from `ns` and does one exchange.
+    pub fn open(ns: &NetNs, vip: SocketAddr) -> Result<Self> {
+        let stream = connect_tcp(ns, vip)?;
+        let local = stream.local_addr()?;
+        let mut reader = BufReader::new(stream);
+        let mut greeting = String::new();
+        reader
+            .read_line(&mut greeting)
+            .context("reading the echo greeting")?;
+        let name = greeting
+            .strip_suffix('\n')
+            .ok_or_else(|| anyhow!("incomplete greeting {greeting:?}"))?;
+        let mut conn = Self {
+            backend: backend_index(name),
+            reader,
+            local,
+            vip,
+            rounds: 0,
+        };
+        conn.exchange()?;
+        Ok(conn)
+    }
+
+    /// Sends 8 × 16 KiB (full-size segments through the tunnel) and checks the echo.
+    pub fn exchange(&mut self) -> Result<()> {
+        self.rounds = self.rounds.wrapping_add(1);
+        for chunk in 0..8u8 {
+            let data: Vec<u8> = (0..16 * 1024usize)
+                .map(|k| {
+                    #[allow(clippy::cast_possible_truncation)]
+                    let b = k as u8;
+                    b ^ chunk ^ self.rounds
+                })
+                .collect();
+            self.reader
+                .get_mut()
+                .write_all(&data)
+                .with_context(|| format!("sending round {} to {}", self.rounds, self.vip))?;
+            let mut back = vec![0u8; data.len()];
+            self.reader
+                .read_exact(&mut back)
+                .with_context(|| format!("echo of round {} from {}", self.rounds, self.vip))?;
+            ensure!(
+                back == data,
+                "echo from {} differs from what was sent",
+                self.vip
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Opens `count` new connections to the echo service one after the other and tallies the
+/// backends that greeted them.
+pub fn echo_greetings(ns: &NetNs, vip: SocketAddr, count: usize) -> Result<BTreeMap<usize, usize>> {
+    ns.exec(|| -> Result<BTreeMap<usize, usize>> {
+        let mut tally = BTreeMap::new();
+        for k in 0..count {
+            let stream = TcpStream::connect_timeout(&vip, CLIENT_TIMEOUT)
+                .with_context(|| format!("connection {k} of {count} to {vip}"))?;
+            stream.set_read_timeout(Some(CLIENT_TIMEOUT))?;
+            let mut line = String::new();
+            BufReader::new(stream)
+                .read_line(&mut line)
+                .with_context(|| format!("greeting on connection {k} to {vip}"))?;
+            let Some(name) = line.strip_suffix('\n') else {
+                bail!("incomplete greeting {line:?} from {vip}");
+            };
+            *tally.entry(backend_index(name)).or_default() += 1;
+        }
+        Ok(tally)
+    })?
+}
+

@@ -7,13 +7,14 @@
 //! all addresses are from the benchmarking ranges `198.18.0.0/15` and `2001:db8::/32`.
 
 pub mod clients;
+pub mod daemon;
 pub mod netns;
 pub mod packet_builder;
 pub mod packet_env;
 pub mod servers;
 pub mod topology;
 
-pub use clients::{connect_tcp, http_get_many, udp_ask};
+pub use clients::{backend_index, connect_tcp, echo_greetings, http_get_many, udp_ask, EchoConn};
 pub use netns::{is_root, ChildGuard, NetNs};
 pub use servers::{http_backend, tcp_echo_backend, udp_backend, ServerHandle};
 pub use topology::{Topology, VIP4, VIP6};

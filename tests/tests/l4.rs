@@ -20,8 +20,8 @@ use lb_userspace::dataplane::{expected_shares, flow_key, Dataplane, Decap, Optio
 use sluice_tests::clients::CLIENT_TIMEOUT;
 use sluice_tests::topology::{backend_addr4, backend_addr6};
 use sluice_tests::{
-    http_backend, http_get_many, is_root, tcp_echo_backend, udp_ask, udp_backend, NetNs,
-    ServerHandle, Topology, VIP4, VIP6,
+    backend_index, http_backend, http_get_many, is_root, tcp_echo_backend, udp_ask, udp_backend,
+    EchoConn, NetNs, ServerHandle, Topology, VIP4, VIP6,
 };
 
 const HTTP_PORT: u16 = 80;
@@ -79,13 +79,6 @@ fn config(backends: usize) -> Config {
 
 fn backend_name(i: usize) -> String {
     format!("backend-{i}")
-}
-
-/// Index of the backend whose servers answer with `name`.
-fn backend_index(name: &str) -> usize {
-    name.strip_prefix("backend-")
-        .and_then(|i| i.parse().ok())
-        .unwrap_or_else(|| panic!("answer {name:?} is not a backend name"))
 }
 
 /// The address VIP `vip` (a name from [`VIPS`]) uses for backend `i`.
@@ -311,89 +304,6 @@ fn ipv6_tcp_spreads_by_maglev() {
     require_root!();
     let lab = Lab::start("sll2", 3);
     check_spread(&lab, "web6", SocketAddr::new(VIP6.into(), HTTP_PORT), 500);
-}
-
-/// A long-lived connection to the echo service: the greeting names the backend.
-struct EchoConn {
-    reader: BufReader<TcpStream>,
-    backend: usize,
-    local: SocketAddr,
-    vip: SocketAddr,
-    rounds: u8,
-}
-
-impl EchoConn {
-    fn open(ns: &NetNs, vip: SocketAddr) -> Result<Self> {
-        let stream = sluice_tests::connect_tcp(ns, vip)?;
-        let local = stream.local_addr()?;
-        let mut reader = BufReader::new(stream);
-        let mut greeting = String::new();
-        reader
-            .read_line(&mut greeting)
-            .context("reading the echo greeting")?;
-        let name = greeting
-            .strip_suffix('\n')
-            .ok_or_else(|| anyhow!("incomplete greeting {greeting:?}"))?;
-        let mut conn = Self {
-            backend: backend_index(name),
-            reader,
-            local,
-            vip,
-            rounds: 0,
-        };
-        conn.exchange()?;
-        Ok(conn)
-    }
-
-    /// Sends 8 × 16 KiB (full-size segments through the tunnel) and checks the echo.
-    fn exchange(&mut self) -> Result<()> {
-        self.rounds = self.rounds.wrapping_add(1);
-        for chunk in 0..8u8 {
-            let data: Vec<u8> = (0..16 * 1024usize)
-                .map(|k| {
-                    #[allow(clippy::cast_possible_truncation)]
-                    let b = k as u8;
-                    b ^ chunk ^ self.rounds
-                })
-                .collect();
-            self.reader
-                .get_mut()
-                .write_all(&data)
-                .with_context(|| format!("sending round {} to {}", self.rounds, self.vip))?;
-            let mut back = vec![0u8; data.len()];
-            self.reader
-                .read_exact(&mut back)
-                .with_context(|| format!("echo of round {} from {}", self.rounds, self.vip))?;
-            ensure!(
-                back == data,
-                "echo from {} differs from what was sent",
-                self.vip
-            );
-        }
-        Ok(())
-    }
-}
-
-/// Opens `count` new connections to the echo service one after the other and tallies the
-/// backends that greeted them.
-fn echo_greetings(ns: &NetNs, vip: SocketAddr, count: usize) -> Result<BTreeMap<usize, usize>> {
-    ns.exec(|| -> Result<BTreeMap<usize, usize>> {
-        let mut tally = BTreeMap::new();
-        for k in 0..count {
-            let stream = TcpStream::connect_timeout(&vip, CLIENT_TIMEOUT)
-                .with_context(|| format!("connection {k} of {count} to {vip}"))?;
-            stream.set_read_timeout(Some(CLIENT_TIMEOUT))?;
-            let mut line = String::new();
-            BufReader::new(stream)
-                .read_line(&mut line)
-                .with_context(|| format!("greeting on connection {k} to {vip}"))?;
-            let Some(name) = line.strip_suffix('\n') else {
-                bail!("incomplete greeting {line:?} from {vip}");
-            };
-            *tally.entry(backend_index(name)).or_default() += 1;
-        }
-        Ok(tally)
-    })?
 }
 
 #[test]

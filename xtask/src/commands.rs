@@ -52,6 +52,7 @@ pub fn test(ws: &Workspace, args: &[String]) -> Result<ExitCode> {
             let mut cmd = ws.cargo();
             cmd.args(["test", "-p", "sluice-tests", "--no-fail-fast", "--"])
                 .arg("--test-threads=1")
+                .env("SLUICE_BIN", ws.sluice_bin("debug")?)
                 .args(args);
             integration = test_summary::run_counting(&mut cmd)?;
         } else {

@@ -24,9 +24,8 @@ use super::{
     error::map_err,
     maps::{attach_xdp, load_xdp, per_cpu_sum, per_cpu_values, take, xdp_mut, Arr, Hash, PerCpu},
     pins::{Pins, PreviousBackends},
-    sys,
     plan::{plan_vip, table_for, Adopted, State, VipState},
-    DataplaneError,
+    sys, DataplaneError,
 };
 use crate::{
     config::{Config, Encap, HashKey, XdpMode as Mode},
@@ -258,8 +257,8 @@ impl Dataplane {
 
     /// Stops this daemon's ownership. With `keep`, everything stays pinned and XDP keeps
     /// forwarding without a daemon; without, the pins are removed, which detaches the program
-    /// and frees the maps (conntrack included).
-    pub fn close(mut self, keep: bool) -> Result<(), DataplaneError> {
+    /// and frees the maps (conntrack included). Afterwards this `Dataplane` owns nothing.
+    pub fn close(&mut self, keep: bool) -> Result<(), DataplaneError> {
         let links = std::mem::take(&mut self.links);
         let Some(pins) = self.pins.take() else {
             return Ok(());

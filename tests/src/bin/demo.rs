@@ -165,7 +165,8 @@ fn run() -> Result<()> {
 
     let dir = TempDir::create()?;
     let config_path = dir.path().join("sluice.toml");
-    let text = config_text();
+    let socket = dir.path().join("admin.sock");
+    let text = config_text(&socket);
     let config = Config::parse(&text).context("the demo's own config does not parse")?;
     fs::write(&config_path, &text).with_context(|| format!("writing {}", config_path.display()))?;
     println!("config written to {}", config_path.display());
@@ -258,6 +259,18 @@ fn run() -> Result<()> {
         bail!("{total} of {CONNECTIONS} answers came from a known backend: {tally:?}");
     }
 
+    println!("what the operator sees: sluice backends");
+    let out = std::process::Command::new(&sluice)
+        .arg("--socket")
+        .arg(&socket)
+        .arg("backends")
+        .output()
+        .context("running sluice backends")?;
+    if !out.status.success() {
+        bail!("sluice backends failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    println!("{}", String::from_utf8_lossy(&out.stdout));
+
     println!("stopping the HTTP servers and sluice...");
     drop(servers);
     for (i, mut decap) in decaps.into_iter().enumerate() {
@@ -301,12 +314,15 @@ fn sluice_bin() -> Result<PathBuf> {
     fs::canonicalize(&path).with_context(|| format!("resolving {}", path.display()))
 }
 
-fn config_text() -> String {
+fn config_text(socket: &Path) -> String {
     let mut text = format!(
         "# Written by the sluice demo.\n\
+         instance = \"demo\"\n\
          interfaces = [\"{GW_CLIENT_IFNAME}\"]\n\
          xdp_mode = \"native\"\n\
          conntrack_entries = 65536\n\n\
+         [admin]\n\
+         socket = \"{}\"\n\n\
          [encap]\n\
          source_v4 = \"198.19.255.0/24\"\n\
          source_v6 = \"2001:db8:ffff::/96\"\n\n\
@@ -314,7 +330,8 @@ fn config_text() -> String {
          name = \"web\"\n\
          address = \"{VIP4}:{PORT}\"\n\
          protocol = \"tcp\"\n\
-         table_size = {TABLE_SIZE}\n"
+         table_size = {TABLE_SIZE}\n",
+        socket.display()
     );
     for i in 0..BACKENDS {
         let _ = write!(

@@ -1,0 +1,278 @@
+//! The daemon's shared state and every operation on it: reload, drain, health transitions and
+//! the read-only views. Admin requests, signals and health tasks all come through here, one at
+//! a time (the dataplane sits behind one lock), so two changes never interleave.
+
+use std::{
+    net::IpAddr,
+    path::PathBuf,
+    sync::{
+        atomic::{AtomicBool, AtomicU64, Ordering},
+        Mutex, MutexGuard,
+    },
+    time::{Duration, Instant},
+};
+
+use crate::{
+    config::Config,
+    dataplane::{Dataplane, DataplaneError},
+    health::{Checker, Target, Transition},
+};
+
+use super::state::{BackendMeta, Metas};
+
+/// What the daemon owns; behind one lock.
+pub struct Inner {
+    pub dp: Dataplane,
+    pub config: Config,
+    pub metas: Metas,
+    pub checker: Checker,
+}
+
+pub struct Core {
+    pub config_path: PathBuf,
+    pub started: Instant,
+    inner: Mutex<Inner>,
+    pub shutting_down: AtomicBool,
+    pub reloads_ok: AtomicU64,
+    pub reloads_failed: AtomicU64,
+    pub last_reload_error: Mutex<Option<String>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CoreError {
+    #[error("{0}")]
+    Config(String),
+    #[error("{0}")]
+    Dataplane(#[from] DataplaneError),
+    #[error("{field} cannot change on reload (it is {old}, the new config says {new}); restart the daemon to change it")]
+    NeedsRestart {
+        field: &'static str,
+        old: String,
+        new: String,
+    },
+    #[error("VIP \"{0}\" is not configured")]
+    UnknownVip(String),
+    #[error("VIP \"{vip}\" has no backend {backend}")]
+    UnknownBackend { vip: String, backend: IpAddr },
+}
+
+impl Core {
+    pub fn new(config_path: PathBuf, mut inner: Inner) -> Result<Core, CoreError> {
+        // A daemon that adopted a dataplane keeps the drains the previous one had.
+        let mut metas = Metas::new();
+        for vip in &inner.config.vips {
+            for b in &vip.backends {
+                let mut meta = BackendMeta::new(b.health.is_some());
+                meta.drained = inner.dp.backend_state(&vip.name, b.address)
+                    == Some(lb_common::BACKEND_DRAINING);
+                metas.insert((vip.name.clone(), b.address), meta);
+            }
+        }
+        inner.metas = metas;
+        let core = Core {
+            config_path,
+            started: Instant::now(),
+            inner: Mutex::new(inner),
+            shutting_down: AtomicBool::new(false),
+            reloads_ok: AtomicU64::new(0),
+            reloads_failed: AtomicU64::new(0),
+            last_reload_error: Mutex::new(None),
+        };
+        {
+            let mut inner = core.lock();
+            sync_kernel_states(&mut inner)?;
+            let targets = targets(&inner.config);
+            inner.checker.update(targets);
+        }
+        Ok(core)
+    }
+
+    /// The lock is only poisoned if an operation panicked half way; the state it guards is
+    /// still the last committed one (every change commits at its end), so carry on.
+    pub fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    pub fn uptime(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    /// Reads the config file again and applies it, all or nothing.
+    pub fn reload(&self) -> Result<(usize, usize), CoreError> {
+        let result = self.try_reload();
+        match &result {
+            Ok((vips, backends)) => {
+                self.reloads_ok.fetch_add(1, Ordering::Relaxed);
+                *self
+                    .last_reload_error
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = None;
+                tracing::info!(vips, backends, "config reloaded");
+            }
+            Err(error) => {
+                self.reloads_failed.fetch_add(1, Ordering::Relaxed);
+                *self
+                    .last_reload_error
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(error.to_string());
+                tracing::error!(%error, "reload rejected; the running config is unchanged");
+            }
+        }
+        result
+    }
+
+    fn try_reload(&self) -> Result<(usize, usize), CoreError> {
+        let config =
+            Config::load(&self.config_path).map_err(|e| CoreError::Config(e.to_string()))?;
+        let mut inner = self.lock();
+        restart_only(&inner.config, &config)?;
+        inner.dp.apply(&config)?;
+        let mut metas = Metas::new();
+        for vip in &config.vips {
+            for b in &vip.backends {
+                let key = (vip.name.clone(), b.address);
+                let mut meta = inner
+                    .metas
+                    .remove(&key)
+                    .unwrap_or_else(|| BackendMeta::new(b.health.is_some()));
+                if meta.checked != b.health.is_some() {
+                    // A check added or removed starts from a clean, healthy slate.
+                    meta = BackendMeta {
+                        drained: meta.drained,
+                        ..BackendMeta::new(b.health.is_some())
+                    };
+                }
+                metas.insert(key, meta);
+            }
+        }
+        inner.metas = metas;
+        inner.config = config;
+        sync_kernel_states(&mut inner)?;
+        let targets = targets(&inner.config);
+        inner.checker.update(targets);
+        let backends = inner.config.vips.iter().map(|v| v.backends.len()).sum();
+        Ok((inner.config.vips.len(), backends))
+    }
+
+    pub fn set_drained(&self, vip: &str, backend: IpAddr, drained: bool) -> Result<(), CoreError> {
+        let mut inner = self.lock();
+        let meta = inner
+            .metas
+            .get_mut(&(vip.to_string(), backend))
+            .ok_or_else(|| unknown(&inner_vips(&inner.config), vip, backend))?;
+        meta.drained = drained;
+        let state = meta.kernel_state();
+        inner.dp.set_backend_state(vip, backend, state)?;
+        tracing::info!(vip, %backend, drained, "backend {}", if drained { "drained" } else { "undrained" });
+        Ok(())
+    }
+
+    pub fn health_transition(&self, t: &Transition) {
+        let mut inner = self.lock();
+        let Some(meta) = inner.metas.get_mut(&(t.vip.clone(), t.backend)) else {
+            return; // a check of a backend removed by a reload a moment ago
+        };
+        meta.healthy = t.healthy;
+        meta.reason = Some(t.reason.clone());
+        if t.healthy {
+            meta.to_healthy += 1;
+        } else {
+            meta.to_unhealthy += 1;
+        }
+        let state = meta.kernel_state();
+        if let Err(error) = inner.dp.set_backend_state(&t.vip, t.backend, state) {
+            tracing::error!(vip = t.vip, backend = %t.backend, %error, "could not apply a health transition");
+        }
+    }
+}
+
+/// Makes every backend's kernel state match its meta (after a start or a reload).
+fn sync_kernel_states(inner: &mut Inner) -> Result<(), CoreError> {
+    let wanted: Vec<(String, IpAddr, u8)> = inner
+        .metas
+        .iter()
+        .map(|((v, b), m)| (v.clone(), *b, m.kernel_state()))
+        .collect();
+    for (vip, backend, state) in wanted {
+        if inner.dp.backend_state(&vip, backend) != Some(state) {
+            inner.dp.set_backend_state(&vip, backend, state)?;
+        }
+    }
+    Ok(())
+}
+
+fn targets(config: &Config) -> Vec<Target> {
+    config
+        .vips
+        .iter()
+        .flat_map(|v| {
+            v.backends.iter().filter_map(|b| {
+                b.health.clone().map(|check| Target {
+                    vip: v.name.clone(),
+                    backend: b.address,
+                    check,
+                })
+            })
+        })
+        .collect()
+}
+
+fn inner_vips(config: &Config) -> Vec<String> {
+    config.vips.iter().map(|v| v.name.clone()).collect()
+}
+
+fn unknown(vips: &[String], vip: &str, backend: IpAddr) -> CoreError {
+    if vips.iter().any(|v| v == vip) {
+        CoreError::UnknownBackend {
+            vip: vip.into(),
+            backend,
+        }
+    } else {
+        CoreError::UnknownVip(vip.into())
+    }
+}
+
+/// Settings fixed at start: changing them needs new maps, sockets or attachments.
+fn restart_only(old: &Config, new: &Config) -> Result<(), CoreError> {
+    let checks: [(&'static str, String, String); 7] = [
+        ("instance", old.instance.clone(), new.instance.clone()),
+        (
+            "interfaces",
+            format!("{:?}", old.interfaces),
+            format!("{:?}", new.interfaces),
+        ),
+        (
+            "xdp_mode",
+            format!("{:?}", old.xdp_mode),
+            format!("{:?}", new.xdp_mode),
+        ),
+        (
+            "conntrack_entries",
+            old.conntrack_entries.to_string(),
+            new.conntrack_entries.to_string(),
+        ),
+        (
+            "bpffs",
+            old.bpffs.display().to_string(),
+            new.bpffs.display().to_string(),
+        ),
+        (
+            "admin.socket",
+            old.admin.socket.display().to_string(),
+            new.admin.socket.display().to_string(),
+        ),
+        (
+            "management.address",
+            old.management.address.to_string(),
+            new.management.address.to_string(),
+        ),
+    ];
+    for (field, old, new) in checks {
+        if old != new {
+            return Err(CoreError::NeedsRestart { field, old, new });
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,250 @@
+//! Read-only views of the daemon for the admin socket and the management port.
+
+use std::{net::SocketAddr, sync::atomic::Ordering};
+
+use lb_common::{Counter, BACKEND_UP, PROTO_TCP};
+
+use super::{
+    core::{Core, CoreError},
+    state::state_name,
+};
+use crate::{
+    admin::{
+        protocol::{
+            BackendRow, FlowRow, NamedCounter, ReloadOutcome, Request, Response, Stats, Status,
+            TrafficRow, VipSummary,
+        },
+        server::Handler,
+    },
+    config::Protocol,
+    observe::{HealthTransitions, Observe, Snapshot},
+};
+
+impl Core {
+    pub fn status(&self) -> Status {
+        let inner = self.lock();
+        let shutting_down = self.shutting_down.load(Ordering::Relaxed);
+        let vips: Vec<VipSummary> = inner
+            .config
+            .vips
+            .iter()
+            .map(|v| VipSummary {
+                name: v.name.clone(),
+                address: SocketAddr::new(v.address, v.port),
+                protocol: protocol_name(v.protocol).into(),
+                backends_up: v
+                    .backends
+                    .iter()
+                    .filter(|b| inner.dp.backend_state(&v.name, b.address) == Some(BACKEND_UP))
+                    .count(),
+                backends_total: v.backends.len(),
+            })
+            .collect();
+        let ready = !shutting_down && vips.iter().all(|v| v.backends_up > 0);
+        Status {
+            instance: inner.config.instance.clone(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            pid: std::process::id(),
+            uptime_secs: self.uptime().as_secs(),
+            config: self.config_path.display().to_string(),
+            phase: if shutting_down { "draining" } else { "serving" }.into(),
+            ready,
+            interfaces: inner.config.interfaces.clone(),
+            pin_dir: inner
+                .dp
+                .pin_dir()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default(),
+            adopted: inner.dp.adopted(),
+            keep_dataplane: inner.config.keep_dataplane,
+            reloads_ok: self.reloads_ok.load(Ordering::Relaxed),
+            reloads_failed: self.reloads_failed.load(Ordering::Relaxed),
+            last_reload_error: self
+                .last_reload_error
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .clone(),
+            vips,
+        }
+    }
+
+    pub fn backend_rows(&self) -> Result<Vec<BackendRow>, CoreError> {
+        let inner = self.lock();
+        let counts = inner.dp.flow_counts();
+        Ok(inner
+            .dp
+            .backends()?
+            .into_iter()
+            .map(|b| {
+                let meta = inner.metas.get(&(b.vip.clone(), b.address));
+                BackendRow {
+                    health: match meta {
+                        Some(m) if m.checked && m.healthy => "healthy",
+                        Some(m) if m.checked => "unhealthy",
+                        _ => "unchecked",
+                    }
+                    .into(),
+                    health_reason: meta.and_then(|m| m.reason.clone()),
+                    drained: meta.is_some_and(|m| m.drained),
+                    flows: counts.get(&b.id).copied().unwrap_or(0),
+                    state: state_name(b.state).into(),
+                    vip: b.vip,
+                    address: b.address,
+                    weight: b.weight,
+                    packets: b.traffic.packets,
+                    bytes: b.traffic.bytes,
+                    new_flows: b.traffic.new_flows,
+                }
+            })
+            .collect())
+    }
+
+    pub fn flow_rows(&self, vip: Option<&str>, limit: usize) -> Result<Vec<FlowRow>, CoreError> {
+        let inner = self.lock();
+        Ok(inner
+            .dp
+            .flows(vip, limit)?
+            .into_iter()
+            .map(|f| FlowRow {
+                client: f.client,
+                vip: f.vip,
+                vip_name: f.vip_name,
+                protocol: if f.protocol == PROTO_TCP {
+                    "tcp"
+                } else {
+                    "udp"
+                }
+                .into(),
+                backend: f.backend,
+                age_ms: millis(f.age),
+                idle_ms: millis(f.idle),
+            })
+            .collect())
+    }
+
+    pub fn stats(&self) -> Result<Stats, CoreError> {
+        let inner = self.lock();
+        let counters = inner
+            .dp
+            .counters()?
+            .into_iter()
+            .map(|(c, value)| NamedCounter {
+                name: c.name().into(),
+                kind: counter_kind(c).into(),
+                value,
+            })
+            .collect();
+        let mut vips = Vec::new();
+        for v in &inner.config.vips {
+            let t = inner.dp.vip_traffic(&v.name)?;
+            vips.push(TrafficRow {
+                vip: v.name.clone(),
+                backend: None,
+                packets: t.packets,
+                bytes: t.bytes,
+                new_flows: t.new_flows,
+            });
+        }
+        let backends = inner
+            .dp
+            .backends()?
+            .into_iter()
+            .map(|b| TrafficRow {
+                vip: b.vip,
+                backend: Some(b.address),
+                packets: b.traffic.packets,
+                bytes: b.traffic.bytes,
+                new_flows: b.traffic.new_flows,
+            })
+            .collect();
+        Ok(Stats {
+            uptime_ms: millis(self.uptime()),
+            counters,
+            vips,
+            backends,
+        })
+    }
+
+    fn health_transitions(&self) -> Vec<HealthTransitions> {
+        let inner = self.lock();
+        let mut out: Vec<HealthTransitions> = inner
+            .metas
+            .iter()
+            .filter(|(_, m)| m.checked)
+            .map(|((vip, backend), m)| HealthTransitions {
+                vip: vip.clone(),
+                backend: *backend,
+                to_healthy: m.to_healthy,
+                to_unhealthy: m.to_unhealthy,
+            })
+            .collect();
+        out.sort_by(|a, b| (&a.vip, a.backend).cmp(&(&b.vip, b.backend)));
+        out
+    }
+}
+
+impl Handler for Core {
+    fn handle(&self, request: Request) -> Response {
+        let result = match request {
+            Request::Status => Ok(Response::data(&self.status())),
+            Request::Backends => self.backend_rows().map(|r| Response::data(&r)),
+            Request::Drain { vip, backend } => self.set_drained(&vip, backend, true).map(|()| {
+                Response::data(
+                    &serde_json::json!({"vip": vip, "backend": backend, "drained": true}),
+                )
+            }),
+            Request::Undrain { vip, backend } => self.set_drained(&vip, backend, false).map(|()| {
+                Response::data(
+                    &serde_json::json!({"vip": vip, "backend": backend, "drained": false}),
+                )
+            }),
+            Request::Flows { vip, limit } => self
+                .flow_rows(vip.as_deref(), limit)
+                .map(|r| Response::data(&r)),
+            Request::Stats => self.stats().map(|s| Response::data(&s)),
+            Request::Reload => self
+                .reload()
+                .map(|(vips, backends)| Response::data(&ReloadOutcome { vips, backends })),
+        };
+        result.unwrap_or_else(|e| Response::error(e.to_string()))
+    }
+}
+
+impl Observe for Core {
+    fn snapshot(&self) -> Result<Snapshot, String> {
+        let status = self.status();
+        let backends = self.backend_rows().map_err(|e| e.to_string())?;
+        let stats = self.stats().map_err(|e| e.to_string())?;
+        Ok(Snapshot {
+            shutting_down: self.shutting_down.load(Ordering::Relaxed),
+            status,
+            backends,
+            stats,
+            health_transitions: self.health_transitions(),
+            // A Core exists only once the first config is written and every interface attached.
+            maps_written: true,
+            attached: true,
+        })
+    }
+}
+
+fn counter_kind(c: Counter) -> &'static str {
+    if c.is_drop() {
+        "drop"
+    } else if c.name().starts_with("pass_") {
+        "pass"
+    } else {
+        "event"
+    }
+}
+
+fn protocol_name(p: Protocol) -> &'static str {
+    match p {
+        Protocol::Tcp => "tcp",
+        Protocol::Udp => "udp",
+    }
+}
+
+fn millis(d: std::time::Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}

@@ -1,0 +1,275 @@
+//! `sluice run` as a test fixture: a real daemon process in a namespace, driven through the
+//! real CLI over its admin socket, read through its management port.
+//!
+//! Each fixture has its own instance name (so its own pin directory), admin socket and
+//! scratch directory; dropping it stops the daemon and removes whatever it left pinned, also
+//! when the test failed.
+
+use std::fs::{self, File};
+use std::io::{Read as _, Write as _};
+use std::net::{SocketAddr, TcpStream};
+use std::os::unix::process::CommandExt as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Output, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _, Result};
+
+use crate::netns::{ChildGuard, NetNs};
+
+/// How long a daemon gets to come up (load, verify, attach, first health round).
+pub const START_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// The `sluice` binary: `SLUICE_BIN`, else `sluice` next to the test binary's directory
+/// (`target/debug/deps/..`).
+pub fn sluice_bin() -> Result<PathBuf> {
+    let path = if let Some(path) = std::env::var_os("SLUICE_BIN") {
+        PathBuf::from(path)
+    } else {
+        let exe = std::env::current_exe().context("locating the test binary")?;
+        let dir = exe.parent().context("test binary without a directory")?;
+        let dir = if dir.ends_with("deps") {
+            dir.parent().unwrap_or(dir)
+        } else {
+            dir
+        };
+        dir.join("sluice")
+    };
+    if !path.is_file() {
+        bail!(
+            "sluice binary {} not found: set SLUICE_BIN or run `cargo build -p lb-userspace`",
+            path.display()
+        );
+    }
+    // `ip netns exec` runs it from another working directory.
+    fs::canonicalize(&path).with_context(|| format!("resolving {}", path.display()))
+}
+
+/// A scratch directory `/tmp/sluice-test-<name>`, emptied first and removed on drop.
+#[derive(Debug)]
+pub struct Scratch(PathBuf);
+
+impl Scratch {
+    pub fn create(name: &str) -> Result<Self> {
+        let path = std::env::temp_dir().join(format!("sluice-test-{name}"));
+        let _ = fs::remove_dir_all(&path);
+        fs::create_dir_all(&path).with_context(|| format!("creating {}", path.display()))?;
+        Ok(Self(path))
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A `sluice run` process in a namespace.
+#[derive(Debug)]
+pub struct Daemon {
+    guard: Option<ChildGuard>,
+    ns_name: String,
+    instance: String,
+    bin: PathBuf,
+    socket: PathBuf,
+    config: PathBuf,
+    log: PathBuf,
+}
+
+impl Daemon {
+    /// Writes `config_text` to `dir/sluice.toml` and starts the daemon. The config must set
+    /// `instance` to `instance` and `[admin] socket` to [`Daemon::socket_in`]`(dir)`.
+    pub fn start(ns: &NetNs, dir: &Path, instance: &str, config_text: &str) -> Result<Self> {
+        let config = dir.join("sluice.toml");
+        fs::write(&config, config_text).with_context(|| format!("writing {}", config.display()))?;
+        let mut d = Self {
+            guard: None,
+            ns_name: ns.name().to_string(),
+            instance: instance.to_string(),
+            bin: sluice_bin()?,
+            socket: Self::socket_in(dir),
+            config,
+            log: dir.join("sluice.log"),
+        };
+        // A killed earlier run may have left this instance pinned.
+        remove_pins(instance);
+        d.restart(ns)?;
+        Ok(d)
+    }
+
+    /// The admin socket path a fixture in `dir` uses.
+    pub fn socket_in(dir: &Path) -> PathBuf {
+        dir.join("admin.sock")
+    }
+
+    pub fn config_path(&self) -> &Path {
+        &self.config
+    }
+
+    /// Starts the daemon again (after [`Daemon::stop`]) and waits until it answers.
+    pub fn restart(&mut self, ns: &NetNs) -> Result<()> {
+        let out = File::options()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .with_context(|| format!("opening {}", self.log.display()))?;
+        let bin = self.bin.to_string_lossy().into_owned();
+        let config = self.config.to_string_lossy().into_owned();
+        let mut cmd = ns.command(&[&bin, "run", "-c", &config]);
+        cmd.stdin(Stdio::null())
+            .stdout(out.try_clone()?)
+            .stderr(out);
+        // SAFETY: only an async-signal-safe prctl between fork and exec.
+        unsafe {
+            cmd.pre_exec(|| {
+                // A test process that dies outright still stops its daemons.
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let child = cmd
+            .spawn()
+            .with_context(|| format!("starting sluice in {}", self.ns_name))?;
+        self.guard = Some(ChildGuard::new(child));
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            self.check_running()?;
+            if self.cli(&["status"]).is_ok_and(|o| o.status.success()) {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "sluice did not answer on {} within {START_TIMEOUT:?}; log:\n{}",
+                    self.socket.display(),
+                    self.log_text()
+                );
+            }
+            thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Fails with the log if the daemon has exited.
+    pub fn check_running(&mut self) -> Result<()> {
+        let Some(child) = self.guard.as_mut().and_then(ChildGuard::child_mut) else {
+            bail!("sluice is not running");
+        };
+        if let Some(status) = child.try_wait()? {
+            bail!("sluice exited ({status}); log:\n{}", self.log_text());
+        }
+        Ok(())
+    }
+
+    /// Runs the CLI against this daemon: `sluice --socket S <args>`.
+    pub fn cli(&self, args: &[&str]) -> Result<Output> {
+        Command::new(&self.bin)
+            .arg("--socket")
+            .arg(&self.socket)
+            .args(args)
+            .output()
+            .with_context(|| format!("running sluice {args:?}"))
+    }
+
+    /// Runs the CLI with `--json` and returns the parsed output; fails unless it exited 0.
+    pub fn cli_json(&self, args: &[&str]) -> Result<serde_json::Value> {
+        let mut all = vec!["--json"];
+        all.extend_from_slice(args);
+        let out = self.cli(&all)?;
+        if !out.status.success() {
+            bail!(
+                "sluice {args:?} failed ({}): {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        serde_json::from_slice(&out.stdout).with_context(|| {
+            format!(
+                "sluice {args:?} printed no JSON: {}",
+                String::from_utf8_lossy(&out.stdout)
+            )
+        })
+    }
+
+    /// Sends a signal to the daemon.
+    pub fn signal(&self, sig: libc::c_int) -> Result<()> {
+        let pid = self
+            .guard
+            .as_ref()
+            .and_then(ChildGuard::id)
+            .context("sluice is not running")?;
+        // SAFETY: kill(2) on our own child's pid.
+        let rc = unsafe { libc::kill(i32::try_from(pid)?, sig) };
+        if rc != 0 {
+            bail!("kill: {}", std::io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// SIGTERM and wait; returns the exit status.
+    pub fn stop(&mut self) -> Result<ExitStatus> {
+        let mut guard = self.guard.take().context("sluice is not running")?;
+        guard.terminate(Duration::from_secs(10))
+    }
+
+    /// The daemon's log so far (all its runs).
+    pub fn log_text(&self) -> String {
+        fs::read_to_string(&self.log)
+            .unwrap_or_else(|err| format!("(cannot read {}: {err})", self.log.display()))
+    }
+
+    /// `GET path` on the management port `addr` (inside the daemon's namespace):
+    /// `(status, body)`.
+    pub fn management_get(&self, ns: &NetNs, addr: SocketAddr, path: &str) -> Result<(u16, String)> {
+        let path = path.to_string();
+        ns.exec(move || -> Result<(u16, String)> {
+            let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
+                .with_context(|| format!("connecting to the management port {addr}"))?;
+            s.set_read_timeout(Some(Duration::from_secs(5)))?;
+            write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")?;
+            let mut raw = String::new();
+            s.read_to_string(&mut raw)?;
+            let (head, body) = raw.split_once("\r\n\r\n").context("no end of headers")?;
+            let status = head
+                .split_whitespace()
+                .nth(1)
+                .and_then(|c| c.parse().ok())
+                .context("no status code")?;
+            Ok((status, body.to_string()))
+        })?
+    }
+
+    pub fn instance(&self) -> &str {
+        &self.instance
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut guard) = self.guard.take() {
+            let _ = guard.terminate(Duration::from_secs(10));
+        }
+        remove_pins(&self.instance);
+    }
+}
+
+/// The pin directory of `instance` under the default bpffs.
+pub fn pin_dir(instance: &str) -> PathBuf {
+    Path::new("/sys/fs/bpf/sluice").join(instance)
+}
+
+/// Removes an instance's pins (which detaches its XDP links and frees its maps).
+pub fn remove_pins(instance: &str) {
+    let dir = pin_dir(instance);
+    if let Ok(entries) = fs::read_dir(&dir) {
+        for e in entries.flatten() {
+            let _ = fs::remove_file(e.path());
+        }
+    }
+    let _ = fs::remove_dir(&dir);
+}

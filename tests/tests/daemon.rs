@@ -1,0 +1,491 @@
+//! The daemon end to end: `sluice run` in the gateway namespace, driven with the real CLI over
+//! its admin socket and read through its management port, with real TCP through the gateway
+//! to backends that run `sluice_decap`. Needs root.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Result};
+use lb_userspace::config::XdpMode;
+use lb_userspace::dataplane::Decap;
+use sluice_tests::daemon::{pin_dir, Daemon, Scratch};
+use sluice_tests::topology::backend_addr4;
+use sluice_tests::{
+    echo_greetings, http_backend, http_get_many, is_root, tcp_echo_backend, EchoConn, NetNs,
+    ServerHandle, Topology, VIP4,
+};
+
+const HTTP_PORT: u16 = 80;
+const ECHO_PORT: u16 = 7;
+const TABLE_SIZE: u32 = 4099;
+const MANAGEMENT: &str = "127.0.0.1:9000";
+/// Generous bound for anything the daemon does asynchronously (health rounds, reloads).
+const SETTLE: Duration = Duration::from_secs(10);
+
+macro_rules! require_root {
+    () => {
+        assert!(is_root(), "needs root for network namespaces and XDP");
+    };
+}
+
+fn web() -> SocketAddr {
+    SocketAddr::new(VIP4.into(), HTTP_PORT)
+}
+
+fn echo() -> SocketAddr {
+    SocketAddr::new(VIP4.into(), ECHO_PORT)
+}
+
+/// What a test config may vary.
+#[derive(Clone)]
+struct Spec {
+    backends: usize,
+    keep_dataplane: bool,
+    /// An HTTP health check on `web4`'s backends.
+    health: bool,
+    /// Text that replaces the whole config (a broken one, for reload tests).
+    raw: Option<String>,
+}
+
+impl Spec {
+    fn new(backends: usize) -> Self {
+        Self {
+            backends,
+            keep_dataplane: false,
+            health: false,
+            raw: None,
+        }
+    }
+}
+
+fn config_text(instance: &str, scratch: &Scratch, spec: &Spec) -> String {
+    if let Some(raw) = &spec.raw {
+        return raw.clone();
+    }
+    let mut text = format!(
+        "instance = \"{instance}\"\ninterfaces = [\"gwc\"]\nconntrack_entries = 65536\n\
+         keep_dataplane = {}\n\n[admin]\nsocket = \"{}\"\n\n[management]\naddress = \"{MANAGEMENT}\"\n\n\
+         [encap]\nsource_v4 = \"198.19.255.0/24\"\nsource_v6 = \"2001:db8:ffff::/96\"\n",
+        spec.keep_dataplane,
+        Daemon::socket_in(scratch.path()).display()
+    );
+    for (name, port) in [("web4", HTTP_PORT), ("echo4", ECHO_PORT)] {
+        let _ = write!(
+            text,
+            "\n[[vip]]\nname = \"{name}\"\naddress = \"{VIP4}:{port}\"\ntable_size = {TABLE_SIZE}\n"
+        );
+        if spec.health && name == "web4" {
+            text.push_str(
+                "[vip.health_check]\nkind = \"http\"\npath = \"/\"\ninterval = \"200ms\"\n\
+                 timeout = \"150ms\"\nrise = 2\nfall = 2\n",
+            );
+        }
+        for i in 0..spec.backends {
+            let _ = write!(text, "[[vip.backend]]\naddress = \"{}\"\n", backend_addr4(i));
+        }
+    }
+    text
+}
+
+/// The topology, a decap and servers on every backend, and the daemon on the gateway. Fields
+/// drop in order: daemon, decaps and servers before the namespaces.
+struct Lab {
+    daemon: Daemon,
+    decaps: Vec<Decap>,
+    http: BTreeMap<usize, ServerHandle>,
+    echo: Vec<ServerHandle>,
+    topo: Topology,
+    scratch: Scratch,
+    instance: String,
+}
+
+impl Lab {
+    fn start(prefix: &str, spec: &Spec) -> Self {
+        let topo = Topology::build(prefix, spec.backends).expect("build topology");
+        let scratch = Scratch::create(prefix).expect("scratch directory");
+        let instance = format!("test-{prefix}");
+        let text = config_text(&instance, &scratch, spec);
+        let daemon = Daemon::start(topo.gateway(), scratch.path(), &instance, &text)
+            .expect("start sluice run");
+        let mut lab = Self {
+            daemon,
+            decaps: Vec::new(),
+            http: BTreeMap::new(),
+            echo: Vec::new(),
+            topo,
+            scratch,
+            instance,
+        };
+        for i in 0..spec.backends {
+            lab.start_backend(i);
+        }
+        lab
+    }
+
+    fn start_backend(&mut self, i: usize) {
+        let ns = self.topo.backend(i);
+        let decap = ns
+            .exec(|| Decap::attach("eth0", XdpMode::Native, &[VIP4.into()]))
+            .and_then(|r| Ok(r?))
+            .unwrap_or_else(|err| panic!("attach sluice_decap on backend {i}: {err:#}"));
+        self.decaps.push(decap);
+        self.start_http(i);
+        self.echo.push(
+            tcp_echo_backend(ns, &format!("backend-{i}"), ECHO_PORT)
+                .unwrap_or_else(|err| panic!("echo server on backend {i}: {err:#}")),
+        );
+    }
+
+    fn start_http(&mut self, i: usize) {
+        let server = http_backend(self.topo.backend(i), &format!("backend-{i}"), HTTP_PORT)
+            .unwrap_or_else(|err| panic!("http server on backend {i}: {err:#}"));
+        self.http.insert(i, server);
+    }
+
+    fn client(&self) -> &NetNs {
+        self.topo.client()
+    }
+
+    fn write_config(&self, spec: &Spec) {
+        let text = config_text(&self.instance, &self.scratch, spec);
+        std::fs::write(self.daemon.config_path(), text).expect("write config");
+    }
+
+    fn cli_ok(&self, args: &[&str]) -> String {
+        let out = self.daemon.cli(args).expect("run the CLI");
+        assert!(
+            out.status.success(),
+            "sluice {args:?} failed: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            self.daemon.log_text()
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn json(&self, args: &[&str]) -> serde_json::Value {
+        self.daemon
+            .cli_json(args)
+            .unwrap_or_else(|err| panic!("{err:#}\n{}", self.daemon.log_text()))
+    }
+
+    /// The `sluice backends --json` row of (vip, backend i).
+    fn backend_row(&self, vip: &str, i: usize) -> serde_json::Value {
+        let addr = backend_addr4(i).to_string();
+        self.json(&["backends"])
+            .as_array()
+            .expect("backends is a list")
+            .iter()
+            .find(|r| r["vip"] == vip && r["address"] == addr.as_str())
+            .cloned()
+            .unwrap_or_else(|| panic!("no row for {vip} {addr}"))
+    }
+
+    fn wait_for_state(&self, vip: &str, i: usize, state: &str) {
+        wait(&format!("{vip} backend {i} {state}"), || {
+            Ok(self.backend_row(vip, i)["state"] == state)
+        })
+        .unwrap_or_else(|err| panic!("{err:#}\n{}", self.daemon.log_text()));
+    }
+
+    fn management(&self, path: &str) -> (u16, String) {
+        self.daemon
+            .management_get(self.topo.gateway(), MANAGEMENT.parse().expect("addr"), path)
+            .unwrap_or_else(|err| panic!("GET {path}: {err:#}"))
+    }
+}
+
+/// Polls `f` until it returns true, for at most [`SETTLE`].
+fn wait(what: &str, mut f: impl FnMut() -> Result<bool>) -> Result<()> {
+    let deadline = Instant::now() + SETTLE;
+    loop {
+        if f()? {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("timed out after {SETTLE:?} waiting for {what}");
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn greetings(lab: &Lab, count: usize) -> BTreeMap<usize, usize> {
+    echo_greetings(lab.client(), echo(), count).expect("new echo connections")
+}
+
+#[test]
+fn drain_keeps_established_flows_and_undrain_restores() {
+    require_root!();
+    let lab = Lab::start("sld1", &Spec::new(3));
+    let mut conn = EchoConn::open(lab.client(), echo()).expect("open echo connection");
+    let b = conn.backend;
+    let addr = backend_addr4(b).to_string();
+
+    let out = lab.cli_ok(&["drain", "echo4", &addr]);
+    assert!(out.contains("drain"), "drain said: {out}");
+    let row = lab.backend_row("echo4", b);
+    assert_eq!(row["state"], "draining", "{row}");
+    assert!(row["flows"].as_u64().unwrap_or(0) >= 1, "drained backend shows its live flow: {row}");
+
+    let tally = greetings(&lab, 45);
+    assert_eq!(tally.get(&b), None, "new connections reached the drained backend: {tally:?}");
+    assert_eq!(tally.values().sum::<usize>(), 45);
+    conn.exchange().expect("the connection opened before the drain keeps working");
+
+    let flows = lab.json(&["flows", "--vip", "echo4"]);
+    let local = conn.local.to_string();
+    assert!(
+        flows.as_array().expect("list").iter().any(|f| f["client"] == local.as_str()
+            && f["backend"] == addr.as_str()),
+        "sluice flows lists {local} on {addr}: {flows}"
+    );
+
+    lab.cli_ok(&["undrain", "echo4", &addr]);
+    assert_eq!(lab.backend_row("echo4", b)["state"], "up");
+    let tally = greetings(&lab, 45);
+    assert!(tally.get(&b).copied().unwrap_or(0) > 0, "undrained backend gets new flows: {tally:?}");
+    conn.exchange().expect("still working after undrain");
+
+    // Operator mistakes get one clear line and a non-zero exit.
+    let out = lab.daemon.cli(&["drain", "nope", &addr]).expect("cli");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("nope"), "{out:?}");
+    let human = lab.cli_ok(&["backends"]);
+    assert!(human.contains("echo4") && human.contains(&addr), "{human}");
+}
+
+#[test]
+fn health_checks_take_a_stopped_backend_out_and_bring_it_back() {
+    require_root!();
+    let spec = Spec {
+        health: true,
+        ..Spec::new(3)
+    };
+    let mut lab = Lab::start("sld2", &spec);
+    for i in 0..3 {
+        lab.wait_for_state("web4", i, "up");
+    }
+    assert_eq!(lab.management("/health/ready").0, 200);
+
+    drop(lab.http.remove(&1));
+    lab.wait_for_state("web4", 1, "down");
+    let row = lab.backend_row("web4", 1);
+    assert_eq!(row["health"], "unhealthy", "{row}");
+    assert!(row["health_reason"].as_str().is_some_and(|r| !r.is_empty()), "{row}");
+    let tally = http_get_many(lab.client(), web(), 60, 8).expect("requests while one is down");
+    assert_eq!(tally.get("backend-1"), None, "{tally:?}");
+    assert_eq!(tally.values().sum::<usize>(), 60);
+
+    lab.start_http(1);
+    lab.wait_for_state("web4", 1, "up");
+    let tally = http_get_many(lab.client(), web(), 60, 8).expect("requests after recovery");
+    assert!(tally.get("backend-1").copied().unwrap_or(0) > 0, "{tally:?}");
+
+    // Every backend of a VIP down: not ready.
+    lab.http.clear();
+    for i in 0..3 {
+        lab.wait_for_state("web4", i, "down");
+    }
+    let (code, body) = lab.management("/health/ready");
+    assert_eq!(code, 503, "{body}");
+    assert!(body.contains("\"DOWN\""), "{body}");
+    assert_eq!(lab.management("/health/live").0, 200);
+    for i in 0..3 {
+        lab.start_http(i);
+    }
+    wait("ready again", || Ok(lab.management("/health/ready").0 == 200)).expect("ready");
+}
+
+#[test]
+fn reload_is_all_or_nothing() {
+    require_root!();
+    let mut spec = Spec::new(3);
+    let mut lab = Lab::start("sld3", &spec);
+    let mut conn = EchoConn::open(lab.client(), echo()).expect("echo connection");
+    let before = lab.json(&["backends"]);
+
+    // A broken config on SIGHUP: rejected, nothing changes, the reason is reported.
+    let good = config_text(&lab.instance, &lab.scratch, &spec);
+    let broken = good.replace(&format!("table_size = {TABLE_SIZE}"), "table_size = 4098");
+    lab.write_config(&Spec {
+        raw: Some(broken),
+        ..spec.clone()
+    });
+    lab.daemon.signal(libc::SIGHUP).expect("SIGHUP");
+    wait("the failed reload to be counted", || {
+        Ok(lab.json(&["status"])["reloads_failed"] == 1)
+    })
+    .expect("reload counted");
+    let status = lab.json(&["status"]);
+    let reason = status["last_reload_error"].as_str().unwrap_or_default().to_string();
+    assert!(reason.contains("table_size"), "reason names the field: {status}");
+    assert_eq!(lab.json(&["backends"]).as_array().map(Vec::len), before.as_array().map(Vec::len));
+    let tally = http_get_many(lab.client(), web(), 30, 8).expect("traffic after a rejected reload");
+    assert_eq!(tally.values().sum::<usize>(), 30);
+
+    // The same through the CLI: non-zero exit, the reason on stderr.
+    let out = lab.daemon.cli(&["reload"]).expect("cli");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("table_size"), "{out:?}");
+
+    // A good config that adds a backend: new flows use it, the established one stays.
+    let i = lab.topo.add_backend().expect("add backend");
+    lab.start_backend(i);
+    spec.backends = 4;
+    lab.write_config(&spec);
+    let out = lab.cli_ok(&["reload"]);
+    assert!(out.contains("reload"), "{out}");
+    assert_eq!(lab.backend_row("echo4", 3)["state"], "up");
+    let tally = greetings(&lab, 60);
+    assert!(tally.get(&3).copied().unwrap_or(0) > 0, "new backend gets new flows: {tally:?}");
+    conn.exchange().expect("established connection survives the reload");
+    assert_eq!(lab.json(&["status"])["reloads_ok"], 1);
+}
+
+#[test]
+fn restart_with_keep_dataplane_keeps_connections() {
+    require_root!();
+    let spec = Spec {
+        keep_dataplane: true,
+        ..Spec::new(3)
+    };
+    let mut lab = Lab::start("sld4", &spec);
+    let mut conns: Vec<EchoConn> = (0..6)
+        .map(|_| EchoConn::open(lab.client(), echo()).expect("echo connection"))
+        .collect();
+
+    let status = lab.daemon.stop().expect("stop");
+    assert!(status.success(), "exit {status}\n{}", lab.daemon.log_text());
+    assert!(pin_dir(&lab.instance).exists(), "pins kept");
+    for c in &mut conns {
+        c.exchange().expect("forwarding continues without a daemon");
+    }
+
+    lab.daemon.restart(lab.topo.gateway()).expect("restart");
+    assert_eq!(lab.json(&["status"])["adopted"], true);
+    let flows = lab.json(&["flows", "--vip", "echo4", "--limit", "1000"]);
+    for c in &mut conns {
+        let local = c.local.to_string();
+        let addr = backend_addr4(c.backend).to_string();
+        assert!(
+            flows.as_array().expect("list").iter().any(|f| f["client"] == local.as_str()
+                && f["backend"] == addr.as_str()),
+            "the new daemon reports {local} on {addr}: {flows}"
+        );
+        c.exchange().expect("connection works after the restart");
+    }
+    let tally = http_get_many(lab.client(), web(), 30, 8).expect("new connections");
+    assert_eq!(tally.values().sum::<usize>(), 30);
+
+    // Without keep_dataplane, stopping detaches and unpins.
+    lab.write_config(&Spec::new(3));
+    lab.cli_ok(&["reload"]);
+    let status = lab.daemon.stop().expect("stop");
+    assert!(status.success());
+    assert!(!pin_dir(&lab.instance).exists(), "pins removed");
+    let link = lab.topo.gateway().ip(&["link", "show", "gwc"]).expect("ip link");
+    assert!(!link.contains("xdp"), "XDP detached: {link}");
+}
+
+#[test]
+fn metrics_count_the_traffic_sent() {
+    require_root!();
+    let lab = Lab::start("sld5", &Spec::new(2));
+    let tally = http_get_many(lab.client(), web(), 50, 8).expect("requests");
+    assert_eq!(tally.values().sum::<usize>(), 50);
+
+    let (code, text) = lab.management("/metrics");
+    assert_eq!(code, 200);
+    let lines: Vec<String> = text
+        .lines()
+        .filter(|l| *l != "# EOF")
+        .map(str::to_string)
+        .collect();
+    let scrape = prometheus_parse::Scrape::parse(lines.into_iter().map(Ok))
+        .expect("the exposition parses");
+    let value = |name: &str, labels: &[(&str, &str)]| -> f64 {
+        scrape
+            .samples
+            .iter()
+            .filter(|s| s.metric == name)
+            .filter(|s| labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+            .map(|s| match s.value {
+                prometheus_parse::Value::Counter(v)
+                | prometheus_parse::Value::Gauge(v)
+                | prometheus_parse::Value::Untyped(v) => v,
+                _ => 0.0,
+            })
+            .sum()
+    };
+    assert_eq!(value("sluice_vip_new_flows_total", &[("vip", "web4")]), 50.0, "{text}");
+    assert_eq!(value("sluice_backend_new_flows_total", &[("vip", "web4")]), 50.0, "{text}");
+    let answered0 = tally.get("backend-0").copied().unwrap_or(0);
+    #[allow(clippy::cast_precision_loss)]
+    let answered0 = answered0 as f64;
+    let b0 = backend_addr4(0).to_string();
+    assert_eq!(
+        value("sluice_backend_new_flows_total", &[("vip", "web4"), ("backend", &b0)]),
+        answered0,
+        "{text}"
+    );
+    assert!(value("sluice_vip_packets_total", &[("vip", "web4")]) >= 150.0, "{text}");
+    assert!(value("sluice_conntrack_hits_total", &[]) > 0.0, "{text}");
+    assert_eq!(value("sluice_backend_up", &[("vip", "web4")]), 2.0, "{text}");
+    assert_eq!(value("sluice_reloads_total", &[("outcome", "failure")]), 0.0, "{text}");
+    for path in ["/health/live", "/health/ready", "/health/started"] {
+        let (code, body) = lab.management(path);
+        assert_eq!(code, 200, "{path}: {body}");
+        let v: serde_json::Value = serde_json::from_str(&body).expect("health JSON");
+        assert_eq!(v["status"], "UP", "{path}: {body}");
+        assert!(v["checks"].is_array(), "{path}: {body}");
+    }
+    assert_eq!(lab.management("/nope").0, 404);
+}
+
+#[test]
+fn cli_without_a_daemon_says_so_in_one_line() {
+    let out = std::process::Command::new(sluice_tests::daemon::sluice_bin().expect("binary"))
+        .args(["--socket", "/tmp/sluice-test-none/admin.sock", "status"])
+        .output()
+        .expect("run sluice");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.contains("no sluice daemon is running"), "{err}");
+}
+
+#[test]
+fn check_accepts_the_shipped_example_and_rejects_broken_files() {
+    let bin = sluice_tests::daemon::sluice_bin().expect("binary");
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/sluice.toml");
+    let out = std::process::Command::new(&bin)
+        .args(["check", "-c", example])
+        .output()
+        .expect("run sluice check");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    let scratch = Scratch::create("check").expect("scratch");
+    let broken = scratch.path().join("broken.toml");
+    std::fs::write(
+        &broken,
+        "interfaces = [\"eth0\"]\n[encap]\nsource_v4 = \"198.19.255.0/33\"\nsource_v6 = \"2001:db8:ffff::/96\"\n\
+         [[vip]]\nname = \"web\"\naddress = \"198.19.0.10:0\"\ntable_size = 65536\n",
+    )
+    .expect("write");
+    let out = std::process::Command::new(&bin)
+        .args(["check", "-c"])
+        .arg(&broken)
+        .output()
+        .expect("run sluice check");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    let path = broken.display().to_string();
+    for (line, field) in [(3, "encap.source_v4"), (7, "vip[0].address"), (8, "vip[0].table_size")] {
+        assert!(
+            err.contains(&format!("{path}:{line}:")) && err.contains(field),
+            "expected {field} at line {line}:\n{err}"
+        );
+    }
+}
