@@ -1,1 +1,287 @@
-//! TODO(helper)
+//! Prometheus exposition of one [`Snapshot`].
+//!
+//! The values live in kernel maps and the daemon, not in this process's metric objects, so every
+//! scrape builds a fresh registry from the snapshot: nothing is shared between scrapes, and a
+//! counter's value is exactly what the snapshot says.
+
+use std::fmt::Debug;
+use std::hash::Hash;
+use std::sync::atomic::AtomicU64;
+
+use prometheus_client::encoding::{text, EncodeLabelSet};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+use crate::observe::Snapshot;
+
+/// What `/metrics` answers with: the type [`text::encode`] writes.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// The states a backend can have in the kernel map (`BackendRow::state`).
+const BACKEND_STATES: [&str; 3] = ["up", "draining", "down"];
+
+type U64Gauge = Gauge<u64, AtomicU64>;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct VipLabels {
+    vip: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BackendLabels {
+    vip: String,
+    backend: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StateLabels {
+    vip: String,
+    backend: String,
+    state: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TransitionLabels {
+    vip: String,
+    backend: String,
+    to: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EventLabels {
+    event: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct InfoLabels {
+    version: String,
+    instance: String,
+}
+
+/// The `OpenMetrics` text of `snapshot`, ending with `# EOF`.
+pub fn encode(snapshot: &Snapshot) -> Result<String, std::fmt::Error> {
+    let mut registry = Registry::with_prefix("sluice");
+    register_daemon(&mut registry, snapshot);
+    register_vips(&mut registry, snapshot);
+    register_backends(&mut registry, snapshot);
+    register_xdp(&mut registry, snapshot);
+    let mut out = String::new();
+    text::encode(&mut out, &registry)?;
+    Ok(out)
+}
+
+fn register_daemon(registry: &mut Registry, snapshot: &Snapshot) {
+    let status = &snapshot.status;
+    let info = Family::<InfoLabels, U64Gauge>::default();
+    info.get_or_create(&InfoLabels {
+        version: status.version.clone(),
+        instance: status.instance.clone(),
+    })
+    .set(1);
+    registry.register("info", "sluice version and instance name (always 1)", info);
+
+    let ready = U64Gauge::default();
+    ready.set(u64::from(status.ready));
+    registry.register("ready", "1 when the daemon is ready to serve", ready);
+
+    counters(
+        registry,
+        "reloads",
+        "Configuration reloads by outcome",
+        [
+            ("success", status.reloads_ok),
+            ("failure", status.reloads_failed),
+        ]
+        .map(|(outcome, n)| {
+            let outcome = outcome.to_owned();
+            (OutcomeLabels { outcome }, n)
+        }),
+    );
+}
+
+fn register_vips(registry: &mut Registry, snapshot: &Snapshot) {
+    let vips = &snapshot.stats.vips;
+    let labels = |vip: &String| VipLabels { vip: vip.clone() };
+    counters(
+        registry,
+        "vip_packets",
+        "Packets steered to a backend of the VIP",
+        vips.iter().map(|r| (labels(&r.vip), r.packets)),
+    );
+    counters(
+        registry,
+        "vip_bytes",
+        "Bytes steered to a backend of the VIP",
+        vips.iter().map(|r| (labels(&r.vip), r.bytes)),
+    );
+    counters(
+        registry,
+        "vip_new_flows",
+        "Flows of the VIP recorded in conntrack",
+        vips.iter().map(|r| (labels(&r.vip), r.new_flows)),
+    );
+}
+
+fn register_backends(registry: &mut Registry, snapshot: &Snapshot) {
+    let rows = &snapshot.backends;
+    let labels = |vip: &String, backend: &dyn ToString| BackendLabels {
+        vip: vip.clone(),
+        backend: backend.to_string(),
+    };
+    counters(
+        registry,
+        "backend_packets",
+        "Packets steered to the backend",
+        rows.iter().map(|r| (labels(&r.vip, &r.address), r.packets)),
+    );
+    counters(
+        registry,
+        "backend_bytes",
+        "Bytes steered to the backend",
+        rows.iter().map(|r| (labels(&r.vip, &r.address), r.bytes)),
+    );
+    counters(
+        registry,
+        "backend_new_flows",
+        "Flows recorded in conntrack for the backend",
+        rows.iter()
+            .map(|r| (labels(&r.vip, &r.address), r.new_flows)),
+    );
+    gauges(
+        registry,
+        "backend_flows",
+        "Live conntrack entries pointing at the backend",
+        rows.iter().map(|r| (labels(&r.vip, &r.address), r.flows)),
+    );
+    gauges(
+        registry,
+        "backend_up",
+        "1 when the kernel map has the backend up",
+        rows.iter()
+            .map(|r| (labels(&r.vip, &r.address), u64::from(r.state == "up"))),
+    );
+    gauges(
+        registry,
+        "backend_state",
+        "Kernel map state of the backend: 1 for the current state",
+        rows.iter().flat_map(|r| {
+            BACKEND_STATES.iter().map(move |state| {
+                let labels = StateLabels {
+                    vip: r.vip.clone(),
+                    backend: r.address.to_string(),
+                    state: (*state).to_owned(),
+                };
+                (labels, u64::from(r.state == *state))
+            })
+        }),
+    );
+    counters(
+        registry,
+        "backend_health_transitions",
+        "Health check transitions of the backend",
+        snapshot.health_transitions.iter().flat_map(|t| {
+            [("healthy", t.to_healthy), ("unhealthy", t.to_unhealthy)].map(|(to, n)| {
+                let labels = TransitionLabels {
+                    vip: t.vip.clone(),
+                    backend: t.backend.to_string(),
+                    to: to.to_owned(),
+                };
+                (labels, n)
+            })
+        }),
+    );
+}
+
+fn register_xdp(registry: &mut Registry, snapshot: &Snapshot) {
+    let all = &snapshot.stats.counters;
+    let of_kind = |kind: &'static str| all.iter().filter(move |c| c.kind == kind);
+    // The kind already says drop or pass, so the label keeps only the reason proper.
+    let reason = |name: &str, prefix: &str| ReasonLabels {
+        reason: name.strip_prefix(prefix).unwrap_or(name).to_owned(),
+    };
+    counters(
+        registry,
+        "xdp_drops",
+        "Packets sluice_xdp dropped, by reason",
+        of_kind("drop").map(|c| (reason(&c.name, "drop_"), c.value)),
+    );
+    counters(
+        registry,
+        "xdp_passes",
+        "Packets sluice_xdp passed to the network stack, by reason",
+        of_kind("pass").map(|c| (reason(&c.name, "pass_"), c.value)),
+    );
+    counters(
+        registry,
+        "xdp_events",
+        "Other sluice_xdp events (tx, redirect, conntrack, ...)",
+        all.iter()
+            .filter(|c| c.kind != "drop" && c.kind != "pass")
+            .map(|c| {
+                let event = c.name.clone();
+                (EventLabels { event }, c.value)
+            }),
+    );
+    let value_of = |name: &str| all.iter().filter(|c| c.name == name).map(|c| c.value).sum();
+    let hits = Counter::<u64>::default();
+    hits.inc_by(value_of("conntrack_hit"));
+    registry.register(
+        "conntrack_hits",
+        "Conntrack lookups that found the flow",
+        hits,
+    );
+    let misses = Counter::<u64>::default();
+    misses.inc_by(value_of("conntrack_miss"));
+    registry.register(
+        "conntrack_misses",
+        "Conntrack lookups that did not find the flow",
+        misses,
+    );
+}
+
+/// Registers a counter family holding `samples` (the registry appends `_total`).
+fn counters<S>(
+    registry: &mut Registry,
+    name: &str,
+    help: &str,
+    samples: impl IntoIterator<Item = (S, u64)>,
+) where
+    S: EncodeLabelSet + Clone + Hash + Eq + Debug + Send + Sync + 'static,
+{
+    let family = Family::<S, Counter>::default();
+    for (labels, value) in samples {
+        family.get_or_create(&labels).inc_by(value);
+    }
+    registry.register(name, help, family);
+}
+
+/// Registers a gauge family holding `samples`.
+fn gauges<S>(
+    registry: &mut Registry,
+    name: &str,
+    help: &str,
+    samples: impl IntoIterator<Item = (S, u64)>,
+) where
+    S: EncodeLabelSet + Clone + Hash + Eq + Debug + Send + Sync + 'static,
+{
+    let family = Family::<S, U64Gauge>::default();
+    for (labels, value) in samples {
+        family.get_or_create(&labels).set(value);
+    }
+    registry.register(name, help, family);
+}
+
+#[cfg(test)]
+pub(crate) mod tests;
