@@ -102,11 +102,13 @@ async fn serve(path: &Path, config: Config) -> anyhow::Result<()> {
     }
     wait_for_stop(&core).await?;
     core.shutting_down.store(true, Ordering::Relaxed);
-    tracing::info!(keep_dataplane = config.keep_dataplane, "stopping");
+    // The config as last reloaded decides, so an operator can flip it before a stop.
+    let keep = core.lock().config.keep_dataplane;
+    tracing::info!(keep_dataplane = keep, "stopping");
     let _ = shutdown_tx.send(true);
     let _ = mgmt.await;
     drop(admin);
-    stop(&core, config.keep_dataplane);
+    stop(&core, keep);
     Ok(())
 }
 
