@@ -1,17 +1,181 @@
 //! The operator subcommands that talk to a running daemon over the admin socket.
 
-use std::{path::Path, process::ExitCode};
+mod format;
+mod render;
+mod table;
+mod watch;
+
+use std::{
+    io::{self, Write as _},
+    net::IpAddr,
+    path::Path,
+    process::ExitCode,
+    time::Duration,
+};
 
 use clap::Subcommand;
+use serde::de::DeserializeOwned;
+
+use crate::admin::{
+    client::{self, ClientError},
+    protocol::{BackendRow, FlowRow, ReloadOutcome, Request, Stats, Status},
+};
+
+/// Reads of daemon state answer in milliseconds; this only bounds a wedged daemon.
+const QUERY_TIMEOUT: Duration = Duration::from_secs(10);
+/// A reload re-reads the config and rewrites the maps; give it room before giving up.
+const RELOAD_TIMEOUT: Duration = Duration::from_mins(1);
 
 #[derive(Debug, Subcommand)]
 pub enum AdminCommand {
     /// Show the daemon's state: phase, readiness, VIPs, reloads.
     Status,
+    /// List every backend of every VIP with its state, health and traffic.
+    Backends,
+    /// Stop sending new flows to a backend; established flows stay until they end.
+    Drain {
+        /// The VIP's name in the config.
+        vip: String,
+        /// The backend's address.
+        backend: IpAddr,
+    },
+    /// Undo `drain`: the backend takes new flows again (when healthy).
+    Undrain {
+        /// The VIP's name in the config.
+        vip: String,
+        /// The backend's address.
+        backend: IpAddr,
+    },
+    /// List tracked flows (connection tracking entries).
+    Flows {
+        /// Only flows of this VIP (its name in the config).
+        #[arg(long)]
+        vip: Option<String>,
+        /// Show at most this many flows.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+    /// Show the dataplane's counters and per-VIP and per-backend traffic.
+    Stats {
+        /// Refresh every --interval and show per-second rates, like `top` (Ctrl-C stops).
+        #[arg(long)]
+        watch: bool,
+        /// How often --watch samples (e.g. 500ms, 2s).
+        #[arg(long, default_value = "1s")]
+        interval: humantime::Duration,
+    },
+    /// Re-read the config file and apply it (same as SIGHUP, but reports the outcome).
+    Reload,
 }
 
-/// Runs one admin subcommand against the daemon at `socket`.
-pub fn run(socket: &Path, json: bool, command: AdminCommand) -> anyhow::Result<ExitCode> {
-    let _ = (socket, json, command);
-    anyhow::bail!("not implemented yet")
+/// Why a subcommand failed, already phrased for the operator: printed as one line, exit 1.
+#[derive(Debug, thiserror::Error)]
+enum Failure {
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    /// The daemon answered `ok: false`.
+    #[error("{0}")]
+    Daemon(String),
+    #[error("unexpected answer from the daemon (is it a different sluice version?): {0}")]
+    Decode(#[from] serde_json::Error),
+    #[error("{0}")]
+    Usage(String),
+    #[error("writing the output: {0}")]
+    Output(#[from] io::Error),
 }
+
+/// Runs one admin subcommand against the daemon at `socket`. Failures are reported on stderr
+/// here and turn into exit code 1, so the caller never prints a context chain for them.
+pub fn run(socket: &Path, json: bool, command: AdminCommand) -> anyhow::Result<ExitCode> {
+    match dispatch(socket, json, command) {
+        Ok(()) => Ok(ExitCode::SUCCESS),
+        // `sluice flows | head`: the reader has what it wanted.
+        Err(Failure::Output(e)) if e.kind() == io::ErrorKind::BrokenPipe => Ok(ExitCode::SUCCESS),
+        Err(e) => {
+            eprintln!("sluice: {e}");
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+fn dispatch(socket: &Path, json: bool, command: AdminCommand) -> Result<(), Failure> {
+    let (request, timeout) = match command {
+        AdminCommand::Stats {
+            watch: true,
+            interval,
+        } => return watch::run(socket, json, interval.into()),
+        AdminCommand::Status => (Request::Status, QUERY_TIMEOUT),
+        AdminCommand::Backends => (Request::Backends, QUERY_TIMEOUT),
+        AdminCommand::Drain { vip, backend } => (Request::Drain { vip, backend }, QUERY_TIMEOUT),
+        AdminCommand::Undrain { vip, backend } => {
+            (Request::Undrain { vip, backend }, QUERY_TIMEOUT)
+        }
+        AdminCommand::Flows { vip, limit } => (Request::Flows { vip, limit }, QUERY_TIMEOUT),
+        AdminCommand::Stats { watch: false, .. } => (Request::Stats, QUERY_TIMEOUT),
+        AdminCommand::Reload => (Request::Reload, RELOAD_TIMEOUT),
+    };
+    let data = ask(socket, &request, timeout)?;
+    if json {
+        let text = serde_json::to_string_pretty(&data.unwrap_or(serde_json::Value::Null))?;
+        return out(&format!("{text}\n"));
+    }
+    let text = match request {
+        Request::Status => render::status(&decode::<Status>(data)?),
+        Request::Backends => render::backends(&decode::<Vec<BackendRow>>(data)?),
+        Request::Flows { limit, .. } => {
+            let rows = decode::<Vec<FlowRow>>(data)?;
+            if let Some(note) = render::flows_truncated(rows.len(), limit) {
+                eprintln!("{note}");
+            }
+            render::flows(&rows)
+        }
+        Request::Stats => render::stats(&decode::<Stats>(data)?),
+        Request::Reload => {
+            let outcome = decode::<ReloadOutcome>(data)?;
+            format!(
+                "reloaded: {} VIPs, {} backends\n",
+                outcome.vips, outcome.backends
+            )
+        }
+        Request::Drain { vip, backend } => format!(
+            "draining {backend} of {vip}: no new flows; established flows stay until they end\n"
+        ),
+        Request::Undrain { vip, backend } => {
+            format!("undrained {backend} of {vip}: it takes new flows again when healthy\n")
+        }
+    };
+    out(&text)
+}
+
+/// Sends one request; the daemon's `data` on success.
+fn ask(
+    socket: &Path,
+    request: &Request,
+    timeout: Duration,
+) -> Result<Option<serde_json::Value>, Failure> {
+    let response = client::request(socket, request, timeout)?;
+    if response.ok {
+        Ok(response.data)
+    } else {
+        Err(Failure::Daemon(response.error.unwrap_or_else(|| {
+            "the daemon refused the request without saying why".to_owned()
+        })))
+    }
+}
+
+fn decode<T: DeserializeOwned>(data: Option<serde_json::Value>) -> Result<T, Failure> {
+    Ok(serde_json::from_value(
+        data.unwrap_or(serde_json::Value::Null),
+    )?)
+}
+
+/// Writes and flushes, so `--watch` output appears per sample even when piped.
+fn out(text: &str) -> Result<(), Failure> {
+    let mut stdout = io::stdout().lock();
+    stdout.write_all(text.as_bytes())?;
+    stdout.flush()?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,182 @@
+//! Human output of the one-shot subcommands. Each function returns the whole text so tests can
+//! compare it.
+
+use super::{
+    format,
+    table::{key_values, Align, Table},
+};
+use crate::admin::protocol::{BackendRow, FlowRow, NamedCounter, Stats, Status, TrafficRow};
+
+pub fn status(s: &Status) -> String {
+    let mut pairs = vec![
+        ("instance", s.instance.clone()),
+        ("version", s.version.clone()),
+        ("pid", s.pid.to_string()),
+        ("uptime", format::uptime(s.uptime_secs)),
+        ("phase", s.phase.clone()),
+        ("ready", format::yes_no(s.ready)),
+        ("config", s.config.clone()),
+        ("interfaces", or_dash(&s.interfaces.join(", "))),
+        ("pin dir", s.pin_dir.clone()),
+        (
+            "dataplane",
+            if s.adopted {
+                "adopted from a previous daemon"
+            } else {
+                "loaded by this daemon"
+            }
+            .to_owned(),
+        ),
+        ("keep dataplane", format::yes_no(s.keep_dataplane)),
+        (
+            "reloads",
+            format!("{} ok, {} failed", s.reloads_ok, s.reloads_failed),
+        ),
+    ];
+    if let Some(error) = &s.last_reload_error {
+        pairs.push(("last reload error", error.clone()));
+    }
+    let mut table = Table::new(&[
+        ("VIP", Align::Left),
+        ("ADDRESS", Align::Left),
+        ("PROTO", Align::Left),
+        ("BACKENDS UP", Align::Right),
+    ]);
+    for vip in &s.vips {
+        table.row(vec![
+            vip.name.clone(),
+            vip.address.to_string(),
+            vip.protocol.clone(),
+            format!("{}/{}", vip.backends_up, vip.backends_total),
+        ]);
+    }
+    format!("{}\n{}", key_values(&pairs), table.render())
+}
+
+pub fn backends(rows: &[BackendRow]) -> String {
+    let mut table = Table::new(&[
+        ("VIP", Align::Left),
+        ("BACKEND", Align::Left),
+        ("WEIGHT", Align::Right),
+        ("STATE", Align::Left),
+        ("HEALTH", Align::Left),
+        ("FLOWS", Align::Right),
+        ("PACKETS", Align::Right),
+        ("BYTES", Align::Right),
+        ("NEW FLOWS", Align::Right),
+    ]);
+    for row in rows {
+        // The kernel state alone cannot say whether health checks or the operator drained it.
+        let state = if row.drained {
+            format!("{} (operator)", row.state)
+        } else {
+            row.state.clone()
+        };
+        let health = match &row.health_reason {
+            Some(reason) if row.health != "healthy" => format!("{} ({reason})", row.health),
+            _ => row.health.clone(),
+        };
+        table.row(vec![
+            row.vip.clone(),
+            row.address.to_string(),
+            row.weight.to_string(),
+            state,
+            health,
+            row.flows.to_string(),
+            row.packets.to_string(),
+            format::bytes(row.bytes),
+            row.new_flows.to_string(),
+        ]);
+    }
+    table.render()
+}
+
+pub fn flows(rows: &[FlowRow]) -> String {
+    let mut table = Table::new(&[
+        ("CLIENT", Align::Left),
+        ("VIP", Align::Left),
+        ("PROTO", Align::Left),
+        ("BACKEND", Align::Left),
+        ("AGE", Align::Right),
+        ("IDLE", Align::Right),
+    ]);
+    for row in rows {
+        table.row(vec![
+            row.client.to_string(),
+            row.vip_name.clone().unwrap_or_else(|| row.vip.to_string()),
+            row.protocol.clone(),
+            row.backend
+                .map_or_else(|| "-".to_owned(), |b| b.to_string()),
+            format::millis(row.age_ms),
+            format::millis(row.idle_ms),
+        ]);
+    }
+    table.render()
+}
+
+pub fn stats(stats: &Stats) -> String {
+    let mut out = counters(&stats.counters);
+    out.push('\n');
+    out.push_str(&traffic(&stats.vips, false));
+    out.push('\n');
+    out.push_str(&traffic(&stats.backends, true));
+    out
+}
+
+/// Only the counters that moved: most of the drop reasons are zero on a healthy host.
+fn counters(counters: &[NamedCounter]) -> String {
+    let mut table = Table::new(&[
+        ("COUNTER", Align::Left),
+        ("KIND", Align::Left),
+        ("VALUE", Align::Right),
+    ]);
+    for c in counters.iter().filter(|c| c.value != 0) {
+        table.row(vec![c.name.clone(), c.kind.clone(), c.value.to_string()]);
+    }
+    if table.is_empty() {
+        return "(every counter is zero)\n".to_owned();
+    }
+    table.render()
+}
+
+fn traffic(rows: &[TrafficRow], per_backend: bool) -> String {
+    let mut columns = vec![("VIP", Align::Left)];
+    if per_backend {
+        columns.push(("BACKEND", Align::Left));
+    }
+    columns.extend([
+        ("PACKETS", Align::Right),
+        ("BYTES", Align::Right),
+        ("NEW FLOWS", Align::Right),
+    ]);
+    let mut table = Table::new(&columns);
+    for row in rows {
+        let mut cells = vec![row.vip.clone()];
+        if per_backend {
+            cells.push(
+                row.backend
+                    .map_or_else(|| "-".to_owned(), |b| b.to_string()),
+            );
+        }
+        cells.extend([
+            row.packets.to_string(),
+            format::bytes(row.bytes),
+            row.new_flows.to_string(),
+        ]);
+        table.row(cells);
+    }
+    table.render()
+}
+
+/// The footer `sluice flows` prints when the daemon may have had more to show.
+pub fn flows_truncated(shown: usize, limit: usize) -> Option<String> {
+    (shown >= limit)
+        .then(|| format!("(showing the first {limit} flows; raise --limit to see more)"))
+}
+
+fn or_dash(s: &str) -> String {
+    if s.is_empty() { "-" } else { s }.to_owned()
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,208 @@
+use super::*;
+use crate::admin::protocol::VipSummary;
+
+fn backend(address: &str, state: &str, health: &str, reason: Option<&str>) -> BackendRow {
+    BackendRow {
+        vip: "web".into(),
+        address: address.parse().unwrap(),
+        weight: 100,
+        state: state.into(),
+        health: health.into(),
+        health_reason: reason.map(Into::into),
+        drained: false,
+        flows: 0,
+        packets: 0,
+        bytes: 0,
+        new_flows: 0,
+    }
+}
+
+#[test]
+fn backends_table() {
+    let rows = [
+        BackendRow {
+            flows: 1_204,
+            packets: 9_812_331,
+            bytes: 7_340_032_000,
+            new_flows: 48_213,
+            ..backend("198.18.10.1", "up", "healthy", None)
+        },
+        BackendRow {
+            drained: true,
+            flows: 17,
+            packets: 1_200,
+            bytes: 1_258_291,
+            new_flows: 310,
+            ..backend("198.18.10.2", "draining", "healthy", None)
+        },
+        BackendRow {
+            weight: 50,
+            ..backend(
+                "198.18.10.3",
+                "down",
+                "unhealthy",
+                Some("connect: connection refused"),
+            )
+        },
+    ];
+    let text = backends(&rows);
+    println!("{text}");
+    assert_eq!(
+        text,
+        "\
+VIP  BACKEND      WEIGHT  STATE                HEALTH                                   FLOWS  PACKETS    BYTES  NEW FLOWS
+web  198.18.10.1     100  up                   healthy                                   1204  9812331  6.8 GiB      48213
+web  198.18.10.2     100  draining (operator)  healthy                                     17     1200  1.2 MiB        310
+web  198.18.10.3      50  down                 unhealthy (connect: connection refused)      0        0      0 B          0
+"
+    );
+}
+
+#[test]
+fn status_summary() {
+    let s = Status {
+        instance: "lb-1".into(),
+        version: "0.1.0".into(),
+        pid: 4242,
+        uptime_secs: 7_501,
+        config: "/etc/sluice/sluice.toml".into(),
+        phase: "serving".into(),
+        ready: true,
+        interfaces: vec!["eth0".into(), "eth1".into()],
+        pin_dir: "/sys/fs/bpf/sluice".into(),
+        adopted: true,
+        keep_dataplane: false,
+        reloads_ok: 3,
+        reloads_failed: 1,
+        last_reload_error: Some("vip web: backend 198.18.10.9 listed twice".into()),
+        vips: vec![
+            VipSummary {
+                name: "web".into(),
+                address: "198.18.0.1:80".parse().unwrap(),
+                protocol: "tcp".into(),
+                backends_up: 2,
+                backends_total: 3,
+            },
+            VipSummary {
+                name: "dns".into(),
+                address: "[2001:db8::53]:53".parse().unwrap(),
+                protocol: "udp".into(),
+                backends_up: 4,
+                backends_total: 4,
+            },
+        ],
+    };
+    let text = status(&s);
+    println!("{text}");
+    assert_eq!(
+        text,
+        "\
+instance:          lb-1
+version:           0.1.0
+pid:               4242
+uptime:            2h 5m 1s
+phase:             serving
+ready:             yes
+config:            /etc/sluice/sluice.toml
+interfaces:        eth0, eth1
+pin dir:           /sys/fs/bpf/sluice
+dataplane:         adopted from a previous daemon
+keep dataplane:    no
+reloads:           3 ok, 1 failed
+last reload error: vip web: backend 198.18.10.9 listed twice
+
+VIP  ADDRESS            PROTO  BACKENDS UP
+web  198.18.0.1:80      tcp            2/3
+dns  [2001:db8::53]:53  udp            4/4
+"
+    );
+}
+
+#[test]
+fn flows_table() {
+    let rows = [
+        FlowRow {
+            client: "203.0.113.7:51234".parse().unwrap(),
+            vip: "198.18.0.1:80".parse().unwrap(),
+            vip_name: Some("web".into()),
+            protocol: "tcp".into(),
+            backend: Some("198.18.10.1".parse().unwrap()),
+            age_ms: 187_900,
+            idle_ms: 350,
+        },
+        FlowRow {
+            client: "[2001:db8:1::9]:40000".parse().unwrap(),
+            vip: "[2001:db8::53]:53".parse().unwrap(),
+            vip_name: None,
+            protocol: "udp".into(),
+            backend: None,
+            age_ms: 4_250,
+            idle_ms: 4_250,
+        },
+    ];
+    let text = flows(&rows);
+    println!("{text}");
+    assert_eq!(
+        text,
+        "\
+CLIENT                 VIP                PROTO  BACKEND        AGE   IDLE
+203.0.113.7:51234      web                tcp    198.18.10.1  3m 7s  350ms
+[2001:db8:1::9]:40000  [2001:db8::53]:53  udp    -             4.2s   4.2s
+"
+    );
+    assert_eq!(flows_truncated(2, 100), None);
+    assert!(flows_truncated(100, 100).unwrap().contains("--limit"));
+}
+
+#[test]
+fn stats_hide_zero_counters() {
+    let s = Stats {
+        uptime_ms: 10_000,
+        counters: vec![
+            NamedCounter {
+                name: "conntrack_hit".into(),
+                kind: "event".into(),
+                value: 1_000,
+            },
+            NamedCounter {
+                name: "drop_no_backend".into(),
+                kind: "drop".into(),
+                value: 0,
+            },
+        ],
+        vips: vec![TrafficRow {
+            vip: "web".into(),
+            backend: None,
+            packets: 1_010,
+            bytes: 2_048,
+            new_flows: 10,
+        }],
+        backends: vec![TrafficRow {
+            vip: "web".into(),
+            backend: Some("198.18.10.1".parse().unwrap()),
+            packets: 1_010,
+            bytes: 2_048,
+            new_flows: 10,
+        }],
+    };
+    let text = stats(&s);
+    println!("{text}");
+    assert_eq!(
+        text,
+        "\
+COUNTER        KIND   VALUE
+conntrack_hit  event   1000
+
+VIP  PACKETS    BYTES  NEW FLOWS
+web     1010  2.0 KiB         10
+
+VIP  BACKEND      PACKETS    BYTES  NEW FLOWS
+web  198.18.10.1     1010  2.0 KiB         10
+"
+    );
+    let quiet = Stats {
+        counters: vec![],
+        ..s
+    };
+    assert!(stats(&quiet).starts_with("(every counter is zero)\n"));
+}

@@ -1,0 +1,218 @@
+use std::{
+    path::PathBuf,
+    sync::{Arc, Mutex},
+};
+
+use clap::Parser;
+
+use super::*;
+use crate::admin::{
+    protocol::Response,
+    server::{AdminServer, Handler},
+};
+
+#[derive(Parser)]
+struct Cli {
+    #[command(subcommand)]
+    command: AdminCommand,
+}
+
+fn parse(args: &[&str]) -> AdminCommand {
+    Cli::try_parse_from(std::iter::once("sluice").chain(args.iter().copied()))
+        .unwrap()
+        .command
+}
+
+#[test]
+fn arguments_parse() {
+    assert!(matches!(
+        parse(&["drain", "web", "198.18.10.2"]),
+        AdminCommand::Drain { vip, backend } if vip == "web" && backend.to_string() == "198.18.10.2"
+    ));
+    assert!(matches!(
+        parse(&["flows"]),
+        AdminCommand::Flows {
+            vip: None,
+            limit: 100
+        }
+    ));
+    assert!(matches!(
+        parse(&["flows", "--vip", "dns", "--limit", "5"]),
+        AdminCommand::Flows { vip: Some(v), limit: 5 } if v == "dns"
+    ));
+    let AdminCommand::Stats { watch, interval } =
+        parse(&["stats", "--watch", "--interval", "500ms"])
+    else {
+        panic!("not stats");
+    };
+    assert!(watch);
+    assert_eq!(Duration::from(interval), Duration::from_millis(500));
+    let AdminCommand::Stats { watch, interval } = parse(&["stats"]) else {
+        panic!("not stats");
+    };
+    assert!(!watch);
+    assert_eq!(Duration::from(interval), Duration::from_secs(1));
+    assert!(Cli::try_parse_from(["sluice", "drain", "web", "not-an-ip"]).is_err());
+}
+
+/// A daemon on a temp socket whose handler records requests and answers with `answer`.
+struct FakeDaemon {
+    runtime: tokio::runtime::Runtime,
+    server: Option<AdminServer>,
+    seen: Arc<Mutex<Vec<Request>>>,
+    dir: PathBuf,
+}
+
+impl FakeDaemon {
+    fn start(name: &str, answer: fn(&Request) -> Response) -> FakeDaemon {
+        let dir = std::env::temp_dir().join(format!("sluice-cli-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let record = Arc::clone(&seen);
+        let handler: Arc<dyn Handler> = Arc::new(move |request: Request| {
+            let response = answer(&request);
+            record.lock().unwrap().push(request);
+            response
+        });
+        let server = runtime
+            .block_on(AdminServer::bind(&dir.join("admin.sock"), handler))
+            .unwrap();
+        FakeDaemon {
+            runtime,
+            server: Some(server),
+            seen,
+            dir,
+        }
+    }
+
+    fn socket(&self) -> PathBuf {
+        self.dir.join("admin.sock")
+    }
+}
+
+impl Drop for FakeDaemon {
+    fn drop(&mut self) {
+        let _guard = self.runtime.enter();
+        drop(self.server.take());
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[test]
+fn commands_send_their_requests_and_succeed() {
+    let daemon = FakeDaemon::start("ok", |request| match request {
+        Request::Reload => Response::data(&ReloadOutcome {
+            vips: 2,
+            backends: 7,
+        }),
+        Request::Backends | Request::Flows { .. } => Response::data(&Vec::<BackendRow>::new()),
+        _ => Response {
+            ok: true,
+            error: None,
+            data: None,
+        },
+    });
+    let backend: IpAddr = "198.18.10.2".parse().unwrap();
+    let commands = [
+        (AdminCommand::Reload, Request::Reload),
+        (AdminCommand::Backends, Request::Backends),
+        (
+            AdminCommand::Drain {
+                vip: "web".into(),
+                backend,
+            },
+            Request::Drain {
+                vip: "web".into(),
+                backend,
+            },
+        ),
+        (
+            AdminCommand::Undrain {
+                vip: "web".into(),
+                backend,
+            },
+            Request::Undrain {
+                vip: "web".into(),
+                backend,
+            },
+        ),
+        (
+            AdminCommand::Flows {
+                vip: None,
+                limit: 3,
+            },
+            Request::Flows {
+                vip: None,
+                limit: 3,
+            },
+        ),
+    ];
+    for (command, request) in commands {
+        let code = run(&daemon.socket(), false, command).unwrap();
+        assert_eq!(code, ExitCode::SUCCESS, "{request:?}");
+        assert_eq!(daemon.seen.lock().unwrap().pop(), Some(request));
+    }
+    let code = run(&daemon.socket(), true, AdminCommand::Reload).unwrap();
+    assert_eq!(code, ExitCode::SUCCESS);
+}
+
+#[test]
+fn daemon_refusal_exits_1() {
+    let daemon = FakeDaemon::start("refused", |_| Response::error("no VIP named api"));
+    let command = AdminCommand::Drain {
+        vip: "api".into(),
+        backend: "198.18.10.2".parse().unwrap(),
+    };
+    assert_eq!(
+        run(&daemon.socket(), false, command).unwrap(),
+        ExitCode::FAILURE
+    );
+    assert_eq!(
+        dispatch(&daemon.socket(), false, AdminCommand::Status)
+            .unwrap_err()
+            .to_string(),
+        "no VIP named api"
+    );
+}
+
+#[test]
+fn version_skew_is_reported() {
+    let daemon = FakeDaemon::start("skew", |_| Response::data(&"surprise"));
+    let err = dispatch(&daemon.socket(), false, AdminCommand::Status).unwrap_err();
+    assert!(
+        err.to_string()
+            .starts_with("unexpected answer from the daemon"),
+        "{err}"
+    );
+    // --json passes whatever the daemon said through.
+    assert!(dispatch(&daemon.socket(), true, AdminCommand::Status).is_ok());
+}
+
+#[test]
+fn no_daemon_exits_1_with_one_line() {
+    let socket = std::env::temp_dir().join(format!("sluice-cli-{}-none.sock", std::process::id()));
+    let err = dispatch(&socket, false, AdminCommand::Status).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "no sluice daemon is running (nothing listening on {})",
+            socket.display()
+        )
+    );
+    assert_eq!(
+        run(&socket, false, AdminCommand::Backends).unwrap(),
+        ExitCode::FAILURE
+    );
+}
+
+#[test]
+fn zero_watch_interval_is_refused() {
+    let socket = std::env::temp_dir().join("unused.sock");
+    let err = watch::run(&socket, false, Duration::ZERO).unwrap_err();
+    assert!(matches!(err, Failure::Usage(_)));
+}
