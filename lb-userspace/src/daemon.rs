@@ -30,7 +30,7 @@ use crate::{
 };
 
 /// Conntrack entries idle this long are removed: LRU alone never forgets a flow that ended.
-const FLOW_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+const FLOW_IDLE_TIMEOUT: Duration = Duration::from_mins(5);
 const FLOW_SWEEP_INTERVAL: Duration = Duration::from_secs(10);
 
 /// Runs the daemon with the config at `path` until SIGINT/SIGTERM.

@@ -222,4 +222,3 @@ pub fn echo_greetings(ns: &NetNs, vip: SocketAddr, count: usize) -> Result<BTree
         Ok(tally)
     })?
 }
-

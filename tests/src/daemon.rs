@@ -225,13 +225,21 @@ impl Daemon {
 
     /// `GET path` on the management port `addr` (inside the daemon's namespace):
     /// `(status, body)`.
-    pub fn management_get(&self, ns: &NetNs, addr: SocketAddr, path: &str) -> Result<(u16, String)> {
+    pub fn management_get(
+        &self,
+        ns: &NetNs,
+        addr: SocketAddr,
+        path: &str,
+    ) -> Result<(u16, String)> {
         let path = path.to_string();
         ns.exec(move || -> Result<(u16, String)> {
             let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
                 .with_context(|| format!("connecting to the management port {addr}"))?;
             s.set_read_timeout(Some(Duration::from_secs(5)))?;
-            write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")?;
+            write!(
+                s,
+                "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+            )?;
             let mut raw = String::new();
             s.read_to_string(&mut raw)?;
             let (head, body) = raw.split_once("\r\n\r\n").context("no end of headers")?;

@@ -84,7 +84,11 @@ fn config_text(instance: &str, scratch: &Scratch, spec: &Spec) -> String {
             );
         }
         for i in 0..spec.backends {
-            let _ = write!(text, "[[vip.backend]]\naddress = \"{}\"\n", backend_addr4(i));
+            let _ = write!(
+                text,
+                "[[vip.backend]]\naddress = \"{}\"\n",
+                backend_addr4(i)
+            );
         }
     }
     text
@@ -132,11 +136,10 @@ impl Lab {
             .and_then(|r| Ok(r?))
             .unwrap_or_else(|err| panic!("attach sluice_decap on backend {i}: {err:#}"));
         self.decaps.push(decap);
+        let echo = tcp_echo_backend(ns, &format!("backend-{i}"), ECHO_PORT)
+            .unwrap_or_else(|err| panic!("echo server on backend {i}: {err:#}"));
+        self.echo.push(echo);
         self.start_http(i);
-        self.echo.push(
-            tcp_echo_backend(ns, &format!("backend-{i}"), ECHO_PORT)
-                .unwrap_or_else(|err| panic!("echo server on backend {i}: {err:#}")),
-        );
     }
 
     fn start_http(&mut self, i: usize) {
@@ -227,31 +230,48 @@ fn drain_keeps_established_flows_and_undrain_restores() {
     assert!(out.contains("drain"), "drain said: {out}");
     let row = lab.backend_row("echo4", b);
     assert_eq!(row["state"], "draining", "{row}");
-    assert!(row["flows"].as_u64().unwrap_or(0) >= 1, "drained backend shows its live flow: {row}");
+    assert!(
+        row["flows"].as_u64().unwrap_or(0) >= 1,
+        "drained backend shows its live flow: {row}"
+    );
 
     let tally = greetings(&lab, 45);
-    assert_eq!(tally.get(&b), None, "new connections reached the drained backend: {tally:?}");
+    assert_eq!(
+        tally.get(&b),
+        None,
+        "new connections reached the drained backend: {tally:?}"
+    );
     assert_eq!(tally.values().sum::<usize>(), 45);
-    conn.exchange().expect("the connection opened before the drain keeps working");
+    conn.exchange()
+        .expect("the connection opened before the drain keeps working");
 
     let flows = lab.json(&["flows", "--vip", "echo4"]);
     let local = conn.local.to_string();
     assert!(
-        flows.as_array().expect("list").iter().any(|f| f["client"] == local.as_str()
-            && f["backend"] == addr.as_str()),
+        flows
+            .as_array()
+            .expect("list")
+            .iter()
+            .any(|f| f["client"] == local.as_str() && f["backend"] == addr.as_str()),
         "sluice flows lists {local} on {addr}: {flows}"
     );
 
     lab.cli_ok(&["undrain", "echo4", &addr]);
     assert_eq!(lab.backend_row("echo4", b)["state"], "up");
     let tally = greetings(&lab, 45);
-    assert!(tally.get(&b).copied().unwrap_or(0) > 0, "undrained backend gets new flows: {tally:?}");
+    assert!(
+        tally.get(&b).copied().unwrap_or(0) > 0,
+        "undrained backend gets new flows: {tally:?}"
+    );
     conn.exchange().expect("still working after undrain");
 
     // Operator mistakes get one clear line and a non-zero exit.
     let out = lab.daemon.cli(&["drain", "nope", &addr]).expect("cli");
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("nope"), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("nope"),
+        "{out:?}"
+    );
     let human = lab.cli_ok(&["backends"]);
     assert!(human.contains("echo4") && human.contains(&addr), "{human}");
 }
@@ -273,7 +293,10 @@ fn health_checks_take_a_stopped_backend_out_and_bring_it_back() {
     lab.wait_for_state("web4", 1, "down");
     let row = lab.backend_row("web4", 1);
     assert_eq!(row["health"], "unhealthy", "{row}");
-    assert!(row["health_reason"].as_str().is_some_and(|r| !r.is_empty()), "{row}");
+    assert!(
+        row["health_reason"].as_str().is_some_and(|r| !r.is_empty()),
+        "{row}"
+    );
     let tally = http_get_many(lab.client(), web(), 60, 8).expect("requests while one is down");
     assert_eq!(tally.get("backend-1"), None, "{tally:?}");
     assert_eq!(tally.values().sum::<usize>(), 60);
@@ -281,7 +304,10 @@ fn health_checks_take_a_stopped_backend_out_and_bring_it_back() {
     lab.start_http(1);
     lab.wait_for_state("web4", 1, "up");
     let tally = http_get_many(lab.client(), web(), 60, 8).expect("requests after recovery");
-    assert!(tally.get("backend-1").copied().unwrap_or(0) > 0, "{tally:?}");
+    assert!(
+        tally.get("backend-1").copied().unwrap_or(0) > 0,
+        "{tally:?}"
+    );
 
     // Every backend of a VIP down: not ready.
     lab.http.clear();
@@ -295,7 +321,10 @@ fn health_checks_take_a_stopped_backend_out_and_bring_it_back() {
     for i in 0..3 {
         lab.start_http(i);
     }
-    wait("ready again", || Ok(lab.management("/health/ready").0 == 200)).expect("ready");
+    wait("ready again", || {
+        Ok(lab.management("/health/ready").0 == 200)
+    })
+    .expect("ready");
 }
 
 #[test]
@@ -319,16 +348,28 @@ fn reload_is_all_or_nothing() {
     })
     .expect("reload counted");
     let status = lab.json(&["status"]);
-    let reason = status["last_reload_error"].as_str().unwrap_or_default().to_string();
-    assert!(reason.contains("table_size"), "reason names the field: {status}");
-    assert_eq!(lab.json(&["backends"]).as_array().map(Vec::len), before.as_array().map(Vec::len));
+    let reason = status["last_reload_error"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        reason.contains("table_size"),
+        "reason names the field: {status}"
+    );
+    assert_eq!(
+        lab.json(&["backends"]).as_array().map(Vec::len),
+        before.as_array().map(Vec::len)
+    );
     let tally = http_get_many(lab.client(), web(), 30, 8).expect("traffic after a rejected reload");
     assert_eq!(tally.values().sum::<usize>(), 30);
 
     // The same through the CLI: non-zero exit, the reason on stderr.
     let out = lab.daemon.cli(&["reload"]).expect("cli");
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("table_size"), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("table_size"),
+        "{out:?}"
+    );
 
     // A good config that adds a backend: new flows use it, the established one stays.
     let i = lab.topo.add_backend().expect("add backend");
@@ -339,8 +380,12 @@ fn reload_is_all_or_nothing() {
     assert!(out.contains("reload"), "{out}");
     assert_eq!(lab.backend_row("echo4", 3)["state"], "up");
     let tally = greetings(&lab, 60);
-    assert!(tally.get(&3).copied().unwrap_or(0) > 0, "new backend gets new flows: {tally:?}");
-    conn.exchange().expect("established connection survives the reload");
+    assert!(
+        tally.get(&3).copied().unwrap_or(0) > 0,
+        "new backend gets new flows: {tally:?}"
+    );
+    conn.exchange()
+        .expect("established connection survives the reload");
     assert_eq!(lab.json(&["status"])["reloads_ok"], 1);
 }
 
@@ -370,8 +415,11 @@ fn restart_with_keep_dataplane_keeps_connections() {
         let local = c.local.to_string();
         let addr = backend_addr4(c.backend).to_string();
         assert!(
-            flows.as_array().expect("list").iter().any(|f| f["client"] == local.as_str()
-                && f["backend"] == addr.as_str()),
+            flows
+                .as_array()
+                .expect("list")
+                .iter()
+                .any(|f| f["client"] == local.as_str() && f["backend"] == addr.as_str()),
             "the new daemon reports {local} on {addr}: {flows}"
         );
         c.exchange().expect("connection works after the restart");
@@ -385,11 +433,19 @@ fn restart_with_keep_dataplane_keeps_connections() {
     let status = lab.daemon.stop().expect("stop");
     assert!(status.success());
     assert!(!pin_dir(&lab.instance).exists(), "pins removed");
-    let link = lab.topo.gateway().ip(&["link", "show", "gwc"]).expect("ip link");
+    let link = lab
+        .topo
+        .gateway()
+        .ip(&["link", "show", "gwc"])
+        .expect("ip link");
     assert!(!link.contains("xdp"), "XDP detached: {link}");
 }
 
 #[test]
+#[expect(
+    clippy::float_cmp,
+    reason = "counter values are small integers, exact in an f64"
+)]
 fn metrics_count_the_traffic_sent() {
     require_root!();
     let lab = Lab::start("sld5", &Spec::new(2));
@@ -403,8 +459,8 @@ fn metrics_count_the_traffic_sent() {
         .filter(|l| *l != "# EOF")
         .map(str::to_string)
         .collect();
-    let scrape = prometheus_parse::Scrape::parse(lines.into_iter().map(Ok))
-        .expect("the exposition parses");
+    let scrape =
+        prometheus_parse::Scrape::parse(lines.into_iter().map(Ok)).expect("the exposition parses");
     let value = |name: &str, labels: &[(&str, &str)]| -> f64 {
         scrape
             .samples
@@ -419,21 +475,43 @@ fn metrics_count_the_traffic_sent() {
             })
             .sum()
     };
-    assert_eq!(value("sluice_vip_new_flows_total", &[("vip", "web4")]), 50.0, "{text}");
-    assert_eq!(value("sluice_backend_new_flows_total", &[("vip", "web4")]), 50.0, "{text}");
+    assert_eq!(
+        value("sluice_vip_new_flows_total", &[("vip", "web4")]),
+        50.0,
+        "{text}"
+    );
+    assert_eq!(
+        value("sluice_backend_new_flows_total", &[("vip", "web4")]),
+        50.0,
+        "{text}"
+    );
     let answered0 = tally.get("backend-0").copied().unwrap_or(0);
     #[allow(clippy::cast_precision_loss)]
     let answered0 = answered0 as f64;
     let b0 = backend_addr4(0).to_string();
     assert_eq!(
-        value("sluice_backend_new_flows_total", &[("vip", "web4"), ("backend", &b0)]),
+        value(
+            "sluice_backend_new_flows_total",
+            &[("vip", "web4"), ("backend", &b0)]
+        ),
         answered0,
         "{text}"
     );
-    assert!(value("sluice_vip_packets_total", &[("vip", "web4")]) >= 150.0, "{text}");
+    assert!(
+        value("sluice_vip_packets_total", &[("vip", "web4")]) >= 150.0,
+        "{text}"
+    );
     assert!(value("sluice_conntrack_hits_total", &[]) > 0.0, "{text}");
-    assert_eq!(value("sluice_backend_up", &[("vip", "web4")]), 2.0, "{text}");
-    assert_eq!(value("sluice_reloads_total", &[("outcome", "failure")]), 0.0, "{text}");
+    assert_eq!(
+        value("sluice_backend_up", &[("vip", "web4")]),
+        2.0,
+        "{text}"
+    );
+    assert_eq!(
+        value("sluice_reloads_total", &[("outcome", "failure")]),
+        0.0,
+        "{text}"
+    );
     for path in ["/health/live", "/health/ready", "/health/started"] {
         let (code, body) = lab.management(path);
         assert_eq!(code, 200, "{path}: {body}");
@@ -464,7 +542,11 @@ fn check_accepts_the_shipped_example_and_rejects_broken_files() {
         .args(["check", "-c", example])
         .output()
         .expect("run sluice check");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     let scratch = Scratch::create("check").expect("scratch");
     let broken = scratch.path().join("broken.toml");
@@ -482,7 +564,11 @@ fn check_accepts_the_shipped_example_and_rejects_broken_files() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     let path = broken.display().to_string();
-    for (line, field) in [(3, "encap.source_v4"), (7, "vip[0].address"), (8, "vip[0].table_size")] {
+    for (line, field) in [
+        (3, "encap.source_v4"),
+        (7, "vip[0].address"),
+        (8, "vip[0].table_size"),
+    ] {
         assert!(
             err.contains(&format!("{path}:{line}:")) && err.contains(field),
             "expected {field} at line {line}:\n{err}"

@@ -9,19 +9,17 @@
 use std::fmt::Write as _;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead as _, BufReader, Read as _, Write as _};
-use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::net::{IpAddr, SocketAddr};
 use std::process::Command;
 
-use anyhow::{anyhow, bail, ensure, Context as _, Result};
+use anyhow::Result;
 use lb_common::{Counter, DecapCounter, BACKEND_DOWN, BACKEND_DRAINING, BACKEND_UP};
 use lb_userspace::config::{Config, Protocol, XdpMode};
 use lb_userspace::dataplane::{expected_shares, flow_key, Dataplane, Decap, Options};
-use sluice_tests::clients::CLIENT_TIMEOUT;
 use sluice_tests::topology::{backend_addr4, backend_addr6};
 use sluice_tests::{
-    backend_index, http_backend, http_get_many, is_root, tcp_echo_backend, udp_ask, udp_backend,
-    EchoConn, NetNs, ServerHandle, Topology, VIP4, VIP6,
+    backend_index, echo_greetings, http_backend, http_get_many, is_root, tcp_echo_backend, udp_ask,
+    udp_backend, EchoConn, NetNs, ServerHandle, Topology, VIP4, VIP6,
 };
 
 const HTTP_PORT: u16 = 80;

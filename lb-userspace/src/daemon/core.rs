@@ -158,10 +158,11 @@ impl Core {
 
     pub fn set_drained(&self, vip: &str, backend: IpAddr, drained: bool) -> Result<(), CoreError> {
         let mut inner = self.lock();
+        let vips = inner_vips(&inner.config);
         let meta = inner
             .metas
             .get_mut(&(vip.to_string(), backend))
-            .ok_or_else(|| unknown(&inner_vips(&inner.config), vip, backend))?;
+            .ok_or_else(|| unknown(&vips, vip, backend))?;
         meta.drained = drained;
         let state = meta.kernel_state();
         inner.dp.set_backend_state(vip, backend, state)?;

@@ -212,14 +212,13 @@ impl Handler for Core {
 
 impl Observe for Core {
     fn snapshot(&self) -> Result<Snapshot, String> {
-        let status = self.status();
         let backends = self.backend_rows().map_err(|e| e.to_string())?;
-        let stats = self.stats().map_err(|e| e.to_string())?;
+        let traffic = self.stats().map_err(|e| e.to_string())?;
         Ok(Snapshot {
             shutting_down: self.shutting_down.load(Ordering::Relaxed),
-            status,
+            status: self.status(),
             backends,
-            stats,
+            stats: traffic,
             health_transitions: self.health_transitions(),
             // A Core exists only once the first config is written and every interface attached.
             maps_written: true,

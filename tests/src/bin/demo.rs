@@ -267,7 +267,10 @@ fn run() -> Result<()> {
         .output()
         .context("running sluice backends")?;
     if !out.status.success() {
-        bail!("sluice backends failed: {}", String::from_utf8_lossy(&out.stderr));
+        bail!(
+            "sluice backends failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     println!("{}", String::from_utf8_lossy(&out.stdout));
 
