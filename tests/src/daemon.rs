@@ -8,6 +8,7 @@
 use std::fs::{self, File};
 use std::io::{Read as _, Write as _};
 use std::net::{SocketAddr, TcpStream};
+use std::os::fd::AsRawFd as _;
 use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Output, Stdio};
@@ -118,15 +119,25 @@ impl Daemon {
             .append(true)
             .open(&self.log)
             .with_context(|| format!("opening {}", self.log.display()))?;
-        let bin = self.bin.to_string_lossy().into_owned();
-        let config = self.config.to_string_lossy().into_owned();
-        let mut cmd = ns.command(&[&bin, "run", "-c", &config]);
-        cmd.stdin(Stdio::null())
+        // Only the network namespace is entered, not a private mount namespace as with
+        // `ip netns exec`: the daemon must see the host's bpffs, as it does in production,
+        // or its pins would vanish with the process.
+        let netns = File::open(ns.path())
+            .with_context(|| format!("opening {}", ns.path().display()))?;
+        let mut cmd = Command::new(&self.bin);
+        cmd.arg("run")
+            .arg("-c")
+            .arg(&self.config)
+            .stdin(Stdio::null())
             .stdout(out.try_clone()?)
             .stderr(out);
-        // SAFETY: only an async-signal-safe prctl between fork and exec.
+        // SAFETY: only async-signal-safe calls (setns, prctl) between fork and exec, on a
+        // descriptor that stays open until the child has exec'd.
         unsafe {
-            cmd.pre_exec(|| {
+            cmd.pre_exec(move || {
+                if libc::setns(netns.as_raw_fd(), libc::CLONE_NEWNET) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
                 // A test process that dies outright still stops its daemons.
                 if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
                     return Err(std::io::Error::last_os_error());
