@@ -8,8 +8,14 @@
 //! Later features slot in as new optional tables (`[[edge]]`, per-VIP `proxy_protocol`) with
 //! defaults, so a file written for this version keeps its meaning.
 
+mod errors;
+mod fields;
+mod health;
 mod raw;
+#[cfg(test)]
+mod tests;
 mod validate;
+mod vip;
 
 use std::{
     net::{IpAddr, SocketAddr},
@@ -17,8 +23,8 @@ use std::{
     time::Duration,
 };
 
+pub use errors::{ConfigError, ConfigErrors, Location, Position};
 use ipnet::{Ipv4Net, Ipv6Net};
-pub use validate::{ConfigError, ConfigErrors};
 
 /// A validated configuration.
 #[derive(Debug, Clone, PartialEq)]

@@ -1,91 +1,239 @@
 //! The file as written: every field documented, defaults in one place (`defaults`).
+//!
+//! Values that validation can reject are `Spanned`, so an error can point at them. A default
+//! carries an empty span: nothing written in a file is empty, so an empty span tells validation
+//! the key was left out and it should point at the enclosing table instead.
 
 use serde::Deserialize;
+use toml::Spanned;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// Name of this sluice instance on the host (pinned objects live under it).
     #[serde(default = "defaults::instance")]
-    pub instance: String,
+    pub instance: Spanned<String>,
     /// Interfaces that receive VIP traffic; `sluice_xdp` is attached to each.
-    pub interfaces: Vec<String>,
+    pub interfaces: Spanned<Vec<Spanned<String>>>,
     /// `native` (driver mode, default) or `skb` (generic mode, any device).
     #[serde(default = "defaults::xdp_mode")]
-    pub xdp_mode: String,
+    pub xdp_mode: Spanned<String>,
     /// Capacity of the connection table (flows across all VIPs; LRU beyond that).
     #[serde(default = "defaults::conntrack_entries")]
-    pub conntrack_entries: u32,
+    pub conntrack_entries: Spanned<i64>,
+    /// Leave XDP forwarding running (programs, maps and links pinned) when the daemon stops.
+    #[serde(default = "defaults::keep_dataplane")]
+    pub keep_dataplane: bool,
+    /// The bpffs mount everything is pinned under.
+    #[serde(default = "defaults::bpffs")]
+    pub bpffs: Spanned<String>,
+    /// The CLI's control socket.
+    #[serde(default)]
+    pub admin: Admin,
+    /// The HTTP endpoint for probes and metrics.
+    #[serde(default)]
+    pub management: Management,
+    /// How the daemon stops.
+    #[serde(default)]
+    pub shutdown: Shutdown,
     /// Tunnel settings.
     pub encap: Encap,
     /// The L4 virtual services.
     #[serde(default, rename = "vip")]
-    pub vips: Vec<Vip>,
+    pub vips: Vec<Spanned<Vip>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Admin {
+    /// Absolute path of the Unix socket the CLI talks to.
+    pub socket: Spanned<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Management {
+    /// `IP:port` serving `/health/*` and `/metrics`.
+    pub address: Spanned<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Shutdown {
+    /// How long the node keeps serving, reported not ready, before it closes (e.g. `"1s"`).
+    pub delay: Spanned<String>,
+    /// How long in-flight work gets after the node closed.
+    pub timeout: Spanned<String>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Encap {
     /// IPv4 prefix the outer source addresses are drawn from (by flow hash, for backend RSS).
-    pub source_v4: String,
+    pub source_v4: Spanned<String>,
     /// IPv6 prefix for the same purpose (only the last 32 bits vary).
-    pub source_v6: String,
+    pub source_v6: Spanned<String>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Vip {
     /// Unique name, used by the CLI and in metrics.
-    pub name: String,
+    pub name: Spanned<String>,
     /// `IP:port` clients connect to (`[v6]:port` for IPv6).
-    pub address: String,
+    pub address: Spanned<String>,
     /// `tcp` (default) or `udp`.
     #[serde(default = "defaults::protocol")]
-    pub protocol: String,
+    pub protocol: Spanned<String>,
     /// `5-tuple` (default) or `source-ip` (all flows of a client to one backend).
     #[serde(default = "defaults::hash")]
-    pub hash: String,
-    /// Maglev table size: a prime, well above 100 × the number of backends.
+    pub hash: Spanned<String>,
+    /// Maglev table size: a prime, above 100 × the number of backends.
     #[serde(default = "defaults::table_size")]
-    pub table_size: u32,
+    pub table_size: Spanned<i64>,
     /// Maglev seed; gateways that must agree on flows use the same seed.
-    #[serde(default)]
+    #[serde(default = "defaults::seed")]
     pub seed: u32,
+    /// Active check of every backend of this VIP that has none of its own.
+    pub health_check: Option<Spanned<HealthCheck>>,
     /// The backends; the tunnel goes to `address`.
     #[serde(default, rename = "backend")]
-    pub backends: Vec<Backend>,
+    pub backends: Vec<Spanned<Backend>>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Backend {
     /// Backend IP address (the tunnel destination; the VIP must be local on the backend).
-    pub address: String,
+    pub address: Spanned<String>,
     /// Relative share of new flows (default 1; 0 takes no new flows).
     #[serde(default = "defaults::weight")]
     pub weight: u32,
+    /// Replaces the VIP's check for this backend (a whole check, not merged with the VIP's).
+    pub health_check: Option<Spanned<HealthCheck>>,
 }
 
-mod defaults {
-    pub fn instance() -> String {
-        "default".into()
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthCheck {
+    /// `tcp` (the handshake completes; default) or `http` (a GET answers `expect_status`).
+    #[serde(default = "defaults::check_kind")]
+    pub kind: Spanned<String>,
+    /// Port probed on the backend address (default: the VIP's port).
+    pub port: Option<Spanned<i64>>,
+    /// HTTP only: the path requested (default `defaults::HTTP_PATH`).
+    pub path: Option<Spanned<String>>,
+    /// HTTP only: the Host header (default: the backend address).
+    pub host: Option<Spanned<String>>,
+    /// HTTP only: the status that means healthy (default `defaults::EXPECT_STATUS`).
+    pub expect_status: Option<Spanned<i64>>,
+    /// Time between probes of one backend.
+    #[serde(default = "defaults::check_interval")]
+    pub interval: Spanned<String>,
+    /// How long a probe may take; at most `interval`.
+    #[serde(default = "defaults::check_timeout")]
+    pub timeout: Spanned<String>,
+    /// Consecutive successes that bring a down backend up.
+    #[serde(default = "defaults::rise")]
+    pub rise: Spanned<i64>,
+    /// Consecutive failures that take an up backend down.
+    #[serde(default = "defaults::fall")]
+    pub fall: Spanned<i64>,
+}
+
+impl Default for Admin {
+    fn default() -> Self {
+        Admin {
+            socket: defaults::admin_socket(),
+        }
     }
-    pub fn xdp_mode() -> String {
-        "native".into()
+}
+
+impl Default for Management {
+    fn default() -> Self {
+        Management {
+            address: defaults::management_address(),
+        }
     }
-    pub fn conntrack_entries() -> u32 {
-        lb_common::CONNTRACK_ENTRIES
+}
+
+impl Default for Shutdown {
+    fn default() -> Self {
+        Shutdown {
+            delay: defaults::shutdown_delay(),
+            timeout: defaults::shutdown_timeout(),
+        }
     }
-    pub fn protocol() -> String {
-        "tcp".into()
+}
+
+pub mod defaults {
+    use toml::Spanned;
+
+    /// HTTP checks request this path unless told otherwise.
+    pub const HTTP_PATH: &str = "/";
+    /// HTTP checks expect this status unless told otherwise.
+    pub const EXPECT_STATUS: u16 = 200;
+
+    /// A value the file did not give (see the module doc for why the span is empty).
+    fn unwritten<T>(value: T) -> Spanned<T> {
+        Spanned::new(0..0, value)
     }
-    pub fn hash() -> String {
-        "5-tuple".into()
+
+    pub fn instance() -> Spanned<String> {
+        unwritten("default".into())
     }
-    pub fn table_size() -> u32 {
-        lb_common::DEFAULT_RING_SIZE
+    pub fn xdp_mode() -> Spanned<String> {
+        unwritten("native".into())
+    }
+    pub fn conntrack_entries() -> Spanned<i64> {
+        unwritten(lb_common::CONNTRACK_ENTRIES.into())
+    }
+    pub fn keep_dataplane() -> bool {
+        false
+    }
+    pub fn bpffs() -> Spanned<String> {
+        unwritten("/sys/fs/bpf".into())
+    }
+    pub fn admin_socket() -> Spanned<String> {
+        unwritten("/run/sluice/admin.sock".into())
+    }
+    pub fn management_address() -> Spanned<String> {
+        unwritten("127.0.0.1:9000".into())
+    }
+    pub fn shutdown_delay() -> Spanned<String> {
+        unwritten("1s".into())
+    }
+    pub fn shutdown_timeout() -> Spanned<String> {
+        unwritten("1s".into())
+    }
+    pub fn protocol() -> Spanned<String> {
+        unwritten("tcp".into())
+    }
+    pub fn hash() -> Spanned<String> {
+        unwritten("5-tuple".into())
+    }
+    pub fn table_size() -> Spanned<i64> {
+        unwritten(lb_common::DEFAULT_RING_SIZE.into())
+    }
+    pub fn seed() -> u32 {
+        0
     }
     pub fn weight() -> u32 {
         1
+    }
+    pub fn check_kind() -> Spanned<String> {
+        unwritten("tcp".into())
+    }
+    pub fn check_interval() -> Spanned<String> {
+        unwritten("2s".into())
+    }
+    pub fn check_timeout() -> Spanned<String> {
+        unwritten("1s".into())
+    }
+    pub fn rise() -> Spanned<i64> {
+        unwritten(2)
+    }
+    pub fn fall() -> Spanned<i64> {
+        unwritten(3)
     }
 }

@@ -1,335 +1,211 @@
-//! From the raw file to typed values; every error names its field and how to fix it.
+//! From the raw file to typed values: the top-level keys and small tables (VIPs are in `vip`,
+//! health checks in `health`). Every check runs even after one failed, so a single run lists
+//! every mistake in the file.
 
-use std::{collections::HashSet, net::SocketAddr, path::Path};
+use std::{collections::HashMap, time::Duration};
 
-use lb_common::maglev::check_table_size;
+use toml::Spanned;
 
-use super::{raw, Backend, Config, Encap, HashKey, Protocol, Vip, XdpMode};
+use super::{
+    errors::{ConfigError, ConfigErrors, Report},
+    fields, raw, vip, Admin, Config, Encap, Management, Shutdown, XdpMode,
+};
 
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum ConfigError {
-    #[error("cannot read config {path}: {error}")]
-    Read { path: String, error: String },
-    #[error("{0}")]
-    Syntax(String),
-    #[error("{field}: {message}")]
-    Invalid { field: String, message: String },
-    #[error("{path}: {inner}")]
-    InFile {
-        path: String,
-        inner: Box<ConfigError>,
-    },
-}
-
-impl ConfigError {
-    pub(super) fn in_file(self, path: &Path) -> ConfigError {
-        ConfigError::InFile {
-            path: path.display().to_string(),
-            inner: Box::new(self),
-        }
-    }
-
-    pub(super) fn read(path: &Path, e: &std::io::Error) -> ConfigError {
-        ConfigError::Read {
-            path: path.display().to_string(),
-            error: e.to_string(),
-        }
-    }
-}
-
-/// Every error found in one config, one per line when displayed.
-#[derive(Debug, PartialEq, Eq)]
-pub struct ConfigErrors(pub Vec<ConfigError>);
-
-impl std::fmt::Display for ConfigErrors {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        for (i, e) in self.0.iter().enumerate() {
-            if i > 0 {
-                writeln!(f)?;
-            }
-            write!(f, "{e}")?;
-        }
-        Ok(())
-    }
-}
-
-impl std::error::Error for ConfigErrors {}
-
-impl From<ConfigError> for ConfigErrors {
-    fn from(e: ConfigError) -> Self {
-        ConfigErrors(vec![e])
-    }
-}
-
-impl ConfigErrors {
-    pub(super) fn in_file(self, path: &Path) -> ConfigErrors {
-        ConfigErrors(self.0.into_iter().map(|e| e.in_file(path)).collect())
-    }
-}
+/// `sun_path` holds 108 bytes including the terminating NUL.
+const MAX_SOCKET_PATH: usize = 107;
+/// `IFNAMSIZ` is 16 including the terminating NUL.
+const MAX_IFNAME: usize = 15;
 
 pub fn parse(text: &str) -> Result<Config, ConfigErrors> {
-    let raw: raw::Config = toml::from_str(text).map_err(|e| ConfigError::Syntax(e.to_string()))?;
-    Ok(validate(raw)?)
+    let raw: raw::Config = toml::from_str(text).map_err(|e| ConfigError::syntax(text, &e))?;
+    let mut report = Report::new(text);
+    let config = validate(&mut report, &raw);
+    report.finish(config)
 }
 
-fn invalid(field: impl Into<String>, message: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid {
-        field: field.into(),
-        message: message.into(),
-    }
+fn validate(r: &mut Report, raw: &raw::Config) -> Option<Config> {
+    let instance = instance(r, &raw.instance);
+    let interfaces = interfaces(r, &raw.interfaces);
+    let xdp_mode = fields::choice(
+        r,
+        &raw.xdp_mode,
+        "xdp_mode",
+        &[("native", XdpMode::Native), ("skb", XdpMode::Skb)],
+    );
+    let conntrack_entries = fields::int(
+        r,
+        &raw.conntrack_entries,
+        "conntrack_entries",
+        1..=i64::from(u32::MAX),
+        "flows tracked across all VIPs; the default is 1048576",
+    );
+    let bpffs = fields::absolute_path(r, &raw.bpffs, "bpffs", "/sys/fs/bpf");
+    let admin = admin(r, &raw.admin);
+    let management = fields::socket_address(
+        r,
+        &raw.management.address,
+        "management.address",
+        "127.0.0.1:9000",
+    );
+    let shutdown = shutdown(r, &raw.shutdown);
+    let encap = encap(r, &raw.encap);
+    let vips = vip::vips(r, &raw.vips);
+    Some(Config {
+        instance: instance?,
+        interfaces: interfaces?,
+        xdp_mode: xdp_mode?,
+        conntrack_entries: conntrack_entries?,
+        keep_dataplane: raw.keep_dataplane,
+        bpffs: bpffs?,
+        admin: admin?,
+        management: Management {
+            address: management?,
+        },
+        shutdown: shutdown?,
+        encap: encap?,
+        vips: vips?,
+    })
 }
 
-pub fn validate(raw: raw::Config) -> Result<Config, ConfigError> {
-    if raw.instance.is_empty()
-        || !raw
-            .instance
+fn instance(r: &mut Report, v: &Spanned<String>) -> Option<String> {
+    let name = v.get_ref();
+    // It becomes a directory name under bpffs, so nothing that could escape it.
+    let valid = !name.is_empty()
+        && name
             .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-    {
-        return Err(invalid("instance", "use letters, digits, '-' and '_' only"));
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    if valid {
+        Some(name.clone())
+    } else {
+        r.invalid(
+            v.span(),
+            "instance",
+            format!("\"{name}\" is not a valid name; use letters, digits, '-' and '_' only"),
+        );
+        None
     }
-    if raw.interfaces.is_empty() {
-        return Err(invalid(
+}
+
+fn interfaces(r: &mut Report, list: &Spanned<Vec<Spanned<String>>>) -> Option<Vec<String>> {
+    if list.get_ref().is_empty() {
+        r.invalid(
+            list.span(),
             "interfaces",
-            "name at least one interface, e.g. [\"eth0\"]",
-        ));
+            "name at least one interface to attach to, e.g. [\"eth0\"]",
+        );
+        return None;
     }
-    let xdp_mode = match raw.xdp_mode.as_str() {
-        "native" => XdpMode::Native,
-        "skb" => XdpMode::Skb,
-        other => {
-            return Err(invalid(
-                "xdp_mode",
-                format!("\"{other}\": use \"native\" or \"skb\""),
-            ))
+    let mut seen = HashMap::new();
+    let mut ok = true;
+    for (i, v) in list.get_ref().iter().enumerate() {
+        let name = v.get_ref();
+        let field = format!("interfaces[{i}]");
+        // The kernel's own rule (dev_valid_name), so a typo fails here, not at attach time.
+        let valid = !name.is_empty()
+            && name.len() <= MAX_IFNAME
+            && name != "."
+            && name != ".."
+            && !name
+                .chars()
+                .any(|c| c == '/' || c == ':' || c.is_whitespace());
+        if !valid {
+            r.invalid(
+                v.span(),
+                field,
+                format!(
+                    "\"{name}\" is not an interface name; Linux names are 1 to {MAX_IFNAME} \
+                     bytes without '/', ':' or spaces (see `ip link`)"
+                ),
+            );
+            ok = false;
+            continue;
         }
-    };
-    if raw.conntrack_entries == 0 {
-        return Err(invalid(
-            "conntrack_entries",
-            "must be at least 1 (default 1048576)",
-        ));
-    }
-    let encap = Encap {
-        source_v4: raw.encap.source_v4.parse().map_err(|_| {
-            invalid(
-                "encap.source_v4",
-                "expected an IPv4 prefix like 198.19.255.0/24",
-            )
-        })?,
-        source_v6: raw.encap.source_v6.parse().map_err(|_| {
-            invalid(
-                "encap.source_v6",
-                "expected an IPv6 prefix like 2001:db8:ffff::/96",
-            )
-        })?,
-    };
-    if raw.vips.len() > lb_common::MAX_VIPS as usize {
-        return Err(invalid(
-            "vip",
-            format!("at most {} VIPs", lb_common::MAX_VIPS),
-        ));
-    }
-    let mut names = HashSet::new();
-    let mut addresses = HashSet::new();
-    let mut vips = Vec::with_capacity(raw.vips.len());
-    for (i, v) in raw.vips.into_iter().enumerate() {
-        let vip = vip(i, v)?;
-        if !names.insert(vip.name.clone()) {
-            return Err(invalid(
-                format!("vip[{i}].name"),
-                format!("\"{}\" is used twice", vip.name),
-            ));
+        let first = *seen.entry(name.as_str()).or_insert(i);
+        if first != i {
+            r.invalid(
+                v.span(),
+                field,
+                format!("\"{name}\" is already interfaces[{first}]; list each interface once"),
+            );
+            ok = false;
         }
-        if !addresses.insert((vip.address, vip.port, vip.protocol)) {
-            return Err(invalid(
-                format!("vip[{i}].address"),
-                "another VIP has this address, port and protocol",
-            ));
-        }
-        vips.push(vip);
     }
-    Ok(Config {
-        instance: raw.instance,
-        interfaces: raw.interfaces,
-        xdp_mode,
-        conntrack_entries: raw.conntrack_entries,
-        keep_dataplane: false,
-        bpffs: "/sys/fs/bpf".into(),
-        admin: super::Admin {
-            socket: "/run/sluice/admin.sock".into(),
-        },
-        management: super::Management {
-            address: SocketAddr::from(([127, 0, 0, 1], 9000)),
-        },
-        shutdown: super::Shutdown {
-            delay: std::time::Duration::from_secs(1),
-            timeout: std::time::Duration::from_secs(1),
-        },
-        encap,
-        vips,
+    ok.then(|| list.get_ref().iter().map(|v| v.get_ref().clone()).collect())
+}
+
+fn admin(r: &mut Report, raw: &raw::Admin) -> Option<Admin> {
+    let field = "admin.socket";
+    let socket = fields::absolute_path(r, &raw.socket, field, "/run/sluice/admin.sock")?;
+    if socket.as_os_str().len() > MAX_SOCKET_PATH {
+        r.invalid(
+            raw.socket.span(),
+            field,
+            format!("Unix socket paths are at most {MAX_SOCKET_PATH} bytes; use a shorter one"),
+        );
+        return None;
+    }
+    Some(Admin { socket })
+}
+
+fn shutdown(r: &mut Report, raw: &raw::Shutdown) -> Option<Shutdown> {
+    let delay = fields::duration(
+        r,
+        &raw.delay,
+        "shutdown.delay",
+        Duration::ZERO,
+        "0 stops at once",
+    );
+    let timeout = fields::duration(
+        r,
+        &raw.timeout,
+        "shutdown.timeout",
+        Duration::from_nanos(1),
+        "in-flight work needs some time to finish; use e.g. \"1s\"",
+    );
+    Some(Shutdown {
+        delay: delay?,
+        timeout: timeout?,
     })
 }
 
-fn vip(i: usize, v: raw::Vip) -> Result<Vip, ConfigError> {
-    let f = |name: &str| format!("vip[{i}].{name}");
-    if v.name.is_empty() {
-        return Err(invalid(f("name"), "must not be empty"));
-    }
-    let addr: SocketAddr = v.address.parse().map_err(|_| {
-        invalid(
-            f("address"),
+fn encap(r: &mut Report, raw: &raw::Encap) -> Option<Encap> {
+    let source_v4 = prefix(
+        r,
+        &raw.source_v4,
+        "encap.source_v4",
+        "IPv4",
+        "198.19.255.0/24",
+    );
+    let source_v6 = prefix(
+        r,
+        &raw.source_v6,
+        "encap.source_v6",
+        "IPv6",
+        "2001:db8:ffff::/96",
+    );
+    Some(Encap {
+        source_v4: source_v4?,
+        source_v6: source_v6?,
+    })
+}
+
+fn prefix<T: std::str::FromStr>(
+    r: &mut Report,
+    v: &Spanned<String>,
+    field: &str,
+    family: &str,
+    example: &str,
+) -> Option<T> {
+    let parsed = v.get_ref().parse().ok();
+    if parsed.is_none() {
+        r.invalid(
+            v.span(),
+            field,
             format!(
-                "\"{}\": expected IP:port, e.g. 198.19.0.10:80 or [2001:db8::10]:443",
-                v.address
+                "\"{}\" is not an {family} prefix; write address/length, e.g. \"{example}\"",
+                v.get_ref()
             ),
-        )
-    })?;
-    if addr.port() == 0 {
-        return Err(invalid(f("address"), "port 0 is not a service port"));
+        );
     }
-    let protocol = match v.protocol.as_str() {
-        "tcp" => Protocol::Tcp,
-        "udp" => Protocol::Udp,
-        other => {
-            return Err(invalid(
-                f("protocol"),
-                format!("\"{other}\": use \"tcp\" or \"udp\""),
-            ))
-        }
-    };
-    let hash = match v.hash.as_str() {
-        "5-tuple" => HashKey::FiveTuple,
-        "source-ip" => HashKey::SourceIp,
-        other => {
-            return Err(invalid(
-                f("hash"),
-                format!("\"{other}\": use \"5-tuple\" or \"source-ip\""),
-            ))
-        }
-    };
-    check_table_size(v.table_size).map_err(|e| invalid(f("table_size"), e.to_string()))?;
-    let mut seen = HashSet::new();
-    let mut backends = Vec::with_capacity(v.backends.len());
-    for (j, b) in v.backends.into_iter().enumerate() {
-        let field = f(&format!("backend[{j}].address"));
-        let address = b
-            .address
-            .parse()
-            .map_err(|_| invalid(&field, format!("\"{}\": expected an IP address", b.address)))?;
-        if !seen.insert(address) {
-            return Err(invalid(field, format!("{address} is listed twice")));
-        }
-        backends.push(Backend {
-            address,
-            weight: b.weight,
-            health: None,
-        });
-    }
-    if backends.len() as u64 * 100 > u64::from(v.table_size) {
-        return Err(invalid(
-            f("table_size"),
-            "must be above 100 × the number of backends for an even spread",
-        ));
-    }
-    Ok(Vip {
-        name: v.name,
-        address: addr.ip(),
-        port: addr.port(),
-        protocol,
-        hash,
-        table_size: v.table_size,
-        seed: v.seed,
-        backends,
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use crate::config::{Config, ConfigError, HashKey, Protocol};
-
-    const GOOD: &str = r#"
-interfaces = ["eth0"]
-[encap]
-source_v4 = "198.19.255.0/24"
-source_v6 = "2001:db8:ffff::/96"
-[[vip]]
-name = "web"
-address = "198.19.0.10:80"
-[[vip.backend]]
-address = "198.18.10.2"
-[[vip.backend]]
-address = "2001:db8:a::2"
-weight = 3
-"#;
-
-    fn error_of(text: &str) -> String {
-        Config::parse(text)
-            .expect_err("config should be rejected")
-            .to_string()
-    }
-
-    #[test]
-    fn good_config_has_defaults() {
-        let c = Config::parse(GOOD).unwrap();
-        assert_eq!(c.instance, "default");
-        assert_eq!(c.vips[0].table_size, 65537);
-        assert_eq!(c.vips[0].protocol, Protocol::Tcp);
-        assert_eq!(c.vips[0].hash, HashKey::FiveTuple);
-        assert_eq!(c.vips[0].backends[1].weight, 3);
-    }
-
-    #[test]
-    fn broken_configs_name_field_and_fix() {
-        let web = "name = \"web\"";
-        let cases = [
-            (
-                "bad CIDR",
-                GOOD.replace("/24", "/33"),
-                "encap.source_v4: expected an IPv4 prefix",
-            ),
-            (
-                "unknown key",
-                GOOD.replace("[encap]", "colour = 1\n[encap]"),
-                "unknown field `colour`",
-            ),
-            (
-                "non-prime",
-                GOOD.replace(web, "name = \"web\"\ntable_size = 65536"),
-                "not prime",
-            ),
-            (
-                "port 0",
-                GOOD.replace(":80", ":0"),
-                "vip[0].address: port 0",
-            ),
-            (
-                "duplicate backend",
-                GOOD.replace("2001:db8:a::2", "198.18.10.2"),
-                "vip[0].backend[1].address: 198.18.10.2 is listed twice",
-            ),
-            (
-                "bad protocol",
-                GOOD.replace(web, "name = \"web\"\nprotocol = \"sctp\""),
-                "use \"tcp\" or \"udp\"",
-            ),
-        ];
-        for (name, text, expect) in &cases {
-            let e = error_of(text);
-            assert!(e.contains(expect), "{name}: {e}");
-        }
-    }
-
-    #[test]
-    fn syntax_errors_give_the_line() {
-        let e = error_of("interfaces = [\"eth0\"\n[encap]\n");
-        assert!(e.contains("line"), "{e}");
-    }
-
-    #[test]
-    fn missing_file_is_named() {
-        let e = Config::load(std::path::Path::new("/nonexistent/sluice.toml")).unwrap_err();
-        assert!(matches!(e.0[0], ConfigError::Read { .. }));
-        assert!(e.to_string().contains("/nonexistent/sluice.toml"));
-    }
+    parsed
 }

@@ -1,0 +1,272 @@
+//! The parser against good configs (typed values, defaults, resolved checks) and the example
+//! file; broken configs are in `broken`.
+
+mod broken;
+
+use std::{
+    net::IpAddr,
+    path::Path,
+    sync::atomic::{AtomicUsize, Ordering},
+    time::Duration,
+};
+
+use super::{
+    CheckKind, Config, ConfigError, ConfigErrors, HashKey, HealthCheck, Position, Protocol, XdpMode,
+};
+
+/// A config whose line numbers `broken` relies on: it edits single lines (blank ones to add a
+/// key), so keep every line where it is.
+pub(super) const GOOD: &str = r#"instance = "gw1"
+interfaces = ["eth0", "eth1"]
+xdp_mode = "native"
+conntrack_entries = 65536
+bpffs = "/sys/fs/bpf"
+
+[admin]
+socket = "/run/sluice/admin.sock"
+
+[management]
+address = "127.0.0.1:9000"
+
+[encap]
+source_v4 = "198.19.255.0/24"
+source_v6 = "2001:db8:ffff::/96"
+
+[[vip]]
+name = "web"
+address = "198.19.0.10:80"
+
+[vip.health_check]
+kind = "http"
+path = "/healthz"
+
+[[vip.backend]]
+address = "198.18.10.2"
+
+[[vip.backend]]
+address = "198.18.10.3"
+weight = 3
+health_check = { port = 8081, interval = "500ms", timeout = "200ms", rise = 1, fall = 5 }
+
+[[vip]]
+name = "dns"
+address = "198.19.0.10:53"
+protocol = "udp"
+
+[[vip.backend]]
+address = "2001:db8:a::2"
+"#;
+
+/// `GOOD` with each `(line, text)` replacing that (1-based) line.
+pub(super) fn edit(edits: &[(usize, &str)]) -> String {
+    let mut lines: Vec<&str> = GOOD.lines().collect();
+    for &(line, text) in edits {
+        lines[line - 1] = text;
+    }
+    lines.join("\n") + "\n"
+}
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+#[test]
+fn good_config_has_typed_values_and_defaults() {
+    let c = Config::parse(GOOD).unwrap();
+    assert_eq!(c.instance, "gw1");
+    assert_eq!(c.interfaces, ["eth0", "eth1"]);
+    assert_eq!(c.xdp_mode, XdpMode::Native);
+    assert_eq!(c.conntrack_entries, 65536);
+    assert!(!c.keep_dataplane);
+    assert_eq!(c.pin_dir(), Path::new("/sys/fs/bpf/sluice/gw1"));
+    assert_eq!(c.admin.socket, Path::new("/run/sluice/admin.sock"));
+    assert_eq!(c.management.address, "127.0.0.1:9000".parse().unwrap());
+    assert_eq!(c.shutdown.delay, Duration::from_secs(1));
+    assert_eq!(c.shutdown.timeout, Duration::from_secs(1));
+    assert_eq!(c.encap.source_v4, "198.19.255.0/24".parse().unwrap());
+    assert_eq!(c.encap.source_v6, "2001:db8:ffff::/96".parse().unwrap());
+
+    let [web, dns] = &c.vips[..] else {
+        panic!("expected two VIPs: {:?}", c.vips)
+    };
+    assert_eq!(
+        (web.name.as_str(), web.address, web.port),
+        ("web", ip("198.19.0.10"), 80)
+    );
+    assert_eq!(
+        (web.protocol, web.hash),
+        (Protocol::Tcp, HashKey::FiveTuple)
+    );
+    assert_eq!((web.table_size, web.seed), (65537, 0));
+    // The VIP's check, with every default: port = the VIP's, 2s / 1s, rise 2, fall 3, 200.
+    let vip_check = HealthCheck {
+        kind: CheckKind::Http {
+            path: "/healthz".into(),
+            host: None,
+            expect_status: 200,
+        },
+        port: 80,
+        interval: Duration::from_secs(2),
+        timeout: Duration::from_secs(1),
+        rise: 2,
+        fall: 3,
+    };
+    assert_eq!(web.backends[0].address, ip("198.18.10.2"));
+    assert_eq!(web.backends[0].weight, 1);
+    assert_eq!(web.backends[0].health.as_ref(), Some(&vip_check));
+    // The backend's own check replaces the VIP's entirely (kind back to the default, tcp).
+    assert_eq!(web.backends[1].weight, 3);
+    assert_eq!(
+        web.backends[1].health,
+        Some(HealthCheck {
+            kind: CheckKind::Tcp,
+            port: 8081,
+            interval: Duration::from_millis(500),
+            timeout: Duration::from_millis(200),
+            rise: 1,
+            fall: 5,
+        })
+    );
+    assert_eq!((dns.protocol, dns.port), (Protocol::Udp, 53));
+    assert_eq!(dns.backends[0].address, ip("2001:db8:a::2"));
+    assert_eq!(
+        dns.backends[0].health, None,
+        "no check anywhere: never checked"
+    );
+}
+
+#[test]
+fn minimal_config_takes_every_default() {
+    let c = Config::parse(
+        "interfaces = [\"eth0\"]\n[encap]\nsource_v4 = \"198.19.255.0/24\"\n\
+         source_v6 = \"2001:db8:ffff::/96\"\n",
+    )
+    .unwrap();
+    assert_eq!(c.instance, "default");
+    assert_eq!(c.conntrack_entries, 1 << 20);
+    assert_eq!(c.bpffs, Path::new("/sys/fs/bpf"));
+    assert_eq!(c.admin.socket, Path::new("/run/sluice/admin.sock"));
+    assert_eq!(c.management.address, "127.0.0.1:9000".parse().unwrap());
+    assert!(c.vips.is_empty());
+}
+
+#[test]
+fn example_config_parses() {
+    let c = Config::parse(include_str!("../../../examples/sluice.toml"))
+        .unwrap_or_else(|e| panic!("examples/sluice.toml:\n{e}"));
+    assert_eq!(c.instance, "edge-1");
+    assert!(c.keep_dataplane);
+    assert_eq!(c.shutdown.delay, Duration::from_secs(5));
+    let names: Vec<&str> = c.vips.iter().map(|v| v.name.as_str()).collect();
+    assert_eq!(names, ["keycloak", "dns"]);
+
+    let kc = &c.vips[0];
+    assert_eq!(
+        (kc.port, kc.protocol, kc.hash),
+        (443, Protocol::Tcp, HashKey::SourceIp)
+    );
+    assert_eq!(kc.backends.len(), 3);
+    for b in &kc.backends {
+        let check = b.health.as_ref().unwrap();
+        assert_eq!(check.port, 9000);
+        assert_eq!(
+            check.kind,
+            CheckKind::Http {
+                path: "/health/ready".into(),
+                host: Some("kc.example".into()),
+                expect_status: 200,
+            }
+        );
+    }
+
+    let dns = &c.vips[1];
+    assert_eq!((dns.port, dns.protocol), (53, Protocol::Udp));
+    let ports: Vec<(CheckKind, u16)> = dns
+        .backends
+        .iter()
+        .map(|b| b.health.as_ref().map(|h| (h.kind.clone(), h.port)).unwrap())
+        .collect();
+    assert_eq!(ports, [(CheckKind::Tcp, 53), (CheckKind::Tcp, 5353)]);
+}
+
+#[test]
+fn every_error_is_reported_in_file_order() {
+    let text = edit(&[
+        (29, "address = \"198.18.10.2\""),
+        (3, "xdp_mode = \"turbo\""),
+        (14, "source_v4 = \"198.19.255.0\""),
+    ]);
+    let errors = Config::parse(&text).unwrap_err();
+    let lines: Vec<Option<usize>> = errors.0.iter().map(ConfigError::line).collect();
+    assert_eq!(lines, [Some(3), Some(14), Some(29)], "{errors}");
+    let shown = errors.to_string();
+    assert_eq!(shown.lines().count(), 3, "one error per line:\n{shown}");
+    assert!(
+        shown.starts_with("line 3, column 12: xdp_mode: \"turbo\""),
+        "{shown}"
+    );
+}
+
+/// The errors `Config::load` gives for `text` written to a file, and the file's name.
+fn load_errors(text: &str) -> (ConfigErrors, String) {
+    static COUNT: AtomicUsize = AtomicUsize::new(0);
+    let n = COUNT.fetch_add(1, Ordering::Relaxed);
+    let path = std::env::temp_dir().join(format!(
+        "sluice-config-test-{}-{n}.toml",
+        std::process::id()
+    ));
+    std::fs::write(&path, text).unwrap();
+    let result = Config::load(&path);
+    std::fs::remove_file(&path).unwrap();
+    (result.unwrap_err(), path.display().to_string())
+}
+
+#[test]
+fn errors_in_a_file_name_file_line_and_column() {
+    let (e, file) = load_errors(&edit(&[(11, "address = \"127.0.0.1\"")]));
+    assert_eq!(
+        e.0[0].position(),
+        Some(Position {
+            line: 11,
+            column: 11
+        })
+    );
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "{file}:11:11: management.address: \"127.0.0.1\" is not an IP:port; write e.g. \
+             \"127.0.0.1:9000\" (IPv6 in brackets: \"[2001:db8::10]:443\"; host names are not \
+             resolved)"
+        )
+    );
+
+    let (e, file) = load_errors(&edit(&[(6, "colour = \"blue\"")]));
+    let shown = e.to_string();
+    assert!(matches!(e.0[..], [ConfigError::Syntax { .. }]), "{e:?}");
+    assert!(
+        shown.starts_with(&format!(
+            "{file}:6:1: unknown field `colour`, expected one of"
+        )),
+        "{shown}"
+    );
+    assert_eq!(shown.lines().count(), 1, "{shown}");
+}
+
+#[test]
+fn missing_file_is_named() {
+    let e = Config::load(Path::new("/nonexistent/sluice.toml")).unwrap_err();
+    assert!(matches!(e.0[..], [ConfigError::Read { .. }]), "{e:?}");
+    assert_eq!(
+        e.to_string(),
+        "cannot read config /nonexistent/sluice.toml: No such file or directory (os error 2)"
+    );
+}
+
+#[test]
+fn positions_count_characters_not_bytes() {
+    let text = "a = \"é\"\nb = 1";
+    assert_eq!(Position::of(text, 0), Position { line: 1, column: 1 });
+    assert_eq!(Position::of(text, 7), Position { line: 1, column: 7 });
+    assert_eq!(Position::of(text, 9), Position { line: 2, column: 1 });
+    assert_eq!(Position::of(text, 99), Position { line: 2, column: 6 });
+}

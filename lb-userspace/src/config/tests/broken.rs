@@ -1,0 +1,254 @@
+//! Broken configs: each must give exactly one error, on the expected line, saying what is wrong
+//! and how to fix it.
+
+use super::{edit, Config};
+
+struct Case {
+    name: &'static str,
+    /// Lines of `GOOD` to replace.
+    edits: &'static [(usize, &'static str)],
+    line: usize,
+    /// Part of the error as displayed (`line L, column C: ` then this).
+    message: &'static str,
+}
+
+const CASES: &[Case] = &[
+    Case {
+        name: "syntax error",
+        edits: &[(4, "conntrack_entries = 65 536")],
+        line: 4,
+        message: "expected newline, `#`",
+    },
+    Case {
+        name: "unknown top-level key",
+        edits: &[(6, "colour = \"blue\"")],
+        line: 6,
+        message: "unknown field `colour`, expected one of `instance`, `interfaces`",
+    },
+    Case {
+        name: "unknown key in a backend",
+        edits: &[(30, "wieght = 3")],
+        line: 30,
+        message: "unknown field `wieght`, expected one of `address`, `weight`, `health_check`",
+    },
+    Case {
+        name: "wrong type",
+        edits: &[(4, "conntrack_entries = \"many\"")],
+        line: 4,
+        message: "invalid type: string \"many\", expected i64",
+    },
+    Case {
+        name: "bad instance",
+        edits: &[(1, "instance = \"gw/1\"")],
+        line: 1,
+        message: "instance: \"gw/1\" is not a valid name; use letters, digits, '-' and '_' only",
+    },
+    Case {
+        name: "empty interfaces",
+        edits: &[(2, "interfaces = []")],
+        line: 2,
+        message: "interfaces: name at least one interface to attach to, e.g. [\"eth0\"]",
+    },
+    Case {
+        name: "bad interface name",
+        edits: &[(2, "interfaces = [\"eth0\", \"a-very-long-ifname0\"]")],
+        line: 2,
+        message: "interfaces[1]: \"a-very-long-ifname0\" is not an interface name",
+    },
+    Case {
+        name: "duplicate interface",
+        edits: &[(2, "interfaces = [\"eth0\", \"eth0\"]")],
+        line: 2,
+        message: "interfaces[1]: \"eth0\" is already interfaces[0]; list each interface once",
+    },
+    Case {
+        name: "bad xdp_mode",
+        edits: &[(3, "xdp_mode = \"fast\"")],
+        line: 3,
+        message: "xdp_mode: \"fast\" is not a valid choice; use \"native\" or \"skb\"",
+    },
+    Case {
+        name: "zero conntrack entries",
+        edits: &[(4, "conntrack_entries = 0")],
+        line: 4,
+        message: "conntrack_entries: 0 is out of range: must be at least 1",
+    },
+    Case {
+        name: "relative bpffs",
+        edits: &[(5, "bpffs = \"sys/fs/bpf\"")],
+        line: 5,
+        message: "bpffs: \"sys/fs/bpf\" is not an absolute path",
+    },
+    Case {
+        name: "relative admin socket",
+        edits: &[(8, "socket = \"admin.sock\"")],
+        line: 8,
+        message: "admin.socket: \"admin.sock\" is not an absolute path; write it from the root, \
+                  e.g. \"/run/sluice/admin.sock\"",
+    },
+    Case {
+        name: "bad management address",
+        edits: &[(11, "address = \"localhost:9000\"")],
+        line: 11,
+        message: "management.address: \"localhost:9000\" is not an IP:port; write e.g. \
+                  \"127.0.0.1:9000\"",
+    },
+    Case {
+        name: "zero shutdown timeout",
+        edits: &[(6, "shutdown = { timeout = \"0s\" }")],
+        line: 6,
+        message: "shutdown.timeout: \"0s\" is too short: must be above 0",
+    },
+    Case {
+        name: "bad CIDR",
+        edits: &[(14, "source_v4 = \"198.19.255.0/33\"")],
+        line: 14,
+        message: "encap.source_v4: \"198.19.255.0/33\" is not an IPv4 prefix; write \
+                  address/length, e.g. \"198.19.255.0/24\"",
+    },
+    Case {
+        name: "port 0",
+        edits: &[(19, "address = \"198.19.0.10:0\"")],
+        line: 19,
+        message: "vip[0].address: port 0 cannot be connected to",
+    },
+    Case {
+        name: "non-prime table size",
+        edits: &[(20, "table_size = 65536")],
+        line: 20,
+        message: "vip[0].table_size: Maglev table size 65536 is not prime; use a prime such as \
+                  65537",
+    },
+    Case {
+        name: "table too small for its backends",
+        edits: &[(20, "table_size = 101")],
+        line: 20,
+        message: "vip[0].table_size: 101 slots are too few for 2 backends: use a prime above \
+                  200 (100 per backend, for an even spread), such as 211",
+    },
+    Case {
+        name: "bad duration",
+        edits: &[(24, "interval = \"5 parsecs\"")],
+        line: 24,
+        message: "vip[0].health_check.interval: \"5 parsecs\" is not a duration (unknown time \
+                  unit \"parsecs\"",
+    },
+    Case {
+        name: "zero interval",
+        edits: &[(24, "interval = \"0s\"")],
+        line: 24,
+        message: "vip[0].health_check.interval: \"0s\" is too short: must be at least 10ms",
+    },
+    Case {
+        name: "timeout above interval",
+        edits: &[(24, "timeout = \"3s\"")],
+        line: 24,
+        message: "vip[0].health_check.timeout: 3s is longer than the interval (2s): a probe \
+                  must end before the next one starts; lower timeout or raise interval",
+    },
+    Case {
+        name: "default timeout above a written interval points at the interval",
+        edits: &[(24, "interval = \"500ms\"")],
+        line: 24,
+        message: "vip[0].health_check.timeout: 1s is longer than the interval (500ms)",
+    },
+    Case {
+        name: "http keys on a tcp check",
+        edits: &[(22, "kind = \"tcp\"")],
+        line: 23,
+        message: "vip[0].health_check.path: only HTTP checks use path; set kind = \"http\" or \
+                  remove path",
+    },
+    Case {
+        name: "http key on a backend's tcp check",
+        edits: &[(31, "health_check = { expect_status = 204 }")],
+        line: 31,
+        message: "vip[0].backend[1].health_check.expect_status: only HTTP checks use \
+                  expect_status",
+    },
+    Case {
+        name: "bad http path",
+        edits: &[(23, "path = \"healthz\"")],
+        line: 23,
+        message: "vip[0].health_check.path: \"healthz\" is not a request path; start it with '/'",
+    },
+    Case {
+        name: "rise 0",
+        edits: &[(24, "rise = 0")],
+        line: 24,
+        message: "vip[0].health_check.rise: 0 is out of range: must be at least 1 (consecutive \
+                  successes that bring a down backend up; the default is 2)",
+    },
+    Case {
+        name: "check port out of range",
+        edits: &[(31, "health_check = { port = 70000 }")],
+        line: 31,
+        message: "vip[0].backend[1].health_check.port: 70000 is out of range: must be between 1 \
+                  and 65535",
+    },
+    Case {
+        name: "duplicate backend",
+        edits: &[(29, "address = \"198.18.10.2\"")],
+        line: 29,
+        message: "vip[0].backend[1].address: 198.18.10.2 is listed twice (also backend[0]); \
+                  list each backend once and raise its weight for a larger share",
+    },
+    Case {
+        name: "backend with a port",
+        edits: &[(29, "address = \"198.18.10.3:80\"")],
+        line: 29,
+        message: "vip[0].backend[1].address: \"198.18.10.3:80\" is not an IP address",
+    },
+    Case {
+        name: "duplicate VIP name",
+        edits: &[(34, "name = \"web\"")],
+        line: 34,
+        message: "vip[1].name: \"web\" is already the name of vip[0]; VIP names must be unique",
+    },
+    Case {
+        name: "duplicate VIP service",
+        edits: &[
+            (35, "address = \"198.19.0.10:80\""),
+            (36, "protocol = \"tcp\""),
+        ],
+        line: 35,
+        message: "vip[1].address: vip[0] already serves this address, port and protocol",
+    },
+    Case {
+        name: "bad protocol",
+        edits: &[(36, "protocol = \"sctp\"")],
+        line: 36,
+        message: "vip[1].protocol: \"sctp\" is not a valid choice; use \"tcp\" or \"udp\"",
+    },
+];
+
+#[test]
+fn broken_configs_give_line_field_and_fix() {
+    let mut failures = Vec::new();
+    for case in CASES {
+        let text = edit(case.edits);
+        let Err(errors) = Config::parse(&text) else {
+            failures.push(format!("{}: accepted", case.name));
+            continue;
+        };
+        let [error] = &errors.0[..] else {
+            failures.push(format!("{}: expected one error, got:\n{errors}", case.name));
+            continue;
+        };
+        let shown = error.to_string();
+        let prefix = format!("line {}, column ", case.line);
+        if error.line() != Some(case.line) || !shown.starts_with(&prefix) {
+            failures.push(format!(
+                "{}: expected line {}: {shown}",
+                case.name, case.line
+            ));
+        }
+        if !shown.contains(case.message) {
+            failures.push(format!(
+                "{}: expected {:?} in: {shown}",
+                case.name, case.message
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "\n{}", failures.join("\n"));
+}
