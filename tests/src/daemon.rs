@@ -122,8 +122,8 @@ impl Daemon {
         // Only the network namespace is entered, not a private mount namespace as with
         // `ip netns exec`: the daemon must see the host's bpffs, as it does in production,
         // or its pins would vanish with the process.
-        let netns = File::open(ns.path())
-            .with_context(|| format!("opening {}", ns.path().display()))?;
+        let netns =
+            File::open(ns.path()).with_context(|| format!("opening {}", ns.path().display()))?;
         let mut cmd = Command::new(&self.bin);
         cmd.arg("run")
             .arg("-c")
@@ -291,4 +291,6 @@ pub fn remove_pins(instance: &str) {
         }
     }
     let _ = fs::remove_dir(&dir);
+    // Only succeeds when no other instance is pinned.
+    let _ = fs::remove_dir("/sys/fs/bpf/sluice");
 }

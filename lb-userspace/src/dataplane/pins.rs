@@ -89,9 +89,14 @@ impl Pins {
             remove_if_present(&path).map_err(|e| pin_err(&path, &e))?;
         }
         match std::fs::remove_dir(&self.dir) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(pin_err(&self.dir, &e)),
-            _ => Ok(()),
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(pin_err(&self.dir, &e)),
+            _ => {}
         }
+        // `<bpffs>/sluice` goes too once no instance is left in it (other instances keep it).
+        if let Some(parent) = self.dir.parent().filter(|p| p.ends_with("sluice")) {
+            let _ = std::fs::remove_dir(parent);
+        }
+        Ok(())
     }
 
     /// The VIP indexes a previous daemon used, by VIP key (empty when there was none).
