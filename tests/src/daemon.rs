@@ -125,8 +125,7 @@ impl Daemon {
         let netns =
             File::open(ns.path()).with_context(|| format!("opening {}", ns.path().display()))?;
         let mut cmd = Command::new(&self.bin);
-        cmd.arg("run")
-            .arg("-c")
+        cmd.args(["--log-format", "json", "run", "-c"])
             .arg(&self.config)
             .stdin(Stdio::null())
             .stdout(out.try_clone()?)
@@ -226,6 +225,15 @@ impl Daemon {
     pub fn stop(&mut self) -> Result<ExitStatus> {
         let mut guard = self.guard.take().context("sluice is not running")?;
         guard.terminate(Duration::from_secs(10))
+    }
+
+    /// The daemon's log lines so far that are JSON objects (the daemon logs with
+    /// `--log-format json`).
+    pub fn log_events(&self) -> Vec<serde_json::Value> {
+        self.log_text()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
     }
 
     /// The daemon's log so far (all its runs).

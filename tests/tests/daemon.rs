@@ -297,6 +297,18 @@ fn health_checks_take_a_stopped_backend_out_and_bring_it_back() {
         row["health_reason"].as_str().is_some_and(|r| !r.is_empty()),
         "{row}"
     );
+    let b1 = backend_addr4(1).to_string();
+    let logged = lab.daemon.log_events().into_iter().any(|e| {
+        e["message"] == "backend unhealthy"
+            && e["vip"] == "web4"
+            && e["backend"] == b1.as_str()
+            && e["reason"].as_str().is_some_and(|r| r.contains("refused"))
+    });
+    assert!(
+        logged,
+        "the transition is logged with its reason:\n{}",
+        lab.daemon.log_text()
+    );
     let tally = http_get_many(lab.client(), web(), 60, 8).expect("requests while one is down");
     assert_eq!(tally.get("backend-1"), None, "{tally:?}");
     assert_eq!(tally.values().sum::<usize>(), 60);
@@ -370,6 +382,27 @@ fn reload_is_all_or_nothing() {
         String::from_utf8_lossy(&out.stderr).contains("table_size"),
         "{out:?}"
     );
+
+    // A valid config whose tables do not fit the maps the daemon created: rejected before
+    // any write, with the reason.
+    let too_big = good.replacen(
+        &format!("table_size = {TABLE_SIZE}"),
+        "table_size = 1000003",
+        1,
+    );
+    lab.write_config(&Spec {
+        raw: Some(too_big),
+        ..spec.clone()
+    });
+    let out = lab.daemon.cli(&["reload"]).expect("cli");
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("ring map is full"),
+        "{out:?}"
+    );
+    assert_eq!(lab.json(&["status"])["reloads_failed"], 3);
+    conn.exchange()
+        .expect("established connection untouched by rejected reloads");
 
     // A good config that adds a backend: new flows use it, the established one stays.
     let i = lab.topo.add_backend().expect("add backend");
