@@ -140,29 +140,42 @@ fn counters(counters: &[NamedCounter]) -> String {
 }
 
 fn traffic(rows: &[TrafficRow], per_backend: bool) -> String {
+    traffic_table(
+        ["PACKETS", "BYTES", "NEW FLOWS"],
+        per_backend,
+        rows.iter().map(|r| {
+            (
+                r.vip.as_str(),
+                r.backend,
+                [
+                    r.packets.to_string(),
+                    format::bytes(r.bytes),
+                    r.new_flows.to_string(),
+                ],
+            )
+        }),
+    )
+}
+
+/// A per-VIP (or per-backend) table with three numeric columns: totals in `sluice stats`,
+/// rates in `--watch`.
+pub(super) fn traffic_table<'a>(
+    titles: [&'static str; 3],
+    per_backend: bool,
+    rows: impl Iterator<Item = (&'a str, Option<std::net::IpAddr>, [String; 3])>,
+) -> String {
     let mut columns = vec![("VIP", Align::Left)];
     if per_backend {
         columns.push(("BACKEND", Align::Left));
     }
-    columns.extend([
-        ("PACKETS", Align::Right),
-        ("BYTES", Align::Right),
-        ("NEW FLOWS", Align::Right),
-    ]);
+    columns.extend(titles.map(|t| (t, Align::Right)));
     let mut table = Table::new(&columns);
-    for row in rows {
-        let mut cells = vec![row.vip.clone()];
+    for (vip, backend, numbers) in rows {
+        let mut cells = vec![vip.to_owned()];
         if per_backend {
-            cells.push(
-                row.backend
-                    .map_or_else(|| "-".to_owned(), |b| b.to_string()),
-            );
+            cells.push(backend.map_or_else(|| "-".to_owned(), |b| b.to_string()));
         }
-        cells.extend([
-            row.packets.to_string(),
-            format::bytes(row.bytes),
-            row.new_flows.to_string(),
-        ]);
+        cells.extend(numbers);
         table.row(cells);
     }
     table.render()

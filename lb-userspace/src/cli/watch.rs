@@ -189,32 +189,21 @@ fn render(rates: Option<&Rates>, interval: Duration, uptime_ms: u64) -> String {
 }
 
 fn traffic_table(rows: &[TrafficRate], per_backend: bool) -> String {
-    let mut columns = vec![("VIP", Align::Left)];
-    if per_backend {
-        columns.push(("BACKEND", Align::Left));
-    }
-    columns.extend([
-        ("PACKETS/S", Align::Right),
-        ("BYTES/S", Align::Right),
-        ("NEW FLOWS/S", Align::Right),
-    ]);
-    let mut table = Table::new(&columns);
-    for row in rows {
-        let mut cells = vec![row.vip.clone()];
-        if per_backend {
-            cells.push(
-                row.backend
-                    .map_or_else(|| "-".to_owned(), |b| b.to_string()),
-            );
-        }
-        cells.extend([
-            format::rate(row.packets_per_sec),
-            format::bytes_rate(row.bytes_per_sec),
-            format::rate(row.new_flows_per_sec),
-        ]);
-        table.row(cells);
-    }
-    table.render()
+    super::render::traffic_table(
+        ["PACKETS/S", "BYTES/S", "NEW FLOWS/S"],
+        per_backend,
+        rows.iter().map(|r| {
+            (
+                r.vip.as_str(),
+                r.backend,
+                [
+                    format::rate(r.packets_per_sec),
+                    format::bytes_rate(r.bytes_per_sec),
+                    format::rate(r.new_flows_per_sec),
+                ],
+            )
+        }),
+    )
 }
 
 #[cfg(test)]

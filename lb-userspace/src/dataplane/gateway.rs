@@ -442,13 +442,7 @@ impl Dataplane {
 
     /// The state a backend has in the kernel map, if the VIP has it.
     pub fn backend_state(&self, vip: &str, backend: IpAddr) -> Option<u8> {
-        self.state
-            .vips
-            .get(vip)?
-            .backends
-            .iter()
-            .find(|b| b.address == backend)
-            .map(|b| b.state)
+        self.state.backend(vip, backend).map(|b| b.state)
     }
 
     pub fn vip_traffic(&self, vip: &str) -> Result<TrafficStats, DataplaneError> {
@@ -547,13 +541,7 @@ impl Dataplane {
 
     /// Kernel id of a backend (what conntrack entries and `flow_backend` name).
     pub fn backend_id(&self, vip: &str, backend: IpAddr) -> Option<u32> {
-        self.state
-            .vips
-            .get(vip)?
-            .backends
-            .iter()
-            .find(|b| b.address == backend)
-            .map(|b| b.id)
+        self.state.backend(vip, backend).map(|b| b.id)
     }
 }
 

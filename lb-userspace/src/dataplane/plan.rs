@@ -49,6 +49,16 @@ pub struct State {
     pub adopted: Adopted,
 }
 
+impl State {
+    pub fn backend(&self, vip: &str, address: IpAddr) -> Option<&BackendState> {
+        self.vips
+            .get(vip)?
+            .backends
+            .iter()
+            .find(|b| b.address == address)
+    }
+}
+
 /// VIP indexes and backend ids of the daemon that ran before, so flows it recorded keep their
 /// meaning.
 #[derive(Debug, Clone, Default)]
