@@ -13,6 +13,7 @@ mod gateway;
 mod maps;
 mod pins;
 mod plan;
+mod queries;
 mod rings;
 mod sys;
 

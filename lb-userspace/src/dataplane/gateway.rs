@@ -2,7 +2,7 @@
 //! that make the maps say what the config says.
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::HashMap,
     net::{IpAddr, SocketAddr},
     path::{Path, PathBuf},
     time::Duration,
@@ -14,18 +14,18 @@ use aya::{
     EbpfLoader,
 };
 use lb_common::{
-    names, BackendEntry, Counter, FlowEntry, FlowKey, Settings, TrafficStats, VipEntry, VipKey,
+    names, BackendEntry, FlowEntry, FlowKey, Settings, TrafficStats, VipEntry, VipKey,
     BACKEND_DOWN, HASH_FIVE_TUPLE, HASH_SOURCE_IP, VIP_KIND_L4,
 };
 
 use super::{
-    addr::{family_and_words, words_to_ip},
+    addr::family_and_words,
     commit::{Commit, Live},
     error::map_err,
-    maps::{attach_xdp, load_xdp, per_cpu_sum, per_cpu_values, take, xdp_mut, Arr, Hash, PerCpu},
+    maps::{attach_xdp, load_xdp, take, xdp_mut, Arr, Hash, PerCpu},
     pins::{Pins, PreviousBackends},
     plan::{plan_vip, table_for, Adopted, State, VipState},
-    sys, DataplaneError,
+    DataplaneError,
 };
 use crate::{
     config::{Config, Encap, HashKey, XdpMode as Mode},
@@ -87,12 +87,12 @@ pub struct Dataplane {
     vips: Hash<VipKey, VipEntry>,
     backends: Arr<BackendEntry>,
     rings: Arr<u32>,
-    conntrack: Hash<FlowKey, FlowEntry>,
+    pub(super) conntrack: Hash<FlowKey, FlowEntry>,
     settings: Arr<Settings>,
-    vip_stats: PerCpu<TrafficStats>,
-    backend_stats: PerCpu<TrafficStats>,
-    counters: PerCpu<u64>,
-    state: State,
+    pub(super) vip_stats: PerCpu<TrafficStats>,
+    pub(super) backend_stats: PerCpu<TrafficStats>,
+    pub(super) counters: PerCpu<u64>,
+    pub(super) state: State,
     pins: Option<Pins>,
     /// Links this daemon attached or adopted (pinned mode only).
     links: Vec<(String, FdLink)>,
@@ -406,143 +406,6 @@ impl Dataplane {
         }
         Ok(())
     }
-
-    pub fn counters(&self) -> Result<Vec<(Counter, u64)>, DataplaneError> {
-        Counter::ALL
-            .iter()
-            .map(|&c| Ok((c, per_cpu_sum(&self.counters, c as u32, names::COUNTERS)?)))
-            .collect()
-    }
-
-    pub fn counter(&self, c: Counter) -> Result<u64, DataplaneError> {
-        per_cpu_sum(&self.counters, c as u32, names::COUNTERS)
-    }
-
-    /// Backends of every VIP with their state and traffic.
-    pub fn backends(&self) -> Result<Vec<BackendStatus>, DataplaneError> {
-        let mut out = Vec::new();
-        for v in self.state.vips.values() {
-            for b in &v.backends {
-                out.push(BackendStatus {
-                    vip: v.config.name.clone(),
-                    address: b.address,
-                    weight: b.weight,
-                    state: b.state,
-                    id: b.id,
-                    traffic: sum_traffic(&per_cpu_values(
-                        &self.backend_stats,
-                        b.id,
-                        names::BACKEND_STATS,
-                    )?),
-                });
-            }
-        }
-        Ok(out)
-    }
-
-    /// The state a backend has in the kernel map, if the VIP has it.
-    pub fn backend_state(&self, vip: &str, backend: IpAddr) -> Option<u8> {
-        self.state.backend(vip, backend).map(|b| b.state)
-    }
-
-    pub fn vip_traffic(&self, vip: &str) -> Result<TrafficStats, DataplaneError> {
-        let v = self
-            .state
-            .vips
-            .get(vip)
-            .ok_or_else(|| DataplaneError::UnknownVip(vip.into()))?;
-        Ok(sum_traffic(&per_cpu_values(
-            &self.vip_stats,
-            v.index,
-            names::VIP_STATS,
-        )?))
-    }
-
-    /// Up to `limit` conntrack entries (of one VIP when `vip` is given).
-    pub fn flows(&self, vip: Option<&str>, limit: usize) -> Result<Vec<FlowInfo>, DataplaneError> {
-        let only = match vip {
-            Some(name) => Some(
-                self.state
-                    .vips
-                    .get(name)
-                    .ok_or_else(|| DataplaneError::UnknownVip(name.into()))?
-                    .index,
-            ),
-            None => None,
-        };
-        let now_ns = sys::monotonic_ns();
-        let names: BTreeMap<u32, &str> = self
-            .state
-            .vips
-            .values()
-            .map(|v| (v.index, v.config.name.as_str()))
-            .collect();
-        let ids: BTreeMap<u32, IpAddr> = self
-            .state
-            .vips
-            .values()
-            .flat_map(|v| v.backends.iter().map(|b| (b.id, b.address)))
-            .collect();
-        let mut out = Vec::new();
-        for item in &self.conntrack {
-            if out.len() >= limit {
-                break;
-            }
-            // An entry evicted between the key walk and the lookup is simply gone.
-            let Ok((k, e)) = item else { continue };
-            if only.is_some_and(|i| i != e.vip_index) {
-                continue;
-            }
-            out.push(FlowInfo {
-                client: SocketAddr::new(words_to_ip(k.family, k.src_be), u16::from_be(k.sport_be)),
-                vip: SocketAddr::new(words_to_ip(k.family, k.dst_be), u16::from_be(k.dport_be)),
-                vip_name: names.get(&e.vip_index).map(|n| (*n).to_string()),
-                protocol: k.proto,
-                backend: ids.get(&e.backend).copied(),
-                backend_id: e.backend,
-                age: Duration::from_nanos(now_ns.saturating_sub(e.created_ns)),
-                idle: Duration::from_nanos(now_ns.saturating_sub(e.last_seen_ns)),
-            });
-        }
-        Ok(out)
-    }
-
-    /// Conntrack entries per backend id (one walk of the table).
-    pub fn flow_counts(&self) -> HashMap<u32, u64> {
-        let mut counts = HashMap::new();
-        for (_, e) in self.conntrack.iter().filter_map(Result::ok) {
-            *counts.entry(e.backend).or_insert(0) += 1;
-        }
-        counts
-    }
-
-    /// Removes conntrack entries idle longer than `idle` (LRU alone never forgets a flow that
-    /// ended, so without this a drained backend would never look empty). Returns how many.
-    pub fn expire_flows(&mut self, idle: Duration) -> usize {
-        let now_ns = sys::monotonic_ns();
-        let limit = u64::try_from(idle.as_nanos()).unwrap_or(u64::MAX);
-        let stale: Vec<FlowKey> = self
-            .conntrack
-            .iter()
-            .filter_map(Result::ok)
-            .filter(|(_, e)| now_ns.saturating_sub(e.last_seen_ns) > limit)
-            .map(|(k, _)| k)
-            .collect();
-        stale
-            .iter()
-            .filter(|k| self.conntrack.remove(k).is_ok())
-            .count()
-    }
-
-    /// The backend conntrack holds for a flow, if any.
-    pub fn flow_backend(&self, key: &FlowKey) -> Option<u32> {
-        self.conntrack.get(key, 0).ok().map(|e| e.backend)
-    }
-
-    /// Kernel id of a backend (what conntrack entries and `flow_backend` name).
-    pub fn backend_id(&self, vip: &str, backend: IpAddr) -> Option<u32> {
-        self.state.backend(vip, backend).map(|b| b.id)
-    }
 }
 
 /// The VIP entry that makes the staging half live (and records the flip in `v`).
@@ -592,14 +455,4 @@ fn settings_for(encap: &Encap) -> Settings {
         src6_host_mask_be: v6_mask.to_be(),
         _pad: 0,
     }
-}
-
-fn sum_traffic(per_cpu: &[TrafficStats]) -> TrafficStats {
-    per_cpu
-        .iter()
-        .fold(TrafficStats::default(), |a, s| TrafficStats {
-            packets: a.packets + s.packets,
-            bytes: a.bytes + s.bytes,
-            new_flows: a.new_flows + s.new_flows,
-        })
 }
