@@ -31,6 +31,10 @@ pub struct Target {
     pub vip: String,
     pub backend: IpAddr,
     pub check: HealthCheck,
+    /// The health a new check starts from: healthy for a fresh backend (as haproxy does, so a
+    /// start does not blackhole traffic), unhealthy for one a previous daemon had taken down,
+    /// so it takes no new flows until `rise` probes succeed.
+    pub start_healthy: bool,
 }
 
 /// A backend changed health.
@@ -112,7 +116,13 @@ impl Checker {
                     drop(old);
                     self.spawn(target, verdict)
                 }
-                None => self.spawn(target, Verdict::FRESH),
+                None => {
+                    let verdict = Verdict {
+                        healthy: target.start_healthy,
+                        ..Verdict::FRESH
+                    };
+                    self.spawn(target, verdict)
+                }
             };
             next.insert(key, running);
         }

@@ -63,8 +63,11 @@ impl Core {
         for vip in &inner.config.vips {
             for b in &vip.backends {
                 let mut meta = BackendMeta::new(b.health.is_some());
-                meta.drained = inner.dp.backend_state(&vip.name, b.address)
-                    == Some(lb_common::BACKEND_DRAINING);
+                let adopted = inner.dp.backend_state(&vip.name, b.address);
+                meta.drained = adopted == Some(lb_common::BACKEND_DRAINING);
+                // A checked backend the previous daemon had taken down stays down until its
+                // checks pass again, rather than taking new flows for `fall` rounds.
+                meta.healthy = !(meta.checked && adopted == Some(lb_common::BACKEND_DOWN));
                 metas.insert((vip.name.clone(), b.address), meta);
             }
         }
@@ -81,7 +84,7 @@ impl Core {
         {
             let mut inner = core.lock();
             sync_kernel_states(&mut inner)?;
-            let targets = targets(&inner.config);
+            let targets = targets(&inner.config, &inner.metas);
             inner.checker.update(targets);
         }
         Ok(core)
@@ -150,7 +153,7 @@ impl Core {
         inner.metas = metas;
         inner.config = config;
         sync_kernel_states(&mut inner)?;
-        let targets = targets(&inner.config);
+        let targets = targets(&inner.config, &inner.metas);
         inner.checker.update(targets);
         let backends = inner.config.vips.iter().map(|v| v.backends.len()).sum();
         Ok((inner.config.vips.len(), backends))
@@ -204,7 +207,7 @@ fn sync_kernel_states(inner: &mut Inner) -> Result<(), CoreError> {
     Ok(())
 }
 
-fn targets(config: &Config) -> Vec<Target> {
+fn targets(config: &Config, metas: &Metas) -> Vec<Target> {
     config
         .vips
         .iter()
@@ -214,6 +217,9 @@ fn targets(config: &Config) -> Vec<Target> {
                     vip: v.name.clone(),
                     backend: b.address,
                     check,
+                    start_healthy: metas
+                        .get(&(v.name.clone(), b.address))
+                        .is_none_or(|m| m.healthy),
                 })
             })
         })

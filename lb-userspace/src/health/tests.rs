@@ -39,6 +39,7 @@ fn http_check(port: u16) -> HealthCheck {
 
 fn target(check: HealthCheck) -> Target {
     Target {
+        start_healthy: true,
         vip: "web".into(),
         backend: LOCALHOST,
         check,
@@ -115,6 +116,29 @@ fn tracker_counts_consecutive_contrary_probes() {
     assert_eq!(t.observe(true), Some(true));
     let mut zero = Tracker::new(true, 0, 0);
     assert_eq!(zero.observe(false), Some(false), "fall 0 acts as 1");
+}
+
+/// A backend a previous daemon had taken down starts unhealthy and only comes back once
+/// `rise` probes succeed.
+#[tokio::test]
+async fn a_target_can_start_unhealthy_and_rise() {
+    let listener = TcpListener::bind((LOCALHOST, 0)).await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let server = accept_forever(listener, Arc::clone(&accepted));
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let mut checker = Checker::new(tx);
+    let mut t = target(check(CheckKind::Tcp, port, 3, 1));
+    t.start_healthy = false;
+    checker.update(vec![t]);
+    assert!(!checker.states()[0].2, "starts unhealthy");
+    let up = next(&mut rx).await;
+    assert!(up.healthy, "{up:?}");
+    assert!(
+        accepted.load(Ordering::SeqCst) >= 3,
+        "only after `rise` probes"
+    );
+    stop(server).await;
 }
 
 #[tokio::test]
