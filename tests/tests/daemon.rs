@@ -214,6 +214,15 @@ fn wait(what: &str, mut f: impl FnMut() -> Result<bool>) -> Result<()> {
     }
 }
 
+/// Whether `sluice flows --json` output has the flow from `client` on `backend`.
+fn lists_flow(flows: &serde_json::Value, client: &str, backend: &str) -> bool {
+    flows
+        .as_array()
+        .expect("flows is a list")
+        .iter()
+        .any(|f| f["client"] == client && f["backend"] == backend)
+}
+
 fn greetings(lab: &Lab, count: usize) -> BTreeMap<usize, usize> {
     echo_greetings(lab.client(), echo(), count).expect("new echo connections")
 }
@@ -248,11 +257,7 @@ fn drain_keeps_established_flows_and_undrain_restores() {
     let flows = lab.json(&["flows", "--vip", "echo4"]);
     let local = conn.local.to_string();
     assert!(
-        flows
-            .as_array()
-            .expect("list")
-            .iter()
-            .any(|f| f["client"] == local.as_str() && f["backend"] == addr.as_str()),
+        lists_flow(&flows, &local, &addr),
         "sluice flows lists {local} on {addr}: {flows}"
     );
 
@@ -448,11 +453,7 @@ fn restart_with_keep_dataplane_keeps_connections() {
         let local = c.local.to_string();
         let addr = backend_addr4(c.backend).to_string();
         assert!(
-            flows
-                .as_array()
-                .expect("list")
-                .iter()
-                .any(|f| f["client"] == local.as_str() && f["backend"] == addr.as_str()),
+            lists_flow(&flows, &local, &addr),
             "the new daemon reports {local} on {addr}: {flows}"
         );
         c.exchange().expect("connection works after the restart");
