@@ -13,6 +13,7 @@
 pub mod flow_hash;
 pub mod maglev;
 pub mod maps;
+pub mod proxy;
 pub mod stats;
 
 pub use maps::*;

@@ -38,6 +38,8 @@ pub mod names {
     pub const COUNTERS: &str = "sluice_counters_v1";
     pub const DECAP_VIPS: &str = "sluice_decap_vips_v1";
     pub const DECAP_COUNTERS: &str = "sluice_decap_counters_v1";
+    pub const CIDRS: &str = "sluice_cidrs_v1";
+    pub const PROXY_STATS: &str = "sluice_proxy_stats_v1";
     pub const PROG_XDP: &str = "sluice_xdp";
     pub const PROG_DECAP: &str = "sluice_decap";
 }
@@ -80,7 +82,7 @@ pub const VIP_KIND_EDGE: u8 = 1;
 pub const HASH_FIVE_TUPLE: u8 = 0;
 pub const HASH_SOURCE_IP: u8 = 1;
 
-/// PROXY protocol v2 policy (enforced from a later issue; stored now so the layout is stable).
+/// PROXY protocol v2 policy of a TCP VIP (see `proxy`).
 pub const PROXY_OFF: u8 = 0;
 pub const PROXY_OPTIONAL: u8 = 1;
 pub const PROXY_REQUIRED: u8 = 2;
@@ -98,9 +100,15 @@ pub struct VipEntry {
     pub kind: u8,
     pub hash_key: u8,
     pub proxy_policy: u8,
+    /// `VIP_FLAG_*` bits.
     pub flags: u8,
 }
 assert_size!(VipEntry, 16);
+
+/// The VIP has `allow_clients`: a client outside them is refused.
+pub const VIP_FLAG_ALLOW_CLIENTS: u8 = 1;
+/// The VIP has `deny_clients`.
+pub const VIP_FLAG_DENY_CLIENTS: u8 = 2;
 
 /// Backend states as stored in the backend map.
 pub const BACKEND_UP: u8 = 0;
@@ -145,12 +153,15 @@ pub struct FlowEntry {
     /// `bpf_ktime_get_ns` when the flow was recorded, and when a packet last hit it.
     pub created_ns: u64,
     pub last_seen_ns: u64,
-    /// Real client from a PROXY v2 header (filled from the PROXY issue on; zero until then).
+    /// Real client from a PROXY v2 header; `client_family` is 0 when there is none.
     pub client_be: AddrBe,
     pub client_port_be: u16,
     pub client_family: u8,
+    /// `proxy::FLOW_*`: whether the flow is policed, awaiting its header, allowed or refused.
     pub proxy_state: u8,
-    pub _pad: u32,
+    /// The `ProxyOutcome` that decided the flow (meaningful once allowed or refused).
+    pub proxy_outcome: u8,
+    pub _pad: [u8; 3],
 }
 assert_size!(FlowEntry, 48);
 
@@ -180,6 +191,28 @@ pub struct DecapKey {
 }
 assert_size!(DecapKey, 20);
 
+/// Which CIDR list of a VIP an entry of the CIDR map belongs to.
+pub const LIST_TRUSTED_PROXIES: u8 = 1;
+pub const LIST_ALLOW_CLIENTS: u8 = 2;
+pub const LIST_DENY_CLIENTS: u8 = 3;
+/// Capacity of the CIDR map (all lists of all VIPs); userspace rejects configs beyond it.
+pub const MAX_CIDRS: u32 = 16384;
+/// Bits of `CidrData` before the address: VIP index, list and family must match exactly.
+pub const CIDR_SCOPE_BITS: u32 = 32;
+
+/// Data of a key of the CIDR map, an LPM trie (after the trie key's prefix length, which is
+/// `CIDR_SCOPE_BITS` + the CIDR's own prefix length). One trie holds every list of every VIP;
+/// the scope in front keeps them apart.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct CidrData {
+    pub vip_index: u16,
+    pub list: u8,
+    pub family: u8,
+    pub addr_be: AddrBe,
+}
+assert_size!(CidrData, 20);
+
 /// Per-VIP and per-backend traffic counters (per-CPU; userspace sums them).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -198,5 +231,6 @@ pod!(
     FlowEntry,
     Settings,
     DecapKey,
-    TrafficStats
+    TrafficStats,
+    CidrData
 );

@@ -47,6 +47,9 @@ pub enum Counter {
     PassEdge,
     /// Encapsulated packet larger than the egress MTU.
     DropMtu,
+    /// Packet of a flow refused by its VIP's PROXY or client policy (the per-VIP outcome
+    /// counters say which rule).
+    DropProxy,
     /// Map state inconsistent (ring points to a missing backend); packet dropped.
     DropInternal,
 }
@@ -77,6 +80,7 @@ impl Counter {
         Counter::DropNoRoute,
         Counter::PassEdge,
         Counter::DropMtu,
+        Counter::DropProxy,
         Counter::DropInternal,
     ];
 
@@ -89,6 +93,7 @@ impl Counter {
                 | Counter::DropEncap
                 | Counter::DropNoRoute
                 | Counter::DropMtu
+                | Counter::DropProxy
                 | Counter::DropInternal
         )
     }
@@ -117,6 +122,7 @@ impl Counter {
             Counter::DropNoRoute => "drop_no_route",
             Counter::PassEdge => "pass_edge",
             Counter::DropMtu => "drop_mtu",
+            Counter::DropProxy => "drop_proxy",
             Counter::DropInternal => "drop_internal",
         }
     }

@@ -2,8 +2,10 @@
 
 use aya_ebpf::helpers::bpf_ktime_get_ns;
 use lb_common::{
-    flow_hash::source_ip_hash, BackendEntry, Counter, FlowEntry, FlowKey, VipEntry, BACKEND_DOWN,
-    BACKEND_UP, HASH_SOURCE_IP, NO_BACKEND, RING_PROBES,
+    flow_hash::source_ip_hash,
+    proxy::{FLOW_ALLOWED, FLOW_REFUSED},
+    BackendEntry, Counter, FlowEntry, FlowKey, VipEntry, BACKEND_DOWN, BACKEND_UP, HASH_SOURCE_IP,
+    NO_BACKEND, PROXY_OFF, RING_PROBES,
 };
 
 use crate::{
@@ -15,6 +17,8 @@ pub struct Choice {
     pub id: u32,
     pub backend: BackendEntry,
     pub new_flow: bool,
+    /// The conntrack entry on a hit (null otherwise), for the PROXY policy to read and update.
+    pub flow: *mut FlowEntry,
 }
 
 /// How a packet relates to its flow.
@@ -31,32 +35,40 @@ pub enum Opens {
 }
 
 /// The backend for `key`.
-#[inline(always)]
 ///
 /// `tuple_hash` is the flow's 5-tuple hash, which the caller also needs for the tunnel header,
-/// so it is computed once per packet.
+/// so it is computed once per packet. `opening` fills a new flow's policy fields and says
+/// whether the flow may go on; a refused flow is still recorded, so its retransmissions are
+/// refused by one lookup.
+#[inline(always)]
 pub fn backend(
     vip: &VipEntry,
     key: &FlowKey,
     tuple_hash: u32,
     opens: Opens,
+    opening: impl FnOnce(&mut FlowEntry) -> bool,
 ) -> Result<Choice, Counter> {
     // SAFETY: `bpf_ktime_get_ns` has no preconditions.
     let now = unsafe { bpf_ktime_get_ns() };
     if let Some(e) = CONNTRACK.get_ptr_mut(key) {
         // SAFETY: the LRU map returned a valid value pointer; a concurrent eviction may recycle
         // it, which at worst steers this one packet by a stale entry.
-        let id = unsafe {
+        let (id, proxy_state) = unsafe {
             (*e).last_seen_ns = now;
-            (*e).backend
+            ((*e).backend, (*e).proxy_state)
         };
         let backend = *BACKENDS.get(id).ok_or(Counter::DropInternal)?;
         // An established flow keeps its backend while it drains, so draining never breaks a
-        // connection.
+        // connection. A SYN after the flow's verdict is a new connection reusing the tuple: it
+        // is judged afresh.
         let leave = match opens {
             Opens::No => false,
             Opens::Datagram => backend.state == BACKEND_DOWN,
-            Opens::Syn => backend.state != BACKEND_UP,
+            Opens::Syn => {
+                backend.state != BACKEND_UP
+                    || proxy_state == FLOW_REFUSED
+                    || (proxy_state == FLOW_ALLOWED && vip.proxy_policy != PROXY_OFF)
+            }
         };
         if !leave {
             count(Counter::ConntrackHit);
@@ -64,6 +76,7 @@ pub fn backend(
                 id,
                 backend,
                 new_flow: false,
+                flow: e,
             });
         }
     }
@@ -71,23 +84,28 @@ pub fn backend(
     let (id, backend) = maglev(vip, key, tuple_hash)?;
     let create = opens != Opens::No;
     if create {
-        let entry = FlowEntry {
+        let mut entry = FlowEntry {
             backend: id,
             vip_index: vip.index,
             created_ns: now,
             last_seen_ns: now,
             ..FlowEntry::default()
         };
+        let allowed = opening(&mut entry);
         if CONNTRACK.insert(key, &entry, 0).is_ok() {
             count(Counter::FlowCreated);
         } else {
             count(Counter::FlowInsertFailed);
+        }
+        if !allowed {
+            return Err(Counter::DropProxy);
         }
     }
     Ok(Choice {
         id,
         backend,
         new_flow: create,
+        flow: core::ptr::null_mut(),
     })
 }
 

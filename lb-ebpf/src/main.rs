@@ -11,6 +11,7 @@ mod lookup;
 mod maps;
 mod packet;
 mod parse;
+mod proxy_v2;
 mod stats;
 mod xdp;
 

@@ -1,14 +1,16 @@
 //! The maps `sluice_xdp` and `sluice_decap` share with userspace. Names come from lb-common so
 //! the loader and the pinned files can never disagree.
 
+use crate::parse::Parsed;
 use aya_ebpf::{
     bindings::BPF_F_NO_COMMON_LRU,
     macros::map,
-    maps::{Array, HashMap, LruHashMap, PerCpuArray},
+    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray},
 };
 use lb_common::{
-    BackendEntry, Counter, DecapCounter, DecapKey, FlowEntry, FlowKey, Settings, TrafficStats,
-    VipEntry, VipKey, CONNTRACK_ENTRIES, DEFAULT_RING_SLOTS, MAX_BACKENDS, MAX_VIPS,
+    proxy::ProxyOutcome, BackendEntry, CidrData, Counter, DecapCounter, DecapKey, FlowEntry,
+    FlowKey, Settings, TrafficStats, VipEntry, VipKey, CONNTRACK_ENTRIES, DEFAULT_RING_SLOTS,
+    MAX_BACKENDS, MAX_CIDRS, MAX_VIPS,
 };
 
 #[map(name = "sluice_vips_v1")]
@@ -39,6 +41,19 @@ pub static BACKEND_STATS: PerCpuArray<TrafficStats> =
 
 #[map(name = "sluice_counters_v1")]
 pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(Counter::COUNT, 0);
+
+/// Every VIP's `trusted_proxies`, `allow_clients` and `deny_clients` (see `CidrData`).
+#[map(name = "sluice_cidrs_v1")]
+pub static CIDRS: LpmTrie<CidrData, u8> = LpmTrie::with_max_entries(MAX_CIDRS, 0);
+
+/// Per-VIP PROXY/client policy outcomes, `ProxyOutcome::stats_index`.
+#[map(name = "sluice_proxy_stats_v1")]
+pub static PROXY_STATS: PerCpuArray<u64> =
+    PerCpuArray::with_max_entries(MAX_VIPS * ProxyOutcome::COUNT, 0);
+
+/// Per-CPU room for the parsed packet (see `parse::parse`).
+#[map(name = "sluice_scratch_v1")]
+pub static SCRATCH: PerCpuArray<Parsed> = PerCpuArray::with_max_entries(1, 0);
 
 #[map(name = "sluice_decap_vips_v1")]
 pub static DECAP_VIPS: HashMap<DecapKey, u32> = HashMap::with_max_entries(MAX_VIPS, 0);

@@ -11,6 +11,7 @@ use lb_common::{
 
 use crate::{
     icmp,
+    maps::SCRATCH,
     packet::{len, ptr_at, read, read_u16_be},
 };
 
@@ -37,8 +38,17 @@ pub struct Parsed {
     /// DSCP/ECN byte, copied to the outer header.
     pub tos: u8,
     pub tcp_flags: u8,
+    /// Where the TCP/UDP payload starts and how long it is (0 for ICMP errors).
+    pub payload_off: usize,
+    pub payload_len: usize,
     /// The key came from an ICMP error's quoted packet.
     pub icmp_error: bool,
+}
+
+/// A TCP/UDP segment's flags and payload.
+struct L4 {
+    tcp_flags: u8,
+    payload_off: usize,
 }
 
 #[inline(always)]
@@ -66,13 +76,21 @@ pub fn l2(ctx: &XdpContext) -> Result<(usize, u16), Counter> {
     Ok((off, proto))
 }
 
+/// Parses the packet into this CPU's scratch slot: kept off the 512-byte stack, which the
+/// steering path fills.
 #[inline(always)]
-pub fn parse(ctx: &XdpContext) -> Result<Parsed, Counter> {
+pub fn parse(ctx: &XdpContext) -> Result<&'static Parsed, Counter> {
+    let out = SCRATCH.get_ptr_mut(0).ok_or(Counter::DropInternal)?;
     let (l3_off, ethertype) = l2(ctx)?;
-    match ethertype {
+    let parsed = match ethertype {
         ETH_P_IP => ipv4(ctx, l3_off),
         ETH_P_IPV6 => ipv6(ctx, l3_off),
         _ => Err(Counter::PassNotIp),
+    }?;
+    // SAFETY: a per-CPU slot that only this program run uses until it returns.
+    unsafe {
+        out.write(parsed);
+        Ok(&*out)
     }
 }
 
@@ -112,11 +130,14 @@ fn ipv4(ctx: &XdpContext, l3: usize) -> Result<Parsed, Counter> {
     let l4 = l3 + ihl;
     let end = l3 + ip_len;
     let mut icmp_error = false;
-    let tcp_flags = match h[9] {
+    let seg = match h[9] {
         PROTO_ICMP => {
             key = icmp::quoted_v4(ctx, l4, end)?;
             icmp_error = true;
-            0
+            L4 {
+                tcp_flags: 0,
+                payload_off: end,
+            }
         }
         _ => ports(ctx, &mut key, l4, end)?,
     };
@@ -125,7 +146,9 @@ fn ipv4(ctx: &XdpContext, l3: usize) -> Result<Parsed, Counter> {
         ip_len,
         key,
         tos: h[1],
-        tcp_flags,
+        tcp_flags: seg.tcp_flags,
+        payload_off: seg.payload_off,
+        payload_len: end - seg.payload_off,
         icmp_error,
     })
 }
@@ -178,11 +201,14 @@ fn ipv6(ctx: &XdpContext, l3: usize) -> Result<Parsed, Counter> {
         ..FlowKey::default()
     };
     let mut icmp_error = false;
-    let tcp_flags = match nh {
+    let seg = match nh {
         PROTO_ICMPV6 => {
             key = icmp::quoted_v6(ctx, l4, end)?;
             icmp_error = true;
-            0
+            L4 {
+                tcp_flags: 0,
+                payload_off: end,
+            }
         }
         _ => ports(ctx, &mut key, l4, end)?,
     };
@@ -192,14 +218,17 @@ fn ipv6(ctx: &XdpContext, l3: usize) -> Result<Parsed, Counter> {
         ip_len,
         key,
         tos,
-        tcp_flags,
+        tcp_flags: seg.tcp_flags,
+        payload_off: seg.payload_off,
+        payload_len: end - seg.payload_off,
         icmp_error,
     })
 }
 
-/// Fills the ports of a TCP or UDP key; returns the TCP flags (0 for UDP).
+/// Fills the ports of a TCP or UDP key; returns the TCP flags (0 for UDP) and where the payload
+/// starts.
 #[inline(always)]
-fn ports(ctx: &XdpContext, key: &mut FlowKey, l4: usize, end: usize) -> Result<u8, Counter> {
+fn ports(ctx: &XdpContext, key: &mut FlowKey, l4: usize, end: usize) -> Result<L4, Counter> {
     let hdr_len = match key.proto {
         PROTO_TCP => 20,
         PROTO_UDP => 8,
@@ -212,11 +241,20 @@ fn ports(ctx: &XdpContext, key: &mut FlowKey, l4: usize, end: usize) -> Result<u
     let p: [u16; 2] = read(ctx, l4).map_err(|_| Counter::PassBadL4)?;
     key.sport_be = p[0];
     key.dport_be = p[1];
-    if key.proto == PROTO_TCP {
-        read::<[u8; 2]>(ctx, l4 + 12)
-            .map(|b| b[1])
-            .map_err(|_| Counter::PassBadL4)
-    } else {
-        Ok(0)
+    if key.proto != PROTO_TCP {
+        return Ok(L4 {
+            tcp_flags: 0,
+            payload_off: l4 + hdr_len,
+        });
     }
+    let b: [u8; 2] = read(ctx, l4 + 12).map_err(|_| Counter::PassBadL4)?;
+    // Data offset: options included, in 32-bit words.
+    let doff = usize::from(b[0] >> 4) * 4;
+    if doff < hdr_len || l4 + doff > end {
+        return Err(Counter::PassBadL4);
+    }
+    Ok(L4 {
+        tcp_flags: b[1],
+        payload_off: l4 + doff,
+    })
 }

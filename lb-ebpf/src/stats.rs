@@ -1,8 +1,8 @@
 //! Per-CPU counters: plain adds, no atomics needed.
 
-use lb_common::{Counter, DecapCounter, TrafficStats};
+use lb_common::{proxy::ProxyOutcome, Counter, DecapCounter, TrafficStats};
 
-use crate::maps::{BACKEND_STATS, COUNTERS, DECAP_COUNTERS, VIP_STATS};
+use crate::maps::{BACKEND_STATS, COUNTERS, DECAP_COUNTERS, PROXY_STATS, VIP_STATS};
 
 #[inline(always)]
 pub fn count(c: Counter) {
@@ -15,6 +15,14 @@ pub fn count(c: Counter) {
 #[inline(always)]
 pub fn count_decap(c: DecapCounter) {
     if let Some(p) = DECAP_COUNTERS.get_ptr_mut(c as u32) {
+        // SAFETY: as in `count`.
+        unsafe { *p += 1 };
+    }
+}
+
+#[inline(always)]
+pub fn count_outcome(vip_index: u32, o: ProxyOutcome) {
+    if let Some(p) = PROXY_STATS.get_ptr_mut(o.stats_index(vip_index)) {
         // SAFETY: as in `count`.
         unsafe { *p += 1 };
     }

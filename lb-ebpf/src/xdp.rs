@@ -9,6 +9,7 @@ use crate::{
     maps::VIPS,
     packet::len,
     parse::{self, TCP_ACK, TCP_SYN},
+    proxy_v2,
     stats::{count, traffic},
 };
 
@@ -55,7 +56,14 @@ fn steer(ctx: &XdpContext) -> Result<u32, Counter> {
         Opens::No
     };
     let tuple_hash = five_tuple_hash(&p.key);
-    let choice = lookup::backend(&vip, &p.key, tuple_hash, opens)?;
+    let choice = lookup::backend(&vip, &p.key, tuple_hash, opens, |e| {
+        proxy_v2::opening(ctx, &p, &vip, e)
+    })?;
+    if !choice.flow.is_null() {
+        proxy_v2::established(ctx, &p, &vip, choice.flow)?;
+    } else if !choice.new_flow {
+        proxy_v2::untracked(ctx, &p, &vip)?;
+    }
     traffic(vip.index, choice.id, len(ctx) as u64, choice.new_flow);
     if p.icmp_error {
         count(Counter::IcmpSteered);

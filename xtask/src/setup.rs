@@ -26,6 +26,8 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "ethtool",
     "curl",
     "socat",
+    // An independent PROXY protocol v2 sender for the interop tests.
+    "haproxy",
 ];
 
 const BPFFS: &str = "/sys/fs/bpf";
