@@ -24,7 +24,7 @@ use std::{
 };
 
 pub use errors::{ConfigError, ConfigErrors, Location, Position};
-use ipnet::{Ipv4Net, Ipv6Net};
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
 /// A validated configuration.
 #[derive(Debug, Clone, PartialEq)]
@@ -100,7 +100,19 @@ pub struct Vip {
     pub hash: HashKey,
     pub table_size: u32,
     pub seed: u32,
+    pub proxy_protocol: ProxyProtocol,
+    pub trusted_proxies: Vec<IpNet>,
+    pub allow_clients: Vec<IpNet>,
+    pub deny_clients: Vec<IpNet>,
     pub backends: Vec<Backend>,
+}
+
+/// Whether a VIP expects a PROXY protocol v2 header from an upstream balancer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProxyProtocol {
+    Off,
+    Optional,
+    Required,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

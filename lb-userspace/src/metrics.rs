@@ -75,6 +75,7 @@ pub fn encode(snapshot: &Snapshot) -> Result<String, std::fmt::Error> {
     let mut registry = Registry::with_prefix("sluice");
     register_daemon(&mut registry, snapshot);
     register_vips(&mut registry, snapshot);
+    register_proxy(&mut registry, snapshot);
     register_backends(&mut registry, snapshot);
     register_xdp(&mut registry, snapshot);
     let mut out = String::new();
@@ -131,6 +132,27 @@ fn register_vips(registry: &mut Registry, snapshot: &Snapshot) {
         "vip_new_flows",
         "Flows of the VIP recorded in conntrack",
         vips.iter().map(|r| (labels(&r.vip), r.new_flows)),
+    );
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ProxyLabels {
+    vip: String,
+    outcome: String,
+}
+
+fn register_proxy(registry: &mut Registry, snapshot: &Snapshot) {
+    counters(
+        registry,
+        "vip_proxy_flows",
+        "Flows of the VIP decided by its PROXY protocol or client policy, by outcome",
+        snapshot.stats.proxy.iter().map(|r| {
+            let labels = ProxyLabels {
+                vip: r.vip.clone(),
+                outcome: r.outcome.clone(),
+            };
+            (labels, r.flows)
+        }),
     );
 }
 

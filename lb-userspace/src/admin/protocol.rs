@@ -113,6 +113,12 @@ pub struct FlowRow {
     pub backend: Option<IpAddr>,
     pub age_ms: u64,
     pub idle_ms: u64,
+    /// The real client a trusted PROXY header named; `client` is then the proxy.
+    #[serde(default)]
+    pub real_client: Option<SocketAddr>,
+    /// The PROXY/client policy's verdict on the flow (`ProxyOutcome::name`), once decided.
+    #[serde(default)]
+    pub proxy: Option<String>,
 }
 
 /// `sluice stats`: raw monotonic counters; `--watch` turns deltas into rates.
@@ -124,6 +130,18 @@ pub struct Stats {
     pub counters: Vec<NamedCounter>,
     pub vips: Vec<TrafficRow>,
     pub backends: Vec<TrafficRow>,
+    /// PROXY/client policy outcomes of the VIPs that have a policy, every outcome listed.
+    #[serde(default)]
+    pub proxy: Vec<ProxyRow>,
+}
+
+/// How many flows of a VIP one PROXY/client policy outcome decided.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProxyRow {
+    pub vip: String,
+    /// `ProxyOutcome::name`, e.g. `accepted`, `untrusted`.
+    pub outcome: String,
+    pub flows: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -5,7 +5,9 @@ use super::{
     format,
     table::{key_values, Align, Table},
 };
-use crate::admin::protocol::{BackendRow, FlowRow, NamedCounter, Stats, Status, TrafficRow};
+use crate::admin::protocol::{
+    BackendRow, FlowRow, NamedCounter, ProxyRow, Stats, Status, TrafficRow,
+};
 
 pub fn status(s: &Status) -> String {
     let mut pairs = vec![
@@ -91,22 +93,28 @@ pub fn backends(rows: &[BackendRow]) -> String {
     table.render()
 }
 
+/// `CLIENT` is the TCP peer; behind a trusted proxy, `REAL CLIENT` is who the PROXY header
+/// named and `PROXY` what the policy decided.
 pub fn flows(rows: &[FlowRow]) -> String {
     let mut table = Table::new(&[
         ("CLIENT", Align::Left),
+        ("REAL CLIENT", Align::Left),
         ("VIP", Align::Left),
         ("PROTO", Align::Left),
         ("BACKEND", Align::Left),
+        ("PROXY", Align::Left),
         ("AGE", Align::Right),
         ("IDLE", Align::Right),
     ]);
+    let or_dash = |v: Option<String>| v.unwrap_or_else(|| "-".to_owned());
     for row in rows {
         table.row(vec![
             row.client.to_string(),
+            or_dash(row.real_client.map(|c| c.to_string())),
             row.vip_name.clone().unwrap_or_else(|| row.vip.to_string()),
             row.protocol.clone(),
-            row.backend
-                .map_or_else(|| "-".to_owned(), |b| b.to_string()),
+            or_dash(row.backend.map(|b| b.to_string())),
+            or_dash(row.proxy.clone()),
             format::millis(row.age_ms),
             format::millis(row.idle_ms),
         ]);
@@ -120,6 +128,19 @@ pub fn stats(stats: &Stats) -> String {
     out.push_str(&traffic(&stats.vips, false));
     out.push('\n');
     out.push_str(&traffic(&stats.backends, true));
+    let proxy: Vec<&ProxyRow> = stats.proxy.iter().filter(|r| r.flows > 0).collect();
+    if !proxy.is_empty() {
+        let mut table = Table::new(&[
+            ("VIP", Align::Left),
+            ("PROXY OUTCOME", Align::Left),
+            ("FLOWS", Align::Right),
+        ]);
+        for r in proxy {
+            table.row(vec![r.vip.clone(), r.outcome.clone(), r.flows.to_string()]);
+        }
+        out.push('\n');
+        out.push_str(&table.render());
+    }
     out
 }
 

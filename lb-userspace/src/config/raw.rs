@@ -94,6 +94,22 @@ pub struct Vip {
     /// Maglev seed; gateways that must agree on flows use the same seed.
     #[serde(default = "defaults::seed")]
     pub seed: u32,
+    /// PROXY protocol v2 from an upstream balancer, policed in the kernel: `off` (default),
+    /// `optional` (a header is used when present) or `required` (flows without one are
+    /// dropped). TCP VIPs only.
+    #[serde(default = "defaults::proxy_protocol")]
+    pub proxy_protocol: Spanned<String>,
+    /// Who may send a PROXY header (CIDRs or addresses); a header from anyone else is forged
+    /// and its flow dropped.
+    #[serde(default)]
+    pub trusted_proxies: Vec<Spanned<String>>,
+    /// When set, only these clients are served (the real client from a PROXY header, else the
+    /// TCP peer).
+    #[serde(default)]
+    pub allow_clients: Vec<Spanned<String>>,
+    /// Clients refused, even when `allow_clients` lists them.
+    #[serde(default)]
+    pub deny_clients: Vec<Spanned<String>>,
     /// Active check of every backend of this VIP that has none of its own.
     pub health_check: Option<Spanned<HealthCheck>>,
     /// The backends; the tunnel goes to `address`.
@@ -208,6 +224,9 @@ pub mod defaults {
     }
     pub fn protocol() -> Spanned<String> {
         unwritten("tcp".into())
+    }
+    pub fn proxy_protocol() -> Spanned<String> {
+        unwritten("off".into())
     }
     pub fn hash() -> Spanned<String> {
         unwritten("5-tuple".into())

@@ -5,9 +5,11 @@ use std::{collections::HashMap, net::IpAddr};
 use lb_common::maglev::{check_table_size, is_prime, MAX_TABLE_SIZE, MIN_TABLE_SIZE};
 use toml::Spanned;
 
+use ipnet::IpNet;
+
 use super::{
     errors::{written_or, Report},
-    fields, health, raw, Backend, HashKey, HealthCheck, Protocol, Vip,
+    fields, health, raw, Backend, HashKey, HealthCheck, Protocol, ProxyProtocol, Vip,
 };
 
 /// A table needs this many slots per backend for shares to stay within about 1% of their
@@ -57,7 +59,25 @@ pub(super) fn vips(r: &mut Report, raw: &[Spanned<raw::Vip>]) -> Option<Vec<Vip>
         }
     }
     let vips: Option<Vec<Vip>> = typed.into_iter().collect();
-    vips.filter(|_| ok)
+    let vips = vips.filter(|_| ok)?;
+    let cidrs: usize = vips
+        .iter()
+        .map(|v| v.trusted_proxies.len() + v.allow_clients.len() + v.deny_clients.len())
+        .sum();
+    let max = lb_common::MAX_CIDRS as usize;
+    if cidrs > max {
+        let span = raw.first().map_or(0..0, Spanned::span);
+        r.invalid(
+            span,
+            "vip",
+            format!(
+                "{cidrs} entries in trusted_proxies, allow_clients and deny_clients together; \
+                 at most {max} fit the dataplane's CIDR map: merge adjacent prefixes"
+            ),
+        );
+        return None;
+    }
+    Some(vips)
 }
 
 fn vip(r: &mut Report, i: usize, table: &Spanned<raw::Vip>) -> Option<Vip> {
@@ -97,6 +117,22 @@ fn vip(r: &mut Report, i: usize, table: &Spanned<raw::Vip>) -> Option<Vip> {
         Some(check) => health::check(r, check, &field("health_check"), port).map(Some),
     };
     let backends = backends(r, i, v, port, check.as_ref());
+    let proxy_protocol = fields::choice(
+        r,
+        &v.proxy_protocol,
+        &field("proxy_protocol"),
+        &[
+            ("off", ProxyProtocol::Off),
+            ("optional", ProxyProtocol::Optional),
+            ("required", ProxyProtocol::Required),
+        ],
+    );
+    let trusted_proxies = cidrs(r, &v.trusted_proxies, &field("trusted_proxies"));
+    let allow_clients = cidrs(r, &v.allow_clients, &field("allow_clients"));
+    let deny_clients = cidrs(r, &v.deny_clients, &field("deny_clients"));
+    if let (Some(policy), Some(protocol)) = (proxy_protocol, protocol) {
+        proxy_rules(r, v, &field, policy, protocol)?;
+    }
     Some(Vip {
         name: name?,
         address: address?.ip(),
@@ -105,8 +141,103 @@ fn vip(r: &mut Report, i: usize, table: &Spanned<raw::Vip>) -> Option<Vip> {
         hash: hash?,
         table_size: table_size?,
         seed: v.seed,
+        proxy_protocol: proxy_protocol?,
+        trusted_proxies: trusted_proxies?,
+        allow_clients: allow_clients?,
+        deny_clients: deny_clients?,
         backends: backends?,
     })
+}
+
+/// A PROXY policy needs a TCP VIP and someone trusted to send headers; a trust list without
+/// a policy would be silently ignored.
+fn proxy_rules(
+    r: &mut Report,
+    v: &raw::Vip,
+    field: &dyn Fn(&str) -> String,
+    policy: ProxyProtocol,
+    protocol: Protocol,
+) -> Option<()> {
+    let written = v.proxy_protocol.get_ref();
+    if policy == ProxyProtocol::Off {
+        if let Some(first) = v.trusted_proxies.first() {
+            r.invalid(
+                first.span(),
+                field("trusted_proxies"),
+                "has no effect while proxy_protocol = \"off\"; set proxy_protocol = \
+                 \"optional\" or \"required\", or remove the list",
+            );
+            return None;
+        }
+        return Some(());
+    }
+    if protocol != Protocol::Tcp {
+        r.invalid(
+            v.proxy_protocol.span(),
+            field("proxy_protocol"),
+            format!(
+                "\"{written}\" needs a TCP VIP: PROXY protocol v2 headers start TCP streams; \
+                 use \"off\" for UDP"
+            ),
+        );
+        return None;
+    }
+    if v.trusted_proxies.is_empty() {
+        r.invalid(
+            v.proxy_protocol.span(),
+            field("trusted_proxies"),
+            format!(
+                "proxy_protocol = \"{written}\" needs trusted_proxies: without them every \
+                 PROXY header is refused as forged; list the upstream balancers, e.g. \
+                 trusted_proxies = [\"198.18.0.0/24\"]"
+            ),
+        );
+        return None;
+    }
+    Some(())
+}
+
+/// CIDRs (or single addresses) without host bits: `10.0.0.1/8` is almost always a typo for
+/// one host or for the network, and the kernel would match the network.
+fn cidrs(r: &mut Report, list: &[Spanned<String>], field: &str) -> Option<Vec<IpNet>> {
+    let mut ok = true;
+    let mut nets = Vec::with_capacity(list.len());
+    for (j, item) in list.iter().enumerate() {
+        let text = item.get_ref().trim();
+        let field = format!("{field}[{j}]");
+        let net = text
+            .parse::<IpNet>()
+            .ok()
+            .or_else(|| text.parse::<IpAddr>().ok().map(IpNet::from));
+        match net {
+            Some(net) if net.trunc() == net => nets.push(net),
+            Some(net) => {
+                r.invalid(
+                    item.span(),
+                    field,
+                    format!(
+                        "\"{text}\" has host bits set; write \"{}\" for the network or \"{}\" \
+                         for the one host",
+                        net.trunc(),
+                        IpNet::from(net.addr())
+                    ),
+                );
+                ok = false;
+            }
+            None => {
+                r.invalid(
+                    item.span(),
+                    field,
+                    format!(
+                        "\"{text}\" is not a CIDR or an address; write e.g. \"198.18.0.0/24\", \
+                         \"198.18.0.7\" or \"2001:db8::/32\""
+                    ),
+                );
+                ok = false;
+            }
+        }
+    }
+    ok.then_some(nets)
 }
 
 /// A prime with enough slots for every backend to get its share.

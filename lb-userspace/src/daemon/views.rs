@@ -11,12 +11,12 @@ use super::{
 use crate::{
     admin::{
         protocol::{
-            BackendRow, FlowRow, NamedCounter, ReloadOutcome, Request, Response, Stats, Status,
-            TrafficRow, VipSummary,
+            BackendRow, FlowRow, NamedCounter, ProxyRow, ReloadOutcome, Request, Response, Stats,
+            Status, TrafficRow, VipSummary,
         },
         server::Handler,
     },
-    config::Protocol,
+    config::{Protocol, ProxyProtocol, Vip},
     observe::{HealthTransitions, Observe, Snapshot},
 };
 
@@ -118,6 +118,8 @@ impl Core {
                 backend: f.backend,
                 age_ms: millis(f.age),
                 idle_ms: millis(f.idle),
+                real_client: f.real_client,
+                proxy: f.proxy.map(|o| o.name().to_owned()),
             })
             .collect())
     }
@@ -157,11 +159,22 @@ impl Core {
                 new_flows: b.traffic.new_flows,
             })
             .collect();
+        let mut proxy = Vec::new();
+        for v in inner.config.vips.iter().filter(|v| policed(v)) {
+            for (o, flows) in inner.dp.proxy_outcomes(&v.name)? {
+                proxy.push(ProxyRow {
+                    vip: v.name.clone(),
+                    outcome: o.name().into(),
+                    flows,
+                });
+            }
+        }
         Ok(Stats {
             uptime_ms: millis(self.uptime()),
             counters,
             vips,
             backends,
+            proxy,
         })
     }
 
@@ -246,4 +259,11 @@ fn protocol_name(p: Protocol) -> &'static str {
 
 fn millis(d: std::time::Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Whether the kernel polices the VIP's flows (and so counts outcomes for it).
+fn policed(v: &Vip) -> bool {
+    v.proxy_protocol != ProxyProtocol::Off
+        || !v.allow_clients.is_empty()
+        || !v.deny_clients.is_empty()
 }

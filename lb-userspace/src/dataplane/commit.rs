@@ -1,12 +1,13 @@
 //! Writes that make a change live, each remembering what it overwrote, so a failure half way
 //! puts every map back the way it was.
 
-use aya::maps::MapError;
+use aya::maps::{lpm_trie::Key, MapError};
 use lb_common::{names, BackendEntry, Settings, VipEntry, VipKey};
 
 use super::{
     error::map_err,
-    maps::{Arr, Hash},
+    maps::{Arr, Cidrs, Hash},
+    plan::CidrKey,
     DataplaneError,
 };
 
@@ -15,12 +16,15 @@ pub struct Live<'a> {
     pub vips: &'a mut Hash<VipKey, VipEntry>,
     pub backends: &'a mut Arr<BackendEntry>,
     pub settings: &'a mut Arr<Settings>,
+    pub cidrs: &'a mut Cidrs,
 }
 
 enum Undo {
     Vip(VipKey, Option<VipEntry>),
     Backend(u32, BackendEntry),
     Settings(Settings),
+    /// A CIDR added (`true`: remove it to undo) or removed (`false`: put it back).
+    Cidr(CidrKey, bool),
 }
 
 /// A sequence of live writes; `rollback` undoes the ones done so far, newest first.
@@ -90,6 +94,26 @@ impl<'a> Commit<'a> {
         Ok(())
     }
 
+    pub fn add_cidr(&mut self, key: CidrKey) -> Result<(), DataplaneError> {
+        self.live
+            .cidrs
+            .insert(&Key::new(key.0, key.1), 1, 0)
+            .map_err(map_err(names::CIDRS))?;
+        self.undo.push(Undo::Cidr(key, true));
+        Ok(())
+    }
+
+    pub fn remove_cidr(&mut self, key: CidrKey) -> Result<(), DataplaneError> {
+        match self.live.cidrs.remove(&Key::new(key.0, key.1)) {
+            Ok(()) => {
+                self.undo.push(Undo::Cidr(key, false));
+                Ok(())
+            }
+            Err(MapError::KeyNotFound) => Ok(()),
+            Err(e) => Err(map_err(names::CIDRS)(e)),
+        }
+    }
+
     fn previous_vip(&self, key: &VipKey) -> Result<Option<VipEntry>, DataplaneError> {
         match self.live.vips.get(key, 0) {
             Ok(e) => Ok(Some(e)),
@@ -107,6 +131,8 @@ impl<'a> Commit<'a> {
                 Undo::Vip(key, None) => self.live.vips.remove(&key),
                 Undo::Backend(id, e) => self.live.backends.set(id, e, 0),
                 Undo::Settings(s) => self.live.settings.set(0, s, 0),
+                Undo::Cidr(key, true) => self.live.cidrs.remove(&Key::new(key.0, key.1)),
+                Undo::Cidr(key, false) => self.live.cidrs.insert(&Key::new(key.0, key.1), 1, 0),
             };
             if let Err(error) = result {
                 tracing::error!(%error, "rolling back a map write failed");

@@ -14,21 +14,22 @@ use aya::{
     EbpfLoader,
 };
 use lb_common::{
-    names, BackendEntry, FlowEntry, FlowKey, Settings, TrafficStats, VipEntry, VipKey,
-    BACKEND_DOWN, HASH_FIVE_TUPLE, HASH_SOURCE_IP, VIP_KIND_L4,
+    names, proxy::ProxyOutcome, BackendEntry, FlowEntry, FlowKey, Settings, TrafficStats, VipEntry,
+    VipKey, BACKEND_DOWN, HASH_FIVE_TUPLE, HASH_SOURCE_IP, PROXY_OFF, PROXY_OPTIONAL,
+    PROXY_REQUIRED, VIP_FLAG_ALLOW_CLIENTS, VIP_FLAG_DENY_CLIENTS, VIP_KIND_L4,
 };
 
 use super::{
     addr::family_and_words,
     commit::{Commit, Live},
     error::map_err,
-    maps::{attach_xdp, load_xdp, take, xdp_mut, Arr, Hash, PerCpu},
+    maps::{attach_xdp, load_xdp, take, xdp_mut, Arr, Cidrs, Hash, PerCpu},
     pins::{Pins, PreviousBackends},
-    plan::{plan_vip, table_for, Adopted, State, VipState},
+    plan::{cidr_keys, plan_vip, table_for, Adopted, CidrKey, State, VipState},
     DataplaneError,
 };
 use crate::{
-    config::{Config, Encap, HashKey, XdpMode as Mode},
+    config::{Config, Encap, HashKey, ProxyProtocol, XdpMode as Mode},
     EBPF_OBJECT,
 };
 
@@ -80,6 +81,10 @@ pub struct FlowInfo {
     pub backend_id: u32,
     pub age: Duration,
     pub idle: Duration,
+    /// The client a trusted PROXY header named (the TCP peer is then the proxy).
+    pub real_client: Option<SocketAddr>,
+    /// What the VIP's PROXY or client policy decided, once it has.
+    pub proxy: Option<ProxyOutcome>,
 }
 
 pub struct Dataplane {
@@ -89,6 +94,8 @@ pub struct Dataplane {
     rings: Arr<u32>,
     pub(super) conntrack: Hash<FlowKey, FlowEntry>,
     settings: Arr<Settings>,
+    cidrs: Cidrs,
+    pub(super) proxy_stats: PerCpu<u64>,
     pub(super) vip_stats: PerCpu<TrafficStats>,
     pub(super) backend_stats: PerCpu<TrafficStats>,
     pub(super) counters: PerCpu<u64>,
@@ -146,6 +153,8 @@ impl Dataplane {
             rings: take(&mut ebpf, names::RINGS)?,
             conntrack: take(&mut ebpf, names::CONNTRACK)?,
             settings: take(&mut ebpf, names::SETTINGS)?,
+            cidrs: take(&mut ebpf, names::CIDRS)?,
+            proxy_stats: take(&mut ebpf, names::PROXY_STATS)?,
             vip_stats: take(&mut ebpf, names::VIP_STATS)?,
             backend_stats: take(&mut ebpf, names::BACKEND_STATS)?,
             counters: take(&mut ebpf, names::COUNTERS)?,
@@ -252,6 +261,8 @@ impl Dataplane {
         pins.replace(names::VIP_STATS, |p| self.vip_stats.map().pin(p))?;
         pins.replace(names::BACKEND_STATS, |p| self.backend_stats.map().pin(p))?;
         pins.replace(names::COUNTERS, |p| self.counters.map().pin(p))?;
+        pins.replace(names::CIDRS, |p| self.cidrs.map().pin(p))?;
+        pins.replace(names::PROXY_STATS, |p| self.proxy_stats.map().pin(p))?;
         Ok(())
     }
 
@@ -313,6 +324,9 @@ impl Dataplane {
             .iter()
             .map(|(s, _)| self.state.vips.get(&s.config.name).map(|o| o.key))
             .collect();
+        next.cidrs = planned.iter().flat_map(|(s, _)| cidr_keys(s)).collect();
+        let added: Vec<CidrKey> = next.cidrs.difference(&self.state.cidrs).copied().collect();
+        let stale: Vec<CidrKey> = self.state.cidrs.difference(&next.cidrs).copied().collect();
         let mut commit = self.commit();
         let result = (|| {
             commit.settings(settings)?;
@@ -320,6 +334,11 @@ impl Dataplane {
                 for b in &state.backends {
                     commit.backend(b.id, backend_entry(b.address, b.state, state.index))?;
                 }
+            }
+            // Lists grow before a VIP entry can start using them and shrink after, so a VIP
+            // that turns its PROXY policy on already trusts its proxies.
+            for key in added {
+                commit.add_cidr(key)?;
             }
             for ((state, _), old_key) in planned.iter_mut().zip(&old_keys) {
                 if let Some(old) = old_key.filter(|k| *k != state.key) {
@@ -332,6 +351,9 @@ impl Dataplane {
                 for b in &v.backends {
                     commit.backend(b.id, backend_entry(b.address, BACKEND_DOWN, v.index))?;
                 }
+            }
+            for key in stale {
+                commit.remove_cidr(key)?;
             }
             Ok(())
         })();
@@ -392,6 +414,7 @@ impl Dataplane {
             vips: &mut self.vips,
             backends: &mut self.backends,
             settings: &mut self.settings,
+            cidrs: &mut self.cidrs,
         })
     }
 
@@ -422,8 +445,20 @@ fn flip(v: &mut VipState) -> VipEntry {
             HashKey::FiveTuple => HASH_FIVE_TUPLE,
             HashKey::SourceIp => HASH_SOURCE_IP,
         },
-        proxy_policy: lb_common::PROXY_OFF,
-        flags: 0,
+        proxy_policy: match v.config.proxy_protocol {
+            ProxyProtocol::Off => PROXY_OFF,
+            ProxyProtocol::Optional => PROXY_OPTIONAL,
+            ProxyProtocol::Required => PROXY_REQUIRED,
+        },
+        flags: if v.config.allow_clients.is_empty() {
+            0
+        } else {
+            VIP_FLAG_ALLOW_CLIENTS
+        } | if v.config.deny_clients.is_empty() {
+            0
+        } else {
+            VIP_FLAG_DENY_CLIENTS
+        },
     }
 }
 

@@ -78,5 +78,7 @@ pub fn per_cpu_values<T: Pod>(
 }
 
 pub type Hash<K, V> = HashMap<MapData, K, V>;
+/// Every VIP's CIDR lists in one LPM trie (see `lb_common::CidrData`).
+pub type Cidrs = aya::maps::LpmTrie<MapData, lb_common::CidrData, u8>;
 pub type Arr<V> = Array<MapData, V>;
 pub type PerCpu<V> = PerCpuArray<MapData, V>;

@@ -2,14 +2,18 @@
 //! VIP index, ring region and backend ids a config gets. Nothing here touches a map.
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::{BTreeMap, BTreeSet, HashMap},
     net::IpAddr,
 };
 
-use lb_common::{VipKey, BACKEND_UP, MAX_BACKENDS, MAX_VIPS};
+use ipnet::IpNet;
+use lb_common::{
+    CidrData, VipKey, BACKEND_UP, CIDR_SCOPE_BITS, LIST_ALLOW_CLIENTS, LIST_DENY_CLIENTS,
+    LIST_TRUSTED_PROXIES, MAX_BACKENDS, MAX_VIPS,
+};
 
 use super::{
-    addr::vip_key,
+    addr::{family_and_words, vip_key},
     pins::PreviousBackends,
     rings::{build, Member, Regions},
     DataplaneError,
@@ -47,6 +51,34 @@ pub struct State {
     pub next_backend_id: u32,
     /// What a previous daemon left pinned, consulted when a VIP is first planned.
     pub adopted: Adopted,
+    /// Keys of the CIDR trie (prefix length, data), so a change writes only the difference.
+    pub cidrs: BTreeSet<CidrKey>,
+}
+
+/// A key of the CIDR trie: full prefix length (scope included) and data.
+pub type CidrKey = (u32, CidrData);
+
+/// The trie keys of a VIP's `trusted_proxies`, `allow_clients` and `deny_clients`.
+pub fn cidr_keys(v: &VipState) -> impl Iterator<Item = CidrKey> + '_ {
+    let c = &v.config;
+    let lists = [
+        (LIST_TRUSTED_PROXIES, &c.trusted_proxies),
+        (LIST_ALLOW_CLIENTS, &c.allow_clients),
+        (LIST_DENY_CLIENTS, &c.deny_clients),
+    ];
+    lists.into_iter().flat_map(move |(list, nets)| {
+        nets.iter().map(move |net: &IpNet| {
+            let (family, addr_be) = family_and_words(net.network());
+            let data = CidrData {
+                // VIP indexes are below MAX_VIPS (256).
+                vip_index: u16::try_from(v.index).unwrap_or(u16::MAX),
+                list,
+                family,
+                addr_be,
+            };
+            (CIDR_SCOPE_BITS + u32::from(net.prefix_len()), data)
+        })
+    })
 }
 
 impl State {
@@ -77,6 +109,7 @@ impl State {
             free_vip_indexes: (0..MAX_VIPS).rev().filter(|i| !taken.contains(i)).collect(),
             next_backend_id: adopted.backends.next_id,
             adopted,
+            cidrs: BTreeSet::new(),
         }
     }
 }

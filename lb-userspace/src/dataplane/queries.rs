@@ -6,7 +6,11 @@ use std::{
     time::Duration,
 };
 
-use lb_common::{names, Counter, FlowKey, TrafficStats};
+use lb_common::{
+    names,
+    proxy::{ProxyOutcome, FLOW_ALLOWED, FLOW_REFUSED},
+    Counter, FlowEntry, FlowKey, TrafficStats,
+};
 
 use super::{
     addr::words_to_ip,
@@ -67,6 +71,26 @@ impl Dataplane {
         )?))
     }
 
+    /// Each PROXY/client policy outcome's count for a VIP.
+    pub fn proxy_outcomes(&self, vip: &str) -> Result<Vec<(ProxyOutcome, u64)>, DataplaneError> {
+        let v = self
+            .state
+            .vips
+            .get(vip)
+            .ok_or_else(|| DataplaneError::UnknownVip(vip.into()))?;
+        ProxyOutcome::ALL
+            .iter()
+            .map(|&o| {
+                let n = per_cpu_sum(
+                    &self.proxy_stats,
+                    o.stats_index(v.index),
+                    names::PROXY_STATS,
+                )?;
+                Ok((o, n))
+            })
+            .collect()
+    }
+
     /// Up to `limit` conntrack entries (of one VIP when `vip` is given).
     pub fn flows(&self, vip: Option<&str>, limit: usize) -> Result<Vec<FlowInfo>, DataplaneError> {
         let only = match vip {
@@ -111,6 +135,11 @@ impl Dataplane {
                 backend_id: e.backend,
                 age: Duration::from_nanos(now_ns.saturating_sub(e.created_ns)),
                 idle: Duration::from_nanos(now_ns.saturating_sub(e.last_seen_ns)),
+                real_client: real_client(&e),
+                proxy: [FLOW_ALLOWED, FLOW_REFUSED]
+                    .contains(&e.proxy_state)
+                    .then(|| ProxyOutcome::from_u8(e.proxy_outcome))
+                    .flatten(),
             });
         }
         Ok(out)
@@ -152,6 +181,15 @@ impl Dataplane {
     pub fn backend_id(&self, vip: &str, backend: IpAddr) -> Option<u32> {
         self.state.backend(vip, backend).map(|b| b.id)
     }
+}
+
+fn real_client(e: &FlowEntry) -> Option<SocketAddr> {
+    (e.client_family != 0).then(|| {
+        SocketAddr::new(
+            words_to_ip(e.client_family, e.client_be),
+            u16::from_be(e.client_port_be),
+        )
+    })
 }
 
 fn sum_traffic(per_cpu: &[TrafficStats]) -> TrafficStats {

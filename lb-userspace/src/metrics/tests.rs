@@ -3,7 +3,9 @@ use std::net::IpAddr;
 use prometheus_parse::{Scrape, Value};
 
 use super::encode;
-use crate::admin::protocol::{BackendRow, NamedCounter, Stats, Status, TrafficRow, VipSummary};
+use crate::admin::protocol::{
+    BackendRow, NamedCounter, ProxyRow, Stats, Status, TrafficRow, VipSummary,
+};
 use crate::observe::{HealthTransitions, Snapshot};
 
 fn ip(s: &str) -> IpAddr {
@@ -87,6 +89,18 @@ pub(crate) fn snapshot() -> Snapshot {
             ],
             vips: vec![traffic("web", 1500), traffic("dns", 30)],
             backends: vec![],
+            proxy: vec![
+                ProxyRow {
+                    vip: "web".into(),
+                    outcome: "accepted".into(),
+                    flows: 40,
+                },
+                ProxyRow {
+                    vip: "web".into(),
+                    outcome: "untrusted".into(),
+                    flows: 2,
+                },
+            ],
         },
         health_transitions: vec![HealthTransitions {
             vip: "dns".into(),
@@ -161,6 +175,16 @@ fn encode_exposes_the_snapshot() {
     assert_eq!(
         value(&s, "sluice_vip_packets_total", &[("vip", "dns")]),
         30.0
+    );
+
+    let outcome = |o| [("vip", "web"), ("outcome", o)];
+    assert_eq!(
+        value(&s, "sluice_vip_proxy_flows_total", &outcome("accepted")),
+        40.0
+    );
+    assert_eq!(
+        value(&s, "sluice_vip_proxy_flows_total", &outcome("untrusted")),
+        2.0
     );
 
     let up = [("vip", "web"), ("backend", "198.18.10.2")];

@@ -129,6 +129,8 @@ fn flows_table() {
             backend: Some("198.18.10.1".parse().unwrap()),
             age_ms: 187_900,
             idle_ms: 350,
+            real_client: Some("198.51.100.20:40112".parse().unwrap()),
+            proxy: Some("accepted".into()),
         },
         FlowRow {
             client: "[2001:db8:1::9]:40000".parse().unwrap(),
@@ -138,6 +140,8 @@ fn flows_table() {
             backend: None,
             age_ms: 4_250,
             idle_ms: 4_250,
+            real_client: None,
+            proxy: None,
         },
     ];
     let text = flows(&rows);
@@ -145,9 +149,9 @@ fn flows_table() {
     assert_eq!(
         text,
         "\
-CLIENT                 VIP                PROTO  BACKEND        AGE   IDLE
-203.0.113.7:51234      web                tcp    198.18.10.1  3m 7s  350ms
-[2001:db8:1::9]:40000  [2001:db8::53]:53  udp    -             4.2s   4.2s
+CLIENT                 REAL CLIENT          VIP                PROTO  BACKEND      PROXY       AGE   IDLE
+203.0.113.7:51234      198.51.100.20:40112  web                tcp    198.18.10.1  accepted  3m 7s  350ms
+[2001:db8:1::9]:40000  -                    [2001:db8::53]:53  udp    -            -          4.2s   4.2s
 "
     );
     assert_eq!(flows_truncated(2, 100), None);
@@ -184,6 +188,18 @@ fn stats_hide_zero_counters() {
             bytes: 2_048,
             new_flows: 10,
         }],
+        proxy: vec![
+            ProxyRow {
+                vip: "web".into(),
+                outcome: "accepted".into(),
+                flows: 9,
+            },
+            ProxyRow {
+                vip: "web".into(),
+                outcome: "untrusted".into(),
+                flows: 0,
+            },
+        ],
     };
     let text = stats(&s);
     println!("{text}");
@@ -198,6 +214,9 @@ web     1010  2.0 KiB         10
 
 VIP  BACKEND      PACKETS    BYTES  NEW FLOWS
 web  198.18.10.1     1010  2.0 KiB         10
+
+VIP  PROXY OUTCOME  FLOWS
+web  accepted           9
 "
     );
     let quiet = Stats {

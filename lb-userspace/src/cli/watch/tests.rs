@@ -31,6 +31,7 @@ fn sample(uptime_ms: u64, hits: u64, vip_packets: u64, backends: &[(&str, u64, u
                 new_flows,
             })
             .collect(),
+        proxy: vec![],
     }
 }
 

@@ -220,6 +220,45 @@ const CASES: &[Case] = &[
         line: 36,
         message: "vip[1].protocol: \"sctp\" is not a valid choice; use \"tcp\" or \"udp\"",
     },
+    Case {
+        name: "unknown PROXY policy",
+        edits: &[(20, "proxy_protocol = \"v2\"")],
+        line: 20,
+        message: "vip[0].proxy_protocol: \"v2\" is not a valid choice; use \"off\", \"optional\" \
+                  or \"required\"",
+    },
+    Case {
+        name: "PROXY policy without trusted proxies",
+        edits: &[(20, "proxy_protocol = \"required\"")],
+        line: 20,
+        message: "vip[0].trusted_proxies: proxy_protocol = \"required\" needs trusted_proxies: \
+                  without them every PROXY header is refused as forged",
+    },
+    Case {
+        name: "trusted proxies without a PROXY policy",
+        edits: &[(20, "trusted_proxies = [\"198.18.0.0/24\"]")],
+        line: 20,
+        message: "vip[0].trusted_proxies: has no effect while proxy_protocol = \"off\"",
+    },
+    Case {
+        name: "PROXY policy on a UDP VIP",
+        edits: &[(37, "proxy_protocol = \"optional\"")],
+        line: 37,
+        message: "vip[1].proxy_protocol: \"optional\" needs a TCP VIP",
+    },
+    Case {
+        name: "client CIDR with host bits",
+        edits: &[(20, "allow_clients = [\"198.18.0.0/24\", \"10.1.2.3/8\"]")],
+        line: 20,
+        message: "vip[0].allow_clients[1]: \"10.1.2.3/8\" has host bits set; write \"10.0.0.0/8\" \
+                  for the network or \"10.1.2.3/32\" for the one host",
+    },
+    Case {
+        name: "client CIDR that is not one",
+        edits: &[(20, "deny_clients = [\"10.0.0.0/33\"]")],
+        line: 20,
+        message: "vip[0].deny_clients[0]: \"10.0.0.0/33\" is not a CIDR or an address",
+    },
 ];
 
 #[test]
