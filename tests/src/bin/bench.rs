@@ -15,7 +15,7 @@ use std::{
 
 use anyhow::{ensure, Context as _, Result};
 use aya::{programs::Xdp, EbpfLoader};
-use lb_common::Counter;
+use lb_common::{proxy::ProxyOutcome, Counter};
 use lb_userspace::{dataplane::Options, BASELINE_OBJECT};
 use sluice_tests::{
     is_root,
@@ -34,6 +34,7 @@ const XDP_TX: u32 = 3;
 const XDP_REDIRECT: u32 = 4;
 const SYN: u8 = 0x02;
 const ACK: u8 = 0x10;
+const PSH: u8 = 0x08;
 /// Runs per path (one syscall each) and repeats for the cross-check.
 const RUNS: u32 = 100_000;
 const REPEAT: u32 = 5_000_000;
@@ -52,6 +53,15 @@ address = "198.18.10.2"
 [[vip.backend]]
 address = "198.18.11.2"
 [[vip]]
+name = "proxy4"
+address = "198.19.0.10:81"
+proxy_protocol = "required"
+trusted_proxies = ["198.18.0.0/16"]
+[[vip.backend]]
+address = "198.18.10.2"
+[[vip.backend]]
+address = "198.18.11.2"
+[[vip]]
 name = "web6"
 address = "[2001:db8:ff::10]:80"
 [[vip.backend]]
@@ -61,7 +71,18 @@ address = "2001:db8:b::2"
 "#;
 
 fn frame(src: IpAddr, dst: IpAddr, sport: u16, flags: u8) -> Vec<u8> {
-    let seg = tcp(src, dst, sport, 80, flags, &[0u8; 64]);
+    frame_to(src, dst, sport, 80, flags, &[0u8; 64])
+}
+
+fn frame_to(
+    src: IpAddr,
+    dst: IpAddr,
+    sport: u16,
+    dport: u16,
+    flags: u8,
+    payload: &[u8],
+) -> Vec<u8> {
+    let seg = tcp(src, dst, sport, dport, flags, payload);
     match (src, dst) {
         (IpAddr::V4(s), IpAddr::V4(d)) => ethernet(
             GW0_MAC,
@@ -102,7 +123,7 @@ fn per_run(prog: &Xdp, ifindex: u32, frames: &[Vec<u8>], action: &[u32]) -> Resu
 }
 
 fn xdp_bench() -> Result<Vec<Measured>> {
-    let options = Options::unpinned(1 << 19, 4 * 65537);
+    let options = Options::unpinned(1 << 19, 6 * 65537);
     let env = PacketEnv::new("slbench", &options, CONFIG)?;
     let mut baseline = EbpfLoader::new()
         .load(BASELINE_OBJECT)
@@ -220,6 +241,7 @@ fn xdp_bench() -> Result<Vec<Measured>> {
         &forwarded,
         Counter::ConntrackHit,
     )?);
+    out.push(ns_in(&env, || proxy_first_segment(&env, prog, ifindex))?);
     // Cross-check with repeat: valid only for paths that leave the packet alone.
     let rep = |p: &Xdp, f: Vec<u8>| ns_in(&env, || test_run_repeat(p, &f, ifindex, REPEAT));
     let (_, _, d) = rep(base, frame(c4, v4, 40_000, ACK))?;
@@ -241,6 +263,73 @@ fn xdp_bench() -> Result<Vec<Measured>> {
         proof: format!("pass_not_vip +{grew}"),
     });
     Ok(out)
+}
+
+/// A PROXY v2 header from a trusted upstream naming `client`, then 64 bytes of request.
+fn proxy_payload(client: Ipv4Addr, port: u16) -> Vec<u8> {
+    let mut h = vec![
+        0x0D, 0x0A, 0x0D, 0x0A, 0x00, 0x0D, 0x0A, 0x51, 0x55, 0x49, 0x54, 0x0A, 0x21, 0x11, 0, 12,
+    ];
+    h.extend_from_slice(&client.octets());
+    h.extend_from_slice(&VIP4.octets());
+    h.extend_from_slice(&port.to_be_bytes());
+    h.extend_from_slice(&81u16.to_be_bytes());
+    h.extend_from_slice(&[0u8; 64]);
+    h
+}
+
+/// The first payload segment of flows awaiting their header: each flow's SYN runs first,
+/// unmeasured, and the proof is the VIP's `accepted` outcome growing once per measured run.
+fn proxy_first_segment(env: &PacketEnv, prog: &Xdp, ifindex: u32) -> Result<Measured> {
+    let accepted = || -> Result<u64> {
+        Ok(env
+            .dp
+            .proxy_outcomes("proxy4")?
+            .into_iter()
+            .find(|(o, _)| *o == ProxyOutcome::Accepted)
+            .map_or(0, |(_, n)| n))
+    };
+    let flow = |i: usize| {
+        let client = IpAddr::V4(Ipv4Addr::from(
+            u32::from(CLIENT4) + u32::try_from(i / 60_000).unwrap_or(0),
+        ));
+        let port = 1024 + u16::try_from(i % 60_000).unwrap_or(0);
+        let syn = frame_to(client, IpAddr::V4(VIP4), port, 81, SYN, &[]);
+        let data = frame_to(
+            client,
+            IpAddr::V4(VIP4),
+            port,
+            81,
+            ACK | PSH,
+            &proxy_payload(Ipv4Addr::new(198, 51, 100, 7), port),
+        );
+        (syn, data)
+    };
+    let forwarded = [XDP_TX, XDP_REDIRECT];
+    let mut total = Duration::ZERO;
+    let mut before = 0;
+    for i in 0..RUNS as usize + WARMUP {
+        if i == WARMUP {
+            before = accepted()?;
+            total = Duration::ZERO;
+        }
+        let (syn, data) = flow(i);
+        let (got, _, _) = test_run_repeat(prog, &syn, ifindex, 1)?;
+        ensure!(forwarded.contains(&got), "proxy SYN: action {got}");
+        let (got, _, d) = test_run_repeat(prog, &data, ifindex, 1)?;
+        ensure!(forwarded.contains(&got), "proxy header: action {got}");
+        total += d;
+    }
+    let grew = accepted()? - before;
+    ensure!(
+        grew == u64::from(RUNS),
+        "PROXY first segment: accepted grew by {grew}, not {RUNS}"
+    );
+    Ok(Measured {
+        name: "PROXY v2 first segment",
+        ns: nanos(total) / f64::from(RUNS),
+        proof: format!("proxy4 accepted +{grew}"),
+    })
 }
 
 fn nanos(d: Duration) -> f64 {
