@@ -53,7 +53,8 @@ pub enum ProxyOutcome {
     /// No header, allowed under `optional`; the TCP peer is the client.
     Absent,
     /// Conntrack had no entry for a mid-stream segment without a header (evicted, or the SYN
-    /// went to another gateway): steered without a verdict.
+    /// went to another gateway): steered without a verdict. Under `required` only from a
+    /// trusted proxy; anyone else's is `Missing`.
     Midstream,
     /// No header under `required`.
     Missing,

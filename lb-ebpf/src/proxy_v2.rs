@@ -117,7 +117,11 @@ pub fn established(
 
 /// Polices a packet conntrack does not know and does not record (mid-stream, after eviction or
 /// from another gateway's flow). A header is judged as on a first segment, so a forged one never
-/// gets through by skipping the SYN; payload without one is let through as mid-stream data.
+/// gets through by skipping the SYN. Payload without one is let through as mid-stream data,
+/// except under `required` from a sender outside `trusted_proxies`: such a sender's flows are
+/// all refused at their first segment, and letting its data through here would let a client
+/// that got its entry evicted place a header where the backend's stream starts (TCP trims
+/// bytes before the expected sequence number, which the gateway does not track).
 #[inline(always)]
 pub fn untracked(ctx: &XdpContext, p: &Parsed, vip: &VipEntry) -> Result<(), Counter> {
     if !policed(vip) {
@@ -129,7 +133,12 @@ pub fn untracked(ctx: &XdpContext, p: &Parsed, vip: &VipEntry) -> Result<(), Cou
         return Ok(());
     } else {
         match judge(ctx, p, vip).outcome {
-            ProxyOutcome::Absent | ProxyOutcome::Missing => ProxyOutcome::Midstream,
+            ProxyOutcome::Absent => ProxyOutcome::Midstream,
+            ProxyOutcome::Missing
+                if in_list(vip, LIST_TRUSTED_PROXIES, p.key.family, p.key.src_be) =>
+            {
+                ProxyOutcome::Midstream
+            }
             o => o,
         }
     };
