@@ -31,7 +31,7 @@ pub mod names {
     pub const VIPS: &str = "sluice_vips_v1";
     pub const BACKENDS: &str = "sluice_backends_v1";
     pub const RINGS: &str = "sluice_rings_v1";
-    pub const CONNTRACK: &str = "sluice_conntrack_v1";
+    pub const CONNTRACK: &str = "sluice_conntrack_v2";
     pub const SETTINGS: &str = "sluice_settings_v1";
     pub const VIP_STATS: &str = "sluice_vip_stats_v1";
     pub const BACKEND_STATS: &str = "sluice_backend_stats_v1";
@@ -159,11 +159,14 @@ pub struct FlowEntry {
     pub client_family: u8,
     /// `proxy::FLOW_*`: whether the flow is policed, awaiting its header, allowed or refused.
     pub proxy_state: u8,
+    /// TCP sequence number of the stream's first byte (the SYN's plus one): a PROXY header is
+    /// judged on the segment that starts there, wherever retransmissions put it.
+    pub data_seq: u32,
     /// The `ProxyOutcome` that decided the flow (meaningful once allowed or refused).
     pub proxy_outcome: u8,
-    pub _pad: [u8; 3],
+    pub _pad: [u8; 7],
 }
-assert_size!(FlowEntry, 48);
+assert_size!(FlowEntry, 56);
 
 /// Global settings, one entry at index 0 of the settings array.
 ///

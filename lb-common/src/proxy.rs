@@ -75,10 +75,13 @@ pub enum ProxyOutcome {
     /// The client (real or, without a header, the TCP peer) is refused by `deny_clients` or
     /// not in `allow_clients`.
     ClientDenied,
+    /// A segment whose payload starts before the stream's first byte: the backend's TCP would
+    /// trim the overlap and could find a header behind it. No real sender does this.
+    Overlap,
 }
 
 impl ProxyOutcome {
-    pub const COUNT: u32 = ProxyOutcome::ClientDenied as u32 + 1;
+    pub const COUNT: u32 = ProxyOutcome::Overlap as u32 + 1;
 
     pub const ALL: [ProxyOutcome; ProxyOutcome::COUNT as usize] = [
         ProxyOutcome::Accepted,
@@ -94,6 +97,7 @@ impl ProxyOutcome {
         ProxyOutcome::Truncated,
         ProxyOutcome::V1,
         ProxyOutcome::ClientDenied,
+        ProxyOutcome::Overlap,
     ];
 
     /// Whether the flow is dropped.
@@ -123,6 +127,7 @@ impl ProxyOutcome {
             ProxyOutcome::Truncated => "truncated",
             ProxyOutcome::V1 => "v1",
             ProxyOutcome::ClientDenied => "client_denied",
+            ProxyOutcome::Overlap => "overlap",
         }
     }
 

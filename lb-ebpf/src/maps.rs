@@ -25,7 +25,7 @@ pub static BACKENDS: Array<BackendEntry> = Array::with_max_entries(MAX_BACKENDS,
 pub static RINGS: Array<u32> = Array::with_max_entries(DEFAULT_RING_SLOTS, 0);
 
 /// Per-CPU LRU lists: no cross-CPU lock contention on insert (Katran does the same).
-#[map(name = "sluice_conntrack_v1")]
+#[map(name = "sluice_conntrack_v2")]
 pub static CONNTRACK: LruHashMap<FlowKey, FlowEntry> =
     LruHashMap::with_max_entries(CONNTRACK_ENTRIES, BPF_F_NO_COMMON_LRU);
 

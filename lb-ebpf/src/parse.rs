@@ -38,6 +38,8 @@ pub struct Parsed {
     /// DSCP/ECN byte, copied to the outer header.
     pub tos: u8,
     pub tcp_flags: u8,
+    /// TCP sequence number (0 for UDP and ICMP errors).
+    pub tcp_seq: u32,
     /// Where the TCP/UDP payload starts and how long it is (0 for ICMP errors).
     pub payload_off: usize,
     pub payload_len: usize,
@@ -48,6 +50,7 @@ pub struct Parsed {
 /// A TCP/UDP segment's flags and payload.
 struct L4 {
     tcp_flags: u8,
+    tcp_seq: u32,
     payload_off: usize,
 }
 
@@ -136,6 +139,7 @@ fn ipv4(ctx: &XdpContext, l3: usize) -> Result<Parsed, Counter> {
             icmp_error = true;
             L4 {
                 tcp_flags: 0,
+                tcp_seq: 0,
                 payload_off: end,
             }
         }
@@ -147,6 +151,7 @@ fn ipv4(ctx: &XdpContext, l3: usize) -> Result<Parsed, Counter> {
         key,
         tos: h[1],
         tcp_flags: seg.tcp_flags,
+        tcp_seq: seg.tcp_seq,
         payload_off: seg.payload_off,
         payload_len: end - seg.payload_off,
         icmp_error,
@@ -207,6 +212,7 @@ fn ipv6(ctx: &XdpContext, l3: usize) -> Result<Parsed, Counter> {
             icmp_error = true;
             L4 {
                 tcp_flags: 0,
+                tcp_seq: 0,
                 payload_off: end,
             }
         }
@@ -219,6 +225,7 @@ fn ipv6(ctx: &XdpContext, l3: usize) -> Result<Parsed, Counter> {
         key,
         tos,
         tcp_flags: seg.tcp_flags,
+        tcp_seq: seg.tcp_seq,
         payload_off: seg.payload_off,
         payload_len: end - seg.payload_off,
         icmp_error,
@@ -244,9 +251,11 @@ fn ports(ctx: &XdpContext, key: &mut FlowKey, l4: usize, end: usize) -> Result<L
     if key.proto != PROTO_TCP {
         return Ok(L4 {
             tcp_flags: 0,
+            tcp_seq: 0,
             payload_off: l4 + hdr_len,
         });
     }
+    let seq: [u8; 4] = read(ctx, l4 + 4).map_err(|_| Counter::PassBadL4)?;
     let b: [u8; 2] = read(ctx, l4 + 12).map_err(|_| Counter::PassBadL4)?;
     // Data offset: options included, in 32-bit words.
     let doff = usize::from(b[0] >> 4) * 4;
@@ -255,6 +264,7 @@ fn ports(ctx: &XdpContext, key: &mut FlowKey, l4: usize, end: usize) -> Result<L
     }
     Ok(L4 {
         tcp_flags: b[1],
+        tcp_seq: u32::from_be_bytes(seq),
         payload_off: l4 + doff,
     })
 }

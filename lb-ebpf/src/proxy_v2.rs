@@ -1,13 +1,17 @@
 //! PROXY protocol v2 and client policy: who may send a header, what a header says, and which
 //! clients a VIP refuses.
 //!
-//! A VIP with a PROXY policy records its TCP flows on the SYN as awaiting their header; the first
-//! segment with payload decides the flow once, and the verdict stays in the conntrack entry, so
-//! later segments and retransmissions cost no more than the lookup. The first segment must hold
-//! the whole header: the kernel cannot wait for more bytes, and senders (HAProxy, cloud NLBs)
-//! write it in one segment. A segment that starts like a header but ends before it does is
-//! refused as truncated under `optional` too, or a sender could slip a forged header past the
-//! check by splitting it.
+//! A VIP with a PROXY policy records its TCP flows on the SYN as awaiting their header, with the
+//! sequence number where the stream starts. The segment that starts there decides the flow, and
+//! the verdict stays in the conntrack entry, so later segments cost no more than the lookup. A
+//! segment that starts there again (a retransmission, possibly with other bytes) is judged
+//! again and can only make the verdict stricter; one that starts before it is refused, since the
+//! backend's TCP would trim the overlap. So what the backend reads first is what was judged.
+//!
+//! The first segment must hold the whole header: the kernel cannot wait for more bytes, and
+//! senders (HAProxy, cloud NLBs) write it in one segment. A segment that starts like a header
+//! but ends before it does is refused as truncated under `optional` too, or a sender could slip
+//! a forged header past the check by splitting it.
 //!
 //! Every length is checked against the segment before it is used; TLVs are never read, only
 //! skipped as part of the header's length (userspace reads them).
@@ -27,7 +31,7 @@ use lb_common::{
 use crate::{
     maps::CIDRS,
     packet::read,
-    parse::{addr4, addr6, Parsed},
+    parse::{addr4, addr6, Parsed, TCP_SYN},
     stats::count_outcome,
 };
 
@@ -78,6 +82,8 @@ pub fn opening(ctx: &XdpContext, p: &Parsed, vip: &VipEntry, e: &mut FlowEntry) 
         e.proxy_state = FLOW_UNPOLICED;
         return true;
     }
+    // A SYN's payload (TCP Fast Open) starts right after the SYN's own sequence number.
+    e.data_seq = p.tcp_seq.wrapping_add(1);
     if vip.proxy_policy != PROXY_OFF && p.payload_len == 0 {
         e.proxy_state = FLOW_AWAIT_HEADER;
         return true;
@@ -87,8 +93,8 @@ pub fn opening(ctx: &XdpContext, p: &Parsed, vip: &VipEntry, e: &mut FlowEntry) 
     !v.outcome.refuses()
 }
 
-/// Polices a packet of a recorded flow: the first payload segment decides an awaiting flow;
-/// every packet of a refused flow is dropped.
+/// Polices a packet of a recorded flow: the segment that starts the stream decides an awaiting
+/// flow and is judged again whenever it comes back; every packet of a refused flow is dropped.
 #[inline(always)]
 pub fn established(
     ctx: &XdpContext,
@@ -96,22 +102,42 @@ pub fn established(
     vip: &VipEntry,
     e: *mut FlowEntry,
 ) -> Result<(), Counter> {
-    // SAFETY: `e` points at a conntrack value found for this packet (see `lookup::backend`).
-    let state = unsafe { (*e).proxy_state };
-    match state {
-        FLOW_REFUSED => Err(Counter::DropProxy),
-        FLOW_AWAIT_HEADER if p.payload_len > 0 && !p.icmp_error => {
-            let v = judge(ctx, p, vip);
-            // SAFETY: as above; a concurrent eviction at worst loses this verdict, and the next
-            // segment is then policed as untracked.
-            record(unsafe { &mut *e }, vip, v);
-            if v.outcome.refuses() {
-                Err(Counter::DropProxy)
-            } else {
-                Ok(())
-            }
-        }
-        _ => Ok(()),
+    // SAFETY: `e` points at a conntrack value found for this packet (see `lookup::backend`). A
+    // concurrent eviction at worst loses a verdict, and the next segment is then policed as
+    // untracked.
+    let (state, data_seq) = unsafe { ((*e).proxy_state, (*e).data_seq) };
+    if state == FLOW_REFUSED {
+        return Err(Counter::DropProxy);
+    }
+    let judged = state == FLOW_AWAIT_HEADER || state == FLOW_ALLOWED;
+    if !judged || vip.proxy_policy == PROXY_OFF || p.payload_len == 0 || p.icmp_error {
+        return Ok(());
+    }
+    let seq = if p.tcp_flags & TCP_SYN != 0 {
+        p.tcp_seq.wrapping_add(1)
+    } else {
+        p.tcp_seq
+    };
+    // Payload bytes that lie before the stream's first byte.
+    let before = data_seq.wrapping_sub(seq);
+    let v = if before == 0 {
+        judge(ctx, p, vip)
+    } else if (before as usize) < p.payload_len {
+        Verdict::just(ProxyOutcome::Overlap)
+    } else {
+        // Later data (ahead of a lost first segment, or after it), or an old duplicate: the
+        // backend cannot read it before the stream's start, which is judged when it comes.
+        return Ok(());
+    };
+    // A verdict already given is only ever tightened: an identical retransmission counts once.
+    if state == FLOW_AWAIT_HEADER || v.outcome.refuses() {
+        // SAFETY: as above.
+        record(unsafe { &mut *e }, vip, v);
+    }
+    if v.outcome.refuses() {
+        Err(Counter::DropProxy)
+    } else {
+        Ok(())
     }
 }
 

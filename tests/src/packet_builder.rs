@@ -323,8 +323,15 @@ pub fn fragment_header(next: u8, offset: u16, more: bool, id: u32) -> Vec<u8> {
 }
 
 /// A TCP segment (20-byte header, no options) with a valid checksum for `src` -> `dst`.
+/// Initial sequence number of every flow [`tcp`] builds.
+pub const ISN: u32 = 0x0100_0000;
+
+/// A segment of a flow whose SYN had sequence number [`ISN`]: the SYN carries `ISN`, every
+/// other segment `ISN + 1`, i.e. starts the stream (PROXY v2 policing judges the segment that
+/// starts the stream; use [`tcp_seq`] for later data).
 pub fn tcp(src: IpAddr, dst: IpAddr, sport: u16, dport: u16, flags: u8, payload: &[u8]) -> Vec<u8> {
-    tcp_seq(src, dst, sport, dport, flags, 0x0100_0000, 0, payload)
+    let seq = if flags & TCP_SYN != 0 { ISN } else { ISN + 1 };
+    tcp_seq(src, dst, sport, dport, flags, seq, 0, payload)
 }
 
 /// Like [`tcp`] with explicit sequence and acknowledgement numbers.
