@@ -196,7 +196,7 @@ fn generated(data: &[u8]) {
             break;
         };
         let take = usize::from(sel & 0x7f).min(tail.len());
-        let (value, tail) = tail.split_at(take);
+        let (value, tail) = tail.split_at_checked(take).unwrap_or((tail, &[]));
         *slot = (
             FREE_FORM_TYPES
                 .get(usize::from(sel >> 6))
