@@ -155,9 +155,12 @@ mod tests {
     fn outcomes_round_trip_and_have_unique_names() {
         for (i, o) in ProxyOutcome::ALL.iter().enumerate() {
             assert_eq!(*o as usize, i);
-            assert_eq!(ProxyOutcome::from_u8(i as u8), Some(*o));
+            assert_eq!(ProxyOutcome::from_u8(u8::try_from(i).unwrap()), Some(*o));
         }
-        assert_eq!(ProxyOutcome::from_u8(ProxyOutcome::COUNT as u8), None);
+        assert_eq!(
+            ProxyOutcome::from_u8(u8::try_from(ProxyOutcome::COUNT).unwrap()),
+            None
+        );
         let mut names: [&str; ProxyOutcome::COUNT as usize] =
             ProxyOutcome::ALL.map(ProxyOutcome::name);
         names.sort_unstable();
