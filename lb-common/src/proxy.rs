@@ -54,7 +54,8 @@ pub enum ProxyOutcome {
     Absent,
     /// Conntrack had no entry for a mid-stream segment without a header (evicted, or the SYN
     /// went to another gateway): steered without a verdict. Under `required` only from a
-    /// trusted proxy; anyone else's is `Missing`.
+    /// trusted proxy; anyone else's is `Missing`. Nothing is recorded for such segments, so
+    /// untracked ones are counted segment by segment, not per flow.
     Midstream,
     /// No header under `required`.
     Missing,
