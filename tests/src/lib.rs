@@ -10,6 +10,7 @@ pub mod clients;
 pub mod daemon;
 pub mod netns;
 pub mod packet_builder;
+pub mod packet_check;
 pub mod packet_env;
 pub mod servers;
 pub mod topology;

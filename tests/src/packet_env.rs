@@ -20,9 +20,9 @@ use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use anyhow::{bail, ensure, Context as _, Result};
-use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray};
+use aya::maps::{HashMap as BpfHashMap, Map, MapData, PerCpuArray};
 use aya::programs::{TestRun as _, TestRunOptions, Xdp};
-use lb_common::{names, Counter, DecapCounter, DecapKey, FAMILY_V4, FAMILY_V6};
+use lb_common::{names, Counter, DecapCounter, DecapKey, FlowEntry, FlowKey, FAMILY_V4, FAMILY_V6};
 use lb_userspace::config::Config;
 use lb_userspace::dataplane::{Dataplane, Options};
 
@@ -171,6 +171,8 @@ pub struct PacketEnv {
     pub dp: Dataplane,
     pub config: Config,
     ifindexes: BTreeMap<&'static str, u32>,
+    /// The program's conntrack map, opened by id for reading whole entries.
+    conntrack: BpfHashMap<MapData, FlowKey, FlowEntry>,
     // Declared last: dropped after the program and its maps.
     ns: NetNs,
 }
@@ -191,12 +193,19 @@ impl PacketEnv {
             }
             Ok(m)
         })??;
+        let conntrack = conntrack_of(dp.program()?)?;
         Ok(Self {
             dp,
             config,
             ifindexes,
+            conntrack,
             ns,
         })
+    }
+
+    /// The whole conntrack entry of a flow (policy fields included), if there is one.
+    pub fn flow_entry(&self, key: &FlowKey) -> Option<FlowEntry> {
+        self.conntrack.get(key, 0).ok()
     }
 
     pub fn ns(&self) -> &NetNs {
@@ -239,6 +248,24 @@ impl PacketEnv {
     pub fn counter(&self, c: Counter) -> Result<u64> {
         Ok(self.dp.counter(c)?)
     }
+}
+
+/// The conntrack map `prog` uses, found among its maps by name (the kernel keeps the first 15
+/// bytes of a map's name).
+fn conntrack_of(prog: &Xdp) -> Result<BpfHashMap<MapData, FlowKey, FlowEntry>> {
+    let name = names::CONNTRACK.as_bytes();
+    let short = &name[..name.len().min(15)];
+    let ids = prog
+        .info()?
+        .map_ids()?
+        .context("the kernel does not list a program's maps")?;
+    for id in ids {
+        let map = MapData::from_id(id)?;
+        if map.info()?.name() == short {
+            return Ok(Map::LruHashMap(map).try_into()?);
+        }
+    }
+    bail!("sluice_xdp uses no map named {}", names::CONNTRACK)
 }
 
 fn setup_namespace(name: &str) -> Result<NetNs> {

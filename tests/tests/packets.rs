@@ -16,29 +16,27 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use lb_common::flow_hash::five_tuple_hash;
 use lb_common::{
     Counter, FlowKey, BACKEND_DOWN, BACKEND_DRAINING, FAMILY_V4, FAMILY_V6, PROTO_TCP, PROTO_UDP,
 };
 use lb_userspace::config::XdpMode;
 use lb_userspace::dataplane::{Decap, Options};
 use sluice_tests::packet_builder::{
-    arp_request, checksum_ok, diff, ethernet, ethernet_vlan, ext_header, fragment_header, icmp4,
-    icmp6, ip_tos, pad_to_min, tcp, udp, Ipv4, Ipv6, Mac, Tunnel, ETH_P_8021AD, ETH_P_8021Q,
-    ETH_P_ARP, ETH_P_IP, ETH_P_IPV6, IPPROTO_DSTOPTS, IPPROTO_FRAGMENT, IPPROTO_GRE,
-    IPPROTO_HOPOPTS, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_IPIP, IPPROTO_NONE, IPPROTO_ROUTING,
-    IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP, IP_MF, TCP_ACK, TCP_FIN, TCP_PSH, TCP_RST, TCP_SYN,
+    arp_request, diff, ethernet, ethernet_vlan, ext_header, fragment_header, icmp4, icmp6, ip_tos,
+    pad_to_min, tcp, udp, Ipv4, Ipv6, Mac, Tunnel, ETH_P_8021AD, ETH_P_8021Q, ETH_P_ARP, ETH_P_IP,
+    ETH_P_IPV6, IPPROTO_DSTOPTS, IPPROTO_FRAGMENT, IPPROTO_GRE, IPPROTO_HOPOPTS, IPPROTO_ICMP,
+    IPPROTO_ICMPV6, IPPROTO_IPIP, IPPROTO_NONE, IPPROTO_ROUTING, IPPROTO_SCTP, IPPROTO_TCP,
+    IPPROTO_UDP, IP_MF, TCP_ACK, TCP_FIN, TCP_PSH, TCP_RST, TCP_SYN,
+};
+use sluice_tests::packet_check::{
+    action_name, check_forward, deltas, expected_deltas, report, require_root, tunnel_destination,
+    XDP_DROP, XDP_PASS,
 };
 use sluice_tests::packet_env::{
-    errno, next_hop, tunnel_source, DecapProgram, NextHop, PacketEnv, GW0, GW0_MAC, GW1, MTU,
-    NEIGH0_V4, NEIGH0_V6, NEIGH1_V4, NEIGH1_V6, UNRESOLVED_V4,
+    errno, DecapProgram, PacketEnv, GW0, GW0_MAC, GW1, MTU, NEIGH0_V4, NEIGH0_V6, NEIGH1_V4,
+    NEIGH1_V6, UNRESOLVED_V4,
 };
-use sluice_tests::{is_root, NetNs};
-
-const XDP_DROP: u32 = 1;
-const XDP_PASS: u32 = 2;
-const XDP_TX: u32 = 3;
-const XDP_REDIRECT: u32 = 4;
+use sluice_tests::NetNs;
 
 const CLIENT_MAC: Mac = [0x02, 0, 0, 0, 0x00, 0xc1];
 const CLIENT4: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
@@ -1307,41 +1305,6 @@ fn gateway_rows() -> Vec<Row> {
 // ---------------------------------------------------------------------------------------------
 // Running the table
 
-fn deltas(
-    before: &BTreeMap<&'static str, u64>,
-    after: &BTreeMap<&'static str, u64>,
-) -> BTreeMap<&'static str, i128> {
-    after
-        .iter()
-        .map(|(k, v)| {
-            (
-                *k,
-                i128::from(*v) - i128::from(before.get(k).copied().unwrap_or(0)),
-            )
-        })
-        .filter(|(_, d)| *d != 0)
-        .collect()
-}
-
-fn expected_deltas(names: impl IntoIterator<Item = &'static str>) -> BTreeMap<&'static str, i128> {
-    let mut m = BTreeMap::new();
-    for n in names {
-        *m.entry(n).or_insert(0) += 1;
-    }
-    m
-}
-
-fn action_name(a: u32) -> &'static str {
-    match a {
-        0 => "XDP_ABORTED",
-        XDP_DROP => "XDP_DROP",
-        XDP_PASS => "XDP_PASS",
-        XDP_TX => "XDP_TX",
-        XDP_REDIRECT => "XDP_REDIRECT",
-        _ => "?",
-    }
-}
-
 struct Runner<'a> {
     env: &'a mut PacketEnv,
     /// Backends remembered by name for later rows.
@@ -1450,22 +1413,12 @@ impl Runner<'_> {
         out: &[u8],
         got: &BTreeMap<&'static str, i128>,
     ) -> Result<(), String> {
-        let outer_dst: IpAddr = match out.get(12..14) {
-            Some([0x08, 0x00]) if out.len() >= 34 => {
-                IpAddr::V4(<[u8; 4]>::try_from(&out[30..34]).unwrap_or_default().into())
-            }
-            Some([0x86, 0xdd]) if out.len() >= 54 => IpAddr::V6(
-                <[u8; 16]>::try_from(&out[38..54])
-                    .unwrap_or_default()
-                    .into(),
-            ),
-            _ => {
-                return Err(format!(
-                    "{}, output is not a tunnel frame: {}",
-                    action_name(action),
-                    diff(out, &row.frame)
-                ))
-            }
+        let Some(outer_dst) = tunnel_destination(out) else {
+            return Err(format!(
+                "{}, output is not a tunnel frame: {}",
+                action_name(action),
+                diff(out, &row.frame)
+            ));
         };
         let vip = self
             .env
@@ -1506,48 +1459,16 @@ impl Runner<'_> {
             }
         }
 
-        // The frame the spec says comes out, for this backend.
-        let hash = five_tuple_hash(&s.key);
-        let outer_len = if outer_dst.is_ipv6() { 40 } else { 20 } + s.inner.len();
-        let orig = (mac(&row.frame[0..6]), mac(&row.frame[6..12]));
-        let (want_action, verdict, (dst_mac, src_mac)) = match next_hop(outer_dst) {
-            NextHop::NoRoute => (XDP_DROP, Counter::DropNoRoute, orig),
-            _ if outer_len > MTU => (XDP_DROP, Counter::DropMtu, orig),
-            NextHop::NoNeigh { .. } => (XDP_PASS, Counter::PassNoNeigh, orig),
-            NextHop::Via {
-                egress,
-                dst_mac,
-                src_mac,
-            } if egress == row.ingress => (XDP_TX, Counter::Tx, (dst_mac, src_mac)),
-            NextHop::Via {
-                dst_mac, src_mac, ..
-            } => (XDP_REDIRECT, Counter::Redirect, (dst_mac, src_mac)),
-        };
-        let tunnel = Tunnel {
-            dst_mac,
-            src_mac,
-            src: tunnel_source(outer_dst.is_ipv6(), hash),
-            dst: outer_dst,
-            tos: ip_tos(&s.inner),
-            flow_label: hash & 0xf_ffff,
-        };
-        let want = tunnel.frame(&s.inner);
-        if action != want_action {
-            errors.push(format!(
-                "action {}, want {}",
-                action_name(action),
-                action_name(want_action)
-            ));
-        }
-        if out != want.as_slice() {
-            errors.push(format!(
-                "to {outer_dst}: output differs: {}",
-                diff(out, &want)
-            ));
-        }
-        if outer_dst.is_ipv4() && !checksum_ok(&out[14..34]) {
-            errors.push("outer IPv4 header checksum does not verify".into());
-        }
+        let (verdict, more) = check_forward(
+            &row.frame,
+            row.ingress,
+            &s.key,
+            &s.inner,
+            outer_dst,
+            action,
+            out,
+        );
+        errors.extend(more);
         let want_counters = expected_deltas(s.counters.iter().chain([&verdict]).map(|c| c.name()));
         if *got != want_counters {
             errors.push(format!("counter deltas {got:?}, want {want_counters:?}"));
@@ -1578,35 +1499,6 @@ impl Runner<'_> {
             Err(errors.join("; "))
         }
     }
-}
-
-fn mac(b: &[u8]) -> Mac {
-    <Mac>::try_from(b).expect("6 bytes")
-}
-
-fn require_root() {
-    assert!(
-        is_root(),
-        "the packet tests need root (network namespaces, BPF_PROG_TEST_RUN); run them as root, as CI does"
-    );
-}
-
-/// Runs every row, prints one line per row, and panics listing all failures.
-fn report(table: &str, results: &[(&str, Result<(), String>)]) {
-    let failed: Vec<String> = results
-        .iter()
-        .filter_map(|(name, r)| r.as_ref().err().map(|e| format!("  {name}: {e}")))
-        .collect();
-    for (name, r) in results {
-        eprintln!("{} {name}", if r.is_ok() { "ok  " } else { "FAIL" });
-    }
-    assert!(
-        failed.is_empty(),
-        "{} of {} {table} rows failed:\n{}",
-        failed.len(),
-        results.len(),
-        failed.join("\n")
-    );
 }
 
 #[test]
