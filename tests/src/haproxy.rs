@@ -25,7 +25,9 @@ pub struct HaproxySpec {
     pub server: SocketAddr,
     /// If set, a second backend that no frontend uses checks `server` at this interval with
     /// `check-send-proxy`, so each check opens a connection that starts with a v2 LOCAL
-    /// header. Traffic does not depend on the check's result.
+    /// header, and expects an answer that contains `local` (as [`crate::proxy_backend`] gives).
+    /// haproxy ends checks with a reset; waiting for the answer first lets the backend read
+    /// the header. Traffic does not depend on the check's result.
     pub local_checks: Option<Duration>,
 }
 
@@ -43,7 +45,8 @@ impl HaproxySpec {
         if let Some(every) = self.local_checks {
             let _ = write!(
                 text,
-                "\nbackend health\n    server hc {} send-proxy-v2 check check-send-proxy inter {}ms\n",
+                "\nbackend health\n    option tcp-check\n    tcp-check expect string local\n    \
+                 server hc {} send-proxy-v2 check check-send-proxy inter {}ms\n",
                 self.server,
                 every.as_millis()
             );

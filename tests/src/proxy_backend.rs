@@ -3,7 +3,8 @@
 //! it names for the real one.
 //!
 //! It answers one line naming what it learned, `client=<addr:port> backend=<i>\n` (or
-//! `client=none backend=<i>\n` when the stream does not start with a header), then echoes. Every
+//! `client=none backend=<i>\n` when the stream does not start with a header), then echoes; a
+//! LOCAL header (a health check) gets `local backend=<i>\n` and the end of the connection. Every
 //! connection is recorded ([`Seen`]): the TCP peer, the raw header, the client it named and how
 //! many bytes arrived, so a test can prove that a connection reached the backend but its data
 //! did not.
@@ -164,9 +165,13 @@ fn serve(mut stream: TcpStream, index: usize, log: &Mutex<Vec<Seen>>) -> std::io
     let greeting = match header {
         Header::Proxy { source, .. } => format!("client={source} backend={index}\n"),
         Header::Absent => format!("client=none backend={index}\n"),
-        // A health check says nothing more; a bad header ends the connection, as a strict
-        // PROXY-aware server does.
-        Header::Local | Header::Malformed => return Ok(()),
+        // A health check gets one line and the end of the connection.
+        Header::Local => {
+            stream.write_all(format!("local backend={index}\n").as_bytes())?;
+            return Ok(());
+        }
+        // A bad header ends the connection, as a strict PROXY-aware server does.
+        Header::Malformed => return Ok(()),
     };
     stream.write_all(greeting.as_bytes())?;
     stream.write_all(&buf[used..])?;

@@ -274,11 +274,15 @@ fn flow_of(flows: &[serde_json::Value], peer: SocketAddr) -> serde_json::Value {
         .unwrap_or_else(|| panic!("sluice flows lists no flow from {peer}: {flows:?}"))
 }
 
-/// Polls `f` every 100 ms until it holds, for at most 10 s.
-fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
+/// Polls `f` every 100 ms until it holds, for at most 10 s; on timeout the panic shows `why()`.
+fn wait_until(what: &str, mut f: impl FnMut() -> bool, why: impl Fn() -> String) {
     let deadline = Instant::now() + Duration::from_secs(10);
     while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}\n{}",
+            why()
+        );
         thread::sleep(Duration::from_millis(100));
     }
 }
@@ -371,12 +375,23 @@ fn haproxy_names_the_real_client_and_a_replayed_header_is_dropped() {
     );
 
     // haproxy's health checks carry a LOCAL header: allowed, counted, no client recorded.
-    wait_until("a LOCAL health check to reach a backend", || {
-        lab.backends
-            .iter()
-            .flat_map(ProxyBackend::seen)
-            .any(|s| s.header == Some(Header::Local) && s.peer.ip() == IpAddr::V4(PROXY_ADDR4))
-    });
+    wait_until(
+        "a LOCAL health check to reach a backend",
+        || {
+            lab.backends
+                .iter()
+                .flat_map(ProxyBackend::seen)
+                .any(|s| s.header == Some(Header::Local) && s.peer.ip() == IpAddr::V4(PROXY_ADDR4))
+        },
+        || {
+            let seen: Vec<_> = lab.backends.iter().flat_map(ProxyBackend::seen).collect();
+            format!(
+                "backends saw: {seen:?}\nstats: {}\nhaproxy:\n{}",
+                lab.stats().0["proxy"],
+                lab.haproxy_log()
+            )
+        },
+    );
     assert!(lab.stats().outcome("local") >= 1, "{}", lab.stats().0);
 
     // The same header bytes, straight from the client, which is no trusted proxy.
