@@ -20,7 +20,7 @@ use lb_userspace::config::XdpMode;
 use lb_userspace::dataplane::Decap;
 use sluice_tests::daemon::{Daemon, Scratch};
 use sluice_tests::haproxy::{Haproxy, HaproxySpec};
-use sluice_tests::proxy_backend::{send_and_read_line, Header, ProxyBackend, Reply};
+use sluice_tests::proxy_backend::{send_and_read_line, Header, ProxyBackend, Reply, Seen};
 use sluice_tests::topology::{
     backend_addr4, CLIENT_ADDR4, GW_CLIENT_IFNAME, GW_PROXY_IFNAME, PROXY_ADDR4,
 };
@@ -169,7 +169,7 @@ impl Lab {
     }
 
     /// Every backend's records of connections whose TCP peer was `peer`.
-    fn seen_from(&self, peer: SocketAddr) -> Vec<sluice_tests::proxy_backend::Seen> {
+    fn seen_from(&self, peer: SocketAddr) -> Vec<Seen> {
         self.backends
             .iter()
             .flat_map(|b| b.seen_from(peer))
@@ -177,7 +177,7 @@ impl Lab {
     }
 
     /// Every record, from every backend, whose header named a client at `ip`.
-    fn seen_client_ip(&self, ip: Ipv4Addr) -> Vec<sluice_tests::proxy_backend::Seen> {
+    fn seen_client_ip(&self, ip: Ipv4Addr) -> Vec<Seen> {
         self.backends
             .iter()
             .flat_map(ProxyBackend::seen)
