@@ -5,13 +5,18 @@
 
 use std::collections::BTreeMap;
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream, UdpSocket};
+use std::os::fd::AsRawFd as _;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::thread;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, ensure, Context as _, Result};
+use nix::sys::socket::{
+    bind, connect, setsockopt, socket, sockopt, AddressFamily, SockFlag, SockType, SockaddrStorage,
+};
+use nix::sys::time::TimeVal;
 
 use crate::netns::NetNs;
 
@@ -25,6 +30,37 @@ pub fn connect_tcp(ns: &NetNs, addr: SocketAddr) -> Result<TcpStream> {
     ns.exec(|| -> Result<TcpStream> {
         let stream = TcpStream::connect_timeout(&addr, CLIENT_TIMEOUT)
             .with_context(|| format!("connecting to {addr}"))?;
+        stream.set_read_timeout(Some(CLIENT_TIMEOUT))?;
+        stream.set_write_timeout(Some(CLIENT_TIMEOUT))?;
+        Ok(stream)
+    })?
+}
+
+/// Opens a TCP connection from inside `ns` whose source address is `local` (one of the
+/// namespace's addresses, port chosen by the kernel), so one namespace can act as several
+/// clients. Connect, read and write time out after [`CLIENT_TIMEOUT`].
+pub fn connect_tcp_from(ns: &NetNs, local: IpAddr, addr: SocketAddr) -> Result<TcpStream> {
+    ns.exec(|| -> Result<TcpStream> {
+        let family = match addr {
+            SocketAddr::V4(_) => AddressFamily::Inet,
+            SocketAddr::V6(_) => AddressFamily::Inet6,
+        };
+        let fd =
+            socket(family, SockType::Stream, SockFlag::SOCK_CLOEXEC, None).context("socket")?;
+        // A blocking connect(2) gives up after SO_SNDTIMEO.
+        let timeout = TimeVal::new(
+            i64::try_from(CLIENT_TIMEOUT.as_secs()).unwrap_or(i64::MAX),
+            0,
+        );
+        setsockopt(&fd, sockopt::SendTimeout, &timeout)?;
+        bind(
+            fd.as_raw_fd(),
+            &SockaddrStorage::from(SocketAddr::new(local, 0)),
+        )
+        .with_context(|| format!("bind {local}"))?;
+        connect(fd.as_raw_fd(), &SockaddrStorage::from(addr))
+            .with_context(|| format!("connecting from {local} to {addr}"))?;
+        let stream = TcpStream::from(fd);
         stream.set_read_timeout(Some(CLIENT_TIMEOUT))?;
         stream.set_write_timeout(Some(CLIENT_TIMEOUT))?;
         Ok(stream)

@@ -8,14 +8,18 @@
 
 pub mod clients;
 pub mod daemon;
+pub mod haproxy;
 pub mod netns;
 pub mod packet_builder;
 pub mod packet_check;
 pub mod packet_env;
+pub mod proxy_backend;
 pub mod servers;
 pub mod topology;
 
-pub use clients::{backend_index, connect_tcp, echo_greetings, http_get_many, udp_ask, EchoConn};
+pub use clients::{
+    backend_index, connect_tcp, connect_tcp_from, echo_greetings, http_get_many, udp_ask, EchoConn,
+};
 pub use netns::{is_root, ChildGuard, NetNs};
 pub use servers::{http_backend, tcp_echo_backend, udp_backend, ServerHandle};
 pub use topology::{Topology, VIP4, VIP6};

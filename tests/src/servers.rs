@@ -29,7 +29,7 @@ pub use crate::clients::{connect_tcp, http_get_many, udp_ask, CLIENT_TIMEOUT, UD
 /// How often a server's accept/receive loop looks at its stop flag.
 const POLL: Duration = Duration::from_millis(100);
 /// How long a backend waits for a client to send its request.
-const CONN_TIMEOUT: Duration = Duration::from_secs(5);
+pub const CONN_TIMEOUT: Duration = Duration::from_secs(5);
 /// Largest request head the HTTP backend reads.
 const MAX_HEAD: usize = 16 * 1024;
 
@@ -153,13 +153,13 @@ fn udp_answer(fd: &OwnedFd, reply: &[u8]) -> Result<bool> {
     Ok(true)
 }
 
-/// Runs `handler` on its own thread for each accepted connection.
-fn tcp_server(
-    ns: &NetNs,
-    name: &str,
-    port: u16,
-    handler: fn(TcpStream, &str) -> std::io::Result<()>,
-) -> Result<ServerHandle> {
+/// Runs `handler` on its own thread for each accepted connection (dual-stack on `[::]:port`).
+/// The connection has a read timeout of [`CONN_TIMEOUT`]; errors of `handler` are ignored.
+pub fn tcp_server<F>(ns: &NetNs, name: &str, port: u16, handler: F) -> Result<ServerHandle>
+where
+    F: Fn(TcpStream, &str) -> std::io::Result<()> + Send + Sync + 'static,
+{
+    let handler = Arc::new(handler);
     let listener = ns.exec(|| -> Result<TcpListener> {
         let fd = dual_stack_socket(SockType::Stream, port)?;
         listen(&fd, Backlog::new(1024)?).context("listen")?;
@@ -188,7 +188,7 @@ fn tcp_server(
                     }
                 };
                 served2.fetch_add(1, Ordering::Relaxed);
-                let name = name.clone();
+                let (name, handler) = (name.clone(), handler.clone());
                 let spawned = thread::Builder::new().spawn(move || {
                     // Clients cut connections short on purpose in some tests.
                     let _ = stream.set_read_timeout(Some(CONN_TIMEOUT));

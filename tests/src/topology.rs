@@ -7,6 +7,10 @@
 //!                           gwb{i} 198.18.{10+i}.1 ---- eth0 198.18.{10+i}.2
 //!                                  2001:db8:{a+i}::1         2001:db8:{a+i}::2
 //!                                                           lo   VIP4/32, VIP6/128
+//!
+//!  {p}-proxy (optional, [`Topology::add_proxy`]: an upstream balancer in front of sluice)
+//!  eth0 198.18.1.2 ---- gwp 198.18.1.1
+//!       2001:db8:0:1::2     2001:db8:0:1::1
 //! ```
 //!
 //! The address plan is fixed (other code relies on it) and exposed as constants and
@@ -34,10 +38,23 @@ pub const GW_CLIENT_ADDR4: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
 /// The gateway's IPv6 address facing the client (the client's default route).
 pub const GW_CLIENT_ADDR6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1);
 
+/// The proxy host's address on its link to the gateway (see [`Topology::add_proxy`]).
+pub const PROXY_ADDR4: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 2);
+/// The proxy host's IPv6 address on its link to the gateway.
+pub const PROXY_ADDR6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 1, 0, 0, 0, 2);
+/// The gateway's address facing the proxy host (the proxy's default route).
+pub const GW_PROXY_ADDR4: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 1);
+/// The gateway's IPv6 address facing the proxy host (the proxy's default route).
+pub const GW_PROXY_ADDR6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 1, 0, 0, 0, 1);
+
 /// The client's interface towards the gateway.
 pub const CLIENT_IFNAME: &str = "eth0";
 /// The gateway's interface towards the client.
 pub const GW_CLIENT_IFNAME: &str = "gwc";
+/// The gateway's interface towards the proxy host.
+pub const GW_PROXY_IFNAME: &str = "gwp";
+/// The proxy host's interface towards the gateway.
+pub const PROXY_IFNAME: &str = "eth0";
 /// Each backend's interface towards the gateway.
 pub const BACKEND_IFNAME: &str = "eth0";
 
@@ -107,6 +124,7 @@ pub struct Topology {
     client: NetNs,
     gateway: NetNs,
     backends: Vec<NetNs>,
+    proxy: Option<NetNs>,
 }
 
 impl Topology {
@@ -157,6 +175,7 @@ impl Topology {
             client,
             gateway,
             backends: Vec::new(),
+            proxy: None,
         };
         for _ in 0..backends {
             topology.add_backend()?;
@@ -188,6 +207,59 @@ impl Topology {
 
         self.backends.push(backend);
         Ok(i)
+    }
+
+    /// Adds the proxy host `{prefix}-proxy` on its own link to the gateway (`gwp`), for an
+    /// upstream balancer in front of sluice. Traffic from it to the VIPs enters the gateway on
+    /// `gwp`, so the load balancer must be attached there too; the backends answer it directly
+    /// through their default route, as they answer the client.
+    pub fn add_proxy(&mut self) -> Result<&NetNs> {
+        if self.proxy.is_some() {
+            bail!("the topology has a proxy host already");
+        }
+        let proxy = host_ns(&format!("{}-proxy", self.prefix))?;
+        add_veth(
+            &proxy,
+            PROXY_IFNAME,
+            &self.gateway,
+            GW_PROXY_IFNAME,
+            CLIENT_MTU,
+        )?;
+        configure_link(&proxy, PROXY_IFNAME, PROXY_ADDR4, PROXY_ADDR6)?;
+        configure_link(
+            &self.gateway,
+            GW_PROXY_IFNAME,
+            GW_PROXY_ADDR4,
+            GW_PROXY_ADDR6,
+        )?;
+        // Complete checksums, as on the client's link (see `build`).
+        proxy.run(&["ethtool", "-K", PROXY_IFNAME, "tx", "off"])?;
+        ip(&proxy, &format!("route add default via {GW_PROXY_ADDR4}"))?;
+        ip(
+            &proxy,
+            &format!("-6 route add default via {GW_PROXY_ADDR6}"),
+        )?;
+        Ok(self.proxy.insert(proxy))
+    }
+
+    /// The proxy host, once [`Topology::add_proxy`] made it.
+    ///
+    /// # Panics
+    /// If there is no proxy host.
+    pub fn proxy(&self) -> &NetNs {
+        self.proxy
+            .as_ref()
+            .expect("Topology::add_proxy was not called")
+    }
+
+    /// Adds another IPv4 address (a /32 next to the client's /24) to the client's interface, so
+    /// one client namespace can act as several clients by binding to one of them.
+    pub fn add_client_addr4(&self, addr: Ipv4Addr) -> Result<()> {
+        ip(
+            &self.client,
+            &format!("addr add {addr}/32 dev {CLIENT_IFNAME}"),
+        )
+        .map(drop)
     }
 
     /// The prefix the namespace names start with.
