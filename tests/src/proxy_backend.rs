@@ -10,15 +10,13 @@
 //! did not.
 
 use std::io::{ErrorKind, Read as _, Write as _};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream};
+use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context as _, Result};
-use lb_common::proxy::{
-    V2_ADDR_LEN_INET, V2_ADDR_LEN_INET6, V2_CMD_LOCAL, V2_CMD_PROXY, V2_FAM_TCP4, V2_FAM_TCP6,
-    V2_FIXED_LEN, V2_SIGNATURE, V2_VERSION,
-};
+use lb_common::proxy::parse::{parse, Addresses, Command, Error, Header as ParsedHeader, Parsed};
+use lb_common::proxy::V2_FIXED_LEN;
 
 use crate::netns::NetNs;
 use crate::servers::{tcp_server, ServerHandle};
@@ -189,49 +187,38 @@ fn serve(mut stream: TcpStream, index: usize, log: &Mutex<Vec<Seen>>) -> std::io
 /// Reads a v2 header at the start of `buf`: `None` while it is incomplete, else what it says
 /// and how many bytes it took (0 when there is none).
 ///
-// TODO(parser): a stand-in. Switch to `lb_common::proxy::parse::parse(buf)` once the
-// userspace parser is merged; this reads only the fixed part and the TCP address blocks.
+/// What the start of the stream says, and how many bytes the header takes; `None` until
+/// enough bytes are there to tell. Read with sluice's own userspace parser, TLVs and CRC32C
+/// included, as the edge listener will.
 fn parse_header(buf: &[u8]) -> Option<(Header, usize)> {
-    let sig = buf.len().min(V2_SIGNATURE.len());
-    if buf[..sig] != V2_SIGNATURE[..sig] {
-        return Some((Header::Absent, 0));
-    }
-    if buf.len() < V2_FIXED_LEN {
-        return None;
-    }
-    let len = V2_FIXED_LEN + usize::from(u16::from_be_bytes([buf[14], buf[15]]));
-    if buf.len() < len {
-        return None;
-    }
-    let body = &buf[V2_FIXED_LEN..len];
-    if buf[12] >> 4 != V2_VERSION {
-        return Some((Header::Malformed, len));
-    }
-    let header = match (buf[12] & 0x0f, buf[13]) {
-        (V2_CMD_LOCAL, _) => Header::Local,
-        (V2_CMD_PROXY, V2_FAM_TCP4) if body.len() >= V2_ADDR_LEN_INET => {
-            let ip = |at: usize| Ipv4Addr::new(body[at], body[at + 1], body[at + 2], body[at + 3]);
-            let port = |at: usize| u16::from_be_bytes([body[at], body[at + 1]]);
-            Header::Proxy {
-                source: SocketAddr::new(ip(0).into(), port(8)),
-                destination: SocketAddr::new(ip(4).into(), port(10)),
-            }
-        }
-        (V2_CMD_PROXY, V2_FAM_TCP6) if body.len() >= V2_ADDR_LEN_INET6 => {
-            let ip = |at: usize| {
-                let mut a = [0u8; 16];
-                a.copy_from_slice(&body[at..at + 16]);
-                Ipv6Addr::from(a)
+    match parse(buf) {
+        Ok(Parsed {
+            header: ParsedHeader::V2(h),
+            len,
+        }) => {
+            let header = match (h.command, h.addresses) {
+                (
+                    Command::Proxy,
+                    Addresses::Inet {
+                        source,
+                        destination,
+                    },
+                ) => Header::Proxy {
+                    source,
+                    destination,
+                },
+                (Command::Local, _) => Header::Local,
+                // A backend of a TCP service takes no UDP or UNIX clients.
+                (Command::Proxy, _) => Header::Malformed,
             };
-            let port = |at: usize| u16::from_be_bytes([body[at], body[at + 1]]);
-            Header::Proxy {
-                source: SocketAddr::new(ip(0).into(), port(32)),
-                destination: SocketAddr::new(ip(16).into(), port(34)),
-            }
+            Some((header, len))
         }
-        _ => Header::Malformed,
-    };
-    Some((header, len))
+        Err(Error::Incomplete) => None,
+        Err(Error::NotProxy) => Some((Header::Absent, 0)),
+        // v1 headers and every malformation: the backend refuses the stream.
+        Ok(Parsed { len, .. }) => Some((Header::Malformed, len)),
+        Err(_) => Some((Header::Malformed, buf.len())),
+    }
 }
 
 /// What a client got back within its wait.
@@ -293,6 +280,7 @@ pub fn send_and_read_line(stream: &mut TcpStream, data: &[u8], wait: Duration) -
 #[cfg(test)]
 mod tests {
     use super::*;
+    use lb_common::proxy::{V2_CMD_LOCAL, V2_CMD_PROXY, V2_FAM_TCP4, V2_SIGNATURE};
 
     fn v4_header(cmd: u8) -> Vec<u8> {
         let mut h = V2_SIGNATURE.to_vec();
@@ -304,7 +292,7 @@ mod tests {
     }
 
     #[test]
-    fn stand_in_parser_reads_what_haproxy_sends() {
+    fn parser_reads_what_haproxy_sends() {
         let h = v4_header(V2_CMD_PROXY);
         assert_eq!(parse_header(&h[..15]), None);
         let (header, used) = parse_header(&[&h[..], b"data"].concat()).expect("complete");
