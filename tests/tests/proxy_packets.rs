@@ -940,6 +940,233 @@ fn proxy_v2_table() {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Stream position: the segment judged is the one the backend reads first
+
+/// One step of a flow: a packet, whether it is forwarded, the outcome it counts, and the flow's
+/// state afterwards.
+struct Step {
+    name: &'static str,
+    ip: Vec<u8>,
+    forward: bool,
+    outcome: Option<ProxyOutcome>,
+    state: u8,
+    real_client: Option<SocketAddr>,
+}
+
+fn step(
+    name: &'static str,
+    ip: Vec<u8>,
+    forward: bool,
+    outcome: Option<ProxyOutcome>,
+    state: u8,
+) -> Step {
+    Step {
+        name,
+        ip,
+        forward,
+        outcome,
+        state,
+        real_client: None,
+    }
+}
+
+impl Runner<'_> {
+    /// Runs `steps` on one flow of `vip`; the first must be its SYN (a conntrack miss), every
+    /// other a conntrack hit.
+    fn steps(&self, vip: &str, conn: &Conn, steps: &[Step]) -> Result<(), String> {
+        use Counter::{ConntrackHit, ConntrackMiss, FlowCreated};
+        let mut errors = Vec::new();
+        for (i, st) in steps.iter().enumerate() {
+            let lookup: &[Counter] = if i == 0 {
+                &[ConntrackMiss, FlowCreated]
+            } else {
+                &[ConntrackHit]
+            };
+            errors.extend(self.packet(st.name, vip, conn, &st.ip, lookup, st.forward, st.outcome));
+            // Only a decided flow names its outcome; the last one decided is what it shows.
+            let decided = steps[..=i].iter().rev().find_map(|s| s.outcome);
+            errors.extend(self.check_flow(
+                st.name,
+                vip,
+                conn,
+                st.state,
+                decided.filter(|_| st.state != FLOW_AWAIT_HEADER),
+                st.real_client,
+            ));
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(errors.join("; "))
+        }
+    }
+}
+
+/// Retransmissions, overlaps and reordering: whatever bytes end up first in the backend's
+/// stream were judged, so no segment can put a header there after the verdict.
+#[test]
+fn proxy_v2_stream_position() {
+    use ProxyOutcome::{Absent, Accepted, Overlap, Untrusted};
+    require_root();
+    let ns_name = "slproxyseq";
+    let results = {
+        let env = PacketEnv::new(
+            ns_name,
+            &Options::unpinned(4096, 16 * 251),
+            &gateway_config(),
+        )
+        .expect("set up the namespace and sluice_xdp");
+        let runner = Runner {
+            env: &env,
+            vips: vip_names(&env),
+        };
+        let real4 = sa(REAL4, 51000);
+        let conn = |client: Ipv4Addr, cport: u16, vip: Ipv4Addr| Conn {
+            client: client.into(),
+            cport,
+            vip: vip.into(),
+            isn: 0x3000_0000,
+        };
+        let valid =
+            |vip: Ipv4Addr| cat(&[&v2(PROXY, TCP4, &addrs(real4, sa(vip, VPORT))), HTTP_GET]);
+        let mut results = Vec::new();
+
+        // Under `optional` a direct client's first segment carries no header and is allowed;
+        // a second copy of the stream's start that does carry one must not reach the backend
+        // (the first copy might have been discarded there, e.g. for its checksum).
+        let c = conn(UNTRUSTED4, 43001, OPT4);
+        results.push((
+            "optional: a header resent at the stream's start after an absent verdict",
+            runner.steps(
+                "opt4",
+                &c,
+                &[
+                    step("SYN", c.syn(), true, None, FLOW_AWAIT_HEADER),
+                    step(
+                        "first segment, no header",
+                        c.data(0, HTTP_GET),
+                        true,
+                        Some(Absent),
+                        FLOW_ALLOWED,
+                    ),
+                    step(
+                        "same start, same bytes",
+                        c.data(0, HTTP_GET),
+                        true,
+                        None,
+                        FLOW_ALLOWED,
+                    ),
+                    step(
+                        "same start, forged header",
+                        c.data(0, &valid(OPT4)),
+                        false,
+                        Some(Untrusted),
+                        FLOW_REFUSED,
+                    ),
+                    step(
+                        "later data",
+                        c.data(HTTP_GET.len(), b"more"),
+                        false,
+                        None,
+                        FLOW_REFUSED,
+                    ),
+                ],
+            ),
+        ));
+
+        // A segment starting one byte before the stream: the backend trims that byte and would
+        // read a header hidden behind it.
+        let c = conn(PROXY4, 43002, REQ4);
+        let mut hidden = vec![b'Z'];
+        hidden.extend(valid(REQ4));
+        let overlap = c.packet(TCP_ACK | TCP_PSH, c.isn, SERVER_ISN + 1, &hidden);
+        results.push((
+            "required: a segment overlapping the SYN is refused",
+            runner.steps(
+                "req4",
+                &c,
+                &[
+                    step("SYN", c.syn(), true, None, FLOW_AWAIT_HEADER),
+                    step(
+                        "segment from one byte before the stream",
+                        overlap,
+                        false,
+                        Some(Overlap),
+                        FLOW_REFUSED,
+                    ),
+                ],
+            ),
+        ));
+
+        // Data ahead of a lost first segment cannot be read before it: forwarded undecided,
+        // and the first segment decides when it comes.
+        let c = conn(PROXY4, 43003, REQ4);
+        let first = valid(REQ4);
+        let mut accepted = step(
+            "the first segment",
+            c.data(0, &first),
+            true,
+            Some(Accepted),
+            FLOW_ALLOWED,
+        );
+        accepted.real_client = Some(real4);
+        let mut later = step(
+            "later data again",
+            c.data(first.len(), b"tail"),
+            true,
+            None,
+            FLOW_ALLOWED,
+        );
+        later.real_client = Some(real4);
+        results.push((
+            "required: reordered data waits for the stream's start",
+            runner.steps(
+                "req4",
+                &c,
+                &[
+                    step("SYN", c.syn(), true, None, FLOW_AWAIT_HEADER),
+                    step(
+                        "data ahead of the first segment",
+                        c.data(first.len(), b"tail"),
+                        true,
+                        None,
+                        FLOW_AWAIT_HEADER,
+                    ),
+                    accepted,
+                    later,
+                ],
+            ),
+        ));
+
+        // TCP Fast Open: the header rides on the SYN and is judged there.
+        let c = conn(PROXY4, 43004, REQ4);
+        let mut tfo = step(
+            "SYN with the header",
+            c.packet(TCP_SYN, c.isn, 0, &valid(REQ4)),
+            true,
+            Some(Accepted),
+            FLOW_ALLOWED,
+        );
+        tfo.real_client = Some(real4);
+        let mut more = step(
+            "data after it",
+            c.data(valid(REQ4).len(), b"more"),
+            true,
+            None,
+            FLOW_ALLOWED,
+        );
+        more.real_client = Some(real4);
+        results.push((
+            "required: a header on the SYN (TCP Fast Open)",
+            runner.steps("req4", &c, &[tfo, more]),
+        ));
+        results
+    };
+    assert!(!NetNs::exists(ns_name), "namespace {ns_name} left behind");
+    report("PROXY v2 stream position", &results);
+}
+
+// ---------------------------------------------------------------------------------------------
 // Differential test: the kernel against `lb_common::proxy::parse::segment_verdict`
 
 /// xorshift64: deterministic, good enough to spread cases.
