@@ -283,3 +283,12 @@ pub fn run_cmd(cmd: &mut Command) -> Result<String> {
 pub fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
 }
+
+/// Fails the calling test unless it runs as root, as CI does: a skipped namespace test would
+/// pass without proving anything.
+pub fn require_root() {
+    assert!(
+        is_root(),
+        "needs root (network namespaces, XDP, BPF_PROG_TEST_RUN); run as root, as CI does"
+    );
+}

@@ -8,7 +8,6 @@ use std::net::IpAddr;
 use lb_common::flow_hash::five_tuple_hash;
 use lb_common::{Counter, FlowKey};
 
-use crate::netns::is_root;
 use crate::packet_builder::{checksum_ok, diff, ip_tos, Mac, Tunnel};
 use crate::packet_env::{next_hop, tunnel_source, NextHop, MTU};
 
@@ -55,13 +54,6 @@ pub fn expected_deltas(
         *m.entry(n).or_insert(0) += 1;
     }
     m
-}
-
-pub fn require_root() {
-    assert!(
-        is_root(),
-        "the packet tests need root (network namespaces, BPF_PROG_TEST_RUN); run them as root, as CI does"
-    );
 }
 
 /// Prints one line per row and panics listing all failures.

@@ -14,7 +14,7 @@ use lb_userspace::dataplane::Decap;
 use sluice_tests::daemon::{pin_dir, Daemon, Scratch};
 use sluice_tests::topology::backend_addr4;
 use sluice_tests::{
-    echo_greetings, http_backend, http_get_many, is_root, tcp_echo_backend, EchoConn, NetNs,
+    echo_greetings, http_backend, http_get_many, require_root, tcp_echo_backend, EchoConn, NetNs,
     ServerHandle, Topology, VIP4,
 };
 
@@ -24,12 +24,6 @@ const TABLE_SIZE: u32 = 4099;
 const MANAGEMENT: &str = "127.0.0.1:9000";
 /// Generous bound for anything the daemon does asynchronously (health rounds, reloads).
 const SETTLE: Duration = Duration::from_secs(10);
-
-macro_rules! require_root {
-    () => {
-        assert!(is_root(), "needs root for network namespaces and XDP");
-    };
-}
 
 fn web() -> SocketAddr {
     SocketAddr::new(VIP4.into(), HTTP_PORT)
@@ -229,7 +223,7 @@ fn greetings(lab: &Lab, count: usize) -> BTreeMap<usize, usize> {
 
 #[test]
 fn drain_keeps_established_flows_and_undrain_restores() {
-    require_root!();
+    require_root();
     let lab = Lab::start("sld1", &Spec::new(3));
     let mut conn = EchoConn::open(lab.client(), echo()).expect("open echo connection");
     let b = conn.backend;
@@ -283,7 +277,7 @@ fn drain_keeps_established_flows_and_undrain_restores() {
 
 #[test]
 fn health_checks_take_a_stopped_backend_out_and_bring_it_back() {
-    require_root!();
+    require_root();
     let spec = Spec {
         health: true,
         ..Spec::new(3)
@@ -346,7 +340,7 @@ fn health_checks_take_a_stopped_backend_out_and_bring_it_back() {
 
 #[test]
 fn reload_is_all_or_nothing() {
-    require_root!();
+    require_root();
     let mut spec = Spec::new(3);
     let mut lab = Lab::start("sld3", &spec);
     let mut conn = EchoConn::open(lab.client(), echo()).expect("echo connection");
@@ -429,7 +423,7 @@ fn reload_is_all_or_nothing() {
 
 #[test]
 fn restart_with_keep_dataplane_keeps_connections() {
-    require_root!();
+    require_root();
     let spec = Spec {
         keep_dataplane: true,
         ..Spec::new(3)
@@ -481,7 +475,7 @@ fn restart_with_keep_dataplane_keeps_connections() {
     reason = "counter values are small integers, exact in an f64"
 )]
 fn metrics_count_the_traffic_sent() {
-    require_root!();
+    require_root();
     let lab = Lab::start("sld5", &Spec::new(2));
     let tally = http_get_many(lab.client(), web(), 50, 8).expect("requests");
     assert_eq!(tally.values().sum::<usize>(), 50);

@@ -18,8 +18,8 @@ use lb_userspace::config::{Config, Protocol, XdpMode};
 use lb_userspace::dataplane::{expected_shares, flow_key, Dataplane, Decap, Options};
 use sluice_tests::topology::{backend_addr4, backend_addr6};
 use sluice_tests::{
-    backend_index, echo_greetings, http_backend, http_get_many, is_root, tcp_echo_backend, udp_ask,
-    udp_backend, EchoConn, NetNs, ServerHandle, Topology, VIP4, VIP6,
+    backend_index, echo_greetings, http_backend, http_get_many, require_root, tcp_echo_backend,
+    udp_ask, udp_backend, EchoConn, NetNs, ServerHandle, Topology, VIP4, VIP6,
 };
 
 const HTTP_PORT: u16 = 80;
@@ -39,12 +39,6 @@ const VIPS: [(&str, &str, &str); 5] = [
 const TOLERANCE: f64 = 0.25;
 
 /// Fails the calling test unless we can create namespaces (CI runs as root).
-macro_rules! require_root {
-    () => {
-        assert!(is_root(), "needs root for network namespaces and XDP");
-    };
-}
-
 /// The gateway config for backends `0..backends` (IPv4 VIPs use the backends' IPv4
 /// addresses, IPv6 VIPs their IPv6 addresses).
 fn config_text(backends: usize) -> String {
@@ -292,21 +286,21 @@ fn check_spread(lab: &Lab, vip_name: &str, vip: SocketAddr, count: usize) {
 
 #[test]
 fn ipv4_tcp_spreads_by_maglev() {
-    require_root!();
+    require_root();
     let lab = Lab::start("sll1", 3);
     check_spread(&lab, "web4", SocketAddr::new(VIP4.into(), HTTP_PORT), 500);
 }
 
 #[test]
 fn ipv6_tcp_spreads_by_maglev() {
-    require_root!();
+    require_root();
     let lab = Lab::start("sll2", 3);
     check_spread(&lab, "web6", SocketAddr::new(VIP6.into(), HTTP_PORT), 500);
 }
 
 #[test]
 fn established_flows_survive_backend_changes() {
-    require_root!();
+    require_root();
     let mut lab = Lab::start("sll3", 3);
     let vips = [
         ("echo4", SocketAddr::new(VIP4.into(), ECHO_PORT)),
@@ -394,7 +388,7 @@ fn established_flows_survive_backend_changes() {
 
 #[test]
 fn udp_flows_stick_to_one_backend() {
-    require_root!();
+    require_root();
     let lab = Lab::start("sll4", 3);
     let vip = SocketAddr::new(VIP4.into(), UDP_PORT);
     let replies = udp_ask(lab.client(), vip, 50).expect("50 datagrams on one flow");
@@ -423,7 +417,7 @@ fn udp_flows_stick_to_one_backend() {
 
 #[test]
 fn draining_backend_keeps_its_connections() {
-    require_root!();
+    require_root();
     let mut lab = Lab::start("sll5", 3);
     let vip = SocketAddr::new(VIP4.into(), ECHO_PORT);
     let mut conn = EchoConn::open(lab.client(), vip).expect("open echo connection");
@@ -469,7 +463,7 @@ fn draining_backend_keeps_its_connections() {
 /// behind can only be checked after the whole run: `ip netns list` must be empty.)
 #[test]
 fn nothing_left_in_root_namespace() {
-    require_root!();
+    require_root();
     {
         let _lab = Lab::start("sll6", 1);
     }

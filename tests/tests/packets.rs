@@ -29,14 +29,14 @@ use sluice_tests::packet_builder::{
     IPPROTO_UDP, IP_MF, TCP_ACK, TCP_FIN, TCP_PSH, TCP_RST, TCP_SYN,
 };
 use sluice_tests::packet_check::{
-    action_name, check_forward, deltas, expected_deltas, report, require_root, tunnel_destination,
-    XDP_DROP, XDP_PASS,
+    action_name, check_forward, deltas, expected_deltas, report, tunnel_destination, XDP_DROP,
+    XDP_PASS,
 };
 use sluice_tests::packet_env::{
     errno, DecapProgram, PacketEnv, GW0, GW0_MAC, GW1, MTU, NEIGH0_V4, NEIGH0_V6, NEIGH1_V4,
     NEIGH1_V6, UNRESOLVED_V4,
 };
-use sluice_tests::NetNs;
+use sluice_tests::{require_root, NetNs};
 
 const CLIENT_MAC: Mac = [0x02, 0, 0, 0, 0x00, 0xc1];
 const CLIENT4: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);

@@ -24,7 +24,7 @@ use sluice_tests::proxy_backend::{send_and_read_line, Header, ProxyBackend, Repl
 use sluice_tests::topology::{
     backend_addr4, CLIENT_ADDR4, GW_CLIENT_IFNAME, GW_PROXY_IFNAME, PROXY_ADDR4,
 };
-use sluice_tests::{connect_tcp_from, is_root, Topology, VIP4};
+use sluice_tests::{connect_tcp_from, require_root, Topology, VIP4};
 
 const VIP_NAME: &str = "pp4";
 const VIP_PORT: u16 = 7;
@@ -37,12 +37,6 @@ const MANAGEMENT: &str = "127.0.0.1:9000";
 const SILENCE: Duration = Duration::from_millis(1500);
 /// The client's second address, for allow/deny lists that tell two clients apart.
 const CLIENT_B: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 3);
-
-macro_rules! require_root {
-    () => {
-        assert!(is_root(), "needs root for network namespaces and XDP");
-    };
-}
 
 fn vip() -> SocketAddr {
     SocketAddr::new(VIP4.into(), VIP_PORT)
@@ -314,7 +308,7 @@ fn metric(lab: &Lab, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
 
 #[test]
 fn haproxy_names_the_real_client_and_a_replayed_header_is_dropped() {
-    require_root!();
+    require_root();
     let spec = HaproxySpec {
         frontend: frontend(),
         server: vip(),
@@ -443,7 +437,7 @@ fn haproxy_names_the_real_client_and_a_replayed_header_is_dropped() {
 
 #[test]
 fn denied_real_clients_are_dropped_and_allow_lists_apply_on_reload() {
-    require_root!();
+    require_root();
     let spec = HaproxySpec {
         frontend: frontend(),
         server: vip(),
@@ -511,7 +505,7 @@ fn denied_real_clients_are_dropped_and_allow_lists_apply_on_reload() {
 
 #[test]
 fn a_trusted_proxy_without_a_header_is_dropped_when_required() {
-    require_root!();
+    require_root();
     let lab = Lab::start("slh3", 2, &Policy::default(), None);
     let before = lab.stats();
     let mut stream = connect_tcp_from(lab.topo.proxy(), PROXY_ADDR4.into(), vip())

@@ -29,10 +29,10 @@ use sluice_tests::packet_builder::{
     TCP_SYN,
 };
 use sluice_tests::packet_check::{
-    action_name, check_forward, deltas, expected_deltas, report, require_root, XDP_DROP,
+    action_name, check_forward, deltas, expected_deltas, report, XDP_DROP,
 };
 use sluice_tests::packet_env::{PacketEnv, GW0, GW0_MAC, NEIGH0_V4, NEIGH0_V6, NEIGH1_V4};
-use sluice_tests::NetNs;
+use sluice_tests::{require_root, NetNs};
 
 const CLIENT_MAC: Mac = [0x02, 0, 0, 0, 0x00, 0xc1];
 /// Upstream balancers listed in every VIP's `trusted_proxies`.
@@ -912,30 +912,37 @@ fn vip_names(env: &PacketEnv) -> Vec<String> {
     env.config.vips.iter().map(|v| v.name.clone()).collect()
 }
 
-#[test]
-fn proxy_v2_table() {
-    require_root();
-    let ns_name = "slproxy";
-    let results = {
+/// Runs `f` against `sluice_xdp` loaded in a fresh namespace `ns_name` with the gateway config
+/// (`conntrack` entries), and checks that the namespace is gone afterwards.
+fn in_gateway<T>(ns_name: &str, conntrack: u32, f: impl FnOnce(&Runner) -> T) -> T {
+    let out = {
         let env = PacketEnv::new(
             ns_name,
-            &Options::unpinned(4096, 16 * 251),
+            &Options::unpinned(conntrack, 16 * 251),
             &gateway_config(),
         )
         .expect("set up the namespace and sluice_xdp");
-        let rows = rows();
-        let names: std::collections::HashSet<_> = rows.iter().map(|r| r.name).collect();
-        assert_eq!(names.len(), rows.len(), "row names must be unique");
-        let runner = Runner {
+        f(&Runner {
             env: &env,
             vips: vip_names(&env),
-        };
+        })
+    };
+    assert!(!NetNs::exists(ns_name), "namespace {ns_name} left behind");
+    out
+}
+
+#[test]
+fn proxy_v2_table() {
+    require_root();
+    let rows = rows();
+    let names: std::collections::HashSet<_> = rows.iter().map(|r| r.name).collect();
+    assert_eq!(names.len(), rows.len(), "row names must be unique");
+    let results = in_gateway("slproxy", 4096, |runner| {
         rows.iter()
             .zip(42000u16..)
             .map(|(r, port)| (r.name, runner.row(r, port)))
             .collect::<Vec<_>>()
-    };
-    assert!(!NetNs::exists(ns_name), "namespace {ns_name} left behind");
+    });
     report("PROXY v2", &results);
 }
 
@@ -1008,18 +1015,7 @@ impl Runner<'_> {
 fn proxy_v2_stream_position() {
     use ProxyOutcome::{Absent, Accepted, Overlap, Untrusted};
     require_root();
-    let ns_name = "slproxyseq";
-    let results = {
-        let env = PacketEnv::new(
-            ns_name,
-            &Options::unpinned(4096, 16 * 251),
-            &gateway_config(),
-        )
-        .expect("set up the namespace and sluice_xdp");
-        let runner = Runner {
-            env: &env,
-            vips: vip_names(&env),
-        };
+    let results = in_gateway("slproxyseq", 4096, |runner| {
         let real4 = sa(REAL4, 51000);
         let conn = |client: Ipv4Addr, cport: u16, vip: Ipv4Addr| Conn {
             client: client.into(),
@@ -1161,8 +1157,7 @@ fn proxy_v2_stream_position() {
             runner.steps("req4", &c, &[tfo, more]),
         ));
         results
-    };
-    assert!(!NetNs::exists(ns_name), "namespace {ns_name} left behind");
+    });
     report("PROXY v2 stream position", &results);
 }
 
@@ -1389,53 +1384,16 @@ fn hex(b: &[u8]) -> String {
         })
 }
 
-/// Whether `segment_verdict` is still the `todo!()` stub (it panics with "not yet implemented").
-fn parser_is_stub() -> bool {
-    let hook = std::panic::take_hook();
-    std::panic::set_hook(Box::new(|_| {}));
-    let probe = std::panic::catch_unwind(|| segment_verdict(&SIG));
-    std::panic::set_hook(hook);
-    match probe {
-        Ok(_) => false,
-        Err(p) => {
-            let msg = p
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| p.downcast_ref::<&str>().map(ToString::to_string))
-                .unwrap_or_default();
-            assert!(
-                msg.contains("not yet implemented"),
-                "segment_verdict panicked on the bare signature: {msg}"
-            );
-            true
-        }
-    }
-}
-
 const DIFF_CASES: u16 = 3000;
 
 #[test]
 fn proxy_differential() {
     require_root();
-    if parser_is_stub() {
-        eprintln!(
-            "SKIPPED proxy_differential: lb_common::proxy::parse::segment_verdict is still the \
-             todo!() stub; this test compares it with the kernel once the parser lands"
-        );
-        return;
-    }
     let cases = differential_cases(usize::from(DIFF_CASES));
-    let ns_name = "slproxyd";
-    let (disagreements, outcome_counts) = {
-        let env = PacketEnv::new(
-            ns_name,
-            &Options::unpinned(2 * u32::from(DIFF_CASES), 16 * 251),
-            &gateway_config(),
-        )
-        .expect("set up the namespace and sluice_xdp");
-        run_differential(&env, &cases)
-    };
-    assert!(!NetNs::exists(ns_name), "namespace {ns_name} left behind");
+    let (disagreements, outcome_counts) =
+        in_gateway("slproxyd", 2 * u32::from(DIFF_CASES), |runner| {
+            run_differential(runner.env, &cases)
+        });
     eprintln!("{} cases; kernel outcomes: {outcome_counts:?}", cases.len());
     assert!(
         disagreements.is_empty(),

@@ -8,7 +8,7 @@ use std::net::{IpAddr, SocketAddr};
 use sluice_tests::servers::{
     connect_tcp, http_backend, http_get_many, tcp_echo_backend, udp_ask, udp_backend,
 };
-use sluice_tests::{is_root, NetNs, Topology, VIP4, VIP6};
+use sluice_tests::{require_root, NetNs, Topology, VIP4, VIP6};
 
 fn namespaces() -> String {
     let out = std::process::Command::new("ip")
@@ -20,7 +20,7 @@ fn namespaces() -> String {
 
 #[test]
 fn routed_reachability_and_cleanup() {
-    assert!(is_root(), "needs root for network namespaces");
+    require_root();
     let topo = Topology::build("slt1", 2).expect("build topology");
     assert_eq!(topo.backend_count(), 2);
     for target in [
@@ -60,7 +60,7 @@ fn routed_reachability_and_cleanup() {
 
 #[test]
 fn servers_answer_across_topology() {
-    assert!(is_root(), "needs root for network namespaces");
+    require_root();
     let mut topo = Topology::build("slt2", 1).expect("build topology");
     assert_eq!(topo.add_backend().expect("add backend"), 1);
     let _http = http_backend(topo.backend(1), "b1", 8080).expect("http backend");
@@ -115,7 +115,7 @@ fn servers_answer_across_topology() {
 
 #[test]
 fn cleanup_on_panic_and_leftovers() {
-    assert!(is_root(), "needs root for network namespaces");
+    require_root();
     // A leftover from a killed run must not stop the next build.
     let _ = std::process::Command::new("ip")
         .args(["netns", "add", "slt3-gw"])
