@@ -217,6 +217,7 @@ impl Lab {
     /// Through haproxy from `from`: the connection to haproxy opens, but nothing comes back
     /// and no backend hears of this client.
     fn refused_through_haproxy(&self, from: Ipv4Addr) -> SocketAddr {
+        let seen_before = self.seen_client_ip(from).len();
         let mut stream = self.connect_client(from, frontend());
         let local = stream.local_addr().expect("local address");
         let reply = send_and_read_line(&mut stream, b"ping\n", SILENCE).expect("read");
@@ -225,12 +226,44 @@ impl Lab {
             Reply::Silent(String::new()),
             "{from} through haproxy must get no answer"
         );
-        assert!(
-            self.seen_client_ip(from).is_empty(),
+        assert_eq!(
+            self.seen_client_ip(from).len(),
+            seen_before,
             "no backend may see a header naming {from}: {:?}",
             self.seen_client_ip(from)
         );
         local
+    }
+
+    /// Sends `data` on a connection made straight to the VIP and checks the policy refused it
+    /// as `outcome`: no answer, the outcome counted once, every data packet dropped, and the
+    /// backend that got the handshake got none of the data.
+    fn refused_direct(&self, mut stream: TcpStream, data: &[u8], outcome: &str) {
+        let before = self.stats();
+        let local = stream.local_addr().expect("local address");
+        let reply = send_and_read_line(&mut stream, data, SILENCE).expect("read");
+        assert_eq!(
+            reply,
+            Reply::Silent(String::new()),
+            "a flow refused as {outcome} gets no answer"
+        );
+        let after = self.stats();
+        assert_eq!(after.grew(&before, outcome), 1, "{}", after.0);
+        assert!(after.counter("drop_proxy") > before.counter("drop_proxy"));
+        assert_eq!(after.grew(&before, "accepted"), 0, "{}", after.0);
+        let seen = self.seen_from(local);
+        assert_eq!(
+            seen.len(),
+            1,
+            "the handshake reached one backend (only the data is dropped): {seen:?}"
+        );
+        assert_eq!(
+            seen[0].bytes, 0,
+            "the backend got none of the data: {seen:?}"
+        );
+        let row = flow_of(&self.flows(), local);
+        assert_eq!(row["proxy"], outcome, "{row}");
+        assert!(row["real_client"].is_null(), "{row}");
     }
 }
 
@@ -246,6 +279,11 @@ impl Counts {
             .find(|r| r["vip"] == VIP_NAME && r["outcome"] == outcome)
             .unwrap_or_else(|| panic!("no proxy row for {VIP_NAME}/{outcome}: {}", self.0));
         row["flows"].as_u64().expect("flows is a number")
+    }
+
+    /// How many more flows `outcome` decided than in `before`.
+    fn grew(&self, before: &Counts, outcome: &str) -> u64 {
+        self.outcome(outcome) - before.outcome(outcome)
     }
 
     /// A dataplane counter by name (e.g. `drop_proxy`).
@@ -396,42 +434,8 @@ fn haproxy_names_the_real_client_and_a_replayed_header_is_dropped() {
         .find(|s| s.client() == Some(conns[0].1))
         .and_then(|s| s.raw_header)
         .expect("haproxy's header as the backend received it");
-    let before = lab.stats();
-    let mut forged = lab.connect_client(CLIENT_ADDR4, vip());
-    let local = forged.local_addr().expect("local address");
-    let reply =
-        send_and_read_line(&mut forged, &[&raw[..], b"ping\n"].concat(), SILENCE).expect("read");
-    assert_eq!(
-        reply,
-        Reply::Silent(String::new()),
-        "a forged header gets no answer"
-    );
-    let after = lab.stats();
-    assert_eq!(
-        after.outcome("untrusted") - before.outcome("untrusted"),
-        1,
-        "{}",
-        after.0
-    );
-    assert!(
-        after.counter("drop_proxy") > before.counter("drop_proxy"),
-        "{}",
-        after.0
-    );
-    assert_eq!(after.outcome("accepted"), before.outcome("accepted"));
-    let seen = lab.seen_from(local);
-    assert_eq!(
-        seen.len(),
-        1,
-        "the handshake reached one backend (only the data is dropped): {seen:?}"
-    );
-    assert_eq!(
-        seen[0].bytes, 0,
-        "the backend got none of the data: {seen:?}"
-    );
-    let row = flow_of(&lab.flows(), local);
-    assert_eq!(row["proxy"], "untrusted", "{row}");
-    assert!(row["real_client"].is_null(), "{row}");
+    let forged = lab.connect_client(CLIENT_ADDR4, vip());
+    lab.refused_direct(forged, &[&raw[..], b"ping\n"].concat(), "untrusted");
     drop(conns);
 }
 
@@ -454,13 +458,8 @@ fn denied_real_clients_are_dropped_and_allow_lists_apply_on_reload() {
     let (_a, local_a, _) = lab.served_through_haproxy(CLIENT_ADDR4);
     assert_eq!(local_a.ip(), IpAddr::V4(CLIENT_ADDR4));
     let after = lab.stats();
-    assert_eq!(
-        after.outcome("client_denied") - before.outcome("client_denied"),
-        1,
-        "{}",
-        after.0
-    );
-    assert_eq!(after.outcome("accepted") - before.outcome("accepted"), 1);
+    assert_eq!(after.grew(&before, "client_denied"), 1, "{}", after.0);
+    assert_eq!(after.grew(&before, "accepted"), 1, "{}", after.0);
     assert!(after.counter("drop_proxy") > before.counter("drop_proxy"));
 
     // Now only B is allowed (and nobody denied): the roles swap.
@@ -480,57 +479,17 @@ fn denied_real_clients_are_dropped_and_allow_lists_apply_on_reload() {
     let before = lab.stats();
     let (_b, local_b, _) = lab.served_through_haproxy(CLIENT_B);
     assert_eq!(local_b.ip(), IpAddr::V4(CLIENT_B));
-    let seen_a_before = lab.seen_client_ip(CLIENT_ADDR4).len();
-    let mut stream = lab.connect_client(CLIENT_ADDR4, frontend());
-    let reply = send_and_read_line(&mut stream, b"ping\n", SILENCE).expect("read");
-    assert_eq!(
-        reply,
-        Reply::Silent(String::new()),
-        "{CLIENT_ADDR4} is outside allow_clients"
-    );
-    assert_eq!(
-        lab.seen_client_ip(CLIENT_ADDR4).len(),
-        seen_a_before,
-        "no backend saw the refused client's header"
-    );
+    lab.refused_through_haproxy(CLIENT_ADDR4);
     let after = lab.stats();
-    assert_eq!(
-        after.outcome("client_denied") - before.outcome("client_denied"),
-        1,
-        "{}",
-        after.0
-    );
-    assert_eq!(after.outcome("accepted") - before.outcome("accepted"), 1);
+    assert_eq!(after.grew(&before, "client_denied"), 1, "{}", after.0);
+    assert_eq!(after.grew(&before, "accepted"), 1, "{}", after.0);
 }
 
 #[test]
 fn a_trusted_proxy_without_a_header_is_dropped_when_required() {
     require_root();
     let lab = Lab::start("slh3", 2, &Policy::default(), None);
-    let before = lab.stats();
-    let mut stream = connect_tcp_from(lab.topo.proxy(), PROXY_ADDR4.into(), vip())
+    let stream = connect_tcp_from(lab.topo.proxy(), PROXY_ADDR4.into(), vip())
         .expect("connect from the proxy host to the VIP");
-    let local = stream.local_addr().expect("local address");
-    let reply = send_and_read_line(&mut stream, b"no header here\n", SILENCE).expect("read");
-    assert_eq!(
-        reply,
-        Reply::Silent(String::new()),
-        "a headerless flow gets no answer under required"
-    );
-    let after = lab.stats();
-    assert_eq!(
-        after.outcome("missing") - before.outcome("missing"),
-        1,
-        "{}",
-        after.0
-    );
-    assert!(after.counter("drop_proxy") > before.counter("drop_proxy"));
-    let seen = lab.seen_from(local);
-    assert_eq!(seen.len(), 1, "the handshake reached one backend: {seen:?}");
-    assert_eq!(
-        seen[0].bytes, 0,
-        "the backend got none of the data: {seen:?}"
-    );
-    let row = flow_of(&lab.flows(), local);
-    assert_eq!(row["proxy"], "missing", "{row}");
+    lab.refused_direct(stream, b"no header here\n", "missing");
 }
