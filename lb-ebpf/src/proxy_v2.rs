@@ -202,8 +202,7 @@ fn direct(p: &Parsed, vip: &VipEntry) -> ProxyOutcome {
     }
 }
 
-/// The verdict on a first payload segment. A BPF-to-BPF call of its own: inlined, its buffers
-/// would push the steering path's frame past the 512-byte stack.
+/// The verdict on a first payload segment.
 #[inline(always)]
 fn judge(ctx: &XdpContext, p: &Parsed, vip: &VipEntry) -> Verdict {
     if vip.proxy_policy == PROXY_OFF {
