@@ -9,6 +9,7 @@ pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod dataplane;
+pub mod edge;
 pub mod health;
 pub mod management;
 pub mod metrics;
