@@ -1,1 +1,433 @@
-//! Placeholder: written by the edge work (issue 5).
+//! The request headers that carry a verified client certificate to the backend, in each of the
+//! formats Keycloak's `x509cert-lookup` providers read (issue 5, "Client certificate headers").
+//!
+//! Everything here is pure: the listener hands over what rustls established
+//! ([`ClientCert`]), removes every incoming copy of the [`managed`] names, then adds what
+//! [`headers`] returns. Only a chain rustls verified is ever forwarded; for no certificate or a
+//! failed one the only header is nginx's `ssl-client-verify`.
+//!
+//! | format    | headers (defaults)                                                        |
+//! |-----------|---------------------------------------------------------------------------|
+//! | `rfc9440` | `Client-Cert: :<b64 DER>:`, `Client-Cert-Chain: :<b64>:, :<b64>:`         |
+//! | `nginx`   | `ssl-client-cert` (escaped PEM), `ssl-client-verify`, `ssl-client-subject-dn`, `ssl-client-issuer-dn` |
+//! | `apache`  | `SSL_CLIENT_CERT` (one-line PEM), `CERT_CHAIN_0..n` (one-line PEM)        |
+//! | `haproxy` | `X-SSL-Client-Cert` (b64 DER), `X-SSL-Client-Cert-Chain_0..n` (b64 DER)   |
+//! | `traefik` | `X-Forwarded-Tls-Client-Cert: <b64 leaf>,<b64 intermediate>...`           |
+//! | `envoy`   | `x-forwarded-client-cert: Hash=..;Cert="..";Chain="..";Subject="..";URI=..;DNS=..` |
+//!
+//! The exact shapes, and where they follow nginx, Apache, `HAProxy`, Traefik or Envoy and where
+//! Keycloak's parsing decided, are documented on each [`Format`] variant.
+
+mod dn;
+mod encoding;
+#[cfg(test)]
+mod tests;
+
+use std::fmt;
+use std::str::FromStr;
+
+use hyper::header::{HeaderName, HeaderValue};
+use x509_parser::certificate::X509Certificate;
+use x509_parser::extensions::GeneralName;
+use x509_parser::prelude::FromDer;
+
+/// The most intermediates forwarded, and so the number of `<prefix>_<n>` chain headers managed
+/// (`_0` to `_9`). Keycloak's `certificate-chain-length` should be at least this; the listener's
+/// maximum chain depth must not allow more, or [`headers`] refuses with [`Error::ChainTooLong`].
+pub const MAX_CHAIN: usize = 10;
+
+/// The header formats, named as in the `client_cert_header` setting (and after Keycloak's
+/// `x509cert-lookup` providers).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Format {
+    /// RFC 9440: `Client-Cert: :<base64 DER>:` and, when there are intermediates,
+    /// `Client-Cert-Chain: :<b64>:, :<b64>:` in TLS order. Both are RFC 8941 byte sequences:
+    /// standard base64 with padding, no line breaks.
+    Rfc9440,
+    /// nginx: `ssl-client-cert` is the leaf PEM percent-encoded exactly like
+    /// `$ssl_client_escaped_cert` (everything but `A-Z a-z 0-9 - . _ ~` as `%XX`, so `+`, `/`,
+    /// `=`, spaces and newlines survive Keycloak's form-URL-decoding); `ssl-client-verify` is
+    /// `SUCCESS`, `NONE` or `FAILED:<reason>`; `ssl-client-subject-dn` / `ssl-client-issuer-dn`
+    /// are RFC 2253 like `$ssl_client_s_dn` / `$ssl_client_i_dn`. nginx itself cannot forward
+    /// the chain (Keycloak rebuilds it from its truststore), so neither does this format.
+    Nginx,
+    /// Apache: the leaf in [`Names::apache_cert`] and each intermediate in
+    /// `<Names::apache_chain>_<n>`, as PEM whose base64 body is one line, with the two line
+    /// breaks around it replaced by spaces as `mod_headers` does with newlines:
+    /// `-----BEGIN CERTIFICATE----- MIIB... -----END CERTIFICATE-----`. Keycloak strips the
+    /// BEGIN/END lines and trims, which leaves strict base64 with no spaces inside.
+    Apache,
+    /// `HAProxy` (`%[ssl_c_der,base64]`): the leaf as bare base64 DER in [`Names::haproxy_cert`],
+    /// intermediates in `<Names::haproxy_chain>_<n>`.
+    Haproxy,
+    /// Traefik `passTLSClientCert` with `pem: true`: `X-Forwarded-Tls-Client-Cert` holds the
+    /// leaf then the intermediates, each bare base64 DER (no BEGIN/END, no line breaks, not
+    /// URL-escaped, as Traefik 2.10+ sends it), separated by `,`.
+    Traefik,
+    /// Envoy (`SANITIZE_SET`): `x-forwarded-client-cert` with exactly one element,
+    /// `Hash=<sha256 hex of leaf DER>;Cert="<escaped PEM>";Chain="<escaped PEM leaf+intermediates>";Subject="<RFC 2253 DN>";URI=<san>;DNS=<san>`,
+    /// one `URI`/`DNS` key per SAN, a value quoted (with `\"` and `\\` inside) when it holds
+    /// `,` `;` `=` `"` or `\`. PEM escaping is nginx's. In the Subject a `;` is written `\3B`
+    /// (RFC 4514 hex escape) rather than `\;`, because Keycloak splits the header on every `;`.
+    Envoy,
+}
+
+impl Format {
+    /// Every format, e.g. to strip every header sluice knows whatever the listener selected.
+    pub const ALL: [Format; 6] = [
+        Format::Rfc9440,
+        Format::Nginx,
+        Format::Apache,
+        Format::Haproxy,
+        Format::Traefik,
+        Format::Envoy,
+    ];
+
+    /// The name used in configuration.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Format::Rfc9440 => "rfc9440",
+            Format::Nginx => "nginx",
+            Format::Apache => "apache",
+            Format::Haproxy => "haproxy",
+            Format::Traefik => "traefik",
+            Format::Envoy => "envoy",
+        }
+    }
+}
+
+impl fmt::Display for Format {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Format {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Format::ALL
+            .into_iter()
+            .find(|format| format.as_str() == s)
+            .ok_or_else(|| Error::UnknownFormat(s.to_owned()))
+    }
+}
+
+/// A chain header prefix: header `n` is `<prefix>_<n>`, exactly how Keycloak's
+/// `ssl-cert-chain-prefix` is used, so the same value goes in both configurations.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChainPrefix(String);
+
+impl ChainPrefix {
+    /// The prefix as configured.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The header for intermediate `index` (0-based).
+    fn name(&self, index: usize) -> Result<HeaderName, Error> {
+        HeaderName::from_bytes(format!("{}_{index}", self.0).as_bytes())
+            .map_err(|_| Error::InvalidName(self.0.clone()))
+    }
+}
+
+impl FromStr for ChainPrefix {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let prefix = ChainPrefix(s.to_owned());
+        if s.is_empty() {
+            return Err(Error::InvalidName(s.to_owned()));
+        }
+        prefix.name(MAX_CHAIN)?;
+        Ok(prefix)
+    }
+}
+
+impl fmt::Display for ChainPrefix {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Header names an operator may change, to match the Keycloak provider's settings. The
+/// defaults are what Keycloak's documentation configures: `SSL_CLIENT_CERT` / `CERT_CHAIN` for
+/// apache, and the conventional `X-SSL-Client-Cert` / `X-SSL-Client-Cert-Chain` for haproxy
+/// (Keycloak's `ssl-client-cert` / `ssl-cert-chain-prefix`). The other formats' names are
+/// fixed by their specifications and providers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Names {
+    /// Apache leaf header (default `SSL_CLIENT_CERT`).
+    pub apache_cert: HeaderName,
+    /// Apache chain prefix (default `CERT_CHAIN`: `CERT_CHAIN_0` ..).
+    pub apache_chain: ChainPrefix,
+    /// `HAProxy` leaf header (default `X-SSL-Client-Cert`).
+    pub haproxy_cert: HeaderName,
+    /// `HAProxy` chain prefix (default `X-SSL-Client-Cert-Chain`: `X-SSL-Client-Cert-Chain_0` ..).
+    pub haproxy_chain: ChainPrefix,
+}
+
+impl Default for Names {
+    fn default() -> Self {
+        // The literals are valid header tokens (tested in `default_names_are_valid`).
+        Names {
+            apache_cert: HeaderName::from_static("ssl_client_cert"),
+            apache_chain: ChainPrefix("CERT_CHAIN".to_owned()),
+            haproxy_cert: HeaderName::from_static("x-ssl-client-cert"),
+            haproxy_chain: ChainPrefix("X-SSL-Client-Cert-Chain".to_owned()),
+        }
+    }
+}
+
+/// What the TLS layer established about the client's certificate.
+#[derive(Clone, Copy, Debug)]
+pub enum ClientCert<'a> {
+    /// The client sent no certificate.
+    None,
+    /// rustls verified this chain against `client_ca`.
+    Verified {
+        /// The client's certificate, DER.
+        leaf: &'a [u8],
+        /// The intermediates the client sent, in TLS order, DER (no trust anchor needed).
+        chain: &'a [&'a [u8]],
+    },
+    /// The client sent a certificate that failed verification; the reason for nginx's
+    /// `FAILED:<reason>` (non-printable bytes become `?`).
+    Failed(&'a str),
+}
+
+/// Why no headers could be built.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A `client_cert_header` entry is not a format sluice knows.
+    #[error("unknown client certificate header format {0:?} (expected one of rfc9440, nginx, apache, haproxy, traefik, envoy)")]
+    UnknownFormat(String),
+    /// A configured header name or chain prefix does not make a valid HTTP header name.
+    #[error("{0:?} is not usable as a header name or chain header prefix")]
+    InvalidName(String),
+    /// Two selected formats would write the same header.
+    #[error("two client certificate formats would both set header {0}; give apache and haproxy different names")]
+    Collision(HeaderName),
+    /// More intermediates than [`MAX_CHAIN`]; lower the listener's maximum chain depth.
+    #[error(
+        "client certificate chain has {len} intermediates, more than the {max} sluice forwards"
+    )]
+    ChainTooLong {
+        /// Intermediates received.
+        len: usize,
+        /// [`MAX_CHAIN`].
+        max: usize,
+    },
+    /// The verified leaf could not be parsed for its names (nginx and envoy need them).
+    #[error("the client certificate cannot be parsed: {0}")]
+    Certificate(String),
+    /// A value would hold a byte HTTP does not allow; a bug, since every value is escaped.
+    #[error("internal error: value for header {0} is not a valid header value")]
+    Value(HeaderName),
+}
+
+const CLIENT_CERT: HeaderName = HeaderName::from_static("client-cert");
+const CLIENT_CERT_CHAIN: HeaderName = HeaderName::from_static("client-cert-chain");
+const NGINX_CERT: HeaderName = HeaderName::from_static("ssl-client-cert");
+const NGINX_VERIFY: HeaderName = HeaderName::from_static("ssl-client-verify");
+const NGINX_SUBJECT: HeaderName = HeaderName::from_static("ssl-client-subject-dn");
+const NGINX_ISSUER: HeaderName = HeaderName::from_static("ssl-client-issuer-dn");
+const TRAEFIK: HeaderName = HeaderName::from_static("x-forwarded-tls-client-cert");
+const ENVOY: HeaderName = HeaderName::from_static("x-forwarded-client-cert");
+
+/// Every header name sluice manages for these formats and names, lowercase, each once,
+/// including all [`MAX_CHAIN`] chain headers of apache and haproxy. The listener removes every
+/// incoming copy of them, whatever case or count, before adding the output of [`headers`].
+pub fn managed(formats: &[Format], names: &Names) -> Vec<HeaderName> {
+    let mut out: Vec<HeaderName> = Vec::new();
+    let mut add = |name: HeaderName| {
+        if !out.contains(&name) {
+            out.push(name);
+        }
+    };
+    for format in formats {
+        match format {
+            Format::Rfc9440 => {
+                add(CLIENT_CERT);
+                add(CLIENT_CERT_CHAIN);
+            }
+            Format::Nginx => {
+                add(NGINX_CERT);
+                add(NGINX_VERIFY);
+                add(NGINX_SUBJECT);
+                add(NGINX_ISSUER);
+            }
+            Format::Apache | Format::Haproxy => {
+                let (cert, chain) = indexed_names(*format, names);
+                add(cert.clone());
+                // ChainPrefix is validated up to MAX_CHAIN when built, so nothing is skipped.
+                (0..MAX_CHAIN)
+                    .filter_map(|i| chain.name(i).ok())
+                    .for_each(&mut add);
+            }
+            Format::Traefik => add(TRAEFIK),
+            Format::Envoy => add(ENVOY),
+        }
+    }
+    out
+}
+
+fn indexed_names(format: Format, names: &Names) -> (&HeaderName, &ChainPrefix) {
+    if format == Format::Apache {
+        (&names.apache_cert, &names.apache_chain)
+    } else {
+        (&names.haproxy_cert, &names.haproxy_chain)
+    }
+}
+
+/// The headers to add for `cert`, in format order (a format listed twice counts once). For
+/// [`ClientCert::None`] and [`ClientCert::Failed`] the only header is nginx's
+/// `ssl-client-verify` (`NONE` / `FAILED:<reason>`); every other format adds nothing.
+pub fn headers(
+    formats: &[Format],
+    names: &Names,
+    cert: &ClientCert<'_>,
+) -> Result<Vec<(HeaderName, HeaderValue)>, Error> {
+    let mut selected: Vec<Format> = Vec::with_capacity(formats.len());
+    for format in formats {
+        if !selected.contains(format) {
+            selected.push(*format);
+        }
+    }
+    let mut out = Out::default();
+    match *cert {
+        ClientCert::None => {
+            if selected.contains(&Format::Nginx) {
+                out.push(NGINX_VERIFY, "NONE".to_owned())?;
+            }
+        }
+        ClientCert::Failed(reason) => {
+            if selected.contains(&Format::Nginx) {
+                out.push(
+                    NGINX_VERIFY,
+                    format!("FAILED:{}", encoding::printable(reason)),
+                )?;
+            }
+        }
+        ClientCert::Verified { leaf, chain } => {
+            if chain.len() > MAX_CHAIN {
+                return Err(Error::ChainTooLong {
+                    len: chain.len(),
+                    max: MAX_CHAIN,
+                });
+            }
+            let parsed = if selected.contains(&Format::Nginx) || selected.contains(&Format::Envoy) {
+                Some(
+                    X509Certificate::from_der(leaf)
+                        .map_err(|e| Error::Certificate(e.to_string()))?
+                        .1,
+                )
+            } else {
+                None
+            };
+            for format in selected {
+                verified(&mut out, format, names, leaf, chain, parsed.as_ref())?;
+            }
+        }
+    }
+    Ok(out.0)
+}
+
+/// The headers built so far; refuses a second value for a name.
+#[derive(Default)]
+struct Out(Vec<(HeaderName, HeaderValue)>);
+
+impl Out {
+    fn push(&mut self, name: HeaderName, value: String) -> Result<(), Error> {
+        if self.0.iter().any(|(n, _)| *n == name) {
+            return Err(Error::Collision(name));
+        }
+        let value = HeaderValue::try_from(value).map_err(|_| Error::Value(name.clone()))?;
+        self.0.push((name, value));
+        Ok(())
+    }
+}
+
+fn verified(
+    out: &mut Out,
+    format: Format,
+    names: &Names,
+    leaf: &[u8],
+    chain: &[&[u8]],
+    parsed: Option<&X509Certificate<'_>>,
+) -> Result<(), Error> {
+    match format {
+        Format::Rfc9440 => {
+            out.push(CLIENT_CERT, encoding::byte_sequence(leaf))?;
+            if !chain.is_empty() {
+                let list: Vec<String> = chain.iter().map(|c| encoding::byte_sequence(c)).collect();
+                out.push(CLIENT_CERT_CHAIN, list.join(", "))?;
+            }
+        }
+        Format::Nginx => {
+            out.push(NGINX_CERT, encoding::escape(&encoding::pem(leaf)))?;
+            out.push(NGINX_VERIFY, "SUCCESS".to_owned())?;
+            if let Some(cert) = parsed {
+                out.push(NGINX_SUBJECT, dn::rfc2253(cert.subject(), false))?;
+                out.push(NGINX_ISSUER, dn::rfc2253(cert.issuer(), false))?;
+            }
+        }
+        Format::Apache | Format::Haproxy => {
+            let encode = if format == Format::Apache {
+                encoding::pem_one_line
+            } else {
+                encoding::base64
+            };
+            let (cert_name, prefix) = indexed_names(format, names);
+            out.push(cert_name.clone(), encode(leaf))?;
+            for (i, der) in chain.iter().enumerate() {
+                out.push(prefix.name(i)?, encode(der))?;
+            }
+        }
+        Format::Traefik => {
+            let all: Vec<String> = std::iter::once(leaf)
+                .chain(chain.iter().copied())
+                .map(encoding::base64)
+                .collect();
+            out.push(TRAEFIK, all.join(","))?;
+        }
+        Format::Envoy => {
+            if let Some(cert) = parsed {
+                out.push(ENVOY, xfcc(leaf, chain, cert))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// One XFCC element for this hop.
+fn xfcc(leaf: &[u8], chain: &[&[u8]], cert: &X509Certificate<'_>) -> String {
+    let mut pems = encoding::pem(leaf);
+    for der in chain {
+        pems.push_str(&encoding::pem(der));
+    }
+    let mut out = format!(
+        "Hash={};Cert=\"{}\";Chain=\"{}\";Subject=\"{}\"",
+        encoding::sha256_hex(leaf),
+        encoding::escape(&encoding::pem(leaf)),
+        encoding::escape(&pems),
+        dn::rfc2253(cert.subject(), true),
+    );
+    if let Ok(Some(san)) = cert.subject_alternative_name() {
+        let names = &san.value.general_names;
+        for name in names {
+            if let GeneralName::URI(uri) = name {
+                out.push_str(";URI=");
+                out.push_str(&encoding::xfcc_value(uri));
+            }
+        }
+        for name in names {
+            if let GeneralName::DNSName(dns) = name {
+                out.push_str(";DNS=");
+                out.push_str(&encoding::xfcc_value(dns));
+            }
+        }
+    }
+    out
+}
