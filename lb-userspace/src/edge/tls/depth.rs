@@ -56,14 +56,21 @@ impl fmt::Debug for ChainDepthVerifier {
 }
 
 /// The error a too-deep chain is refused with (inside `CertificateError::Other`; the client
-/// gets a `bad_certificate` alert).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+/// gets a `certificate_unknown` alert). rustls prints it with `Debug` inside its own message,
+/// so `Debug` shows the same text as `Display`.
+#[derive(Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error(
     "client certificate chain too deep: {presented} intermediate certificates, max_chain_depth is {max}"
 )]
 pub struct ChainTooDeep {
     pub presented: usize,
     pub max: u8,
+}
+
+impl fmt::Debug for ChainTooDeep {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
 }
 
 impl ClientCertVerifier for ChainDepthVerifier {
