@@ -143,8 +143,8 @@ pub enum TlsError {
     NoCertificates,
     #[error("alpn: protocol names must be 1 to 255 bytes, got {len}")]
     BadAlpn { len: usize },
-    #[error("client_ca: {reason}")]
-    Verifier { reason: String },
+    #[error("{}: cannot verify clients with this CA bundle: {reason}", path.display())]
+    Verifier { path: PathBuf, reason: String },
     #[error("TLS configuration: {reason}")]
     Rustls { reason: String },
 }
@@ -203,6 +203,7 @@ fn client_verifier(
         builder = builder.allow_unauthenticated();
     }
     let inner = builder.build().map_err(|e| TlsError::Verifier {
+        path: s.client_ca.clone().unwrap_or_default(),
         reason: e.to_string(),
     })?;
     Ok(Arc::new(ChainDepthVerifier::new(
