@@ -1,1 +1,289 @@
-//! Placeholder: written by the edge work (issue 5).
+//! TLS for edge listeners: the rustls server configuration built from certificate and key
+//! files, SNI certificate selection, client certificate verification with a chain depth limit,
+//! and a reloadable handle that swaps the configuration on SIGHUP.
+//!
+//! [`server_config`] reads every file named in [`TlsSettings`] and either returns a complete
+//! [`ServerConfig`] or a [`TlsError`] that names the file (or setting) and says what is wrong;
+//! nothing is half-built. Connections that are already established keep the configuration
+//! they started with; [`Reloadable`] only changes what new handshakes use.
+
+mod depth;
+mod files;
+mod sni;
+#[cfg(test)]
+mod tests;
+
+use std::path::PathBuf;
+use std::sync::{Arc, PoisonError, RwLock};
+
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::CertificateDer;
+use rustls::server::danger::ClientCertVerifier;
+use rustls::server::WebPkiClientVerifier;
+use rustls::{RootCertStore, ServerConfig, ServerConnection};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_rustls::server::TlsStream;
+use tokio_rustls::{LazyConfigAcceptor, TlsAcceptor};
+
+pub use depth::{ChainDepthVerifier, ChainTooDeep};
+pub use sni::SniResolver;
+
+/// Whether the listener asks for a client certificate.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ClientAuth {
+    /// No certificate is requested (the `CertificateRequest` message is not sent).
+    #[default]
+    None,
+    /// A certificate is requested; a client without one is let in, a client with one must
+    /// present a chain that verifies against `client_ca`.
+    Optional,
+    /// A certificate that verifies against `client_ca` is required for the handshake.
+    Required,
+}
+
+impl ClientAuth {
+    /// The configuration spelling (`none`, `optional`, `required`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ClientAuth::None => "none",
+            ClientAuth::Optional => "optional",
+            ClientAuth::Required => "required",
+        }
+    }
+}
+
+/// One server certificate: its chain and private key, as PEM files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertFiles {
+    /// PEM certificate chain, leaf first, then the intermediates the server presents.
+    pub cert: PathBuf,
+    /// PEM private key of the leaf: PKCS#8 (`PRIVATE KEY`), PKCS#1 (`RSA PRIVATE KEY`) or
+    /// SEC1 (`EC PRIVATE KEY`).
+    pub key: PathBuf,
+}
+
+/// The default for [`TlsSettings::max_chain_depth`].
+pub const DEFAULT_MAX_CHAIN_DEPTH: u8 = 4;
+
+/// The TLS part of an edge listener's configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsSettings {
+    /// Server certificates, chosen by SNI (see [`SniResolver`]); the first one is the
+    /// default for clients that send no SNI name or one that no certificate covers.
+    pub certificates: Vec<CertFiles>,
+    /// Whether a client certificate is requested or required.
+    pub client_auth: ClientAuth,
+    /// PEM bundle of the CAs client certificates must chain to. Needed unless `client_auth`
+    /// is [`ClientAuth::None`]; read and checked whenever it is set.
+    pub client_ca: Option<PathBuf>,
+    /// The most intermediate certificates a client may present; see [`ChainDepthVerifier`]
+    /// for exactly what is counted.
+    pub max_chain_depth: u8,
+    /// ALPN protocols in the server's order of preference.
+    pub alpn: Vec<Vec<u8>>,
+}
+
+impl TlsSettings {
+    /// Settings for these certificates with no client authentication, the default chain
+    /// depth and the default ALPN list.
+    pub fn new(certificates: Vec<CertFiles>) -> Self {
+        TlsSettings {
+            certificates,
+            client_auth: ClientAuth::None,
+            client_ca: None,
+            max_chain_depth: DEFAULT_MAX_CHAIN_DEPTH,
+            alpn: default_alpn(),
+        }
+    }
+}
+
+/// `h2`, then `http/1.1`.
+pub fn default_alpn() -> Vec<Vec<u8>> {
+    vec![b"h2".to_vec(), b"http/1.1".to_vec()]
+}
+
+/// Why a TLS configuration could not be built. Every variant names the file or setting at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("{}: cannot read: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}: not PEM ({reason})", path.display())]
+    NotPem { path: PathBuf, reason: String },
+    #[error("{}: no certificate in it (expected a PEM `CERTIFICATE` section)", path.display())]
+    NoCertificate { path: PathBuf },
+    #[error("{}: certificate {index} is not valid X.509: {reason}", path.display())]
+    BadCertificate {
+        path: PathBuf,
+        index: usize,
+        reason: String,
+    },
+    #[error(
+        "{}: no private key in it (expected PEM `PRIVATE KEY`, `RSA PRIVATE KEY` or `EC PRIVATE KEY`)",
+        path.display()
+    )]
+    NoKey { path: PathBuf },
+    #[error("{}: unusable private key: {reason}", path.display())]
+    BadKey { path: PathBuf, reason: String },
+    #[error("{}: key does not match the certificate in {}", key.display(), cert.display())]
+    KeyMismatch { cert: PathBuf, key: PathBuf },
+    #[error("{}: CA bundle is empty (no PEM `CERTIFICATE` section)", path.display())]
+    EmptyCaBundle { path: PathBuf },
+    #[error("{}: CA certificate {index} is not usable as a trust anchor: {reason}", path.display())]
+    BadCa {
+        path: PathBuf,
+        index: usize,
+        reason: String,
+    },
+    #[error("client_auth = \"{}\" needs client_ca (a PEM CA bundle)", mode.as_str())]
+    ClientCaMissing { mode: ClientAuth },
+    #[error("certificates: at least one server certificate is needed")]
+    NoCertificates,
+    #[error("alpn: protocol names must be 1 to 255 bytes, got {len}")]
+    BadAlpn { len: usize },
+    #[error("{}: cannot verify clients with this CA bundle: {reason}", path.display())]
+    Verifier { path: PathBuf, reason: String },
+    #[error("TLS configuration: {reason}")]
+    Rustls { reason: String },
+}
+
+fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// Reads every file and builds the server config; every error names the file and says what
+/// is wrong. Nothing is half-built: `Err` means nothing changed.
+pub fn server_config(s: &TlsSettings) -> Result<Arc<ServerConfig>, TlsError> {
+    if s.certificates.is_empty() {
+        return Err(TlsError::NoCertificates);
+    }
+    if let Some(p) = s.alpn.iter().find(|p| p.is_empty() || p.len() > 255) {
+        return Err(TlsError::BadAlpn { len: p.len() });
+    }
+    let provider = provider();
+    let keys = s
+        .certificates
+        .iter()
+        .map(|c| files::certified_key(&c.cert, &c.key))
+        .collect::<Result<Vec<_>, _>>()?;
+    let resolver = SniResolver::new(keys);
+
+    let roots = s.client_ca.as_deref().map(files::ca_bundle).transpose()?;
+    let verifier = client_verifier(s, roots, &provider)?;
+
+    let mut config = ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TlsError::Rustls {
+            reason: e.to_string(),
+        })?
+        .with_client_cert_verifier(verifier)
+        .with_cert_resolver(Arc::new(resolver));
+    config.alpn_protocols.clone_from(&s.alpn);
+    Ok(Arc::new(config))
+}
+
+fn client_verifier(
+    s: &TlsSettings,
+    roots: Option<(RootCertStore, Vec<CertificateDer<'static>>)>,
+    provider: &Arc<CryptoProvider>,
+) -> Result<Arc<dyn ClientCertVerifier>, TlsError> {
+    if s.client_auth == ClientAuth::None {
+        return Ok(WebPkiClientVerifier::no_client_auth());
+    }
+    let Some((roots, anchors)) = roots else {
+        return Err(TlsError::ClientCaMissing {
+            mode: s.client_auth,
+        });
+    };
+    let roots = Arc::new(roots);
+    let mut builder = WebPkiClientVerifier::builder_with_provider(roots, provider.clone());
+    if s.client_auth == ClientAuth::Optional {
+        builder = builder.allow_unauthenticated();
+    }
+    let inner = builder.build().map_err(|e| TlsError::Verifier {
+        path: s.client_ca.clone().unwrap_or_default(),
+        reason: e.to_string(),
+    })?;
+    Ok(Arc::new(ChainDepthVerifier::new(
+        inner,
+        s.max_chain_depth,
+        anchors,
+    )))
+}
+
+/// What the handshake established about the client, for the header module: the verified
+/// leaf and the intermediates it presented (DER, in TLS order), or `None` when the client
+/// presented no certificate.
+///
+/// rustls only completes a handshake whose client chain the verifier accepted, so after the
+/// handshake any certificates here were verified against `client_ca`. The "intermediates"
+/// are exactly what the client sent after its leaf (this may include a copy of the root).
+pub fn peer_chain(
+    conn: &ServerConnection,
+) -> Option<(CertificateDer<'static>, Vec<CertificateDer<'static>>)> {
+    let (leaf, rest) = conn.peer_certificates()?.split_first()?;
+    Some((leaf.clone(), rest.to_vec()))
+}
+
+/// The current server configuration of a listener, replaced as a whole on reload.
+///
+/// Each handshake takes the configuration current when it starts; connections keep theirs,
+/// so a reload never drops a connection.
+#[derive(Debug)]
+pub struct Reloadable {
+    current: RwLock<Arc<ServerConfig>>,
+}
+
+impl Reloadable {
+    pub fn new(config: Arc<ServerConfig>) -> Self {
+        Reloadable {
+            current: RwLock::new(config),
+        }
+    }
+
+    /// Builds the first configuration from `settings`.
+    pub fn from_settings(settings: &TlsSettings) -> Result<Self, TlsError> {
+        server_config(settings).map(Self::new)
+    }
+
+    /// The configuration new handshakes use.
+    pub fn get(&self) -> Arc<ServerConfig> {
+        self.current
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Makes `new` the configuration for handshakes that start from now on.
+    pub fn replace(&self, new: Arc<ServerConfig>) {
+        *self.current.write().unwrap_or_else(PoisonError::into_inner) = new;
+    }
+
+    /// Re-reads every file of `settings` and swaps the configuration in only if all of it is
+    /// good; on `Err` the previous configuration stays in use.
+    pub fn reload(&self, settings: &TlsSettings) -> Result<(), TlsError> {
+        self.replace(server_config(settings)?);
+        Ok(())
+    }
+
+    /// A [`TlsAcceptor`] for the current configuration.
+    pub fn acceptor(&self) -> TlsAcceptor {
+        TlsAcceptor::from(self.get())
+    }
+
+    /// Completes a server handshake on `io`: reads the `ClientHello` with a
+    /// [`LazyConfigAcceptor`] and only then takes the current configuration, so that a
+    /// reload that lands while a slow client is still sending its hello applies to it.
+    ///
+    /// The caller bounds the time of the whole call (for example with
+    /// `tokio::time::timeout`).
+    pub async fn accept<IO>(&self, io: IO) -> std::io::Result<TlsStream<IO>>
+    where
+        IO: AsyncRead + AsyncWrite + Unpin,
+    {
+        let start = LazyConfigAcceptor::new(rustls::server::Acceptor::default(), io).await?;
+        start.into_stream(self.get()).await
+    }
+}
