@@ -8,6 +8,7 @@
 //! Later features slot in as new optional tables (`[[edge]]`, per-VIP `proxy_protocol`) with
 //! defaults, so a file written for this version keeps its meaning.
 
+mod edge;
 mod errors;
 mod fields;
 mod health;
@@ -42,6 +43,22 @@ pub struct Config {
     pub shutdown: Shutdown,
     pub encap: Encap,
     pub vips: Vec<Vip>,
+    pub edges: Vec<Edge>,
+}
+
+/// An edge listener: TLS termination and HTTP proxying to a VIP's backends.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Edge {
+    pub name: String,
+    pub address: SocketAddr,
+    /// The `[[vip]]` whose backends serve the listener.
+    pub pool: String,
+    pub backend_port: u16,
+    pub client_cert_header: Vec<crate::edge::client_cert::Format>,
+    pub forwarded_headers: Vec<crate::edge::forwarded::Style>,
+    pub trusted_proxies: Vec<IpNet>,
+    /// `None`: plain HTTP.
+    pub tls: Option<crate::edge::tls::TlsSettings>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -25,6 +25,14 @@ use crate::{
     admin::server::AdminServer,
     config::Config,
     dataplane::{Dataplane, Options},
+    edge::{
+        self,
+        client_cert::Names,
+        forwarded::Policy,
+        pool::Pool,
+        server::Listener,
+        tls::{server_config, Reloadable},
+    },
     health::Checker,
     management,
 };
@@ -50,13 +58,27 @@ async fn serve(path: &Path, config: Config) -> anyhow::Result<()> {
         .with_context(|| format!("binding the management port {}", config.management.address))?;
     let (health_tx, mut health_rx) = mpsc::unbounded_channel();
     let dp = start_dataplane(&config)?;
+    let pools = config
+        .edges
+        .iter()
+        .map(|e| (e.pool.clone(), Arc::new(Pool::default())))
+        .collect();
     let inner = Inner {
         dp,
         config: config.clone(),
         metas: std::collections::HashMap::new(),
         checker: Checker::new(health_tx),
+        pools,
     };
     let core = Arc::new(Core::new(path.to_path_buf(), inner)?);
+    core.lock().refresh_pools();
+    let edges = match start_edges(&core).await {
+        Ok(e) => e,
+        Err(e) => {
+            stop(&core, config.keep_dataplane);
+            return Err(e);
+        }
+    };
     let admin = match AdminServer::bind(&config.admin.socket, core.clone()).await {
         Ok(a) => a,
         Err(e) => {
@@ -106,6 +128,9 @@ async fn serve(path: &Path, config: Config) -> anyhow::Result<()> {
     let keep = core.lock().config.keep_dataplane;
     tracing::info!(keep_dataplane = keep, "stopping");
     let _ = shutdown_tx.send(true);
+    for e in edges {
+        e.abort();
+    }
     let _ = mgmt.await;
     drop(admin);
     stop(&core, keep);
@@ -114,6 +139,45 @@ async fn serve(path: &Path, config: Config) -> anyhow::Result<()> {
 
 /// Loads or adopts the dataplane and makes it serve `config`. A failure after a fresh load
 /// removes what was pinned; an adopted dataplane is left running as it was found.
+/// Binds every edge listener and reads its certificates; any failure stops the start.
+async fn start_edges(core: &Arc<Core>) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>>> {
+    let (edges, pools) = {
+        let inner = core.lock();
+        (inner.config.edges.clone(), inner.pools.clone())
+    };
+    let mut tasks = Vec::new();
+    for e in edges {
+        let tls = match &e.tls {
+            Some(t) => Some(Arc::new(Reloadable::new(
+                server_config(t).with_context(|| format!("edge \"{}\": TLS", e.name))?,
+            ))),
+            None => None,
+        };
+        let socket = tokio::net::TcpListener::bind(e.address)
+            .await
+            .with_context(|| format!("edge \"{}\": binding {}", e.name, e.address))?;
+        let listener = Listener {
+            name: e.name.clone(),
+            tls,
+            formats: e.client_cert_header.clone(),
+            names: Names::default(),
+            forwarded: Policy {
+                styles: e.forwarded_headers.clone(),
+                trusted_proxies: e.trusted_proxies.clone(),
+                prefix: None,
+            },
+            pool: Arc::clone(&pools[&e.pool]),
+            backend_port: e.backend_port,
+        };
+        tracing::info!(edge = e.name, address = %e.address, tls = e.tls.is_some(), "edge listener up");
+        tasks.push(tokio::spawn(edge::server::serve(
+            socket,
+            Arc::new(listener),
+        )));
+    }
+    Ok(tasks)
+}
+
 fn start_dataplane(config: &Config) -> anyhow::Result<Dataplane> {
     let mut dp = Dataplane::load(&Options {
         conntrack_entries: config.conntrack_entries,

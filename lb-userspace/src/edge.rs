@@ -6,4 +6,6 @@
 
 pub mod client_cert;
 pub mod forwarded;
+pub mod pool;
+pub mod server;
 pub mod tls;

@@ -22,5 +22,7 @@ pub use clients::{
     backend_index, connect_tcp, connect_tcp_from, echo_greetings, http_get_many, udp_ask, EchoConn,
 };
 pub use netns::{is_root, require_root, ChildGuard, NetNs};
-pub use servers::{http_backend, tcp_echo_backend, udp_backend, ServerHandle};
+pub use servers::{
+    http_backend, http_headers_backend, tcp_echo_backend, udp_backend, ServerHandle,
+};
 pub use topology::{Topology, VIP4, VIP6};

@@ -70,6 +70,18 @@ pub fn http_backend(ns: &NetNs, name: &str, port: u16) -> Result<ServerHandle> {
     tcp_server(ns, name, port, serve_http)
 }
 
+/// HTTP backend that shows what reached it: replies `200 OK` with body `name`, a newline and
+/// the request head exactly as received (request line and every header line), then closes.
+pub fn http_headers_backend(ns: &NetNs, name: &str, port: u16) -> Result<ServerHandle> {
+    tcp_server(ns, name, port, |stream, name| {
+        respond(stream, |head| {
+            let head = String::from_utf8_lossy(head);
+            let head = head.split("\r\n\r\n").next().unwrap_or_default();
+            format!("{name}\n{head}\r\n")
+        })
+    })
+}
+
 /// Stream backend for long-lived flows: sends `name\n`, then echoes until EOF.
 pub fn tcp_echo_backend(ns: &NetNs, name: &str, port: u16) -> Result<ServerHandle> {
     tcp_server(ns, name, port, serve_echo)
@@ -207,7 +219,12 @@ where
     })
 }
 
-fn serve_http(mut stream: TcpStream, name: &str) -> std::io::Result<()> {
+fn serve_http(stream: TcpStream, name: &str) -> std::io::Result<()> {
+    respond(stream, |_| name.to_owned())
+}
+
+/// Reads one request head and answers `200 OK` with the body `body(head)`, then closes.
+fn respond(mut stream: TcpStream, body: impl Fn(&[u8]) -> String) -> std::io::Result<()> {
     let mut head = Vec::new();
     let mut buf = [0u8; 2048];
     while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < MAX_HEAD {
@@ -217,9 +234,10 @@ fn serve_http(mut stream: TcpStream, name: &str) -> std::io::Result<()> {
         }
         head.extend_from_slice(&buf[..n]);
     }
+    let body = body(&head);
     let response = format!(
-        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{name}",
-        name.len()
+        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
     );
     stream.write_all(response.as_bytes())?;
     stream.shutdown(std::net::Shutdown::Write)

@@ -41,6 +41,61 @@ pub struct Config {
     /// The L4 virtual services.
     #[serde(default, rename = "vip")]
     pub vips: Vec<Spanned<Vip>>,
+    /// Edge listeners: TLS termination and HTTP proxying to a VIP's backends.
+    #[serde(default, rename = "edge")]
+    pub edges: Vec<Spanned<Edge>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Edge {
+    /// Unique name, used in logs and metrics.
+    pub name: Spanned<String>,
+    /// `IP:port` the listener accepts connections on (an address of this host).
+    pub address: Spanned<String>,
+    /// Name of the `[[vip]]` whose backends serve this listener: the same pool, health and
+    /// drains, and the same Maglev table (by client address).
+    pub pool: Spanned<String>,
+    /// Port of the backends' plain HTTP service. Default: the pool VIP's port.
+    pub backend_port: Option<Spanned<i64>>,
+    /// Client-certificate header formats to send to the backend (`rfc9440`, `nginx`, `apache`,
+    /// `haproxy`, `traefik`, `envoy`). Needs `tls.client_auth` other than `none`.
+    #[serde(default)]
+    pub client_cert_header: Vec<Spanned<String>>,
+    /// Forwarded headers to set: `forwarded` (RFC 7239) and/or `x-forwarded`. Default: both.
+    #[serde(default = "defaults::forwarded_headers")]
+    pub forwarded_headers: Vec<Spanned<String>>,
+    /// Peers whose forwarded headers are kept and extended (CIDRs or addresses); anyone
+    /// else's are replaced.
+    #[serde(default)]
+    pub trusted_proxies: Vec<Spanned<String>>,
+    /// TLS termination; without it the listener speaks plain HTTP.
+    pub tls: Option<Spanned<EdgeTls>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EdgeTls {
+    /// Certificates and their keys (absolute paths, PEM); chosen by SNI, the first when the
+    /// client names none that matches.
+    pub certificates: Spanned<Vec<CertFiles>>,
+    /// `none` (default), `optional` or `required`.
+    #[serde(default = "defaults::client_auth")]
+    pub client_auth: Spanned<String>,
+    /// PEM bundle of the CAs client certificates must chain to.
+    pub client_ca: Option<Spanned<String>>,
+    /// Most intermediate certificates a client chain may have. Default 3.
+    #[serde(default = "defaults::max_chain_depth")]
+    pub max_chain_depth: Spanned<i64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CertFiles {
+    /// Certificate chain, leaf first.
+    pub cert: Spanned<String>,
+    /// Its private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: Spanned<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -224,6 +279,18 @@ pub mod defaults {
     }
     pub fn protocol() -> Spanned<String> {
         unwritten("tcp".into())
+    }
+    pub fn forwarded_headers() -> Vec<Spanned<String>> {
+        vec![
+            unwritten("forwarded".into()),
+            unwritten("x-forwarded".into()),
+        ]
+    }
+    pub fn client_auth() -> Spanned<String> {
+        unwritten("none".into())
+    }
+    pub fn max_chain_depth() -> Spanned<i64> {
+        unwritten(3)
     }
     pub fn proxy_protocol() -> Spanned<String> {
         unwritten("off".into())

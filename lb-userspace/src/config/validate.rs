@@ -7,6 +7,7 @@ use std::{collections::HashMap, time::Duration};
 use toml::Spanned;
 
 use super::{
+    edge,
     errors::{ConfigError, ConfigErrors, Report},
     fields, raw, vip, Admin, Config, Encap, Management, Shutdown, XdpMode,
 };
@@ -50,6 +51,7 @@ fn validate(r: &mut Report, raw: &raw::Config) -> Option<Config> {
     let shutdown = shutdown(r, &raw.shutdown);
     let encap = encap(r, &raw.encap);
     let vips = vip::vips(r, &raw.vips);
+    let edges = edge::edges(r, &raw.edges, vips.as_deref());
     Some(Config {
         instance: instance?,
         interfaces: interfaces?,
@@ -64,6 +66,7 @@ fn validate(r: &mut Report, raw: &raw::Config) -> Option<Config> {
         shutdown: shutdown?,
         encap: encap?,
         vips: vips?,
+        edges: edges?,
     })
 }
 

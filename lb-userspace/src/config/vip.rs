@@ -199,7 +199,7 @@ fn proxy_rules(
 
 /// CIDRs (or single addresses) without host bits: `10.0.0.1/8` is almost always a typo for
 /// one host or for the network, and the kernel would match the network.
-fn cidrs(r: &mut Report, list: &[Spanned<String>], field: &str) -> Option<Vec<IpNet>> {
+pub(super) fn cidrs(r: &mut Report, list: &[Spanned<String>], field: &str) -> Option<Vec<IpNet>> {
     let mut ok = true;
     let mut nets = Vec::with_capacity(list.len());
     for (j, item) in list.iter().enumerate() {

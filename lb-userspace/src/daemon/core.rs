@@ -3,11 +3,12 @@
 //! a time (the dataplane sits behind one lock), so two changes never interleave.
 
 use std::{
+    collections::HashMap,
     net::IpAddr,
     path::PathBuf,
     sync::{
         atomic::{AtomicBool, AtomicU64, Ordering},
-        Mutex, MutexGuard,
+        Arc, Mutex, MutexGuard,
     },
     time::{Duration, Instant},
 };
@@ -15,6 +16,7 @@ use std::{
 use crate::{
     config::Config,
     dataplane::{Dataplane, DataplaneError},
+    edge::pool::Pool,
     health::{Checker, Target, Transition},
 };
 
@@ -26,6 +28,17 @@ pub struct Inner {
     pub config: Config,
     pub metas: Metas,
     pub checker: Checker,
+    /// The pools edge listeners pick backends from, by VIP name.
+    pub pools: HashMap<String, Arc<Pool>>,
+}
+
+impl Inner {
+    /// Gives every edge pool its VIP's current table, after anything that changes tables.
+    pub fn refresh_pools(&self) {
+        for (vip, pool) in &self.pools {
+            pool.update(self.dp.pool_table(vip).unwrap_or_default());
+        }
+    }
 }
 
 pub struct Core {
@@ -155,6 +168,7 @@ impl Core {
         sync_kernel_states(&mut inner)?;
         let targets = targets(&inner.config, &inner.metas);
         inner.checker.update(targets);
+        inner.refresh_pools();
         let backends = inner.config.vips.iter().map(|v| v.backends.len()).sum();
         Ok((inner.config.vips.len(), backends))
     }
@@ -169,6 +183,7 @@ impl Core {
         meta.drained = drained;
         let state = meta.kernel_state();
         inner.dp.set_backend_state(vip, backend, state)?;
+        inner.refresh_pools();
         tracing::info!(vip, %backend, drained, "backend {}", if drained { "drained" } else { "undrained" });
         Ok(())
     }
@@ -189,6 +204,7 @@ impl Core {
         if let Err(error) = inner.dp.set_backend_state(&t.vip, t.backend, state) {
             tracing::error!(vip = t.vip, backend = %t.backend, %error, "could not apply a health transition");
         }
+        inner.refresh_pools();
     }
 }
 
@@ -243,7 +259,7 @@ fn unknown(vips: &[String], vip: &str, backend: IpAddr) -> CoreError {
 
 /// Settings fixed at start: changing them needs new maps, sockets or attachments.
 fn restart_only(old: &Config, new: &Config) -> Result<(), CoreError> {
-    let checks: [(&'static str, String, String); 7] = [
+    let checks: [(&'static str, String, String); 8] = [
         ("instance", old.instance.clone(), new.instance.clone()),
         (
             "interfaces",
@@ -274,6 +290,12 @@ fn restart_only(old: &Config, new: &Config) -> Result<(), CoreError> {
             "management.address",
             old.management.address.to_string(),
             new.management.address.to_string(),
+        ),
+        // Listeners are bound, and their certificates read, at start.
+        (
+            "edge",
+            format!("{:?}", old.edges),
+            format!("{:?}", new.edges),
         ),
     ];
     for (field, old, new) in checks {

@@ -16,6 +16,7 @@ use super::{
     addr::words_to_ip,
     gateway::{BackendStatus, Dataplane, FlowInfo},
     maps::{per_cpu_sum, per_cpu_values},
+    plan::table_for,
     sys, DataplaneError,
 };
 
@@ -175,6 +176,21 @@ impl Dataplane {
     /// The backend conntrack holds for a flow, if any.
     pub fn flow_backend(&self, key: &FlowKey) -> Option<u32> {
         self.conntrack.get(key, 0).ok().map(|e| e.backend)
+    }
+
+    /// The VIP's live Maglev table as backend addresses (only backends taking new flows), for
+    /// the edge listeners that share its pool.
+    pub fn pool_table(&self, vip: &str) -> Option<Vec<IpAddr>> {
+        let v = self.state.vips.get(vip)?;
+        let table = table_for(v).ok()?;
+        let addresses: HashMap<u32, IpAddr> =
+            v.backends.iter().map(|b| (b.id, b.address)).collect();
+        Some(
+            table
+                .iter()
+                .filter_map(|id| addresses.get(id).copied())
+                .collect(),
+        )
     }
 
     /// Kernel id of a backend (what conntrack entries and `flow_backend` name).

@@ -259,6 +259,48 @@ const CASES: &[Case] = &[
         line: 20,
         message: "vip[0].deny_clients[0]: \"10.0.0.0/33\" is not a CIDR or an address",
     },
+    Case {
+        name: "edge pool that is no VIP",
+        edits: &[(39, "address = \"2001:db8:a::2\"\n\n[[edge]]\nname = \"tls\"\naddress = \"198.19.0.10:443\"\npool = \"kc\"")],
+        line: 44,
+        message: "edge[0].pool: no [[vip]] is named \"kc\"; name one of: web, dns",
+    },
+    Case {
+        name: "edge pool that is a UDP VIP",
+        edits: &[(39, "address = \"2001:db8:a::2\"\n\n[[edge]]\nname = \"tls\"\naddress = \"198.19.0.10:443\"\npool = \"dns\"")],
+        line: 44,
+        message: "edge[0].pool: vip \"dns\" is UDP",
+    },
+    Case {
+        name: "edge on a VIP's address",
+        edits: &[(39, "address = \"2001:db8:a::2\"\n\n[[edge]]\nname = \"tls\"\naddress = \"198.19.0.10:80\"\npool = \"web\"")],
+        line: 43,
+        message: "edge[0].address: vip \"web\" already serves 198.19.0.10:80",
+    },
+    Case {
+        name: "client certificate headers without client auth",
+        edits: &[(39, "address = \"2001:db8:a::2\"\n\n[[edge]]\nname = \"tls\"\naddress = \"198.19.0.10:443\"\npool = \"web\"\nclient_cert_header = [\"rfc9440\"]")],
+        line: 45,
+        message: "edge[0].client_cert_header: no certificate is ever verified on this listener",
+    },
+    Case {
+        name: "unknown client certificate header format",
+        edits: &[(39, "address = \"2001:db8:a::2\"\n\n[[edge]]\nname = \"tls\"\naddress = \"198.19.0.10:443\"\npool = \"web\"\nclient_cert_header = [\"f5\"]")],
+        line: 45,
+        message: "edge[0].client_cert_header[0]: \"f5\" is not a valid choice; use \"rfc9440\"",
+    },
+    Case {
+        name: "client auth without a CA",
+        edits: &[(39, "address = \"2001:db8:a::2\"\n\n[[edge]]\nname = \"tls\"\naddress = \"198.19.0.10:443\"\npool = \"web\"\n[edge.tls]\ncertificates = [{ cert = \"/etc/s.pem\", key = \"/etc/s.key\" }]\nclient_auth = \"required\"")],
+        line: 47,
+        message: "edge[0].tls.client_ca: client_auth = \"required\" needs client_ca",
+    },
+    Case {
+        name: "relative certificate path",
+        edits: &[(39, "address = \"2001:db8:a::2\"\n\n[[edge]]\nname = \"tls\"\naddress = \"198.19.0.10:443\"\npool = \"web\"\n[edge.tls]\ncertificates = [{ cert = \"s.pem\", key = \"/etc/s.key\" }]")],
+        line: 46,
+        message: "edge[0].tls.certificates[0].cert: \"s.pem\" is not an absolute path",
+    },
 ];
 
 #[test]

@@ -1,0 +1,306 @@
+//! `[[edge]]` listeners and their `[edge.tls]`. Certificate files are named here and read when
+//! the listener starts (or reloads), so `sluice check` stays a check of the text.
+
+use std::{collections::HashMap, net::SocketAddr};
+
+use toml::Spanned;
+
+use super::{
+    errors::{written_or, Report},
+    fields, raw,
+    vip::cidrs,
+    Edge, Protocol, Vip,
+};
+use crate::edge::{
+    client_cert::Format,
+    forwarded::Style,
+    tls::{CertFiles, ClientAuth, TlsSettings},
+};
+
+/// Client chains longer than this are almost always a misconfigured CA bundle.
+const MAX_CHAIN_DEPTH: i64 = 10;
+
+pub(super) fn edges(
+    r: &mut Report,
+    raw: &[Spanned<raw::Edge>],
+    vips: Option<&[Vip]>,
+) -> Option<Vec<Edge>> {
+    let typed: Vec<Option<Edge>> = raw
+        .iter()
+        .enumerate()
+        .map(|(i, e)| edge(r, i, e, vips))
+        .collect();
+    let mut ok = true;
+    let mut names = HashMap::new();
+    let mut addresses: HashMap<SocketAddr, usize> = HashMap::new();
+    for (i, (e, t)) in raw.iter().zip(&typed).enumerate() {
+        let name = &e.get_ref().name;
+        let first = *names.entry(name.get_ref().as_str()).or_insert(i);
+        if first != i {
+            r.invalid(
+                name.span(),
+                format!("edge[{i}].name"),
+                format!(
+                    "\"{}\" is already the name of edge[{first}]; edge names must be unique",
+                    name.get_ref()
+                ),
+            );
+            ok = false;
+        }
+        let Some(t) = t else { continue };
+        let first = *addresses.entry(t.address).or_insert(i);
+        let vip_clash = vips.into_iter().flatten().find(|v| {
+            v.protocol == Protocol::Tcp && v.address == t.address.ip() && v.port == t.address.port()
+        });
+        if first != i || vip_clash.is_some() {
+            let other =
+                vip_clash.map_or(format!("edge[{first}]"), |v| format!("vip \"{}\"", v.name));
+            r.invalid(
+                e.get_ref().address.span(),
+                format!("edge[{i}].address"),
+                format!(
+                    "{other} already serves {}; use another address or port",
+                    t.address
+                ),
+            );
+            ok = false;
+        }
+    }
+    let edges: Option<Vec<Edge>> = typed.into_iter().collect();
+    edges.filter(|_| ok)
+}
+
+fn edge(
+    r: &mut Report,
+    i: usize,
+    table: &Spanned<raw::Edge>,
+    vips: Option<&[Vip]>,
+) -> Option<Edge> {
+    let e = table.get_ref();
+    let field = |key: &str| format!("edge[{i}].{key}");
+    let name = if e.name.get_ref().is_empty() {
+        r.invalid(
+            e.name.span(),
+            field("name"),
+            "must not be empty; logs and metrics name the listener by it",
+        );
+        None
+    } else {
+        Some(e.name.get_ref().clone())
+    };
+    let address = fields::socket_address(r, &e.address, &field("address"), "198.19.0.10:443");
+    let pool = pool(r, e, &field("pool"), vips);
+    let backend_port = match (&e.backend_port, &pool) {
+        (Some(p), _) => fields::int(
+            r,
+            p,
+            &field("backend_port"),
+            1..=i64::from(u16::MAX),
+            "the backends' plain HTTP port",
+        ),
+        (None, Some(v)) => Some(v.port),
+        (None, None) => None,
+    };
+    let formats = list(
+        r,
+        &e.client_cert_header,
+        &field("client_cert_header"),
+        &FORMATS,
+    );
+    let styles = list(
+        r,
+        &e.forwarded_headers,
+        &field("forwarded_headers"),
+        &STYLES,
+    );
+    let trusted_proxies = cidrs(r, &e.trusted_proxies, &field("trusted_proxies"));
+    let tls = match &e.tls {
+        Some(t) => tls(r, t, &field("tls")).map(Some),
+        None => Some(None),
+    };
+    if let (Some(formats), Some(tls)) = (&formats, &tls) {
+        let verifies = tls
+            .as_ref()
+            .is_some_and(|t| t.client_auth != ClientAuth::None);
+        if !formats.is_empty() && !verifies {
+            let span = written_or(
+                e.client_cert_header.first().map_or(0..0, Spanned::span),
+                table.span(),
+            );
+            r.invalid(
+                span,
+                field("client_cert_header"),
+                "no certificate is ever verified on this listener, so these headers would never \
+                 be set; add [edge.tls] with client_auth = \"optional\" or \"required\" and a \
+                 client_ca",
+            );
+            return None;
+        }
+    }
+    Some(Edge {
+        name: name?,
+        address: address?,
+        pool: pool?.name.clone(),
+        backend_port: backend_port?,
+        client_cert_header: formats?,
+        forwarded_headers: styles?,
+        trusted_proxies: trusted_proxies?,
+        tls: tls?,
+    })
+}
+
+const FORMATS: [(&str, Format); 6] = [
+    ("rfc9440", Format::Rfc9440),
+    ("nginx", Format::Nginx),
+    ("apache", Format::Apache),
+    ("haproxy", Format::Haproxy),
+    ("traefik", Format::Traefik),
+    ("envoy", Format::Envoy),
+];
+
+const STYLES: [(&str, Style); 2] = [
+    ("forwarded", Style::Forwarded),
+    ("x-forwarded", Style::XForwarded),
+];
+
+/// Each item one of `options`, each at most once.
+fn list<T: Copy + PartialEq>(
+    r: &mut Report,
+    items: &[Spanned<String>],
+    field: &str,
+    options: &[(&str, T)],
+) -> Option<Vec<T>> {
+    let mut out = Vec::with_capacity(items.len());
+    let mut ok = true;
+    for (j, item) in items.iter().enumerate() {
+        let Some(v) = fields::choice(r, item, &format!("{field}[{j}]"), options) else {
+            ok = false;
+            continue;
+        };
+        if out.contains(&v) {
+            r.invalid(
+                item.span(),
+                format!("{field}[{j}]"),
+                format!("\"{}\" is listed twice", item.get_ref()),
+            );
+            ok = false;
+        }
+        out.push(v);
+    }
+    ok.then_some(out)
+}
+
+/// The `[[vip]]` the listener's backends come from: it must exist and be TCP.
+fn pool<'v>(
+    r: &mut Report,
+    e: &raw::Edge,
+    field: &str,
+    vips: Option<&'v [Vip]>,
+) -> Option<&'v Vip> {
+    // With broken VIPs the names are unknown; their errors are reported already.
+    let vips = vips?;
+    let name = e.pool.get_ref();
+    match vips.iter().find(|v| &v.name == name) {
+        Some(v) if v.protocol == Protocol::Tcp => Some(v),
+        Some(_) => {
+            r.invalid(
+                e.pool.span(),
+                field,
+                format!("vip \"{name}\" is UDP; an HTTP listener needs a TCP VIP's backends"),
+            );
+            None
+        }
+        None => {
+            let known: Vec<&str> = vips.iter().map(|v| v.name.as_str()).collect();
+            r.invalid(
+                e.pool.span(),
+                field,
+                format!(
+                    "no [[vip]] is named \"{name}\"; name one of: {}",
+                    known.join(", ")
+                ),
+            );
+            None
+        }
+    }
+}
+
+fn tls(r: &mut Report, t: &Spanned<raw::EdgeTls>, field: &str) -> Option<TlsSettings> {
+    let tv = t.get_ref();
+    let f = |key: &str| format!("{field}.{key}");
+    let mut certificates = Vec::new();
+    let mut ok = true;
+    if tv.certificates.get_ref().is_empty() {
+        r.invalid(
+            tv.certificates.span(),
+            f("certificates"),
+            "list at least one { cert = \"/etc/sluice/site.pem\", key = \"/etc/sluice/site.key\" }",
+        );
+        ok = false;
+    }
+    for (j, c) in tv.certificates.get_ref().iter().enumerate() {
+        let cert = fields::absolute_path(
+            r,
+            &c.cert,
+            &f(&format!("certificates[{j}].cert")),
+            "/etc/sluice/site.pem",
+        );
+        let key = fields::absolute_path(
+            r,
+            &c.key,
+            &f(&format!("certificates[{j}].key")),
+            "/etc/sluice/site.key",
+        );
+        match (cert, key) {
+            (Some(cert), Some(key)) => certificates.push(CertFiles { cert, key }),
+            _ => ok = false,
+        }
+    }
+    let client_auth = fields::choice(
+        r,
+        &tv.client_auth,
+        &f("client_auth"),
+        &[
+            ("none", ClientAuth::None),
+            ("optional", ClientAuth::Optional),
+            ("required", ClientAuth::Required),
+        ],
+    );
+    let client_ca = match &tv.client_ca {
+        Some(p) => {
+            fields::absolute_path(r, p, &f("client_ca"), "/etc/sluice/clients-ca.pem").map(Some)
+        }
+        None => Some(None),
+    };
+    let depth = fields::int::<u8>(
+        r,
+        &tv.max_chain_depth,
+        &f("max_chain_depth"),
+        1..=MAX_CHAIN_DEPTH,
+        "intermediate certificates a client chain may carry",
+    );
+    if let (Some(auth), Some(None)) = (client_auth, &client_ca) {
+        if auth != ClientAuth::None {
+            r.invalid(
+                tv.client_auth.span(),
+                f("client_ca"),
+                format!(
+                    "client_auth = \"{}\" needs client_ca, the PEM bundle of the CAs client \
+                     certificates must chain to",
+                    tv.client_auth.get_ref()
+                ),
+            );
+            ok = false;
+        }
+    }
+    if !ok {
+        return None;
+    }
+    Some(TlsSettings {
+        certificates,
+        client_auth: client_auth?,
+        client_ca: client_ca?,
+        max_chain_depth: depth?,
+        alpn: vec![b"h2".to_vec(), b"http/1.1".to_vec()],
+    })
+}

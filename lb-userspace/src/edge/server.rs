@@ -1,0 +1,289 @@
+//! One edge listener: accept, terminate TLS, rewrite the request's trust-carrying headers and
+//! proxy it to a backend of the pool.
+//!
+//! Every request loses whatever client-certificate and forwarded headers the client sent
+//! before sluice adds its own: a backend behind sluice can take them at face value.
+
+use std::{
+    convert::Infallible,
+    net::{IpAddr, SocketAddr},
+    sync::Arc,
+    time::Duration,
+};
+
+use bytes::Bytes;
+use http_body_util::{combinators::BoxBody, BodyExt as _, Full};
+use hyper::{
+    body::Incoming,
+    header::{self, HeaderMap, HeaderName, HeaderValue},
+    service::service_fn,
+    Request, Response, StatusCode, Uri,
+};
+use hyper_util::{
+    rt::{TokioExecutor, TokioIo},
+    server::conn::auto,
+};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsAcceptor;
+
+use super::{
+    client_cert::{self, ClientCert, Format, Names},
+    forwarded::{self, Hop, Policy},
+    pool::Pool,
+    tls::{peer_chain, Reloadable},
+};
+
+/// How long a backend may take to accept a connection before the next one is tried.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a backend may take to start its response.
+const RESPONSE_TIMEOUT: Duration = Duration::from_mins(1);
+
+type Body = BoxBody<Bytes, hyper::Error>;
+
+/// What a listener needs, fixed for its lifetime (a reload builds a new one).
+pub struct Listener {
+    pub name: String,
+    pub tls: Option<Arc<Reloadable>>,
+    pub formats: Vec<Format>,
+    pub names: Names,
+    pub forwarded: Policy,
+    pub pool: Arc<Pool>,
+    pub backend_port: u16,
+}
+
+/// What one connection established, shared by its requests.
+struct Conn {
+    listener: Arc<Listener>,
+    peer: SocketAddr,
+    local: SocketAddr,
+    /// DER of the verified client leaf and intermediates.
+    cert: Option<(Vec<u8>, Vec<Vec<u8>>)>,
+    /// Every header name sluice manages on this listener (removed from requests first).
+    managed: Arc<Vec<HeaderName>>,
+}
+
+/// Accepts connections until the task is dropped.
+pub async fn serve(socket: TcpListener, listener: Arc<Listener>) {
+    // Every format's headers, not only the listener's: a backend may read another one.
+    let mut managed = client_cert::managed(&Format::ALL, &listener.names);
+    managed.extend(forwarded::managed().iter().cloned());
+    let managed = Arc::new(managed);
+    loop {
+        let (stream, peer) = match socket.accept().await {
+            Ok(s) => s,
+            Err(error) => {
+                tracing::warn!(listener = %listener.name, %error, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let listener = Arc::clone(&listener);
+        let managed = Arc::clone(&managed);
+        tokio::spawn(async move {
+            if let Err(error) = connection(stream, peer, listener, managed).await {
+                tracing::debug!(%peer, %error, "edge connection ended with an error");
+            }
+        });
+    }
+}
+
+async fn connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    listener: Arc<Listener>,
+    managed: Arc<Vec<HeaderName>>,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let local = stream.local_addr()?;
+    let _ = stream.set_nodelay(true);
+    let Some(tls) = &listener.tls else {
+        let conn = Arc::new(Conn {
+            listener: Arc::clone(&listener),
+            peer,
+            local,
+            cert: None,
+            managed,
+        });
+        return http(TokioIo::new(stream), conn).await;
+    };
+    let stream = TlsAcceptor::from(tls.get()).accept(stream).await?;
+    let cert = peer_chain(stream.get_ref().1).map(|(leaf, chain)| {
+        (
+            leaf.as_ref().to_vec(),
+            chain.iter().map(|c| c.as_ref().to_vec()).collect(),
+        )
+    });
+    let conn = Arc::new(Conn {
+        listener: Arc::clone(&listener),
+        peer,
+        local,
+        cert,
+        managed,
+    });
+    http(TokioIo::new(stream), conn).await
+}
+
+async fn http<I>(io: I, conn: Arc<Conn>) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let service = service_fn(move |req| {
+        let conn = Arc::clone(&conn);
+        async move { Ok::<_, Infallible>(handle(req, &conn).await) }
+    });
+    auto::Builder::new(TokioExecutor::new())
+        .serve_connection_with_upgrades(io, service)
+        .await
+}
+
+async fn handle(req: Request<Incoming>, conn: &Conn) -> Response<Body> {
+    let (mut parts, body) = req.into_parts();
+    let host = request_host(&parts.uri, &parts.headers);
+    strip(&mut parts.headers, &conn.managed);
+    let l = &conn.listener;
+    let leaf_chain: Vec<&[u8]>;
+    let cert = match &conn.cert {
+        Some((leaf, chain)) => {
+            leaf_chain = chain.iter().map(Vec::as_slice).collect();
+            ClientCert::Verified {
+                leaf,
+                chain: &leaf_chain,
+            }
+        }
+        None => ClientCert::None,
+    };
+    match client_cert::headers(&l.formats, &l.names, &cert) {
+        Ok(headers) => {
+            for (name, value) in headers {
+                parts.headers.append(name, value);
+            }
+        }
+        Err(error) => {
+            tracing::warn!(listener = %l.name, %error, "client certificate headers");
+            return status(StatusCode::BAD_GATEWAY);
+        }
+    }
+    let hop = Hop {
+        peer: conn.peer,
+        client: conn.peer,
+        proto: if l.tls.is_some() { "https" } else { "http" },
+        listener_port: conn.local.port(),
+        by: Some(conn.local),
+    };
+    forwarded::apply(&mut parts.headers, &l.forwarded, &hop, host.as_deref());
+    if let Some(h) = host.as_deref().and_then(|h| HeaderValue::from_str(h).ok()) {
+        parts.headers.insert(header::HOST, h);
+    }
+    remove_hop_by_hop(&mut parts.headers);
+    let path = parts
+        .uri
+        .path_and_query()
+        .map_or("/", hyper::http::uri::PathAndQuery::as_str);
+    parts.uri = path
+        .parse::<Uri>()
+        .unwrap_or_else(|_| Uri::from_static("/"));
+    parts.version = hyper::Version::HTTP_11;
+    let req = Request::from_parts(parts, body);
+    match forward(req, conn).await {
+        Ok(resp) => {
+            let (mut parts, body) = resp.into_parts();
+            remove_hop_by_hop(&mut parts.headers);
+            Response::from_parts(parts, body.boxed())
+        }
+        Err(code) => status(code),
+    }
+}
+
+/// Sends `req` to the client's backend; when it cannot be connected, once more to another.
+async fn forward(req: Request<Incoming>, conn: &Conn) -> Result<Response<Incoming>, StatusCode> {
+    let l = &conn.listener;
+    let first = l
+        .pool
+        .pick(conn.peer.ip(), None)
+        .ok_or(StatusCode::SERVICE_UNAVAILABLE)?;
+    let stream = match connect(first, l.backend_port).await {
+        Ok(s) => s,
+        Err(error) => {
+            tracing::info!(backend = %first, %error, "backend connect failed; trying another");
+            let second = l
+                .pool
+                .pick(conn.peer.ip(), Some(first))
+                .ok_or(StatusCode::BAD_GATEWAY)?;
+            connect(second, l.backend_port)
+                .await
+                .map_err(|_| StatusCode::BAD_GATEWAY)?
+        }
+    };
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|_| StatusCode::BAD_GATEWAY)?;
+    tokio::spawn(async move {
+        let _ = connection.with_upgrades().await;
+    });
+    match tokio::time::timeout(RESPONSE_TIMEOUT, sender.send_request(req)).await {
+        Ok(Ok(resp)) => Ok(resp),
+        Ok(Err(_)) => Err(StatusCode::BAD_GATEWAY),
+        Err(_) => Err(StatusCode::GATEWAY_TIMEOUT),
+    }
+}
+
+async fn connect(ip: IpAddr, port: u16) -> std::io::Result<TcpStream> {
+    let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect((ip, port)))
+        .await
+        .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
+    let _ = stream.set_nodelay(true);
+    Ok(stream)
+}
+
+/// The Host the client asked for: HTTP/2's `:authority`, else the Host header.
+fn request_host(uri: &Uri, headers: &HeaderMap) -> Option<String> {
+    uri.authority().map(|a| a.as_str().to_owned()).or_else(|| {
+        headers
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .map(str::to_owned)
+    })
+}
+
+/// Removes every copy of every managed header; `HeaderMap` names are case-insensitive.
+fn strip(headers: &mut HeaderMap, managed: &[HeaderName]) {
+    for name in managed {
+        while headers.remove(name).is_some() {}
+    }
+}
+
+/// Connection-scoped headers never cross a proxy (RFC 9110, 7.6.1), including those the
+/// `Connection` header names.
+fn remove_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in [
+        header::CONNECTION,
+        header::TE,
+        header::TRAILER,
+        header::TRANSFER_ENCODING,
+        header::UPGRADE,
+        header::PROXY_AUTHORIZATION,
+        HeaderName::from_static("keep-alive"),
+        HeaderName::from_static("proxy-connection"),
+    ] {
+        headers.remove(name);
+    }
+}
+
+fn status(code: StatusCode) -> Response<Body> {
+    let mut resp = Response::new(
+        Full::new(Bytes::from(format!("{code}\n")))
+            .map_err(|never| match never {})
+            .boxed(),
+    );
+    *resp.status_mut() = code;
+    resp
+}
