@@ -1,17 +1,26 @@
 //! The edge listener end to end: the real `sluice run` in the gateway namespace terminates TLS
 //! with client certificates and proxies to backends that echo the request head they received,
-//! driven by the real curl in the client namespace over HTTP/1.1 and HTTP/2.
+//! driven by the real curl (and `openssl s_client`) in the client namespace over HTTP/1.1 and
+//! HTTP/2.
+//!
+//! Each test starts its own lab with the listeners it needs ([`Listener`]: client auth, header
+//! formats, trusted proxies, IPv4 or IPv6 address), all in one daemon.
 //!
 //! Needs root. Run with `cargo test -p sluice-tests --test edge -- --test-threads=1`.
 
 use std::fmt::Write as _;
+use std::net::{IpAddr, SocketAddr};
+use std::process::Output;
 
 use base64::{engine::general_purpose::STANDARD, Engine as _};
 use sluice_tests::{
-    certs::TestPki,
+    certs::{Identity, TestPki},
     daemon::{Daemon, Scratch},
     http_headers_backend, require_root,
-    topology::{backend_addr4, CLIENT_ADDR4, GW_CLIENT_ADDR4, GW_CLIENT_IFNAME},
+    topology::{
+        backend_addr4, CLIENT_ADDR4, CLIENT_ADDR6, GW_CLIENT_ADDR4, GW_CLIENT_ADDR6,
+        GW_CLIENT_IFNAME,
+    },
     ServerHandle, Topology, VIP4,
 };
 
@@ -19,18 +28,75 @@ const SERVER_NAME: &str = "kc.test";
 const EDGE_PORT: u16 = 8443;
 const BACKEND_PORT: u16 = 8080;
 const BACKENDS: usize = 2;
+/// Every client certificate header format sluice knows.
+const ALL_FORMATS: [&str; 6] = ["rfc9440", "nginx", "apache", "haproxy", "traefik", "envoy"];
 
-/// Client, gateway running sluice with one edge listener, header-echoing backends.
+/// One `[[edge]]` listener of a lab.
+struct Listener {
+    name: &'static str,
+    address: SocketAddr,
+    /// `none`, `optional` or `required`.
+    client_auth: &'static str,
+    /// `client_cert_header`.
+    formats: &'static [&'static str],
+    /// `trusted_proxies` (CIDRs).
+    trusted_proxies: Vec<String>,
+}
+
+impl Listener {
+    /// On the gateway's IPv4 address facing the client, port `port`: optional client auth with
+    /// the rfc9440 and nginx headers, nobody trusted.
+    fn v4(name: &'static str, port: u16) -> Listener {
+        Listener {
+            name,
+            address: SocketAddr::new(IpAddr::V4(GW_CLIENT_ADDR4), port),
+            client_auth: "optional",
+            formats: &["rfc9440", "nginx"],
+            trusted_proxies: Vec::new(),
+        }
+    }
+
+    fn toml(&self, pki: &TestPki) -> String {
+        let list = |items: &[String]| {
+            items
+                .iter()
+                .map(|s| format!("\"{s}\""))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let formats: Vec<String> = self.formats.iter().map(|f| (*f).to_owned()).collect();
+        let mut text = format!(
+            "\n[[edge]]\nname = \"{}\"\naddress = \"{}\"\npool = \"web\"\n\
+             backend_port = {BACKEND_PORT}\nclient_cert_header = [{}]\n\
+             trusted_proxies = [{}]\n\n[edge.tls]\n\
+             certificates = [{{ cert = \"{}\", key = \"{}\" }}]\nclient_auth = \"{}\"\n",
+            self.name,
+            self.address,
+            list(&formats),
+            list(&self.trusted_proxies),
+            pki.server.chain().display(),
+            pki.server.key().display(),
+            self.client_auth,
+        );
+        if self.client_auth != "none" {
+            let _ = writeln!(text, "client_ca = \"{}\"", pki.ca_cert().display());
+        }
+        text
+    }
+}
+
+/// Client, gateway running sluice with some edge listeners, header-echoing backends
+/// (`backend-<i>`).
 struct Lab {
     daemon: Daemon,
-    _servers: Vec<ServerHandle>,
+    servers: Vec<ServerHandle>,
     pki: TestPki,
     topo: Topology,
     _scratch: Scratch,
 }
 
 impl Lab {
-    fn start(prefix: &str) -> Lab {
+    fn start(prefix: &str, listeners: &[Listener]) -> Lab {
         let topo = Topology::build(prefix, BACKENDS).expect("build topology");
         let scratch = Scratch::create(prefix).expect("scratch directory");
         let pki = TestPki::generate(&scratch.path().join("pki"), &[SERVER_NAME])
@@ -51,18 +117,11 @@ impl Lab {
                 backend_addr4(i)
             );
         }
-        let _ = write!(
-            text,
-            "\n[[edge]]\nname = \"kc\"\naddress = \"{GW_CLIENT_ADDR4}:{EDGE_PORT}\"\npool = \"web\"\n\
-             backend_port = {BACKEND_PORT}\nclient_cert_header = [\"rfc9440\", \"nginx\"]\n\n\
-             [edge.tls]\ncertificates = [{{ cert = \"{}\", key = \"{}\" }}]\n\
-             client_auth = \"optional\"\nclient_ca = \"{}\"\n",
-            pki.server.chain().display(),
-            pki.server.key().display(),
-            pki.ca_cert().display(),
-        );
+        for listener in listeners {
+            text.push_str(&listener.toml(&pki));
+        }
         let daemon = Daemon::start(topo.gateway(), scratch.path(), &instance, &text)
-            .expect("start sluice run with an edge listener");
+            .expect("start sluice run with edge listeners");
         let servers = topo
             .backends()
             .iter()
@@ -74,17 +133,27 @@ impl Lab {
             .collect();
         Lab {
             daemon,
-            _servers: servers,
+            servers,
             pki,
             topo,
             _scratch: scratch,
         }
     }
 
-    /// curl from the client namespace; `extra` are more curl arguments. Returns the body.
-    fn curl(&self, extra: &[&str]) -> String {
-        let resolve = format!("{SERVER_NAME}:{EDGE_PORT}:{GW_CLIENT_ADDR4}");
-        let url = format!("https://{SERVER_NAME}:{EDGE_PORT}/realms/x?y=1");
+    /// Connections the backends accepted so far, all together.
+    fn backend_connections(&self) -> u64 {
+        self.servers.iter().map(ServerHandle::served).sum()
+    }
+
+    /// curl from the client namespace to the listener at `at` (by name, resolved to `at`);
+    /// `extra` are more curl arguments. Returns the body, or curl's failure.
+    fn try_curl(&self, at: SocketAddr, extra: &[&str]) -> anyhow::Result<String> {
+        let ip = match at.ip() {
+            IpAddr::V4(ip) => ip.to_string(),
+            IpAddr::V6(ip) => format!("[{ip}]"),
+        };
+        let resolve = format!("{SERVER_NAME}:{}:{ip}", at.port());
+        let url = format!("https://{SERVER_NAME}:{}/realms/x?y=1", at.port());
         let ca = self.pki.ca_cert().display().to_string();
         let mut args = vec![
             "curl",
@@ -99,21 +168,64 @@ impl Lab {
         ];
         args.extend_from_slice(extra);
         args.push(&url);
-        self.topo.client().run(&args).unwrap_or_else(|err| {
+        self.topo.client().run(&args)
+    }
+
+    /// [`Lab::try_curl`] that must succeed.
+    fn curl(&self, at: SocketAddr, extra: &[&str]) -> String {
+        self.try_curl(at, extra).unwrap_or_else(|err| {
             panic!(
-                "curl {extra:?}: {err:#}\nsluice:\n{}",
+                "curl {extra:?} to {at}: {err:#}\nsluice:\n{}",
                 self.daemon.log_text()
             )
         })
     }
 
-    fn with_client_cert(&self, extra: &[&str]) -> String {
-        let cert = self.pki.client.chain().display().to_string();
-        let key = self.pki.client.key().display().to_string();
+    /// curl presenting `id` (its whole chain file).
+    fn try_curl_as(&self, id: &Identity, at: SocketAddr, extra: &[&str]) -> anyhow::Result<String> {
+        let cert = id.chain().display().to_string();
+        let key = id.key().display().to_string();
         let mut args = vec!["--cert", cert.as_str(), "--key", key.as_str()];
         args.extend_from_slice(extra);
-        self.curl(&args)
+        self.try_curl(at, &args)
     }
+
+    /// curl presenting the valid client certificate; must succeed.
+    fn with_client_cert(&self, at: SocketAddr, extra: &[&str]) -> String {
+        self.try_curl_as(&self.pki.client, at, extra)
+            .unwrap_or_else(|err| {
+                panic!(
+                    "curl with the client certificate {extra:?} to {at}: {err:#}\nsluice:\n{}",
+                    self.daemon.log_text()
+                )
+            })
+    }
+
+    /// `openssl s_client` from the client namespace presenting `id`, over TLS 1.2 so a refused
+    /// client certificate fails the handshake itself; sends a request and prints what came back.
+    fn s_client_tls12(&self, id: &Identity, at: SocketAddr) -> Output {
+        let connect = at.to_string();
+        let ca = self.pki.ca_cert().display().to_string();
+        let (leaf, key) = (id.leaf().display(), id.key().display());
+        let mut script = format!(
+            "printf 'GET / HTTP/1.1\\r\\nHost: {SERVER_NAME}\\r\\nConnection: close\\r\\n\\r\\n' | \
+             timeout 10 openssl s_client -ign_eof -tls1_2 -connect {connect} -servername {SERVER_NAME} \
+             -CAfile {ca} -cert {leaf} -key {key}"
+        );
+        if !id.intermediates().is_empty() {
+            let _ = write!(script, " -cert_chain {}", id.intermediates_pem().display());
+        }
+        self.topo
+            .client()
+            .command(&["sh", "-c", &script])
+            .output()
+            .expect("run openssl s_client")
+    }
+}
+
+/// The gateway address of the default listener.
+fn edge4() -> SocketAddr {
+    SocketAddr::new(IpAddr::V4(GW_CLIENT_ADDR4), EDGE_PORT)
 }
 
 /// The request head lines the backend echoed, lowercased names, as `name: value`.
@@ -132,6 +244,19 @@ fn values<'a>(headers: &'a [String], name: &str) -> Vec<&'a str> {
         .collect()
 }
 
+/// The only value of `name`; panics unless there is exactly one.
+fn single<'a>(h: &'a [String], name: &str, body: &str) -> &'a str {
+    match values(h, name)[..] {
+        [one] => one,
+        ref other => panic!("{name}: want exactly one value, got {other:?}:\n{body}"),
+    }
+}
+
+/// The backend that answered (the echo body's first line).
+fn backend_of(body: &str) -> &str {
+    body.lines().next().unwrap_or_default()
+}
+
 /// Headers a client might forge to impersonate a certificate or an address.
 const FORGED: [&str; 8] = [
     "-H",
@@ -144,16 +269,169 @@ const FORGED: [&str; 8] = [
     "Forwarded: for=203.0.113.66",
 ];
 
+/// Every header name sluice manages for [`ALL_FORMATS`] with the default names, and the
+/// forwarded ones, lowercase; `true` if sluice sets it for a client with a one-intermediate
+/// chain (over TLS, no path prefix).
+fn managed_names() -> Vec<(String, bool)> {
+    let mut out: Vec<(String, bool)> = [
+        "client-cert",
+        "client-cert-chain",
+        "ssl-client-cert",
+        "ssl-client-verify",
+        "ssl-client-subject-dn",
+        "ssl-client-issuer-dn",
+        "ssl_client_cert",
+        "x-ssl-client-cert",
+        "x-forwarded-tls-client-cert",
+        "x-forwarded-client-cert",
+        "forwarded",
+        "x-forwarded-for",
+        "x-forwarded-proto",
+        "x-forwarded-host",
+        "x-forwarded-port",
+        "x-real-ip",
+    ]
+    .iter()
+    .map(|n| ((*n).to_owned(), true))
+    .collect();
+    out.push(("x-forwarded-prefix".to_owned(), false));
+    for i in 0..10 {
+        out.push((format!("cert_chain_{i}"), i == 0));
+        out.push((format!("x-ssl-client-cert-chain_{i}"), i == 0));
+    }
+    out
+}
+
+/// The managed headers sluice sets for a client without a certificate (all formats selected).
+const WITHOUT_CERT: [&str; 7] = [
+    "ssl-client-verify",
+    "forwarded",
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "x-forwarded-port",
+    "x-real-ip",
+];
+
+/// Two `-H` per managed name, one upper case and one in alternating case, each with a value
+/// that contains "forged".
+fn forge_every_managed_header() -> Vec<String> {
+    let mut args = Vec::new();
+    for (n, (name, _)) in managed_names().iter().enumerate() {
+        let mixed: String = name
+            .chars()
+            .enumerate()
+            .map(|(i, c)| {
+                if i % 2 == 0 {
+                    c.to_ascii_uppercase()
+                } else {
+                    c
+                }
+            })
+            .collect();
+        for (variant, spelled) in [name.to_ascii_uppercase(), mixed].into_iter().enumerate() {
+            args.push("-H".to_owned());
+            args.push(format!("{spelled}: forged-{n}-{variant}"));
+        }
+    }
+    args
+}
+
+// ---- decoding as Keycloak's x509 lookup providers do, written independently ----
+
+/// `java.net.URLDecoder`: `%XX` and `+` as a space.
+fn form_url_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' => {
+                let hex = s.get(i + 1..i + 3).expect("a complete %XX escape");
+                out.push(u8::from_str_radix(hex, 16).expect("hex escape"));
+                i += 2;
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8(out).expect("UTF-8 after URL decoding")
+}
+
+/// PEM (possibly on one line) to DER: drop the BEGIN/END markers and all whitespace, then
+/// strict base64 (padding required, no stray characters).
+fn pem_der(pem: &str) -> Vec<u8> {
+    assert!(
+        pem.trim_start().starts_with("-----BEGIN CERTIFICATE-----")
+            && pem.trim_end().ends_with("-----END CERTIFICATE-----"),
+        "not a PEM certificate: {pem:?}"
+    );
+    let body: String = pem
+        .replace("-----BEGIN CERTIFICATE-----", "")
+        .replace("-----END CERTIFICATE-----", "")
+        .chars()
+        .filter(|c| !c.is_whitespace())
+        .collect();
+    STANDARD
+        .decode(body)
+        .unwrap_or_else(|e| panic!("strict base64 in {pem:?}: {e}"))
+}
+
+/// Bare base64 DER, strict.
+fn b64_der(value: &str) -> Vec<u8> {
+    STANDARD
+        .decode(value)
+        .unwrap_or_else(|e| panic!("strict base64 {value:?}: {e}"))
+}
+
+/// The `key=value` pairs of one XFCC element (`;`-separated, values may be quoted).
+fn xfcc_pairs(element: &str) -> Vec<(String, String)> {
+    let mut parts = Vec::new();
+    let (mut current, mut quoted, mut escaped) = (String::new(), false, false);
+    for c in element.chars() {
+        if escaped {
+            current.push(c);
+            escaped = false;
+            continue;
+        }
+        match c {
+            '\\' if quoted => {
+                current.push(c);
+                escaped = true;
+            }
+            '"' => {
+                quoted = !quoted;
+                current.push(c);
+            }
+            ';' if !quoted => parts.push(std::mem::take(&mut current)),
+            _ => current.push(c),
+        }
+    }
+    parts.push(current);
+    parts
+        .iter()
+        .map(|p| {
+            let (k, v) = p.split_once('=').expect("key=value");
+            let v = v
+                .strip_prefix('"')
+                .and_then(|v| v.strip_suffix('"'))
+                .unwrap_or(v);
+            (k.to_owned(), v.to_owned())
+        })
+        .collect()
+}
+
 #[test]
 fn edge_hands_the_verified_certificate_and_the_real_client_to_the_backend() {
     require_root();
-    let lab = Lab::start("sle1");
+    let lab = Lab::start("sle1", &[Listener::v4("kc", EDGE_PORT)]);
     let leaf_b64 = STANDARD.encode(lab.pki.client.der().as_ref());
     let chain_b64 = STANDARD.encode(lab.pki.client.intermediates()[0].as_ref());
     for http in ["--http1.1", "--http2"] {
         let mut extra = vec![http];
         extra.extend_from_slice(&FORGED);
-        let body = lab.with_client_cert(&extra);
+        let body = lab.with_client_cert(edge4(), &extra);
         assert!(body.starts_with("backend-"), "{http}: {body}");
         assert!(
             body.lines()
@@ -207,7 +485,7 @@ fn edge_hands_the_verified_certificate_and_the_real_client_to_the_backend() {
     // Optional client auth without a certificate: served, and no certificate header at all.
     let mut extra = vec!["--http1.1"];
     extra.extend_from_slice(&FORGED);
-    let body = lab.curl(&extra);
+    let body = lab.curl(edge4(), &extra);
     let h = headers(&body);
     assert!(values(&h, "client-cert").is_empty(), "{body}");
     assert!(values(&h, "client-cert-chain").is_empty(), "{body}");
@@ -216,28 +494,370 @@ fn edge_hands_the_verified_certificate_and_the_real_client_to_the_backend() {
     assert!(!body.contains("203.0.113.66"), "{body}");
 
     // A certificate from an unknown CA is refused in the handshake.
-    let cert = lab.pki.unknown_ca_client.chain().display().to_string();
-    let key = lab.pki.unknown_ca_client.key().display().to_string();
-    let resolve = format!("{SERVER_NAME}:{EDGE_PORT}:{GW_CLIENT_ADDR4}");
-    let ca = lab.pki.ca_cert().display().to_string();
-    let url = format!("https://{SERVER_NAME}:{EDGE_PORT}/");
-    let refused = lab.topo.client().run(&[
-        "curl",
-        "-sS",
-        "--max-time",
-        "10",
-        "--resolve",
-        &resolve,
-        "--cacert",
-        &ca,
-        "--cert",
-        &cert,
-        "--key",
-        &key,
-        &url,
-    ]);
+    let refused = lab.try_curl_as(&lab.pki.unknown_ca_client, edge4(), &[]);
     assert!(
         refused.is_err(),
         "an unknown CA's client got through: {refused:?}"
+    );
+}
+
+#[test]
+fn required_client_auth_serves_only_verified_clients() {
+    require_root();
+    let mut listener = Listener::v4("kc", EDGE_PORT);
+    listener.client_auth = "required";
+    let lab = Lab::start("sle2", &[listener]);
+    let leaf = format!(":{}:", STANDARD.encode(lab.pki.client.der().as_ref()));
+    for http in ["--http1.1", "--http2"] {
+        let body = lab.with_client_cert(edge4(), &[http]);
+        assert!(body.starts_with("backend-"), "{http}: {body}");
+        assert_eq!(
+            values(&headers(&body), "client-cert"),
+            [leaf.as_str()],
+            "{http}: {body}"
+        );
+    }
+
+    let served = lab.backend_connections();
+    for http in ["--http1.1", "--http2"] {
+        let refused = [
+            ("no certificate", lab.try_curl(edge4(), &[http])),
+            (
+                "expired",
+                lab.try_curl_as(&lab.pki.expired_client, edge4(), &[http]),
+            ),
+            (
+                "unknown CA",
+                lab.try_curl_as(&lab.pki.unknown_ca_client, edge4(), &[http]),
+            ),
+        ];
+        for (who, result) in refused {
+            let err = result
+                .err()
+                .unwrap_or_else(|| panic!("{http}: the {who} client was served"));
+            let text = format!("{err:#}");
+            // curl 35 (TLS handshake), or with TLS 1.3, where the client finishes first and the
+            // server's alert arrives after: 55 (send) or 56 (receive). Never 22 (an HTTP error
+            // status: the request got through) nor 28 (a timeout).
+            assert!(
+                ["35", "55", "56"]
+                    .iter()
+                    .any(|code| text.contains(&format!("exit status: {code})"))),
+                "{http}: the {who} client failed, but not in TLS: {text}"
+            );
+        }
+    }
+    assert_eq!(
+        lab.backend_connections(),
+        served,
+        "a refused client's request reached a backend"
+    );
+
+    // openssl s_client over TLS 1.2 (where the server decides inside the handshake): the
+    // expired certificate fails the handshake, and no response comes back.
+    let out = lab.s_client_tls12(&lab.pki.expired_client, edge4());
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    let all = format!(
+        "status {}\n--- stdout\n{stdout}\n--- stderr\n{stderr}",
+        out.status
+    );
+    assert!(!out.status.success(), "s_client succeeded:\n{all}");
+    assert!(
+        stderr.contains("alert")
+            && (stderr.contains("certificate expired")
+                || stderr.contains("bad certificate")
+                || stderr.contains("handshake failure")),
+        "s_client does not report a refused handshake:\n{all}"
+    );
+    assert!(!stdout.contains("HTTP/1.1 200"), "{all}");
+    // The same s_client with the valid client completes the handshake and is served: the
+    // refusal above is about the certificate, not about s_client.
+    let ok = lab.s_client_tls12(&lab.pki.client, edge4());
+    let ok_out = String::from_utf8_lossy(&ok.stdout);
+    assert!(
+        ok_out.contains("HTTP/1.1 200") && ok_out.contains("backend-"),
+        "s_client with the valid client:\n{ok_out}\n{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+}
+
+#[test]
+fn every_format_at_once_decodes_to_the_client_certificate_and_forgeries_never_pass() {
+    require_root();
+    let mut listener = Listener::v4("kc", EDGE_PORT);
+    listener.formats = &ALL_FORMATS;
+    let lab = Lab::start("sle3", &[listener]);
+    let leaf = lab.pki.client.der().as_ref().to_vec();
+    let inter = lab.pki.client.intermediates()[0].as_ref().to_vec();
+    let forged = forge_every_managed_header();
+    for http in ["--http1.1", "--http2"] {
+        let mut extra = vec![http];
+        extra.extend(forged.iter().map(String::as_str));
+        let body = lab.with_client_cert(edge4(), &extra);
+        let h = headers(&body);
+
+        // Forged copies, whatever their case or count, never reach the backend; each managed
+        // header sluice sets arrives exactly once.
+        assert!(
+            !body.contains("forged"),
+            "{http}: a forged header passed:\n{body}"
+        );
+        for (name, set) in managed_names() {
+            assert_eq!(
+                values(&h, &name).len(),
+                usize::from(set),
+                "{http}: {name} count:\n{body}"
+            );
+        }
+
+        // rfc9440 (Rfc9440ClientCertificateLookup): byte sequences.
+        let seq = |v: &str| {
+            b64_der(
+                v.strip_prefix(':')
+                    .and_then(|v| v.strip_suffix(':'))
+                    .expect("sf byte sequence"),
+            )
+        };
+        assert_eq!(
+            seq(single(&h, "client-cert", &body)),
+            leaf,
+            "{http}: rfc9440"
+        );
+        assert_eq!(
+            seq(single(&h, "client-cert-chain", &body)),
+            inter,
+            "{http}: rfc9440 chain"
+        );
+
+        // nginx (NginxProxySslClientCertificateLookup): form-URL-decode, then PEM.
+        let nginx = single(&h, "ssl-client-cert", &body);
+        assert!(
+            !nginx.contains(['+', '/', '=', ' ']),
+            "{http}: nginx escaping: {nginx}"
+        );
+        assert_eq!(pem_der(&form_url_decode(nginx)), leaf, "{http}: nginx");
+        assert_eq!(single(&h, "ssl-client-verify", &body), "SUCCESS");
+        let subject = single(&h, "ssl-client-subject-dn", &body);
+        assert!(
+            subject.contains("Doe") && subject.contains("Example"),
+            "{http}: {subject}"
+        );
+
+        // apache (ApacheProxySslClientCertificateLookup): PEM leaf, PEM chain headers.
+        assert_eq!(
+            pem_der(single(&h, "ssl_client_cert", &body)),
+            leaf,
+            "{http}: apache"
+        );
+        assert_eq!(
+            pem_der(single(&h, "cert_chain_0", &body)),
+            inter,
+            "{http}: apache chain"
+        );
+
+        // haproxy (HaProxySslClientCertificateLookup): bare base64 DER.
+        assert_eq!(
+            b64_der(single(&h, "x-ssl-client-cert", &body)),
+            leaf,
+            "{http}: haproxy"
+        );
+        assert_eq!(
+            b64_der(single(&h, "x-ssl-client-cert-chain_0", &body)),
+            inter,
+            "{http}: haproxy chain"
+        );
+
+        // traefik (TraefikProxySslClientCertificateLookup): bare base64 DER split on ','.
+        let traefik: Vec<Vec<u8>> = single(&h, "x-forwarded-tls-client-cert", &body)
+            .split(',')
+            .map(|p| b64_der(p.trim()))
+            .collect();
+        assert_eq!(traefik, [leaf.clone(), inter.clone()], "{http}: traefik");
+
+        // envoy (EnvoyProxySslClientCertificateLookup): one XFCC element; Cert and Chain are
+        // URL-encoded PEM.
+        let xfcc = single(&h, "x-forwarded-client-cert", &body);
+        let pairs = xfcc_pairs(xfcc);
+        let get = |k: &str| {
+            let found: Vec<&String> = pairs
+                .iter()
+                .filter(|(n, _)| n == k)
+                .map(|(_, v)| v)
+                .collect();
+            assert_eq!(found.len(), 1, "{http}: {k} in {xfcc}");
+            found[0].clone()
+        };
+        assert_eq!(
+            pem_der(&form_url_decode(&get("Cert"))),
+            leaf,
+            "{http}: envoy Cert"
+        );
+        let chain = form_url_decode(&get("Chain"));
+        let chain: Vec<Vec<u8>> = chain
+            .split_inclusive("-----END CERTIFICATE-----")
+            .filter(|p| !p.trim().is_empty())
+            .map(pem_der)
+            .collect();
+        assert_eq!(chain, [leaf.clone(), inter.clone()], "{http}: envoy Chain");
+        let hash = get("Hash");
+        assert!(
+            hash.len() == 64 && hash.bytes().all(|b| b.is_ascii_hexdigit()),
+            "{http}: envoy Hash {hash}"
+        );
+        assert!(get("Subject").contains("Doe"), "{http}: {xfcc}");
+    }
+
+    // Without a certificate (optional): none of the certificate headers, whatever was forged.
+    let mut extra = vec!["--http1.1"];
+    extra.extend(forged.iter().map(String::as_str));
+    let body = lab.curl(edge4(), &extra);
+    assert!(!body.contains("forged"), "{body}");
+    let h = headers(&body);
+    for (name, _) in managed_names() {
+        let want = usize::from(WITHOUT_CERT.contains(&name.as_str()));
+        assert_eq!(values(&h, &name).len(), want, "{name}:\n{body}");
+    }
+    assert_eq!(values(&h, "ssl-client-verify"), ["NONE"], "{body}");
+}
+
+/// A client's own forwarding headers.
+const THEIRS: [&str; 4] = [
+    "-H",
+    "X-Forwarded-For: 198.51.100.9",
+    "-H",
+    "Forwarded: for=198.51.100.9",
+];
+
+#[test]
+fn a_trusted_peers_forwarded_headers_are_kept_and_extended() {
+    require_root();
+    let mut trusted = Listener::v4("trusted", EDGE_PORT);
+    trusted.trusted_proxies = vec![format!("{CLIENT_ADDR4}/32")];
+    let lab = Lab::start("sle4", &[trusted]);
+    for http in ["--http1.1", "--http2"] {
+        let mut extra = vec![http];
+        extra.extend_from_slice(&THEIRS);
+        let body = lab.curl(edge4(), &extra);
+        let h = headers(&body);
+        assert_eq!(
+            values(&h, "x-forwarded-for"),
+            [format!("198.51.100.9, {CLIENT_ADDR4}").as_str()],
+            "{http}: a trusted peer's X-Forwarded-For is kept and extended:\n{body}"
+        );
+        let fwd = single(&h, "forwarded", &body);
+        assert!(
+            fwd.starts_with(&format!("for=198.51.100.9, for=\"{CLIENT_ADDR4}:")),
+            "{http}: a trusted peer's Forwarded is kept and extended: {fwd}"
+        );
+    }
+}
+
+#[test]
+fn untrusted_and_ipv6_clients_get_forwarded_headers_of_their_own() {
+    require_root();
+    let mut untrusted = Listener::v4("untrusted", EDGE_PORT);
+    // A list that does not cover the client: trust is by address, not by having a list.
+    untrusted.trusted_proxies = vec!["198.18.1.0/24".to_owned()];
+    let mut v6 = Listener::v4("v6", EDGE_PORT + 1);
+    v6.address = SocketAddr::new(IpAddr::V6(GW_CLIENT_ADDR6), EDGE_PORT + 1);
+    let v6_at = v6.address;
+    let lab = Lab::start("sle6", &[untrusted, v6]);
+    for http in ["--http1.1", "--http2"] {
+        let mut extra = vec![http];
+        extra.extend_from_slice(&THEIRS);
+        let body = lab.curl(edge4(), &extra);
+        let h = headers(&body);
+        assert!(
+            !body.contains("198.51.100.9"),
+            "{http}: kept from an untrusted peer:\n{body}"
+        );
+        assert_eq!(
+            values(&h, "x-forwarded-for"),
+            [CLIENT_ADDR4.to_string().as_str()],
+            "{http}: {body}"
+        );
+        assert!(
+            single(&h, "forwarded", &body).starts_with(&format!("for=\"{CLIENT_ADDR4}:")),
+            "{http}: {body}"
+        );
+
+        let body = lab.curl(v6_at, &extra);
+        let h = headers(&body);
+        assert!(!body.contains("198.51.100.9"), "{http}: {body}");
+        assert_eq!(
+            values(&h, "x-forwarded-for"),
+            [CLIENT_ADDR6.to_string().as_str()],
+            "{http}: {body}"
+        );
+        let fwd = single(&h, "forwarded", &body);
+        let port = fwd
+            .strip_prefix(&format!("for=\"[{CLIENT_ADDR6}]:"))
+            .and_then(|r| r.split_once('"'))
+            .map(|(port, _)| port);
+        assert!(
+            port.is_some_and(|p| p.parse::<u16>().is_ok_and(|p| p != 0)),
+            "{http}: RFC 7239 IPv6 node, quoted with brackets and port: {fwd}"
+        );
+        assert!(
+            fwd.contains(&format!(";by=\"[{GW_CLIENT_ADDR6}]:{}\"", EDGE_PORT + 1)),
+            "{http}: {fwd}"
+        );
+        assert_eq!(
+            values(&h, "x-forwarded-port"),
+            [(EDGE_PORT + 1).to_string().as_str()],
+            "{http}: {body}"
+        );
+    }
+}
+
+#[test]
+fn a_drained_backend_gets_no_more_edge_requests() {
+    require_root();
+    let lab = Lab::start("sle5", &[Listener::v4("kc", EDGE_PORT)]);
+    let ask = |n: usize| -> Vec<String> {
+        (0..n)
+            .map(|i| {
+                let http = if i % 2 == 0 { "--http1.1" } else { "--http2" };
+                backend_of(&lab.curl(edge4(), &[http])).to_owned()
+            })
+            .collect()
+    };
+    // One client address, so Maglev by source address picks the same backend every time.
+    let before = ask(4);
+    let chosen = before[0].clone();
+    assert!(before.iter().all(|b| *b == chosen), "{before:?}");
+    let index: usize = chosen
+        .strip_prefix("backend-")
+        .and_then(|i| i.parse().ok())
+        .unwrap_or_else(|| panic!("not a backend name: {chosen}"));
+    let addr = backend_addr4(index).to_string();
+
+    let out = lab
+        .daemon
+        .cli(&["drain", "web", &addr])
+        .expect("sluice drain");
+    assert!(
+        out.status.success(),
+        "sluice drain: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let during = ask(6);
+    assert!(
+        during.iter().all(|b| *b != chosen),
+        "{chosen} was drained but still served: {during:?}"
+    );
+
+    let out = lab
+        .daemon
+        .cli(&["undrain", "web", &addr])
+        .expect("sluice undrain");
+    assert!(out.status.success());
+    let after = ask(2);
+    assert!(
+        after.iter().all(|b| *b == chosen),
+        "undrained, the client's own backend serves it again: {after:?}"
     );
 }
