@@ -206,6 +206,11 @@ impl Daemon {
         })
     }
 
+    /// The daemon's process id while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.guard.as_ref().and_then(ChildGuard::id)
+    }
+
     /// Sends a signal to the daemon.
     pub fn signal(&self, sig: libc::c_int) -> Result<()> {
         let pid = self

@@ -28,6 +28,10 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "socat",
     // An independent PROXY protocol v2 sender for the interop tests.
     "haproxy",
+    // The front ends and load tools `cargo xtask bench edge` compares against and beside.
+    "nginx",
+    "wrk",
+    "nghttp2-client",
 ];
 
 const BPFFS: &str = "/sys/fs/bpf";

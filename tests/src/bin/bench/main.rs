@@ -6,6 +6,10 @@
 //! one run per syscall with the kernel's own timing of that run, averaged over many runs, and
 //! each path proves it ran as intended: the counter of that path grew by exactly the number of
 //! runs. Pass-only paths are also measured with `repeat` as a cross-check of the method.
+//!
+//! `cargo xtask bench edge`: the edge listener beside nginx and haproxy, see [`edge`].
+
+mod edge;
 
 use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
@@ -345,13 +349,23 @@ fn ns_in<T: Send>(env: &PacketEnv, f: impl FnOnce() -> Result<T> + Send) -> Resu
 
 fn main() -> ExitCode {
     let what: Vec<String> = std::env::args().skip(1).collect();
-    if what.first().map(String::as_str) != Some("xdp") {
-        eprintln!("usage: bench xdp");
+    let mode = what.first().map(String::as_str);
+    if !matches!(mode, Some("xdp" | "edge")) {
+        eprintln!("usage: bench xdp|edge");
         return ExitCode::from(2);
     }
     if !is_root() {
-        eprintln!("bench xdp needs root (BPF and network namespaces)");
+        eprintln!("bench needs root (BPF and network namespaces)");
         return ExitCode::FAILURE;
+    }
+    if mode == Some("edge") {
+        return match edge::run() {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("bench failed: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
     }
     match xdp_bench() {
         Ok(rows) => {
