@@ -16,7 +16,10 @@ use std::{
 use crate::{
     config::Config,
     dataplane::{Dataplane, DataplaneError},
-    edge::pool::Pool,
+    edge::{
+        pool::Pool,
+        tls::{server_config, Reloadable},
+    },
     health::{Checker, Target, Transition},
 };
 
@@ -30,6 +33,8 @@ pub struct Inner {
     pub checker: Checker,
     /// The pools edge listeners pick backends from, by VIP name.
     pub pools: HashMap<String, Arc<Pool>>,
+    /// Each TLS edge listener's current certificates, by edge name.
+    pub edge_tls: HashMap<String, Arc<Reloadable>>,
 }
 
 impl Inner {
@@ -144,7 +149,20 @@ impl Core {
             Config::load(&self.config_path).map_err(|e| CoreError::Config(e.to_string()))?;
         let mut inner = self.lock();
         restart_only(&inner.config, &config)?;
+        // Certificates and CA bundles are read again (they may have been rotated on disk);
+        // one that fails stops the reload before anything changed.
+        let mut certificates = Vec::new();
+        for e in &config.edges {
+            if let (Some(settings), Some(current)) = (&e.tls, inner.edge_tls.get(&e.name)) {
+                let fresh = server_config(settings)
+                    .map_err(|error| CoreError::Config(format!("edge \"{}\": {error}", e.name)))?;
+                certificates.push((Arc::clone(current), fresh));
+            }
+        }
         inner.dp.apply(&config)?;
+        for (current, fresh) in certificates {
+            current.replace(fresh);
+        }
         let mut metas = Metas::new();
         for vip in &config.vips {
             for b in &vip.backends {
