@@ -71,6 +71,7 @@ async fn serve(path: &Path, config: Config) -> anyhow::Result<()> {
         checker: Checker::new(health_tx),
         pools,
         edge_tls: std::collections::HashMap::new(),
+        upstreams: std::collections::HashMap::new(),
     };
     let core = Arc::new(Core::new(path.to_path_buf(), inner)?);
     core.lock().refresh_pools();
@@ -164,6 +165,12 @@ async fn start_edges(core: &Arc<Core>) -> anyhow::Result<Vec<tokio::task::JoinHa
         let socket = tokio::net::TcpListener::bind(e.address)
             .await
             .with_context(|| format!("edge \"{}\": binding {}", e.name, e.address))?;
+        let upstream = Arc::new(Upstream::new(e.backend_port));
+        core.lock()
+            .upstreams
+            .entry(e.pool.clone())
+            .or_default()
+            .push(Arc::clone(&upstream));
         let listener = Listener {
             name: e.name.clone(),
             tls,
@@ -175,7 +182,7 @@ async fn start_edges(core: &Arc<Core>) -> anyhow::Result<Vec<tokio::task::JoinHa
                 prefix: None,
             },
             pool: Arc::clone(&pools[&e.pool]),
-            upstream: Arc::new(Upstream::new(e.backend_port)),
+            upstream: Arc::clone(&upstream),
         };
         tracing::info!(edge = e.name, address = %e.address, tls = e.tls.is_some(), "edge listener up");
         tasks.push(tokio::spawn(edge::server::serve(

@@ -3,7 +3,7 @@
 //! a time (the dataplane sits behind one lock), so two changes never interleave.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     net::IpAddr,
     path::PathBuf,
     sync::{
@@ -19,6 +19,7 @@ use crate::{
     edge::{
         pool::Pool,
         tls::{server_config, Reloadable},
+        upstream::Upstream,
     },
     health::{Checker, Target, Transition},
 };
@@ -35,13 +36,21 @@ pub struct Inner {
     pub pools: HashMap<String, Arc<Pool>>,
     /// Each TLS edge listener's current certificates, by edge name.
     pub edge_tls: HashMap<String, Arc<Reloadable>>,
+    /// Each edge listener's backend connections, by pool VIP name.
+    pub upstreams: HashMap<String, Vec<Arc<Upstream>>>,
 }
 
 impl Inner {
-    /// Gives every edge pool its VIP's current table, after anything that changes tables.
+    /// Gives every edge pool its VIP's current table, after anything that changes tables,
+    /// and closes idle connections to backends that left it.
     pub fn refresh_pools(&self) {
         for (vip, pool) in &self.pools {
-            pool.update(self.dp.pool_table(vip).unwrap_or_default());
+            let table = self.dp.pool_table(vip).unwrap_or_default();
+            let serving: HashSet<IpAddr> = table.iter().copied().collect();
+            for u in self.upstreams.get(vip).into_iter().flatten() {
+                u.retain(|b| serving.contains(&b));
+            }
+            pool.update(table);
         }
     }
 }

@@ -120,10 +120,11 @@ impl Upstream {
         }
     }
 
-    /// Closes the idle connections to `backend` (it was drained or went down).
-    pub fn forget(&self, backend: IpAddr) {
+    /// Closes the idle connections to every backend `keep` refuses (drained, down or gone):
+    /// it gets no new requests, and its pooled connections should not linger.
+    pub fn retain(&self, keep: impl Fn(IpAddr) -> bool) {
         let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
-        idle.retain(|addr, _| addr.ip() != backend);
+        idle.retain(|addr, _| keep(addr.ip()));
     }
 }
 
