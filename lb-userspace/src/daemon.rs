@@ -32,6 +32,7 @@ use crate::{
         pool::Pool,
         server::Listener,
         tls::{server_config, Reloadable},
+        upstream::Upstream,
     },
     health::Checker,
     management,
@@ -69,6 +70,8 @@ async fn serve(path: &Path, config: Config) -> anyhow::Result<()> {
         metas: std::collections::HashMap::new(),
         checker: Checker::new(health_tx),
         pools,
+        edge_tls: std::collections::HashMap::new(),
+        upstreams: std::collections::HashMap::new(),
     };
     let core = Arc::new(Core::new(path.to_path_buf(), inner)?);
     core.lock().refresh_pools();
@@ -148,14 +151,26 @@ async fn start_edges(core: &Arc<Core>) -> anyhow::Result<Vec<tokio::task::JoinHa
     let mut tasks = Vec::new();
     for e in edges {
         let tls = match &e.tls {
-            Some(t) => Some(Arc::new(Reloadable::new(
-                server_config(t).with_context(|| format!("edge \"{}\": TLS", e.name))?,
-            ))),
+            Some(t) => {
+                let tls = Arc::new(Reloadable::new(
+                    server_config(t).with_context(|| format!("edge \"{}\": TLS", e.name))?,
+                ));
+                core.lock()
+                    .edge_tls
+                    .insert(e.name.clone(), Arc::clone(&tls));
+                Some(tls)
+            }
             None => None,
         };
         let socket = tokio::net::TcpListener::bind(e.address)
             .await
             .with_context(|| format!("edge \"{}\": binding {}", e.name, e.address))?;
+        let upstream = Arc::new(Upstream::new(e.backend_port));
+        core.lock()
+            .upstreams
+            .entry(e.pool.clone())
+            .or_default()
+            .push(Arc::clone(&upstream));
         let listener = Listener {
             name: e.name.clone(),
             tls,
@@ -167,7 +182,7 @@ async fn start_edges(core: &Arc<Core>) -> anyhow::Result<Vec<tokio::task::JoinHa
                 prefix: None,
             },
             pool: Arc::clone(&pools[&e.pool]),
-            backend_port: e.backend_port,
+            upstream: Arc::clone(&upstream),
         };
         tracing::info!(edge = e.name, address = %e.address, tls = e.tls.is_some(), "edge listener up");
         tasks.push(tokio::spawn(edge::server::serve(

@@ -9,3 +9,4 @@ pub mod forwarded;
 pub mod pool;
 pub mod server;
 pub mod tls;
+pub mod upstream;

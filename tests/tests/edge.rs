@@ -221,6 +221,28 @@ impl Lab {
             .output()
             .expect("run openssl s_client")
     }
+
+    /// The DER of the leaf certificate the edge presents for [`SERVER_NAME`], as base64.
+    fn served_leaf(&self) -> String {
+        let connect = edge4();
+        let pem = self
+            .topo
+            .client()
+            .run(&[
+                "sh",
+                "-c",
+                &format!(
+                    "openssl s_client -connect {connect} -servername {SERVER_NAME} </dev/null \
+                     2>/dev/null | openssl x509 -outform DER | base64 -w0"
+                ),
+            ])
+            .expect("openssl s_client");
+        pem.trim().to_owned()
+    }
+
+    fn reload(&self) -> std::process::Output {
+        self.daemon.cli(&["reload"]).expect("run sluice reload")
+    }
 }
 
 /// The gateway address of the default listener.
@@ -860,4 +882,50 @@ fn a_drained_backend_gets_no_more_edge_requests() {
         after.iter().all(|b| *b == chosen),
         "undrained, the client's own backend serves it again: {after:?}"
     );
+}
+
+#[test]
+fn reload_rotates_certificates_all_or_nothing() {
+    require_root();
+    let lab = Lab::start("sle7", &[Listener::v4("kc", EDGE_PORT)]);
+    let original = STANDARD.encode(lab.pki.server.der().as_ref());
+    assert_eq!(lab.served_leaf(), original);
+
+    // Rotated on disk under the same paths, then reloaded: new handshakes get the new one.
+    let rotated = lab
+        .pki
+        .issue_server("rotated", &[SERVER_NAME])
+        .expect("issue a second server certificate");
+    std::fs::copy(rotated.chain(), lab.pki.server.chain()).expect("rotate the chain");
+    std::fs::copy(rotated.key(), lab.pki.server.key()).expect("rotate the key");
+    let out = lab.reload();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let new = STANDARD.encode(rotated.der().as_ref());
+    assert_eq!(
+        lab.served_leaf(),
+        new,
+        "the rotated certificate is served after reload"
+    );
+
+    // A key that does not match: the reload fails, says why, and the last good one stays.
+    std::fs::copy(lab.pki.client.key(), lab.pki.server.key()).expect("break the key");
+    let out = lab.reload();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "a broken key was accepted");
+    assert!(
+        stderr.contains("kc"),
+        "the failure names the edge: {stderr}"
+    );
+    assert_eq!(
+        lab.served_leaf(),
+        new,
+        "a failed reload keeps the certificate in use"
+    );
+    assert!(lab
+        .with_client_cert(edge4(), &["--http1.1"])
+        .starts_with("backend-"));
 }

@@ -3,7 +3,7 @@
 //! a time (the dataplane sits behind one lock), so two changes never interleave.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     net::IpAddr,
     path::PathBuf,
     sync::{
@@ -16,7 +16,11 @@ use std::{
 use crate::{
     config::Config,
     dataplane::{Dataplane, DataplaneError},
-    edge::pool::Pool,
+    edge::{
+        pool::Pool,
+        tls::{server_config, Reloadable},
+        upstream::Upstream,
+    },
     health::{Checker, Target, Transition},
 };
 
@@ -30,13 +34,23 @@ pub struct Inner {
     pub checker: Checker,
     /// The pools edge listeners pick backends from, by VIP name.
     pub pools: HashMap<String, Arc<Pool>>,
+    /// Each TLS edge listener's current certificates, by edge name.
+    pub edge_tls: HashMap<String, Arc<Reloadable>>,
+    /// Each edge listener's backend connections, by pool VIP name.
+    pub upstreams: HashMap<String, Vec<Arc<Upstream>>>,
 }
 
 impl Inner {
-    /// Gives every edge pool its VIP's current table, after anything that changes tables.
+    /// Gives every edge pool its VIP's current table, after anything that changes tables,
+    /// and closes idle connections to backends that left it.
     pub fn refresh_pools(&self) {
         for (vip, pool) in &self.pools {
-            pool.update(self.dp.pool_table(vip).unwrap_or_default());
+            let table = self.dp.pool_table(vip).unwrap_or_default();
+            let serving: HashSet<IpAddr> = table.iter().copied().collect();
+            for u in self.upstreams.get(vip).into_iter().flatten() {
+                u.retain(|b| serving.contains(&b));
+            }
+            pool.update(table);
         }
     }
 }
@@ -144,7 +158,20 @@ impl Core {
             Config::load(&self.config_path).map_err(|e| CoreError::Config(e.to_string()))?;
         let mut inner = self.lock();
         restart_only(&inner.config, &config)?;
+        // Certificates and CA bundles are read again (they may have been rotated on disk);
+        // one that fails stops the reload before anything changed.
+        let mut certificates = Vec::new();
+        for e in &config.edges {
+            if let (Some(settings), Some(current)) = (&e.tls, inner.edge_tls.get(&e.name)) {
+                let fresh = server_config(settings)
+                    .map_err(|error| CoreError::Config(format!("edge \"{}\": {error}", e.name)))?;
+                certificates.push((Arc::clone(current), fresh));
+            }
+        }
         inner.dp.apply(&config)?;
+        for (current, fresh) in certificates {
+            current.replace(fresh);
+        }
         let mut metas = Metas::new();
         for vip in &config.vips {
             for b in &vip.backends {

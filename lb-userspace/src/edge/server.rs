@@ -4,12 +4,7 @@
 //! Every request loses whatever client-certificate and forwarded headers the client sent
 //! before sluice adds its own: a backend behind sluice can take them at face value.
 
-use std::{
-    convert::Infallible,
-    net::{IpAddr, SocketAddr},
-    sync::Arc,
-    time::Duration,
-};
+use std::{convert::Infallible, net::SocketAddr, sync::Arc, time::Duration};
 
 use bytes::Bytes;
 use http_body_util::{combinators::BoxBody, BodyExt as _, Full};
@@ -31,12 +26,8 @@ use super::{
     forwarded::{self, Hop, Policy},
     pool::Pool,
     tls::{peer_chain, Reloadable},
+    upstream::Upstream,
 };
-
-/// How long a backend may take to accept a connection before the next one is tried.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
-/// How long a backend may take to start its response.
-const RESPONSE_TIMEOUT: Duration = Duration::from_mins(1);
 
 type Body = BoxBody<Bytes, hyper::Error>;
 
@@ -48,7 +39,7 @@ pub struct Listener {
     pub names: Names,
     pub forwarded: Policy,
     pub pool: Arc<Pool>,
-    pub backend_port: u16,
+    pub upstream: Arc<Upstream>,
 }
 
 /// What one connection established, shared by its requests.
@@ -135,7 +126,10 @@ where
         .await
 }
 
-async fn handle(req: Request<Incoming>, conn: &Conn) -> Response<Body> {
+async fn handle(mut req: Request<Incoming>, conn: &Conn) -> Response<Body> {
+    // A WebSocket (or other) upgrade: the backend's 101 hands both connections over to a
+    // byte copy.
+    let upgrade = is_upgrade(req.headers()).then(|| hyper::upgrade::on(&mut req));
     let (mut parts, body) = req.into_parts();
     let host = request_host(&parts.uri, &parts.headers);
     strip(&mut parts.headers, &conn.managed);
@@ -173,7 +167,14 @@ async fn handle(req: Request<Incoming>, conn: &Conn) -> Response<Body> {
     if let Some(h) = host.as_deref().and_then(|h| HeaderValue::from_str(h).ok()) {
         parts.headers.insert(header::HOST, h);
     }
+    let upgrade_to = parts.headers.get(header::UPGRADE).cloned();
     remove_hop_by_hop(&mut parts.headers);
+    if let (Some(_), Some(to)) = (&upgrade, upgrade_to) {
+        parts
+            .headers
+            .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        parts.headers.insert(header::UPGRADE, to);
+    }
     let path = parts
         .uri
         .path_and_query()
@@ -183,55 +184,43 @@ async fn handle(req: Request<Incoming>, conn: &Conn) -> Response<Body> {
         .unwrap_or_else(|_| Uri::from_static("/"));
     parts.version = hyper::Version::HTTP_11;
     let req = Request::from_parts(parts, body);
-    match forward(req, conn).await {
-        Ok(resp) => {
-            let (mut parts, body) = resp.into_parts();
-            remove_hop_by_hop(&mut parts.headers);
-            Response::from_parts(parts, body.boxed())
-        }
-        Err(code) => status(code),
-    }
-}
-
-/// Sends `req` to the client's backend; when it cannot be connected, once more to another.
-async fn forward(req: Request<Incoming>, conn: &Conn) -> Result<Response<Incoming>, StatusCode> {
-    let l = &conn.listener;
-    let first = l
-        .pool
-        .pick(conn.peer.ip(), None)
-        .ok_or(StatusCode::SERVICE_UNAVAILABLE)?;
-    let stream = match connect(first, l.backend_port).await {
-        Ok(s) => s,
-        Err(error) => {
-            tracing::info!(backend = %first, %error, "backend connect failed; trying another");
-            let second = l
-                .pool
-                .pick(conn.peer.ip(), Some(first))
-                .ok_or(StatusCode::BAD_GATEWAY)?;
-            connect(second, l.backend_port)
-                .await
-                .map_err(|_| StatusCode::BAD_GATEWAY)?
-        }
+    let client = conn.peer.ip();
+    let mut resp = match l
+        .upstream
+        .send(&l.pool, client, req, upgrade.is_some())
+        .await
+    {
+        Ok(resp) => resp,
+        Err(code) => return status(code),
     };
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(|_| StatusCode::BAD_GATEWAY)?;
-    tokio::spawn(async move {
-        let _ = connection.with_upgrades().await;
-    });
-    match tokio::time::timeout(RESPONSE_TIMEOUT, sender.send_request(req)).await {
-        Ok(Ok(resp)) => Ok(resp),
-        Ok(Err(_)) => Err(StatusCode::BAD_GATEWAY),
-        Err(_) => Err(StatusCode::GATEWAY_TIMEOUT),
+    if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+        if let Some(client_side) = upgrade {
+            let backend_side = hyper::upgrade::on(&mut resp);
+            tokio::spawn(async move {
+                if let (Ok(c), Ok(b)) = (client_side.await, backend_side.await) {
+                    let _ =
+                        tokio::io::copy_bidirectional(&mut TokioIo::new(c), &mut TokioIo::new(b))
+                            .await;
+                }
+            });
+            let (parts, body) = resp.into_parts();
+            return Response::from_parts(parts, body.boxed());
+        }
     }
+    let (mut parts, body) = resp.into_parts();
+    remove_hop_by_hop(&mut parts.headers);
+    Response::from_parts(parts, body.boxed())
 }
 
-async fn connect(ip: IpAddr, port: u16) -> std::io::Result<TcpStream> {
-    let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect((ip, port)))
-        .await
-        .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
-    let _ = stream.set_nodelay(true);
-    Ok(stream)
+/// `Connection: upgrade` with an `Upgrade` header (HTTP/1.1 only).
+fn is_upgrade(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::UPGRADE)
+        && headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
 }
 
 /// The Host the client asked for: HTTP/2's `:authority`, else the Host header.
