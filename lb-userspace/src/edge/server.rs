@@ -49,16 +49,16 @@ struct Conn {
     local: SocketAddr,
     /// DER of the verified client leaf and intermediates.
     cert: Option<(Vec<u8>, Vec<Vec<u8>>)>,
-    /// Every header name sluice manages on this listener (removed from requests first).
+    /// Every client-certificate header name sluice knows (removed from requests first).
     managed: Arc<Vec<HeaderName>>,
 }
 
 /// Accepts connections until the task is dropped.
 pub async fn serve(socket: TcpListener, listener: Arc<Listener>) {
     // Every format's headers, not only the listener's: a backend may read another one.
-    let mut managed = client_cert::managed(&Format::ALL, &listener.names);
-    managed.extend(forwarded::managed().iter().cloned());
-    let managed = Arc::new(managed);
+    // Forwarded headers are not stripped here: `forwarded::apply` keeps a trusted peer's and
+    // removes everyone else's.
+    let managed = Arc::new(client_cert::managed(&Format::ALL, &listener.names));
     loop {
         let (stream, peer) = match socket.accept().await {
             Ok(s) => s,
