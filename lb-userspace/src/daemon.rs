@@ -168,6 +168,8 @@ async fn start_edges(core: &Arc<Core>) -> anyhow::Result<Vec<tokio::task::JoinHa
             },
             pool: Arc::clone(&pools[&e.pool]),
             backend_port: e.backend_port,
+            proxy_protocol: e.proxy_protocol,
+            proxy_counters: edge::proxy_header::Counters::default(),
         };
         tracing::info!(edge = e.name, address = %e.address, tls = e.tls.is_some(), "edge listener up");
         tasks.push(tokio::spawn(edge::server::serve(

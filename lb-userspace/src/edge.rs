@@ -7,5 +7,6 @@
 pub mod client_cert;
 pub mod forwarded;
 pub mod pool;
+pub mod proxy_header;
 pub mod server;
 pub mod tls;

@@ -26,10 +26,13 @@ use hyper_util::{
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 
+use crate::config::ProxyProtocol;
+
 use super::{
     client_cert::{self, ClientCert, Format, Names},
     forwarded::{self, Hop, Policy},
     pool::Pool,
+    proxy_header,
     tls::{peer_chain, Reloadable},
 };
 
@@ -49,12 +52,17 @@ pub struct Listener {
     pub forwarded: Policy,
     pub pool: Arc<Pool>,
     pub backend_port: u16,
+    /// PROXY headers before TLS, read from `forwarded.trusted_proxies` only.
+    pub proxy_protocol: ProxyProtocol,
+    pub proxy_counters: proxy_header::Counters,
 }
 
 /// What one connection established, shared by its requests.
 struct Conn {
     listener: Arc<Listener>,
     peer: SocketAddr,
+    /// The PROXY header's source when a trusted peer sent one, else `peer`.
+    client: SocketAddr,
     local: SocketAddr,
     /// DER of the verified client leaf and intermediates.
     cert: Option<(Vec<u8>, Vec<Vec<u8>>)>,
@@ -88,17 +96,28 @@ pub async fn serve(socket: TcpListener, listener: Arc<Listener>) {
 }
 
 async fn connection(
-    stream: TcpStream,
+    mut stream: TcpStream,
     peer: SocketAddr,
     listener: Arc<Listener>,
     managed: Arc<Vec<HeaderName>>,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let local = stream.local_addr()?;
     let _ = stream.set_nodelay(true);
+    let trusted = listener.forwarded.trusts(peer.ip());
+    let client = proxy_header::client(
+        &mut stream,
+        peer,
+        listener.proxy_protocol,
+        trusted,
+        &listener.proxy_counters,
+        proxy_header::HEADER_TIMEOUT,
+    )
+    .await?;
     let Some(tls) = &listener.tls else {
         let conn = Arc::new(Conn {
             listener: Arc::clone(&listener),
             peer,
+            client,
             local,
             cert: None,
             managed,
@@ -115,6 +134,7 @@ async fn connection(
     let conn = Arc::new(Conn {
         listener: Arc::clone(&listener),
         peer,
+        client,
         local,
         cert,
         managed,
@@ -164,7 +184,7 @@ async fn handle(req: Request<Incoming>, conn: &Conn) -> Response<Body> {
     }
     let hop = Hop {
         peer: conn.peer,
-        client: conn.peer,
+        client: conn.client,
         proto: if l.tls.is_some() { "https" } else { "http" },
         listener_port: conn.local.port(),
         by: Some(conn.local),
