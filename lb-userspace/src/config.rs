@@ -57,6 +57,8 @@ pub struct Edge {
     pub client_cert_header: Vec<crate::edge::client_cert::Format>,
     pub forwarded_headers: Vec<crate::edge::forwarded::Style>,
     pub trusted_proxies: Vec<IpNet>,
+    /// PROXY v1/v2 headers before TLS, from `trusted_proxies` only.
+    pub proxy_protocol: ProxyProtocol,
     /// `None`: plain HTTP.
     pub tls: Option<crate::edge::tls::TlsSettings>,
 }

@@ -183,6 +183,8 @@ async fn start_edges(core: &Arc<Core>) -> anyhow::Result<Vec<tokio::task::JoinHa
             },
             pool: Arc::clone(&pools[&e.pool]),
             upstream: Arc::clone(&upstream),
+            proxy_protocol: e.proxy_protocol,
+            proxy_counters: edge::proxy_header::Counters::default(),
         };
         tracing::info!(edge = e.name, address = %e.address, tls = e.tls.is_some(), "edge listener up");
         tasks.push(tokio::spawn(edge::server::serve(

@@ -7,6 +7,7 @@
 pub mod client_cert;
 pub mod forwarded;
 pub mod pool;
+pub mod proxy_header;
 pub mod server;
 pub mod tls;
 pub mod upstream;

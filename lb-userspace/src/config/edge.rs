@@ -9,7 +9,7 @@ use super::{
     errors::{written_or, Report},
     fields, raw,
     vip::cidrs,
-    Edge, Protocol, Vip,
+    Edge, Protocol, ProxyProtocol, Vip,
 };
 use crate::edge::{
     client_cert::Format,
@@ -114,6 +114,7 @@ fn edge(
         &STYLES,
     );
     let trusted_proxies = cidrs(r, &e.trusted_proxies, &field("trusted_proxies"));
+    let proxy_protocol = proxy_protocol(r, e, &field);
     let tls = match &e.tls {
         Some(t) => tls(r, t, &field("tls")).map(Some),
         None => Some(None),
@@ -145,8 +146,42 @@ fn edge(
         client_cert_header: formats?,
         forwarded_headers: styles?,
         trusted_proxies: trusted_proxies?,
+        proxy_protocol: proxy_protocol?,
         tls: tls?,
     })
+}
+
+/// `proxy_protocol` and who may send it: a policy other than `off` with nobody trusted would
+/// refuse every header (`optional`) or every connection (`required`).
+fn proxy_protocol(
+    r: &mut Report,
+    e: &raw::Edge,
+    field: &dyn Fn(&str) -> String,
+) -> Option<ProxyProtocol> {
+    let policy = fields::choice(
+        r,
+        &e.proxy_protocol,
+        &field("proxy_protocol"),
+        &[
+            ("off", ProxyProtocol::Off),
+            ("optional", ProxyProtocol::Optional),
+            ("required", ProxyProtocol::Required),
+        ],
+    )?;
+    if policy != ProxyProtocol::Off && e.trusted_proxies.is_empty() {
+        r.invalid(
+            e.proxy_protocol.span(),
+            field("trusted_proxies"),
+            format!(
+                "proxy_protocol = \"{}\" needs trusted_proxies: a PROXY header is only read \
+                 from them, so without any every header is ignored; list the upstream \
+                 balancers, e.g. trusted_proxies = [\"198.18.0.0/24\"]",
+                e.proxy_protocol.get_ref()
+            ),
+        );
+        return None;
+    }
+    Some(policy)
 }
 
 const FORMATS: [(&str, Format); 6] = [

@@ -66,9 +66,19 @@ pub struct Edge {
     #[serde(default = "defaults::forwarded_headers")]
     pub forwarded_headers: Vec<Spanned<String>>,
     /// Peers whose forwarded headers are kept and extended (CIDRs or addresses); anyone
-    /// else's are replaced.
+    /// else's are replaced. They are also the only senders of PROXY headers this listener
+    /// believes (see `proxy_protocol`).
     #[serde(default)]
     pub trusted_proxies: Vec<Spanned<String>>,
+    /// PROXY protocol (v1 or v2) before TLS, from an upstream balancer in `trusted_proxies`:
+    /// `off` (default: no header is ever read), `optional` (a trusted peer must send one; any
+    /// other peer is served as a direct client, and a header it sends breaks its own TLS/HTTP)
+    /// or `required` (connections from peers outside `trusted_proxies` are closed). A trusted
+    /// peer has 3 s to send the whole header; without a valid one its connection is closed.
+    /// The header's source becomes the client in the forwarded headers (a LOCAL header leaves
+    /// the peer as the client). Needs a non-empty `trusted_proxies`.
+    #[serde(default = "defaults::proxy_protocol")]
+    pub proxy_protocol: Spanned<String>,
     /// TLS termination; without it the listener speaks plain HTTP.
     pub tls: Option<Spanned<EdgeTls>>,
 }

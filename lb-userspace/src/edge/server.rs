@@ -21,10 +21,13 @@ use hyper_util::{
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 
+use crate::config::ProxyProtocol;
+
 use super::{
     client_cert::{self, ClientCert, Format, Names},
     forwarded::{self, Hop, Policy},
     pool::Pool,
+    proxy_header,
     tls::{peer_chain, Reloadable},
     upstream::Upstream,
 };
@@ -40,12 +43,17 @@ pub struct Listener {
     pub forwarded: Policy,
     pub pool: Arc<Pool>,
     pub upstream: Arc<Upstream>,
+    /// PROXY headers before TLS, read from `forwarded.trusted_proxies` only.
+    pub proxy_protocol: ProxyProtocol,
+    pub proxy_counters: proxy_header::Counters,
 }
 
 /// What one connection established, shared by its requests.
 struct Conn {
     listener: Arc<Listener>,
     peer: SocketAddr,
+    /// The PROXY header's source when a trusted peer sent one, else `peer`.
+    client: SocketAddr,
     local: SocketAddr,
     /// DER of the verified client leaf and intermediates.
     cert: Option<(Vec<u8>, Vec<Vec<u8>>)>,
@@ -79,17 +87,28 @@ pub async fn serve(socket: TcpListener, listener: Arc<Listener>) {
 }
 
 async fn connection(
-    stream: TcpStream,
+    mut stream: TcpStream,
     peer: SocketAddr,
     listener: Arc<Listener>,
     managed: Arc<Vec<HeaderName>>,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let local = stream.local_addr()?;
     let _ = stream.set_nodelay(true);
+    let trusted = listener.forwarded.trusts(peer.ip());
+    let client = proxy_header::client(
+        &mut stream,
+        peer,
+        listener.proxy_protocol,
+        trusted,
+        &listener.proxy_counters,
+        proxy_header::HEADER_TIMEOUT,
+    )
+    .await?;
     let Some(tls) = &listener.tls else {
         let conn = Arc::new(Conn {
             listener: Arc::clone(&listener),
             peer,
+            client,
             local,
             cert: None,
             managed,
@@ -106,6 +125,7 @@ async fn connection(
     let conn = Arc::new(Conn {
         listener: Arc::clone(&listener),
         peer,
+        client,
         local,
         cert,
         managed,
@@ -158,7 +178,7 @@ async fn handle(mut req: Request<Incoming>, conn: &Conn) -> Response<Body> {
     }
     let hop = Hop {
         peer: conn.peer,
-        client: conn.peer,
+        client: conn.client,
         proto: if l.tls.is_some() { "https" } else { "http" },
         listener_port: conn.local.port(),
         by: Some(conn.local),
@@ -184,7 +204,8 @@ async fn handle(mut req: Request<Incoming>, conn: &Conn) -> Response<Body> {
         .unwrap_or_else(|_| Uri::from_static("/"));
     parts.version = hyper::Version::HTTP_11;
     let req = Request::from_parts(parts, body);
-    let client = conn.peer.ip();
+    // Hashed by the real client, so a trusted proxy's clients spread like direct ones.
+    let client = conn.client.ip();
     let mut resp = match l
         .upstream
         .send(&l.pool, client, req, upgrade.is_some())

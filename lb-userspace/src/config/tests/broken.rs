@@ -260,6 +260,24 @@ const CASES: &[Case] = &[
         message: "vip[0].deny_clients[0]: \"10.0.0.0/33\" is not a CIDR or an address",
     },
     Case {
+        name: "edge PROXY required without trusted proxies",
+        edits: &[(39, "address = \"2001:db8:a::2\"\n\n[[edge]]\nname = \"tls\"\naddress = \"198.19.0.10:443\"\npool = \"web\"\nproxy_protocol = \"required\"")],
+        line: 45,
+        message: "edge[0].trusted_proxies: proxy_protocol = \"required\" needs trusted_proxies",
+    },
+    Case {
+        name: "edge PROXY optional without trusted proxies",
+        edits: &[(39, "address = \"2001:db8:a::2\"\n\n[[edge]]\nname = \"tls\"\naddress = \"198.19.0.10:443\"\npool = \"web\"\nproxy_protocol = \"optional\"\ntrusted_proxies = []")],
+        line: 45,
+        message: "edge[0].trusted_proxies: proxy_protocol = \"optional\" needs trusted_proxies",
+    },
+    Case {
+        name: "edge PROXY policy that does not exist",
+        edits: &[(39, "address = \"2001:db8:a::2\"\n\n[[edge]]\nname = \"tls\"\naddress = \"198.19.0.10:443\"\npool = \"web\"\nproxy_protocol = \"v2\"\ntrusted_proxies = [\"198.18.0.1\"]")],
+        line: 45,
+        message: "edge[0].proxy_protocol: \"v2\" is not a valid choice; use \"off\", \"optional\"",
+    },
+    Case {
         name: "edge pool that is no VIP",
         edits: &[(39, "address = \"2001:db8:a::2\"\n\n[[edge]]\nname = \"tls\"\naddress = \"198.19.0.10:443\"\npool = \"kc\"")],
         line: 44,

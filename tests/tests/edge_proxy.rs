@@ -1,0 +1,261 @@
+//! PROXY protocol in front of the edge listener, from a real, independent sender: Debian's
+//! haproxy in TCP mode with `send-proxy-v2` on the proxy host, the real `sluice run` on the
+//! gateway, curl on the client, backends that echo the request head they received.
+//!
+//! ```text
+//!  client 198.18.0.2 ── gwc ┐ gateway: sluice, edge listeners on 198.18.0.1:8443 (required)
+//!  proxy: haproxy 198.18.1.2 ── gwp ┘          and 198.18.0.1:8444 (optional) ── backends
+//! ```
+//!
+//! curl → haproxy (TLS passes through untouched) → edge: the backend must name curl's own
+//! address and port as the client, not haproxy's. curl straight to the edge is an untrusted
+//! peer: refused under `required`, served as itself under `optional`, and a PROXY header it
+//! sends is never honoured.
+//!
+//! Needs root and haproxy. Run with `cargo test -p sluice-tests --test edge_proxy`.
+
+use std::fmt::Write as _;
+use std::net::{Ipv4Addr, SocketAddr};
+
+use sluice_tests::{
+    certs::TestPki,
+    daemon::{Daemon, Scratch},
+    haproxy::{Haproxy, HaproxySpec},
+    http_headers_backend, require_root,
+    topology::{
+        backend_addr4, CLIENT_ADDR4, GW_CLIENT_ADDR4, GW_CLIENT_IFNAME, GW_PROXY_IFNAME,
+        PROXY_ADDR4,
+    },
+    ServerHandle, Topology, VIP4,
+};
+
+const SERVER_NAME: &str = "kc.test";
+/// The listener with `proxy_protocol = "required"`, behind haproxy.
+const REQUIRED_PORT: u16 = 8443;
+/// The listener with `proxy_protocol = "optional"`.
+const OPTIONAL_PORT: u16 = 8444;
+/// haproxy's frontend, on the proxy host.
+const FRONTEND_PORT: u16 = 7443;
+const BACKEND_PORT: u16 = 8080;
+const BACKENDS: usize = 2;
+/// What curl's `-w` appends after the body: its own address and port for this transfer.
+const MARK: &str = "\n--curl-local--";
+
+/// Fields drop in order: haproxy and the daemon before the namespaces.
+struct Lab {
+    haproxy: Haproxy,
+    daemon: Daemon,
+    _servers: Vec<ServerHandle>,
+    pki: TestPki,
+    topo: Topology,
+    _scratch: Scratch,
+}
+
+impl Lab {
+    fn start(prefix: &str) -> Lab {
+        let mut topo = Topology::build(prefix, BACKENDS).expect("build topology");
+        topo.add_proxy().expect("add the proxy host");
+        let scratch = Scratch::create(prefix).expect("scratch directory");
+        let pki = TestPki::generate(&scratch.path().join("pki"), &[SERVER_NAME])
+            .expect("generate the test PKI");
+        let instance = format!("test-{prefix}");
+        let mut text = format!(
+            "instance = \"{instance}\"\ninterfaces = [\"{GW_CLIENT_IFNAME}\", \"{GW_PROXY_IFNAME}\"]\n\
+             conntrack_entries = 65536\n\n[admin]\nsocket = \"{}\"\n\n[management]\n\
+             address = \"127.0.0.1:9020\"\n\n[encap]\nsource_v4 = \"198.19.255.0/24\"\n\
+             source_v6 = \"2001:db8:ffff::/96\"\n\n[[vip]]\nname = \"web\"\n\
+             address = \"{VIP4}:80\"\ntable_size = 251\n",
+            Daemon::socket_in(scratch.path()).display(),
+        );
+        for i in 0..BACKENDS {
+            let _ = write!(
+                text,
+                "[[vip.backend]]\naddress = \"{}\"\n",
+                backend_addr4(i)
+            );
+        }
+        for (name, port, policy) in [
+            ("required", REQUIRED_PORT, "required"),
+            ("optional", OPTIONAL_PORT, "optional"),
+        ] {
+            let _ = write!(
+                text,
+                "\n[[edge]]\nname = \"{name}\"\naddress = \"{GW_CLIENT_ADDR4}:{port}\"\n\
+                 pool = \"web\"\nbackend_port = {BACKEND_PORT}\n\
+                 trusted_proxies = [\"{PROXY_ADDR4}/32\"]\nproxy_protocol = \"{policy}\"\n\n\
+                 [edge.tls]\ncertificates = [{{ cert = \"{}\", key = \"{}\" }}]\n",
+                pki.server.chain().display(),
+                pki.server.key().display(),
+            );
+        }
+        let daemon = Daemon::start(topo.gateway(), scratch.path(), &instance, &text)
+            .expect("start sluice run with edge listeners");
+        let servers = topo
+            .backends()
+            .iter()
+            .enumerate()
+            .map(|(i, ns)| {
+                http_headers_backend(ns, &format!("backend-{i}"), BACKEND_PORT)
+                    .expect("header-echo backend")
+            })
+            .collect();
+        let spec = HaproxySpec {
+            frontend: SocketAddr::new(PROXY_ADDR4.into(), FRONTEND_PORT),
+            server: SocketAddr::new(GW_CLIENT_ADDR4.into(), REQUIRED_PORT),
+            local_checks: None,
+        };
+        let haproxy = Haproxy::start(topo.proxy(), scratch.path(), &spec).expect("start haproxy");
+        Lab {
+            haproxy,
+            daemon,
+            _servers: servers,
+            pki,
+            topo,
+            _scratch: scratch,
+        }
+    }
+
+    /// curl from the client namespace to `https://kc.test:<port>/` at `ip`; `extra` are more
+    /// curl arguments. The body, then [`MARK`] and curl's local `ip:port`.
+    fn curl(&self, ip: Ipv4Addr, port: u16, extra: &[&str]) -> anyhow::Result<String> {
+        let resolve = format!("{SERVER_NAME}:{port}:{ip}");
+        let url = format!("https://{SERVER_NAME}:{port}/who");
+        let ca = self.pki.ca_cert().display().to_string();
+        let write_out = format!("{MARK}%{{local_ip}}:%{{local_port}}");
+        let mut args = vec![
+            "curl",
+            "-sS",
+            "--fail",
+            "--max-time",
+            "10",
+            "--resolve",
+            &resolve,
+            "--cacert",
+            &ca,
+            "-w",
+            &write_out,
+        ];
+        args.extend_from_slice(extra);
+        args.push(&url);
+        self.topo.client().run(&args)
+    }
+
+    fn logs(&self) -> String {
+        format!(
+            "haproxy:\n{}\nsluice:\n{}",
+            self.haproxy.log_text(),
+            self.daemon.log_text()
+        )
+    }
+
+    fn served(&self, ip: Ipv4Addr, port: u16, extra: &[&str]) -> Served {
+        let out = self
+            .curl(ip, port, extra)
+            .unwrap_or_else(|err| panic!("curl {ip}:{port} {extra:?}: {err:#}\n{}", self.logs()));
+        let (body, local) = out
+            .rsplit_once(MARK)
+            .unwrap_or_else(|| panic!("no curl write-out in {out:?}"));
+        let local: SocketAddr = local
+            .trim()
+            .parse()
+            .unwrap_or_else(|err| panic!("curl's local address {local:?}: {err}"));
+        Served {
+            headers: headers(body),
+            body: body.to_owned(),
+            local,
+        }
+    }
+}
+
+/// One response: the backend's echo and curl's own address for that connection.
+struct Served {
+    body: String,
+    headers: Vec<String>,
+    local: SocketAddr,
+}
+
+impl Served {
+    fn values(&self, name: &str) -> Vec<&str> {
+        self.headers
+            .iter()
+            .filter_map(|h| h.strip_prefix(name).and_then(|r| r.strip_prefix(": ")))
+            .collect()
+    }
+}
+
+/// The request head lines the backend echoed, lowercased names, as `name: value`.
+fn headers(body: &str) -> Vec<String> {
+    body.lines()
+        .skip(2) // the backend's name, the request line
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| format!("{}: {}", n.trim().to_ascii_lowercase(), v.trim()))
+        .collect()
+}
+
+#[test]
+fn edge_takes_the_client_from_a_trusted_proxys_header_and_from_no_one_else() {
+    require_root();
+    let lab = Lab::start("slep1");
+
+    // Through haproxy (TLS passes through it): the client is curl's own address and port, as
+    // haproxy's PROXY v2 header named it; haproxy's address is nowhere.
+    for http in ["--http1.1", "--http2"] {
+        let s = lab.served(PROXY_ADDR4, FRONTEND_PORT, &[http]);
+        assert!(s.body.starts_with("backend-"), "{http}: {}", s.body);
+        assert_eq!(s.local.ip(), CLIENT_ADDR4, "{http}: curl's own address");
+        assert_eq!(
+            s.values("x-forwarded-for"),
+            [CLIENT_ADDR4.to_string().as_str()],
+            "{http}: {}",
+            s.body
+        );
+        assert_eq!(
+            s.values("forwarded"),
+            [format!(
+                "for=\"{}\";by=\"{GW_CLIENT_ADDR4}:{REQUIRED_PORT}\";proto=https;host=\"{SERVER_NAME}:{FRONTEND_PORT}\"",
+                s.local
+            )
+            .as_str()],
+            "{http}: the header's source port is curl's: {}",
+            s.body
+        );
+        assert!(
+            !s.body.contains(&PROXY_ADDR4.to_string()),
+            "{http}: haproxy named as the client: {}",
+            s.body
+        );
+    }
+
+    // Straight to the `required` listener: an untrusted peer gets no HTTP response, with or
+    // without a (forged) PROXY header of its own.
+    for extra in [&[][..], &["--haproxy-protocol"], &["--http1.1"]] {
+        let direct = lab.curl(GW_CLIENT_ADDR4, REQUIRED_PORT, extra);
+        assert!(
+            direct.is_err(),
+            "untrusted client {extra:?} served under required: {direct:?}"
+        );
+    }
+
+    // The `optional` listener serves an untrusted client as itself...
+    let s = lab.served(GW_CLIENT_ADDR4, OPTIONAL_PORT, &["--http1.1"]);
+    assert_eq!(
+        s.values("x-forwarded-for"),
+        [CLIENT_ADDR4.to_string().as_str()],
+        "{}",
+        s.body
+    );
+    assert!(
+        s.values("forwarded")
+            .first()
+            .is_some_and(|f| f.starts_with(&format!("for=\"{}\"", s.local))),
+        "{}",
+        s.body
+    );
+    // ...but never reads a PROXY header from it: the header is the start of its TLS stream,
+    // and the handshake fails.
+    let forged = lab.curl(GW_CLIENT_ADDR4, OPTIONAL_PORT, &["--haproxy-protocol"]);
+    assert!(
+        forged.is_err(),
+        "an untrusted client's PROXY header was taken: {forged:?}"
+    );
+}
