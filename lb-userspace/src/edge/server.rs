@@ -18,6 +18,7 @@ use hyper_util::{
     rt::{TokioExecutor, TokioIo},
     server::conn::auto,
 };
+use rustls::pki_types::CertificateDer;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 
@@ -55,8 +56,10 @@ struct Conn {
     /// The PROXY header's source when a trusted peer sent one, else `peer`.
     client: SocketAddr,
     local: SocketAddr,
-    /// DER of the verified client leaf and intermediates.
-    cert: Option<(Vec<u8>, Vec<Vec<u8>>)>,
+    /// The client-certificate headers for this connection's verified certificate (or its
+    /// absence), built once: the certificate cannot change within a connection. `Err` when
+    /// they cannot be built; every request then fails with 502.
+    cert_headers: Result<Vec<(HeaderName, HeaderValue)>, String>,
     /// Every client-certificate header name sluice knows (removed from requests first).
     managed: Arc<Vec<HeaderName>>,
 }
@@ -106,31 +109,43 @@ async fn connection(
     .await?;
     let Some(tls) = &listener.tls else {
         let conn = Arc::new(Conn {
+            cert_headers: cert_headers(&listener, None),
             listener: Arc::clone(&listener),
             peer,
             client,
             local,
-            cert: None,
             managed,
         });
         return http(TokioIo::new(stream), conn).await;
     };
     let stream = TlsAcceptor::from(tls.get()).accept(stream).await?;
-    let cert = peer_chain(stream.get_ref().1).map(|(leaf, chain)| {
-        (
-            leaf.as_ref().to_vec(),
-            chain.iter().map(|c| c.as_ref().to_vec()).collect(),
-        )
-    });
     let conn = Arc::new(Conn {
+        cert_headers: cert_headers(&listener, peer_chain(stream.get_ref().1).as_ref()),
         listener: Arc::clone(&listener),
         peer,
         client,
         local,
-        cert,
         managed,
     });
     http(TokioIo::new(stream), conn).await
+}
+
+/// The headers that carry `chain` (the verified leaf and intermediates) to the backend.
+fn cert_headers(
+    listener: &Listener,
+    chain: Option<&(CertificateDer<'static>, Vec<CertificateDer<'static>>)>,
+) -> Result<Vec<(HeaderName, HeaderValue)>, String> {
+    let intermediates: Vec<&[u8]> = chain
+        .map(|(_, c)| c.iter().map(AsRef::as_ref).collect())
+        .unwrap_or_default();
+    let cert = match chain {
+        Some((leaf, _)) => ClientCert::Verified {
+            leaf: leaf.as_ref(),
+            chain: &intermediates,
+        },
+        None => ClientCert::None,
+    };
+    client_cert::headers(&listener.formats, &listener.names, &cert).map_err(|e| e.to_string())
 }
 
 async fn http<I>(io: I, conn: Arc<Conn>) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
@@ -154,21 +169,10 @@ async fn handle(mut req: Request<Incoming>, conn: &Conn) -> Response<Body> {
     let host = request_host(&parts.uri, &parts.headers);
     strip(&mut parts.headers, &conn.managed);
     let l = &conn.listener;
-    let leaf_chain: Vec<&[u8]>;
-    let cert = match &conn.cert {
-        Some((leaf, chain)) => {
-            leaf_chain = chain.iter().map(Vec::as_slice).collect();
-            ClientCert::Verified {
-                leaf,
-                chain: &leaf_chain,
-            }
-        }
-        None => ClientCert::None,
-    };
-    match client_cert::headers(&l.formats, &l.names, &cert) {
+    match &conn.cert_headers {
         Ok(headers) => {
             for (name, value) in headers {
-                parts.headers.append(name, value);
+                parts.headers.append(name.clone(), value.clone());
             }
         }
         Err(error) => {
