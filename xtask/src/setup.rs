@@ -26,6 +26,8 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "ethtool",
     "curl",
     "socat",
+    // `openssl s_client` in the TLS tests.
+    "openssl",
     // An independent PROXY protocol v2 sender for the interop tests.
     "haproxy",
     // The front ends and load tools `cargo xtask bench edge` compares against and beside.
