@@ -158,16 +158,7 @@ fn proxy_protocol(
     e: &raw::Edge,
     field: &dyn Fn(&str) -> String,
 ) -> Option<ProxyProtocol> {
-    let policy = fields::choice(
-        r,
-        &e.proxy_protocol,
-        &field("proxy_protocol"),
-        &[
-            ("off", ProxyProtocol::Off),
-            ("optional", ProxyProtocol::Optional),
-            ("required", ProxyProtocol::Required),
-        ],
-    )?;
+    let policy = fields::proxy_protocol(r, &e.proxy_protocol, &field("proxy_protocol"))?;
     if policy != ProxyProtocol::Off && e.trusted_proxies.is_empty() {
         r.invalid(
             e.proxy_protocol.span(),
@@ -184,14 +175,16 @@ fn proxy_protocol(
     Some(policy)
 }
 
-const FORMATS: [(&str, Format); 6] = [
-    ("rfc9440", Format::Rfc9440),
-    ("nginx", Format::Nginx),
-    ("apache", Format::Apache),
-    ("haproxy", Format::Haproxy),
-    ("traefik", Format::Traefik),
-    ("envoy", Format::Envoy),
-];
+/// The config names are the formats' own (`Format::as_str`).
+const FORMATS: [(&str, Format); Format::ALL.len()] = {
+    let mut out = [("", Format::Rfc9440); Format::ALL.len()];
+    let mut i = 0;
+    while i < out.len() {
+        out[i] = (Format::ALL[i].as_str(), Format::ALL[i]);
+        i += 1;
+    }
+    out
+};
 
 const STYLES: [(&str, Style); 2] = [
     ("forwarded", Style::Forwarded),

@@ -153,3 +153,18 @@ pub(super) fn socket_address(
     }
     Some(address)
 }
+
+/// `proxy_protocol` of a `[[vip]]` or an `[[edge]]`.
+pub(super) fn proxy_protocol(
+    r: &mut Report,
+    v: &Spanned<String>,
+    field: &str,
+) -> Option<super::ProxyProtocol> {
+    use super::ProxyProtocol::{Off, Optional, Required};
+    choice(
+        r,
+        v,
+        field,
+        &[("off", Off), ("optional", Optional), ("required", Required)],
+    )
+}

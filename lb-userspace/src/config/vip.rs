@@ -117,16 +117,7 @@ fn vip(r: &mut Report, i: usize, table: &Spanned<raw::Vip>) -> Option<Vip> {
         Some(check) => health::check(r, check, &field("health_check"), port).map(Some),
     };
     let backends = backends(r, i, v, port, check.as_ref());
-    let proxy_protocol = fields::choice(
-        r,
-        &v.proxy_protocol,
-        &field("proxy_protocol"),
-        &[
-            ("off", ProxyProtocol::Off),
-            ("optional", ProxyProtocol::Optional),
-            ("required", ProxyProtocol::Required),
-        ],
-    );
+    let proxy_protocol = fields::proxy_protocol(r, &v.proxy_protocol, &field("proxy_protocol"));
     let trusted_proxies = cidrs(r, &v.trusted_proxies, &field("trusted_proxies"));
     let allow_clients = cidrs(r, &v.allow_clients, &field("allow_clients"));
     let deny_clients = cidrs(r, &v.deny_clients, &field("deny_clients"));

@@ -5,6 +5,7 @@ use std::{
     collections::HashMap,
     net::{IpAddr, SocketAddr},
     path::{Path, PathBuf},
+    sync::Arc,
     time::Duration,
 };
 
@@ -361,7 +362,8 @@ impl Dataplane {
             commit.rollback();
             return Err(DataplaneError::RolledBack(Box::new(e)));
         }
-        for (state, _) in planned {
+        for (mut state, table) in planned {
+            state.table = Arc::new(table);
             next.vips.insert(state.config.name.clone(), state);
         }
         self.state = next;
@@ -405,6 +407,7 @@ impl Dataplane {
             commit.rollback();
             return Err(DataplaneError::RolledBack(Box::new(e)));
         }
+        v.table = Arc::new(table);
         self.state.vips.insert(vip.to_string(), v);
         Ok(())
     }

@@ -4,6 +4,7 @@
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap},
     net::IpAddr,
+    sync::Arc,
 };
 
 use ipnet::IpNet;
@@ -30,6 +31,9 @@ pub struct VipState {
     /// Which half of the region is live (0 or 1).
     pub live: u32,
     pub backends: Vec<BackendState>,
+    /// The live table (backend ids), as last written; shared, since states are cloned for
+    /// every change and edge pools read it after each one.
+    pub table: Arc<Vec<u32>>,
 }
 
 #[derive(Debug, Clone)]
@@ -170,6 +174,7 @@ pub fn plan_vip(
         region,
         live,
         backends,
+        table: Arc::default(),
     })
 }
 

@@ -16,7 +16,6 @@ use super::{
     addr::words_to_ip,
     gateway::{BackendStatus, Dataplane, FlowInfo},
     maps::{per_cpu_sum, per_cpu_values},
-    plan::table_for,
     sys, DataplaneError,
 };
 
@@ -182,11 +181,10 @@ impl Dataplane {
     /// the edge listeners that share its pool.
     pub fn pool_table(&self, vip: &str) -> Option<Vec<IpAddr>> {
         let v = self.state.vips.get(vip)?;
-        let table = table_for(v).ok()?;
         let addresses: HashMap<u32, IpAddr> =
             v.backends.iter().map(|b| (b.id, b.address)).collect();
         Some(
-            table
+            v.table
                 .iter()
                 .filter_map(|id| addresses.get(id).copied())
                 .collect(),
