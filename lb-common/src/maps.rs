@@ -109,6 +109,9 @@ assert_size!(VipEntry, 16);
 pub const VIP_FLAG_ALLOW_CLIENTS: u8 = 1;
 /// The VIP has `deny_clients`.
 pub const VIP_FLAG_DENY_CLIENTS: u8 = 2;
+/// A PROXY v1 line from a trusted proxy is accepted (edge VIPs, whose listener reads it; the
+/// kernel cannot parse the text, so no real client is recorded for such a flow).
+pub const VIP_FLAG_ACCEPT_V1: u8 = 4;
 
 /// Backend states as stored in the backend map.
 pub const BACKEND_UP: u8 = 0;

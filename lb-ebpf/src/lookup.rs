@@ -64,11 +64,7 @@ pub fn backend(
         let leave = match opens {
             Opens::No => false,
             Opens::Datagram => backend.state == BACKEND_DOWN,
-            Opens::Syn => {
-                backend.state != BACKEND_UP
-                    || proxy_state == FLOW_REFUSED
-                    || (proxy_state == FLOW_ALLOWED && vip.proxy_policy != PROXY_OFF)
-            }
+            Opens::Syn => backend.state != BACKEND_UP || judged_afresh(vip, proxy_state),
         };
         if !leave {
             count(Counter::ConntrackHit);
@@ -92,11 +88,7 @@ pub fn backend(
             ..FlowEntry::default()
         };
         let allowed = opening(&mut entry);
-        if CONNTRACK.insert(key, &entry, 0).is_ok() {
-            count(Counter::FlowCreated);
-        } else {
-            count(Counter::FlowInsertFailed);
-        }
+        record(key, &entry);
         if !allowed {
             return Err(Counter::DropProxy);
         }
@@ -107,6 +99,22 @@ pub fn backend(
         new_flow: create,
         flow: core::ptr::null_mut(),
     })
+}
+
+/// Whether a SYN on a recorded flow is a new connection reusing the tuple after the flow's
+/// verdict, to be judged afresh.
+#[inline(always)]
+pub fn judged_afresh(vip: &VipEntry, proxy_state: u8) -> bool {
+    proxy_state == FLOW_REFUSED || (proxy_state == FLOW_ALLOWED && vip.proxy_policy != PROXY_OFF)
+}
+
+#[inline(always)]
+pub fn record(key: &FlowKey, entry: &FlowEntry) {
+    if CONNTRACK.insert(key, entry, 0).is_ok() {
+        count(Counter::FlowCreated);
+    } else {
+        count(Counter::FlowInsertFailed);
+    }
 }
 
 /// `ring[hash % M]`, probing the next few slots when that backend is not `up` (userspace

@@ -4,6 +4,7 @@
 
 mod csum;
 mod decap;
+mod edge;
 mod encap;
 mod fib;
 mod icmp;

@@ -25,7 +25,7 @@ use lb_common::{
     },
     AddrBe, CidrData, Counter, FlowEntry, VipEntry, CIDR_SCOPE_BITS, FAMILY_V4, FAMILY_V6,
     LIST_ALLOW_CLIENTS, LIST_DENY_CLIENTS, LIST_TRUSTED_PROXIES, PROXY_OFF, PROXY_REQUIRED,
-    VIP_FLAG_ALLOW_CLIENTS, VIP_FLAG_DENY_CLIENTS,
+    VIP_FLAG_ACCEPT_V1, VIP_FLAG_ALLOW_CLIENTS, VIP_FLAG_DENY_CLIENTS,
 };
 
 use crate::{
@@ -68,8 +68,9 @@ enum Head {
     V2([u8; V2_FIXED_LEN]),
 }
 
+/// Whether the VIP has any policy, so its flows must be tracked to be judged.
 #[inline(always)]
-const fn policed(vip: &VipEntry) -> bool {
+pub const fn policed(vip: &VipEntry) -> bool {
     vip.proxy_policy != PROXY_OFF
         || vip.flags & (VIP_FLAG_ALLOW_CLIENTS | VIP_FLAG_DENY_CLIENTS) != 0
 }
@@ -225,6 +226,7 @@ fn judge(ctx: &XdpContext, p: &Parsed, vip: &VipEntry) -> Verdict {
     }
     match head {
         Head::V2(h) => v2(ctx, p, vip, &h),
+        Head::V1 if vip.flags & VIP_FLAG_ACCEPT_V1 != 0 => Verdict::just(ProxyOutcome::Accepted),
         Head::V1 => Verdict::just(ProxyOutcome::V1),
         Head::V2Truncated | Head::Absent => Verdict::just(ProxyOutcome::Truncated),
     }

@@ -1,10 +1,12 @@
 //! `sluice_xdp`: parse, find the VIP, choose the backend, encapsulate, forward.
 
 use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
-use lb_common::{flow_hash::five_tuple_hash, Counter, VipKey, PROTO_UDP, VIP_KIND_EDGE};
+use lb_common::{
+    flow_hash::five_tuple_hash, Counter, VipKey, NO_BACKEND, PROTO_UDP, VIP_KIND_EDGE,
+};
 
 use crate::{
-    encap, fib,
+    edge, encap, fib,
     lookup::{self, Opens},
     maps::VIPS,
     packet::len,
@@ -44,6 +46,9 @@ fn steer(ctx: &XdpContext) -> Result<u32, Counter> {
         Counter::PassNotVip
     })?;
     if vip.kind == VIP_KIND_EDGE {
+        edge::police(ctx, &p, &vip)?;
+        let syn = p.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN;
+        traffic(vip.index, NO_BACKEND, len(ctx) as u64, syn && !p.icmp_error);
         return Err(Counter::PassEdge);
     }
     let opens = if p.icmp_error {

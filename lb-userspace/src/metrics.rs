@@ -141,6 +141,12 @@ struct ProxyLabels {
     outcome: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EdgeProxyLabels {
+    edge: String,
+    outcome: String,
+}
+
 fn register_proxy(registry: &mut Registry, snapshot: &Snapshot) {
     counters(
         registry,
@@ -149,6 +155,18 @@ fn register_proxy(registry: &mut Registry, snapshot: &Snapshot) {
         snapshot.stats.proxy.iter().map(|r| {
             let labels = ProxyLabels {
                 vip: r.vip.clone(),
+                outcome: r.outcome.clone(),
+            };
+            (labels, r.flows)
+        }),
+    );
+    counters(
+        registry,
+        "edge_proxy_flows",
+        "Connections to the edge listener decided by the kernel's PROXY policy, by outcome",
+        snapshot.stats.edge_proxy.iter().map(|r| {
+            let labels = EdgeProxyLabels {
+                edge: r.vip.clone(),
                 outcome: r.outcome.clone(),
             };
             (labels, r.flows)

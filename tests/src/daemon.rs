@@ -276,6 +276,38 @@ impl Daemon {
         })?
     }
 
+    /// The sum of the `/metrics` samples called `name` (a counter's name includes `_total`)
+    /// whose labels include `labels`; 0 when there is none, as Prometheus reads absence.
+    pub fn metric(
+        &self,
+        ns: &NetNs,
+        management: SocketAddr,
+        name: &str,
+        labels: &[(&str, &str)],
+    ) -> Result<f64> {
+        let (code, text) = self.management_get(ns, management, "/metrics")?;
+        if code != 200 {
+            bail!("/metrics answered {code}: {text}");
+        }
+        let lines = text
+            .lines()
+            .filter(|l| *l != "# EOF")
+            .map(|l| Ok(l.to_owned()));
+        let scrape = prometheus_parse::Scrape::parse(lines).context("parsing /metrics")?;
+        Ok(scrape
+            .samples
+            .iter()
+            .filter(|s| s.metric == name)
+            .filter(|s| labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+            .map(|s| match s.value {
+                prometheus_parse::Value::Counter(v)
+                | prometheus_parse::Value::Gauge(v)
+                | prometheus_parse::Value::Untyped(v) => v,
+                _ => 0.0,
+            })
+            .sum())
+    }
+
     pub fn instance(&self) -> &str {
         &self.instance
     }

@@ -37,6 +37,7 @@ const OPTIONAL_PORT: u16 = 8444;
 /// haproxy's frontend, on the proxy host.
 const FRONTEND_PORT: u16 = 7443;
 const BACKEND_PORT: u16 = 8080;
+const MANAGEMENT: &str = "127.0.0.1:9020";
 const BACKENDS: usize = 2;
 /// What curl's `-w` appends after the body: its own address and port for this transfer.
 const MARK: &str = "\n--curl-local--";
@@ -62,7 +63,7 @@ impl Lab {
         let mut text = format!(
             "instance = \"{instance}\"\ninterfaces = [\"{GW_CLIENT_IFNAME}\", \"{GW_PROXY_IFNAME}\"]\n\
              conntrack_entries = 65536\n\n[admin]\nsocket = \"{}\"\n\n[management]\n\
-             address = \"127.0.0.1:9020\"\n\n[encap]\nsource_v4 = \"198.19.255.0/24\"\n\
+             address = \"{MANAGEMENT}\"\n\n[encap]\nsource_v4 = \"198.19.255.0/24\"\n\
              source_v6 = \"2001:db8:ffff::/96\"\n\n[[vip]]\nname = \"web\"\n\
              address = \"{VIP4}:80\"\ntable_size = 251\n",
             Daemon::socket_in(scratch.path()).display(),
@@ -228,8 +229,15 @@ fn edge_takes_the_client_from_a_trusted_proxys_header_and_from_no_one_else() {
 
     // Straight to the `required` listener: an untrusted peer gets no HTTP response, with or
     // without a (forged) PROXY header of its own.
+    // The kernel drops them (no header: `missing`; a header from outside trusted_proxies:
+    // `untrusted`), so curl waits for its own timeout.
+    let quick = ["--max-time", "2"];
     for extra in [&[][..], &["--haproxy-protocol"], &["--http1.1"]] {
-        let direct = lab.curl(GW_CLIENT_ADDR4, REQUIRED_PORT, extra);
+        let direct = lab.curl(
+            GW_CLIENT_ADDR4,
+            REQUIRED_PORT,
+            &[extra, &quick[..]].concat(),
+        );
         assert!(
             direct.is_err(),
             "untrusted client {extra:?} served under required: {direct:?}"
@@ -253,9 +261,41 @@ fn edge_takes_the_client_from_a_trusted_proxys_header_and_from_no_one_else() {
     );
     // ...but never reads a PROXY header from it: the header is the start of its TLS stream,
     // and the handshake fails.
-    let forged = lab.curl(GW_CLIENT_ADDR4, OPTIONAL_PORT, &["--haproxy-protocol"]);
+    let forged = lab.curl(
+        GW_CLIENT_ADDR4,
+        OPTIONAL_PORT,
+        &["--haproxy-protocol", "--max-time", "2"],
+    );
     assert!(
         forged.is_err(),
         "an untrusted client's PROXY header was taken: {forged:?}"
     );
+
+    // The kernel judged every connection before the listener saw a byte.
+    let kernel = |edge: &str, outcome: &str| {
+        lab.daemon
+            .metric(
+                lab.topo.gateway(),
+                MANAGEMENT.parse().expect("address"),
+                "sluice_edge_proxy_flows_total",
+                &[("edge", edge), ("outcome", outcome)],
+            )
+            .expect("scrape /metrics")
+    };
+    let want = [
+        ("required", "accepted", 2.0),
+        ("required", "missing", 2.0),
+        ("required", "untrusted", 1.0),
+        ("optional", "absent", 1.0),
+        ("optional", "untrusted", 1.0),
+        ("optional", "accepted", 0.0),
+    ];
+    for (edge, outcome, n) in want {
+        assert!(
+            (kernel(edge, outcome) - n).abs() < 0.5,
+            "{edge}/{outcome}: {} connections, want {n}\n{}",
+            kernel(edge, outcome),
+            lab.logs()
+        );
+    }
 }

@@ -29,7 +29,7 @@ use sluice_tests::packet_builder::{
     TCP_SYN,
 };
 use sluice_tests::packet_check::{
-    action_name, check_forward, deltas, expected_deltas, report, XDP_DROP,
+    action_name, check_forward, deltas, expected_deltas, report, XDP_DROP, XDP_PASS,
 };
 use sluice_tests::packet_env::{PacketEnv, GW0, GW0_MAC, NEIGH0_V4, NEIGH0_V6, NEIGH1_V4};
 use sluice_tests::{require_root, NetNs};
@@ -1473,4 +1473,308 @@ fn run_differential(
         }
     }
     (disagreements, seen)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Edge VIPs: policed like L4 VIPs, then passed to the local listener unchanged
+
+const EDGE_REQ4: Ipv4Addr = Ipv4Addr::new(198, 19, 1, 20);
+const EDGE_OPT6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0xff, 1, 0, 0, 0, 0x21);
+const EDGE_OFF4: Ipv4Addr = Ipv4Addr::new(198, 19, 1, 22);
+
+fn edge_config() -> String {
+    let edge = |name: &str, address: String, policy: &str| {
+        format!(
+            "[[edge]]\nname = \"{name}\"\naddress = \"{address}\"\npool = \"req4\"\n\
+             proxy_protocol = \"{policy}\"\n{}\n",
+            if policy == "off" { "" } else { TRUSTED }
+        )
+    };
+    let mut c = gateway_config();
+    c += &edge("edgereq", format!("{EDGE_REQ4}:{VPORT}"), "required");
+    c += &edge("edgeopt", format!("[{EDGE_OPT6}]:{VPORT}"), "optional");
+    c += &edge("edgeoff", format!("{EDGE_OFF4}:{VPORT}"), "off");
+    c
+}
+
+/// One packet to an edge VIP: passed to the stack unchanged or dropped, with exactly the
+/// given global counters and per-edge outcome moving.
+struct EdgeStep {
+    name: &'static str,
+    ip: Vec<u8>,
+    pass: bool,
+    counters: &'static [Counter],
+    outcome: Option<ProxyOutcome>,
+}
+
+/// (name, edge, connection, steps, real client the flow must name afterwards)
+type EdgeCase = (
+    &'static str,
+    &'static str,
+    Conn,
+    Vec<EdgeStep>,
+    Option<SocketAddr>,
+);
+
+fn edge_outcomes(env: &PacketEnv) -> Result<BTreeMap<String, u64>, String> {
+    let mut m = BTreeMap::new();
+    for e in ["edgereq", "edgeopt", "edgeoff"] {
+        for (o, n) in env.dp.edge_proxy_outcomes(e).map_err(|e| e.to_string())? {
+            m.insert(format!("{e}/{}", o.name()), n);
+        }
+    }
+    Ok(m)
+}
+
+fn edge_step(env: &PacketEnv, edge: &str, st: &EdgeStep) -> Vec<String> {
+    let frame = eth(&st.ip);
+    let snapshot = || -> Result<_, String> {
+        Ok((
+            env.counters().map_err(|e| format!("{e:#}"))?,
+            edge_outcomes(env)?,
+        ))
+    };
+    let run = || -> Result<Vec<String>, String> {
+        let before = snapshot()?;
+        let (action, out) = env.run(&frame).map_err(|e| format!("{e:#}"))?;
+        let after = snapshot()?;
+        let mut errors = Vec::new();
+        let want_action = if st.pass { XDP_PASS } else { XDP_DROP };
+        if action != want_action {
+            errors.push(format!(
+                "action {}, want {}",
+                action_name(action),
+                action_name(want_action)
+            ));
+        }
+        if out != frame {
+            errors.push(format!("frame changed: {}", diff(&out, &frame)));
+        }
+        let got = deltas(&before.0, &after.0);
+        let want = expected_deltas(st.counters.iter().map(|c| c.name()));
+        if got != want {
+            errors.push(format!("counter deltas {got:?}, want {want:?}"));
+        }
+        let got: BTreeMap<&String, u64> = after
+            .1
+            .iter()
+            .filter(|(k, n)| before.1.get(*k) != Some(n))
+            .map(|(k, n)| (k, n - before.1.get(k).copied().unwrap_or(0)))
+            .collect();
+        let want_key = st.outcome.map(|o| format!("{edge}/{}", o.name()));
+        let want: BTreeMap<&String, u64> = want_key.iter().map(|k| (k, 1)).collect();
+        if got != want {
+            errors.push(format!("outcome deltas {got:?}, want {want:?}"));
+        }
+        Ok(errors)
+    };
+    match run() {
+        Ok(errors) => errors,
+        Err(e) => vec![e],
+    }
+    .into_iter()
+    .map(|e| format!("{}: {e}", st.name))
+    .collect()
+}
+
+#[test]
+#[allow(clippy::too_many_lines)]
+fn edge_vips_are_policed_then_passed_to_the_listener() {
+    use Counter::{ConntrackHit, ConntrackMiss, DropProxy, FlowCreated, PassEdge};
+    use ProxyOutcome::{Absent, Accepted, Missing, Untrusted};
+    require_root();
+    let ns = "sledge";
+    let results = {
+        let env = PacketEnv::new(ns, &Options::unpinned(4096, 16 * 251), &edge_config())
+            .expect("set up the namespace and sluice_xdp");
+        let real4 = sa(REAL4, 51000);
+        let to_edge = sa(EDGE_REQ4, VPORT);
+        let header = v2(PROXY, TCP4, &addrs(real4, to_edge));
+        let tls_hello: &[u8] = &[0x16, 0x03, 0x01, 0x00, 0xc8, 0x01, 0x00, 0x00, 0xc4, 0x03];
+        let conn = |client: IpAddr, cport: u16, vip: IpAddr| Conn {
+            client,
+            cport,
+            vip,
+            isn: 0x1000_0000,
+        };
+        let syn_tracked = |c: &Conn| EdgeStep {
+            name: "SYN",
+            ip: c.syn(),
+            pass: true,
+            counters: &[ConntrackMiss, FlowCreated, PassEdge],
+            outcome: None,
+        };
+        let hit = |name, ip, pass, outcome| EdgeStep {
+            name,
+            ip,
+            pass,
+            counters: if pass {
+                &[ConntrackHit, PassEdge]
+            } else {
+                &[ConntrackHit, DropProxy]
+            },
+            outcome,
+        };
+        let mut cases: Vec<EdgeCase> = Vec::new();
+        let c = conn(PROXY4.into(), 43000, EDGE_REQ4.into());
+        cases.push((
+            "trusted proxy's v2 header: accepted, real client recorded",
+            "edgereq",
+            c,
+            vec![
+                syn_tracked(&c),
+                hit(
+                    "header",
+                    c.data(0, &cat(&[&header, tls_hello])),
+                    true,
+                    Some(Accepted),
+                ),
+                hit(
+                    "later",
+                    c.data(header.len() + tls_hello.len(), tls_hello),
+                    true,
+                    None,
+                ),
+            ],
+            Some(real4),
+        ));
+        let c = conn(PROXY4.into(), 43001, EDGE_REQ4.into());
+        let v1 = format!("PROXY TCP4 {REAL4} {EDGE_REQ4} 51000 {VPORT}\r\n");
+        cases.push((
+            "trusted proxy's v1 line: accepted for the listener to read",
+            "edgereq",
+            c,
+            vec![
+                syn_tracked(&c),
+                hit("v1 line", c.data(0, v1.as_bytes()), true, Some(Accepted)),
+            ],
+            None,
+        ));
+        let c = conn(UNTRUSTED4.into(), 43002, EDGE_REQ4.into());
+        cases.push((
+            "forged header from an untrusted client: dropped before the listener",
+            "edgereq",
+            c,
+            vec![
+                syn_tracked(&c),
+                hit("header", c.data(0, &header), false, Some(Untrusted)),
+                hit("later", c.data(header.len(), tls_hello), false, None),
+            ],
+            None,
+        ));
+        let c = conn(PROXY4.into(), 43003, EDGE_REQ4.into());
+        cases.push((
+            "no header under required: dropped",
+            "edgereq",
+            c,
+            vec![
+                syn_tracked(&c),
+                hit("hello", c.data(0, tls_hello), false, Some(Missing)),
+            ],
+            None,
+        ));
+        let c = conn(UNTRUSTED4.into(), 43004, EDGE_REQ4.into());
+        cases.push((
+            "untracked mid-stream forged header: dropped",
+            "edgereq",
+            c,
+            vec![EdgeStep {
+                name: "header without SYN",
+                ip: c.data(0, &header),
+                pass: false,
+                counters: &[ConntrackMiss, DropProxy],
+                outcome: Some(Untrusted),
+            }],
+            None,
+        ));
+        let c6 = conn(
+            Ipv6Addr::new(0x2001, 0xdb8, 9, 0, 0, 0, 0, 9).into(),
+            43005,
+            EDGE_OPT6.into(),
+        );
+        cases.push((
+            "IPv6 direct client under optional: absent, passed",
+            "edgeopt",
+            c6,
+            vec![
+                syn_tracked(&c6),
+                hit("hello", c6.data(0, tls_hello), true, Some(Absent)),
+            ],
+            None,
+        ));
+        let c = conn(UNTRUSTED4.into(), 43006, EDGE_OFF4.into());
+        let pass_untracked = |name, ip| EdgeStep {
+            name,
+            ip,
+            pass: true,
+            counters: &[PassEdge],
+            outcome: None,
+        };
+        cases.push((
+            "edge without a policy: passed untracked, whatever it carries",
+            "edgeoff",
+            c,
+            vec![
+                pass_untracked("SYN", c.syn()),
+                pass_untracked("header", c.data(0, &header)),
+            ],
+            None,
+        ));
+        let mut results = Vec::new();
+        for (name, edge, c, steps, real_client) in &cases {
+            let traffic_before = env.dp.edge_traffic(edge).expect("edge traffic");
+            let mut errors: Vec<String> = steps
+                .iter()
+                .flat_map(|st| edge_step(&env, edge, st))
+                .collect();
+            let traffic = env.dp.edge_traffic(edge).expect("edge traffic");
+            let passed = steps.iter().filter(|s| s.pass).count() as u64;
+            let syns = u64::from(steps[0].name == "SYN");
+            if traffic.packets - traffic_before.packets != passed
+                || traffic.new_flows - traffic_before.new_flows != syns
+            {
+                errors.push(format!(
+                    "edge traffic moved by {} packets and {} new flows, want {passed} and {syns}",
+                    traffic.packets - traffic_before.packets,
+                    traffic.new_flows - traffic_before.new_flows
+                ));
+            }
+            let tracked = *edge != "edgeoff" && steps[0].name == "SYN";
+            let peer = SocketAddr::new(c.client, c.cport);
+            let flow = env
+                .dp
+                .flows(None, 1 << 16)
+                .expect("flows")
+                .into_iter()
+                .find(|f| f.client == peer);
+            match (tracked, flow) {
+                (false, None) => {}
+                (false, Some(f)) => errors.push(format!("untracked flow recorded: {f:?}")),
+                (true, None) => errors.push("no flow recorded".into()),
+                (true, Some(f)) => {
+                    if f.vip_name.as_deref() != Some(*edge) || f.backend.is_some() {
+                        errors.push(format!(
+                            "flow names VIP {:?} and backend {:?}, want {edge} and none",
+                            f.vip_name, f.backend
+                        ));
+                    }
+                    if f.real_client != *real_client {
+                        errors.push(format!(
+                            "real client {:?}, want {real_client:?}",
+                            f.real_client
+                        ));
+                    }
+                }
+            }
+            let result = if errors.is_empty() {
+                Ok(())
+            } else {
+                Err(errors.join("; "))
+            };
+            results.push((*name, result));
+        }
+        results
+    };
+    assert!(!NetNs::exists(ns), "namespace {ns} left behind");
+    report("edge VIPs", &results);
 }

@@ -133,6 +133,9 @@ pub struct Stats {
     /// PROXY/client policy outcomes of the VIPs that have a policy, every outcome listed.
     #[serde(default)]
     pub proxy: Vec<ProxyRow>,
+    /// The same for edge listeners with a PROXY policy (`vip` holds the listener's name).
+    #[serde(default)]
+    pub edge_proxy: Vec<ProxyRow>,
 }
 
 /// How many flows of a VIP one PROXY/client policy outcome decided.

@@ -128,15 +128,26 @@ pub fn stats(stats: &Stats) -> String {
     out.push_str(&traffic(&stats.vips, false));
     out.push('\n');
     out.push_str(&traffic(&stats.backends, true));
-    let proxy: Vec<&ProxyRow> = stats.proxy.iter().filter(|r| r.flows > 0).collect();
+    let proxy: Vec<(String, &ProxyRow)> = stats
+        .proxy
+        .iter()
+        .map(|r| (r.vip.clone(), r))
+        .chain(
+            stats
+                .edge_proxy
+                .iter()
+                .map(|r| (format!("edge/{}", r.vip), r)),
+        )
+        .filter(|(_, r)| r.flows > 0)
+        .collect();
     if !proxy.is_empty() {
         let mut table = Table::new(&[
             ("VIP", Align::Left),
             ("PROXY OUTCOME", Align::Left),
             ("FLOWS", Align::Right),
         ]);
-        for r in proxy {
-            table.row(vec![r.vip.clone(), r.outcome.clone(), r.flows.to_string()]);
+        for (name, r) in proxy {
+            table.row(vec![name, r.outcome.clone(), r.flows.to_string()]);
         }
         out.push('\n');
         out.push_str(&table.render());

@@ -67,7 +67,54 @@ pub(super) fn edges(
         }
     }
     let edges: Option<Vec<Edge>> = typed.into_iter().collect();
-    edges.filter(|_| ok)
+    let edges = edges.filter(|_| ok)?;
+    if let (Some(vips), Some(first)) = (vips, raw.first()) {
+        capacity(r, first.span(), vips, &edges)?;
+    }
+    Some(edges)
+}
+
+/// Edges with a specific address take a VIP entry and index each, and their
+/// `trusted_proxies` share the VIPs' CIDR map.
+fn capacity(
+    r: &mut Report,
+    span: std::ops::Range<usize>,
+    vips: &[Vip],
+    edges: &[Edge],
+) -> Option<()> {
+    let max = lb_common::MAX_VIPS as usize;
+    let entries = vips.len() + edges.len();
+    if entries > max {
+        r.invalid(
+            span,
+            "edge",
+            format!(
+                "{} VIPs and {} edges together; at most {max} fit the dataplane's VIP map",
+                vips.len(),
+                edges.len()
+            ),
+        );
+        return None;
+    }
+    let max = lb_common::MAX_CIDRS as usize;
+    let cidrs: usize = vips
+        .iter()
+        .map(|v| v.trusted_proxies.len() + v.allow_clients.len() + v.deny_clients.len())
+        .chain(edges.iter().map(|e| e.trusted_proxies.len()))
+        .sum();
+    if cidrs > max {
+        r.invalid(
+            span,
+            "edge",
+            format!(
+                "{cidrs} CIDRs in the VIPs' and edges' trusted_proxies, allow_clients and \
+                 deny_clients together; at most {max} fit the dataplane's CIDR map: merge \
+                 adjacent prefixes"
+            ),
+        );
+        return None;
+    }
+    Some(())
 }
 
 fn edge(

@@ -270,3 +270,52 @@ fn positions_count_characters_not_bytes() {
     assert_eq!(Position::of(text, 9), Position { line: 2, column: 1 });
     assert_eq!(Position::of(text, 99), Position { line: 2, column: 6 });
 }
+
+/// Edges with an address take VIP map entries and CIDR map room of their own.
+#[test]
+fn edges_count_against_the_dataplane_maps() {
+    use std::fmt::Write as _;
+    let base = "interfaces = [\"eth0\"]\n[encap]\nsource_v4 = \"198.19.255.0/24\"\n\
+                source_v6 = \"2001:db8:ffff::/96\"\n";
+    let vips = |n: u32| {
+        let mut t = String::new();
+        for i in 0..n {
+            let _ = write!(
+                t,
+                "[[vip]]\nname = \"v{i}\"\naddress = \"10.0.{}.{}:80\"\n\
+                 [[vip.backend]]\naddress = \"10.1.0.1\"\n",
+                i / 250,
+                i % 250 + 1
+            );
+        }
+        t
+    };
+    let edge = |trusted: usize| {
+        let list: Vec<String> = (0..trusted)
+            .map(|i| format!("\"10.{}.{}.0/24\"", 64 + i / 256, i % 256))
+            .collect();
+        format!(
+            "[[edge]]\nname = \"e\"\naddress = \"10.9.0.1:443\"\npool = \"v0\"\n\
+             trusted_proxies = [{}]\n",
+            list.join(", ")
+        )
+    };
+    let max = lb_common::MAX_VIPS;
+    let full = format!("{base}{}{}", vips(max), edge(0));
+    let e = Config::parse(&full).unwrap_err().to_string();
+    assert!(
+        e.contains(&format!(
+            "{max} VIPs and 1 edges together; at most {max} fit the dataplane's VIP map"
+        )),
+        "{e}"
+    );
+    assert!(Config::parse(&format!("{base}{}{}", vips(max - 1), edge(0))).is_ok());
+    let cidrs = lb_common::MAX_CIDRS as usize;
+    let e = Config::parse(&format!("{base}{}{}", vips(1), edge(cidrs + 1)))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains(&format!("{} CIDRs in the VIPs' and edges'", cidrs + 1)),
+        "{e}"
+    );
+}

@@ -169,12 +169,27 @@ impl Core {
                 });
             }
         }
+        let mut edge_proxy = Vec::new();
+        for e in &inner.config.edges {
+            // A wildcard listener has no kernel entry and so no counts.
+            if e.proxy_protocol == ProxyProtocol::Off || e.address.ip().is_unspecified() {
+                continue;
+            }
+            for (o, flows) in inner.dp.edge_proxy_outcomes(&e.name)? {
+                edge_proxy.push(ProxyRow {
+                    vip: e.name.clone(),
+                    outcome: o.name().into(),
+                    flows,
+                });
+            }
+        }
         Ok(Stats {
             uptime_ms: millis(self.uptime()),
             counters,
             vips,
             backends,
             proxy,
+            edge_proxy,
         })
     }
 

@@ -2,7 +2,7 @@
 //! that make the maps say what the config says.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     net::{IpAddr, SocketAddr},
     path::{Path, PathBuf},
     sync::Arc,
@@ -17,7 +17,8 @@ use aya::{
 use lb_common::{
     names, proxy::ProxyOutcome, BackendEntry, FlowEntry, FlowKey, Settings, TrafficStats, VipEntry,
     VipKey, BACKEND_DOWN, HASH_FIVE_TUPLE, HASH_SOURCE_IP, PROXY_OFF, PROXY_OPTIONAL,
-    PROXY_REQUIRED, VIP_FLAG_ALLOW_CLIENTS, VIP_FLAG_DENY_CLIENTS, VIP_KIND_L4,
+    PROXY_REQUIRED, VIP_FLAG_ACCEPT_V1, VIP_FLAG_ALLOW_CLIENTS, VIP_FLAG_DENY_CLIENTS,
+    VIP_KIND_EDGE, VIP_KIND_L4,
 };
 
 use super::{
@@ -26,7 +27,10 @@ use super::{
     error::map_err,
     maps::{attach_xdp, load_xdp, take, xdp_mut, Arr, Cidrs, Hash, PerCpu},
     pins::{Pins, PreviousBackends},
-    plan::{cidr_keys, plan_vip, table_for, Adopted, CidrKey, State, VipState},
+    plan::{
+        cidr_keys, edge_cidr_keys, plan_edges, plan_vip, table_for, Adopted, CidrKey, EdgeState,
+        State, VipState,
+    },
     DataplaneError,
 };
 use crate::{
@@ -310,10 +314,13 @@ impl Dataplane {
             let table = table_for(&state)?;
             planned.push((state, table));
         }
+        let removed_edges = plan_edges(&mut next, &config.edges)?;
         for v in &removed {
             released.push((v.region, 2 * v.config.table_size));
             next.free_vip_indexes.push(v.index);
         }
+        next.free_vip_indexes
+            .extend(removed_edges.iter().map(|e| e.index));
         for (offset, len) in released {
             next.regions.release(offset, len);
         }
@@ -321,11 +328,26 @@ impl Dataplane {
             self.write_staging(state, table)?;
         }
         let settings = settings_for(&config.encap);
-        let old_keys: Vec<Option<VipKey>> = planned
+        // Keys written before this change and not by it: removed VIPs and edges, and the old
+        // addresses of moved ones.
+        let new_keys: HashSet<VipKey> = planned
             .iter()
-            .map(|(s, _)| self.state.vips.get(&s.config.name).map(|o| o.key))
+            .map(|(s, _)| s.key)
+            .chain(next.edges.values().map(|e| e.key))
             .collect();
-        next.cidrs = planned.iter().flat_map(|(s, _)| cidr_keys(s)).collect();
+        let stale_keys: HashSet<VipKey> = self
+            .state
+            .vips
+            .values()
+            .map(|v| v.key)
+            .chain(self.state.edges.values().map(|e| e.key))
+            .filter(|k| !new_keys.contains(k))
+            .collect();
+        next.cidrs = planned
+            .iter()
+            .flat_map(|(s, _)| cidr_keys(s))
+            .chain(next.edges.values().flat_map(edge_cidr_keys))
+            .collect();
         let added: Vec<CidrKey> = next.cidrs.difference(&self.state.cidrs).copied().collect();
         let stale: Vec<CidrKey> = self.state.cidrs.difference(&next.cidrs).copied().collect();
         let mut commit = self.commit();
@@ -341,14 +363,16 @@ impl Dataplane {
             for key in added {
                 commit.add_cidr(key)?;
             }
-            for ((state, _), old_key) in planned.iter_mut().zip(&old_keys) {
-                if let Some(old) = old_key.filter(|k| *k != state.key) {
-                    commit.remove_vip(old)?;
-                }
+            for (state, _) in &mut planned {
                 commit.vip(state.key, flip(state))?;
             }
+            for e in next.edges.values() {
+                commit.vip(e.key, edge_entry(e))?;
+            }
+            for key in stale_keys {
+                commit.remove_vip(key)?;
+            }
             for v in &removed {
-                commit.remove_vip(v.key)?;
                 for b in &v.backends {
                     commit.backend(b.id, backend_entry(b.address, BACKEND_DOWN, v.index))?;
                 }
@@ -448,11 +472,7 @@ fn flip(v: &mut VipState) -> VipEntry {
             HashKey::FiveTuple => HASH_FIVE_TUPLE,
             HashKey::SourceIp => HASH_SOURCE_IP,
         },
-        proxy_policy: match v.config.proxy_protocol {
-            ProxyProtocol::Off => PROXY_OFF,
-            ProxyProtocol::Optional => PROXY_OPTIONAL,
-            ProxyProtocol::Required => PROXY_REQUIRED,
-        },
+        proxy_policy: proxy_policy(v.config.proxy_protocol),
         flags: if v.config.allow_clients.is_empty() {
             0
         } else {
@@ -462,6 +482,28 @@ fn flip(v: &mut VipState) -> VipEntry {
         } else {
             VIP_FLAG_DENY_CLIENTS
         },
+    }
+}
+
+/// An edge listener's entry: no table, its policy, and v1 headers accepted from trusted
+/// proxies (the listener reads them).
+fn edge_entry(e: &EdgeState) -> VipEntry {
+    VipEntry {
+        index: e.index,
+        ring_offset: 0,
+        ring_size: 0,
+        kind: VIP_KIND_EDGE,
+        hash_key: HASH_SOURCE_IP,
+        proxy_policy: proxy_policy(e.proxy_protocol),
+        flags: VIP_FLAG_ACCEPT_V1,
+    }
+}
+
+fn proxy_policy(p: ProxyProtocol) -> u8 {
+    match p {
+        ProxyProtocol::Off => PROXY_OFF,
+        ProxyProtocol::Optional => PROXY_OPTIONAL,
+        ProxyProtocol::Required => PROXY_REQUIRED,
     }
 }
 

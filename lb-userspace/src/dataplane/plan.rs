@@ -19,7 +19,7 @@ use super::{
     rings::{build, Member, Regions},
     DataplaneError,
 };
-use crate::config::Vip;
+use crate::config::{Edge, Protocol, ProxyProtocol, Vip};
 
 /// What userspace remembers about a VIP; the kernel only sees indexes.
 #[derive(Debug, Clone)]
@@ -44,10 +44,22 @@ pub struct BackendState {
     pub state: u8,
 }
 
+/// An edge listener's entry in the VIP map: the kernel polices its connections and passes
+/// them to the local stack.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EdgeState {
+    pub key: VipKey,
+    pub index: u32,
+    pub proxy_protocol: ProxyProtocol,
+    pub trusted_proxies: Vec<IpNet>,
+}
+
 /// Bookkeeping cloned before a change and committed only when every map write succeeded.
 #[derive(Debug, Clone)]
 pub struct State {
     pub vips: BTreeMap<String, VipState>,
+    /// Edge listeners by name (a namespace of their own, apart from VIP names).
+    pub edges: BTreeMap<String, EdgeState>,
     pub regions: Regions,
     pub free_vip_indexes: Vec<u32>,
     /// Backend ids are handed out once: conntrack entries may still name a removed backend's id,
@@ -65,17 +77,34 @@ pub type CidrKey = (u32, CidrData);
 /// The trie keys of a VIP's `trusted_proxies`, `allow_clients` and `deny_clients`.
 pub fn cidr_keys(v: &VipState) -> impl Iterator<Item = CidrKey> + '_ {
     let c = &v.config;
-    let lists = [
-        (LIST_TRUSTED_PROXIES, &c.trusted_proxies),
-        (LIST_ALLOW_CLIENTS, &c.allow_clients),
-        (LIST_DENY_CLIENTS, &c.deny_clients),
-    ];
+    list_keys(
+        v.index,
+        [
+            (LIST_TRUSTED_PROXIES, c.trusted_proxies.as_slice()),
+            (LIST_ALLOW_CLIENTS, c.allow_clients.as_slice()),
+            (LIST_DENY_CLIENTS, c.deny_clients.as_slice()),
+        ],
+    )
+}
+
+/// The trie keys of an edge listener's `trusted_proxies`.
+pub fn edge_cidr_keys(e: &EdgeState) -> impl Iterator<Item = CidrKey> + '_ {
+    list_keys(
+        e.index,
+        [(LIST_TRUSTED_PROXIES, e.trusted_proxies.as_slice())],
+    )
+}
+
+fn list_keys<const N: usize>(
+    index: u32,
+    lists: [(u8, &[IpNet]); N],
+) -> impl Iterator<Item = CidrKey> + '_ {
     lists.into_iter().flat_map(move |(list, nets)| {
-        nets.iter().map(move |net: &IpNet| {
+        nets.iter().map(move |net| {
             let (family, addr_be) = family_and_words(net.network());
             let data = CidrData {
                 // VIP indexes are below MAX_VIPS (256).
-                vip_index: u16::try_from(v.index).unwrap_or(u16::MAX),
+                vip_index: u16::try_from(index).unwrap_or(u16::MAX),
                 list,
                 family,
                 addr_be,
@@ -108,6 +137,7 @@ impl State {
         let taken: Vec<u32> = adopted.vip_indexes.values().copied().collect();
         State {
             vips: BTreeMap::new(),
+            edges: BTreeMap::new(),
             regions: Regions::new(ring_slots),
             // Indexes a previous daemon used stay reserved for their VIPs.
             free_vip_indexes: (0..MAX_VIPS).rev().filter(|i| !taken.contains(i)).collect(),
@@ -133,16 +163,11 @@ pub fn plan_vip(
             released.push((o.region, 2 * o.config.table_size));
             (o.index, next.regions.alloc(2 * vip.table_size)?, 0)
         }
-        None => {
-            let index = match next.adopted.vip_indexes.remove(&key) {
-                Some(i) => i,
-                None => next
-                    .free_vip_indexes
-                    .pop()
-                    .ok_or(DataplaneError::TooManyVips { max: MAX_VIPS })?,
-            };
-            (index, next.regions.alloc(2 * vip.table_size)?, 1)
-        }
+        None => (
+            take_index(next, &key)?,
+            next.regions.alloc(2 * vip.table_size)?,
+            1,
+        ),
     };
     let mut backends = Vec::with_capacity(vip.backends.len());
     for b in &vip.backends {
@@ -176,6 +201,54 @@ pub fn plan_vip(
         backends,
         table: Arc::default(),
     })
+}
+
+/// The index a previous daemon gave `key`, else a free one.
+fn take_index(next: &mut State, key: &VipKey) -> Result<u32, DataplaneError> {
+    match next.adopted.vip_indexes.remove(key) {
+        Some(i) => Ok(i),
+        None => next
+            .free_vip_indexes
+            .pop()
+            .ok_or(DataplaneError::TooManyVips { max: MAX_VIPS }),
+    }
+}
+
+/// The edge's next state, keeping its index. `None` for a wildcard listener, which no VIP
+/// entry can match: its connections reach the stack unpoliced by the kernel.
+fn plan_edge(next: &mut State, edge: &Edge) -> Result<Option<EdgeState>, DataplaneError> {
+    let ip = edge.address.ip();
+    if ip.is_unspecified() {
+        return Ok(None);
+    }
+    let key = vip_key(ip, edge.address.port(), Protocol::Tcp);
+    let index = match next.edges.get(&edge.name) {
+        Some(old) => old.index,
+        None => take_index(next, &key)?,
+    };
+    Ok(Some(EdgeState {
+        key,
+        index,
+        proxy_protocol: edge.proxy_protocol,
+        trusted_proxies: edge.trusted_proxies.clone(),
+    }))
+}
+
+/// Plans every edge of `edges` into `next.edges`; returns the edges that are gone (their
+/// indexes are not free until the change is made).
+pub fn plan_edges(next: &mut State, edges: &[Edge]) -> Result<Vec<EdgeState>, DataplaneError> {
+    let mut planned = BTreeMap::new();
+    for e in edges {
+        if let Some(state) = plan_edge(next, e)? {
+            planned.insert(e.name.clone(), state);
+        }
+    }
+    let old = std::mem::replace(&mut next.edges, planned);
+    Ok(old
+        .into_iter()
+        .filter(|(name, _)| !next.edges.contains_key(name))
+        .map(|(_, e)| e)
+        .collect())
 }
 
 /// The Maglev table over the backends that may take new flows.

@@ -58,34 +58,58 @@ impl Dataplane {
         self.state.backend(vip, backend).map(|b| b.state)
     }
 
-    pub fn vip_traffic(&self, vip: &str) -> Result<TrafficStats, DataplaneError> {
-        let v = self
-            .state
+    fn vip_index(&self, vip: &str) -> Result<u32, DataplaneError> {
+        self.state
             .vips
             .get(vip)
-            .ok_or_else(|| DataplaneError::UnknownVip(vip.into()))?;
+            .map(|v| v.index)
+            .ok_or_else(|| DataplaneError::UnknownVip(vip.into()))
+    }
+
+    /// An edge listener's index; it has one when it listens on a specific address.
+    fn edge_index(&self, edge: &str) -> Result<u32, DataplaneError> {
+        self.state
+            .edges
+            .get(edge)
+            .map(|e| e.index)
+            .ok_or_else(|| DataplaneError::UnknownVip(edge.into()))
+    }
+
+    pub fn vip_traffic(&self, vip: &str) -> Result<TrafficStats, DataplaneError> {
+        self.traffic_at(self.vip_index(vip)?)
+    }
+
+    /// Packets the kernel passed to an edge listener, and its new connections (SYNs).
+    pub fn edge_traffic(&self, edge: &str) -> Result<TrafficStats, DataplaneError> {
+        self.traffic_at(self.edge_index(edge)?)
+    }
+
+    fn traffic_at(&self, index: u32) -> Result<TrafficStats, DataplaneError> {
         Ok(sum_traffic(&per_cpu_values(
             &self.vip_stats,
-            v.index,
+            index,
             names::VIP_STATS,
         )?))
     }
 
     /// Each PROXY/client policy outcome's count for a VIP.
     pub fn proxy_outcomes(&self, vip: &str) -> Result<Vec<(ProxyOutcome, u64)>, DataplaneError> {
-        let v = self
-            .state
-            .vips
-            .get(vip)
-            .ok_or_else(|| DataplaneError::UnknownVip(vip.into()))?;
+        self.outcomes_at(self.vip_index(vip)?)
+    }
+
+    /// Each PROXY policy outcome's count for an edge listener's connections.
+    pub fn edge_proxy_outcomes(
+        &self,
+        edge: &str,
+    ) -> Result<Vec<(ProxyOutcome, u64)>, DataplaneError> {
+        self.outcomes_at(self.edge_index(edge)?)
+    }
+
+    fn outcomes_at(&self, index: u32) -> Result<Vec<(ProxyOutcome, u64)>, DataplaneError> {
         ProxyOutcome::ALL
             .iter()
             .map(|&o| {
-                let n = per_cpu_sum(
-                    &self.proxy_stats,
-                    o.stats_index(v.index),
-                    names::PROXY_STATS,
-                )?;
+                let n = per_cpu_sum(&self.proxy_stats, o.stats_index(index), names::PROXY_STATS)?;
                 Ok((o, n))
             })
             .collect()
@@ -109,6 +133,7 @@ impl Dataplane {
             .vips
             .values()
             .map(|v| (v.index, v.config.name.as_str()))
+            .chain(self.state.edges.iter().map(|(n, e)| (e.index, n.as_str())))
             .collect();
         let ids: BTreeMap<u32, IpAddr> = self
             .state

@@ -101,6 +101,11 @@ pub(crate) fn snapshot() -> Snapshot {
                     flows: 2,
                 },
             ],
+            edge_proxy: vec![ProxyRow {
+                vip: "idp".into(),
+                outcome: "missing".into(),
+                flows: 4,
+            }],
         },
         health_transitions: vec![HealthTransitions {
             vip: "dns".into(),
@@ -270,5 +275,13 @@ fn encode_counts_proxy_outcomes_per_vip() {
     assert_eq!(
         value(&s, "sluice_vip_proxy_flows_total", &outcome("untrusted")),
         2.0
+    );
+    assert_eq!(
+        value(
+            &s,
+            "sluice_edge_proxy_flows_total",
+            &[("edge", "idp"), ("outcome", "missing")]
+        ),
+        4.0
     );
 }

@@ -200,6 +200,11 @@ fn stats_hide_zero_counters() {
                 flows: 0,
             },
         ],
+        edge_proxy: vec![ProxyRow {
+            vip: "idp".into(),
+            outcome: "untrusted".into(),
+            flows: 3,
+        }],
     };
     let text = stats(&s);
     println!("{text}");
@@ -215,8 +220,9 @@ web     1010  2.0 KiB         10
 VIP  BACKEND      PACKETS    BYTES  NEW FLOWS
 web  198.18.10.1     1010  2.0 KiB         10
 
-VIP  PROXY OUTCOME  FLOWS
-web  accepted           9
+VIP       PROXY OUTCOME  FLOWS
+web       accepted           9
+edge/idp  untrusted          3
 "
     );
     let quiet = Stats {

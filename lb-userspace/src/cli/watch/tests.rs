@@ -32,6 +32,7 @@ fn sample(uptime_ms: u64, hits: u64, vip_packets: u64, backends: &[(&str, u64, u
             })
             .collect(),
         proxy: vec![],
+        edge_proxy: vec![],
     }
 }
 
