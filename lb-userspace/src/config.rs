@@ -59,8 +59,17 @@ pub struct Edge {
     pub trusted_proxies: Vec<IpNet>,
     /// PROXY v1/v2 headers before TLS, from `trusted_proxies` only.
     pub proxy_protocol: ProxyProtocol,
+    /// What starts each backend connection.
+    pub send_proxy: SendProxy,
     /// `None`: plain HTTP.
     pub tls: Option<crate::edge::tls::TlsSettings>,
+}
+
+/// A PROXY header at the start of each backend connection, or none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SendProxy {
+    Off,
+    V2,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

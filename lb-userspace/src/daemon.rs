@@ -165,7 +165,7 @@ async fn start_edges(core: &Arc<Core>) -> anyhow::Result<Vec<tokio::task::JoinHa
         let socket = tokio::net::TcpListener::bind(e.address)
             .await
             .with_context(|| format!("edge \"{}\": binding {}", e.name, e.address))?;
-        let upstream = Arc::new(Upstream::new(e.backend_port));
+        let upstream = Arc::new(Upstream::new(e.backend_port, e.send_proxy));
         core.lock()
             .upstreams
             .entry(e.pool.clone())

@@ -82,6 +82,43 @@ pub fn http_headers_backend(ns: &NetNs, name: &str, port: u16) -> Result<ServerH
     })
 }
 
+/// [`http_headers_backend`] for a sender of PROXY v2 headers: the body's second line is
+/// `proxy <source> <destination>` as the connection's header named them (`proxy none` when the
+/// connection did not start with a complete, valid one), then the request head.
+pub fn http_proxy_headers_backend(ns: &NetNs, name: &str, port: u16) -> Result<ServerHandle> {
+    use lb_common::proxy::parse::{parse, Addresses, Error, Header};
+    // The v2 signature itself starts with CR LF CR LF: the request head ends after the header.
+    let split = |bytes: &[u8]| match parse(bytes) {
+        Ok(p) => {
+            let named = match p.header {
+                Header::V2(h) => match h.addresses {
+                    Addresses::Inet {
+                        source,
+                        destination,
+                    } => format!("{source} {destination}"),
+                    _ => "not inet".to_owned(),
+                },
+                Header::V1(_) => "v1".to_owned(),
+            };
+            Some((named, p.len))
+        }
+        Err(Error::Incomplete) => None,
+        Err(_) => Some(("none".to_owned(), 0)),
+    };
+    tcp_server(ns, name, port, move |stream, name| {
+        respond_when(
+            stream,
+            |bytes| split(bytes).is_some_and(|(_, at)| head_complete(&bytes[at..])),
+            |bytes| {
+                let (named, at) = split(bytes).unwrap_or(("none".to_owned(), 0));
+                let head = String::from_utf8_lossy(&bytes[at..]);
+                let head = head.split("\r\n\r\n").next().unwrap_or_default();
+                format!("{name}\nproxy {named}\n{head}\r\n")
+            },
+        )
+    })
+}
+
 /// Stream backend for long-lived flows: sends `name\n`, then echoes until EOF.
 pub fn tcp_echo_backend(ns: &NetNs, name: &str, port: u16) -> Result<ServerHandle> {
     tcp_server(ns, name, port, serve_echo)
@@ -224,10 +261,24 @@ fn serve_http(stream: TcpStream, name: &str) -> std::io::Result<()> {
 }
 
 /// Reads one request head and answers `200 OK` with the body `body(head)`, then closes.
-fn respond(mut stream: TcpStream, body: impl Fn(&[u8]) -> String) -> std::io::Result<()> {
+fn respond(stream: TcpStream, body: impl Fn(&[u8]) -> String) -> std::io::Result<()> {
+    respond_when(stream, head_complete, body)
+}
+
+fn head_complete(bytes: &[u8]) -> bool {
+    bytes.windows(4).any(|w| w == b"\r\n\r\n")
+}
+
+/// Reads until `complete` says the request is all there (or `MAX_HEAD`, or EOF), then answers
+/// `200 OK` with `body` of what was read and closes.
+fn respond_when(
+    mut stream: TcpStream,
+    complete: impl Fn(&[u8]) -> bool,
+    body: impl Fn(&[u8]) -> String,
+) -> std::io::Result<()> {
     let mut head = Vec::new();
     let mut buf = [0u8; 2048];
-    while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < MAX_HEAD {
+    while !complete(&head) && head.len() < MAX_HEAD {
         let n = stream.read(&mut buf)?;
         if n == 0 {
             break;

@@ -22,6 +22,7 @@ use sluice_tests::{
     daemon::{Daemon, Scratch},
     haproxy::{Haproxy, HaproxySpec},
     http_headers_backend, require_root,
+    servers::http_proxy_headers_backend,
     topology::{
         backend_addr4, CLIENT_ADDR4, GW_CLIENT_ADDR4, GW_CLIENT_IFNAME, GW_PROXY_IFNAME,
         PROXY_ADDR4,
@@ -37,6 +38,9 @@ const OPTIONAL_PORT: u16 = 8444;
 /// haproxy's frontend, on the proxy host.
 const FRONTEND_PORT: u16 = 7443;
 const BACKEND_PORT: u16 = 8080;
+/// A listener with `send_proxy_protocol = "v2"`, to backends on [`PROXY_BACKEND_PORT`].
+const RELAY_PORT: u16 = 8445;
+const PROXY_BACKEND_PORT: u16 = 8081;
 const MANAGEMENT: &str = "127.0.0.1:9020";
 const BACKENDS: usize = 2;
 /// What curl's `-w` appends after the body: its own address and port for this transfer.
@@ -89,15 +93,27 @@ impl Lab {
                 pki.server.key().display(),
             );
         }
+        let _ = write!(
+            text,
+            "\n[[edge]]\nname = \"relay\"\naddress = \"{GW_CLIENT_ADDR4}:{RELAY_PORT}\"\n\
+             pool = \"web\"\nbackend_port = {PROXY_BACKEND_PORT}\nsend_proxy_protocol = \"v2\"\n\n\
+             [edge.tls]\ncertificates = [{{ cert = \"{}\", key = \"{}\" }}]\n",
+            pki.server.chain().display(),
+            pki.server.key().display(),
+        );
         let daemon = Daemon::start(topo.gateway(), scratch.path(), &instance, &text)
             .expect("start sluice run with edge listeners");
         let servers = topo
             .backends()
             .iter()
             .enumerate()
-            .map(|(i, ns)| {
-                http_headers_backend(ns, &format!("backend-{i}"), BACKEND_PORT)
-                    .expect("header-echo backend")
+            .flat_map(|(i, ns)| {
+                [
+                    http_headers_backend(ns, &format!("backend-{i}"), BACKEND_PORT)
+                        .expect("header-echo backend"),
+                    http_proxy_headers_backend(ns, &format!("backend-{i}"), PROXY_BACKEND_PORT)
+                        .expect("PROXY-reading header-echo backend"),
+                ]
             })
             .collect();
         let spec = HaproxySpec {
@@ -297,5 +313,37 @@ fn edge_takes_the_client_from_a_trusted_proxys_header_and_from_no_one_else() {
             kernel(edge, outcome),
             lab.logs()
         );
+    }
+}
+
+#[test]
+fn backends_that_ask_for_it_get_a_proxy_header_naming_the_client_on_every_connection() {
+    require_root();
+    let lab = Lab::start("slep2");
+    let gateway = SocketAddr::new(GW_CLIENT_ADDR4.into(), RELAY_PORT);
+    let url = format!("https://{SERVER_NAME}:{RELAY_PORT}/who");
+    // Two requests on one client connection: the backend closes after each answer, so each
+    // needs a backend connection of its own, and each starts with the header.
+    for http in ["--http1.1", "--http2"] {
+        let out = lab
+            .curl(GW_CLIENT_ADDR4, RELAY_PORT, &[http, &url])
+            .unwrap_or_else(|e| panic!("{http}: {e:#}\n{}", lab.logs()));
+        let parts: Vec<&str> = out.split(MARK).collect();
+        assert_eq!(parts.len(), 3, "{http}: two transfers in {out:?}");
+        let (local1, body2) = parts[1]
+            .split_once("backend-")
+            .unwrap_or_else(|| panic!("{http}: no second body in {out:?}"));
+        let local2 = parts[2].trim();
+        assert_eq!(local1.trim(), local2, "{http}: curl reused its connection");
+        for body in [parts[0], &format!("backend-{body2}")] {
+            let proxy_line = body.lines().nth(1).unwrap_or_default();
+            assert_eq!(
+                proxy_line,
+                format!("proxy {local2} {gateway}"),
+                "{http}: the header names curl's address and the listener: {body}"
+            );
+            let request = body.lines().nth(2).unwrap_or_default();
+            assert_eq!(request, "GET /who HTTP/1.1", "{http}: {body}");
+        }
     }
 }

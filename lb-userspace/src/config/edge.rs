@@ -9,7 +9,7 @@ use super::{
     errors::{written_or, Report},
     fields, raw,
     vip::cidrs,
-    Edge, Protocol, ProxyProtocol, Vip,
+    Edge, Protocol, ProxyProtocol, SendProxy, Vip,
 };
 use crate::edge::{
     client_cert::Format,
@@ -162,6 +162,12 @@ fn edge(
     );
     let trusted_proxies = cidrs(r, &e.trusted_proxies, &field("trusted_proxies"));
     let proxy_protocol = proxy_protocol(r, e, &field);
+    let send_proxy = fields::choice(
+        r,
+        &e.send_proxy_protocol,
+        &field("send_proxy_protocol"),
+        &[("off", SendProxy::Off), ("v2", SendProxy::V2)],
+    );
     let tls = match &e.tls {
         Some(t) => tls(r, t, &field("tls")).map(Some),
         None => Some(None),
@@ -194,6 +200,7 @@ fn edge(
         forwarded_headers: styles?,
         trusted_proxies: trusted_proxies?,
         proxy_protocol: proxy_protocol?,
+        send_proxy: send_proxy?,
         tls: tls?,
     })
 }

@@ -79,6 +79,12 @@ pub struct Edge {
     /// the peer as the client). Needs a non-empty `trusted_proxies`.
     #[serde(default = "defaults::proxy_protocol")]
     pub proxy_protocol: Spanned<String>,
+    /// `v2`: every backend connection starts with a PROXY v2 header naming the client and the
+    /// listener address it reached (for backends that read one, such as Keycloak with
+    /// `proxy-protocol-enabled`). Such a connection then serves that client connection only.
+    /// Default `off`.
+    #[serde(default = "defaults::send_proxy_protocol")]
+    pub send_proxy_protocol: Spanned<String>,
     /// TLS termination; without it the listener speaks plain HTTP.
     pub tls: Option<Spanned<EdgeTls>>,
 }
@@ -303,6 +309,9 @@ pub mod defaults {
         unwritten(3)
     }
     pub fn proxy_protocol() -> Spanned<String> {
+        unwritten("off".into())
+    }
+    pub fn send_proxy_protocol() -> Spanned<String> {
         unwritten("off".into())
     }
     pub fn hash() -> Spanned<String> {

@@ -30,7 +30,7 @@ use super::{
     pool::Pool,
     proxy_header,
     tls::{peer_chain, Reloadable},
-    upstream::Upstream,
+    upstream::{Origin, Upstream},
 };
 
 type Body = BoxBody<Bytes, hyper::Error>;
@@ -53,9 +53,9 @@ pub struct Listener {
 struct Conn {
     listener: Arc<Listener>,
     peer: SocketAddr,
-    /// The PROXY header's source when a trusted peer sent one, else `peer`.
-    client: SocketAddr,
-    local: SocketAddr,
+    /// The client (the PROXY header's source when a trusted peer sent one, else `peer`), the
+    /// address it reached, and backend connections of its own.
+    origin: Origin,
     /// The client-certificate headers for this connection's verified certificate (or its
     /// absence), built once: the certificate cannot change within a connection. `Err` when
     /// they cannot be built; every request then fails with 502.
@@ -112,8 +112,7 @@ async fn connection(
             cert_headers: cert_headers(&listener, None),
             listener: Arc::clone(&listener),
             peer,
-            client,
-            local,
+            origin: origin(client, local),
             managed,
         });
         return http(TokioIo::new(stream), conn).await;
@@ -123,11 +122,18 @@ async fn connection(
         cert_headers: cert_headers(&listener, peer_chain(stream.get_ref().1).as_ref()),
         listener: Arc::clone(&listener),
         peer,
-        client,
-        local,
+        origin: origin(client, local),
         managed,
     });
     http(TokioIo::new(stream), conn).await
+}
+
+fn origin(client: SocketAddr, local: SocketAddr) -> Origin {
+    Origin {
+        client,
+        local,
+        own: Arc::default(),
+    }
 }
 
 /// The headers that carry `chain` (the verified leaf and intermediates) to the backend.
@@ -182,10 +188,10 @@ async fn handle(mut req: Request<Incoming>, conn: &Conn) -> Response<Body> {
     }
     let hop = Hop {
         peer: conn.peer,
-        client: conn.client,
+        client: conn.origin.client,
         proto: if l.tls.is_some() { "https" } else { "http" },
-        listener_port: conn.local.port(),
-        by: Some(conn.local),
+        listener_port: conn.origin.local.port(),
+        by: Some(conn.origin.local),
     };
     forwarded::apply(&mut parts.headers, &l.forwarded, &hop, host.as_deref());
     if let Some(h) = host.as_deref().and_then(|h| HeaderValue::from_str(h).ok()) {
@@ -209,10 +215,9 @@ async fn handle(mut req: Request<Incoming>, conn: &Conn) -> Response<Body> {
     parts.version = hyper::Version::HTTP_11;
     let req = Request::from_parts(parts, body);
     // Hashed by the real client, so a trusted proxy's clients spread like direct ones.
-    let client = conn.client.ip();
     let mut resp = match l
         .upstream
-        .send(&l.pool, client, req, upgrade.is_some())
+        .send(&l.pool, &conn.origin, req, upgrade.is_some())
         .await
     {
         Ok(resp) => resp,

@@ -4,6 +4,10 @@
 //! A connection goes back to the idle list only once hyper says it is ready for the next
 //! request (the previous response's body was read to its end), so a request never waits
 //! behind another one on a shared connection.
+//!
+//! With `send_proxy_protocol = "v2"` each backend connection starts with a PROXY header naming
+//! one client, so it may only ever carry that client connection's requests: such connections
+//! are kept in the client connection's own idle list and close with it.
 
 use std::{
     collections::HashMap,
@@ -14,9 +18,11 @@ use std::{
 
 use hyper::{body::Incoming, client::conn::http1::SendRequest, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
+use lb_common::proxy::parse::{write_v2, Command};
+use tokio::{io::AsyncWriteExt as _, net::TcpStream};
 
 use super::pool::Pool;
+use crate::config::SendProxy;
 
 /// How long a backend may take to accept a connection before the next one is tried.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -27,27 +33,48 @@ const MAX_IDLE: usize = 64;
 
 pub struct Upstream {
     port: u16,
-    idle: Mutex<HashMap<SocketAddr, Vec<SendRequest<Incoming>>>>,
+    send_proxy: SendProxy,
+    /// Connections any client's requests may use (without PROXY headers).
+    shared: Arc<Idle>,
+}
+
+/// Idle backend connections, by backend.
+#[derive(Default)]
+pub struct Idle(Mutex<HashMap<SocketAddr, Vec<SendRequest<Incoming>>>>);
+
+/// Where a request comes from.
+pub struct Origin {
+    /// The real client: the backend is picked by its address, and a PROXY header names it.
+    pub client: SocketAddr,
+    /// The listener address the client reached (a PROXY header's destination).
+    pub local: SocketAddr,
+    /// Backend connections that serve this client connection alone.
+    pub own: Arc<Idle>,
 }
 
 impl Upstream {
-    pub fn new(port: u16) -> Upstream {
+    pub fn new(port: u16, send_proxy: SendProxy) -> Upstream {
         Upstream {
             port,
-            idle: Mutex::new(HashMap::new()),
+            send_proxy,
+            shared: Arc::default(),
         }
     }
 
-    /// Sends `req` to `client`'s backend and returns its response. With `upgrade` the
+    /// Sends `req` to the client's backend and returns its response. With `upgrade` the
     /// connection is handed over with the response (WebSocket) and never reused.
     pub async fn send(
-        self: &Arc<Self>,
+        &self,
         pool: &Pool,
-        client: IpAddr,
+        origin: &Origin,
         req: Request<Incoming>,
         upgrade: bool,
     ) -> Result<Response<Incoming>, StatusCode> {
-        let (backend, mut sender) = self.sender(pool, client, upgrade).await?;
+        let idle = match self.send_proxy {
+            SendProxy::Off => &self.shared,
+            SendProxy::V2 => &origin.own,
+        };
+        let (backend, mut sender) = self.sender(pool, origin, idle, upgrade).await?;
         let resp = match tokio::time::timeout(RESPONSE_TIMEOUT, sender.send_request(req)).await {
             Ok(Ok(resp)) => resp,
             Ok(Err(error)) => {
@@ -57,10 +84,10 @@ impl Upstream {
             Err(_) => return Err(StatusCode::GATEWAY_TIMEOUT),
         };
         if !upgrade {
-            let this = Arc::clone(self);
+            let idle = Arc::clone(idle);
             tokio::spawn(async move {
                 if sender.ready().await.is_ok() {
-                    this.put_back(backend, sender);
+                    idle.put_back(backend, sender);
                 }
             });
         }
@@ -72,19 +99,28 @@ impl Upstream {
     async fn sender(
         &self,
         pool: &Pool,
-        client: IpAddr,
+        origin: &Origin,
+        idle: &Idle,
         fresh: bool,
     ) -> Result<(SocketAddr, SendRequest<Incoming>), StatusCode> {
+        let client = origin.client.ip();
         let first = pool
             .pick(client, None)
             .ok_or(StatusCode::SERVICE_UNAVAILABLE)?;
         let first = SocketAddr::new(first, self.port);
         if !fresh {
-            if let Some(s) = self.take_idle(first) {
+            if let Some(s) = idle.take(first) {
                 return Ok((first, s));
             }
         }
-        match connect(first).await {
+        let header = match self.send_proxy {
+            SendProxy::Off => None,
+            SendProxy::V2 => Some(proxy_v2(origin.client, origin.local).map_err(|error| {
+                tracing::error!(%error, "writing a PROXY v2 header");
+                StatusCode::BAD_GATEWAY
+            })?),
+        };
+        match connect(first, header.as_deref()).await {
             Ok(s) => Ok((first, s)),
             Err(error) => {
                 tracing::info!(backend = %first, %error, "backend connect failed; trying another");
@@ -92,7 +128,7 @@ impl Upstream {
                     .pick(client, Some(first.ip()))
                     .ok_or(StatusCode::BAD_GATEWAY)?;
                 let second = SocketAddr::new(second, self.port);
-                connect(second)
+                connect(second, header.as_deref())
                     .await
                     .map(|s| (second, s))
                     .map_err(|_| StatusCode::BAD_GATEWAY)
@@ -100,8 +136,19 @@ impl Upstream {
         }
     }
 
-    fn take_idle(&self, backend: SocketAddr) -> Option<SendRequest<Incoming>> {
-        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+    /// Closes the idle connections to every backend `keep` refuses (drained, down or gone):
+    /// it gets no new requests, and its pooled connections should not linger. (Connections
+    /// owned by a client connection are never picked for such a backend again and close with
+    /// their client connection.)
+    pub fn retain(&self, keep: impl Fn(IpAddr) -> bool) {
+        let mut idle = self.shared.0.lock().unwrap_or_else(PoisonError::into_inner);
+        idle.retain(|addr, _| keep(addr.ip()));
+    }
+}
+
+impl Idle {
+    fn take(&self, backend: SocketAddr) -> Option<SendRequest<Incoming>> {
+        let mut idle = self.0.lock().unwrap_or_else(PoisonError::into_inner);
         let list = idle.get_mut(&backend)?;
         // The backend may have closed a connection while it sat idle.
         while let Some(s) = list.pop() {
@@ -113,27 +160,51 @@ impl Upstream {
     }
 
     fn put_back(&self, backend: SocketAddr, sender: SendRequest<Incoming>) {
-        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut idle = self.0.lock().unwrap_or_else(PoisonError::into_inner);
         let list = idle.entry(backend).or_default();
         if list.len() < MAX_IDLE {
             list.push(sender);
         }
     }
+}
 
-    /// Closes the idle connections to every backend `keep` refuses (drained, down or gone):
-    /// it gets no new requests, and its pooled connections should not linger.
-    pub fn retain(&self, keep: impl Fn(IpAddr) -> bool) {
-        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
-        idle.retain(|addr, _| keep(addr.ip()));
+/// A PROXY v2 header naming `client` and the listener address it reached. The header carries
+/// one address family: when they differ, both are written as IPv6 (IPv4-mapped).
+fn proxy_v2(
+    client: SocketAddr,
+    local: SocketAddr,
+) -> Result<Vec<u8>, lb_common::proxy::parse::Error> {
+    let (source, destination) = if client.is_ipv4() == local.is_ipv4() {
+        (client, local)
+    } else {
+        (as_v6(client), as_v6(local))
+    };
+    let mut buf = [0u8; 64];
+    let n = write_v2(&mut buf, Command::Proxy, source, destination, &[], false)?;
+    Ok(buf[..n].to_vec())
+}
+
+fn as_v6(a: SocketAddr) -> SocketAddr {
+    match a {
+        SocketAddr::V4(v4) => SocketAddr::new(v4.ip().to_ipv6_mapped().into(), v4.port()),
+        v6 @ SocketAddr::V6(_) => v6,
     }
 }
 
-async fn connect(backend: SocketAddr) -> Result<SendRequest<Incoming>, String> {
-    let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(backend))
+async fn connect(
+    backend: SocketAddr,
+    proxy_header: Option<&[u8]>,
+) -> Result<SendRequest<Incoming>, String> {
+    let mut stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(backend))
         .await
         .map_err(|_| "timed out".to_owned())?
         .map_err(|e| e.to_string())?;
     let _ = stream.set_nodelay(true);
+    if let Some(h) = proxy_header {
+        // One write, so the header travels in the first segment (the kernel of a gateway in
+        // front of the backend judges the header there).
+        stream.write_all(h).await.map_err(|e| e.to_string())?;
+    }
     let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .map_err(|e| e.to_string())?;
@@ -143,4 +214,39 @@ async fn connect(backend: SocketAddr) -> Result<SendRequest<Incoming>, String> {
         }
     });
     Ok(sender)
+}
+
+#[cfg(test)]
+mod tests {
+    use lb_common::proxy::parse::{parse, Addresses, Header};
+
+    use super::*;
+
+    fn named(h: &[u8]) -> (SocketAddr, SocketAddr) {
+        let p = parse(h).unwrap();
+        assert_eq!(p.len, h.len());
+        match p.header {
+            Header::V2(v) => match v.addresses {
+                Addresses::Inet {
+                    source,
+                    destination,
+                } => (source, destination),
+                other => panic!("{other:?}"),
+            },
+            Header::V1(v) => panic!("{v:?}"),
+        }
+    }
+
+    #[test]
+    fn the_header_names_client_and_listener_in_one_family() {
+        let c4: SocketAddr = "198.18.0.2:40000".parse().unwrap();
+        let l4: SocketAddr = "198.18.0.1:443".parse().unwrap();
+        let c6: SocketAddr = "[2001:db8::2]:40001".parse().unwrap();
+        let l6: SocketAddr = "[2001:db8::1]:443".parse().unwrap();
+        assert_eq!(named(&proxy_v2(c4, l4).unwrap()), (c4, l4));
+        assert_eq!(named(&proxy_v2(c6, l6).unwrap()), (c6, l6));
+        // A client named by an IPv6 PROXY header on an IPv4 listener.
+        let l4_mapped: SocketAddr = "[::ffff:198.18.0.1]:443".parse().unwrap();
+        assert_eq!(named(&proxy_v2(c6, l4).unwrap()), (c6, l4_mapped));
+    }
 }
