@@ -1,22 +1,20 @@
 //! `sluice run`: the daemon.
 //!
-//! Start-up binds the admin socket and the management port first (a port in use fails before
-//! the dataplane is touched), then loads or adopts the dataplane, writes the maps, attaches and
-//! pins. It then serves until SIGINT/SIGTERM, reloading on SIGHUP.
+//! Start-up binds the management port and every edge listener and reads their certificates
+//! first (a port in use or a bad key fails before the dataplane is touched), then loads or
+//! adopts the dataplane, writes the maps, attaches and pins, and opens the admin socket. It
+//! then serves until SIGINT/SIGTERM, reloading on SIGHUP, and shuts down gracefully (see
+//! `crate::shutdown`).
 
 mod core;
 mod state;
 mod views;
 
-use std::{
-    path::Path,
-    sync::{atomic::Ordering, Arc},
-    time::Duration,
-};
+use std::{path::Path, sync::Arc, time::Duration};
 
 use anyhow::Context as _;
 use tokio::{
-    signal::unix::{signal, SignalKind},
+    signal::unix::{signal, Signal, SignalKind},
     sync::{mpsc, watch},
 };
 
@@ -29,6 +27,7 @@ use crate::{
         self,
         client_cert::Names,
         forwarded::Policy,
+        graceful::Tracker,
         pool::Pool,
         server::Listener,
         tls::{server_config, Reloadable},
@@ -36,27 +35,36 @@ use crate::{
     },
     health::Checker,
     management,
+    shutdown::{Overrides, Phase},
 };
 
 /// Conntrack entries idle this long are removed: LRU alone never forgets a flow that ended.
 const FLOW_IDLE_TIMEOUT: Duration = Duration::from_mins(5);
 const FLOW_SWEEP_INTERVAL: Duration = Duration::from_secs(10);
 
-/// Runs the daemon with the config at `path` until SIGINT/SIGTERM.
-pub fn run(path: &Path) -> anyhow::Result<()> {
+/// Runs the daemon with the config at `path` until SIGINT/SIGTERM and a graceful shutdown.
+pub fn run(path: &Path, overrides: Overrides) -> anyhow::Result<()> {
     let config = Config::load(path).map_err(|e| anyhow::anyhow!("{e}"))?;
-    tokio::runtime::Builder::new_multi_thread()
+    let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
-        .context("starting the tokio runtime")?
-        .block_on(serve(path, config))
+        .context("starting the tokio runtime")?;
+    let result = runtime.block_on(serve(path, config, overrides));
+    // Whatever still runs (a connection cut by the timeout, a health probe) ends with the
+    // process; waiting for it would only delay the exit.
+    runtime.shutdown_timeout(Duration::from_millis(100));
+    result
 }
 
-async fn serve(path: &Path, config: Config) -> anyhow::Result<()> {
+async fn serve(path: &Path, config: Config, overrides: Overrides) -> anyhow::Result<()> {
+    let mut signals = Signals::new()?;
     let management = tokio::net::TcpListener::bind(config.management.address)
         .await
         .with_context(|| format!("binding the management port {}", config.management.address))?;
+    // Certificates and listening sockets first: a bad key or a port in use fails the start
+    // before the dataplane is touched.
+    let prepared = prepare_edges(&config).await?;
     let (health_tx, mut health_rx) = mpsc::unbounded_channel();
     let dp = start_dataplane(&config)?;
     let pools = config
@@ -75,13 +83,7 @@ async fn serve(path: &Path, config: Config) -> anyhow::Result<()> {
     };
     let core = Arc::new(Core::new(path.to_path_buf(), inner)?);
     core.lock().refresh_pools();
-    let edges = match start_edges(&core).await {
-        Ok(e) => e,
-        Err(e) => {
-            stop(&core, config.keep_dataplane);
-            return Err(e);
-        }
-    };
+    let edges = start_edges(&core, prepared);
     let admin = match AdminServer::bind(&config.admin.socket, core.clone()).await {
         Ok(a) => a,
         Err(e) => {
@@ -125,14 +127,14 @@ async fn serve(path: &Path, config: Config) -> anyhow::Result<()> {
             "serving"
         );
     }
-    wait_for_stop(&core).await?;
-    core.shutting_down.store(true, Ordering::Relaxed);
+    signals.until_stop(&core).await;
+    shut_down(&core, &mut signals, overrides, &edges).await;
     // The config as last reloaded decides, so an operator can flip it before a stop.
     let keep = core.lock().config.keep_dataplane;
     tracing::info!(keep_dataplane = keep, "stopping");
     let _ = shutdown_tx.send(true);
     for e in edges {
-        e.abort();
+        e.task.abort();
     }
     let _ = mgmt.await;
     drop(admin);
@@ -140,37 +142,61 @@ async fn serve(path: &Path, config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Loads or adopts the dataplane and makes it serve `config`. A failure after a fresh load
-/// removes what was pinned; an adopted dataplane is left running as it was found.
-/// Binds every edge listener and reads its certificates; any failure stops the start.
-async fn start_edges(core: &Arc<Core>) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>>> {
-    let (edges, pools) = {
-        let inner = core.lock();
-        (inner.config.edges.clone(), inner.pools.clone())
-    };
-    let mut tasks = Vec::new();
-    for e in edges {
+/// An edge listener ready to start: its certificates read and its socket bound.
+struct PreparedEdge {
+    config: crate::config::Edge,
+    tls: Option<Arc<Reloadable>>,
+    socket: tokio::net::TcpListener,
+}
+
+/// A running edge listener: its accept task and what it has open.
+struct Edge {
+    task: tokio::task::JoinHandle<()>,
+    tracker: Arc<Tracker>,
+}
+
+/// Reads every edge listener's certificates and binds its socket; any failure stops the start.
+async fn prepare_edges(config: &Config) -> anyhow::Result<Vec<PreparedEdge>> {
+    let mut out = Vec::new();
+    for e in &config.edges {
         let tls = match &e.tls {
-            Some(t) => {
-                let tls = Arc::new(Reloadable::new(
-                    server_config(t).with_context(|| format!("edge \"{}\": TLS", e.name))?,
-                ));
-                core.lock()
-                    .edge_tls
-                    .insert(e.name.clone(), Arc::clone(&tls));
-                Some(tls)
-            }
+            Some(t) => Some(Arc::new(Reloadable::new(
+                server_config(t).with_context(|| format!("edge \"{}\": TLS", e.name))?,
+            ))),
             None => None,
         };
         let socket = tokio::net::TcpListener::bind(e.address)
             .await
             .with_context(|| format!("edge \"{}\": binding {}", e.name, e.address))?;
+        out.push(PreparedEdge {
+            config: e.clone(),
+            tls,
+            socket,
+        });
+    }
+    Ok(out)
+}
+
+/// Starts accepting on every prepared listener.
+fn start_edges(core: &Arc<Core>, prepared: Vec<PreparedEdge>) -> Vec<Edge> {
+    let mut inner = core.lock();
+    let mut edges = Vec::new();
+    for PreparedEdge {
+        config: e,
+        tls,
+        socket,
+    } in prepared
+    {
+        if let Some(tls) = &tls {
+            inner.edge_tls.insert(e.name.clone(), Arc::clone(tls));
+        }
         let upstream = Arc::new(Upstream::new(e.backend_port, e.send_proxy));
-        core.lock()
+        inner
             .upstreams
             .entry(e.pool.clone())
             .or_default()
             .push(Arc::clone(&upstream));
+        let tracker = Arc::new(Tracker::default());
         let listener = Listener {
             name: e.name.clone(),
             tls,
@@ -181,20 +207,22 @@ async fn start_edges(core: &Arc<Core>) -> anyhow::Result<Vec<tokio::task::JoinHa
                 trusted_proxies: e.trusted_proxies.clone(),
                 prefix: None,
             },
-            pool: Arc::clone(&pools[&e.pool]),
-            upstream: Arc::clone(&upstream),
+            pool: Arc::clone(&inner.pools[&e.pool]),
+            upstream,
             proxy_protocol: e.proxy_protocol,
             proxy_counters: edge::proxy_header::Counters::default(),
+            phase: core.phase.subscribe(),
+            tracker: Arc::clone(&tracker),
         };
         tracing::info!(edge = e.name, address = %e.address, tls = e.tls.is_some(), "edge listener up");
-        tasks.push(tokio::spawn(edge::server::serve(
-            socket,
-            Arc::new(listener),
-        )));
+        let task = tokio::spawn(edge::server::serve(socket, Arc::new(listener)));
+        edges.push(Edge { task, tracker });
     }
-    Ok(tasks)
+    edges
 }
 
+/// Loads or adopts the dataplane and makes it serve `config`. A failure after a fresh load
+/// removes what was pinned; an adopted dataplane is left running as it was found.
 fn start_dataplane(config: &Config) -> anyhow::Result<Dataplane> {
     let mut dp = Dataplane::load(&Options {
         conntrack_entries: config.conntrack_entries,
@@ -240,21 +268,85 @@ fn ring_slots(cfg: &Config) -> u32 {
         .max(lb_common::DEFAULT_RING_SLOTS)
 }
 
-/// Serves SIGHUP (reload) until SIGINT or SIGTERM.
-async fn wait_for_stop(core: &Arc<Core>) -> anyhow::Result<()> {
-    let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
-    let mut int = signal(SignalKind::interrupt()).context("SIGINT handler")?;
-    let mut hup = signal(SignalKind::hangup()).context("SIGHUP handler")?;
-    loop {
-        tokio::select! {
-            _ = term.recv() => return Ok(()),
-            _ = int.recv() => return Ok(()),
-            _ = hup.recv() => {
-                tracing::info!("SIGHUP: reloading {}", core.config_path.display());
-                let c = core.clone();
-                let _ = tokio::task::spawn_blocking(move || c.reload()).await;
+/// SIGINT and SIGTERM stop the daemon; SIGHUP reloads it.
+struct Signals {
+    term: Signal,
+    int: Signal,
+    hup: Signal,
+}
+
+impl Signals {
+    fn new() -> anyhow::Result<Signals> {
+        Ok(Signals {
+            term: signal(SignalKind::terminate()).context("SIGTERM handler")?,
+            int: signal(SignalKind::interrupt()).context("SIGINT handler")?,
+            hup: signal(SignalKind::hangup()).context("SIGHUP handler")?,
+        })
+    }
+
+    /// Serves SIGHUP (reload) until SIGINT or SIGTERM.
+    async fn until_stop(&mut self, core: &Arc<Core>) {
+        loop {
+            tokio::select! {
+                _ = self.term.recv() => return,
+                _ = self.int.recv() => return,
+                _ = self.hup.recv() => {
+                    tracing::info!("SIGHUP: reloading {}", core.config_path.display());
+                    let c = core.clone();
+                    let _ = tokio::task::spawn_blocking(move || c.reload()).await;
+                }
             }
         }
+    }
+
+    /// The next SIGINT or SIGTERM.
+    async fn stop(&mut self) {
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.int.recv() => {}
+        }
+    }
+}
+
+/// The graceful shutdown: `draining` for the delay, then `closed` until in-flight requests
+/// finish or the timeout ends. A second stop signal skips whatever waiting is left.
+async fn shut_down(core: &Arc<Core>, signals: &mut Signals, overrides: Overrides, edges: &[Edge]) {
+    let (delay, timeout) = overrides.apply(&core.lock().config.shutdown);
+    tracing::info!(
+        delay = %humantime::format_duration(delay),
+        timeout = %humantime::format_duration(timeout),
+        "stop signal: draining; not ready, still serving"
+    );
+    core.set_phase(Phase::Draining);
+    let hurried = tokio::select! {
+        () = tokio::time::sleep(delay) => false,
+        () = signals.stop() => true,
+    };
+    core.set_phase(Phase::Closed);
+    let in_flight = || edges.iter().map(|e| e.tracker.in_flight()).sum::<u64>();
+    tracing::info!(
+        in_flight = in_flight(),
+        hurried,
+        "closed: new edge connections are reset; in-flight requests finishing"
+    );
+    if hurried {
+        return;
+    }
+    let finished = async {
+        for e in edges {
+            e.tracker.finished().await;
+        }
+    };
+    tokio::select! {
+        () = finished => tracing::info!("every edge connection finished"),
+        () = tokio::time::sleep(timeout) => {
+            let cut = in_flight();
+            for e in edges {
+                e.tracker.cut();
+            }
+            tracing::warn!(cut, "shutdown_timeout reached: cutting the requests still in flight");
+        }
+        () = signals.stop() => tracing::info!("second stop signal: not waiting any longer"),
     }
 }
 

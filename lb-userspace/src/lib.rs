@@ -14,6 +14,7 @@ pub mod health;
 pub mod management;
 pub mod metrics;
 pub mod observe;
+pub mod shutdown;
 
 /// The XDP programs (`sluice_xdp`, `sluice_decap`), built by build.rs for the BPF target.
 pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/sluice"));

@@ -1,7 +1,7 @@
 //! The `sluice` command: the daemon (`run`), config checking, backend-side decap, and the
 //! operator subcommands that talk to a running daemon.
 
-use std::{net::IpAddr, path::PathBuf, process::ExitCode};
+use std::{net::IpAddr, path::PathBuf, process::ExitCode, time::Duration};
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
@@ -44,6 +44,14 @@ enum Command {
     Run {
         #[arg(short, long, default_value = "/etc/sluice/sluice.toml")]
         config: PathBuf,
+        /// How long to keep serving, not ready, after SIGTERM (e.g. `16s`, `500ms`); wins over
+        /// the config's `shutdown_delay`.
+        #[arg(long, value_parser = duration)]
+        shutdown_delay: Option<Duration>,
+        /// How long in-flight requests get once the node is closed; wins over the config's
+        /// `shutdown_timeout`.
+        #[arg(long, value_parser = positive_duration)]
+        shutdown_timeout: Option<Duration>,
     },
     /// Validate a config file and exit (0 when valid; otherwise every error, non-zero).
     Check {
@@ -100,6 +108,19 @@ fn init_logging(format: LogFormat) {
     }
 }
 
+/// `500ms`, `1s`, `2m`, ...
+fn duration(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text)
+        .map_err(|e| format!("\"{text}\" is not a duration ({e}); write e.g. \"500ms\" or \"16s\""))
+}
+
+fn positive_duration(text: &str) -> Result<Duration, String> {
+    match duration(text)? {
+        Duration::ZERO => Err("must be above 0: in-flight requests need time to finish".into()),
+        d => Ok(d),
+    }
+}
+
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Check { config } => match Config::load(&config) {
@@ -112,7 +133,17 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 Ok(ExitCode::FAILURE)
             }
         },
-        Command::Run { config } => daemon::run(&config).map(|()| ExitCode::SUCCESS),
+        Command::Run {
+            config,
+            shutdown_delay,
+            shutdown_timeout,
+        } => {
+            let overrides = lb_userspace::shutdown::Overrides {
+                delay: shutdown_delay,
+                timeout: shutdown_timeout,
+            };
+            daemon::run(&config, overrides).map(|()| ExitCode::SUCCESS)
+        }
         Command::Decap {
             command:
                 DecapCommand::Attach {

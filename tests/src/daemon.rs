@@ -84,10 +84,18 @@ pub struct Daemon {
 
 impl Daemon {
     /// Writes `config_text` to `dir/sluice.toml` and starts the daemon. The config must set
-    /// `instance` to `instance` and `[admin] socket` to [`Daemon::socket_in`]`(dir)`.
+    /// `instance` to `instance` and `[admin] socket` to [`Daemon::socket_in`]`(dir)`. Unless it
+    /// sets `shutdown_delay`, it gets `shutdown_delay = "0s"`: only the tests of graceful
+    /// shutdown wait for it.
     pub fn start(ns: &NetNs, dir: &Path, instance: &str, config_text: &str) -> Result<Self> {
         let config = dir.join("sluice.toml");
-        fs::write(&config, config_text).with_context(|| format!("writing {}", config.display()))?;
+        let text = if config_text.contains("shutdown_delay") {
+            config_text.to_owned()
+        } else {
+            // Top-level keys come before any table, so it goes first.
+            format!("shutdown_delay = \"0s\"\n{config_text}")
+        };
+        fs::write(&config, text).with_context(|| format!("writing {}", config.display()))?;
         let mut d = Self {
             guard: None,
             ns_name: ns.name().to_string(),

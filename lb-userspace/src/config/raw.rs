@@ -33,9 +33,13 @@ pub struct Config {
     /// The HTTP endpoint for probes and metrics.
     #[serde(default)]
     pub management: Management,
-    /// How the daemon stops.
-    #[serde(default)]
-    pub shutdown: Shutdown,
+    /// On SIGTERM/SIGINT the node reports not ready but keeps serving this long, so upstream
+    /// balancers and probes move traffic away first (e.g. `"5s"`; `"0s"` closes at once).
+    #[serde(default = "defaults::shutdown_delay")]
+    pub shutdown_delay: Spanned<String>,
+    /// Then, with new connections refused, in-flight requests get this long to finish.
+    #[serde(default = "defaults::shutdown_timeout")]
+    pub shutdown_timeout: Spanned<String>,
     /// Tunnel settings.
     pub encap: Encap,
     /// The L4 virtual services.
@@ -126,15 +130,6 @@ pub struct Admin {
 pub struct Management {
     /// `IP:port` serving `/health/*` and `/metrics`.
     pub address: Spanned<String>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct Shutdown {
-    /// How long the node keeps serving, reported not ready, before it closes (e.g. `"1s"`).
-    pub delay: Spanned<String>,
-    /// How long in-flight work gets after the node closed.
-    pub timeout: Spanned<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -240,15 +235,6 @@ impl Default for Management {
     fn default() -> Self {
         Management {
             address: defaults::management_address(),
-        }
-    }
-}
-
-impl Default for Shutdown {
-    fn default() -> Self {
-        Shutdown {
-            delay: defaults::shutdown_delay(),
-            timeout: defaults::shutdown_timeout(),
         }
     }
 }

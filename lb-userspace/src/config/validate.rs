@@ -48,7 +48,7 @@ fn validate(r: &mut Report, raw: &raw::Config) -> Option<Config> {
         "management.address",
         "127.0.0.1:9000",
     );
-    let shutdown = shutdown(r, &raw.shutdown);
+    let shutdown = shutdown(r, raw);
     let encap = encap(r, &raw.encap);
     let vips = vip::vips(r, &raw.vips);
     let edges = edge::edges(r, &raw.edges, vips.as_deref());
@@ -150,18 +150,18 @@ fn admin(r: &mut Report, raw: &raw::Admin) -> Option<Admin> {
     Some(Admin { socket })
 }
 
-fn shutdown(r: &mut Report, raw: &raw::Shutdown) -> Option<Shutdown> {
+fn shutdown(r: &mut Report, raw: &raw::Config) -> Option<Shutdown> {
     let delay = fields::duration(
         r,
-        &raw.delay,
-        "shutdown.delay",
+        &raw.shutdown_delay,
+        "shutdown_delay",
         Duration::ZERO,
         "0 stops at once",
     );
     let timeout = fields::duration(
         r,
-        &raw.timeout,
-        "shutdown.timeout",
+        &raw.shutdown_timeout,
+        "shutdown_timeout",
         Duration::from_nanos(1),
         "in-flight work needs some time to finish; use e.g. \"1s\"",
     );

@@ -7,7 +7,7 @@ use std::{
     net::IpAddr,
     path::PathBuf,
     sync::{
-        atomic::{AtomicBool, AtomicU64, Ordering},
+        atomic::{AtomicU64, Ordering},
         Arc, Mutex, MutexGuard,
     },
     time::{Duration, Instant},
@@ -22,6 +22,7 @@ use crate::{
         upstream::Upstream,
     },
     health::{Checker, Target, Transition},
+    shutdown::Phase,
 };
 
 use super::state::{BackendMeta, Metas};
@@ -59,7 +60,8 @@ pub struct Core {
     pub config_path: PathBuf,
     pub started: Instant,
     inner: Mutex<Inner>,
-    pub shutting_down: AtomicBool,
+    /// Edge listeners subscribe to it; `sluice status` and the probes read it.
+    pub phase: tokio::sync::watch::Sender<Phase>,
     pub reloads_ok: AtomicU64,
     pub reloads_failed: AtomicU64,
     pub last_reload_error: Mutex<Option<String>>,
@@ -103,7 +105,7 @@ impl Core {
             config_path,
             started: Instant::now(),
             inner: Mutex::new(inner),
-            shutting_down: AtomicBool::new(false),
+            phase: tokio::sync::watch::Sender::new(Phase::Serving),
             reloads_ok: AtomicU64::new(0),
             reloads_failed: AtomicU64::new(0),
             last_reload_error: Mutex::new(None),
@@ -115,6 +117,12 @@ impl Core {
             inner.checker.update(targets);
         }
         Ok(core)
+    }
+
+    /// Moves the node to `phase`: readiness, edge listeners and the node map follow.
+    pub fn set_phase(&self, phase: Phase) {
+        self.phase.send_replace(phase);
+        tracing::info!(phase = phase.name(), "node phase");
     }
 
     /// The lock is only poisoned if an operation panicked half way; the state it guards is

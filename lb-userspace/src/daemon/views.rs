@@ -18,12 +18,14 @@ use crate::{
     },
     config::{Protocol, ProxyProtocol, Vip},
     observe::{HealthTransitions, Observe, Snapshot},
+    shutdown::Phase,
 };
 
 impl Core {
     pub fn status(&self) -> Status {
         let inner = self.lock();
-        let shutting_down = self.shutting_down.load(Ordering::Relaxed);
+        let phase = *self.phase.borrow();
+        let shutting_down = phase != Phase::Serving;
         let vips: Vec<VipSummary> = inner
             .config
             .vips
@@ -47,7 +49,7 @@ impl Core {
             pid: std::process::id(),
             uptime_secs: self.uptime().as_secs(),
             config: self.config_path.display().to_string(),
-            phase: if shutting_down { "draining" } else { "serving" }.into(),
+            phase: phase.name().into(),
             ready,
             interfaces: inner.config.interfaces.clone(),
             pin_dir: inner
@@ -243,7 +245,7 @@ impl Observe for Core {
         let backends = self.backend_rows().map_err(|e| e.to_string())?;
         let traffic = self.stats().map_err(|e| e.to_string())?;
         Ok(Snapshot {
-            shutting_down: self.shutting_down.load(Ordering::Relaxed),
+            shutting_down: *self.phase.borrow() != Phase::Serving,
             status: self.status(),
             backends,
             stats: traffic,

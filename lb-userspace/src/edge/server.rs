@@ -19,14 +19,18 @@ use hyper_util::{
     server::conn::auto,
 };
 use rustls::pki_types::CertificateDer;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::{
+    net::{TcpListener, TcpStream},
+    sync::watch,
+};
 use tokio_rustls::TlsAcceptor;
 
-use crate::config::ProxyProtocol;
+use crate::{config::ProxyProtocol, shutdown::Phase};
 
 use super::{
     client_cert::{self, ClientCert, Format, Names},
     forwarded::{self, Hop, Policy},
+    graceful::{self, Tracker},
     pool::Pool,
     proxy_header,
     tls::{peer_chain, Reloadable},
@@ -47,6 +51,9 @@ pub struct Listener {
     /// PROXY headers before TLS, read from `forwarded.trusted_proxies` only.
     pub proxy_protocol: ProxyProtocol,
     pub proxy_counters: proxy_header::Counters,
+    /// The node's shutdown phase (see `graceful`).
+    pub phase: watch::Receiver<Phase>,
+    pub tracker: Arc<Tracker>,
 }
 
 /// What one connection established, shared by its requests.
@@ -64,14 +71,25 @@ struct Conn {
     managed: Arc<Vec<HeaderName>>,
 }
 
-/// Accepts connections until the task is dropped.
+/// Accepts connections until the node closes (or the task is dropped); connections already
+/// accepted go on, tracked, until they end.
 pub async fn serve(socket: TcpListener, listener: Arc<Listener>) {
     // Every format's headers, not only the listener's: a backend may read another one.
     // Forwarded headers are not stripped here: `forwarded::apply` keeps a trusted peer's and
     // removes everyone else's.
     let managed = Arc::new(client_cert::managed(&Format::ALL, &listener.names));
+    let mut phase = listener.phase.clone();
     loop {
-        let (stream, peer) = match socket.accept().await {
+        let accepted = tokio::select! {
+            a = socket.accept() => a,
+            closed = phase.wait_for(|p| *p == Phase::Closed) => {
+                if closed.is_ok() {
+                    tracing::info!(listener = %listener.name, "closed: no longer accepting");
+                }
+                return;
+            }
+        };
+        let (stream, peer) = match accepted {
             Ok(s) => s,
             Err(error) => {
                 tracing::warn!(listener = %listener.name, %error, "accept failed");
@@ -82,6 +100,8 @@ pub async fn serve(socket: TcpListener, listener: Arc<Listener>) {
         let listener = Arc::clone(&listener);
         let managed = Arc::clone(&managed);
         tokio::spawn(async move {
+            let tracker = Arc::clone(&listener.tracker);
+            let _open = tracker.connection();
             if let Err(error) = connection(stream, peer, listener, managed).await {
                 tracing::debug!(%peer, %error, "edge connection ended with an error");
             }
@@ -115,9 +135,10 @@ async fn connection(
             origin: origin(client, local),
             managed,
         });
-        return http(TokioIo::new(stream), conn).await;
+        return http(TokioIo::new(stream), conn, false).await;
     };
     let stream = TlsAcceptor::from(tls.get()).accept(stream).await?;
+    let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
     let conn = Arc::new(Conn {
         cert_headers: cert_headers(&listener, peer_chain(stream.get_ref().1).as_ref()),
         listener: Arc::clone(&listener),
@@ -125,7 +146,7 @@ async fn connection(
         origin: origin(client, local),
         managed,
     });
-    http(TokioIo::new(stream), conn).await
+    http(TokioIo::new(stream), conn, h2).await
 }
 
 fn origin(client: SocketAddr, local: SocketAddr) -> Origin {
@@ -154,17 +175,38 @@ fn cert_headers(
     client_cert::headers(&listener.formats, &listener.names, &cert).map_err(|e| e.to_string())
 }
 
-async fn http<I>(io: I, conn: Arc<Conn>) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
+async fn http<I>(
+    io: I,
+    conn: Arc<Conn>,
+    h2: bool,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
 where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
+    let phase = conn.listener.phase.clone();
     let service = service_fn(move |req| {
         let conn = Arc::clone(&conn);
-        async move { Ok::<_, Infallible>(handle(req, &conn).await) }
+        async move {
+            let _in_flight = conn.listener.tracker.request();
+            let http1 = req.version() < hyper::Version::HTTP_2;
+            let mut resp = handle(req, &conn).await;
+            // Draining: the client reconnects for its next request, through whichever
+            // balancer now avoids this node.
+            if http1 && *conn.listener.phase.borrow() != Phase::Serving {
+                resp.headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            Ok::<_, Infallible>(resp)
+        }
     });
-    auto::Builder::new(TokioExecutor::new())
-        .serve_connection_with_upgrades(io, service)
-        .await
+    let builder = auto::Builder::new(TokioExecutor::new());
+    graceful::drive(
+        builder.serve_connection_with_upgrades(io, service),
+        phase,
+        h2,
+        auto::UpgradeableConnection::graceful_shutdown,
+    )
+    .await
 }
 
 async fn handle(mut req: Request<Incoming>, conn: &Conn) -> Response<Body> {

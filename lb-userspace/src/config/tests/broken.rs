@@ -95,9 +95,9 @@ const CASES: &[Case] = &[
     },
     Case {
         name: "zero shutdown timeout",
-        edits: &[(6, "shutdown = { timeout = \"0s\" }")],
+        edits: &[(6, "shutdown_timeout = \"0s\"")],
         line: 6,
-        message: "shutdown.timeout: \"0s\" is too short: must be above 0",
+        message: "shutdown_timeout: \"0s\" is too short: must be above 0",
     },
     Case {
         name: "bad CIDR",
