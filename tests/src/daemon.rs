@@ -70,6 +70,37 @@ impl Drop for Scratch {
     }
 }
 
+/// One parsed `/metrics` exposition.
+pub struct Scrape(prometheus_parse::Scrape);
+
+impl Scrape {
+    pub fn parse(text: &str) -> Result<Scrape> {
+        let lines = text
+            .lines()
+            .filter(|l| *l != "# EOF")
+            .map(|l| Ok(l.to_owned()));
+        Ok(Scrape(
+            prometheus_parse::Scrape::parse(lines).context("parsing /metrics")?,
+        ))
+    }
+
+    /// The sum of the samples called `name` whose labels include `labels` (0 when none).
+    pub fn value(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        self.0
+            .samples
+            .iter()
+            .filter(|s| s.metric == name)
+            .filter(|s| labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+            .map(|s| match s.value {
+                prometheus_parse::Value::Counter(v)
+                | prometheus_parse::Value::Gauge(v)
+                | prometheus_parse::Value::Untyped(v) => v,
+                _ => 0.0,
+            })
+            .sum()
+    }
+}
+
 /// A `sluice run` process in a namespace.
 #[derive(Debug)]
 pub struct Daemon {
@@ -297,23 +328,7 @@ impl Daemon {
         if code != 200 {
             bail!("/metrics answered {code}: {text}");
         }
-        let lines = text
-            .lines()
-            .filter(|l| *l != "# EOF")
-            .map(|l| Ok(l.to_owned()));
-        let scrape = prometheus_parse::Scrape::parse(lines).context("parsing /metrics")?;
-        Ok(scrape
-            .samples
-            .iter()
-            .filter(|s| s.metric == name)
-            .filter(|s| labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
-            .map(|s| match s.value {
-                prometheus_parse::Value::Counter(v)
-                | prometheus_parse::Value::Gauge(v)
-                | prometheus_parse::Value::Untyped(v) => v,
-                _ => 0.0,
-            })
-            .sum())
+        Ok(Scrape::parse(&text)?.value(name, labels))
     }
 
     pub fn instance(&self) -> &str {

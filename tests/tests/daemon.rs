@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Result};
 use lb_userspace::config::XdpMode;
 use lb_userspace::dataplane::Decap;
-use sluice_tests::daemon::{pin_dir, Daemon, Scratch};
+use sluice_tests::daemon::{pin_dir, Daemon, Scrape, Scratch};
 use sluice_tests::topology::backend_addr4;
 use sluice_tests::{
     echo_greetings, http_backend, http_get_many, require_root, tcp_echo_backend, EchoConn, NetNs,
@@ -482,27 +482,8 @@ fn metrics_count_the_traffic_sent() {
 
     let (code, text) = lab.management("/metrics");
     assert_eq!(code, 200);
-    let lines: Vec<String> = text
-        .lines()
-        .filter(|l| *l != "# EOF")
-        .map(str::to_string)
-        .collect();
-    let scrape =
-        prometheus_parse::Scrape::parse(lines.into_iter().map(Ok)).expect("the exposition parses");
-    let value = |name: &str, labels: &[(&str, &str)]| -> f64 {
-        scrape
-            .samples
-            .iter()
-            .filter(|s| s.metric == name)
-            .filter(|s| labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
-            .map(|s| match s.value {
-                prometheus_parse::Value::Counter(v)
-                | prometheus_parse::Value::Gauge(v)
-                | prometheus_parse::Value::Untyped(v) => v,
-                _ => 0.0,
-            })
-            .sum()
-    };
+    let scrape = Scrape::parse(&text).expect("the exposition parses");
+    let value = |name: &str, labels: &[(&str, &str)]| scrape.value(name, labels);
     assert_eq!(
         value("sluice_vip_new_flows_total", &[("vip", "web4")]),
         50.0,
