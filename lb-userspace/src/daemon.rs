@@ -27,12 +27,11 @@ use crate::{
     dataplane::{Dataplane, Options},
     edge::{
         self,
-        client_cert::Names,
         forwarded::Policy,
         pool::Pool,
         server::Listener,
         tls::{server_config, Reloadable},
-        upstream::Upstream,
+        upstream::{Timeouts, Upstream},
     },
     health::Checker,
     management,
@@ -165,7 +164,14 @@ async fn start_edges(core: &Arc<Core>) -> anyhow::Result<Vec<tokio::task::JoinHa
         let socket = tokio::net::TcpListener::bind(e.address)
             .await
             .with_context(|| format!("edge \"{}\": binding {}", e.name, e.address))?;
-        let upstream = Arc::new(Upstream::new(e.backend_port, e.send_proxy));
+        let upstream = Arc::new(Upstream::new(
+            e.backend_port,
+            e.send_proxy,
+            Timeouts {
+                connect: e.connect_timeout,
+                response: e.response_timeout,
+            },
+        ));
         core.lock()
             .upstreams
             .entry(e.pool.clone())
@@ -175,12 +181,13 @@ async fn start_edges(core: &Arc<Core>) -> anyhow::Result<Vec<tokio::task::JoinHa
             name: e.name.clone(),
             tls,
             formats: e.client_cert_header.clone(),
-            names: Names::default(),
+            names: e.client_cert_names.clone(),
             forwarded: Policy {
                 styles: e.forwarded_headers.clone(),
                 trusted_proxies: e.trusted_proxies.clone(),
-                prefix: None,
+                prefix: e.path_prefix.as_ref().map(|p| p.as_str().to_owned()),
             },
+            path_prefix: e.path_prefix.clone(),
             pool: Arc::clone(&pools[&e.pool]),
             upstream: Arc::clone(&upstream),
             proxy_protocol: e.proxy_protocol,
