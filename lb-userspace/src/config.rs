@@ -8,6 +8,7 @@
 //! Later features slot in as new optional tables (`[[edge]]`, per-VIP `proxy_protocol`) with
 //! defaults, so a file written for this version keeps its meaning.
 
+mod cert_names;
 mod edge;
 mod errors;
 mod fields;
@@ -55,12 +56,20 @@ pub struct Edge {
     pub pool: String,
     pub backend_port: u16,
     pub client_cert_header: Vec<crate::edge::client_cert::Format>,
+    /// The apache and haproxy header names (defaults unless configured).
+    pub client_cert_names: crate::edge::client_cert::Names,
     pub forwarded_headers: Vec<crate::edge::forwarded::Style>,
     pub trusted_proxies: Vec<IpNet>,
     /// PROXY v1/v2 headers before TLS, from `trusted_proxies` only.
     pub proxy_protocol: ProxyProtocol,
     /// What starts each backend connection.
     pub send_proxy: SendProxy,
+    /// `None`: every path is proxied as it is.
+    pub path_prefix: Option<crate::edge::path_prefix::PathPrefix>,
+    /// A backend that does not accept within it is skipped for another.
+    pub connect_timeout: Duration,
+    /// A backend that does not start its response within it gets the client a 504.
+    pub response_timeout: Duration,
     /// `None`: plain HTTP.
     pub tls: Option<crate::edge::tls::TlsSettings>,
 }

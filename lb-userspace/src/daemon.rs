@@ -25,13 +25,12 @@ use crate::{
     dataplane::{Dataplane, Options},
     edge::{
         self,
-        client_cert::Names,
         forwarded::Policy,
         graceful::Tracker,
         pool::Pool,
         server::Listener,
         tls::{server_config, Reloadable},
-        upstream::Upstream,
+        upstream::{Timeouts, Upstream},
     },
     health::Checker,
     management,
@@ -190,7 +189,14 @@ fn start_edges(core: &Arc<Core>, prepared: Vec<PreparedEdge>) -> Vec<Edge> {
         if let Some(tls) = &tls {
             inner.edge_tls.insert(e.name.clone(), Arc::clone(tls));
         }
-        let upstream = Arc::new(Upstream::new(e.backend_port, e.send_proxy));
+        let upstream = Arc::new(Upstream::new(
+            e.backend_port,
+            e.send_proxy,
+            Timeouts {
+                connect: e.connect_timeout,
+                response: e.response_timeout,
+            },
+        ));
         inner
             .upstreams
             .entry(e.pool.clone())
@@ -201,12 +207,13 @@ fn start_edges(core: &Arc<Core>, prepared: Vec<PreparedEdge>) -> Vec<Edge> {
             name: e.name.clone(),
             tls,
             formats: e.client_cert_header.clone(),
-            names: Names::default(),
+            names: e.client_cert_names.clone(),
             forwarded: Policy {
                 styles: e.forwarded_headers.clone(),
                 trusted_proxies: e.trusted_proxies.clone(),
-                prefix: None,
+                prefix: e.path_prefix.as_ref().map(|p| p.as_str().to_owned()),
             },
+            path_prefix: e.path_prefix.clone(),
             pool: Arc::clone(&inner.pools[&e.pool]),
             upstream,
             proxy_protocol: e.proxy_protocol,

@@ -4,6 +4,7 @@
 pub mod client_cert;
 pub mod forwarded;
 pub mod graceful;
+pub mod path_prefix;
 pub mod pool;
 pub mod proxy_header;
 pub mod server;

@@ -119,6 +119,20 @@ pub fn http_proxy_headers_backend(ns: &NetNs, name: &str, port: u16) -> Result<S
     })
 }
 
+/// How long a [`silent_backend`] keeps a connection nobody writes to.
+pub const SILENT_HOLD: Duration = Duration::from_secs(30);
+
+/// TCP backend that accepts and reads but never answers: for response timeouts. A connection
+/// stays open until the peer closes it, or nothing arrived on it for [`SILENT_HOLD`].
+pub fn silent_backend(ns: &NetNs, name: &str, port: u16) -> Result<ServerHandle> {
+    tcp_server(ns, name, port, |mut stream, _| {
+        stream.set_read_timeout(Some(SILENT_HOLD))?;
+        let mut buf = [0u8; 4096];
+        while stream.read(&mut buf)? > 0 {}
+        Ok(())
+    })
+}
+
 /// Stream backend for long-lived flows: sends `name\n`, then echoes until EOF.
 pub fn tcp_echo_backend(ns: &NetNs, name: &str, port: u16) -> Result<ServerHandle> {
     tcp_server(ns, name, port, serve_echo)

@@ -17,6 +17,7 @@ use sluice_tests::{
     certs::{Identity, TestPki},
     daemon::{Daemon, Scratch},
     http_headers_backend, require_root,
+    servers::silent_backend,
     topology::{
         backend_addr4, CLIENT_ADDR4, CLIENT_ADDR6, GW_CLIENT_ADDR4, GW_CLIENT_ADDR6,
         GW_CLIENT_IFNAME,
@@ -41,6 +42,8 @@ struct Listener {
     formats: &'static [&'static str],
     /// `trusted_proxies` (CIDRs).
     trusted_proxies: Vec<String>,
+    /// More `key = value` lines of the `[[edge]]` table.
+    settings: Vec<String>,
 }
 
 impl Listener {
@@ -53,6 +56,7 @@ impl Listener {
             client_auth: "optional",
             formats: &["rfc9440", "nginx"],
             trusted_proxies: Vec::new(),
+            settings: Vec::new(),
         }
     }
 
@@ -80,6 +84,10 @@ impl Listener {
         );
         if self.client_auth != "none" {
             let _ = writeln!(text, "client_ca = \"{}\"", pki.ca_cert().display());
+        }
+        if !self.settings.is_empty() {
+            let at = text.find("\n[edge.tls]").expect("the TLS table");
+            text.insert_str(at, &format!("{}\n", self.settings.join("\n")));
         }
         text
     }
@@ -238,6 +246,60 @@ impl Lab {
             ])
             .expect("openssl s_client");
         pem.trim().to_owned()
+    }
+
+    /// curl `path` (with its query) at the listener at `at`, without `--fail`: the status and
+    /// the body.
+    fn fetch(&self, at: SocketAddr, path: &str, extra: &[&str]) -> (u16, String) {
+        let ip = match at.ip() {
+            IpAddr::V4(ip) => ip.to_string(),
+            IpAddr::V6(ip) => format!("[{ip}]"),
+        };
+        let resolve = format!("{SERVER_NAME}:{}:{ip}", at.port());
+        let url = format!("https://{SERVER_NAME}:{}{path}", at.port());
+        let ca = self.pki.ca_cert().display().to_string();
+        let mut args = vec![
+            "curl",
+            "-sS",
+            "--max-time",
+            "10",
+            "--resolve",
+            &resolve,
+            "--cacert",
+            &ca,
+            "-w",
+            "\n%{http_code}",
+        ];
+        args.extend_from_slice(extra);
+        args.push(&url);
+        let out = self.topo.client().run(&args).unwrap_or_else(|err| {
+            panic!(
+                "curl {extra:?} {url}: {err:#}\nsluice:\n{}",
+                self.daemon.log_text()
+            )
+        });
+        let (body, code) = out.rsplit_once('\n').unwrap_or(("", &out));
+        let code = code
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("curl {url}: no status in {out:?}"));
+        (code, body.to_owned())
+    }
+
+    /// Replaces the header-echo backends with ones that accept and never answer, on the same
+    /// port.
+    fn silence_backends(&mut self) {
+        // Dropping a handle stops its server and closes its socket, freeing the port.
+        self.servers.clear();
+        self.servers = self
+            .topo
+            .backends()
+            .iter()
+            .enumerate()
+            .map(|(i, ns)| {
+                silent_backend(ns, &format!("silent-{i}"), BACKEND_PORT).expect("silent backend")
+            })
+            .collect();
     }
 
     fn reload(&self) -> std::process::Output {
@@ -928,4 +990,163 @@ fn reload_rotates_certificates_all_or_nothing() {
     assert!(lab
         .with_client_cert(edge4(), &["--http1.1"])
         .starts_with("backend-"));
+}
+
+/// Every name a client forges in [`custom_certificate_header_names_reach_the_backend`]: the
+/// listener's own and the defaults it replaced, each in two spellings.
+const FORGED_NAMES: [&str; 8] = [
+    "X-Client-PEM",
+    "X-Client-Chain_0",
+    "X-Client-DER",
+    "X-Client-DER-Chain_0",
+    "SSL_CLIENT_CERT",
+    "CERT_CHAIN_0",
+    "X-SSL-Client-Cert",
+    "X-SSL-Client-Cert-Chain_0",
+];
+
+#[test]
+fn custom_certificate_header_names_reach_the_backend() {
+    require_root();
+    let mut listener = Listener::v4("kc", EDGE_PORT);
+    listener.formats = &["apache", "haproxy"];
+    listener.settings = vec![
+        "client_cert_names = { apache_cert = \"X-Client-PEM\", apache_chain_prefix = \
+         \"X-Client-Chain\", haproxy_cert = \"X-Client-DER\", haproxy_chain_prefix = \
+         \"X-Client-DER-Chain\" }"
+            .to_owned(),
+    ];
+    let lab = Lab::start("slecfg1", &[listener]);
+    let leaf = lab.pki.client.der().as_ref().to_vec();
+    let inter = lab.pki.client.intermediates()[0].as_ref().to_vec();
+    let mut forged = Vec::new();
+    for (i, name) in FORGED_NAMES.iter().enumerate() {
+        for spelled in [name.to_ascii_uppercase(), name.to_ascii_lowercase()] {
+            forged.push("-H".to_owned());
+            forged.push(format!("{spelled}: forged-{i}"));
+        }
+    }
+    for http in ["--http1.1", "--http2"] {
+        let mut extra = vec![http];
+        extra.extend(forged.iter().map(String::as_str));
+        let body = lab.with_client_cert(edge4(), &extra);
+        let h = headers(&body);
+        assert!(
+            !body.contains("forged"),
+            "{http}: a forged header passed:\n{body}"
+        );
+        assert_eq!(
+            pem_der(single(&h, "x-client-pem", &body)),
+            leaf,
+            "{http}: apache leaf under its configured name"
+        );
+        assert_eq!(
+            pem_der(single(&h, "x-client-chain_0", &body)),
+            inter,
+            "{http}: apache chain under its configured prefix"
+        );
+        assert_eq!(
+            b64_der(single(&h, "x-client-der", &body)),
+            leaf,
+            "{http}: haproxy leaf under its configured name"
+        );
+        assert_eq!(
+            b64_der(single(&h, "x-client-der-chain_0", &body)),
+            inter,
+            "{http}: haproxy chain under its configured prefix"
+        );
+        for absent in [
+            "x-client-chain_1",
+            "x-client-der-chain_1",
+            "ssl_client_cert",
+            "cert_chain_0",
+            "x-ssl-client-cert",
+            "x-ssl-client-cert-chain_0",
+        ] {
+            assert!(
+                values(&h, absent).is_empty(),
+                "{http}: {absent} set:\n{body}"
+            );
+        }
+    }
+
+    // Without a certificate none of them is set, and no forgery passes either.
+    let mut extra = vec!["--http1.1"];
+    extra.extend(forged.iter().map(String::as_str));
+    let body = lab.curl(edge4(), &extra);
+    assert!(body.starts_with("backend-"), "{body}");
+    assert!(!body.contains("forged"), "{body}");
+    let h = headers(&body);
+    for name in FORGED_NAMES {
+        assert!(
+            values(&h, &name.to_ascii_lowercase()).is_empty(),
+            "{name}:\n{body}"
+        );
+    }
+}
+
+#[test]
+fn path_prefix_serves_only_its_paths_and_removes_it() {
+    require_root();
+    let mut listener = Listener::v4("kc", EDGE_PORT);
+    listener.settings = vec!["path_prefix = \"/auth\"".to_owned()];
+    let lab = Lab::start("slecfg2", &[listener]);
+    for http in ["--http1.1", "--http2"] {
+        let (code, body) = lab.fetch(
+            edge4(),
+            "/auth/realms/x?y=1",
+            &[http, "-H", "X-Forwarded-Prefix: /forged"],
+        );
+        assert_eq!(code, 200, "{http}: {body}");
+        assert_eq!(
+            body.lines().nth(1),
+            Some("GET /realms/x?y=1 HTTP/1.1"),
+            "{http}: the prefix is removed, the query kept:\n{body}"
+        );
+        let h = headers(&body);
+        assert_eq!(
+            values(&h, "x-forwarded-prefix"),
+            ["/auth"],
+            "{http}: {body}"
+        );
+
+        let (code, body) = lab.fetch(edge4(), "/auth", &[http]);
+        assert_eq!(code, 200, "{http}: {body}");
+        assert_eq!(
+            body.lines().nth(1),
+            Some("GET / HTTP/1.1"),
+            "{http}: {body}"
+        );
+
+        let served = lab.backend_connections();
+        for outside in ["/other", "/authx/realms", "/", "/other?p=/auth"] {
+            let (code, body) = lab.fetch(edge4(), outside, &[http]);
+            assert_eq!(code, 404, "{http} {outside}: {body}");
+            assert!(!body.contains("backend-"), "{http} {outside}: {body}");
+        }
+        assert_eq!(
+            lab.backend_connections(),
+            served,
+            "{http}: a request outside the prefix reached a backend"
+        );
+    }
+}
+
+#[test]
+fn a_backend_that_never_answers_gets_the_client_a_504() {
+    require_root();
+    let mut listener = Listener::v4("kc", EDGE_PORT);
+    listener.settings = vec!["response_timeout = \"1s\"".to_owned()];
+    let mut lab = Lab::start("slecfg3", &[listener]);
+    assert!(lab.curl(edge4(), &["--http1.1"]).starts_with("backend-"));
+    lab.silence_backends();
+    for (n, http) in ["--http1.1", "--http2"].into_iter().enumerate() {
+        let (code, body) = lab.fetch(edge4(), "/realms/x", &[http]);
+        assert_eq!(code, 504, "{http}: {body}");
+        assert_eq!(
+            lab.backend_connections(),
+            n as u64 + 1,
+            "{http}: the silent backend took the request (no retry on another)"
+        );
+    }
 }

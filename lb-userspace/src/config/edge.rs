@@ -1,11 +1,12 @@
 //! `[[edge]]` listeners and their `[edge.tls]`. Certificate files are named here and read when
 //! the listener starts (or reloads), so `sluice check` stays a check of the text.
 
-use std::{collections::HashMap, net::SocketAddr};
+use std::{collections::HashMap, net::SocketAddr, time::Duration};
 
 use toml::Spanned;
 
 use super::{
+    cert_names,
     errors::{written_or, Report},
     fields, raw,
     vip::cidrs,
@@ -14,11 +15,14 @@ use super::{
 use crate::edge::{
     client_cert::Format,
     forwarded::Style,
+    path_prefix::PathPrefix,
     tls::{CertFiles, ClientAuth, TlsSettings},
 };
 
 /// Client chains longer than this are almost always a misconfigured CA bundle.
 const MAX_CHAIN_DEPTH: i64 = 10;
+/// A backend timeout of 0 would fail every request without trying.
+const MIN_TIMEOUT: Duration = Duration::from_millis(1);
 
 pub(super) fn edges(
     r: &mut Report,
@@ -154,6 +158,12 @@ fn edge(
         &field("client_cert_header"),
         &FORMATS,
     );
+    let names = cert_names::names(
+        r,
+        e.client_cert_names.as_ref(),
+        formats.as_deref(),
+        &field("client_cert_names"),
+    );
     let styles = list(
         r,
         &e.forwarded_headers,
@@ -168,6 +178,11 @@ fn edge(
         &field("send_proxy_protocol"),
         &[("off", SendProxy::Off), ("v2", SendProxy::V2)],
     );
+    let path_prefix = match &e.path_prefix {
+        Some(p) => path_prefix(r, p, &field("path_prefix")).map(Some),
+        None => Some(None),
+    };
+    let (connect_timeout, response_timeout) = timeouts(r, e, &field);
     let tls = match &e.tls {
         Some(t) => tls(r, t, &field("tls")).map(Some),
         None => Some(None),
@@ -197,10 +212,14 @@ fn edge(
         pool: pool?.name.clone(),
         backend_port: backend_port?,
         client_cert_header: formats?,
+        client_cert_names: names?,
         forwarded_headers: styles?,
         trusted_proxies: trusted_proxies?,
         proxy_protocol: proxy_protocol?,
         send_proxy: send_proxy?,
+        path_prefix: path_prefix?,
+        connect_timeout: connect_timeout?,
+        response_timeout: response_timeout?,
         tls: tls?,
     })
 }
@@ -227,6 +246,39 @@ fn proxy_protocol(
         return None;
     }
     Some(policy)
+}
+
+/// `connect_timeout` and `response_timeout`.
+fn timeouts(
+    r: &mut Report,
+    e: &raw::Edge,
+    field: &dyn Fn(&str) -> String,
+) -> (Option<Duration>, Option<Duration>) {
+    let connect = fields::duration(
+        r,
+        &e.connect_timeout,
+        &field("connect_timeout"),
+        MIN_TIMEOUT,
+        "it is how long a backend gets to accept a connection before another is tried",
+    );
+    let response = fields::duration(
+        r,
+        &e.response_timeout,
+        &field("response_timeout"),
+        MIN_TIMEOUT,
+        "it is how long a backend gets to start its response before the client gets 504",
+    );
+    (connect, response)
+}
+
+fn path_prefix(r: &mut Report, v: &Spanned<String>, field: &str) -> Option<PathPrefix> {
+    match v.get_ref().parse() {
+        Ok(prefix) => Some(prefix),
+        Err(error) => {
+            r.invalid(v.span(), field, format!("\"{}\" {error}", v.get_ref()));
+            None
+        }
+    }
 }
 
 /// The config names are the formats' own (`Format::as_str`).

@@ -66,6 +66,10 @@ pub struct Edge {
     /// `haproxy`, `traefik`, `envoy`). Needs `tls.client_auth` other than `none`.
     #[serde(default)]
     pub client_cert_header: Vec<Spanned<String>>,
+    /// Names of the `apache` and `haproxy` certificate headers, to match what the Keycloak
+    /// provider reads. Default: `SSL_CLIENT_CERT` / `CERT_CHAIN`, `X-SSL-Client-Cert` /
+    /// `X-SSL-Client-Cert-Chain`.
+    pub client_cert_names: Option<Spanned<ClientCertNames>>,
     /// Forwarded headers to set: `forwarded` (RFC 7239) and/or `x-forwarded`. Default: both.
     #[serde(default = "defaults::forwarded_headers")]
     pub forwarded_headers: Vec<Spanned<String>>,
@@ -89,8 +93,40 @@ pub struct Edge {
     /// Default `off`.
     #[serde(default = "defaults::send_proxy_protocol")]
     pub send_proxy_protocol: Spanned<String>,
+    /// Only requests for this path or below it are proxied (`/auth`: `/auth` and `/auth/...`,
+    /// not `/authx`), with the prefix removed (`/auth/realms/x?y=1` reaches the backend as
+    /// `/realms/x?y=1`, `/auth` as `/`) and named in `X-Forwarded-Prefix`; any other path gets
+    /// 404 from sluice. A plain path: no trailing `/`, `?`, `#`, `%`, `//` or dot segments.
+    /// Default: every path, unchanged.
+    pub path_prefix: Option<Spanned<String>>,
+    /// How long a backend may take to accept a connection before another backend is tried
+    /// (`"500ms"`, `"2s"`; at least 1ms). Default 2s.
+    #[serde(default = "defaults::connect_timeout")]
+    pub connect_timeout: Spanned<String>,
+    /// How long a backend may take, once the request is sent, to start its response; after it
+    /// the client gets 504 (at least 1ms). Default 60s.
+    #[serde(default = "defaults::response_timeout")]
+    pub response_timeout: Spanned<String>,
     /// TLS termination; without it the listener speaks plain HTTP.
     pub tls: Option<Spanned<EdgeTls>>,
+}
+
+/// Each value is the exact setting of the Keycloak provider of that format
+/// (`ssl-client-cert`, `ssl-cert-chain-prefix`); sluice sends intermediate `n` (0 to 9) as
+/// `<prefix>_<n>`. Names are HTTP tokens, compared without regard to case, and may not clash
+/// with each other or with any header sluice manages (Host, Content-Length, hop-by-hop and
+/// forwarded headers, the other formats' certificate headers).
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClientCertNames {
+    /// The `apache` format's leaf header. Default `SSL_CLIENT_CERT`.
+    pub apache_cert: Option<Spanned<String>>,
+    /// The `apache` format's chain header prefix. Default `CERT_CHAIN` (`CERT_CHAIN_0`, ...).
+    pub apache_chain_prefix: Option<Spanned<String>>,
+    /// The `haproxy` format's leaf header. Default `X-SSL-Client-Cert`.
+    pub haproxy_cert: Option<Spanned<String>>,
+    /// The `haproxy` format's chain header prefix. Default `X-SSL-Client-Cert-Chain`.
+    pub haproxy_chain_prefix: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -293,6 +329,12 @@ pub mod defaults {
     }
     pub fn max_chain_depth() -> Spanned<i64> {
         unwritten(3)
+    }
+    pub fn connect_timeout() -> Spanned<String> {
+        unwritten("2s".into())
+    }
+    pub fn response_timeout() -> Spanned<String> {
+        unwritten("60s".into())
     }
     pub fn proxy_protocol() -> Spanned<String> {
         unwritten("off".into())

@@ -13,6 +13,8 @@ use std::{
 use super::{
     CheckKind, Config, ConfigError, ConfigErrors, HashKey, HealthCheck, Position, Protocol, XdpMode,
 };
+use crate::edge::{client_cert::Names, path_prefix::PathPrefix};
+use hyper::header::HeaderName;
 
 /// A config whose line numbers `broken` relies on: it edits single lines (blank ones to add a
 /// key), so keep every line where it is.
@@ -318,4 +320,79 @@ fn edges_count_against_the_dataplane_maps() {
         e.contains(&format!("{} CIDRs in the VIPs' and edges'", cidrs + 1)),
         "{e}"
     );
+}
+
+/// `GOOD` with an `[[edge]]` on the web VIP that verifies client certificates, `keys` written
+/// into its table.
+fn with_edge(keys: &str) -> String {
+    edit(&[(
+        39,
+        &format!(
+            "address = \"2001:db8:a::2\"\n\n[[edge]]\nname = \"tls\"\n\
+             address = \"198.19.0.10:443\"\npool = \"web\"\n{keys}\n[edge.tls]\n\
+             certificates = [{{ cert = \"/etc/s.pem\", key = \"/etc/s.key\" }}]\n\
+             client_auth = \"optional\"\nclient_ca = \"/etc/ca.pem\""
+        ),
+    )])
+}
+
+#[test]
+fn edge_names_prefix_and_timeouts_default() {
+    let c = Config::parse(&with_edge("")).unwrap_or_else(|e| panic!("{e}"));
+    let [e] = &c.edges[..] else {
+        panic!("one edge: {:?}", c.edges)
+    };
+    assert_eq!(e.client_cert_names, Names::default());
+    assert_eq!(e.client_cert_names.apache_cert.as_str(), "ssl_client_cert");
+    assert_eq!(e.client_cert_names.apache_chain.as_str(), "CERT_CHAIN");
+    assert_eq!(
+        e.client_cert_names.haproxy_cert.as_str(),
+        "x-ssl-client-cert"
+    );
+    assert_eq!(
+        e.client_cert_names.haproxy_chain.as_str(),
+        "X-SSL-Client-Cert-Chain"
+    );
+    assert_eq!(e.path_prefix, None);
+    assert_eq!(e.connect_timeout, Duration::from_secs(2));
+    assert_eq!(e.response_timeout, Duration::from_mins(1));
+}
+
+#[test]
+fn edge_names_prefix_and_timeouts_as_written() {
+    let text = with_edge(
+        "client_cert_header = [\"apache\", \"haproxy\"]\npath_prefix = \"/auth\"\n\
+         connect_timeout = \"500ms\"\nresponse_timeout = \"1m\"\n\
+         [edge.client_cert_names]\napache_cert = \"X-Client-PEM\"\n\
+         apache_chain_prefix = \"X-Client-Chain\"\nhaproxy_cert = \"X-Client-DER\"",
+    );
+    let c = Config::parse(&text).unwrap_or_else(|e| panic!("{e}"));
+    let e = &c.edges[0];
+    assert_eq!(
+        e.client_cert_names,
+        Names {
+            apache_cert: HeaderName::from_static("x-client-pem"),
+            apache_chain: "X-Client-Chain".parse().unwrap(),
+            haproxy_cert: HeaderName::from_static("x-client-der"),
+            // Not written: the default.
+            haproxy_chain: "X-SSL-Client-Cert-Chain".parse().unwrap(),
+        }
+    );
+    assert_eq!(
+        e.path_prefix.as_ref().map(PathPrefix::as_str),
+        Some("/auth")
+    );
+    assert_eq!(e.connect_timeout, Duration::from_millis(500));
+    assert_eq!(e.response_timeout, Duration::from_mins(1));
+
+    // A name may take another format's default once that format is renamed away from it.
+    let text = with_edge(
+        "client_cert_header = [\"apache\", \"haproxy\"]\nconnect_timeout = \"1ms\"\n\
+         client_cert_names = { apache_cert = \"X-SSL-Client-Cert\", haproxy_cert = \"X-DER\" }",
+    );
+    let c = Config::parse(&text).unwrap_or_else(|e| panic!("{e}"));
+    let names = &c.edges[0].client_cert_names;
+    assert_eq!(names.apache_cert.as_str(), "x-ssl-client-cert");
+    assert_eq!(names.haproxy_cert.as_str(), "x-der");
+    assert_eq!(c.edges[0].connect_timeout, Duration::from_millis(1));
 }

@@ -31,6 +31,7 @@ use super::{
     client_cert::{self, ClientCert, Format, Names},
     forwarded::{self, Hop, Policy},
     graceful::{self, Tracker},
+    path_prefix::PathPrefix,
     pool::Pool,
     proxy_header,
     tls::{peer_chain, Reloadable},
@@ -45,7 +46,10 @@ pub struct Listener {
     pub tls: Option<Arc<Reloadable>>,
     pub formats: Vec<Format>,
     pub names: Names,
+    /// `forwarded.prefix` is this prefix's text, for `X-Forwarded-Prefix`.
     pub forwarded: Policy,
+    /// Only requests under it are proxied, without it; the rest get 404.
+    pub path_prefix: Option<PathPrefix>,
     pub pool: Arc<Pool>,
     pub upstream: Arc<Upstream>,
     /// PROXY headers before TLS, read from `forwarded.trusted_proxies` only.
@@ -67,17 +71,25 @@ struct Conn {
     /// absence), built once: the certificate cannot change within a connection. `Err` when
     /// they cannot be built; every request then fails with 502.
     cert_headers: Result<Vec<(HeaderName, HeaderValue)>, String>,
-    /// Every client-certificate header name sluice knows (removed from requests first).
+    /// Every client-certificate header name sluice knows, under the listener's names and the
+    /// default ones (removed from requests first).
     managed: Arc<Vec<HeaderName>>,
 }
 
 /// Accepts connections until the node closes (or the task is dropped); connections already
 /// accepted go on, tracked, until they end.
 pub async fn serve(socket: TcpListener, listener: Arc<Listener>) {
-    // Every format's headers, not only the listener's: a backend may read another one.
-    // Forwarded headers are not stripped here: `forwarded::apply` keeps a trusted peer's and
-    // removes everyone else's.
-    let managed = Arc::new(client_cert::managed(&Format::ALL, &listener.names));
+    // Every format's headers, not only the listener's: a backend may read another one. The
+    // default names too when the listener renamed some: a backend still configured for them
+    // must not get a client's forgery. Forwarded headers are not stripped here:
+    // `forwarded::apply` keeps a trusted peer's and removes everyone else's.
+    let mut managed = client_cert::managed(&Format::ALL, &listener.names);
+    for name in client_cert::managed(&Format::ALL, &Names::default()) {
+        if !managed.contains(&name) {
+            managed.push(name);
+        }
+    }
+    let managed = Arc::new(managed);
     let mut phase = listener.phase.clone();
     loop {
         let accepted = tokio::select! {
@@ -210,13 +222,25 @@ where
 }
 
 async fn handle(mut req: Request<Incoming>, conn: &Conn) -> Response<Body> {
+    let l = &conn.listener;
+    let path = req
+        .uri()
+        .path_and_query()
+        .map_or("/", hyper::http::uri::PathAndQuery::as_str);
+    // Outside the prefix nothing is proxied: the backend never sees such a request.
+    let path = match &l.path_prefix {
+        Some(prefix) => match prefix.strip(path) {
+            Some(rest) => rest,
+            None => return status(StatusCode::NOT_FOUND),
+        },
+        None => path.to_owned(),
+    };
     // A WebSocket (or other) upgrade: the backend's 101 hands both connections over to a
     // byte copy.
     let upgrade = is_upgrade(req.headers()).then(|| hyper::upgrade::on(&mut req));
     let (mut parts, body) = req.into_parts();
     let host = request_host(&parts.uri, &parts.headers);
     strip(&mut parts.headers, &conn.managed);
-    let l = &conn.listener;
     match &conn.cert_headers {
         Ok(headers) => {
             for (name, value) in headers {
@@ -247,10 +271,6 @@ async fn handle(mut req: Request<Incoming>, conn: &Conn) -> Response<Body> {
             .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         parts.headers.insert(header::UPGRADE, to);
     }
-    let path = parts
-        .uri
-        .path_and_query()
-        .map_or("/", hyper::http::uri::PathAndQuery::as_str);
     parts.uri = path
         .parse::<Uri>()
         .unwrap_or_else(|_| Uri::from_static("/"));
@@ -312,6 +332,18 @@ fn strip(headers: &mut HeaderMap, managed: &[HeaderName]) {
     }
 }
 
+/// The headers that describe one connection rather than the message, never forwarded.
+pub const HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    header::PROXY_AUTHORIZATION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+];
+
 /// Connection-scoped headers never cross a proxy (RFC 9110, 7.6.1), including those the
 /// `Connection` header names.
 fn remove_hop_by_hop(headers: &mut HeaderMap) {
@@ -325,16 +357,7 @@ fn remove_hop_by_hop(headers: &mut HeaderMap) {
     for name in named {
         headers.remove(name);
     }
-    for name in [
-        header::CONNECTION,
-        header::TE,
-        header::TRAILER,
-        header::TRANSFER_ENCODING,
-        header::UPGRADE,
-        header::PROXY_AUTHORIZATION,
-        HeaderName::from_static("keep-alive"),
-        HeaderName::from_static("proxy-connection"),
-    ] {
+    for name in HOP_BY_HOP {
         headers.remove(name);
     }
 }

@@ -24,16 +24,22 @@ use tokio::{io::AsyncWriteExt as _, net::TcpStream};
 use super::pool::Pool;
 use crate::config::SendProxy;
 
-/// How long a backend may take to accept a connection before the next one is tried.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
-/// How long a backend may take to start its response.
-const RESPONSE_TIMEOUT: Duration = Duration::from_mins(1);
 /// Idle connections kept per backend; more are closed when they come back.
 const MAX_IDLE: usize = 64;
+
+/// A listener's `connect_timeout` and `response_timeout`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Timeouts {
+    /// How long a backend may take to accept a connection before the next one is tried.
+    pub connect: Duration,
+    /// How long a backend may take to start its response (504 after that).
+    pub response: Duration,
+}
 
 pub struct Upstream {
     port: u16,
     send_proxy: SendProxy,
+    timeouts: Timeouts,
     /// Connections any client's requests may use (without PROXY headers).
     shared: Arc<Idle>,
 }
@@ -53,10 +59,11 @@ pub struct Origin {
 }
 
 impl Upstream {
-    pub fn new(port: u16, send_proxy: SendProxy) -> Upstream {
+    pub fn new(port: u16, send_proxy: SendProxy, timeouts: Timeouts) -> Upstream {
         Upstream {
             port,
             send_proxy,
+            timeouts,
             shared: Arc::default(),
         }
     }
@@ -75,13 +82,18 @@ impl Upstream {
             SendProxy::V2 => &origin.own,
         };
         let (backend, mut sender) = self.sender(pool, origin, idle, upgrade).await?;
-        let resp = match tokio::time::timeout(RESPONSE_TIMEOUT, sender.send_request(req)).await {
+        let resp = match tokio::time::timeout(self.timeouts.response, sender.send_request(req))
+            .await
+        {
             Ok(Ok(resp)) => resp,
             Ok(Err(error)) => {
                 tracing::info!(%backend, %error, "backend request failed");
                 return Err(StatusCode::BAD_GATEWAY);
             }
-            Err(_) => return Err(StatusCode::GATEWAY_TIMEOUT),
+            Err(_) => {
+                tracing::info!(%backend, timeout = ?self.timeouts.response, "backend did not answer in time");
+                return Err(StatusCode::GATEWAY_TIMEOUT);
+            }
         };
         if !upgrade {
             let idle = Arc::clone(idle);
@@ -120,7 +132,8 @@ impl Upstream {
                 StatusCode::BAD_GATEWAY
             })?),
         };
-        match connect(first, header.as_deref()).await {
+        let timeout = self.timeouts.connect;
+        match connect(first, header.as_deref(), timeout).await {
             Ok(s) => Ok((first, s)),
             Err(error) => {
                 tracing::info!(backend = %first, %error, "backend connect failed; trying another");
@@ -128,7 +141,7 @@ impl Upstream {
                     .pick(client, Some(first.ip()))
                     .ok_or(StatusCode::BAD_GATEWAY)?;
                 let second = SocketAddr::new(second, self.port);
-                connect(second, header.as_deref())
+                connect(second, header.as_deref(), timeout)
                     .await
                     .map(|s| (second, s))
                     .map_err(|_| StatusCode::BAD_GATEWAY)
@@ -194,8 +207,9 @@ fn as_v6(a: SocketAddr) -> SocketAddr {
 async fn connect(
     backend: SocketAddr,
     proxy_header: Option<&[u8]>,
+    timeout: Duration,
 ) -> Result<SendRequest<Incoming>, String> {
-    let mut stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(backend))
+    let mut stream = tokio::time::timeout(timeout, TcpStream::connect(backend))
         .await
         .map_err(|_| "timed out".to_owned())?
         .map_err(|e| e.to_string())?;

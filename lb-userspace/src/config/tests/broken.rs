@@ -3,6 +3,30 @@
 
 use super::{edit, Config};
 
+/// Replaces line 39 of `GOOD` (the last backend's address) with itself and an `[[edge]]` that
+/// verifies client certificates; the keys given land on lines 45, 46, ...
+macro_rules! edge {
+    ($($key:expr),*) => {
+        concat!(
+            "address = \"2001:db8:a::2\"\n\n[[edge]]\nname = \"tls\"\n",
+            "address = \"198.19.0.10:443\"\npool = \"web\"\n",
+            $($key, "\n",)*
+            "[edge.tls]\ncertificates = [{ cert = \"/etc/s.pem\", key = \"/etc/s.key\" }]\n",
+            "client_auth = \"optional\"\nclient_ca = \"/etc/ca.pem\""
+        )
+    };
+}
+
+/// An edge with the apache and haproxy formats and these `client_cert_names` (on line 46).
+macro_rules! names {
+    ($names:expr) => {
+        edge!(
+            "client_cert_header = [\"apache\", \"haproxy\"]",
+            concat!("client_cert_names = { ", $names, " }")
+        )
+    };
+}
+
 struct Case {
     name: &'static str,
     /// Lines of `GOOD` to replace.
@@ -318,6 +342,193 @@ const CASES: &[Case] = &[
         edits: &[(39, "address = \"2001:db8:a::2\"\n\n[[edge]]\nname = \"tls\"\naddress = \"198.19.0.10:443\"\npool = \"web\"\n[edge.tls]\ncertificates = [{ cert = \"s.pem\", key = \"/etc/s.key\" }]")],
         line: 46,
         message: "edge[0].tls.certificates[0].cert: \"s.pem\" is not an absolute path",
+    },
+    Case {
+        name: "empty client certificate header name",
+        edits: &[(39, names!("apache_cert = \"\""))],
+        line: 46,
+        message: "edge[0].client_cert_names.apache_cert: must not be empty; write an HTTP header \
+                  name, or leave the key out for the default",
+    },
+    Case {
+        name: "client certificate header name that is no token",
+        edits: &[(39, names!("haproxy_cert = \"X SSL Cert\""))],
+        line: 46,
+        message: "edge[0].client_cert_names.haproxy_cert: \"X SSL Cert\" is not an HTTP header \
+                  name: ' ' is not allowed; use letters, digits and !#$%&'*+-.^_`|~",
+    },
+    Case {
+        name: "chain prefix that is no token",
+        edits: &[(39, names!("apache_chain_prefix = \"CERT/CHAIN\""))],
+        line: 46,
+        message: "edge[0].client_cert_names.apache_chain_prefix: \"CERT/CHAIN\" is not a header \
+                  name prefix: '/' is not allowed",
+    },
+    Case {
+        name: "empty chain prefix",
+        edits: &[(39, names!("haproxy_chain_prefix = \"\""))],
+        line: 46,
+        message: "edge[0].client_cert_names.haproxy_chain_prefix: must not be empty; write a \
+                  header name prefix",
+    },
+    Case {
+        name: "client certificate header named Host",
+        edits: &[(39, names!("apache_cert = \"Host\""))],
+        line: 46,
+        message: "edge[0].client_cert_names.apache_cert: \"Host\" is the Host header, which \
+                  sluice manages itself; choose another name",
+    },
+    Case {
+        name: "client certificate header named Content-Length",
+        edits: &[(39, names!("haproxy_cert = \"content-length\""))],
+        line: 46,
+        message: "edge[0].client_cert_names.haproxy_cert: \"content-length\" is Content-Length, \
+                  which frames the body, which sluice manages itself",
+    },
+    Case {
+        name: "client certificate header named like a forwarded header",
+        edits: &[(39, names!("haproxy_cert = \"X-Forwarded-For\""))],
+        line: 46,
+        message: "edge[0].client_cert_names.haproxy_cert: \"X-Forwarded-For\" is a forwarded \
+                  header, which sluice manages itself; choose another name",
+    },
+    Case {
+        name: "client certificate header named like a hop-by-hop header",
+        edits: &[(39, names!("apache_cert = \"Keep-Alive\""))],
+        line: 46,
+        message: "edge[0].client_cert_names.apache_cert: \"Keep-Alive\" is a hop-by-hop header, \
+                  which sluice manages itself; choose another name",
+    },
+    Case {
+        name: "client certificate header of another format",
+        edits: &[(39, names!("apache_cert = \"ssl-client-verify\""))],
+        line: 46,
+        message: "edge[0].client_cert_names.apache_cert: \"ssl-client-verify\" is a header of \
+                  the nginx format, which sluice manages itself; choose another name",
+    },
+    Case {
+        name: "two configured client certificate headers with one name",
+        edits: &[(39, names!("apache_cert = \"X-Client\", haproxy_cert = \"x-CLIENT\""))],
+        line: 46,
+        message: "edge[0].client_cert_names.haproxy_cert: \"x-CLIENT\" is also a header of \
+                  apache_cert (\"X-Client\"); each client certificate header needs a name of its \
+                  own",
+    },
+    Case {
+        name: "client certificate header named like another format's default",
+        edits: &[(39, names!("apache_cert = \"X-SSL-Client-Cert\""))],
+        line: 46,
+        message: "edge[0].client_cert_names.apache_cert: \"X-SSL-Client-Cert\" is also a header \
+                  of haproxy_cert (\"x-ssl-client-cert\", the default)",
+    },
+    Case {
+        name: "client certificate header that is one of the chain headers",
+        edits: &[(39, names!("apache_cert = \"CERT_CHAIN_3\""))],
+        line: 46,
+        message: "edge[0].client_cert_names.apache_cert: \"CERT_CHAIN_3\" is also a header of \
+                  apache_chain_prefix (\"CERT_CHAIN\", the default)",
+    },
+    Case {
+        name: "chain prefix shared by both formats",
+        edits: &[(39, names!("apache_chain_prefix = \"X-SSL-Client-Cert-Chain\""))],
+        line: 46,
+        message: "edge[0].client_cert_names.apache_chain_prefix: \"X-SSL-Client-Cert-Chain\" \
+                  makes the header \"x-ssl-client-cert-chain_0\", which is also a header of \
+                  haproxy_chain_prefix (\"X-SSL-Client-Cert-Chain\", the default)",
+    },
+    Case {
+        name: "client certificate header name for a format not selected",
+        edits: &[(39, edge!("client_cert_header = [\"apache\"]", "client_cert_names = { haproxy_cert = \"X-Client\" }"))],
+        line: 46,
+        message: "edge[0].client_cert_names.haproxy_cert: has no effect: client_cert_header \
+                  does not list \"haproxy\"; add it there or leave haproxy_cert out",
+    },
+    Case {
+        name: "unknown client certificate name key",
+        edits: &[(39, names!("nginx_cert = \"X-Client\""))],
+        line: 46,
+        message: "unknown field `nginx_cert`, expected one of `apache_cert`, \
+                  `apache_chain_prefix`, `haproxy_cert`, `haproxy_chain_prefix`",
+    },
+    Case {
+        name: "path prefix without a leading slash",
+        edits: &[(39, edge!("path_prefix = \"auth\""))],
+        line: 45,
+        message: "edge[0].path_prefix: \"auth\" does not start with '/'; write it like \"/auth\"",
+    },
+    Case {
+        name: "path prefix that is the root",
+        edits: &[(39, edge!("path_prefix = \"/\""))],
+        line: 45,
+        message: "edge[0].path_prefix: \"/\" is every path; leave path_prefix out to proxy all \
+                  of them",
+    },
+    Case {
+        name: "path prefix with a trailing slash",
+        edits: &[(39, edge!("path_prefix = \"/auth/\""))],
+        line: 45,
+        message: "edge[0].path_prefix: \"/auth/\" ends with '/'; leave that off (\"/auth\" \
+                  covers \"/auth/...\" as well)",
+    },
+    Case {
+        name: "path prefix with a query",
+        edits: &[(39, edge!("path_prefix = \"/auth?x=1\""))],
+        line: 45,
+        message: "edge[0].path_prefix: \"/auth?x=1\" holds '?'; a prefix is a plain path: \
+                  letters, digits and -._~!$&'()*+;=:@ between single '/' (no query, fragment or \
+                  percent-encoding)",
+    },
+    Case {
+        name: "path prefix with a fragment",
+        edits: &[(39, edge!("path_prefix = \"/auth#top\""))],
+        line: 45,
+        message: "edge[0].path_prefix: \"/auth#top\" holds '#'",
+    },
+    Case {
+        name: "path prefix with percent-encoding",
+        edits: &[(39, edge!("path_prefix = \"/a%75th\""))],
+        line: 45,
+        message: "edge[0].path_prefix: \"/a%75th\" holds '%'",
+    },
+    Case {
+        name: "path prefix with an empty segment",
+        edits: &[(39, edge!("path_prefix = \"/kc//auth\""))],
+        line: 45,
+        message: "edge[0].path_prefix: \"/kc//auth\" holds \"//\" (an empty segment); use \
+                  single '/'",
+    },
+    Case {
+        name: "path prefix with a dot segment",
+        edits: &[(39, edge!("path_prefix = \"/kc/./auth\""))],
+        line: 45,
+        message: "edge[0].path_prefix: \"/kc/./auth\" holds a \".\" or \"..\" segment; write the \
+                  path it stands for",
+    },
+    Case {
+        name: "path prefix with a dot-dot segment",
+        edits: &[(39, edge!("path_prefix = \"/kc/..\""))],
+        line: 45,
+        message: "edge[0].path_prefix: \"/kc/..\" holds a \".\" or \"..\" segment",
+    },
+    Case {
+        name: "zero connect timeout",
+        edits: &[(39, edge!("connect_timeout = \"0s\""))],
+        line: 45,
+        message: "edge[0].connect_timeout: \"0s\" is too short: must be at least 1ms; it is how \
+                  long a backend gets to accept a connection before another is tried",
+    },
+    Case {
+        name: "connect timeout that is no duration",
+        edits: &[(39, edge!("connect_timeout = \"2\""))],
+        line: 45,
+        message: "edge[0].connect_timeout: \"2\" is not a duration",
+    },
+    Case {
+        name: "response timeout below a millisecond",
+        edits: &[(39, edge!("response_timeout = \"500us\""))],
+        line: 45,
+        message: "edge[0].response_timeout: \"500us\" is too short: must be at least 1ms; it is \
+                  how long a backend gets to start its response before the client gets 504",
     },
 ];
 
