@@ -72,6 +72,7 @@ async fn serve(path: &Path, config: Config) -> anyhow::Result<()> {
         pools,
         edge_tls: std::collections::HashMap::new(),
         upstreams: std::collections::HashMap::new(),
+        edge_stats: std::collections::HashMap::new(),
     };
     let core = Arc::new(Core::new(path.to_path_buf(), inner)?);
     core.lock().refresh_pools();
@@ -184,7 +185,7 @@ async fn start_edges(core: &Arc<Core>) -> anyhow::Result<Vec<tokio::task::JoinHa
             pool: Arc::clone(&pools[&e.pool]),
             upstream: Arc::clone(&upstream),
             proxy_protocol: e.proxy_protocol,
-            proxy_counters: edge::proxy_header::Counters::default(),
+            stats: Arc::clone(core.lock().edge_stats.entry(e.name.clone()).or_default()),
         };
         tracing::info!(edge = e.name, address = %e.address, tls = e.tls.is_some(), "edge listener up");
         tasks.push(tokio::spawn(edge::server::serve(

@@ -9,5 +9,6 @@ pub mod forwarded;
 pub mod pool;
 pub mod proxy_header;
 pub mod server;
+pub mod stats;
 pub mod tls;
 pub mod upstream;

@@ -20,7 +20,6 @@ use hyper_util::{
 };
 use rustls::pki_types::CertificateDer;
 use tokio::net::{TcpListener, TcpStream};
-use tokio_rustls::TlsAcceptor;
 
 use crate::config::ProxyProtocol;
 
@@ -29,7 +28,8 @@ use super::{
     forwarded::{self, Hop, Policy},
     pool::Pool,
     proxy_header,
-    tls::{peer_chain, Reloadable},
+    stats::{EdgeStats, Metered},
+    tls::{handshake, peer_chain, Reloadable, HANDSHAKE_TIMEOUT},
     upstream::{Origin, Upstream},
 };
 
@@ -46,7 +46,8 @@ pub struct Listener {
     pub upstream: Arc<Upstream>,
     /// PROXY headers before TLS, read from `forwarded.trusted_proxies` only.
     pub proxy_protocol: ProxyProtocol,
-    pub proxy_counters: proxy_header::Counters,
+    /// What `/metrics` reports for the listener; the daemon keeps it across reloads.
+    pub stats: Arc<EdgeStats>,
 }
 
 /// What one connection established, shared by its requests.
@@ -95,6 +96,7 @@ async fn connection(
     listener: Arc<Listener>,
     managed: Arc<Vec<HeaderName>>,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let _open = listener.stats.connection_opened();
     let local = stream.local_addr()?;
     let _ = stream.set_nodelay(true);
     let trusted = listener.forwarded.trusts(peer.ip());
@@ -103,7 +105,7 @@ async fn connection(
         peer,
         listener.proxy_protocol,
         trusted,
-        &listener.proxy_counters,
+        &listener.stats.proxy,
         proxy_header::HEADER_TIMEOUT,
     )
     .await?;
@@ -117,9 +119,17 @@ async fn connection(
         });
         return http(TokioIo::new(stream), conn).await;
     };
-    let stream = TlsAcceptor::from(tls.get()).accept(stream).await?;
+    let stream = match handshake(tls.get(), stream, HANDSHAKE_TIMEOUT).await {
+        Ok(s) => s,
+        Err(e) => {
+            listener.stats.handshake_failed(e.outcome());
+            return Err(e.into());
+        }
+    };
+    let chain = peer_chain(stream.get_ref().1);
+    listener.stats.handshake_ok(chain.is_some());
     let conn = Arc::new(Conn {
-        cert_headers: cert_headers(&listener, peer_chain(stream.get_ref().1).as_ref()),
+        cert_headers: cert_headers(&listener, chain.as_ref()),
         listener: Arc::clone(&listener),
         peer,
         origin: origin(client, local),
@@ -160,11 +170,20 @@ where
 {
     let service = service_fn(move |req| {
         let conn = Arc::clone(&conn);
-        async move { Ok::<_, Infallible>(handle(req, &conn).await) }
+        async move { Ok::<_, Infallible>(measured(req, &conn).await) }
     });
     auto::Builder::new(TokioExecutor::new())
         .serve_connection_with_upgrades(io, service)
         .await
+}
+
+/// [`handle`], counted: the response's status and time to headers when it is ready, and the
+/// request in flight until its body is done.
+async fn measured(req: Request<Incoming>, conn: &Conn) -> Response<Metered<Body>> {
+    let in_flight = conn.listener.stats.request();
+    let resp = handle(req, conn).await;
+    in_flight.answered(resp.status());
+    resp.map(|body| Metered::new(body, in_flight))
 }
 
 async fn handle(mut req: Request<Incoming>, conn: &Conn) -> Response<Body> {
