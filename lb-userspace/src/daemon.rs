@@ -26,9 +26,9 @@ use crate::{
     edge::{
         self,
         forwarded::Policy,
-        graceful::Tracker,
         pool::Pool,
         server::Listener,
+        stats::EdgeStats,
         tls::{server_config, Reloadable},
         upstream::{Timeouts, Upstream},
     },
@@ -79,6 +79,7 @@ async fn serve(path: &Path, config: Config, overrides: Overrides) -> anyhow::Res
         pools,
         edge_tls: std::collections::HashMap::new(),
         upstreams: std::collections::HashMap::new(),
+        edge_stats: std::collections::HashMap::new(),
     };
     let core = Arc::new(Core::new(path.to_path_buf(), inner)?);
     core.lock().refresh_pools();
@@ -148,10 +149,11 @@ struct PreparedEdge {
     socket: tokio::net::TcpListener,
 }
 
-/// A running edge listener: its accept task and what it has open.
+/// A running edge listener: its accept task and its counts (open connections, requests in
+/// flight).
 struct Edge {
     task: tokio::task::JoinHandle<()>,
-    tracker: Arc<Tracker>,
+    stats: Arc<EdgeStats>,
 }
 
 /// Reads every edge listener's certificates and binds its socket; any failure stops the start.
@@ -202,7 +204,7 @@ fn start_edges(core: &Arc<Core>, prepared: Vec<PreparedEdge>) -> Vec<Edge> {
             .entry(e.pool.clone())
             .or_default()
             .push(Arc::clone(&upstream));
-        let tracker = Arc::new(Tracker::default());
+        let stats = Arc::clone(inner.edge_stats.entry(e.name.clone()).or_default());
         let listener = Listener {
             name: e.name.clone(),
             tls,
@@ -217,13 +219,12 @@ fn start_edges(core: &Arc<Core>, prepared: Vec<PreparedEdge>) -> Vec<Edge> {
             pool: Arc::clone(&inner.pools[&e.pool]),
             upstream,
             proxy_protocol: e.proxy_protocol,
-            proxy_counters: edge::proxy_header::Counters::default(),
+            stats: Arc::clone(&stats),
             phase: core.phase.subscribe(),
-            tracker: Arc::clone(&tracker),
         };
         tracing::info!(edge = e.name, address = %e.address, tls = e.tls.is_some(), "edge listener up");
         let task = tokio::spawn(edge::server::serve(socket, Arc::new(listener)));
-        edges.push(Edge { task, tracker });
+        edges.push(Edge { task, stats });
     }
     edges
 }
@@ -330,7 +331,7 @@ async fn shut_down(core: &Arc<Core>, signals: &mut Signals, overrides: Overrides
         () = signals.stop() => true,
     };
     core.set_phase(Phase::Closed);
-    let in_flight = || edges.iter().map(|e| e.tracker.in_flight()).sum::<u64>();
+    let in_flight = || edges.iter().map(|e| e.stats.in_flight()).sum::<u64>();
     tracing::info!(
         in_flight = in_flight(),
         hurried,
@@ -341,16 +342,13 @@ async fn shut_down(core: &Arc<Core>, signals: &mut Signals, overrides: Overrides
     }
     let finished = async {
         for e in edges {
-            e.tracker.finished().await;
+            e.stats.finished().await;
         }
     };
     tokio::select! {
         () = finished => tracing::info!("every edge connection finished"),
         () = tokio::time::sleep(timeout) => {
             let cut = in_flight();
-            for e in edges {
-                e.tracker.cut();
-            }
             tracing::warn!(cut, "shutdown_timeout reached: cutting the requests still in flight");
         }
         () = signals.stop() => tracing::info!("second stop signal: not waiting any longer"),

@@ -8,5 +8,6 @@ pub mod path_prefix;
 pub mod pool;
 pub mod proxy_header;
 pub mod server;
+pub mod stats;
 pub mod tls;
 pub mod upstream;

@@ -16,6 +16,8 @@ use prometheus_client::registry::Registry;
 
 use crate::observe::Snapshot;
 
+mod edge;
+
 /// What `/metrics` answers with: the type [`text::encode`] writes.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
@@ -78,6 +80,7 @@ pub fn encode(snapshot: &Snapshot) -> Result<String, std::fmt::Error> {
     register_proxy(&mut registry, snapshot);
     register_backends(&mut registry, snapshot);
     register_xdp(&mut registry, snapshot);
+    edge::register(&mut registry, &snapshot.edges);
     let mut out = String::new();
     text::encode(&mut out, &registry)?;
     Ok(out)

@@ -4,6 +4,7 @@
 use std::net::IpAddr;
 
 use crate::admin::protocol::{BackendRow, Stats, Status};
+use crate::edge::stats::EdgeCounts;
 
 /// Implemented by the daemon; the management server only reads through it.
 pub trait Observe: Send + Sync + 'static {
@@ -19,6 +20,8 @@ pub struct Snapshot {
     pub stats: Stats,
     /// Health transitions per backend since the daemon started.
     pub health_transitions: Vec<HealthTransitions>,
+    /// What each configured edge listener counted, in configuration order.
+    pub edges: Vec<EdgeCounts>,
     /// The first config was applied to the maps.
     pub maps_written: bool,
     /// `sluice_xdp` is attached to every configured interface.

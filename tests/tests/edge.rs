@@ -1150,3 +1150,139 @@ fn a_backend_that_never_answers_gets_the_client_a_504() {
         );
     }
 }
+
+/// A sample of the lab daemon's `/metrics` (summed over the samples whose labels include
+/// `labels`; 0 when there is none).
+fn metric(lab: &Lab, name: &str, labels: &[(&str, &str)]) -> f64 {
+    let management: SocketAddr = "127.0.0.1:9019".parse().expect("management address");
+    lab.daemon
+        .metric(lab.topo.gateway(), management, name, labels)
+        .unwrap_or_else(|e| panic!("scrape /metrics: {e:#}"))
+}
+
+/// Every `sluice_edge_tls_handshakes_total` outcome.
+const HANDSHAKE_OUTCOMES: [&str; 12] = [
+    "ok",
+    "no_client_cert",
+    "cert_expired",
+    "cert_not_yet_valid",
+    "unknown_ca",
+    "chain_too_deep",
+    "bad_cert",
+    "client_alert",
+    "protocol",
+    "eof",
+    "timeout",
+    "io",
+];
+
+#[test]
+#[allow(clippy::float_cmp)] // every value is a small integer, exact in f64
+fn edge_metrics_count_responses_handshakes_and_client_certificates_across_a_reload() {
+    require_root();
+    let mut listener = Listener::v4("kc", EDGE_PORT);
+    listener.client_auth = "required";
+    let mut lab = Lab::start("slem1", &[listener]);
+    let kc = ("edge", "kc");
+    let handshakes = |lab: &Lab, outcome| {
+        metric(
+            lab,
+            "sluice_edge_tls_handshakes_total",
+            &[kc, ("outcome", outcome)],
+        )
+    };
+    for outcome in HANDSHAKE_OUTCOMES {
+        assert_eq!(
+            handshakes(&lab, outcome),
+            0.0,
+            "{outcome} before any traffic"
+        );
+    }
+
+    // Good requests on both sides of a reload: the counts carry on.
+    let good = |lab: &Lab, n: usize| {
+        for i in 0..n {
+            let http = if i % 2 == 0 { "--http1.1" } else { "--http2" };
+            let body = lab.with_client_cert(edge4(), &[http]);
+            assert!(body.starts_with("backend-"), "{http}: {body}");
+        }
+    };
+    good(&lab, 2);
+    let out = lab.reload();
+    assert!(
+        out.status.success(),
+        "sluice reload: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    good(&lab, 2);
+
+    // Handshakes the verifier refuses.
+    let refused = [
+        ("no certificate", lab.try_curl(edge4(), &["--http1.1"])),
+        (
+            "expired",
+            lab.try_curl_as(&lab.pki.expired_client, edge4(), &["--http1.1"]),
+        ),
+        (
+            "unknown CA",
+            lab.try_curl_as(&lab.pki.unknown_ca_client, edge4(), &["--http1.1"]),
+        ),
+    ];
+    for (who, result) in refused {
+        assert!(result.is_err(), "the {who} client was served");
+    }
+
+    // No backend listens any more: sluice answers 502 itself (curl --fail: exit 22).
+    lab.servers.clear();
+    let err = lab
+        .try_curl_as(&lab.pki.client, edge4(), &["--http1.1"])
+        .expect_err("served without a backend");
+    assert!(
+        format!("{err:#}").contains("exit status: 22)"),
+        "not an HTTP error status: {err:#}"
+    );
+
+    let code = |lab: &Lab, code| metric(lab, "sluice_edge_requests_total", &[kc, ("code", code)]);
+    assert_eq!(code(&lab, "200"), 4.0, "{}", lab.daemon.log_text());
+    assert_eq!(code(&lab, "502"), 1.0);
+    let answered = metric(&lab, "sluice_edge_requests_total", &[kc]);
+    assert_eq!(answered, 5.0, "responses of any code");
+    assert_eq!(
+        metric(&lab, "sluice_edge_request_duration_seconds_count", &[kc]),
+        answered,
+        "every response is in the duration histogram"
+    );
+    for outcome in HANDSHAKE_OUTCOMES {
+        let want = match outcome {
+            "ok" => 5.0,
+            "no_client_cert" | "cert_expired" | "unknown_ca" => 1.0,
+            _ => 0.0,
+        };
+        assert_eq!(handshakes(&lab, outcome), want, "handshakes: {outcome}");
+    }
+    let certs = |lab: &Lab, outcome| {
+        metric(
+            lab,
+            "sluice_edge_client_certs_total",
+            &[kc, ("outcome", outcome)],
+        )
+    };
+    assert_eq!(certs(&lab, "verified"), 5.0);
+    assert_eq!(certs(&lab, "none"), 0.0);
+
+    // Every client has gone: nothing stays open or in flight (the listener may notice the
+    // last close a moment after curl exits).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let open = metric(&lab, "sluice_edge_connections_open", &[kc]);
+        let in_flight = metric(&lab, "sluice_edge_requests_in_flight", &[kc]);
+        if open == 0.0 && in_flight == 0.0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{open} connections open, {in_flight} requests in flight"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}

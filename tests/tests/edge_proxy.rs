@@ -347,3 +347,77 @@ fn backends_that_ask_for_it_get_a_proxy_header_naming_the_client_on_every_connec
         }
     }
 }
+
+#[test]
+#[allow(clippy::float_cmp)] // every value is a small integer, exact in f64
+fn the_listener_counts_the_proxy_headers_it_read() {
+    require_root();
+    let lab = Lab::start("slep3");
+    let management: SocketAddr = MANAGEMENT.parse().expect("address");
+    let metric = |name: &str, labels: &[(&str, &str)]| {
+        lab.daemon
+            .metric(lab.topo.gateway(), management, name, labels)
+            .unwrap_or_else(|e| panic!("scrape /metrics: {e:#}"))
+    };
+    for http in ["--http1.1", "--http2"] {
+        let s = lab.served(PROXY_ADDR4, FRONTEND_PORT, &[http]);
+        assert!(s.body.starts_with("backend-"), "{http}: {}", s.body);
+    }
+    // An untrusted client straight to `optional` is served as itself: no header is read.
+    lab.served(GW_CLIENT_ADDR4, OPTIONAL_PORT, &["--http1.1"]);
+    // Straight to `required`: the kernel drops its first segment, and the listener, which
+    // accepted the TCP connection, closes it without reading: an untrusted peer.
+    let direct = lab.curl(GW_CLIENT_ADDR4, REQUIRED_PORT, &["--max-time", "2"]);
+    assert!(direct.is_err(), "untrusted client served: {direct:?}");
+
+    let headers = |edge, outcome| {
+        metric(
+            "sluice_edge_proxy_headers_total",
+            &[("edge", edge), ("outcome", outcome)],
+        )
+    };
+    for (edge, outcome, n) in [
+        ("required", "accepted", 2.0),
+        ("required", "local", 0.0),
+        ("required", "invalid", 0.0),
+        ("required", "untrusted", 1.0),
+        ("optional", "accepted", 0.0),
+        ("optional", "local", 0.0),
+        ("optional", "invalid", 0.0),
+        ("optional", "untrusted", 0.0),
+    ] {
+        assert_eq!(
+            headers(edge, outcome),
+            n,
+            "{edge}/{outcome}\n{}",
+            lab.logs()
+        );
+    }
+    // The relay reads no PROXY headers, so it has no such counts at all.
+    let (_, text) = lab
+        .daemon
+        .management_get(lab.topo.gateway(), management, "/metrics")
+        .expect("GET /metrics");
+    assert!(
+        !text.contains("sluice_edge_proxy_headers_total{edge=\"relay\""),
+        "{text}"
+    );
+    // TLS passes through haproxy: the listener's handshakes are curl's.
+    let ok = |edge| {
+        metric(
+            "sluice_edge_tls_handshakes_total",
+            &[("edge", edge), ("outcome", "ok")],
+        )
+    };
+    assert_eq!(
+        (ok("required"), ok("optional"), ok("relay")),
+        (2.0, 1.0, 0.0)
+    );
+    let answered = |edge| {
+        metric(
+            "sluice_edge_requests_total",
+            &[("edge", edge), ("code", "200")],
+        )
+    };
+    assert_eq!((answered("required"), answered("optional")), (2.0, 1.0));
+}

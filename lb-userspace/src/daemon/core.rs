@@ -18,6 +18,7 @@ use crate::{
     dataplane::{Dataplane, DataplaneError},
     edge::{
         pool::Pool,
+        stats::EdgeStats,
         tls::{server_config, Reloadable},
         upstream::Upstream,
     },
@@ -39,6 +40,9 @@ pub struct Inner {
     pub edge_tls: HashMap<String, Arc<Reloadable>>,
     /// Each edge listener's backend connections, by pool VIP name.
     pub upstreams: HashMap<String, Vec<Arc<Upstream>>>,
+    /// Each edge listener's counters, by edge name: listeners built for the same name share
+    /// them, so a reload does not reset what `/metrics` reports.
+    pub edge_stats: HashMap<String, Arc<EdgeStats>>,
 }
 
 impl Inner {
@@ -199,6 +203,9 @@ impl Core {
             }
         }
         inner.metas = metas;
+        inner
+            .edge_stats
+            .retain(|name, _| config.edges.iter().any(|e| e.name == *name));
         inner.config = config;
         sync_kernel_states(&mut inner)?;
         let targets = targets(&inner.config, &inner.metas);

@@ -17,6 +17,7 @@ use crate::{
         server::Handler,
     },
     config::{Protocol, ProxyProtocol, Vip},
+    edge::stats::EdgeCounts,
     observe::{HealthTransitions, Observe, Snapshot},
     shutdown::Phase,
 };
@@ -195,6 +196,25 @@ impl Core {
         })
     }
 
+    /// What every configured edge listener counted; an edge without counters yet (not
+    /// started) is left out.
+    fn edge_counts(&self) -> Vec<EdgeCounts> {
+        let inner = self.lock();
+        inner
+            .config
+            .edges
+            .iter()
+            .filter_map(|e| {
+                let stats = inner.edge_stats.get(&e.name)?;
+                Some(stats.counts(
+                    &e.name,
+                    e.tls.is_some(),
+                    e.proxy_protocol != ProxyProtocol::Off,
+                ))
+            })
+            .collect()
+    }
+
     fn health_transitions(&self) -> Vec<HealthTransitions> {
         let inner = self.lock();
         let mut out: Vec<HealthTransitions> = inner
@@ -250,6 +270,7 @@ impl Observe for Core {
             backends,
             stats: traffic,
             health_transitions: self.health_transitions(),
+            edges: self.edge_counts(),
             // A Core exists only once the first config is written and every interface attached.
             maps_written: true,
             attached: true,

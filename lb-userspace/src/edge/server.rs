@@ -23,18 +23,18 @@ use tokio::{
     net::{TcpListener, TcpStream},
     sync::watch,
 };
-use tokio_rustls::TlsAcceptor;
 
 use crate::{config::ProxyProtocol, shutdown::Phase};
 
 use super::{
     client_cert::{self, ClientCert, Format, Names},
     forwarded::{self, Hop, Policy},
-    graceful::{self, Tracker},
+    graceful,
     path_prefix::PathPrefix,
     pool::Pool,
     proxy_header,
-    tls::{peer_chain, Reloadable},
+    stats::{EdgeStats, Metered},
+    tls::{handshake, peer_chain, Reloadable, HANDSHAKE_TIMEOUT},
     upstream::{Origin, Upstream},
 };
 
@@ -54,10 +54,11 @@ pub struct Listener {
     pub upstream: Arc<Upstream>,
     /// PROXY headers before TLS, read from `forwarded.trusted_proxies` only.
     pub proxy_protocol: ProxyProtocol,
-    pub proxy_counters: proxy_header::Counters,
+    /// What `/metrics` reports for the listener; the daemon keeps it across reloads, and a
+    /// shutdown waits for its open connections.
+    pub stats: Arc<EdgeStats>,
     /// The node's shutdown phase (see `graceful`).
     pub phase: watch::Receiver<Phase>,
-    pub tracker: Arc<Tracker>,
 }
 
 /// What one connection established, shared by its requests.
@@ -112,8 +113,6 @@ pub async fn serve(socket: TcpListener, listener: Arc<Listener>) {
         let listener = Arc::clone(&listener);
         let managed = Arc::clone(&managed);
         tokio::spawn(async move {
-            let tracker = Arc::clone(&listener.tracker);
-            let _open = tracker.connection();
             if let Err(error) = connection(stream, peer, listener, managed).await {
                 tracing::debug!(%peer, %error, "edge connection ended with an error");
             }
@@ -127,6 +126,7 @@ async fn connection(
     listener: Arc<Listener>,
     managed: Arc<Vec<HeaderName>>,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let _open = listener.stats.connection_opened();
     let local = stream.local_addr()?;
     let _ = stream.set_nodelay(true);
     let trusted = listener.forwarded.trusts(peer.ip());
@@ -135,7 +135,7 @@ async fn connection(
         peer,
         listener.proxy_protocol,
         trusted,
-        &listener.proxy_counters,
+        &listener.stats.proxy,
         proxy_header::HEADER_TIMEOUT,
     )
     .await?;
@@ -149,10 +149,18 @@ async fn connection(
         });
         return http(TokioIo::new(stream), conn, false).await;
     };
-    let stream = TlsAcceptor::from(tls.get()).accept(stream).await?;
+    let stream = match handshake(tls.get(), stream, HANDSHAKE_TIMEOUT).await {
+        Ok(s) => s,
+        Err(e) => {
+            listener.stats.handshake_failed(e.outcome());
+            return Err(e.into());
+        }
+    };
+    let chain = peer_chain(stream.get_ref().1);
+    listener.stats.handshake_ok(chain.is_some());
     let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
     let conn = Arc::new(Conn {
-        cert_headers: cert_headers(&listener, peer_chain(stream.get_ref().1).as_ref()),
+        cert_headers: cert_headers(&listener, chain.as_ref()),
         listener: Arc::clone(&listener),
         peer,
         origin: origin(client, local),
@@ -199,9 +207,8 @@ where
     let service = service_fn(move |req| {
         let conn = Arc::clone(&conn);
         async move {
-            let _in_flight = conn.listener.tracker.request();
             let http1 = req.version() < hyper::Version::HTTP_2;
-            let mut resp = handle(req, &conn).await;
+            let mut resp = measured(req, &conn).await;
             // Draining: the client reconnects for its next request, through whichever
             // balancer now avoids this node.
             if http1 && *conn.listener.phase.borrow() != Phase::Serving {
@@ -219,6 +226,15 @@ where
         auto::UpgradeableConnection::graceful_shutdown,
     )
     .await
+}
+
+/// [`handle`], counted: the response's status and time to headers when it is ready, and the
+/// request in flight until its body is done.
+async fn measured(req: Request<Incoming>, conn: &Conn) -> Response<Metered<Body>> {
+    let in_flight = conn.listener.stats.request();
+    let resp = handle(req, conn).await;
+    in_flight.answered(resp.status());
+    resp.map(|body| Metered::new(body, in_flight))
 }
 
 async fn handle(mut req: Request<Incoming>, conn: &Conn) -> Response<Body> {

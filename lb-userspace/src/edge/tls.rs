@@ -1,6 +1,7 @@
 //! TLS for edge listeners: the rustls server configuration built from certificate and key
 //! files, SNI certificate selection, client certificate verification with a chain depth limit,
-//! and a reloadable handle that swaps the configuration on SIGHUP.
+//! a reloadable handle that swaps the configuration on SIGHUP, and the listener's handshake,
+//! bounded in time and classified by how it ended ([`HandshakeOutcome`]).
 //!
 //! [`server_config`] reads every file named in [`TlsSettings`] and either returns a complete
 //! [`ServerConfig`] or a [`TlsError`] that names the file (or setting) and says what is wrong;
@@ -9,12 +10,14 @@
 
 mod depth;
 mod files;
+mod outcome;
 mod sni;
 #[cfg(test)]
 mod tests;
 
 use std::path::PathBuf;
 use std::sync::{Arc, PoisonError, RwLock};
+use std::time::Duration;
 
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::CertificateDer;
@@ -26,6 +29,7 @@ use tokio_rustls::server::TlsStream;
 use tokio_rustls::{LazyConfigAcceptor, TlsAcceptor};
 
 pub use depth::{ChainDepthVerifier, ChainTooDeep};
+pub use outcome::HandshakeOutcome;
 pub use sni::SniResolver;
 
 /// Whether the listener asks for a client certificate.
@@ -211,6 +215,51 @@ fn client_verifier(
         s.max_chain_depth,
         anchors,
     )))
+}
+
+/// How long a client has to complete its TLS handshake once the listener starts it (after
+/// any PROXY header): a client that stalls must not hold a connection and a task forever.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why a server handshake did not complete.
+#[derive(Debug, thiserror::Error)]
+pub enum HandshakeError {
+    #[error("no TLS handshake within {0:?}")]
+    Timeout(Duration),
+    #[error("TLS handshake failed ({outcome}): {source}")]
+    Failed {
+        outcome: HandshakeOutcome,
+        source: std::io::Error,
+    },
+}
+
+impl HandshakeError {
+    /// The class `/metrics` counts the failure under.
+    pub fn outcome(&self) -> HandshakeOutcome {
+        match self {
+            HandshakeError::Timeout(_) => HandshakeOutcome::Timeout,
+            HandshakeError::Failed { outcome, .. } => *outcome,
+        }
+    }
+}
+
+/// Completes a server handshake on `io` with `config` within `limit`.
+pub async fn handshake<IO>(
+    config: Arc<ServerConfig>,
+    io: IO,
+    limit: Duration,
+) -> Result<TlsStream<IO>, HandshakeError>
+where
+    IO: AsyncRead + AsyncWrite + Unpin,
+{
+    match tokio::time::timeout(limit, TlsAcceptor::from(config).accept(io)).await {
+        Ok(Ok(stream)) => Ok(stream),
+        Ok(Err(source)) => Err(HandshakeError::Failed {
+            outcome: HandshakeOutcome::of_io(&source),
+            source,
+        }),
+        Err(_) => Err(HandshakeError::Timeout(limit)),
+    }
 }
 
 /// What the handshake established about the client, for the header module: the verified

@@ -6,6 +6,8 @@ use super::encode;
 use crate::admin::protocol::{
     BackendRow, NamedCounter, ProxyRow, Stats, Status, TrafficRow, VipSummary,
 };
+use crate::edge::stats::{Durations, EdgeCounts, TlsCounts, DURATION_BUCKETS};
+use crate::edge::tls::HandshakeOutcome;
 use crate::observe::{HealthTransitions, Snapshot};
 
 fn ip(s: &str) -> IpAddr {
@@ -113,10 +115,67 @@ pub(crate) fn snapshot() -> Snapshot {
             to_healthy: 2,
             to_unhealthy: 3,
         }],
+        edges: edges(),
         maps_written: true,
         attached: true,
         shutting_down: false,
     }
+}
+
+/// `idp` terminates TLS and reads PROXY headers; `plain` does neither.
+fn edges() -> Vec<EdgeCounts> {
+    // 3 requests within 1 ms, 1 in (0.25, 0.5], 1 slower than a minute.
+    let mut buckets = vec![0; DURATION_BUCKETS.len() + 1];
+    buckets[0] = 3;
+    buckets[8] = 1;
+    buckets[15] = 1;
+    let handshakes = HandshakeOutcome::ALL
+        .iter()
+        .map(|o| {
+            let n = match o {
+                HandshakeOutcome::Ok => 6,
+                HandshakeOutcome::UnknownCa => 2,
+                HandshakeOutcome::Timeout => 1,
+                _ => 0,
+            };
+            (*o, n)
+        })
+        .collect();
+    vec![
+        EdgeCounts {
+            edge: "idp".into(),
+            responses: vec![(200, 3), (404, 1), (502, 1)],
+            durations: Durations {
+                buckets,
+                sum_seconds: 61.5,
+            },
+            in_flight: 2,
+            connections_open: 4,
+            tls: Some(TlsCounts {
+                handshakes,
+                verified: 5,
+                none: 1,
+            }),
+            proxy_headers: Some(vec![
+                ("accepted", 7),
+                ("local", 1),
+                ("invalid", 2),
+                ("untrusted", 3),
+            ]),
+        },
+        EdgeCounts {
+            edge: "plain".into(),
+            responses: vec![],
+            durations: Durations {
+                buckets: vec![0; DURATION_BUCKETS.len() + 1],
+                sum_seconds: 0.0,
+            },
+            in_flight: 0,
+            connections_open: 0,
+            tls: None,
+            proxy_headers: None,
+        },
+    ]
 }
 
 fn parse(text: &str) -> Scrape {
@@ -284,4 +343,145 @@ fn encode_counts_proxy_outcomes_per_vip() {
         ),
         4.0
     );
+}
+
+/// The value of the histogram sample `name` (`_sum`, `_count` or `_bucket`) with exactly
+/// `labels` (in any order), read from the text: prometheus-parse folds histogram lines into
+/// one value. No label value here contains `,` or `"`.
+fn histogram_line(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    let mut want: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect();
+    want.sort();
+    let values: Vec<f64> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix(name)?.strip_prefix('{'))
+        .filter_map(|rest| {
+            let (set, value) = rest.split_once("} ")?;
+            let mut have: Vec<String> = set.split(',').map(str::to_owned).collect();
+            have.sort();
+            (have == want).then(|| value.parse().unwrap())
+        })
+        .collect();
+    assert_eq!(values.len(), 1, "{name}{labels:?}: {values:?}\n{text}");
+    values[0]
+}
+
+#[test]
+#[allow(clippy::float_cmp)] // small integers, exact in f64
+fn encode_exposes_each_edge_listener() {
+    let text = encode(&snapshot()).unwrap();
+    let s = parse(&text);
+    let code = |edge, code| {
+        value(
+            &s,
+            "sluice_edge_requests_total",
+            &[("edge", edge), ("code", code)],
+        )
+    };
+    assert_eq!(code("idp", "200"), 3.0);
+    assert_eq!(code("idp", "404"), 1.0);
+    assert_eq!(code("idp", "502"), 1.0);
+    assert!(
+        !text.contains("sluice_edge_requests_total{edge=\"plain\""),
+        "codes never answered are left out:\n{text}"
+    );
+    for (edge, in_flight, open) in [("idp", 2.0, 4.0), ("plain", 0.0, 0.0)] {
+        let e = [("edge", edge)];
+        assert_eq!(value(&s, "sluice_edge_requests_in_flight", &e), in_flight);
+        assert_eq!(value(&s, "sluice_edge_connections_open", &e), open);
+    }
+
+    assert!(
+        text.contains("# TYPE sluice_edge_request_duration_seconds histogram\n"),
+        "{text}"
+    );
+    let h = "sluice_edge_request_duration_seconds";
+    assert_eq!(
+        histogram_line(&text, &format!("{h}_count"), &[("edge", "idp")]),
+        5.0
+    );
+    assert_eq!(
+        histogram_line(&text, &format!("{h}_sum"), &[("edge", "idp")]),
+        61.5
+    );
+    let bucket = |edge: &str, le: &str| {
+        histogram_line(&text, &format!("{h}_bucket"), &[("edge", edge), ("le", le)])
+    };
+    // Cumulative: each bucket counts every faster request too.
+    for (le, n) in [
+        ("0.001", 3.0),
+        ("0.25", 3.0),
+        ("0.5", 4.0),
+        ("60.0", 4.0),
+        ("+Inf", 5.0),
+    ] {
+        assert_eq!(bucket("idp", le), n, "le={le}");
+    }
+    assert_eq!(bucket("plain", "+Inf"), 0.0);
+    assert_eq!(
+        histogram_line(&text, &format!("{h}_count"), &[("edge", "plain")]),
+        0.0
+    );
+
+    let outcome =
+        |family, edge, outcome| value(&s, family, &[("edge", edge), ("outcome", outcome)]);
+    let handshakes = "sluice_edge_tls_handshakes_total";
+    assert_eq!(outcome(handshakes, "idp", "ok"), 6.0);
+    assert_eq!(outcome(handshakes, "idp", "unknown_ca"), 2.0);
+    assert_eq!(outcome(handshakes, "idp", "timeout"), 1.0);
+    // Every outcome is there from the start, so a rate over it never starts from nothing.
+    for o in HandshakeOutcome::ALL {
+        outcome(handshakes, "idp", o.as_str());
+    }
+    assert_eq!(
+        outcome("sluice_edge_client_certs_total", "idp", "verified"),
+        5.0
+    );
+    assert_eq!(
+        outcome("sluice_edge_client_certs_total", "idp", "none"),
+        1.0
+    );
+    for (o, n) in [
+        ("accepted", 7.0),
+        ("local", 1.0),
+        ("invalid", 2.0),
+        ("untrusted", 3.0),
+    ] {
+        assert_eq!(
+            outcome("sluice_edge_proxy_headers_total", "idp", o),
+            n,
+            "{o}"
+        );
+    }
+    // A plain listener without PROXY headers has neither TLS nor header counts.
+    for family in [
+        "sluice_edge_tls_handshakes_total",
+        "sluice_edge_client_certs_total",
+        "sluice_edge_proxy_headers_total",
+    ] {
+        assert!(
+            !text.contains(&format!("{family}{{edge=\"plain\"")),
+            "{family}:\n{text}"
+        );
+    }
+}
+
+#[test]
+fn encode_without_edges_has_no_edge_families() {
+    let mut none = snapshot();
+    none.edges.clear();
+    let text = encode(&none).unwrap();
+    for family in [
+        "sluice_edge_requests",
+        "sluice_edge_request_duration_seconds",
+        "sluice_edge_requests_in_flight",
+        "sluice_edge_connections_open",
+        "sluice_edge_tls_handshakes",
+        "sluice_edge_client_certs",
+        "sluice_edge_proxy_headers",
+    ] {
+        assert!(
+            !text.contains(&format!("# TYPE {family} ")),
+            "{family}:\n{text}"
+        );
+    }
 }

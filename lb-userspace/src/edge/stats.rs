@@ -1,0 +1,318 @@
+//! What one edge listener counts for `/metrics`: responses by status code, the time to
+//! response headers, requests in flight, open connections, TLS handshake and client
+//! certificate outcomes, and PROXY header outcomes.
+//!
+//! The daemon keeps one [`EdgeStats`] per edge name and hands it to each listener it builds
+//! for that name, so a reload that builds new listeners does not reset the counts. Everything
+//! is a plain atomic in a fixed slot (a status code indexes its own counter, an outcome its
+//! own): counting a request allocates nothing and takes no lock. [`EdgeStats::counts`] copies
+//! them out for one scrape.
+
+#[cfg(test)]
+mod tests;
+
+use std::{
+    pin::Pin,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
+    task::{Context, Poll},
+    time::{Duration, Instant},
+};
+
+use hyper::{
+    body::{Body, Frame, SizeHint},
+    StatusCode,
+};
+
+use super::{proxy_header, tls::HandshakeOutcome};
+
+/// Upper bounds (seconds) of the request-duration buckets, from 1 ms to the backend's one
+/// minute to start a response; slower answers land in `+Inf`.
+pub const DURATION_BUCKETS: [f64; 15] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+];
+
+/// The lowest status code `http` accepts; codes run up to 999.
+const FIRST_CODE: u16 = 100;
+const CODES: usize = 900;
+
+/// The live counters of one edge listener (by name, across reloads).
+pub struct EdgeStats {
+    /// PROXY header outcomes, counted by [`proxy_header::client`].
+    pub proxy: proxy_header::Counters,
+    /// Responses by status code, at index `code - 100`.
+    responses: [AtomicU64; CODES],
+    /// Requests per duration bucket (not cumulative); the last one is `+Inf`.
+    buckets: [AtomicU64; DURATION_BUCKETS.len() + 1],
+    duration_nanos: AtomicU64,
+    in_flight: AtomicU64,
+    connections_open: AtomicU64,
+    handshakes: [AtomicU64; HandshakeOutcome::ALL.len()],
+    certs_verified: AtomicU64,
+    certs_none: AtomicU64,
+    /// Woken when the last open connection closes.
+    closed: tokio::sync::Notify,
+}
+
+impl Default for EdgeStats {
+    fn default() -> Self {
+        EdgeStats {
+            proxy: proxy_header::Counters::default(),
+            responses: std::array::from_fn(|_| AtomicU64::new(0)),
+            buckets: std::array::from_fn(|_| AtomicU64::new(0)),
+            duration_nanos: AtomicU64::new(0),
+            in_flight: AtomicU64::new(0),
+            connections_open: AtomicU64::new(0),
+            handshakes: std::array::from_fn(|_| AtomicU64::new(0)),
+            certs_verified: AtomicU64::new(0),
+            certs_none: AtomicU64::new(0),
+            closed: tokio::sync::Notify::new(),
+        }
+    }
+}
+
+impl std::fmt::Debug for EdgeStats {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EdgeStats")
+            .field("in_flight", &self.in_flight)
+            .field("connections_open", &self.connections_open)
+            .finish_non_exhaustive()
+    }
+}
+
+fn add(counter: &AtomicU64) {
+    counter.fetch_add(1, Ordering::Relaxed);
+}
+
+fn read(counter: &AtomicU64) -> u64 {
+    counter.load(Ordering::Relaxed)
+}
+
+impl EdgeStats {
+    /// Counts a connection as open until the returned guard drops.
+    pub fn connection_opened(&self) -> Open<'_> {
+        add(&self.connections_open);
+        Open(self)
+    }
+
+    pub fn in_flight(&self) -> u64 {
+        read(&self.in_flight)
+    }
+
+    /// Resolves once no connection is open (a shutdown waits for it).
+    pub async fn finished(&self) {
+        loop {
+            let closed = self.closed.notified();
+            if read(&self.connections_open) == 0 {
+                return;
+            }
+            closed.await;
+        }
+    }
+
+    /// Counts a completed TLS handshake, with or without a verified client certificate.
+    pub fn handshake_ok(&self, client_cert: bool) {
+        self.count_handshake(HandshakeOutcome::Ok);
+        add(if client_cert {
+            &self.certs_verified
+        } else {
+            &self.certs_none
+        });
+    }
+
+    /// Counts a TLS handshake that did not complete.
+    pub fn handshake_failed(&self, outcome: HandshakeOutcome) {
+        self.count_handshake(outcome);
+    }
+
+    fn count_handshake(&self, outcome: HandshakeOutcome) {
+        if let Some(c) = self.handshakes.get(outcome as usize) {
+            add(c);
+        }
+    }
+
+    /// Counts a request in flight until the returned guard drops (which should be when its
+    /// response body is done).
+    pub fn request(self: &Arc<Self>) -> InFlight {
+        add(&self.in_flight);
+        InFlight {
+            stats: Arc::clone(self),
+            started: Instant::now(),
+        }
+    }
+
+    fn answered(&self, status: StatusCode, took: Duration) {
+        let index = usize::from(status.as_u16().saturating_sub(FIRST_CODE));
+        if let Some(c) = self.responses.get(index) {
+            add(c);
+        }
+        let seconds = took.as_secs_f64();
+        let bucket = DURATION_BUCKETS.partition_point(|&bound| bound < seconds);
+        if let Some(b) = self.buckets.get(bucket) {
+            add(b);
+        }
+        let nanos = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
+        self.duration_nanos.fetch_add(nanos, Ordering::Relaxed);
+    }
+
+    /// A copy of every counter of the listener `edge`, for one scrape. `tls` and `proxy` say
+    /// whether the listener terminates TLS and reads PROXY headers: the counts that cannot
+    /// happen otherwise are left out rather than reported as zeros forever.
+    pub fn counts(&self, edge: &str, tls: bool, proxy: bool) -> EdgeCounts {
+        let responses = self
+            .responses
+            .iter()
+            .zip(FIRST_CODE..)
+            .map(|(c, code)| (code, read(c)))
+            .filter(|(_, n)| *n > 0)
+            .collect();
+        let buckets: Vec<u64> = self.buckets.iter().map(read).collect();
+        let tls = tls.then(|| TlsCounts {
+            handshakes: HandshakeOutcome::ALL
+                .iter()
+                .zip(&self.handshakes)
+                .map(|(o, c)| (*o, read(c)))
+                .collect(),
+            verified: read(&self.certs_verified),
+            none: read(&self.certs_none),
+        });
+        let p = &self.proxy;
+        let proxy_headers = proxy.then(|| {
+            vec![
+                ("accepted", read(&p.accepted)),
+                ("local", read(&p.local)),
+                ("invalid", read(&p.invalid)),
+                ("untrusted", read(&p.untrusted)),
+            ]
+        });
+        #[expect(
+            clippy::cast_precision_loss,
+            reason = "a sum of durations in seconds; f64 is what the exposition carries"
+        )]
+        let sum_seconds = read(&self.duration_nanos) as f64 / 1e9;
+        EdgeCounts {
+            edge: edge.to_owned(),
+            responses,
+            durations: Durations {
+                buckets,
+                sum_seconds,
+            },
+            in_flight: read(&self.in_flight),
+            connections_open: read(&self.connections_open),
+            tls,
+            proxy_headers,
+        }
+    }
+}
+
+/// An open connection; closes (in the count) on drop.
+pub struct Open<'a>(&'a EdgeStats);
+
+impl Drop for Open<'_> {
+    fn drop(&mut self) {
+        if self.0.connections_open.fetch_sub(1, Ordering::Relaxed) == 1 {
+            self.0.closed.notify_waiters();
+        }
+    }
+}
+
+/// A request in flight, from its start until its response body is done or dropped.
+pub struct InFlight {
+    stats: Arc<EdgeStats>,
+    started: Instant,
+}
+
+impl InFlight {
+    /// Counts the response's `status` and the time since the request started (to its headers).
+    pub fn answered(&self, status: StatusCode) {
+        self.stats.answered(status, self.started.elapsed());
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.stats.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A response body that keeps its request [`InFlight`] until the last frame was taken (or
+/// the body dropped, when the client went away first).
+pub struct Metered<B> {
+    inner: B,
+    in_flight: Option<InFlight>,
+}
+
+impl<B> Metered<B> {
+    pub fn new(inner: B, in_flight: InFlight) -> Self {
+        Metered {
+            inner,
+            in_flight: Some(in_flight),
+        }
+    }
+}
+
+impl<B: Body + Unpin> Body for Metered<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let poll = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(None | Some(Err(_))) = poll {
+            self.in_flight = None;
+        }
+        poll
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// What one edge listener counted, copied out at one moment.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EdgeCounts {
+    pub edge: String,
+    /// Responses by status code, lowest code first; codes never answered are left out.
+    pub responses: Vec<(u16, u64)>,
+    pub durations: Durations,
+    pub in_flight: u64,
+    pub connections_open: u64,
+    /// `None` for a plain-HTTP listener.
+    pub tls: Option<TlsCounts>,
+    /// PROXY header outcomes by name; `None` when the listener reads no PROXY headers.
+    pub proxy_headers: Option<Vec<(&'static str, u64)>>,
+}
+
+/// The time to response headers as a histogram.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Durations {
+    /// Requests per bucket of [`DURATION_BUCKETS`], not cumulative, then the `+Inf` bucket.
+    pub buckets: Vec<u64>,
+    pub sum_seconds: f64,
+}
+
+impl Durations {
+    /// Every request counted, whatever its bucket.
+    pub fn count(&self) -> u64 {
+        self.buckets.iter().sum()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsCounts {
+    /// Every outcome, in [`HandshakeOutcome::ALL`] order.
+    pub handshakes: Vec<(HandshakeOutcome, u64)>,
+    /// Successful handshakes with a verified client certificate.
+    pub verified: u64,
+    /// Successful handshakes without a client certificate.
+    pub none: u64,
+}

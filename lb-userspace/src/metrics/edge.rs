@@ -1,0 +1,146 @@
+//! The edge listeners' families: requests by code, time to response headers, requests in
+//! flight, open connections, TLS handshakes, client certificates and PROXY headers, each
+//! labelled `edge`.
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeMetric, MetricEncoder, NoLabelSet};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::Registry;
+
+use super::{counters, gauges, EdgeProxyLabels};
+use crate::edge::stats::{EdgeCounts, DURATION_BUCKETS};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EdgeLabels {
+    edge: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CodeLabels {
+    edge: String,
+    code: String,
+}
+
+fn edge(e: &EdgeCounts) -> EdgeLabels {
+    EdgeLabels {
+        edge: e.edge.clone(),
+    }
+}
+
+fn outcome(e: &EdgeCounts, outcome: &str) -> EdgeProxyLabels {
+    EdgeProxyLabels {
+        edge: e.edge.clone(),
+        outcome: outcome.to_owned(),
+    }
+}
+
+pub(super) fn register(registry: &mut Registry, edges: &[EdgeCounts]) {
+    counters(
+        registry,
+        "edge_requests",
+        "Responses of the edge listener (sluice's own included), by status code",
+        edges.iter().flat_map(|e| {
+            e.responses.iter().map(|(code, n)| {
+                let labels = CodeLabels {
+                    edge: e.edge.clone(),
+                    code: code.to_string(),
+                };
+                (labels, *n)
+            })
+        }),
+    );
+    registry.register(
+        "edge_request_duration_seconds",
+        "Time from a request's arrival to its response headers",
+        Histograms(edges.iter().map(|e| (edge(e), histogram(e))).collect()),
+    );
+    gauges(
+        registry,
+        "edge_requests_in_flight",
+        "Requests whose response body is not done yet",
+        edges.iter().map(|e| (edge(e), e.in_flight)),
+    );
+    gauges(
+        registry,
+        "edge_connections_open",
+        "Client connections of the edge listener that are open",
+        edges.iter().map(|e| (edge(e), e.connections_open)),
+    );
+    let tls = || edges.iter().filter_map(|e| e.tls.as_ref().map(|t| (e, t)));
+    counters(
+        registry,
+        "edge_tls_handshakes",
+        "TLS handshakes of the edge listener, by outcome",
+        tls().flat_map(|(e, t)| {
+            t.handshakes
+                .iter()
+                .map(move |(o, n)| (outcome(e, o.as_str()), *n))
+        }),
+    );
+    counters(
+        registry,
+        "edge_client_certs",
+        "Completed TLS handshakes with a verified client certificate, or none",
+        tls().flat_map(|(e, t)| {
+            [("verified", t.verified), ("none", t.none)].map(|(o, n)| (outcome(e, o), n))
+        }),
+    );
+    counters(
+        registry,
+        "edge_proxy_headers",
+        "PROXY headers the edge listener read, by outcome",
+        edges.iter().flat_map(|e| {
+            e.proxy_headers
+                .iter()
+                .flatten()
+                .map(move |(o, n)| (outcome(e, o), *n))
+        }),
+    );
+}
+
+/// One histogram's `(sum, count, non-cumulative buckets)` as the encoder takes them.
+struct Histogram {
+    sum: f64,
+    count: u64,
+    buckets: Vec<(f64, u64)>,
+}
+
+fn histogram(e: &EdgeCounts) -> Histogram {
+    let bounds = DURATION_BUCKETS.iter().copied().chain([f64::INFINITY]);
+    Histogram {
+        sum: e.durations.sum_seconds,
+        count: e.durations.count(),
+        buckets: bounds.zip(e.durations.buckets.iter().copied()).collect(),
+    }
+}
+
+/// A histogram family built from counts already taken: prometheus-client's own `Histogram`
+/// can only be fed one observation at a time.
+#[derive(Debug)]
+struct Histograms(Vec<(EdgeLabels, Histogram)>);
+
+impl std::fmt::Debug for Histogram {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Histogram")
+            .field("count", &self.count)
+            .finish_non_exhaustive()
+    }
+}
+
+impl EncodeMetric for Histograms {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        for (labels, h) in &self.0 {
+            encoder
+                .encode_family(labels)?
+                .encode_histogram::<NoLabelSet>(h.sum, h.count, &h.buckets, None)?;
+        }
+        Ok(())
+    }
+
+    fn metric_type(&self) -> MetricType {
+        MetricType::Histogram
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
