@@ -14,7 +14,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
-use crate::observe::Snapshot;
+use crate::{observe::Snapshot, shutdown::Phase};
 
 mod edge;
 
@@ -100,6 +100,18 @@ fn register_daemon(registry: &mut Registry, snapshot: &Snapshot) {
     ready.set(u64::from(status.ready));
     registry.register("ready", "1 when the daemon is ready to serve", ready);
 
+    gauges(
+        registry,
+        "phase",
+        "1 for the node's current phase: serving, draining (shutting down, still serving) or \
+         closed (new connections refused, in-flight requests finishing)",
+        Phase::ALL.map(|p| {
+            let phase = p.name().to_owned();
+            let current = u64::from(status.phase == phase);
+            (PhaseLabels { phase }, current)
+        }),
+    );
+
     counters(
         registry,
         "reloads",
@@ -136,6 +148,11 @@ fn register_vips(registry: &mut Registry, snapshot: &Snapshot) {
         "Flows of the VIP recorded in conntrack",
         vips.iter().map(|r| (labels(&r.vip), r.new_flows)),
     );
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PhaseLabels {
+    phase: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]

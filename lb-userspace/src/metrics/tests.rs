@@ -223,6 +223,9 @@ fn encode_exposes_the_snapshot() {
         1.0
     );
     assert_eq!(value(&s, "sluice_ready", &[]), 1.0);
+    assert_eq!(value(&s, "sluice_phase", &[("phase", "serving")]), 1.0);
+    assert_eq!(value(&s, "sluice_phase", &[("phase", "draining")]), 0.0);
+    assert_eq!(value(&s, "sluice_phase", &[("phase", "closed")]), 0.0);
     assert_eq!(
         value(&s, "sluice_reloads_total", &[("outcome", "success")]),
         3.0
