@@ -40,6 +40,7 @@ pub mod names {
     pub const DECAP_COUNTERS: &str = "sluice_decap_counters_v1";
     pub const CIDRS: &str = "sluice_cidrs_v1";
     pub const PROXY_STATS: &str = "sluice_proxy_stats_v1";
+    pub const NODE: &str = "sluice_node_v1";
     pub const PROG_XDP: &str = "sluice_xdp";
     pub const PROG_DECAP: &str = "sluice_decap";
 }
@@ -187,6 +188,27 @@ pub struct Settings {
 }
 assert_size!(Settings, 32);
 
+/// Node states as stored in the node map: the gateway's own lifecycle, which graceful shutdown
+/// walks in this order.
+///
+/// `serving` and `draining` treat traffic alike (during `draining` only readiness says the node
+/// is going away); once `closed`, `sluice_xdp` answers every new connection to an edge VIP with
+/// a TCP RST built in the kernel, so clients fail over at once instead of retransmitting their
+/// SYN into a listener that no longer accepts. L4 VIPs are not affected: their backends keep
+/// serving after this node's daemon is gone.
+pub const NODE_SERVING: u8 = 0;
+pub const NODE_DRAINING: u8 = 1;
+pub const NODE_CLOSED: u8 = 2;
+
+/// Value of the node array, one entry at index 0 (`NODE_*` state).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NodeEntry {
+    pub state: u8,
+    pub _pad: [u8; 3],
+}
+assert_size!(NodeEntry, 4);
+
 /// Key of the decap map on a backend: a VIP address the host serves (family + address).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -236,6 +258,7 @@ pod!(
     FlowKey,
     FlowEntry,
     Settings,
+    NodeEntry,
     DecapKey,
     TrafficStats,
     CidrData

@@ -50,13 +50,22 @@ pub enum Counter {
     /// Packet of a flow refused by its VIP's PROXY or client policy (the per-VIP outcome
     /// counters say which rule).
     DropProxy,
-    /// Map state inconsistent (ring points to a missing backend); packet dropped.
+    /// Map state inconsistent (ring points to a missing backend), or a packet rewrite that
+    /// its own bounds checks made impossible failed halfway; packet dropped.
     DropInternal,
+    /// SYN to an edge VIP while the node is `closed`, answered with a TCP RST built in the
+    /// kernel and sent back out the ingress interface.
+    TxRstClosed,
+    /// SYN to an edge VIP while the node is `closed` that could not be trimmed into a RST
+    /// (the frame could not shrink); passed to the stack, which refuses it itself once the
+    /// listener is closed. Every SYN the parser accepts is otherwise answered, IPv4 options
+    /// and IPv6 extension headers included.
+    PassEdgeClosed,
 }
 
 impl Counter {
     /// Number of counters; size of the counters map.
-    pub const COUNT: u32 = Counter::DropInternal as u32 + 1;
+    pub const COUNT: u32 = Counter::PassEdgeClosed as u32 + 1;
 
     pub const ALL: [Counter; Counter::COUNT as usize] = [
         Counter::Tx,
@@ -82,6 +91,8 @@ impl Counter {
         Counter::DropMtu,
         Counter::DropProxy,
         Counter::DropInternal,
+        Counter::TxRstClosed,
+        Counter::PassEdgeClosed,
     ];
 
     /// Whether `sluice_xdp` drops the packet for this reason (all others pass it to the stack,
@@ -124,6 +135,8 @@ impl Counter {
             Counter::DropMtu => "drop_mtu",
             Counter::DropProxy => "drop_proxy",
             Counter::DropInternal => "drop_internal",
+            Counter::TxRstClosed => "tx_rst_closed",
+            Counter::PassEdgeClosed => "pass_edge_closed",
         }
     }
 }
@@ -162,5 +175,30 @@ impl DecapCounter {
             DecapCounter::PassMalformed => "pass_malformed",
             DecapCounter::DropAdjust => "drop_adjust",
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Counter;
+
+    #[test]
+    fn all_lists_every_counter_at_its_index_once() {
+        for (i, c) in Counter::ALL.iter().enumerate() {
+            assert_eq!(*c as usize, i, "{c:?} out of place in Counter::ALL");
+        }
+    }
+
+    #[test]
+    fn names_are_unique_and_say_their_kind() {
+        for (i, a) in Counter::ALL.iter().enumerate() {
+            for b in &Counter::ALL[i + 1..] {
+                assert_ne!(a.name(), b.name(), "{a:?} and {b:?} share a name");
+            }
+            // Userspace sorts counters into drops, passes and events by these.
+            assert_eq!(a.is_drop(), a.name().starts_with("drop_"), "{a:?}");
+        }
+        assert_eq!(Counter::TxRstClosed.name(), "tx_rst_closed");
+        assert_eq!(Counter::PassEdgeClosed.name(), "pass_edge_closed");
     }
 }

@@ -13,6 +13,7 @@ mod maps;
 mod packet;
 mod parse;
 mod proxy_v2;
+mod rst;
 mod stats;
 mod xdp;
 

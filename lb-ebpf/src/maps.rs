@@ -9,8 +9,8 @@ use aya_ebpf::{
 };
 use lb_common::{
     proxy::ProxyOutcome, BackendEntry, CidrData, Counter, DecapCounter, DecapKey, FlowEntry,
-    FlowKey, Settings, TrafficStats, VipEntry, VipKey, CONNTRACK_ENTRIES, DEFAULT_RING_SLOTS,
-    MAX_BACKENDS, MAX_CIDRS, MAX_VIPS,
+    FlowKey, NodeEntry, Settings, TrafficStats, VipEntry, VipKey, CONNTRACK_ENTRIES,
+    DEFAULT_RING_SLOTS, MAX_BACKENDS, MAX_CIDRS, MAX_VIPS,
 };
 
 #[map(name = "sluice_vips_v1")]
@@ -31,6 +31,10 @@ pub static CONNTRACK: LruHashMap<FlowKey, FlowEntry> =
 
 #[map(name = "sluice_settings_v1")]
 pub static SETTINGS: Array<Settings> = Array::with_max_entries(1, 0);
+
+/// The node's state (`NODE_*`), one entry: a closed node refuses new edge connections.
+#[map(name = "sluice_node_v1")]
+pub static NODE: Array<NodeEntry> = Array::with_max_entries(1, 0);
 
 #[map(name = "sluice_vip_stats_v1")]
 pub static VIP_STATS: PerCpuArray<TrafficStats> = PerCpuArray::with_max_entries(MAX_VIPS, 0);

@@ -24,7 +24,9 @@ pub const IPV4_LEN: usize = 20;
 pub const IPV6_LEN: usize = 40;
 /// IPv6 extension headers followed before giving up (RFC 8200 recommends few, attackers send many).
 const MAX_EXT_HEADERS: usize = 4;
+pub const TCP_FIN: u8 = 0x01;
 pub const TCP_SYN: u8 = 0x02;
+pub const TCP_RST: u8 = 0x04;
 pub const TCP_ACK: u8 = 0x10;
 
 /// A packet sluice may steer.

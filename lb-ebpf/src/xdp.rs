@@ -11,7 +11,7 @@ use crate::{
     maps::VIPS,
     packet::len,
     parse::{self, TCP_ACK, TCP_SYN},
-    proxy_v2,
+    proxy_v2, rst,
     stats::{count, traffic},
 };
 
@@ -46,6 +46,10 @@ fn steer(ctx: &XdpContext) -> Result<u32, Counter> {
         Counter::PassNotVip
     })?;
     if vip.kind == VIP_KIND_EDGE {
+        // Before policing: a refused connection records no flow and judges no header.
+        if rst::refuses(p) {
+            return rst::reply(ctx, p);
+        }
         edge::police(ctx, &p, &vip)?;
         let syn = p.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN;
         traffic(vip.index, NO_BACKEND, len(ctx) as u64, syn && !p.icmp_error);

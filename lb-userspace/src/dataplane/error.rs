@@ -37,6 +37,10 @@ pub enum DataplaneError {
     Link { iface: String, error: String },
     #[error("applying the new state failed and was rolled back: {0}")]
     RolledBack(Box<DataplaneError>),
+    #[error(
+        "map sluice_node_v1 holds unknown node state {0} (written by another sluice version?)"
+    )]
+    BadNodeState(u8),
     #[error("unknown VIP \"{0}\"")]
     UnknownVip(String),
     #[error("VIP \"{vip}\" has no backend {backend}")]

@@ -15,10 +15,10 @@ use aya::{
     EbpfLoader,
 };
 use lb_common::{
-    names, proxy::ProxyOutcome, BackendEntry, FlowEntry, FlowKey, Settings, TrafficStats, VipEntry,
-    VipKey, BACKEND_DOWN, HASH_FIVE_TUPLE, HASH_SOURCE_IP, PROXY_OFF, PROXY_OPTIONAL,
-    PROXY_REQUIRED, VIP_FLAG_ACCEPT_V1, VIP_FLAG_ALLOW_CLIENTS, VIP_FLAG_DENY_CLIENTS,
-    VIP_KIND_EDGE, VIP_KIND_L4,
+    names, proxy::ProxyOutcome, BackendEntry, FlowEntry, FlowKey, NodeEntry, Settings,
+    TrafficStats, VipEntry, VipKey, BACKEND_DOWN, HASH_FIVE_TUPLE, HASH_SOURCE_IP, PROXY_OFF,
+    PROXY_OPTIONAL, PROXY_REQUIRED, VIP_FLAG_ACCEPT_V1, VIP_FLAG_ALLOW_CLIENTS,
+    VIP_FLAG_DENY_CLIENTS, VIP_KIND_EDGE, VIP_KIND_L4,
 };
 
 use super::{
@@ -26,6 +26,7 @@ use super::{
     commit::{Commit, Live},
     error::map_err,
     maps::{attach_xdp, load_xdp, take, xdp_mut, Arr, Cidrs, Hash, PerCpu},
+    node::NodeState,
     pins::{Pins, PreviousBackends},
     plan::{
         cidr_keys, edge_cidr_keys, plan_edges, plan_vip, table_for, Adopted, CidrKey, EdgeState,
@@ -99,6 +100,7 @@ pub struct Dataplane {
     rings: Arr<u32>,
     pub(super) conntrack: Hash<FlowKey, FlowEntry>,
     settings: Arr<Settings>,
+    pub(super) node: Arr<NodeEntry>,
     cidrs: Cidrs,
     pub(super) proxy_stats: PerCpu<u64>,
     pub(super) vip_stats: PerCpu<TrafficStats>,
@@ -152,12 +154,13 @@ impl Dataplane {
             PreviousBackends::default()
         };
         let adopted = !vip_indexes.is_empty() || previous.next_id > 0;
-        Ok(Dataplane {
+        let mut dp = Dataplane {
             vips: take(&mut ebpf, names::VIPS)?,
             backends,
             rings: take(&mut ebpf, names::RINGS)?,
             conntrack: take(&mut ebpf, names::CONNTRACK)?,
             settings: take(&mut ebpf, names::SETTINGS)?,
+            node: take(&mut ebpf, names::NODE)?,
             cidrs: take(&mut ebpf, names::CIDRS)?,
             proxy_stats: take(&mut ebpf, names::PROXY_STATS)?,
             vip_stats: take(&mut ebpf, names::VIP_STATS)?,
@@ -174,7 +177,11 @@ impl Dataplane {
             pins,
             links: Vec::new(),
             adopted,
-        })
+        };
+        // The node map is this daemon's own (never adopted from pins): a daemon started after
+        // a shutdown that closed the node serves again.
+        dp.set_node_state(NodeState::Serving)?;
+        Ok(dp)
     }
 
     /// A previous daemon's pinned dataplane was found and is being taken over.
@@ -263,6 +270,7 @@ impl Dataplane {
         pins.replace(names::VIPS, |p| self.vips.map().pin(p))?;
         pins.replace(names::RINGS, |p| self.rings.map().pin(p))?;
         pins.replace(names::SETTINGS, |p| self.settings.map().pin(p))?;
+        pins.replace(names::NODE, |p| self.node.map().pin(p))?;
         pins.replace(names::VIP_STATS, |p| self.vip_stats.map().pin(p))?;
         pins.replace(names::BACKEND_STATS, |p| self.backend_stats.map().pin(p))?;
         pins.replace(names::COUNTERS, |p| self.counters.map().pin(p))?;

@@ -20,7 +20,10 @@ use std::{
 use anyhow::{ensure, Context as _, Result};
 use aya::{programs::Xdp, EbpfLoader};
 use lb_common::{proxy::ProxyOutcome, Counter};
-use lb_userspace::{dataplane::Options, BASELINE_OBJECT};
+use lb_userspace::{
+    dataplane::{NodeState, Options},
+    BASELINE_OBJECT,
+};
 use sluice_tests::{
     is_root,
     packet_builder::{ethernet, tcp, Ipv4, Ipv6, ETH_P_IP, ETH_P_IPV6, IPPROTO_TCP},
@@ -32,6 +35,7 @@ const CLIENT4: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
 const CLIENT6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 2);
 const VIP4: Ipv4Addr = Ipv4Addr::new(198, 19, 0, 10);
 const VIP6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0xff, 0, 0, 0, 0, 0x10);
+const EDGE4: Ipv4Addr = Ipv4Addr::new(198, 19, 1, 10);
 /// XDP actions (uapi `enum xdp_action`).
 const XDP_PASS: u32 = 2;
 const XDP_TX: u32 = 3;
@@ -72,6 +76,10 @@ address = "[2001:db8:ff::10]:80"
 address = "2001:db8:a::2"
 [[vip.backend]]
 address = "2001:db8:b::2"
+[[edge]]
+name = "edge4"
+address = "198.19.1.10:443"
+pool = "web4"
 "#;
 
 fn frame(src: IpAddr, dst: IpAddr, sport: u16, flags: u8) -> Vec<u8> {
@@ -128,7 +136,10 @@ fn per_run(prog: &Xdp, ifindex: u32, frames: &[Vec<u8>], action: &[u32]) -> Resu
 
 fn xdp_bench() -> Result<Vec<Measured>> {
     let options = Options::unpinned(1 << 19, 6 * 65537);
-    let env = PacketEnv::new("slbench", &options, CONFIG)?;
+    let mut env = PacketEnv::new("slbench", &options, CONFIG)?;
+    // Only the edge row is affected: a closed node refuses SYNs to edge VIPs, L4 VIPs forward.
+    env.dp.set_node_state(NodeState::Closed)?;
+    let env = env;
     let mut baseline = EbpfLoader::new()
         .load(BASELINE_OBJECT)
         .context("loading baseline")?;
@@ -246,6 +257,13 @@ fn xdp_bench() -> Result<Vec<Measured>> {
         Counter::ConntrackHit,
     )?);
     out.push(ns_in(&env, || proxy_first_segment(&env, prog, ifindex))?);
+    // Each run gets the SYN afresh (one syscall per run), so rewriting it into the RST is fine.
+    out.push(measure(
+        "edge SYN refused (RST)",
+        vec![frame_to(c4, IpAddr::V4(EDGE4), 40_000, 443, SYN, &[]); n],
+        &[XDP_TX],
+        Counter::TxRstClosed,
+    )?);
     // Cross-check with repeat: valid only for paths that leave the packet alone.
     let rep = |p: &Xdp, f: Vec<u8>| ns_in(&env, || test_run_repeat(p, &f, ifindex, REPEAT));
     let (_, _, d) = rep(base, frame(c4, v4, 40_000, ACK))?;

@@ -1,0 +1,91 @@
+//! The node's own state in the kernel (`sluice_node_v1`): graceful shutdown walks it from
+//! `serving` through `draining` to `closed`, and once it is `closed` `sluice_xdp` answers new
+//! connections to edge VIPs with a TCP RST (L4 VIPs keep forwarding).
+
+use std::fmt;
+
+use lb_common::{names, NodeEntry, NODE_CLOSED, NODE_DRAINING, NODE_SERVING};
+
+use super::{error::map_err, gateway::Dataplane, DataplaneError};
+
+/// Where the node is in its lifecycle, as the kernel sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NodeState {
+    /// Normal operation.
+    Serving,
+    /// Shutting down but still serving new connections (readiness already says not ready).
+    Draining,
+    /// New connections to edge VIPs are refused with a RST in XDP.
+    Closed,
+}
+
+impl NodeState {
+    /// The value stored in the node map.
+    pub const fn code(self) -> u8 {
+        match self {
+            NodeState::Serving => NODE_SERVING,
+            NodeState::Draining => NODE_DRAINING,
+            NodeState::Closed => NODE_CLOSED,
+        }
+    }
+
+    pub const fn from_code(code: u8) -> Option<NodeState> {
+        match code {
+            NODE_SERVING => Some(NodeState::Serving),
+            NODE_DRAINING => Some(NodeState::Draining),
+            NODE_CLOSED => Some(NodeState::Closed),
+            _ => None,
+        }
+    }
+
+    /// Stable lowercase name for status output and logs.
+    pub const fn name(self) -> &'static str {
+        match self {
+            NodeState::Serving => "serving",
+            NodeState::Draining => "draining",
+            NodeState::Closed => "closed",
+        }
+    }
+}
+
+impl fmt::Display for NodeState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl Dataplane {
+    /// Tells `sluice_xdp` the node's state; takes effect with the next packet.
+    pub fn set_node_state(&mut self, state: NodeState) -> Result<(), DataplaneError> {
+        let entry = NodeEntry {
+            state: state.code(),
+            _pad: [0; 3],
+        };
+        self.node.set(0, entry, 0).map_err(map_err(names::NODE))
+    }
+
+    /// The node's state as the kernel map holds it.
+    pub fn node_state(&self) -> Result<NodeState, DataplaneError> {
+        let entry = self.node.get(&0, 0).map_err(map_err(names::NODE))?;
+        NodeState::from_code(entry.state).ok_or(DataplaneError::BadNodeState(entry.state))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::NodeState;
+
+    #[test]
+    fn codes_round_trip_and_match_the_kernel_constants() {
+        for (s, code, name) in [
+            (NodeState::Serving, 0, "serving"),
+            (NodeState::Draining, 1, "draining"),
+            (NodeState::Closed, 2, "closed"),
+        ] {
+            assert_eq!(s.code(), code);
+            assert_eq!(NodeState::from_code(code), Some(s));
+            assert_eq!(s.to_string(), name);
+        }
+        assert_eq!(NodeState::from_code(3), None);
+    }
+}
