@@ -22,6 +22,7 @@ use self::core::{Core, Inner};
 use crate::{
     admin::server::AdminServer,
     config::Config,
+    dataplane::NodeState,
     dataplane::{Dataplane, Options},
     edge::{
         self,
@@ -34,7 +35,7 @@ use crate::{
     },
     health::Checker,
     management,
-    shutdown::{Overrides, Phase},
+    shutdown::Overrides,
 };
 
 /// Conntrack entries idle this long are removed: LRU alone never forgets a flow that ended.
@@ -325,12 +326,12 @@ async fn shut_down(core: &Arc<Core>, signals: &mut Signals, overrides: Overrides
         timeout = %humantime::format_duration(timeout),
         "stop signal: draining; not ready, still serving"
     );
-    core.set_phase(Phase::Draining);
+    core.set_phase(NodeState::Draining);
     let hurried = tokio::select! {
         () = tokio::time::sleep(delay) => false,
         () = signals.stop() => true,
     };
-    core.set_phase(Phase::Closed);
+    core.set_phase(NodeState::Closed);
     let in_flight = || edges.iter().map(|e| e.stats.in_flight()).sum::<u64>();
     tracing::info!(
         in_flight = in_flight(),

@@ -14,7 +14,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
-use crate::{observe::Snapshot, shutdown::Phase};
+use crate::{dataplane::NodeState, observe::Snapshot};
 
 mod edge;
 
@@ -105,7 +105,7 @@ fn register_daemon(registry: &mut Registry, snapshot: &Snapshot) {
         "phase",
         "1 for the node's current phase: serving, draining (shutting down, still serving) or \
          closed (new connections refused, in-flight requests finishing)",
-        Phase::ALL.map(|p| {
+        NodeState::ALL.map(|p| {
             let phase = p.name().to_owned();
             let current = u64::from(status.phase == phase);
             (PhaseLabels { phase }, current)

@@ -1,31 +1,10 @@
 //! Graceful shutdown, in the two phases operators know from Keycloak: `draining` (not ready,
 //! still serving, keep-alive clients asked to reconnect) for `shutdown_delay`, then `closed`
 //! (new edge connections reset by the kernel, listeners closed, in-flight requests given
-//! `shutdown_timeout`).
+//! `shutdown_timeout`). The phases are the node states of `dataplane::NodeState`, which the
+//! daemon writes to the kernel and its listeners follow.
 
 use std::time::Duration;
-
-/// Where the node is in its life; edge listeners and the node map follow it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Phase {
-    Serving,
-    /// Reported not ready; new connections and requests are still served.
-    Draining,
-    /// New connections are refused; in-flight work finishes.
-    Closed,
-}
-
-impl Phase {
-    pub const ALL: [Phase; 3] = [Phase::Serving, Phase::Draining, Phase::Closed];
-
-    pub const fn name(self) -> &'static str {
-        match self {
-            Phase::Serving => "serving",
-            Phase::Draining => "draining",
-            Phase::Closed => "closed",
-        }
-    }
-}
 
 /// `sluice run --shutdown-delay/--shutdown-timeout`: they win over the config, including
 /// after a reload.

@@ -15,6 +15,7 @@ use std::{
 
 use crate::{
     config::Config,
+    dataplane::NodeState,
     dataplane::{Dataplane, DataplaneError},
     edge::{
         pool::Pool,
@@ -23,7 +24,6 @@ use crate::{
         upstream::Upstream,
     },
     health::{Checker, Target, Transition},
-    shutdown::Phase,
 };
 
 use super::state::{BackendMeta, Metas};
@@ -65,7 +65,7 @@ pub struct Core {
     pub started: Instant,
     inner: Mutex<Inner>,
     /// Edge listeners subscribe to it; `sluice status` and the probes read it.
-    pub phase: tokio::sync::watch::Sender<Phase>,
+    pub phase: tokio::sync::watch::Sender<NodeState>,
     pub reloads_ok: AtomicU64,
     pub reloads_failed: AtomicU64,
     pub last_reload_error: Mutex<Option<String>>,
@@ -109,7 +109,7 @@ impl Core {
             config_path,
             started: Instant::now(),
             inner: Mutex::new(inner),
-            phase: tokio::sync::watch::Sender::new(Phase::Serving),
+            phase: tokio::sync::watch::Sender::new(NodeState::Serving),
             reloads_ok: AtomicU64::new(0),
             reloads_failed: AtomicU64::new(0),
             last_reload_error: Mutex::new(None),
@@ -124,7 +124,11 @@ impl Core {
     }
 
     /// Moves the node to `phase`: readiness, edge listeners and the node map follow.
-    pub fn set_phase(&self, phase: Phase) {
+    pub fn set_phase(&self, phase: NodeState) {
+        // The kernel first: once listeners stop accepting, a new SYN must already get its RST.
+        if let Err(error) = self.lock().dp.set_node_state(phase) {
+            tracing::error!(%error, phase = phase.name(), "writing the node state");
+        }
         self.phase.send_replace(phase);
         tracing::info!(phase = phase.name(), "node phase");
     }

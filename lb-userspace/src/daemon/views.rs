@@ -17,16 +17,16 @@ use crate::{
         server::Handler,
     },
     config::{Protocol, ProxyProtocol, Vip},
+    dataplane::NodeState,
     edge::stats::EdgeCounts,
     observe::{HealthTransitions, Observe, Snapshot},
-    shutdown::Phase,
 };
 
 impl Core {
     pub fn status(&self) -> Status {
         let inner = self.lock();
         let phase = *self.phase.borrow();
-        let shutting_down = phase != Phase::Serving;
+        let shutting_down = phase != NodeState::Serving;
         let vips: Vec<VipSummary> = inner
             .config
             .vips
@@ -265,7 +265,7 @@ impl Observe for Core {
         let backends = self.backend_rows().map_err(|e| e.to_string())?;
         let traffic = self.stats().map_err(|e| e.to_string())?;
         Ok(Snapshot {
-            shutting_down: *self.phase.borrow() != Phase::Serving,
+            shutting_down: *self.phase.borrow() != NodeState::Serving,
             status: self.status(),
             backends,
             stats: traffic,

@@ -9,7 +9,7 @@ use lb_common::{names, NodeEntry, NODE_CLOSED, NODE_DRAINING, NODE_SERVING};
 use super::{error::map_err, gateway::Dataplane, DataplaneError};
 
 /// Where the node is in its lifecycle, as the kernel sees it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum NodeState {
     /// Normal operation.
     Serving,
@@ -20,6 +20,8 @@ pub enum NodeState {
 }
 
 impl NodeState {
+    pub const ALL: [NodeState; 3] = [NodeState::Serving, NodeState::Draining, NodeState::Closed];
+
     /// The value stored in the node map.
     pub const fn code(self) -> u8 {
         match self {

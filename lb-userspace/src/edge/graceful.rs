@@ -14,14 +14,14 @@ use std::{
 
 use tokio::sync::watch;
 
-use crate::shutdown::Phase;
+use crate::dataplane::NodeState;
 
 /// Drives `conn` to its end, asking it to end when the phase says so: an HTTP/2 connection
 /// (`h2`, known from ALPN) as soon as the node drains, any connection once it is closed.
 /// `ask` is the connection's graceful shutdown (hyper's drains in-flight requests first).
 pub async fn drive<C: Future>(
     conn: C,
-    mut phase: watch::Receiver<Phase>,
+    mut phase: watch::Receiver<NodeState>,
     h2: bool,
     ask: impl Fn(Pin<&mut C>),
 ) -> C::Output {
@@ -30,9 +30,9 @@ pub async fn drive<C: Future>(
     loop {
         let now = *phase.borrow_and_update();
         let due = match now {
-            Phase::Serving => false,
-            Phase::Draining => h2,
-            Phase::Closed => true,
+            NodeState::Serving => false,
+            NodeState::Draining => h2,
+            NodeState::Closed => true,
         };
         if due && !asked {
             ask(conn.as_mut());

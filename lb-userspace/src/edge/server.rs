@@ -24,7 +24,7 @@ use tokio::{
     sync::watch,
 };
 
-use crate::{config::ProxyProtocol, shutdown::Phase};
+use crate::{config::ProxyProtocol, dataplane::NodeState};
 
 use super::{
     client_cert::{self, ClientCert, Format, Names},
@@ -58,7 +58,7 @@ pub struct Listener {
     /// shutdown waits for its open connections.
     pub stats: Arc<EdgeStats>,
     /// The node's shutdown phase (see `graceful`).
-    pub phase: watch::Receiver<Phase>,
+    pub phase: watch::Receiver<NodeState>,
 }
 
 /// What one connection established, shared by its requests.
@@ -95,7 +95,7 @@ pub async fn serve(socket: TcpListener, listener: Arc<Listener>) {
     loop {
         let accepted = tokio::select! {
             a = socket.accept() => a,
-            closed = phase.wait_for(|p| *p == Phase::Closed) => {
+            closed = phase.wait_for(|p| *p == NodeState::Closed) => {
                 if closed.is_ok() {
                     tracing::info!(listener = %listener.name, "closed: no longer accepting");
                 }
@@ -211,7 +211,7 @@ where
             let mut resp = measured(req, &conn).await;
             // Draining: the client reconnects for its next request, through whichever
             // balancer now avoids this node.
-            if http1 && *conn.listener.phase.borrow() != Phase::Serving {
+            if http1 && *conn.listener.phase.borrow() != NodeState::Serving {
                 resp.headers_mut()
                     .insert(header::CONNECTION, HeaderValue::from_static("close"));
             }
