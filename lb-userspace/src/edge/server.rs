@@ -210,8 +210,9 @@ where
             let http1 = req.version() < hyper::Version::HTTP_2;
             let mut resp = measured(req, &conn).await;
             // Draining: the client reconnects for its next request, through whichever
-            // balancer now avoids this node.
-            if http1 && *conn.listener.phase.borrow() != NodeState::Serving {
+            // balancer now avoids this node. (An upgrade's 101 keeps its `Connection: upgrade`.)
+            let draining = *conn.listener.phase.borrow() != NodeState::Serving;
+            if http1 && draining && resp.status() != StatusCode::SWITCHING_PROTOCOLS {
                 resp.headers_mut()
                     .insert(header::CONNECTION, HeaderValue::from_static("close"));
             }
