@@ -338,21 +338,21 @@ async fn shut_down(core: &Arc<Core>, signals: &mut Signals, overrides: Overrides
         hurried,
         "closed: new edge connections are reset; in-flight requests finishing"
     );
-    if hurried {
-        return;
+    if !hurried {
+        let finished = async {
+            for e in edges {
+                e.stats.finished().await;
+            }
+        };
+        tokio::select! {
+            () = finished => tracing::info!("every edge connection finished"),
+            () = tokio::time::sleep(timeout) => tracing::info!("shutdown_timeout reached"),
+            () = signals.stop() => tracing::info!("second stop signal: not waiting any longer"),
+        }
     }
-    let finished = async {
-        for e in edges {
-            e.stats.finished().await;
-        }
-    };
-    tokio::select! {
-        () = finished => tracing::info!("every edge connection finished"),
-        () = tokio::time::sleep(timeout) => {
-            let cut = in_flight();
-            tracing::warn!(cut, "shutdown_timeout reached: cutting the requests still in flight");
-        }
-        () = signals.stop() => tracing::info!("second stop signal: not waiting any longer"),
+    let cut = in_flight();
+    if cut > 0 {
+        tracing::warn!(cut, "cutting the requests still in flight");
     }
 }
 

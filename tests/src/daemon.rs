@@ -271,6 +271,24 @@ impl Daemon {
         guard.terminate(Duration::from_secs(10))
     }
 
+    /// Waits up to `limit` for the daemon to exit on its own (after a signal sent with
+    /// [`Daemon::signal`]); never signals it.
+    pub fn wait_exit(&mut self, limit: Duration) -> Result<ExitStatus> {
+        let deadline = Instant::now() + limit;
+        let guard = self.guard.as_mut().context("sluice is not running")?;
+        let child = guard.child_mut().context("sluice was already reaped")?;
+        loop {
+            if let Some(status) = child.try_wait()? {
+                self.guard = None;
+                return Ok(status);
+            }
+            if Instant::now() >= deadline {
+                bail!("sluice still running after {limit:?}");
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// The daemon's log lines so far that are JSON objects (the daemon logs with
     /// `--log-format json`).
     pub fn log_events(&self) -> Vec<serde_json::Value> {

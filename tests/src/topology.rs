@@ -272,6 +272,23 @@ impl Topology {
         &self.client
     }
 
+    /// Attaches an `XDP_PASS` program to the client's interface (detached when the returned
+    /// object drops). Frames the gateway answers with `XDP_TX` (the kernel-built RST of a
+    /// closed node) reach the client's end of the veth pair only when that end runs an XDP
+    /// program of its own; a real NIC needs nothing of the kind.
+    pub fn client_xdp_pass(&self) -> Result<aya::Ebpf> {
+        self.client.exec(|| -> Result<aya::Ebpf> {
+            let mut ebpf = aya::EbpfLoader::new().load(lb_userspace::BASELINE_OBJECT)?;
+            let prog: &mut aya::programs::Xdp = ebpf
+                .program_mut("baseline_pass")
+                .ok_or_else(|| anyhow::anyhow!("no baseline_pass program"))?
+                .try_into()?;
+            prog.load()?;
+            prog.attach(CLIENT_IFNAME, aya::programs::XdpMode::Driver)?;
+            Ok(ebpf)
+        })?
+    }
+
     /// The gateway, where the load balancer's XDP program runs.
     pub fn gateway(&self) -> &NetNs {
         &self.gateway

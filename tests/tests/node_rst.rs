@@ -695,22 +695,8 @@ fn connect_from(topo: &Topology, to: SocketAddr) -> std::io::Result<Duration> {
 fn live_connect_is_refused_once_closed() {
     require_root();
     let topo = Topology::build("slrstl", 0).expect("build topology");
-    // XDP_TX on the gateway's veth hands the RST to the client's end of the pair, which drops
-    // such frames unless an XDP program of its own is attached (GRO alone is not enough here);
-    // a real NIC needs nothing of the kind.
     let _client_xdp = topo
-        .client()
-        .exec(|| -> Result<aya::Ebpf> {
-            let mut ebpf = aya::EbpfLoader::new().load(lb_userspace::BASELINE_OBJECT)?;
-            let prog: &mut aya::programs::Xdp = ebpf
-                .program_mut("baseline_pass")
-                .context("no baseline_pass")?
-                .try_into()?;
-            prog.load()?;
-            prog.attach("eth0", aya::programs::XdpMode::Driver)?;
-            Ok(ebpf)
-        })
-        .and_then(|r| r)
+        .client_xdp_pass()
         .expect("attach XDP_PASS to the client's veth");
     let config = Config::parse(&live_config()).expect("config");
     let targets = [

@@ -1,0 +1,136 @@
+//! The real `sluice run` stopping with no balancer in front: `/health/ready` turns 503 at once,
+//! and once the node is closed a new connection to an edge listener is refused at once, by the
+//! RST `sluice_xdp` builds (counted), for IPv4 and IPv6, while a request still in flight keeps
+//! the daemon in its `closed` phase. The RST's bytes are checked in `node_rst.rs`.
+//!
+//! Needs root. Run with `cargo test -p sluice-tests --test shutdown_rst -- --test-threads=1`.
+
+use std::{
+    fmt::Write as _,
+    io::{ErrorKind, Write as _},
+    net::{SocketAddr, TcpStream},
+    time::{Duration, Instant},
+};
+
+use sluice_tests::{
+    daemon::{Daemon, Scratch},
+    require_root,
+    servers::silent_backend,
+    topology::{backend_addr4, GW_CLIENT_ADDR4, GW_CLIENT_ADDR6, GW_CLIENT_IFNAME},
+    Topology, VIP4,
+};
+
+const EDGE_PORT: u16 = 8443;
+const BACKEND_PORT: u16 = 9080;
+const MANAGEMENT: &str = "127.0.0.1:9031";
+
+fn connect(topo: &Topology, to: SocketAddr) -> std::io::Result<(TcpStream, Duration)> {
+    topo.client()
+        .exec(move || {
+            let start = Instant::now();
+            TcpStream::connect_timeout(&to, Duration::from_secs(10)).map(|s| (s, start.elapsed()))
+        })
+        .expect("run in the client namespace")
+}
+
+#[test]
+#[expect(
+    clippy::float_cmp,
+    reason = "counter values are small integers, exact in an f64"
+)]
+fn a_closed_node_refuses_new_edge_connections_at_once() {
+    require_root();
+    let topo = Topology::build("slsdr", 1).expect("build topology");
+    let _client_xdp = topo
+        .client_xdp_pass()
+        .expect("attach XDP_PASS to the client's veth");
+    let scratch = Scratch::create("slsdr").expect("scratch directory");
+    let edges = [
+        SocketAddr::new(GW_CLIENT_ADDR4.into(), EDGE_PORT),
+        SocketAddr::new(GW_CLIENT_ADDR6.into(), EDGE_PORT),
+    ];
+    let mut text = format!(
+        "instance = \"test-slsdr\"\ninterfaces = [\"{GW_CLIENT_IFNAME}\"]\n\
+         conntrack_entries = 4096\nshutdown_delay = \"500ms\"\nshutdown_timeout = \"4s\"\n\n\
+         [admin]\nsocket = \"{}\"\n\n[management]\naddress = \"{MANAGEMENT}\"\n\n\
+         [encap]\nsource_v4 = \"198.19.255.0/24\"\nsource_v6 = \"2001:db8:ffff::/96\"\n\n\
+         [[vip]]\nname = \"web\"\naddress = \"{VIP4}:80\"\ntable_size = 251\n\
+         backend = [{{ address = \"{}\" }}]\n",
+        Daemon::socket_in(scratch.path()).display(),
+        backend_addr4(0),
+    );
+    for (i, edge) in edges.iter().enumerate() {
+        let _ = write!(
+            text,
+            "\n[[edge]]\nname = \"e{i}\"\naddress = \"{edge}\"\npool = \"web\"\n\
+             backend_port = {BACKEND_PORT}\nresponse_timeout = \"30s\"\n"
+        );
+    }
+    let mut daemon =
+        Daemon::start(topo.gateway(), scratch.path(), "test-slsdr", &text).expect("start sluice");
+    // A backend that never answers: a request to it stays in flight through the shutdown.
+    let _backend = silent_backend(&topo.backends()[0], "silent", BACKEND_PORT).expect("backend");
+    let management: SocketAddr = MANAGEMENT.parse().expect("address");
+    let ready = || {
+        daemon
+            .management_get(topo.gateway(), management, "/health/ready")
+            .expect("GET /health/ready")
+            .0
+    };
+    let metric = |name: &str, labels: &[(&str, &str)]| {
+        daemon
+            .metric(topo.gateway(), management, name, labels)
+            .expect("scrape /metrics")
+    };
+    assert_eq!(ready(), 200);
+    for to in edges {
+        connect(&topo, to).unwrap_or_else(|e| panic!("serving: {to}: {e}"));
+    }
+
+    let (mut pending, _) = connect(&topo, edges[0]).expect("connect for the long request");
+    pending
+        .write_all(b"GET /slow HTTP/1.1\r\nHost: edge.test\r\n\r\n")
+        .expect("send the long request");
+    let in_flight = || metric("sluice_edge_requests_in_flight", &[("edge", "e0")]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while in_flight() < 1.0 {
+        assert!(Instant::now() < deadline, "the request never got in flight");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    daemon.signal(libc::SIGTERM).expect("SIGTERM");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while ready() != 503 {
+        assert!(Instant::now() < deadline, "/health/ready never turned 503");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    while metric("sluice_phase", &[("phase", "closed")]) < 1.0 {
+        assert!(Instant::now() < deadline, "the node never closed");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let rst = || metric("sluice_xdp_events_total", &[("event", "tx_rst_closed")]);
+    let before = rst();
+    for to in edges {
+        let err = connect(&topo, to).expect_err("a closed node must refuse");
+        assert_eq!(err.kind(), ErrorKind::ConnectionRefused, "{to}: {err}");
+    }
+    // Measured for the record: far below the 1 s of a first SYN retransmission.
+    for to in edges {
+        let start = Instant::now();
+        let _ = connect(&topo, to);
+        eprintln!("closed: {to} refused after {:?}", start.elapsed());
+    }
+    assert_eq!(rst() - before, 4.0, "every refusal was the kernel's RST");
+    assert_eq!(in_flight(), 1.0, "the long request is still in flight");
+
+    // The 4 s timeout cuts the request (no second signal: that would skip the wait).
+    let status = daemon
+        .wait_exit(Duration::from_secs(15))
+        .expect("the daemon exits");
+    assert!(status.success(), "exit status {status}");
+    let cut = daemon
+        .log_events()
+        .into_iter()
+        .find_map(|e| e["cut"].as_u64());
+    assert_eq!(cut, Some(1), "the long request was cut and counted");
+}
