@@ -1,5 +1,7 @@
 //! Debian's haproxy as an upstream balancer in a test namespace: TCP mode, one frontend, one
-//! server that gets a PROXY protocol v2 header on every connection (`send-proxy-v2`).
+//! server that gets a PROXY protocol v2 header on every connection (`send-proxy-v2`)
+//! ([`HaproxySpec`]); or HTTP mode, round robin over health-checked servers
+//! ([`HttpBalancerSpec`]).
 
 use std::fmt::Write as _;
 use std::fs::{self, File};
@@ -55,6 +57,56 @@ impl HaproxySpec {
     }
 }
 
+/// One server of an [`HttpBalancerSpec`].
+#[derive(Clone, Debug)]
+pub struct CheckedServer {
+    /// Where requests go.
+    pub address: SocketAddr,
+    /// The port on the same address that answers the health check (a management port).
+    pub check_port: u16,
+}
+
+/// haproxy in HTTP mode, as operators run it in front of a fleet: keep-alive on both sides,
+/// round robin over `servers`, each taken out after two failed checks and back after two good
+/// ones.
+#[derive(Clone, Debug)]
+pub struct HttpBalancerSpec {
+    /// Where the frontend listens (an address of the namespace haproxy runs in).
+    pub frontend: SocketAddr,
+    pub servers: Vec<CheckedServer>,
+    /// `GET` on every server's check port; anything but `200` fails the check.
+    pub check_path: String,
+    pub check_interval: Duration,
+}
+
+impl HttpBalancerSpec {
+    /// The `haproxy.cfg` text. `retries 0`: a request haproxy sent to a server that refused or
+    /// dropped it comes back to the client as an error instead of being retried elsewhere, so
+    /// a lost request shows.
+    pub fn config_text(&self) -> String {
+        let mut text = format!(
+            "global\n    maxconn 256\n\n\
+             defaults\n    mode http\n    timeout connect 2s\n    timeout client 10s\n    \
+             timeout server 10s\n    timeout check 1s\n    retries 0\n\n\
+             frontend fe\n    bind {}\n    default_backend be\n\n\
+             backend be\n    balance roundrobin\n    option httpchk\n    \
+             http-check send meth GET uri {} ver HTTP/1.1 hdr Host sluice.test\n    \
+             http-check expect status 200\n",
+            self.frontend, self.check_path
+        );
+        for (i, s) in self.servers.iter().enumerate() {
+            let _ = writeln!(
+                text,
+                "    server s{i} {} check port {} inter {}ms fall 2 rise 2",
+                s.address,
+                s.check_port,
+                self.check_interval.as_millis()
+            );
+        }
+        text
+    }
+}
+
 /// `haproxy -f <cfg> -db` (foreground) in a namespace; stopped on drop.
 #[derive(Debug)]
 pub struct Haproxy {
@@ -66,9 +118,17 @@ impl Haproxy {
     /// Writes `dir/haproxy.cfg`, checks it with `haproxy -c`, starts haproxy in `ns` and waits
     /// until the frontend listens. Its output goes to `dir/haproxy.log`.
     pub fn start(ns: &NetNs, dir: &Path, spec: &HaproxySpec) -> Result<Self> {
+        Self::launch(ns, dir, spec.frontend, &spec.config_text())
+    }
+
+    /// [`Haproxy::start`] in HTTP mode.
+    pub fn start_http(ns: &NetNs, dir: &Path, spec: &HttpBalancerSpec) -> Result<Self> {
+        Self::launch(ns, dir, spec.frontend, &spec.config_text())
+    }
+
+    fn launch(ns: &NetNs, dir: &Path, frontend: SocketAddr, config: &str) -> Result<Self> {
         let cfg = dir.join("haproxy.cfg");
-        fs::write(&cfg, spec.config_text())
-            .with_context(|| format!("writing {}", cfg.display()))?;
+        fs::write(&cfg, config).with_context(|| format!("writing {}", cfg.display()))?;
         let cfg_arg = cfg.to_str().context("non-UTF-8 config path")?;
         ns.run(&["haproxy", "-c", "-q", "-f", cfg_arg])
             .context("haproxy rejects the generated config")?;
@@ -86,7 +146,7 @@ impl Haproxy {
             log,
         };
         let deadline = Instant::now() + START_TIMEOUT;
-        let filter = format!("src {}", spec.frontend);
+        let filter = format!("src {frontend}");
         loop {
             if let Some(child) = haproxy.guard.child_mut() {
                 if let Some(status) = child.try_wait()? {
@@ -100,8 +160,7 @@ impl Haproxy {
             }
             if Instant::now() > deadline {
                 bail!(
-                    "haproxy does not listen on {} after {START_TIMEOUT:?}:\n{}",
-                    spec.frontend,
+                    "haproxy does not listen on {frontend} after {START_TIMEOUT:?}:\n{}",
                     haproxy.log_text()
                 );
             }

@@ -10,12 +10,15 @@ pub mod certs;
 pub mod clients;
 pub mod daemon;
 pub mod haproxy;
+pub mod http1;
+pub mod load;
 pub mod netns;
 pub mod packet_builder;
 pub mod packet_check;
 pub mod packet_env;
 pub mod proxy_backend;
 pub mod servers;
+pub mod streams;
 pub mod topology;
 
 pub use clients::{
@@ -23,6 +26,7 @@ pub use clients::{
 };
 pub use netns::{is_root, require_root, ChildGuard, NetNs};
 pub use servers::{
-    http_backend, http_headers_backend, tcp_echo_backend, udp_backend, ServerHandle,
+    http_backend, http_delay_backend, http_headers_backend, tcp_echo_backend, udp_backend,
+    ServerHandle,
 };
 pub use topology::{Topology, VIP4, VIP6};

@@ -82,6 +82,27 @@ pub fn http_headers_backend(ns: &NetNs, name: &str, port: u16) -> Result<ServerH
     })
 }
 
+/// HTTP backend that takes its time: a request for `/delay/<ms>` is answered `200 OK` with
+/// body `name` after `<ms>` milliseconds, any other path at once; then the connection closes.
+pub fn http_delay_backend(ns: &NetNs, name: &str, port: u16) -> Result<ServerHandle> {
+    tcp_server(ns, name, port, |stream, name| {
+        respond(stream, |head| {
+            if let Some(delay) = requested_delay(head) {
+                thread::sleep(delay);
+            }
+            name.to_owned()
+        })
+    })
+}
+
+/// The `<ms>` of a request line `GET /delay/<ms> ...`.
+fn requested_delay(head: &[u8]) -> Option<Duration> {
+    let head = String::from_utf8_lossy(head);
+    let path = head.lines().next()?.split_whitespace().nth(1)?;
+    let ms = path.strip_prefix("/delay/")?.parse().ok()?;
+    Some(Duration::from_millis(ms))
+}
+
 /// [`http_headers_backend`] for a sender of PROXY v2 headers: the body's second line is
 /// `proxy <source> <destination>` as the connection's header named them (`proxy none` when the
 /// connection did not start with a complete, valid one), then the request head.
