@@ -184,21 +184,28 @@ pub struct EchoConn {
     rounds: u8,
 }
 
+/// A connection from `ns` to the echo service at `vip` whose greeting was read: the reader,
+/// the client's own address, and the index of the backend that greeted.
+pub fn greeted(ns: &NetNs, vip: SocketAddr) -> Result<(BufReader<TcpStream>, SocketAddr, usize)> {
+    let stream = connect_tcp(ns, vip)?;
+    let local = stream.local_addr()?;
+    let mut reader = BufReader::new(stream);
+    let mut greeting = String::new();
+    reader
+        .read_line(&mut greeting)
+        .context("reading the echo greeting")?;
+    let name = greeting
+        .strip_suffix('\n')
+        .ok_or_else(|| anyhow!("incomplete greeting {greeting:?}"))?;
+    Ok((reader, local, backend_index(name)))
+}
+
 impl EchoConn {
     /// Connects from `ns` and does one exchange.
     pub fn open(ns: &NetNs, vip: SocketAddr) -> Result<Self> {
-        let stream = connect_tcp(ns, vip)?;
-        let local = stream.local_addr()?;
-        let mut reader = BufReader::new(stream);
-        let mut greeting = String::new();
-        reader
-            .read_line(&mut greeting)
-            .context("reading the echo greeting")?;
-        let name = greeting
-            .strip_suffix('\n')
-            .ok_or_else(|| anyhow!("incomplete greeting {greeting:?}"))?;
+        let (reader, local, backend) = greeted(ns, vip)?;
         let mut conn = Self {
-            backend: backend_index(name),
+            backend,
             reader,
             local,
             vip,

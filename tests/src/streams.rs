@@ -9,9 +9,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, bail, Context as _, Result};
+use anyhow::{bail, Context as _, Result};
 
-use crate::clients::{backend_index, connect_tcp};
+use crate::clients::greeted;
 use crate::netns::NetNs;
 
 /// A connected stream before it starts talking.
@@ -38,19 +38,10 @@ pub struct Tally {
 impl Stream {
     /// Connects from `ns` to the echo service at `vip` and reads the greeting.
     pub fn open(ns: &NetNs, vip: SocketAddr) -> Result<Stream> {
-        let stream = connect_tcp(ns, vip)?;
-        let local = stream.local_addr()?;
-        let mut reader = BufReader::new(stream);
-        let mut greeting = String::new();
-        reader
-            .read_line(&mut greeting)
-            .context("reading the echo greeting")?;
-        let name = greeting
-            .strip_suffix('\n')
-            .ok_or_else(|| anyhow!("incomplete greeting {greeting:?}"))?;
+        let (reader, local, backend) = greeted(ns, vip)?;
         Ok(Stream {
-            backend: backend_index(name),
             reader,
+            backend,
             local,
         })
     }

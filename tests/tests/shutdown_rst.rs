@@ -134,3 +134,44 @@ fn a_closed_node_refuses_new_edge_connections_at_once() {
         .find_map(|e| e["cut"].as_u64());
     assert_eq!(cut, Some(1), "the long request was cut and counted");
 }
+
+#[test]
+fn a_second_signal_skips_the_waiting() {
+    require_root();
+    let topo = Topology::build("slsd2", 1).expect("build topology");
+    let scratch = Scratch::create("slsd2").expect("scratch directory");
+    let text = format!(
+        "instance = \"test-slsd2\"\ninterfaces = [\"{GW_CLIENT_IFNAME}\"]\n\
+         conntrack_entries = 4096\nshutdown_delay = \"1m\"\nshutdown_timeout = \"1m\"\n\n\
+         [admin]\nsocket = \"{}\"\n\n[management]\naddress = \"{MANAGEMENT}\"\n\n\
+         [encap]\nsource_v4 = \"198.19.255.0/24\"\nsource_v6 = \"2001:db8:ffff::/96\"\n\n\
+         [[vip]]\nname = \"web\"\naddress = \"{VIP4}:80\"\ntable_size = 251\n\
+         backend = [{{ address = \"{}\" }}]\n\n\
+         [[edge]]\nname = \"e0\"\naddress = \"{GW_CLIENT_ADDR4}:{EDGE_PORT}\"\npool = \"web\"\n\
+         backend_port = {BACKEND_PORT}\n",
+        Daemon::socket_in(scratch.path()).display(),
+        backend_addr4(0),
+    );
+    let mut daemon =
+        Daemon::start(topo.gateway(), scratch.path(), "test-slsd2", &text).expect("start sluice");
+    let management: SocketAddr = MANAGEMENT.parse().expect("address");
+    let ready = || {
+        daemon
+            .management_get(topo.gateway(), management, "/health/ready")
+            .expect("GET /health/ready")
+            .0
+    };
+    assert_eq!(ready(), 200);
+    daemon.signal(libc::SIGTERM).expect("first SIGTERM");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while ready() != 503 {
+        assert!(Instant::now() < deadline, "/health/ready never turned 503");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // Draining for a minute, unless told again.
+    daemon.signal(libc::SIGTERM).expect("second SIGTERM");
+    let status = daemon
+        .wait_exit(Duration::from_secs(20))
+        .expect("the second signal ends the minute-long delay");
+    assert!(status.success(), "exit status {status}");
+}
