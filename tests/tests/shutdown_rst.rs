@@ -13,9 +13,10 @@ use std::{
 };
 
 use sluice_tests::{
+    certs::TestPki,
     daemon::{Daemon, Scratch},
     require_root,
-    servers::silent_backend,
+    servers::{http_delay_backend, silent_backend},
     topology::{backend_addr4, GW_CLIENT_ADDR4, GW_CLIENT_ADDR6, GW_CLIENT_IFNAME},
     Topology, VIP4,
 };
@@ -135,43 +136,74 @@ fn a_closed_node_refuses_new_edge_connections_at_once() {
     assert_eq!(cut, Some(1), "the long request was cut and counted");
 }
 
+/// An HTTP/2 connection gets a GOAWAY as soon as the node drains; the stream it carries
+/// finishes. nghttp (Debian's nghttp2-client) prints the frames it receives.
 #[test]
-fn a_second_signal_skips_the_waiting() {
+fn draining_sends_http2_clients_a_goaway_and_finishes_their_streams() {
     require_root();
     let topo = Topology::build("slsd2", 1).expect("build topology");
     let scratch = Scratch::create("slsd2").expect("scratch directory");
+    let pki = TestPki::generate(&scratch.path().join("pki"), &["edge.test"]).expect("test PKI");
     let text = format!(
         "instance = \"test-slsd2\"\ninterfaces = [\"{GW_CLIENT_IFNAME}\"]\n\
-         conntrack_entries = 4096\nshutdown_delay = \"1m\"\nshutdown_timeout = \"1m\"\n\n\
+         conntrack_entries = 4096\nshutdown_delay = \"10s\"\nshutdown_timeout = \"5s\"\n\n\
          [admin]\nsocket = \"{}\"\n\n[management]\naddress = \"{MANAGEMENT}\"\n\n\
          [encap]\nsource_v4 = \"198.19.255.0/24\"\nsource_v6 = \"2001:db8:ffff::/96\"\n\n\
          [[vip]]\nname = \"web\"\naddress = \"{VIP4}:80\"\ntable_size = 251\n\
          backend = [{{ address = \"{}\" }}]\n\n\
          [[edge]]\nname = \"e0\"\naddress = \"{GW_CLIENT_ADDR4}:{EDGE_PORT}\"\npool = \"web\"\n\
-         backend_port = {BACKEND_PORT}\n",
+         backend_port = {BACKEND_PORT}\n\n[edge.tls]\n\
+         certificates = [{{ cert = \"{}\", key = \"{}\" }}]\n",
         Daemon::socket_in(scratch.path()).display(),
         backend_addr4(0),
+        pki.server_cert().display(),
+        pki.server_key().display(),
     );
     let mut daemon =
         Daemon::start(topo.gateway(), scratch.path(), "test-slsd2", &text).expect("start sluice");
+    let _backend = http_delay_backend(&topo.backends()[0], "slow", BACKEND_PORT).expect("backend");
     let management: SocketAddr = MANAGEMENT.parse().expect("address");
-    let ready = || {
+    let in_flight = || {
         daemon
-            .management_get(topo.gateway(), management, "/health/ready")
-            .expect("GET /health/ready")
-            .0
+            .metric(
+                topo.gateway(),
+                management,
+                "sluice_edge_requests_in_flight",
+                &[("edge", "e0")],
+            )
+            .expect("scrape /metrics")
     };
-    assert_eq!(ready(), 200);
-    daemon.signal(libc::SIGTERM).expect("first SIGTERM");
+    let url = format!("https://{GW_CLIENT_ADDR4}:{EDGE_PORT}/delay/2000");
+    let nghttp = topo
+        .client()
+        .command(&["nghttp", "-v", "-n", &url])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start nghttp");
     let deadline = Instant::now() + Duration::from_secs(10);
-    while ready() != 503 {
-        assert!(Instant::now() < deadline, "/health/ready never turned 503");
-        std::thread::sleep(Duration::from_millis(10));
+    while in_flight() < 1.0 {
+        assert!(
+            Instant::now() < deadline,
+            "the h2 request never got in flight"
+        );
+        std::thread::sleep(Duration::from_millis(20));
     }
-    // Draining for a minute, unless told again.
-    daemon.signal(libc::SIGTERM).expect("second SIGTERM");
-    let status = daemon
-        .wait_exit(Duration::from_secs(20))
-        .expect("the second signal ends the minute-long delay");
+    daemon.signal(libc::SIGTERM).expect("SIGTERM");
+    let out = nghttp.wait_with_output().expect("nghttp ends");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "nghttp: {text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("recv GOAWAY frame"), "no GOAWAY:\n{text}");
+    assert!(
+        text.contains(":status: 200"),
+        "the stream did not finish:\n{text}"
+    );
+    // Still draining (10 s): the GOAWAY came from the drain, not from the close.
+    daemon.check_running().expect("still draining");
+    let status = daemon.stop().expect("a second SIGTERM ends the drain");
     assert!(status.success(), "exit status {status}");
 }
