@@ -4,9 +4,11 @@
 pub mod client_cert;
 pub mod forwarded;
 pub mod graceful;
+pub mod managed;
 pub mod path_prefix;
 pub mod pool;
 pub mod proxy_header;
+pub mod request_head;
 pub mod server;
 pub mod stats;
 pub mod tls;

@@ -9,6 +9,7 @@
 pub mod certs;
 pub mod clients;
 pub mod daemon;
+pub mod edge_lab;
 pub mod haproxy;
 pub mod http1;
 pub mod load;

@@ -10,7 +10,7 @@ use toml::Spanned;
 use super::{errors::Report, raw};
 use crate::edge::{
     client_cert::{self, ChainPrefix, Format, Names, MAX_CHAIN},
-    forwarded, server,
+    forwarded, request_head,
 };
 
 /// The characters of an HTTP token (RFC 9110, 5.6.2) besides letters and digits.
@@ -199,7 +199,7 @@ fn reserved() -> Vec<(HeaderName, String)> {
         ),
     ];
     out.extend(
-        server::HOP_BY_HOP
+        request_head::HOP_BY_HOP
             .iter()
             .map(|h| (h.clone(), "a hop-by-hop header".to_owned())),
     );

@@ -1,8 +1,10 @@
 //! One edge listener: accept, terminate TLS, rewrite the request's trust-carrying headers and
 //! proxy it to a backend of the pool.
 //!
-//! Every request loses whatever client-certificate and forwarded headers the client sent
-//! before sluice adds its own: a backend behind sluice can take them at face value.
+//! Every request is judged and cleaned first (`request_head`: authority, hop-by-hop headers,
+//! upgrades), then loses whatever client-certificate and forwarded headers the client sent,
+//! in any spelling (`managed`), before sluice adds its own: a backend behind sluice can take
+//! them at face value.
 
 use std::{convert::Infallible, net::SocketAddr, sync::Arc, time::Duration};
 
@@ -10,7 +12,7 @@ use bytes::Bytes;
 use http_body_util::{combinators::BoxBody, BodyExt as _, Full};
 use hyper::{
     body::Incoming,
-    header::{self, HeaderMap, HeaderName, HeaderValue},
+    header::{self, HeaderName, HeaderValue},
     service::service_fn,
     Request, Response, StatusCode, Uri,
 };
@@ -30,9 +32,11 @@ use super::{
     client_cert::{self, ClientCert, Format, Names},
     forwarded::{self, Hop, Policy},
     graceful,
+    managed::Managed,
     path_prefix::PathPrefix,
     pool::Pool,
     proxy_header,
+    request_head::{self, Refused},
     stats::{EdgeStats, Metered},
     tls::{handshake, peer_chain, Reloadable, HANDSHAKE_TIMEOUT},
     upstream::{Origin, Upstream},
@@ -72,25 +76,16 @@ struct Conn {
     /// absence), built once: the certificate cannot change within a connection. `Err` when
     /// they cannot be built; every request then fails with 502.
     cert_headers: Result<Vec<(HeaderName, HeaderValue)>, String>,
-    /// Every client-certificate header name sluice knows, under the listener's names and the
-    /// default ones (removed from requests first).
-    managed: Arc<Vec<HeaderName>>,
+    /// The header names sluice vouches for, whose client copies are removed.
+    managed: Arc<Managed>,
+    /// The authority requests without one (HTTP/1.0) are served under.
+    own_authority: String,
 }
 
 /// Accepts connections until the node closes (or the task is dropped); connections already
 /// accepted go on, tracked, until they end.
 pub async fn serve(socket: TcpListener, listener: Arc<Listener>) {
-    // Every format's headers, not only the listener's: a backend may read another one. The
-    // default names too when the listener renamed some: a backend still configured for them
-    // must not get a client's forgery. Forwarded headers are not stripped here:
-    // `forwarded::apply` keeps a trusted peer's and removes everyone else's.
-    let mut managed = client_cert::managed(&Format::ALL, &listener.names);
-    for name in client_cert::managed(&Format::ALL, &Names::default()) {
-        if !managed.contains(&name) {
-            managed.push(name);
-        }
-    }
-    let managed = Arc::new(managed);
+    let managed = Arc::new(Managed::new(&listener.names));
     let mut phase = listener.phase.clone();
     loop {
         let accepted = tokio::select! {
@@ -124,7 +119,7 @@ async fn connection(
     mut stream: TcpStream,
     peer: SocketAddr,
     listener: Arc<Listener>,
-    managed: Arc<Vec<HeaderName>>,
+    managed: Arc<Managed>,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let _open = listener.stats.connection_opened();
     let local = stream.local_addr()?;
@@ -146,6 +141,7 @@ async fn connection(
             peer,
             origin: origin(client, local),
             managed,
+            own_authority: request_head::own_authority(None, local, false),
         });
         return http(TokioIo::new(stream), conn, false).await;
     };
@@ -159,12 +155,14 @@ async fn connection(
     let chain = peer_chain(stream.get_ref().1);
     listener.stats.handshake_ok(chain.is_some());
     let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+    let server_name = stream.get_ref().1.server_name();
     let conn = Arc::new(Conn {
         cert_headers: cert_headers(&listener, chain.as_ref()),
         listener: Arc::clone(&listener),
         peer,
         origin: origin(client, local),
         managed,
+        own_authority: request_head::own_authority(server_name, local, true),
     });
     http(TokioIo::new(stream), conn, h2).await
 }
@@ -240,6 +238,16 @@ async fn measured(req: Request<Incoming>, conn: &Conn) -> Response<Metered<Body>
 
 async fn handle(mut req: Request<Incoming>, conn: &Conn) -> Response<Body> {
     let l = &conn.listener;
+    let host = match request_head::authority(
+        req.method(),
+        req.version(),
+        req.uri(),
+        req.headers(),
+        &conn.own_authority,
+    ) {
+        Ok(host) => host,
+        Err(refused) => return refuse(l, refused),
+    };
     let path = req
         .uri()
         .path_and_query()
@@ -252,12 +260,15 @@ async fn handle(mut req: Request<Incoming>, conn: &Conn) -> Response<Body> {
         },
         None => path.to_owned(),
     };
-    // A WebSocket (or other) upgrade: the backend's 101 hands both connections over to a
-    // byte copy.
-    let upgrade = is_upgrade(req.headers()).then(|| hyper::upgrade::on(&mut req));
+    // A WebSocket upgrade: the backend's 101 hands both connections over to a byte copy. No
+    // other upgrade is forwarded (see `request_head`).
+    let websocket = request_head::websocket(req.headers());
+    let upgrade = websocket.is_some().then(|| hyper::upgrade::on(&mut req));
     let (mut parts, body) = req.into_parts();
-    let host = request_host(&parts.uri, &parts.headers);
-    strip(&mut parts.headers, &conn.managed);
+    // The client's connection-scoped headers go first, so that nothing it names in
+    // `Connection` can remove what sluice adds below.
+    request_head::remove_client_hop_by_hop(&mut parts.headers, &conn.managed);
+    conn.managed.strip(&mut parts.headers);
     match &conn.cert_headers {
         Ok(headers) => {
             for (name, value) in headers {
@@ -276,13 +287,14 @@ async fn handle(mut req: Request<Incoming>, conn: &Conn) -> Response<Body> {
         listener_port: conn.origin.local.port(),
         by: Some(conn.origin.local),
     };
-    forwarded::apply(&mut parts.headers, &l.forwarded, &hop, host.as_deref());
-    if let Some(h) = host.as_deref().and_then(|h| HeaderValue::from_str(h).ok()) {
-        parts.headers.insert(header::HOST, h);
+    forwarded::apply(&mut parts.headers, &l.forwarded, &hop, Some(&host));
+    match HeaderValue::from_str(&host) {
+        Ok(h) => {
+            parts.headers.insert(header::HOST, h);
+        }
+        Err(_) => return refuse(l, Refused::BadAuthority),
     }
-    let upgrade_to = parts.headers.get(header::UPGRADE).cloned();
-    remove_hop_by_hop(&mut parts.headers);
-    if let (Some(_), Some(to)) = (&upgrade, upgrade_to) {
+    if let Some(to) = websocket {
         parts
             .headers
             .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
@@ -303,80 +315,36 @@ async fn handle(mut req: Request<Incoming>, conn: &Conn) -> Response<Body> {
         Err(code) => return status(code),
     };
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
-        if let Some(client_side) = upgrade {
-            let backend_side = hyper::upgrade::on(&mut resp);
-            tokio::spawn(async move {
-                if let (Ok(c), Ok(b)) = (client_side.await, backend_side.await) {
-                    let _ =
-                        tokio::io::copy_bidirectional(&mut TokioIo::new(c), &mut TokioIo::new(b))
-                            .await;
-                }
-            });
-            let (parts, body) = resp.into_parts();
-            return Response::from_parts(parts, body.boxed());
-        }
+        // Only to the WebSocket upgrade asked for: a 101 to anything else (or to nothing)
+        // would hand the client a tunnel past every header rule.
+        let to_websocket = resp
+            .headers()
+            .get(header::UPGRADE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.trim().eq_ignore_ascii_case("websocket"));
+        let Some(client_side) = upgrade.filter(|_| to_websocket) else {
+            tracing::info!(listener = %l.name, "backend switched protocols without a WebSocket upgrade");
+            return status(StatusCode::BAD_GATEWAY);
+        };
+        let backend_side = hyper::upgrade::on(&mut resp);
+        tokio::spawn(async move {
+            if let (Ok(c), Ok(b)) = (client_side.await, backend_side.await) {
+                let _ =
+                    tokio::io::copy_bidirectional(&mut TokioIo::new(c), &mut TokioIo::new(b)).await;
+            }
+        });
+        let (parts, body) = resp.into_parts();
+        return Response::from_parts(parts, body.boxed());
     }
     let (mut parts, body) = resp.into_parts();
-    remove_hop_by_hop(&mut parts.headers);
+    request_head::remove_response_hop_by_hop(&mut parts.headers);
     Response::from_parts(parts, body.boxed())
 }
 
-/// `Connection: upgrade` with an `Upgrade` header (HTTP/1.1 only).
-fn is_upgrade(headers: &HeaderMap) -> bool {
-    headers.contains_key(header::UPGRADE)
-        && headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
-}
-
-/// The Host the client asked for: HTTP/2's `:authority`, else the Host header.
-fn request_host(uri: &Uri, headers: &HeaderMap) -> Option<String> {
-    uri.authority().map(|a| a.as_str().to_owned()).or_else(|| {
-        headers
-            .get(header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .map(str::to_owned)
-    })
-}
-
-/// Removes every copy of every managed header; `HeaderMap` names are case-insensitive.
-fn strip(headers: &mut HeaderMap, managed: &[HeaderName]) {
-    for name in managed {
-        while headers.remove(name).is_some() {}
-    }
-}
-
-/// The headers that describe one connection rather than the message, never forwarded.
-pub const HOP_BY_HOP: [HeaderName; 8] = [
-    header::CONNECTION,
-    header::TE,
-    header::TRAILER,
-    header::TRANSFER_ENCODING,
-    header::UPGRADE,
-    header::PROXY_AUTHORIZATION,
-    HeaderName::from_static("keep-alive"),
-    HeaderName::from_static("proxy-connection"),
-];
-
-/// Connection-scoped headers never cross a proxy (RFC 9110, 7.6.1), including those the
-/// `Connection` header names.
-fn remove_hop_by_hop(headers: &mut HeaderMap) {
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
-        .collect();
-    for name in named {
-        headers.remove(name);
-    }
-    for name in HOP_BY_HOP {
-        headers.remove(name);
-    }
+/// sluice's own answer to a request it will not forward.
+fn refuse(l: &Listener, refused: Refused) -> Response<Body> {
+    tracing::debug!(listener = %l.name, reason = %refused, "request refused");
+    status(refused.status())
 }
 
 fn status(code: StatusCode) -> Response<Body> {

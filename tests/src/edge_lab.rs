@@ -1,0 +1,338 @@
+//! The edge lab: the real `sluice run` in the gateway namespace with some `[[edge]]`
+//! listeners (TLS with the test PKI, client certificates, header formats) in front of
+//! header-echoing backends, and the curl / `openssl s_client` clients the edge tests drive it
+//! with from the client namespace.
+
+use std::fmt::Write as _;
+use std::net::{IpAddr, SocketAddr};
+use std::process::Output;
+
+use crate::{
+    certs::{Identity, TestPki},
+    daemon::{Daemon, Scratch},
+    http_headers_backend,
+    servers::silent_backend,
+    topology::{backend_addr4, GW_CLIENT_ADDR4, GW_CLIENT_IFNAME},
+    ServerHandle, Topology, VIP4,
+};
+
+pub const SERVER_NAME: &str = "kc.test";
+pub const EDGE_PORT: u16 = 8443;
+pub const BACKEND_PORT: u16 = 8080;
+pub const BACKENDS: usize = 2;
+/// Every client certificate header format sluice knows.
+pub const ALL_FORMATS: [&str; 6] = ["rfc9440", "nginx", "apache", "haproxy", "traefik", "envoy"];
+
+/// One `[[edge]]` listener of a lab.
+pub struct Listener {
+    pub name: &'static str,
+    pub address: SocketAddr,
+    /// `none`, `optional` or `required`.
+    pub client_auth: &'static str,
+    /// `client_cert_header`.
+    pub formats: &'static [&'static str],
+    /// `trusted_proxies` (CIDRs).
+    pub trusted_proxies: Vec<String>,
+    /// More `key = value` lines of the `[[edge]]` table.
+    pub settings: Vec<String>,
+}
+
+impl Listener {
+    /// On the gateway's IPv4 address facing the client, port `port`: optional client auth with
+    /// the rfc9440 and nginx headers, nobody trusted.
+    pub fn v4(name: &'static str, port: u16) -> Listener {
+        Listener {
+            name,
+            address: SocketAddr::new(IpAddr::V4(GW_CLIENT_ADDR4), port),
+            client_auth: "optional",
+            formats: &["rfc9440", "nginx"],
+            trusted_proxies: Vec::new(),
+            settings: Vec::new(),
+        }
+    }
+
+    pub fn toml(&self, pki: &TestPki) -> String {
+        let list = |items: &[String]| {
+            items
+                .iter()
+                .map(|s| format!("\"{s}\""))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let formats: Vec<String> = self.formats.iter().map(|f| (*f).to_owned()).collect();
+        let mut text = format!(
+            "\n[[edge]]\nname = \"{}\"\naddress = \"{}\"\npool = \"web\"\n\
+             backend_port = {BACKEND_PORT}\nclient_cert_header = [{}]\n\
+             trusted_proxies = [{}]\n\n[edge.tls]\n\
+             certificates = [{{ cert = \"{}\", key = \"{}\" }}]\nclient_auth = \"{}\"\n",
+            self.name,
+            self.address,
+            list(&formats),
+            list(&self.trusted_proxies),
+            pki.server.chain().display(),
+            pki.server.key().display(),
+            self.client_auth,
+        );
+        if self.client_auth != "none" {
+            let _ = writeln!(text, "client_ca = \"{}\"", pki.ca_cert().display());
+        }
+        if !self.settings.is_empty() {
+            let at = text.find("\n[edge.tls]").expect("the TLS table");
+            text.insert_str(at, &format!("{}\n", self.settings.join("\n")));
+        }
+        text
+    }
+}
+
+/// Client, gateway running sluice with some edge listeners, header-echoing backends
+/// (`backend-<i>`).
+pub struct Lab {
+    pub daemon: Daemon,
+    pub servers: Vec<ServerHandle>,
+    pub pki: TestPki,
+    pub topo: Topology,
+    _scratch: Scratch,
+}
+
+impl Lab {
+    pub fn start(prefix: &str, listeners: &[Listener]) -> Lab {
+        let topo = Topology::build(prefix, BACKENDS).expect("build topology");
+        let scratch = Scratch::create(prefix).expect("scratch directory");
+        let pki = TestPki::generate(&scratch.path().join("pki"), &[SERVER_NAME])
+            .expect("generate the test PKI");
+        let instance = format!("test-{prefix}");
+        let mut text = format!(
+            "instance = \"{instance}\"\ninterfaces = [\"{GW_CLIENT_IFNAME}\"]\n\
+             conntrack_entries = 65536\n\n[admin]\nsocket = \"{}\"\n\n[management]\n\
+             address = \"127.0.0.1:9019\"\n\n[encap]\nsource_v4 = \"198.19.255.0/24\"\n\
+             source_v6 = \"2001:db8:ffff::/96\"\n\n[[vip]]\nname = \"web\"\n\
+             address = \"{VIP4}:80\"\ntable_size = 251\n",
+            Daemon::socket_in(scratch.path()).display(),
+        );
+        for i in 0..BACKENDS {
+            let _ = write!(
+                text,
+                "[[vip.backend]]\naddress = \"{}\"\n",
+                backend_addr4(i)
+            );
+        }
+        for listener in listeners {
+            text.push_str(&listener.toml(&pki));
+        }
+        let daemon = Daemon::start(topo.gateway(), scratch.path(), &instance, &text)
+            .expect("start sluice run with edge listeners");
+        let servers = topo
+            .backends()
+            .iter()
+            .enumerate()
+            .map(|(i, ns)| {
+                http_headers_backend(ns, &format!("backend-{i}"), BACKEND_PORT)
+                    .expect("header-echo backend")
+            })
+            .collect();
+        Lab {
+            daemon,
+            servers,
+            pki,
+            topo,
+            _scratch: scratch,
+        }
+    }
+
+    /// Connections the backends accepted so far, all together.
+    pub fn backend_connections(&self) -> u64 {
+        self.servers.iter().map(ServerHandle::served).sum()
+    }
+
+    /// curl from the client namespace to the listener at `at` (by name, resolved to `at`);
+    /// `extra` are more curl arguments. Returns the body, or curl's failure.
+    pub fn try_curl(&self, at: SocketAddr, extra: &[&str]) -> anyhow::Result<String> {
+        let ip = match at.ip() {
+            IpAddr::V4(ip) => ip.to_string(),
+            IpAddr::V6(ip) => format!("[{ip}]"),
+        };
+        let resolve = format!("{SERVER_NAME}:{}:{ip}", at.port());
+        let url = format!("https://{SERVER_NAME}:{}/realms/x?y=1", at.port());
+        let ca = self.pki.ca_cert().display().to_string();
+        let mut args = vec![
+            "curl",
+            "-sS",
+            "--fail",
+            "--max-time",
+            "10",
+            "--resolve",
+            &resolve,
+            "--cacert",
+            &ca,
+        ];
+        args.extend_from_slice(extra);
+        args.push(&url);
+        self.topo.client().run(&args)
+    }
+
+    /// [`Lab::try_curl`] that must succeed.
+    pub fn curl(&self, at: SocketAddr, extra: &[&str]) -> String {
+        self.try_curl(at, extra).unwrap_or_else(|err| {
+            panic!(
+                "curl {extra:?} to {at}: {err:#}\nsluice:\n{}",
+                self.daemon.log_text()
+            )
+        })
+    }
+
+    /// curl presenting `id` (its whole chain file).
+    pub fn try_curl_as(
+        &self,
+        id: &Identity,
+        at: SocketAddr,
+        extra: &[&str],
+    ) -> anyhow::Result<String> {
+        let cert = id.chain().display().to_string();
+        let key = id.key().display().to_string();
+        let mut args = vec!["--cert", cert.as_str(), "--key", key.as_str()];
+        args.extend_from_slice(extra);
+        self.try_curl(at, &args)
+    }
+
+    /// curl presenting the valid client certificate; must succeed.
+    pub fn with_client_cert(&self, at: SocketAddr, extra: &[&str]) -> String {
+        self.try_curl_as(&self.pki.client, at, extra)
+            .unwrap_or_else(|err| {
+                panic!(
+                    "curl with the client certificate {extra:?} to {at}: {err:#}\nsluice:\n{}",
+                    self.daemon.log_text()
+                )
+            })
+    }
+
+    /// `openssl s_client` from the client namespace presenting `id`, over TLS 1.2 so a refused
+    /// client certificate fails the handshake itself; sends a request and prints what came back.
+    pub fn s_client_tls12(&self, id: &Identity, at: SocketAddr) -> Output {
+        let connect = at.to_string();
+        let ca = self.pki.ca_cert().display().to_string();
+        let (leaf, key) = (id.leaf().display(), id.key().display());
+        let mut script = format!(
+            "printf 'GET / HTTP/1.1\\r\\nHost: {SERVER_NAME}\\r\\nConnection: close\\r\\n\\r\\n' | \
+             timeout 10 openssl s_client -ign_eof -tls1_2 -connect {connect} -servername {SERVER_NAME} \
+             -CAfile {ca} -cert {leaf} -key {key}"
+        );
+        if !id.intermediates().is_empty() {
+            let _ = write!(script, " -cert_chain {}", id.intermediates_pem().display());
+        }
+        self.topo
+            .client()
+            .command(&["sh", "-c", &script])
+            .output()
+            .expect("run openssl s_client")
+    }
+
+    /// The DER of the leaf certificate the edge presents for [`SERVER_NAME`], as base64.
+    pub fn served_leaf(&self) -> String {
+        let connect = edge4();
+        let pem = self
+            .topo
+            .client()
+            .run(&[
+                "sh",
+                "-c",
+                &format!(
+                    "openssl s_client -connect {connect} -servername {SERVER_NAME} </dev/null \
+                     2>/dev/null | openssl x509 -outform DER | base64 -w0"
+                ),
+            ])
+            .expect("openssl s_client");
+        pem.trim().to_owned()
+    }
+
+    /// curl `path` (with its query) at the listener at `at`, without `--fail`: the status and
+    /// the body.
+    pub fn fetch(&self, at: SocketAddr, path: &str, extra: &[&str]) -> (u16, String) {
+        let ip = match at.ip() {
+            IpAddr::V4(ip) => ip.to_string(),
+            IpAddr::V6(ip) => format!("[{ip}]"),
+        };
+        let resolve = format!("{SERVER_NAME}:{}:{ip}", at.port());
+        let url = format!("https://{SERVER_NAME}:{}{path}", at.port());
+        let ca = self.pki.ca_cert().display().to_string();
+        let mut args = vec![
+            "curl",
+            "-sS",
+            "--max-time",
+            "10",
+            "--resolve",
+            &resolve,
+            "--cacert",
+            &ca,
+            "-w",
+            "\n%{http_code}",
+        ];
+        args.extend_from_slice(extra);
+        args.push(&url);
+        let out = self.topo.client().run(&args).unwrap_or_else(|err| {
+            panic!(
+                "curl {extra:?} {url}: {err:#}\nsluice:\n{}",
+                self.daemon.log_text()
+            )
+        });
+        let (body, code) = out.rsplit_once('\n').unwrap_or(("", &out));
+        let code = code
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("curl {url}: no status in {out:?}"));
+        (code, body.to_owned())
+    }
+
+    /// Replaces the header-echo backends with ones that accept and never answer, on the same
+    /// port.
+    pub fn silence_backends(&mut self) {
+        // Dropping a handle stops its server and closes its socket, freeing the port.
+        self.servers.clear();
+        self.servers = self
+            .topo
+            .backends()
+            .iter()
+            .enumerate()
+            .map(|(i, ns)| {
+                silent_backend(ns, &format!("silent-{i}"), BACKEND_PORT).expect("silent backend")
+            })
+            .collect();
+    }
+
+    pub fn reload(&self) -> std::process::Output {
+        self.daemon.cli(&["reload"]).expect("run sluice reload")
+    }
+}
+
+/// The gateway address of the default listener.
+pub fn edge4() -> SocketAddr {
+    SocketAddr::new(IpAddr::V4(GW_CLIENT_ADDR4), EDGE_PORT)
+}
+
+/// The request head lines the backend echoed, lowercased names, as `name: value`.
+pub fn headers(body: &str) -> Vec<String> {
+    body.lines()
+        .skip(2) // the backend's name, the request line
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| format!("{}: {}", n.trim().to_ascii_lowercase(), v.trim()))
+        .collect()
+}
+
+pub fn values<'a>(headers: &'a [String], name: &str) -> Vec<&'a str> {
+    headers
+        .iter()
+        .filter_map(|h| h.strip_prefix(name).and_then(|r| r.strip_prefix(": ")))
+        .collect()
+}
+
+/// The only value of `name`; panics unless there is exactly one.
+pub fn single<'a>(h: &'a [String], name: &str, body: &str) -> &'a str {
+    match values(h, name)[..] {
+        [one] => one,
+        ref other => panic!("{name}: want exactly one value, got {other:?}:\n{body}"),
+    }
+}
+
+/// The backend that answered (the echo body's first line).
+pub fn backend_of(body: &str) -> &str {
+    body.lines().next().unwrap_or_default()
+}
