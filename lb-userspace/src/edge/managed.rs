@@ -17,7 +17,7 @@ use super::{
 };
 
 /// Chain prefixes that are always treated as managed, whatever the listener's names: Apache
-/// mod_ssl's own variable (`SSL_CLIENT_CERT_CHAIN_n`), which Apache configurations forward
+/// `mod_ssl`'s own variable (`SSL_CLIENT_CERT_CHAIN_n`), which Apache configurations forward
 /// under that name.
 const WELL_KNOWN_CHAIN_PREFIXES: [&str; 1] = ["ssl-client-cert-chain"];
 

@@ -1,5 +1,16 @@
 use super::*;
 
+/// name, version, target, header lines, expected authority or refusal.
+type HostCase<'a> = (
+    &'a str,
+    Version,
+    &'a str,
+    &'a [(&'a str, &'a str)],
+    Result<&'a str, Refused>,
+);
+/// header lines, expected `Upgrade`.
+type UpgradeCase<'a> = (&'a [(&'a str, &'a str)], Option<&'a str>);
+
 fn headers(lines: &[(&str, &str)]) -> HeaderMap {
     let mut h = HeaderMap::new();
     for (name, value) in lines {
@@ -17,11 +28,12 @@ fn judge(version: Version, uri: &str, lines: &[(&str, &str)]) -> Result<String, 
 }
 
 #[test]
+#[expect(clippy::too_many_lines, reason = "one table")]
 fn host_rules() {
     const HTTP_10: Version = Version::HTTP_10;
     const HTTP_11: Version = Version::HTTP_11;
     const HTTP_2: Version = Version::HTTP_2;
-    let cases: &[(&str, Version, &str, &[(&str, &str)], Result<&str, Refused>)] = &[
+    let cases: &[HostCase] = &[
         (
             "1.1 with Host",
             HTTP_11,
@@ -169,7 +181,7 @@ fn connect_is_refused() {
 
 #[test]
 fn only_websocket_upgrades_pass() {
-    let cases: &[(&[(&str, &str)], Option<&str>)] = &[
+    let cases: &[UpgradeCase] = &[
         (
             &[("connection", "Upgrade"), ("upgrade", "websocket")],
             Some("websocket"),
