@@ -13,7 +13,7 @@ use crate::{
     http_headers_backend,
     servers::silent_backend,
     topology::{backend_addr4, GW_CLIENT_ADDR4, GW_CLIENT_IFNAME},
-    ServerHandle, Topology, VIP4,
+    NetNs, ServerHandle, Topology, VIP4,
 };
 
 pub const SERVER_NAME: &str = "kc.test";
@@ -285,6 +285,13 @@ impl Lab {
     /// Replaces the header-echo backends with ones that accept and never answer, on the same
     /// port.
     pub fn silence_backends(&mut self) {
+        self.replace_backends(|ns, i| {
+            silent_backend(ns, &format!("silent-{i}"), BACKEND_PORT).expect("silent backend")
+        });
+    }
+
+    /// Replaces the backends with what `start(namespace, index)` starts on [`BACKEND_PORT`].
+    pub fn replace_backends(&mut self, start: impl Fn(&NetNs, usize) -> ServerHandle) {
         // Dropping a handle stops its server and closes its socket, freeing the port.
         self.servers.clear();
         self.servers = self
@@ -292,9 +299,7 @@ impl Lab {
             .backends()
             .iter()
             .enumerate()
-            .map(|(i, ns)| {
-                silent_backend(ns, &format!("silent-{i}"), BACKEND_PORT).expect("silent backend")
-            })
+            .map(|(i, ns)| start(ns, i))
             .collect();
     }
 

@@ -107,16 +107,9 @@ fn lab(prefix: &str) -> Lab {
     let mut listener = Listener::v4("hdr", EDGE_PORT);
     listener.formats = &ALL_FORMATS;
     let mut lab = Lab::start(prefix, &[listener]);
-    lab.servers.clear();
-    lab.servers = lab
-        .topo
-        .backends()
-        .iter()
-        .enumerate()
-        .map(|(i, ns)| {
-            tcp_server(ns, &format!("raw-{i}"), BACKEND_PORT, raw_backend).expect("raw backend")
-        })
-        .collect();
+    lab.replace_backends(|ns, i| {
+        tcp_server(ns, &format!("raw-{i}"), BACKEND_PORT, raw_backend).expect("raw backend")
+    });
     lab
 }
 
