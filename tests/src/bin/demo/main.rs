@@ -1,10 +1,16 @@
-//! `cargo xtask demo`: sluice balancing real connections across three backends.
+//! `cargo xtask demo`: the whole job of sluice on real connections, in four steps.
 //!
 //! Builds the standard test network (client, gateway and three backends, each in its own
 //! network namespace), runs the real `sluice` binary on the gateway (`sluice run`) and on every
-//! backend (`sluice decap attach`), starts a small HTTP server per backend, opens a few hundred
-//! connections to the VIP from the client and prints how they spread next to the share Maglev
-//! expected. Everything it creates is removed again: on success, on failure (guards drop before
+//! backend (`sluice decap attach`), then:
+//! 1. opens a few hundred connections to the L4 VIP and prints how they spread next to the
+//!    share Maglev expected;
+//! 2. sends requests to an edge listener with a required client certificate and prints what
+//!    the backend received (the certificate header decoded, the real client address);
+//! 3. drains one backend under a steady load and counts the failed requests (none);
+//! 4. stops the gateway with SIGTERM and prints the shutdown phases as a balancer sees them.
+//!
+//! Everything it creates is removed again: on success, on failure (guards drop before
 //! `main` returns) and on Ctrl-C / SIGTERM (a signal thread stops the children, deletes the
 //! namespaces and the temporary directory, and exits 130).
 //!
@@ -28,9 +34,12 @@ use lb_userspace::dataplane::expected_shares;
 use nix::sys::signal::{kill, SigSet, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
+use sluice_tests::certs::TestPki;
 use sluice_tests::netns::run_cmd;
 use sluice_tests::topology::{backend_addr4, BACKEND_IFNAME, CLIENT_ADDR4, GW_CLIENT_IFNAME};
 use sluice_tests::{http_backend, http_get_many, is_root, ChildGuard, NetNs, Topology, VIP4};
+
+mod tour;
 
 /// Namespace prefix: `sldemo-client`, `sldemo-gw`, `sldemo-b0`, ...
 const PREFIX: &str = "sldemo";
@@ -166,7 +175,9 @@ fn run() -> Result<()> {
     let dir = TempDir::create()?;
     let config_path = dir.path().join("sluice.toml");
     let socket = dir.path().join("admin.sock");
-    let text = config_text(&socket);
+    let pki = TestPki::generate(&dir.path().join("pki"), &["idp.demo"])
+        .context("generating the demo's certificates")?;
+    let text = config_text(&socket, &pki);
     let config = Config::parse(&text).context("the demo's own config does not parse")?;
     fs::write(&config_path, &text).with_context(|| format!("writing {}", config_path.display()))?;
     println!("config written to {}", config_path.display());
@@ -224,7 +235,9 @@ fn run() -> Result<()> {
                 .with_context(|| format!("starting the HTTP server on {name}"))?,
         );
     }
-    println!("HTTP servers listening on port {PORT} on every backend");
+    let edge_servers = tour::edge_backends(&topo)?;
+    println!("HTTP servers listening on port {PORT} on every backend (and header-echo servers on 8080 for the edge)");
+    println!("\n== 1. the L4 fast path: Maglev in XDP, direct server return");
 
     let vip = SocketAddr::new(VIP4.into(), PORT);
     println!(
@@ -259,27 +272,30 @@ fn run() -> Result<()> {
         bail!("{total} of {CONNECTIONS} answers came from a known backend: {tally:?}");
     }
 
+    let cli = |args: &[&str]| sluice_cli(&sluice, &socket, args);
     println!("what the operator sees: sluice backends");
-    let out = std::process::Command::new(&sluice)
-        .arg("--socket")
-        .arg(&socket)
-        .arg("backends")
-        .output()
-        .context("running sluice backends")?;
-    if !out.status.success() {
-        bail!(
-            "sluice backends failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    println!("{}", String::from_utf8_lossy(&out.stdout));
+    println!("{}", cli(&["backends"])?);
 
-    println!("stopping the HTTP servers and sluice...");
+    tour::edge(&topo, &pki, dir.path())?;
+    tour::drain(&topo, &cli, vip)?;
+    gateway.check_running()?;
+    tour::shutdown(topo.gateway(), || gateway.stop("sluice run on the gateway"))?;
+    println!("  the daemon's own account of it:");
+    for line in gateway.log_text().lines().filter(|l| {
+        l.contains("phase")
+            || l.contains("shutdown")
+            || l.contains("finished")
+            || l.contains("detached")
+    }) {
+        println!("    {}", without_colours(line).trim());
+    }
+
+    println!("\nstopping the HTTP servers and the backends' sluice...");
     drop(servers);
+    drop(edge_servers);
     for (i, mut decap) in decaps.into_iter().enumerate() {
         decap.stop(&format!("sluice decap on backend-{i}"))?;
     }
-    gateway.stop("sluice run on the gateway")?;
     let link = topo.gateway().ip(&["link", "show", GW_CLIENT_IFNAME])?;
     if link.contains("xdp") {
         bail!("sluice exited but XDP is still attached to {GW_CLIENT_IFNAME}: {link}");
@@ -317,13 +333,50 @@ fn sluice_bin() -> Result<PathBuf> {
     fs::canonicalize(&path).with_context(|| format!("resolving {}", path.display()))
 }
 
-fn config_text(socket: &Path) -> String {
+/// `line` without ANSI colour sequences (`ESC [ ... m`).
+fn without_colours(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c == 'm' {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// A `sluice` CLI command against the demo's daemon: its output, or its error message.
+fn sluice_cli(sluice: &Path, socket: &Path, args: &[&str]) -> Result<String> {
+    let out = Command::new(sluice)
+        .arg("--socket")
+        .arg(socket)
+        .args(args)
+        .output()
+        .with_context(|| format!("running sluice {}", args.join(" ")))?;
+    if !out.status.success() {
+        bail!(
+            "sluice {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn config_text(socket: &Path, pki: &TestPki) -> String {
     let mut text = format!(
         "# Written by the sluice demo.\n\
          instance = \"demo\"\n\
          interfaces = [\"{GW_CLIENT_IFNAME}\"]\n\
          xdp_mode = \"native\"\n\
-         conntrack_entries = 65536\n\n\
+         conntrack_entries = 65536\n\
+         {}\n\
          [admin]\n\
          socket = \"{}\"\n\n\
          [encap]\n\
@@ -334,6 +387,7 @@ fn config_text(socket: &Path) -> String {
          address = \"{VIP4}:{PORT}\"\n\
          protocol = \"tcp\"\n\
          table_size = {TABLE_SIZE}\n",
+        tour::SHUTDOWN_SETTINGS,
         socket.display()
     );
     for i in 0..BACKENDS {
@@ -343,6 +397,7 @@ fn config_text(socket: &Path) -> String {
             backend_addr4(i)
         );
     }
+    text.push_str(&tour::config(pki, PORT));
     text
 }
 
