@@ -192,20 +192,29 @@ assert_size!(Settings, 32);
 /// walks in this order.
 ///
 /// `serving` and `draining` treat traffic alike (during `draining` only readiness says the node
-/// is going away); once `closed`, `sluice_xdp` answers every new connection to an edge VIP with
-/// a TCP RST built in the kernel, so clients fail over at once instead of retransmitting their
-/// SYN into a listener that no longer accepts. L4 VIPs are not affected: their backends keep
-/// serving after this node's daemon is gone.
+/// is going away); once `closed`, every new connection to an edge VIP is refused with a TCP RST
+/// (see [`NodeEntry::closed_reply`] for who builds it), so clients fail over at once instead of
+/// retransmitting their SYN into a listener that no longer accepts. L4 VIPs are not affected:
+/// their backends keep serving after this node's daemon is gone.
 pub const NODE_SERVING: u8 = 0;
 pub const NODE_DRAINING: u8 = 1;
 pub const NODE_CLOSED: u8 = 2;
+
+/// A closed node's RST is built by `sluice_xdp` and sent back with `XDP_TX`.
+pub const CLOSED_REPLY_XDP: u8 = 0;
+/// A closed node passes SYNs to the kernel, whose TCP stack answers with a RST because the
+/// listener is closed: for interfaces where an `XDP_TX` frame may be lost (a veth in native
+/// mode delivers it only if its peer runs an XDP program too).
+pub const CLOSED_REPLY_KERNEL: u8 = 1;
 
 /// Value of the node array, one entry at index 0 (`NODE_*` state).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct NodeEntry {
     pub state: u8,
-    pub _pad: [u8; 3],
+    /// `CLOSED_REPLY_*`: who answers a closed node's SYNs (0, the default, is XDP).
+    pub closed_reply: u8,
+    pub _pad: [u8; 2],
 }
 assert_size!(NodeEntry, 4);
 

@@ -14,7 +14,7 @@
 //! steering path already uses most of the 512-byte BPF stack.
 
 use aya_ebpf::{bindings::xdp_action, helpers::bpf_xdp_adjust_tail, programs::XdpContext};
-use lb_common::{Counter, FAMILY_V6, NODE_CLOSED, PROTO_TCP};
+use lb_common::{Counter, CLOSED_REPLY_XDP, FAMILY_V6, NODE_CLOSED, PROTO_TCP};
 
 use crate::{
     csum,
@@ -29,14 +29,17 @@ const TTL: u8 = 64;
 /// IPv4 flags word with only "don't fragment" set.
 const IP_DF: u16 = 0x4000;
 
-/// Whether the packet opens a connection that a closed node must refuse: a SYN without ACK
-/// (never a RST, which is not answered) while the node map says `closed`.
+/// Whether the packet opens a connection that a closed node must refuse here: a SYN without
+/// ACK (never a RST, which is not answered) while the node map says `closed` and that the RST
+/// is built in XDP (otherwise the SYN goes on to the kernel, which refuses it itself).
 #[inline(always)]
 pub fn refuses(p: &Parsed) -> bool {
     !p.icmp_error
         && p.key.proto == PROTO_TCP
         && p.tcp_flags & (TCP_SYN | TCP_ACK | TCP_RST) == TCP_SYN
-        && NODE.get(0).is_some_and(|n| n.state == NODE_CLOSED)
+        && NODE
+            .get(0)
+            .is_some_and(|n| n.state == NODE_CLOSED && n.closed_reply == CLOSED_REPLY_XDP)
 }
 
 /// Turns the SYN into its RST and sends it back out the ingress interface.

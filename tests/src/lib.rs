@@ -14,6 +14,7 @@ pub mod haproxy;
 pub mod http1;
 pub mod load;
 pub mod netns;
+pub mod nginx;
 pub mod packet_builder;
 pub mod packet_check;
 pub mod packet_env;

@@ -22,6 +22,7 @@ use sluice_tests::daemon::{Daemon, Scratch};
 use sluice_tests::haproxy::{CheckedServer, Haproxy, HttpBalancerSpec};
 use sluice_tests::http1::{KeepAlive, Reply};
 use sluice_tests::load::{self, Load};
+use sluice_tests::nginx::{Nginx, PassiveBalancerSpec};
 use sluice_tests::topology::{
     backend_addr4, CLIENT_ADDR4, GW_CLIENT_ADDR4, GW_CLIENT_IFNAME, GW_PROXY_ADDR4,
     GW_PROXY_IFNAME, PROXY_ADDR4,
@@ -490,4 +491,102 @@ fn drained_edge_backend_gets_no_request_after_the_drain_is_acknowledged() {
         served_at_ack,
         "{name} accepted connections after the drain was acknowledged"
     );
+}
+
+/// nginx with passive failover only (no health checks, `proxy_connect_timeout 2s`) in front of
+/// two instances: while one is closed and still finishing a request, every connection nginx
+/// opens to it must be refused at once, so nginx retries the other instance without waiting
+/// for its connect timeout. The proxy's veth runs no XDP program, as a real balancer's would
+/// not: an `XDP_TX` RST would never reach it, so the kernel answers there.
+#[test]
+fn nginx_in_front_never_waits_for_a_connect_timeout_while_one_instance_stops() {
+    require_root();
+    let backends = 1;
+    let mut topo = Topology::build("sls4", backends).expect("build topology");
+    topo.add_proxy().expect("add the proxy host");
+    let node = |name, interface, address, backend_port| NodeSpec {
+        name,
+        interface,
+        address,
+        backend_port,
+        backends,
+        shutdown_delay: "200ms",
+        shutdown_timeout: "5s",
+    };
+    let a = Node::start(
+        topo.gateway(),
+        &node("sls4-a", GW_CLIENT_IFNAME, GW_CLIENT_ADDR4, PORT_A),
+    );
+    let mut b = Node::start(
+        topo.gateway(),
+        &node("sls4-b", GW_PROXY_IFNAME, GW_PROXY_ADDR4, PORT_B),
+    );
+    let backend = topo.backend(0);
+    let _servers = [
+        http_backend(backend, "a-0", PORT_A).expect("backend for a"),
+        http_delay_backend(backend, "b-0", PORT_B).expect("backend for b"),
+    ];
+    let frontend = SocketAddr::new(PROXY_ADDR4.into(), FRONTEND_PORT);
+    let nginx_dir = Scratch::create("sls4-nginx").expect("scratch directory");
+    let nginx = Nginx::start(
+        topo.proxy(),
+        nginx_dir.path(),
+        &PassiveBalancerSpec {
+            frontend,
+            servers: vec![a.edge, b.edge],
+            connect_timeout: Duration::from_secs(2),
+        },
+    )
+    .expect("start nginx");
+    let mut seen = [false, false];
+    wait_for("nginx to answer through both instances", || {
+        if let Ok(reply) = get_once(topo.client(), frontend, "/") {
+            seen[0] |= reply.body.starts_with("a-");
+            seen[1] |= reply.body.starts_with("b-");
+        }
+        seen == [true, true]
+    });
+
+    let load = Load {
+        target: frontend,
+        sources: vec![IpAddr::V4(CLIENT_ADDR4); 4],
+        path: "/".into(),
+        duration: Duration::from_secs(5),
+        pause: Duration::from_millis(10),
+        max_requests: 2000,
+    };
+    let client = topo.client();
+    let b_edge = b.edge;
+    let (report, status) = load::run(client, &load, || {
+        thread::scope(|s| {
+            // Keeps b closed, with this request in flight, for about three seconds.
+            let long = s.spawn(|| get_once(client, b_edge, "/delay/3000"));
+            thread::sleep(Duration::from_secs(1));
+            let status = b.daemon.stop().expect("stop sluice b");
+            let _ = long.join();
+            status
+        })
+    });
+    let errors = nginx.error_log();
+    let upstream_lines: Vec<&str> = errors.lines().filter(|l| l.contains("upstream")).collect();
+    let logs = || format!("nginx:\n{errors}\nsluice b:\n{}", b.daemon.log_text());
+    assert!(report.failures().is_empty(), "{report}{}", logs());
+    assert!(
+        status.success(),
+        "sluice b exited with {status}\n{}",
+        logs()
+    );
+    assert!(
+        upstream_lines.iter().all(|l| !l.contains("timed out")),
+        "nginx waited for a connect timeout:\n{}",
+        logs()
+    );
+    assert!(
+        upstream_lines
+            .iter()
+            .any(|l| l.contains("Connection refused") && l.contains(&b_edge.to_string())),
+        "nginx never met the closed instance, so this proved nothing:\n{}",
+        logs()
+    );
+    assert_eq!(a.ready(topo.gateway()), 200, "the survivor stays ready");
 }

@@ -1,7 +1,10 @@
 //! The real `sluice run` stopping with no balancer in front: `/health/ready` turns 503 at once,
-//! and once the node is closed a new connection to an edge listener is refused at once, by the
-//! RST `sluice_xdp` builds (counted), for IPv4 and IPv6, while a request still in flight keeps
-//! the daemon in its `closed` phase. The RST's bytes are checked in `node_rst.rs`.
+//! and once the node is closed a new connection to an edge listener is refused at once, for
+//! IPv4 and IPv6, while a request still in flight keeps the daemon in its `closed` phase. In
+//! skb mode the RST is the one `sluice_xdp` builds (counted); on a veth in native mode, whose
+//! `XDP_TX` frames reach a peer without XDP nowhere, the kernel's. The client's veth runs no
+//! XDP program, as a container's or an upstream balancer's would not. The RST's bytes are
+//! checked in `node_rst.rs`.
 //!
 //! Needs root. Run with `cargo test -p sluice-tests --test shutdown_rst -- --test-threads=1`.
 
@@ -35,24 +38,33 @@ fn connect(topo: &Topology, to: SocketAddr) -> std::io::Result<(TcpStream, Durat
 }
 
 #[test]
+fn a_closed_node_refuses_new_edge_connections_at_once_with_the_rst_of_xdp() {
+    closed_node_refuses("slsdr", "skb");
+}
+
+/// Without the kernel's own RST here every SYN to the closed node was lost (`XDP_TX` on a veth
+/// whose peer runs no XDP) and retransmitted until the daemon exited.
+#[test]
+fn a_closed_node_on_a_veth_refuses_new_edge_connections_at_once_with_the_kernels_rst() {
+    closed_node_refuses("slsdn", "native");
+}
+
 #[expect(
     clippy::float_cmp,
     reason = "counter values are small integers, exact in an f64"
 )]
-fn a_closed_node_refuses_new_edge_connections_at_once() {
+fn closed_node_refuses(prefix: &str, xdp_mode: &str) {
     require_root();
-    let topo = Topology::build("slsdr", 1).expect("build topology");
-    let _client_xdp = topo
-        .client_xdp_pass()
-        .expect("attach XDP_PASS to the client's veth");
-    let scratch = Scratch::create("slsdr").expect("scratch directory");
+    let topo = Topology::build(prefix, 1).expect("build topology");
+    let scratch = Scratch::create(prefix).expect("scratch directory");
+    let instance = format!("test-{prefix}");
     let edges = [
         SocketAddr::new(GW_CLIENT_ADDR4.into(), EDGE_PORT),
         SocketAddr::new(GW_CLIENT_ADDR6.into(), EDGE_PORT),
     ];
     let mut text = format!(
-        "instance = \"test-slsdr\"\ninterfaces = [\"{GW_CLIENT_IFNAME}\"]\n\
-         conntrack_entries = 4096\nshutdown_delay = \"500ms\"\nshutdown_timeout = \"4s\"\n\n\
+        "instance = \"{instance}\"\ninterfaces = [\"{GW_CLIENT_IFNAME}\"]\n\
+         xdp_mode = \"{xdp_mode}\"\nconntrack_entries = 4096\nshutdown_delay = \"500ms\"\nshutdown_timeout = \"4s\"\n\n\
          [admin]\nsocket = \"{}\"\n\n[management]\naddress = \"{MANAGEMENT}\"\n\n\
          [encap]\nsource_v4 = \"198.19.255.0/24\"\nsource_v6 = \"2001:db8:ffff::/96\"\n\n\
          [[vip]]\nname = \"web\"\naddress = \"{VIP4}:80\"\ntable_size = 251\n\
@@ -68,7 +80,7 @@ fn a_closed_node_refuses_new_edge_connections_at_once() {
         );
     }
     let mut daemon =
-        Daemon::start(topo.gateway(), scratch.path(), "test-slsdr", &text).expect("start sluice");
+        Daemon::start(topo.gateway(), scratch.path(), &instance, &text).expect("start sluice");
     // A backend that never answers: a request to it stays in flight through the shutdown.
     let _backend = silent_backend(&topo.backends()[0], "silent", BACKEND_PORT).expect("backend");
     let management: SocketAddr = MANAGEMENT.parse().expect("address");
@@ -121,8 +133,14 @@ fn a_closed_node_refuses_new_edge_connections_at_once() {
         let _ = connect(&topo, to);
         eprintln!("closed: {to} refused after {:?}", start.elapsed());
     }
-    assert_eq!(rst() - before, 4.0, "every refusal was the kernel's RST");
+    let by_xdp = if xdp_mode == "skb" { 4.0 } else { 0.0 };
+    assert_eq!(rst() - before, by_xdp, "who refused ({xdp_mode} mode)");
     assert_eq!(in_flight(), 1.0, "the long request is still in flight");
+    assert_eq!(
+        metric("sluice_phase", &[("phase", "closed")]),
+        1.0,
+        "refused while the node is closed, not once the daemon is gone"
+    );
 
     // The 4 s timeout cuts the request (no second signal: that would skip the wait).
     let status = daemon

@@ -26,7 +26,7 @@ use super::{
     commit::{Commit, Live},
     error::map_err,
     maps::{attach_xdp, load_xdp, take, xdp_mut, Arr, Cidrs, Hash, PerCpu},
-    node::NodeState,
+    node::{ClosedReply, NodeState},
     pins::{Pins, PreviousBackends},
     plan::{
         cidr_keys, edge_cidr_keys, plan_edges, plan_vip, table_for, Adopted, CidrKey, EdgeState,
@@ -111,6 +111,8 @@ pub struct Dataplane {
     /// Links this daemon attached or adopted (pinned mode only).
     links: Vec<(String, FdLink)>,
     adopted: bool,
+    /// Who refuses a closed node's SYNs, from the interfaces attached so far.
+    pub(super) closed_reply: ClosedReply,
 }
 
 impl Dataplane {
@@ -177,6 +179,7 @@ impl Dataplane {
             pins,
             links: Vec::new(),
             adopted,
+            closed_reply: ClosedReply::Xdp,
         };
         // The node map is this daemon's own (never adopted from pins): a daemon started after
         // a shutdown that closed the node serves again.
@@ -210,6 +213,16 @@ impl Dataplane {
     /// pinned link gets the new program through that link, atomically; otherwise a new link is
     /// created and pinned.
     pub fn attach(&mut self, iface: &str, mode: Mode) -> Result<(), DataplaneError> {
+        let reply = ClosedReply::for_interface(iface, mode == Mode::Native);
+        if reply == ClosedReply::Kernel {
+            tracing::info!(
+                iface,
+                "virtual interface in native mode: a closed node's SYNs are refused by the \
+                 kernel (XDP_TX frames reach a veth peer only if it runs XDP too)"
+            );
+        }
+        self.closed_reply = self.closed_reply.and(reply);
+        self.set_node_state(self.node_state()?)?;
         let Some(pins) = &self.pins else {
             return attach_xdp(&mut self.ebpf, names::PROG_XDP, iface, mode);
         };

@@ -1,10 +1,22 @@
 //! The node's own state in the kernel (`sluice_node_v1`): graceful shutdown walks it from
-//! `serving` through `draining` to `closed`, and once it is `closed` `sluice_xdp` answers new
-//! connections to edge VIPs with a TCP RST (L4 VIPs keep forwarding).
+//! `serving` through `draining` to `closed`, and once it is `closed` every new connection to an
+//! edge VIP is refused with a TCP RST (L4 VIPs keep forwarding).
+//!
+//! Who builds that RST depends on the interfaces: `sluice_xdp` builds it and sends it with
+//! `XDP_TX`, unless some interface is a virtual device in native mode. There (a veth, most
+//! often: containers, VMs) an `XDP_TX` frame reaches the peer only if the peer runs an XDP
+//! program too, and is silently lost otherwise; the SYN would be retransmitted for as long as
+//! the node stays closed. On such a node `sluice_xdp` passes the SYN on and the kernel answers
+//! it, since the listener has closed by then. Either way every SYN gets an answer.
 
 use std::fmt;
 
-use lb_common::{names, NodeEntry, NODE_CLOSED, NODE_DRAINING, NODE_SERVING};
+use std::path::Path;
+
+use lb_common::{
+    names, NodeEntry, CLOSED_REPLY_KERNEL, CLOSED_REPLY_XDP, NODE_CLOSED, NODE_DRAINING,
+    NODE_SERVING,
+};
 
 use super::{error::map_err, gateway::Dataplane, DataplaneError};
 
@@ -61,7 +73,8 @@ impl Dataplane {
     pub fn set_node_state(&mut self, state: NodeState) -> Result<(), DataplaneError> {
         let entry = NodeEntry {
             state: state.code(),
-            _pad: [0; 3],
+            closed_reply: self.closed_reply.code(),
+            _pad: [0; 2],
         };
         self.node.set(0, entry, 0).map_err(map_err(names::NODE))
     }
@@ -70,6 +83,50 @@ impl Dataplane {
     pub fn node_state(&self) -> Result<NodeState, DataplaneError> {
         let entry = self.node.get(&0, 0).map_err(map_err(names::NODE))?;
         NodeState::from_code(entry.state).ok_or(DataplaneError::BadNodeState(entry.state))
+    }
+}
+
+/// Who answers a closed node's SYNs (see the module documentation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ClosedReply {
+    /// `sluice_xdp` builds the RST and sends it with `XDP_TX`.
+    #[default]
+    Xdp,
+    /// The kernel's TCP stack, once the listener has closed.
+    Kernel,
+}
+
+impl ClosedReply {
+    const fn code(self) -> u8 {
+        match self {
+            ClosedReply::Xdp => CLOSED_REPLY_XDP,
+            ClosedReply::Kernel => CLOSED_REPLY_KERNEL,
+        }
+    }
+
+    /// What an interface attached in `native` mode allows: `XDP_TX` is reliable on a device
+    /// with a driver of its own (a NIC, virtio), not on a virtual one (veth, whose peer must
+    /// run XDP too). In skb mode every device transmits `XDP_TX` frames through the stack.
+    pub fn for_interface(iface: &str, native: bool) -> ClosedReply {
+        let has_device = Path::new("/sys/class/net")
+            .join(iface)
+            .join("device")
+            .exists();
+        if native && !has_device {
+            ClosedReply::Kernel
+        } else {
+            ClosedReply::Xdp
+        }
+    }
+
+    /// Kernel as soon as one interface needs it: the node map is shared by every interface.
+    #[must_use]
+    pub fn and(self, other: ClosedReply) -> ClosedReply {
+        if self == ClosedReply::Kernel || other == ClosedReply::Kernel {
+            ClosedReply::Kernel
+        } else {
+            ClosedReply::Xdp
+        }
     }
 }
 
