@@ -109,6 +109,16 @@ pub enum XdpMode {
     Skb,
 }
 
+impl XdpMode {
+    /// The configuration spelling (`native`, `skb`).
+    pub const fn name(self) -> &'static str {
+        match self {
+            XdpMode::Native => "native",
+            XdpMode::Skb => "skb",
+        }
+    }
+}
+
 /// Prefixes the outer (tunnel) source addresses are drawn from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Encap {

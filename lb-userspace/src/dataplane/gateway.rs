@@ -226,32 +226,44 @@ impl Dataplane {
         let Some(pins) = &self.pins else {
             return attach_xdp(&mut self.ebpf, names::PROG_XDP, iface, mode);
         };
-        let path = pins.link_path(iface);
+        let path = pins.link_path(iface, mode);
         let link_err = |error: String| DataplaneError::Link {
             iface: iface.to_string(),
             error,
         };
+        let pinned = path.exists();
+        let other = match mode {
+            Mode::Native => Mode::Skb,
+            Mode::Skb => Mode::Native,
+        };
+        if !pinned && pins.link_path(iface, other).exists() {
+            // A kept dataplane attached in the other mode: the kernel runs one mode at a time,
+            // so the old link goes first and XDP pauses on this interface until the new one is
+            // attached (conntrack, and so every flow, stays).
+            tracing::warn!(
+                iface,
+                from = other.name(),
+                to = mode.name(),
+                "re-attaching in the configured xdp_mode"
+            );
+            pins.unlink(iface, other)?;
+        }
         let prog = xdp_mut(&mut self.ebpf, names::PROG_XDP)?;
         let program_err = |error| DataplaneError::Program {
             name: names::PROG_XDP,
             error,
         };
-        let pinned = path.exists();
         let id = if pinned {
             let link = PinnedLink::from_pin(&path).map_err(|e| link_err(e.to_string()))?;
             let link =
                 XdpLink::try_from(FdLink::from(link)).map_err(|e| link_err(e.to_string()))?;
             prog.attach_to_link(link).map_err(program_err)?
         } else {
-            let mode = match mode {
+            let kernel_mode = match mode {
                 Mode::Native => aya::programs::XdpMode::Driver,
                 Mode::Skb => aya::programs::XdpMode::Skb,
             };
-            prog.attach(iface, mode)
-                .map_err(|error| DataplaneError::Attach {
-                    iface: iface.to_string(),
-                    error,
-                })?
+            attach_retrying(prog, iface, kernel_mode)?
         };
         let link = FdLink::try_from(prog.take_link(id).map_err(program_err)?).map_err(|_| {
             link_err("the kernel attached without a bpf_link, which pinning needs".into())
@@ -272,10 +284,10 @@ impl Dataplane {
         let Some(pins) = &self.pins else {
             return Ok(());
         };
-        for iface in pins.linked_interfaces() {
+        for (iface, mode) in pins.linked_interfaces() {
             if !interfaces.contains(&iface) {
                 tracing::info!(iface, "detaching an interface the config no longer names");
-                pins.replace(&format!("link_{iface}"), |_| Ok::<(), String>(()))?;
+                pins.unlink(&iface, mode)?;
             }
         }
         let prog = xdp_mut(&mut self.ebpf, names::PROG_XDP)?;
@@ -556,4 +568,38 @@ fn settings_for(encap: &Encap) -> Settings {
         src6_host_mask_be: v6_mask.to_be(),
         _pad: 0,
     }
+}
+
+/// Attaches `prog` to `iface`. Right after another mode's link was unpinned the kernel may not
+/// have released it yet (a link's last reference is dropped asynchronously), which it reports
+/// as busy: tried again for up to a second.
+fn attach_retrying(
+    prog: &mut aya::programs::Xdp,
+    iface: &str,
+    mode: aya::programs::XdpMode,
+) -> Result<aya::programs::xdp::XdpLinkId, DataplaneError> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
+    loop {
+        match prog.attach(iface, mode) {
+            Ok(id) => return Ok(id),
+            Err(error) if std::time::Instant::now() < deadline && is_busy(&error) => {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            Err(error) => {
+                return Err(DataplaneError::Attach {
+                    iface: iface.to_string(),
+                    error,
+                })
+            }
+        }
+    }
+}
+
+fn is_busy(error: &aya::programs::ProgramError) -> bool {
+    let text = error.to_string();
+    let source = std::error::Error::source(error).map(ToString::to_string);
+    [Some(text), source]
+        .iter()
+        .flatten()
+        .any(|t| t.contains("busy") || t.contains("exists") || t.contains("EEXIST"))
 }

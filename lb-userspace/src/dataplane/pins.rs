@@ -17,9 +17,14 @@ use aya::maps::{HashMap as AyaHash, Map, MapData};
 use lb_common::{names, BackendEntry, VipEntry, VipKey};
 
 use super::{addr::words_to_ip, error::map_err, sys, DataplaneError};
+use crate::config::XdpMode;
 
-/// Prefix of the per-interface link pins: `link_<ifname>`.
+/// Prefix of the per-interface link pins of a native-mode attachment: `link_<ifname>`.
 const LINK_PREFIX: &str = "link_";
+/// The same in skb (generic) mode: `linkskb_<ifname>`. The mode is in the name because the
+/// kernel's link information does not say it, and a kept dataplane must be re-attached when
+/// the configured mode changed.
+const LINK_SKB_PREFIX: &str = "linkskb_";
 
 #[derive(Debug)]
 pub struct Pins {
@@ -33,10 +38,21 @@ impl Pins {
             path: dir.display().to_string(),
             error: error.to_string(),
         };
-        sys::ensure_mounted(bpffs).map_err(|error| DataplaneError::Pin {
+        let mounted = sys::ensure_mounted(bpffs).map_err(|error| DataplaneError::Pin {
             path: bpffs.display().to_string(),
             error: format!("mounting bpffs: {error}"),
         })?;
+        if mounted {
+            tracing::warn!(
+                bpffs = %bpffs.display(),
+                "no bpffs was mounted here, so sluice mounted one: in a private mount namespace \
+                 (`ip netns exec`, some containers) its pins are invisible to the host and gone \
+                 with the namespace, so keep_dataplane cannot hand the dataplane to the next \
+                 daemon; mount the host's bpffs there instead"
+            );
+        } else {
+            tracing::info!(bpffs = %bpffs.display(), pins = %dir.display(), "pinning under bpffs");
+        }
         std::fs::create_dir_all(&dir).map_err(io_err)?;
         Ok(Pins { dir })
     }
@@ -49,8 +65,12 @@ impl Pins {
         self.dir.join(name)
     }
 
-    pub fn link_path(&self, iface: &str) -> PathBuf {
-        self.dir.join(format!("{LINK_PREFIX}{iface}"))
+    pub fn link_path(&self, iface: &str, mode: XdpMode) -> PathBuf {
+        let prefix = match mode {
+            XdpMode::Native => LINK_PREFIX,
+            XdpMode::Skb => LINK_SKB_PREFIX,
+        };
+        self.dir.join(format!("{prefix}{iface}"))
     }
 
     /// Pins something new under `name`, replacing what a previous daemon pinned there.
@@ -64,20 +84,29 @@ impl Pins {
         pin(&path).map_err(|e| pin_err(&path, &e))
     }
 
-    /// Interfaces that have a link pinned here.
-    pub fn linked_interfaces(&self) -> Vec<String> {
+    /// Interfaces that have a link pinned here, with the mode it was attached in.
+    pub fn linked_interfaces(&self) -> Vec<(String, XdpMode)> {
         let Ok(entries) = std::fs::read_dir(&self.dir) else {
             return Vec::new();
         };
         entries
             .filter_map(Result::ok)
             .filter_map(|e| {
-                e.file_name()
-                    .to_str()
-                    .and_then(|n| n.strip_prefix(LINK_PREFIX))
-                    .map(str::to_string)
+                let name = e.file_name().to_str()?.to_owned();
+                if let Some(iface) = name.strip_prefix(LINK_PREFIX) {
+                    Some((iface.to_owned(), XdpMode::Native))
+                } else {
+                    name.strip_prefix(LINK_SKB_PREFIX)
+                        .map(|iface| (iface.to_owned(), XdpMode::Skb))
+                }
             })
             .collect()
+    }
+
+    /// Unpins `iface`'s link of `mode` (which detaches it once nothing else holds it).
+    pub fn unlink(&self, iface: &str, mode: XdpMode) -> Result<(), DataplaneError> {
+        let path = self.link_path(iface, mode);
+        remove_if_present(&path).map_err(|e| pin_err(&path, &e))
     }
 
     /// Removes every pin and the directory. Removing a link pin detaches the program once the

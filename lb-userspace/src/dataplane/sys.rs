@@ -7,11 +7,11 @@ use std::{ffi::CString, io, os::unix::ffi::OsStrExt as _, path::Path};
 const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
 
 /// Mounts bpffs at `path` unless one is already there (systemd mounts it on most hosts; a bare
-/// container or test VM may not).
-pub fn ensure_mounted(path: &Path) -> io::Result<()> {
+/// container or test VM may not). `true` when it had to mount one.
+pub fn ensure_mounted(path: &Path) -> io::Result<bool> {
     std::fs::create_dir_all(path)?;
     if is_bpffs(path)? {
-        return Ok(());
+        return Ok(false);
     }
     let target = c_path(path)?;
     let fstype = c"bpf";
@@ -28,7 +28,7 @@ pub fn ensure_mounted(path: &Path) -> io::Result<()> {
         )
     };
     if rc == 0 {
-        Ok(())
+        Ok(true)
     } else {
         Err(io::Error::last_os_error())
     }

@@ -1,0 +1,183 @@
+//! What `keep_dataplane = true` depends on, made visible: a daemon whose config names another
+//! `xdp_mode` than the kept dataplane re-attaches the interface in the configured mode (the
+//! pins say which, open connections keep flowing); a daemon that has to mount a bpffs of its
+//! own (a private mount namespace, as under `ip netns exec`) warns that nothing it pins
+//! outlives it. Needs root.
+//!
+//! Run with `cargo test -p sluice-tests --test kept_dataplane -- --test-threads=1`.
+
+use std::fmt::Write as _;
+use std::fs::File;
+use std::process::Stdio;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use lb_userspace::config::XdpMode;
+use lb_userspace::dataplane::Decap;
+use sluice_tests::daemon::{pin_dir, sluice_bin, Daemon, Scratch};
+use sluice_tests::topology::{backend_addr4, GW_CLIENT_IFNAME};
+use sluice_tests::{require_root, tcp_echo_backend, ChildGuard, EchoConn, NetNs, Topology, VIP4};
+
+const ECHO_PORT: u16 = 7;
+
+fn config(instance: &str, scratch: &Scratch, mode: &str) -> String {
+    let mut text = format!(
+        "instance = \"{instance}\"\ninterfaces = [\"{GW_CLIENT_IFNAME}\"]\nxdp_mode = \"{mode}\"\n\
+         keep_dataplane = true\nconntrack_entries = 4096\n\n[admin]\nsocket = \"{}\"\n\n\
+         [management]\naddress = \"127.0.0.1:9041\"\n\n[encap]\nsource_v4 = \"198.19.255.0/24\"\n\
+         source_v6 = \"2001:db8:ffff::/96\"\n\n[[vip]]\nname = \"echo\"\n\
+         address = \"{VIP4}:{ECHO_PORT}\"\ntable_size = 251\n",
+        Daemon::socket_in(scratch.path()).display()
+    );
+    for i in 0..2 {
+        let _ = write!(
+            text,
+            "[[vip.backend]]\naddress = \"{}\"\n",
+            backend_addr4(i)
+        );
+    }
+    text
+}
+
+/// The XDP attachment `ip link` shows on the gateway's interface: `xdpgeneric` (skb mode),
+/// `xdp` (native) or nothing.
+fn attached_mode(gateway: &NetNs) -> &'static str {
+    let link = gateway
+        .ip(&["link", "show", GW_CLIENT_IFNAME])
+        .expect("ip link show");
+    if link.contains("xdpgeneric") {
+        "skb"
+    } else if link.contains("xdp") {
+        "native"
+    } else {
+        "none"
+    }
+}
+
+fn pinned_links(instance: &str) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(pin_dir(instance))
+        .map(|d| {
+            d.filter_map(Result::ok)
+                .filter_map(|e| e.file_name().to_str().map(str::to_owned))
+                .filter(|n| n.starts_with("link"))
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+#[test]
+fn an_adopted_dataplane_is_reattached_in_the_configured_xdp_mode() {
+    require_root();
+    let prefix = "slmode";
+    let instance = format!("test-{prefix}");
+    let topo = Topology::build(prefix, 2).expect("build topology");
+    let scratch = Scratch::create(prefix).expect("scratch directory");
+    let _backends: Vec<_> = (0..2)
+        .map(|i| {
+            let ns = topo.backend(i);
+            let decap = ns
+                .exec(|| Decap::attach("eth0", XdpMode::Native, &[VIP4.into()]))
+                .and_then(|r| Ok(r?))
+                .expect("attach sluice_decap");
+            let echo = tcp_echo_backend(ns, &format!("backend-{i}"), ECHO_PORT).expect("echo");
+            (decap, echo)
+        })
+        .collect();
+    let mut daemon = Daemon::start(
+        topo.gateway(),
+        scratch.path(),
+        &instance,
+        &config(&instance, &scratch, "native"),
+    )
+    .expect("start sluice run");
+    assert_eq!(attached_mode(topo.gateway()), "native");
+    assert_eq!(
+        pinned_links(&instance),
+        [format!("link_{GW_CLIENT_IFNAME}")]
+    );
+    let vip = std::net::SocketAddr::new(VIP4.into(), ECHO_PORT);
+    let mut conns: Vec<EchoConn> = (0..4)
+        .map(|_| EchoConn::open(topo.client(), vip).expect("echo connection"))
+        .collect();
+
+    for (mode, link) in [("skb", "linkskb_"), ("native", "link_")] {
+        let status = daemon.stop().expect("stop");
+        assert!(status.success(), "exit {status}\n{}", daemon.log_text());
+        std::fs::write(daemon.config_path(), config(&instance, &scratch, mode))
+            .expect("write config");
+        daemon.restart(topo.gateway()).expect("restart");
+        assert_eq!(
+            attached_mode(topo.gateway()),
+            mode,
+            "the configured mode is in effect\n{}",
+            daemon.log_text()
+        );
+        assert_eq!(
+            pinned_links(&instance),
+            [format!("{link}{GW_CLIENT_IFNAME}")]
+        );
+        for c in &mut conns {
+            c.exchange()
+                .unwrap_or_else(|e| panic!("{mode}: connection goes on: {e:#}"));
+        }
+        assert!(
+            daemon
+                .log_text()
+                .contains("re-attaching in the configured xdp_mode"),
+            "the change is logged"
+        );
+    }
+    // The test's daemon shares the host's mount namespace: it found a bpffs and said so.
+    let log = daemon.log_text();
+    assert!(log.contains("pinning under bpffs"), "{log}");
+    assert!(!log.contains(MOUNTED_OWN), "{log}");
+}
+
+const MOUNTED_OWN: &str = "no bpffs was mounted here, so sluice mounted one";
+
+#[test]
+fn a_daemon_in_a_private_mount_namespace_warns_that_its_pins_die_with_it() {
+    require_root();
+    let prefix = "slmnt";
+    let instance = format!("test-{prefix}");
+    let topo = Topology::build(prefix, 2).expect("build topology");
+    let scratch = Scratch::create(prefix).expect("scratch directory");
+    let cfg = scratch.path().join("sluice.toml");
+    std::fs::write(&cfg, config(&instance, &scratch, "native")).expect("write config");
+    let log_path = scratch.path().join("sluice.log");
+    let log = File::create(&log_path).expect("log file");
+    let bin = sluice_bin().expect("sluice binary");
+    // `ip netns exec` gives the daemon a mount namespace of its own with a fresh /sys, where
+    // no bpffs is mounted.
+    let child = topo
+        .gateway()
+        .command(&[
+            bin.to_str().expect("UTF-8 path"),
+            "run",
+            "-c",
+            cfg.to_str().expect("UTF-8 path"),
+        ])
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().expect("log"))
+        .stderr(log)
+        .spawn()
+        .expect("start sluice run under ip netns exec");
+    let mut guard = ChildGuard::new(child);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let text = loop {
+        let text = std::fs::read_to_string(&log_path).unwrap_or_default();
+        if text.contains("serving") || Instant::now() > deadline {
+            break text;
+        }
+        thread::sleep(Duration::from_millis(50));
+    };
+    let status = guard
+        .terminate(Duration::from_secs(10))
+        .expect("stop sluice");
+    assert!(text.contains(MOUNTED_OWN), "the daemon warns:\n{text}");
+    assert!(status.success(), "exit {status}\n{text}");
+    // Its pins lived in its own mount namespace: the host's bpffs never saw them.
+    assert!(!pin_dir(&instance).exists());
+}
