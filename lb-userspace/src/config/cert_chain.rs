@@ -104,3 +104,89 @@ fn chain_lengths(
     }
     ok.then_some(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::{tests::with_edge, Config};
+    use crate::edge::client_cert::{ChainLengths, ChainSettings, Format};
+
+    fn parse(keys: &str) -> Result<ChainSettings, String> {
+        Config::parse(&with_edge(keys))
+            .map(|c| c.edges[0].client_cert_chain)
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn defaults_are_keycloaks() {
+        let s = parse("client_cert_header = [\"rfc9440\"]").unwrap();
+        assert_eq!(s, ChainSettings::default());
+        assert!(!s.anchor);
+        for (format, len) in [
+            (Format::Rfc9440, 1),
+            (Format::Nginx, 0),
+            (Format::Apache, 1),
+            (Format::Haproxy, 1),
+            (Format::Traefik, 1),
+            (Format::Envoy, 10),
+        ] {
+            assert_eq!(s.lengths.get(format), len, "{format}");
+        }
+    }
+
+    #[test]
+    fn written_lengths_and_anchor_apply() {
+        let s = parse(
+            "client_cert_header = [\"rfc9440\", \"envoy\", \"traefik\"]\n\
+             client_cert_chain_length = { rfc9440 = 3, envoy = 0 }\n\
+             client_cert_chain_anchor = true",
+        )
+        .unwrap();
+        let want = ChainLengths::default()
+            .with(Format::Rfc9440, 3)
+            .and_then(|l| l.with(Format::Envoy, 0))
+            .unwrap();
+        assert_eq!(
+            s,
+            ChainSettings {
+                lengths: want,
+                anchor: true
+            }
+        );
+    }
+
+    #[test]
+    fn every_mistake_is_named_with_its_field_and_nothing_half_applies() {
+        let e = parse(
+            "client_cert_header = [\"rfc9440\", \"nginx\"]\n\
+             client_cert_chain_length = { rfc9440 = 11, nginx = 1, apache = 2 }",
+        )
+        .unwrap_err();
+        for want in [
+            "edge[0].client_cert_chain_length.rfc9440: 11 is out of range: must be between 0 \
+             and 10 (chain certificates after the leaf in the rfc9440 headers; set the same as \
+             the Keycloak rfc9440 provider's certificate-chain-length)",
+            "edge[0].client_cert_chain_length.nginx: nginx carries no certificate chain",
+            "edge[0].client_cert_chain_length.apache: has no effect: client_cert_header does \
+             not list \"apache\"; add it there or leave apache out",
+        ] {
+            assert!(e.contains(want), "missing {want:?} in:\n{e}");
+        }
+
+        let e =
+            parse("client_cert_header = [\"nginx\"]\nclient_cert_chain_anchor = true").unwrap_err();
+        assert!(
+            e.contains(
+                "edge[0].client_cert_chain_anchor: has no effect: none of the formats in \
+                 client_cert_header carries a chain"
+            ),
+            "{e}"
+        );
+        // false is the default, and harmless anywhere.
+        assert!(
+            parse("client_cert_header = [\"nginx\"]\nclient_cert_chain_anchor = false").is_ok()
+        );
+
+        let e = parse("client_cert_chain_length = { spiffe = 1 }").unwrap_err();
+        assert!(e.contains("unknown field `spiffe`"), "{e}");
+    }
+}
