@@ -15,9 +15,7 @@ use std::process::{Command, Output, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
-use lb_userspace::edge::tls::{
-    peer_chain, server_config, CertFiles, ClientAuth, Reloadable, TlsSettings,
-};
+use lb_userspace::edge::tls::{server_config, CertFiles, ClientAuth, Reloadable, TlsSettings};
 use sluice_tests::certs::{Identity, TestPki};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
@@ -149,7 +147,7 @@ async fn serve(
     tcp: TcpStream,
     tx: mpsc::UnboundedSender<Result<Handshake, String>>,
 ) {
-    let mut stream = match tokio::time::timeout(LIMIT, tls.accept(tcp)).await {
+    let stream = match tokio::time::timeout(LIMIT, tls.accept(tcp)).await {
         Err(_) => {
             let _ = tx.send(Err("handshake timed out".to_owned()));
             return;
@@ -158,13 +156,23 @@ async fn serve(
             let _ = tx.send(Err(e.to_string()));
             return;
         }
-        Ok(Ok(stream)) => stream,
+        Ok(Ok(accepted)) => accepted,
     };
+    let (mut stream, config) = stream;
     let (_, conn) = stream.get_ref();
+    // The leaf and the intermediates of the path the verifier built.
+    let peer = match config.peer_chain(conn) {
+        None => None,
+        Some(Ok(chain)) => Some((chain.leaf, chain.path.intermediates.clone())),
+        Some(Err(e)) => {
+            let _ = tx.send(Err(format!("no verified path: {e}")));
+            return;
+        }
+    };
     let handshake = Handshake {
         sni: conn.server_name().map(str::to_owned),
         alpn: conn.alpn_protocol().map(<[u8]>::to_vec),
-        peer: peer_chain(conn),
+        peer,
     };
     let h2 = handshake.alpn.as_deref() == Some(b"h2");
     let _ = tx.send(Ok(handshake));
