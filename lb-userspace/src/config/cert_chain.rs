@@ -12,13 +12,17 @@ use crate::edge::client_cert::{ChainLengths, ChainSettings, Format, MAX_CHAIN};
 /// broken (then whether a format is sent cannot be judged).
 pub(super) fn settings(
     r: &mut Report,
-    lengths: Option<&Spanned<raw::ClientCertChainLength>>,
-    anchor: Option<&Spanned<bool>>,
+    e: &raw::Edge,
     formats: Option<&[Format]>,
     field: &dyn Fn(&str) -> String,
 ) -> Option<ChainSettings> {
-    let lengths = chain_lengths(r, lengths, formats, &field("client_cert_chain_length"));
-    let anchor = match (anchor, formats) {
+    let lengths = chain_lengths(
+        r,
+        e.client_cert_chain_length.as_ref(),
+        formats,
+        &field("client_cert_chain_length"),
+    );
+    let anchor = match (e.client_cert_chain_anchor.as_ref(), formats) {
         (Some(a), Some(formats)) if *a.get_ref() && !formats.iter().any(|f| carries_chain(*f)) => {
             r.invalid(
                 a.span(),

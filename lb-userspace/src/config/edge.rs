@@ -164,13 +164,7 @@ fn edge(
         formats.as_deref(),
         &field("client_cert_names"),
     );
-    let chain = cert_chain::settings(
-        r,
-        e.client_cert_chain_length.as_ref(),
-        e.client_cert_chain_anchor.as_ref(),
-        formats.as_deref(),
-        &field,
-    );
+    let chain = cert_chain::settings(r, e, formats.as_deref(), &field);
     let styles = list(
         r,
         &e.forwarded_headers,

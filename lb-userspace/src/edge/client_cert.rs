@@ -204,7 +204,8 @@ impl Default for Names {
 /// How many chain certificates (after the leaf) each format carries at most: the ones nearest
 /// the leaf. The defaults are the defaults of Keycloak's `x509cert-lookup` providers
 /// ([`ChainLengths::keycloak_default`]); a format's length and its provider's
-/// `certificate-chain-length` are meant to be changed together.
+/// `certificate-chain-length` (`--spi-x509cert-lookup-<provider>-certificate-chain-length`)
+/// are meant to be changed together.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ChainLengths([usize; Format::ALL.len()]);
 

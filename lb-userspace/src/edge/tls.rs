@@ -233,11 +233,14 @@ pub fn server_config(s: &TlsSettings) -> Result<ServerTls, TlsError> {
     })
 }
 
+/// The client certificate verifier, and its path building when it verifies.
+type Verifier = (Arc<dyn ClientCertVerifier>, Option<Arc<Paths>>);
+
 fn client_verifier(
     s: &TlsSettings,
     roots: Option<(RootCertStore, Vec<CertificateDer<'static>>)>,
     provider: &Arc<CryptoProvider>,
-) -> Result<(Arc<dyn ClientCertVerifier>, Option<Arc<Paths>>), TlsError> {
+) -> Result<Verifier, TlsError> {
     if s.client_auth == ClientAuth::None {
         return Ok((WebPkiClientVerifier::no_client_auth(), None));
     }

@@ -102,7 +102,7 @@ fn arrangements(p: &Pki) -> Vec<(&'static str, Vec<CertificateDer<'static>>)> {
         p.stranger_ca.clone(),
         p.root.clone(),
     );
-    let unknown_leaf = p.leaf.clone();
+    let leaf_copy = p.leaf.clone();
     vec![
         ("as issued", vec![i2.clone(), i1.clone()]),
         ("reversed", vec![i1.clone(), i2.clone()]),
@@ -133,7 +133,7 @@ fn arrangements(p: &Pki) -> Vec<(&'static str, Vec<CertificateDer<'static>>)> {
                 root.clone(),
                 sr.clone(),
                 i1.clone(),
-                unknown_leaf,
+                leaf_copy,
                 sc.clone(),
                 i2.clone(),
                 i1.clone(),
@@ -185,7 +185,7 @@ fn unverifiable_chain_has_no_path() {
     // Without the intermediate the leaf's issuer is unknown.
     let paths = self::paths(&[&p.root]);
     assert!(paths
-        .verify(&p.leaf, &[p.int1.clone()], UnixTime::now())
+        .verify(&p.leaf, std::slice::from_ref(&p.int1), UnixTime::now())
         .is_err());
 }
 
