@@ -487,7 +487,7 @@ fn xfcc(leaf: &[u8], chain: &[&[u8]], cert: &X509Certificate<'_>) -> String {
     for der in chain {
         pems.push_str(&encoding::pem(der));
     }
-    let mut out = format!(
+    let out = format!(
         "Hash={};Cert=\"{}\";Chain=\"{}\";Subject=\"{}\"",
         encoding::sha256_hex(leaf),
         encoding::escape(&encoding::pem(leaf)),
@@ -495,22 +495,45 @@ fn xfcc(leaf: &[u8], chain: &[&[u8]], cert: &X509Certificate<'_>) -> String {
         dn::rfc2253(cert.subject(), true),
     );
     // One of each at most (see `Format::Envoy`): Keycloak fails on a repeated key.
-    if let Ok(Some(san)) = cert.subject_alternative_name() {
-        let names = &san.value.general_names;
-        let uri = names.iter().find_map(|n| match n {
-            GeneralName::URI(uri) => Some(*uri),
-            _ => None,
-        });
-        let dns = names.iter().find_map(|n| match n {
-            GeneralName::DNSName(dns) => Some(*dns),
-            _ => None,
-        });
-        for (key, value) in [(";URI=", uri), (";DNS=", dns)] {
-            if let Some(value) = value {
-                out.push_str(key);
-                out.push_str(&encoding::xfcc_value(value));
-            }
+    let Ok(Some(san)) = cert.subject_alternative_name() else {
+        return out;
+    };
+    let names = &san.value.general_names;
+    let uri = names.iter().find_map(|n| match n {
+        GeneralName::URI(uri) => Some(format!(";URI={}", encoding::xfcc_value(uri))),
+        _ => None,
+    });
+    let dns = names.iter().find_map(|n| match n {
+        GeneralName::DNSName(dns) => Some(format!(";DNS={}", encoding::xfcc_value(dns))),
+        _ => None,
+    });
+    // A SAN holding `;` splits into more parts for Keycloak, one of which could repeat a key
+    // (`spiffe://x/a;DNS=b`): the first of these that Keycloak reads without a repeated key.
+    // Without URI and DNS it always does (the other values hold no `;`).
+    let tries = [
+        [uri.as_deref(), dns.as_deref()],
+        [None, dns.as_deref()],
+        [uri.as_deref(), None],
+    ];
+    for pairs in tries {
+        let element = pairs.iter().flatten().fold(out.clone(), |e, p| e + p);
+        if keycloak_keys_unique(&element) {
+            return element;
         }
     }
     out
+}
+
+/// Whether Keycloak's envoy provider reads `element` without a repeated key: it splits on
+/// every `;`, keeps the parts that split on `=` into exactly two, and collects them into a
+/// map that fails on a duplicate.
+fn keycloak_keys_unique(element: &str) -> bool {
+    let mut keys = std::collections::HashSet::new();
+    element
+        .split(';')
+        .filter_map(|part| match part.split('=').collect::<Vec<_>>()[..] {
+            [key, _] => Some(key),
+            _ => None,
+        })
+        .all(|key| keys.insert(key))
 }

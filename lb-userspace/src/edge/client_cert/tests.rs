@@ -714,3 +714,39 @@ fn rfc9440_provider_refuses_a_chain_longer_than_its_length() {
     let h = headers(&[Format::Rfc9440], &Names::default(), &LONG, &cert).expect("headers");
     assert!(keycloak_with_length(Format::Rfc9440, &h, 1).is_err());
 }
+
+#[test]
+fn chain_lengths_index_formats_in_all_order() {
+    for (i, format) in Format::ALL.into_iter().enumerate() {
+        assert_eq!(format.index(), i, "{format}");
+        let lengths = ChainLengths::default();
+        assert_eq!(lengths.get(format), ChainLengths::keycloak_default(format));
+    }
+}
+
+#[test]
+fn envoy_san_that_would_repeat_a_key_for_keycloak_is_left_out() {
+    let ca_key = KeyPair::generate().expect("key");
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("params");
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = CertifiedIssuer::self_signed(ca_params, ca_key).expect("ca");
+    let mut params = CertificateParams::new(vec!["ok.example.com".to_owned()]).expect("params");
+    params.subject_alt_names.push(SanType::URI(
+        "spiffe://example.com/a;DNS=evil.example.com"
+            .try_into()
+            .expect("uri"),
+    ));
+    let leaf = params
+        .signed_by(&KeyPair::generate().expect("key"), &ca)
+        .expect("leaf");
+    let cert = ClientCert::Verified {
+        leaf: leaf.der(),
+        chain: &[],
+    };
+    let h = headers(&[Format::Envoy], &Names::default(), &LONG, &cert).expect("headers");
+    let xfcc = get(&h, "x-forwarded-client-cert").expect("xfcc");
+    let map = keycloak_xfcc_map(xfcc).unwrap_or_else(|e| panic!("{e}: {xfcc}"));
+    assert_eq!(map.get("DNS"), Some(&"ok.example.com"), "{xfcc}");
+    assert!(!xfcc.contains("URI="), "{xfcc}");
+    assert_eq!(keycloak(Format::Envoy, &h), [leaf.der().to_vec()]);
+}
