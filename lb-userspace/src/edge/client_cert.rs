@@ -84,7 +84,8 @@ pub enum Format {
     /// Keycloak's `envoy` provider splits the element on `;`, then each part on `=`, and
     /// collects the `key=value` parts into a map that fails on a repeated key: so unlike Envoy,
     /// which writes one `URI`/`DNS` pair per SAN, this writes at most one `URI` (the
-    /// certificate's first URI SAN) and at most one `DNS` (its first DNS SAN). Keycloak reads
+    /// certificate's first URI SAN) and at most one `DNS` (its first DNS SAN), leaving out a
+    /// SAN whose `;` would still make a key repeat (`URI=spiffe://x/a;DNS=b`). Keycloak reads
     /// only `Chain`, and has no chain length option: it takes the whole `Chain`.
     Envoy,
 }
