@@ -400,7 +400,14 @@ fn chain_headers_carry_only_the_verified_path_whatever_the_client_sends() {
             let body = lab.curl(at, &cert, pki.deep_client.key());
             let h = headers(&body);
             for format in CHAIN_FORMATS {
-                let got = chain_of(format, &h);
+                // A header that does not even decode (e.g. cut at the echo backend's 16 KiB
+                // head limit by extras) is one more wrong format, not the end of the test.
+                let Ok(got) = std::panic::catch_unwind(|| chain_of(format, &h)) else {
+                    wrong.push(format!(
+                        "{what}, port {listener}, {format}: does not decode"
+                    ));
+                    continue;
+                };
                 if got != *want {
                     wrong.push(format!(
                         "{what}, port {listener}, {format}: {} certificates, not the {} of the \
