@@ -8,6 +8,7 @@
 //! Later features slot in as new optional tables (`[[edge]]`, per-VIP `proxy_protocol`) with
 //! defaults, so a file written for this version keeps its meaning.
 
+mod cert_chain;
 mod cert_names;
 mod edge;
 mod errors;
@@ -58,6 +59,8 @@ pub struct Edge {
     pub client_cert_header: Vec<crate::edge::client_cert::Format>,
     /// The apache and haproxy header names (defaults unless configured).
     pub client_cert_names: crate::edge::client_cert::Names,
+    /// How much of a verified client certificate's path the chain headers carry.
+    pub client_cert_chain: crate::edge::client_cert::ChainSettings,
     pub forwarded_headers: Vec<crate::edge::forwarded::Style>,
     pub trusted_proxies: Vec<IpNet>,
     /// PROXY v1/v2 headers before TLS, from `trusted_proxies` only.

@@ -211,6 +211,7 @@ fn start_edges(core: &Arc<Core>, prepared: Vec<PreparedEdge>) -> Vec<Edge> {
             tls,
             formats: e.client_cert_header.clone(),
             names: e.client_cert_names.clone(),
+            chain: e.client_cert_chain,
             forwarded: Policy {
                 styles: e.forwarded_headers.clone(),
                 trusted_proxies: e.trusted_proxies.clone(),

@@ -15,9 +15,7 @@ use std::process::{Command, Output, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
-use lb_userspace::edge::tls::{
-    peer_chain, server_config, CertFiles, ClientAuth, Reloadable, TlsSettings,
-};
+use lb_userspace::edge::tls::{server_config, CertFiles, ClientAuth, Reloadable, TlsSettings};
 use sluice_tests::certs::{Identity, TestPki};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
@@ -80,6 +78,8 @@ struct Handshake {
     sni: Option<String>,
     alpn: Option<Vec<u8>>,
     peer: Option<(CertificateDer<'static>, Vec<CertificateDer<'static>>)>,
+    /// A resumed session (its client certificate was not verified again).
+    resumed: bool,
 }
 
 /// A TLS listener on loopback that reports every handshake and answers HTTP/1.1 requests
@@ -149,7 +149,7 @@ async fn serve(
     tcp: TcpStream,
     tx: mpsc::UnboundedSender<Result<Handshake, String>>,
 ) {
-    let mut stream = match tokio::time::timeout(LIMIT, tls.accept(tcp)).await {
+    let stream = match tokio::time::timeout(LIMIT, tls.accept(tcp)).await {
         Err(_) => {
             let _ = tx.send(Err("handshake timed out".to_owned()));
             return;
@@ -158,13 +158,24 @@ async fn serve(
             let _ = tx.send(Err(e.to_string()));
             return;
         }
-        Ok(Ok(stream)) => stream,
+        Ok(Ok(accepted)) => accepted,
     };
+    let (mut stream, config) = stream;
     let (_, conn) = stream.get_ref();
+    // The leaf and the intermediates of the path the verifier built.
+    let peer = match config.peer_chain(conn) {
+        None => None,
+        Some(Ok(chain)) => Some((chain.leaf, chain.path.intermediates.clone())),
+        Some(Err(e)) => {
+            let _ = tx.send(Err(format!("no verified path: {e}")));
+            return;
+        }
+    };
     let handshake = Handshake {
         sni: conn.server_name().map(str::to_owned),
         alpn: conn.alpn_protocol().map(<[u8]>::to_vec),
-        peer: peer_chain(conn),
+        peer,
+        resumed: conn.handshake_kind() == Some(rustls::HandshakeKind::Resumed),
     };
     let h2 = handshake.alpn.as_deref() == Some(b"h2");
     let _ = tx.send(Ok(handshake));
@@ -659,4 +670,70 @@ async fn reload_applies_to_new_handshakes_only_when_valid() {
     let out = s_client(server.port(), Some("alpha.test"), None, ca, &[]).await;
     server.accepted().await;
     assert!(s_client_leaf(&out) == *f.beta.der(), "{}", text(&out));
+}
+
+/// A rustls client presenting `chain` (leaf first, in this order) that sends one request and
+/// reads the answer to the end, so that it takes the session tickets the server sends.
+async fn rustls_request(port: u16, config: &Arc<rustls::ClientConfig>) -> String {
+    let connector = tokio_rustls::TlsConnector::from(Arc::clone(config));
+    let tcp = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let name = ServerName::try_from("localhost").unwrap();
+    let mut stream = tokio::time::timeout(LIMIT, connector.connect(name, tcp))
+        .await
+        .expect("client handshake in time")
+        .expect("client handshake");
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(LIMIT, stream.read_to_end(&mut answer)).await;
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn verified_path_without_extras_also_for_a_resumed_session() {
+    let f = Fixture::new("resumed");
+    let mut server = Server::start(&f.settings(ClientAuth::Required, 10)).await;
+    let pki = &f.pki;
+    // The deep client's leaf, then an unrelated root, its two intermediates reversed, a
+    // certificate of an unknown CA and a copy of the trusted root.
+    let presented = vec![
+        pki.deep_client.der().clone(),
+        pki.other_root.der().clone(),
+        pki.intermediate.der().clone(),
+        pki.unknown_ca_client.der().clone(),
+        pki.sub_intermediate.der().clone(),
+        pki.root.der().clone(),
+    ];
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(pki.root.der().clone()).unwrap();
+    let key = PrivateKeyDer::from_pem_file(pki.deep_client.key()).unwrap();
+    let config = Arc::new(
+        rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_client_auth_cert(presented, key)
+        .unwrap(),
+    );
+    let want = (
+        pki.deep_client.der().clone(),
+        vec![
+            pki.sub_intermediate.der().clone(),
+            pki.intermediate.der().clone(),
+        ],
+    );
+    for round in ["full", "resumed"] {
+        let answer = rustls_request(server.port(), &config).await;
+        let h = server.accepted().await;
+        assert!(answer.ends_with(BODY), "{round}: {answer}");
+        assert_eq!(h.resumed, round == "resumed", "{round}");
+        assert!(
+            h.peer.as_ref() == Some(&want),
+            "{round}: the path is not the verified one: {h:?}"
+        );
+    }
 }

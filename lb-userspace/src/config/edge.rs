@@ -6,7 +6,7 @@ use std::{collections::HashMap, net::SocketAddr, time::Duration};
 use toml::Spanned;
 
 use super::{
-    cert_names,
+    cert_chain, cert_names,
     errors::{written_or, Report},
     fields, raw,
     vip::cidrs,
@@ -164,6 +164,7 @@ fn edge(
         formats.as_deref(),
         &field("client_cert_names"),
     );
+    let chain = cert_chain::settings(r, e, formats.as_deref(), &field);
     let styles = list(
         r,
         &e.forwarded_headers,
@@ -213,6 +214,7 @@ fn edge(
         backend_port: backend_port?,
         client_cert_header: formats?,
         client_cert_names: names?,
+        client_cert_chain: chain?,
         forwarded_headers: styles?,
         trusted_proxies: trusted_proxies?,
         proxy_protocol: proxy_protocol?,

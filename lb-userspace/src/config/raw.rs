@@ -70,6 +70,15 @@ pub struct Edge {
     /// provider reads. Default: `SSL_CLIENT_CERT` / `CERT_CHAIN`, `X-SSL-Client-Cert` /
     /// `X-SSL-Client-Cert-Chain`.
     pub client_cert_names: Option<Spanned<ClientCertNames>>,
+    /// The most chain certificates each format's headers carry, the ones nearest the leaf
+    /// (0 to 10), e.g. `{ rfc9440 = 2 }`. Defaults are Keycloak's: 1 for `rfc9440`, `apache`,
+    /// `haproxy` and `traefik` (each provider's `certificate-chain-length` default), 10 for
+    /// `envoy` (no such option: Keycloak takes the whole chain). Change it together with the
+    /// provider's `certificate-chain-length`.
+    pub client_cert_chain_length: Option<Spanned<ClientCertChainLength>>,
+    /// Whether the chain headers end with the trust anchor (the `client_ca` certificate the
+    /// verified path ends at), within each format's length. Default false.
+    pub client_cert_chain_anchor: Option<Spanned<bool>>,
     /// Forwarded headers to set: `forwarded` (RFC 7239) and/or `x-forwarded`. Default: both.
     #[serde(default = "defaults::forwarded_headers")]
     pub forwarded_headers: Vec<Spanned<String>>,
@@ -127,6 +136,19 @@ pub struct ClientCertNames {
     pub haproxy_cert: Option<Spanned<String>>,
     /// The `haproxy` format's chain header prefix. Default `X-SSL-Client-Cert-Chain`.
     pub haproxy_chain_prefix: Option<Spanned<String>>,
+}
+
+/// One optional length per format that carries a chain; `nginx` is accepted only to be refused
+/// with a reason (nginx carries no chain).
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClientCertChainLength {
+    pub rfc9440: Option<Spanned<i64>>,
+    pub nginx: Option<Spanned<i64>>,
+    pub apache: Option<Spanned<i64>>,
+    pub haproxy: Option<Spanned<i64>>,
+    pub traefik: Option<Spanned<i64>>,
+    pub envoy: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Deserialize)]

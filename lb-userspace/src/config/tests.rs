@@ -324,7 +324,7 @@ fn edges_count_against_the_dataplane_maps() {
 
 /// `GOOD` with an `[[edge]]` on the web VIP that verifies client certificates, `keys` written
 /// into its table.
-fn with_edge(keys: &str) -> String {
+pub(super) fn with_edge(keys: &str) -> String {
     edit(&[(
         39,
         &format!(

@@ -6,6 +6,13 @@
 //! [`headers`] returns. Only a chain rustls verified is ever forwarded; for no certificate or a
 //! failed one the only header is nginx's `ssl-client-verify`.
 //!
+//! The chain is the path verification built (the intermediates it used, leaf's issuer first,
+//! and the trust anchor only when the listener says so), never what else the client sent, and
+//! each format carries at most its [`ChainLengths`] entries of it: the ones nearest the leaf,
+//! as many as the Keycloak provider of that format reads by default. Keycloak's
+//! `certificate-chain-length` option of the provider and the format's length here are changed
+//! together.
+//!
 //! | format    | headers (defaults)                                                        |
 //! |-----------|---------------------------------------------------------------------------|
 //! | `rfc9440` | `Client-Cert: :<b64 DER>:`, `Client-Cert-Chain: :<b64>:, :<b64>:`         |
@@ -31,18 +38,19 @@ use x509_parser::certificate::X509Certificate;
 use x509_parser::extensions::GeneralName;
 use x509_parser::prelude::FromDer;
 
-/// The most intermediates forwarded, and so the number of `<prefix>_<n>` chain headers managed
-/// (`_0` to `_9`). Keycloak's `certificate-chain-length` should be at least this; the listener's
-/// maximum chain depth must not allow more, or [`headers`] refuses with [`Error::ChainTooLong`].
+/// The most chain certificates any format can be set to carry, and so the number of
+/// `<prefix>_<n>` chain headers managed (`_0` to `_9`): the hard cap on [`ChainLengths`].
 pub const MAX_CHAIN: usize = 10;
 
 /// The header formats, named as in the `client_cert_header` setting (and after Keycloak's
 /// `x509cert-lookup` providers).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Format {
-    /// RFC 9440: `Client-Cert: :<base64 DER>:` and, when there are intermediates,
-    /// `Client-Cert-Chain: :<b64>:, :<b64>:` in TLS order. Both are RFC 8941 byte sequences:
-    /// standard base64 with padding, no line breaks.
+    /// RFC 9440: `Client-Cert: :<base64 DER>:` and, when there are chain certificates,
+    /// `Client-Cert-Chain: :<b64>:, :<b64>:`, leaf's issuer first. Both are RFC 8941 byte
+    /// sequences: standard base64 with padding, no line breaks. Keycloak's `rfc9440` provider
+    /// refuses a `Client-Cert-Chain` with more entries than its `certificate-chain-length`
+    /// (default 1).
     Rfc9440,
     /// nginx: `ssl-client-cert` is the leaf PEM percent-encoded exactly like
     /// `$ssl_client_escaped_cert` (everything but `A-Z a-z 0-9 - . _ ~` as `%XX`, so `+`, `/`,
@@ -55,20 +63,30 @@ pub enum Format {
     /// `<Names::apache_chain>_<n>`, as PEM whose base64 body is one line, with the two line
     /// breaks around it replaced by spaces as `mod_headers` does with newlines:
     /// `-----BEGIN CERTIFICATE----- MIIB... -----END CERTIFICATE-----`. Keycloak strips the
-    /// BEGIN/END lines and trims, which leaves strict base64 with no spaces inside.
+    /// BEGIN/END lines and trims, which leaves strict base64 with no spaces inside. Keycloak's
+    /// `apache` provider reads `_0` to `_<certificate-chain-length - 1>` (default 1: `_0`).
     Apache,
     /// `HAProxy` (`%[ssl_c_der,base64]`): the leaf as bare base64 DER in [`Names::haproxy_cert`],
-    /// intermediates in `<Names::haproxy_chain>_<n>`.
+    /// chain certificates in `<Names::haproxy_chain>_<n>`. Keycloak's `haproxy` provider reads
+    /// as many as its `certificate-chain-length` (default 1).
     Haproxy,
     /// Traefik `passTLSClientCert` with `pem: true`: `X-Forwarded-Tls-Client-Cert` holds the
-    /// leaf then the intermediates, each bare base64 DER (no BEGIN/END, no line breaks, not
-    /// URL-escaped, as Traefik 2.10+ sends it), separated by `,`.
+    /// leaf then the chain certificates, each bare base64 DER (no BEGIN/END, no line breaks,
+    /// not URL-escaped, as Traefik 2.10+ sends it), separated by `,`. Keycloak's `traefik`
+    /// provider keeps the leaf and the first `certificate-chain-length` (default 1) others.
     Traefik,
     /// Envoy (`SANITIZE_SET`): `x-forwarded-client-cert` with exactly one element,
-    /// `Hash=<sha256 hex of leaf DER>;Cert="<escaped PEM>";Chain="<escaped PEM leaf+intermediates>";Subject="<RFC 2253 DN>";URI=<san>;DNS=<san>`,
-    /// one `URI`/`DNS` key per SAN, a value quoted (with `\"` and `\\` inside) when it holds
-    /// `,` `;` `=` `"` or `\`. PEM escaping is nginx's. In the Subject a `;` is written `\3B`
-    /// (RFC 4514 hex escape) rather than `\;`, because Keycloak splits the header on every `;`.
+    /// `Hash=<sha256 hex of leaf DER>;Cert="<escaped PEM>";Chain="<escaped PEM leaf+chain>";Subject="<RFC 2253 DN>";URI=<san>;DNS=<san>`,
+    /// a value quoted (with `\"` and `\\` inside) when it holds `,` `;` `=` `"` or `\`. PEM
+    /// escaping is nginx's. In the Subject a `;` is written `\3B` (RFC 4514 hex escape) rather
+    /// than `\;`, because Keycloak splits the header on every `;`.
+    ///
+    /// Keycloak's `envoy` provider splits the element on `;`, then each part on `=`, and
+    /// collects the `key=value` parts into a map that fails on a repeated key: so unlike Envoy,
+    /// which writes one `URI`/`DNS` pair per SAN, this writes at most one `URI` (the
+    /// certificate's first URI SAN) and at most one `DNS` (its first DNS SAN), leaving out a
+    /// SAN whose `;` would still make a key repeat (`URI=spiffe://x/a;DNS=b`). Keycloak reads
+    /// only `Chain`, and has no chain length option: it takes the whole `Chain`.
     Envoy,
 }
 
@@ -82,6 +100,11 @@ impl Format {
         Format::Traefik,
         Format::Envoy,
     ];
+
+    /// Its position in [`Format::ALL`].
+    const fn index(self) -> usize {
+        self as usize
+    }
 
     /// The name used in configuration.
     pub const fn as_str(self) -> &'static str {
@@ -179,6 +202,62 @@ impl Default for Names {
     }
 }
 
+/// How many chain certificates (after the leaf) each format carries at most: the ones nearest
+/// the leaf. The defaults are the defaults of Keycloak's `x509cert-lookup` providers
+/// ([`ChainLengths::keycloak_default`]); a format's length and its provider's
+/// `certificate-chain-length` (`--spi-x509cert-lookup-<provider>-certificate-chain-length`)
+/// are meant to be changed together.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ChainLengths([usize; Format::ALL.len()]);
+
+impl ChainLengths {
+    /// The default of the Keycloak provider of `format`: `certificate-chain-length` is 1 for
+    /// `rfc9440`, `apache`, `haproxy` and `traefik` (`rfc9440` refuses a longer chain header,
+    /// the others ignore the rest); `nginx` carries no chain; `envoy` has no such option and
+    /// takes the whole chain, so it gets the [`MAX_CHAIN`] cap.
+    pub const fn keycloak_default(format: Format) -> usize {
+        match format {
+            Format::Rfc9440 | Format::Apache | Format::Haproxy | Format::Traefik => 1,
+            Format::Nginx => 0,
+            Format::Envoy => MAX_CHAIN,
+        }
+    }
+
+    /// The most chain certificates `format` carries.
+    pub fn get(&self, format: Format) -> usize {
+        self.0[format.index()]
+    }
+
+    /// These lengths with `format`'s set to `len`: 0 to [`MAX_CHAIN`], and only for a format
+    /// that carries a chain (not `nginx`).
+    pub fn with(mut self, format: Format, len: usize) -> Result<Self, Error> {
+        if format == Format::Nginx {
+            return Err(Error::NoChain(format));
+        }
+        if len > MAX_CHAIN {
+            return Err(Error::ChainLength { format, len });
+        }
+        self.0[format.index()] = len;
+        Ok(self)
+    }
+}
+
+impl Default for ChainLengths {
+    fn default() -> Self {
+        ChainLengths(Format::ALL.map(ChainLengths::keycloak_default))
+    }
+}
+
+/// What of a verified path the chain headers carry.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ChainSettings {
+    /// The most certificates per format.
+    pub lengths: ChainLengths,
+    /// Whether the path's trust anchor (the `client_ca` certificate it ends at) follows the
+    /// intermediates. Default no: Keycloak validates against its own truststore.
+    pub anchor: bool,
+}
+
 /// What the TLS layer established about the client's certificate.
 #[derive(Clone, Copy, Debug)]
 pub enum ClientCert<'a> {
@@ -188,7 +267,9 @@ pub enum ClientCert<'a> {
     Verified {
         /// The client's certificate, DER.
         leaf: &'a [u8],
-        /// The intermediates the client sent, in TLS order, DER (no trust anchor needed).
+        /// The path verification built after the leaf, DER: its intermediates, leaf's issuer
+        /// first, then the trust anchor if it is to be sent. Each format carries the first
+        /// [`ChainLengths::get`] of them.
         chain: &'a [&'a [u8]],
     },
     /// The client sent a certificate that failed verification; the reason for nginx's
@@ -209,15 +290,16 @@ pub enum Error {
     /// Two selected formats would write the same header.
     #[error("two client certificate formats would both set header {0}; give apache and haproxy different names")]
     Collision(HeaderName),
-    /// More intermediates than [`MAX_CHAIN`]; lower the listener's maximum chain depth.
-    #[error(
-        "client certificate chain has {len} intermediates, more than the {max} sluice forwards"
-    )]
-    ChainTooLong {
-        /// Intermediates received.
+    /// A chain length for a format that carries no chain.
+    #[error("the {0} format carries no certificate chain, so it has no chain length")]
+    NoChain(Format),
+    /// A chain length above [`MAX_CHAIN`].
+    #[error("a chain length of {len} for {format} is more than the {MAX_CHAIN} sluice can send")]
+    ChainLength {
+        /// The format.
+        format: Format,
+        /// The length asked for.
         len: usize,
-        /// [`MAX_CHAIN`].
-        max: usize,
     },
     /// The verified leaf could not be parsed for its names (nginx and envoy need them).
     #[error("the client certificate cannot be parsed: {0}")]
@@ -281,12 +363,15 @@ fn indexed_names(format: Format, names: &Names) -> (&HeaderName, &ChainPrefix) {
     }
 }
 
-/// The headers to add for `cert`, in format order (a format listed twice counts once). For
+/// The headers to add for `cert`, in format order (a format listed twice counts once), each
+/// format's chain cut to its `lengths` (keeping the certificates nearest the leaf, which is
+/// what a Keycloak provider with that `certificate-chain-length` accepts). For
 /// [`ClientCert::None`] and [`ClientCert::Failed`] the only header is nginx's
 /// `ssl-client-verify` (`NONE` / `FAILED:<reason>`); every other format adds nothing.
 pub fn headers(
     formats: &[Format],
     names: &Names,
+    lengths: &ChainLengths,
     cert: &ClientCert<'_>,
 ) -> Result<Vec<(HeaderName, HeaderValue)>, Error> {
     let mut selected: Vec<Format> = Vec::with_capacity(formats.len());
@@ -311,12 +396,6 @@ pub fn headers(
             }
         }
         ClientCert::Verified { leaf, chain } => {
-            if chain.len() > MAX_CHAIN {
-                return Err(Error::ChainTooLong {
-                    len: chain.len(),
-                    max: MAX_CHAIN,
-                });
-            }
             let parsed = if selected.contains(&Format::Nginx) || selected.contains(&Format::Envoy) {
                 Some(
                     X509Certificate::from_der(leaf)
@@ -327,6 +406,8 @@ pub fn headers(
                 None
             };
             for format in selected {
+                // `lengths` never exceed MAX_CHAIN, so neither does what is sent.
+                let chain = &chain[..chain.len().min(lengths.get(format))];
                 verified(&mut out, format, names, leaf, chain, parsed.as_ref())?;
             }
         }
@@ -407,27 +488,53 @@ fn xfcc(leaf: &[u8], chain: &[&[u8]], cert: &X509Certificate<'_>) -> String {
     for der in chain {
         pems.push_str(&encoding::pem(der));
     }
-    let mut out = format!(
+    let out = format!(
         "Hash={};Cert=\"{}\";Chain=\"{}\";Subject=\"{}\"",
         encoding::sha256_hex(leaf),
         encoding::escape(&encoding::pem(leaf)),
         encoding::escape(&pems),
         dn::rfc2253(cert.subject(), true),
     );
-    if let Ok(Some(san)) = cert.subject_alternative_name() {
-        let names = &san.value.general_names;
-        for name in names {
-            if let GeneralName::URI(uri) = name {
-                out.push_str(";URI=");
-                out.push_str(&encoding::xfcc_value(uri));
-            }
-        }
-        for name in names {
-            if let GeneralName::DNSName(dns) = name {
-                out.push_str(";DNS=");
-                out.push_str(&encoding::xfcc_value(dns));
-            }
+    // One of each at most (see `Format::Envoy`): Keycloak fails on a repeated key.
+    let Ok(Some(san)) = cert.subject_alternative_name() else {
+        return out;
+    };
+    let names = &san.value.general_names;
+    let uri = names.iter().find_map(|n| match n {
+        GeneralName::URI(uri) => Some(format!(";URI={}", encoding::xfcc_value(uri))),
+        _ => None,
+    });
+    let dns = names.iter().find_map(|n| match n {
+        GeneralName::DNSName(dns) => Some(format!(";DNS={}", encoding::xfcc_value(dns))),
+        _ => None,
+    });
+    // A SAN holding `;` splits into more parts for Keycloak, one of which could repeat a key
+    // (`spiffe://x/a;DNS=b`): the first of these that Keycloak reads without a repeated key.
+    // Without URI and DNS it always does (the other values hold no `;`).
+    let tries = [
+        [uri.as_deref(), dns.as_deref()],
+        [None, dns.as_deref()],
+        [uri.as_deref(), None],
+    ];
+    for pairs in tries {
+        let element = pairs.iter().flatten().fold(out.clone(), |e, p| e + p);
+        if keycloak_keys_unique(&element) {
+            return element;
         }
     }
     out
+}
+
+/// Whether Keycloak's envoy provider reads `element` without a repeated key: it splits on
+/// every `;`, keeps the parts that split on `=` into exactly two, and collects them into a
+/// map that fails on a duplicate.
+fn keycloak_keys_unique(element: &str) -> bool {
+    let mut keys = std::collections::HashSet::new();
+    element
+        .split(';')
+        .filter_map(|part| match part.split('=').collect::<Vec<_>>()[..] {
+            [key, _] => Some(key),
+            _ => None,
+        })
+        .all(|key| keys.insert(key))
 }

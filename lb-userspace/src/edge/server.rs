@@ -20,7 +20,6 @@ use hyper_util::{
     rt::{TokioExecutor, TokioIo},
     server::conn::auto,
 };
-use rustls::pki_types::CertificateDer;
 use tokio::{
     net::{TcpListener, TcpStream},
     sync::watch,
@@ -29,7 +28,7 @@ use tokio::{
 use crate::{config::ProxyProtocol, dataplane::NodeState};
 
 use super::{
-    client_cert::{self, ClientCert, Format, Names},
+    client_cert::{self, ChainSettings, ClientCert, Format, Names},
     forwarded::{self, Hop, Policy},
     graceful,
     managed::Managed,
@@ -38,7 +37,7 @@ use super::{
     proxy_header,
     request_head::{self, Refused},
     stats::{EdgeStats, Metered},
-    tls::{handshake, peer_chain, Reloadable, HANDSHAKE_TIMEOUT},
+    tls::{handshake, PathError, Reloadable, VerifiedChain, HANDSHAKE_TIMEOUT},
     upstream::{Origin, Upstream},
 };
 
@@ -50,6 +49,8 @@ pub struct Listener {
     pub tls: Option<Arc<Reloadable>>,
     pub formats: Vec<Format>,
     pub names: Names,
+    /// What of a verified client certificate's path the chain headers carry.
+    pub chain: ChainSettings,
     /// `forwarded.prefix` is this prefix's text, for `X-Forwarded-Prefix`.
     pub forwarded: Policy,
     /// Only requests under it are proxied, without it; the rest get 404.
@@ -145,14 +146,15 @@ async fn connection(
         });
         return http(TokioIo::new(stream), conn, false).await;
     };
-    let stream = match handshake(tls.get(), stream, HANDSHAKE_TIMEOUT).await {
+    let tls = tls.get();
+    let stream = match handshake(tls.config(), stream, HANDSHAKE_TIMEOUT).await {
         Ok(s) => s,
         Err(e) => {
             listener.stats.handshake_failed(e.outcome());
             return Err(e.into());
         }
     };
-    let chain = peer_chain(stream.get_ref().1);
+    let chain = tls.peer_chain(stream.get_ref().1);
     listener.stats.handshake_ok(chain.is_some());
     let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
     let server_name = stream.get_ref().1.server_name();
@@ -175,22 +177,35 @@ fn origin(client: SocketAddr, local: SocketAddr) -> Origin {
     }
 }
 
-/// The headers that carry `chain` (the verified leaf and intermediates) to the backend.
+/// The headers that carry `chain` (the verified leaf and the path verification built) to the
+/// backend: the path's intermediates, then its anchor if the listener sends it.
 fn cert_headers(
     listener: &Listener,
-    chain: Option<&(CertificateDer<'static>, Vec<CertificateDer<'static>>)>,
+    chain: Option<&Result<VerifiedChain, PathError>>,
 ) -> Result<Vec<(HeaderName, HeaderValue)>, String> {
-    let intermediates: Vec<&[u8]> = chain
-        .map(|(_, c)| c.iter().map(AsRef::as_ref).collect())
+    let chain = chain
+        .map(|c| c.as_ref().map_err(ToString::to_string))
+        .transpose()?;
+    let path: Vec<&[u8]> = chain
+        .map(|c| {
+            let anchor = listener.chain.anchor.then_some(&c.path.anchor);
+            c.path
+                .intermediates
+                .iter()
+                .chain(anchor)
+                .map(AsRef::as_ref)
+                .collect()
+        })
         .unwrap_or_default();
     let cert = match chain {
-        Some((leaf, _)) => ClientCert::Verified {
-            leaf: leaf.as_ref(),
-            chain: &intermediates,
+        Some(c) => ClientCert::Verified {
+            leaf: c.leaf.as_ref(),
+            chain: &path,
         },
         None => ClientCert::None,
     };
-    client_cert::headers(&listener.formats, &listener.names, &cert).map_err(|e| e.to_string())
+    let (formats, names) = (&listener.formats, &listener.names);
+    client_cert::headers(formats, names, &listener.chain.lengths, &cert).map_err(|e| e.to_string())
 }
 
 async fn http<I>(

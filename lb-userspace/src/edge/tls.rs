@@ -1,16 +1,18 @@
 //! TLS for edge listeners: the rustls server configuration built from certificate and key
 //! files, SNI certificate selection, client certificate verification with a chain depth limit,
 //! a reloadable handle that swaps the configuration on SIGHUP, and the listener's handshake,
-//! bounded in time and classified by how it ended ([`HandshakeOutcome`]).
+//! bounded in time and classified by how it ended ([`HandshakeOutcome`]), and the verified
+//! path of a client certificate ([`ServerTls::peer_chain`]).
 //!
 //! [`server_config`] reads every file named in [`TlsSettings`] and either returns a complete
-//! [`ServerConfig`] or a [`TlsError`] that names the file (or setting) and says what is wrong;
+//! [`ServerTls`] or a [`TlsError`] that names the file (or setting) and says what is wrong;
 //! nothing is half-built. Connections that are already established keep the configuration
 //! they started with; [`Reloadable`] only changes what new handshakes use.
 
 mod depth;
 mod files;
 mod outcome;
+mod path;
 mod sni;
 #[cfg(test)]
 mod tests;
@@ -30,6 +32,7 @@ use tokio_rustls::{LazyConfigAcceptor, TlsAcceptor};
 
 pub use depth::{ChainDepthVerifier, ChainTooDeep};
 pub use outcome::HandshakeOutcome;
+pub use path::{PathError, Paths, TrustPath, VerifiedChain};
 pub use sni::SniResolver;
 
 /// Whether the listener asks for a client certificate.
@@ -157,9 +160,48 @@ fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
+/// A listener's rustls configuration and, when it verifies client certificates, the path
+/// building that goes with it: the two are made together and replaced together, so a
+/// connection's path is always built against the roots its handshake was verified with.
+#[derive(Clone, Debug)]
+pub struct ServerTls {
+    config: Arc<ServerConfig>,
+    paths: Option<Arc<Paths>>,
+}
+
+impl ServerTls {
+    /// The rustls configuration, for a handshake.
+    pub fn config(&self) -> Arc<ServerConfig> {
+        Arc::clone(&self.config)
+    }
+
+    /// The client certificate a handshake made with [`ServerTls::config`] established:
+    /// `None` when the client presented none, else the leaf and the path verification built
+    /// (never a certificate the client sent that the path does not use).
+    ///
+    /// rustls only completes a handshake whose client chain the verifier accepted; the path is
+    /// the one that verification remembered, or, when it is gone (a resumed session, or many
+    /// handshakes since), built again now, which can fail (`Some(Err)`).
+    pub fn peer_chain(&self, conn: &ServerConnection) -> Option<Result<VerifiedChain, PathError>> {
+        let (leaf, rest) = conn.peer_certificates()?.split_first()?;
+        let Some(paths) = &self.paths else {
+            return Some(Err(PathError::NotVerifying));
+        };
+        Some(paths.path(leaf, rest).map(|path| VerifiedChain {
+            leaf: leaf.clone(),
+            path,
+        }))
+    }
+
+    /// The path building, when the listener verifies client certificates.
+    pub fn paths(&self) -> Option<&Arc<Paths>> {
+        self.paths.as_ref()
+    }
+}
+
 /// Reads every file and builds the server config; every error names the file and says what
 /// is wrong. Nothing is half-built: `Err` means nothing changed.
-pub fn server_config(s: &TlsSettings) -> Result<Arc<ServerConfig>, TlsError> {
+pub fn server_config(s: &TlsSettings) -> Result<ServerTls, TlsError> {
     if s.certificates.is_empty() {
         return Err(TlsError::NoCertificates);
     }
@@ -175,7 +217,7 @@ pub fn server_config(s: &TlsSettings) -> Result<Arc<ServerConfig>, TlsError> {
     let resolver = SniResolver::new(keys);
 
     let roots = s.client_ca.as_deref().map(files::ca_bundle).transpose()?;
-    let verifier = client_verifier(s, roots, &provider)?;
+    let (verifier, paths) = client_verifier(s, roots, &provider)?;
 
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
@@ -185,16 +227,22 @@ pub fn server_config(s: &TlsSettings) -> Result<Arc<ServerConfig>, TlsError> {
         .with_client_cert_verifier(verifier)
         .with_cert_resolver(Arc::new(resolver));
     config.alpn_protocols.clone_from(&s.alpn);
-    Ok(Arc::new(config))
+    Ok(ServerTls {
+        config: Arc::new(config),
+        paths,
+    })
 }
+
+/// The client certificate verifier, and its path building when it verifies.
+type Verifier = (Arc<dyn ClientCertVerifier>, Option<Arc<Paths>>);
 
 fn client_verifier(
     s: &TlsSettings,
     roots: Option<(RootCertStore, Vec<CertificateDer<'static>>)>,
     provider: &Arc<CryptoProvider>,
-) -> Result<Arc<dyn ClientCertVerifier>, TlsError> {
+) -> Result<Verifier, TlsError> {
     if s.client_auth == ClientAuth::None {
-        return Ok(WebPkiClientVerifier::no_client_auth());
+        return Ok((WebPkiClientVerifier::no_client_auth(), None));
     }
     let Some((roots, anchors)) = roots else {
         return Err(TlsError::ClientCaMissing {
@@ -202,6 +250,12 @@ fn client_verifier(
         });
     };
     let roots = Arc::new(roots);
+    let paths = Arc::new(Paths::new(
+        Arc::clone(&roots),
+        anchors,
+        provider.signature_verification_algorithms,
+    ));
+    // No CRLs: `Paths` verifies with exactly what this builder is given.
     let mut builder = WebPkiClientVerifier::builder_with_provider(roots, provider.clone());
     if s.client_auth == ClientAuth::Optional {
         builder = builder.allow_unauthenticated();
@@ -210,11 +264,8 @@ fn client_verifier(
         path: s.client_ca.clone().unwrap_or_default(),
         reason: e.to_string(),
     })?;
-    Ok(Arc::new(ChainDepthVerifier::new(
-        inner,
-        s.max_chain_depth,
-        anchors,
-    )))
+    let verifier = ChainDepthVerifier::new(inner, s.max_chain_depth, Arc::clone(&paths));
+    Ok((Arc::new(verifier), Some(paths)))
 }
 
 /// How long a client has to complete its TLS handshake once the listener starts it (after
@@ -262,31 +313,17 @@ where
     }
 }
 
-/// What the handshake established about the client, for the header module: the verified
-/// leaf and the intermediates it presented (DER, in TLS order), or `None` when the client
-/// presented no certificate.
-///
-/// rustls only completes a handshake whose client chain the verifier accepted, so after the
-/// handshake any certificates here were verified against `client_ca`. The "intermediates"
-/// are exactly what the client sent after its leaf (this may include a copy of the root).
-pub fn peer_chain(
-    conn: &ServerConnection,
-) -> Option<(CertificateDer<'static>, Vec<CertificateDer<'static>>)> {
-    let (leaf, rest) = conn.peer_certificates()?.split_first()?;
-    Some((leaf.clone(), rest.to_vec()))
-}
-
 /// The current server configuration of a listener, replaced as a whole on reload.
 ///
 /// Each handshake takes the configuration current when it starts; connections keep theirs,
 /// so a reload never drops a connection.
 #[derive(Debug)]
 pub struct Reloadable {
-    current: RwLock<Arc<ServerConfig>>,
+    current: RwLock<ServerTls>,
 }
 
 impl Reloadable {
-    pub fn new(config: Arc<ServerConfig>) -> Self {
+    pub fn new(config: ServerTls) -> Self {
         Reloadable {
             current: RwLock::new(config),
         }
@@ -298,7 +335,7 @@ impl Reloadable {
     }
 
     /// The configuration new handshakes use.
-    pub fn get(&self) -> Arc<ServerConfig> {
+    pub fn get(&self) -> ServerTls {
         self.current
             .read()
             .unwrap_or_else(PoisonError::into_inner)
@@ -306,7 +343,7 @@ impl Reloadable {
     }
 
     /// Makes `new` the configuration for handshakes that start from now on.
-    pub fn replace(&self, new: Arc<ServerConfig>) {
+    pub fn replace(&self, new: ServerTls) {
         *self.current.write().unwrap_or_else(PoisonError::into_inner) = new;
     }
 
@@ -319,20 +356,23 @@ impl Reloadable {
 
     /// A [`TlsAcceptor`] for the current configuration.
     pub fn acceptor(&self) -> TlsAcceptor {
-        TlsAcceptor::from(self.get())
+        TlsAcceptor::from(self.get().config)
     }
 
     /// Completes a server handshake on `io`: reads the `ClientHello` with a
     /// [`LazyConfigAcceptor`] and only then takes the current configuration, so that a
     /// reload that lands while a slow client is still sending its hello applies to it.
+    /// Returns the configuration used too, for [`ServerTls::peer_chain`].
     ///
     /// The caller bounds the time of the whole call (for example with
     /// `tokio::time::timeout`).
-    pub async fn accept<IO>(&self, io: IO) -> std::io::Result<TlsStream<IO>>
+    pub async fn accept<IO>(&self, io: IO) -> std::io::Result<(TlsStream<IO>, ServerTls)>
     where
         IO: AsyncRead + AsyncWrite + Unpin,
     {
         let start = LazyConfigAcceptor::new(rustls::server::Acceptor::default(), io).await?;
-        start.into_stream(self.get()).await
+        let tls = self.get();
+        let stream = start.into_stream(tls.config()).await?;
+        Ok((stream, tls))
     }
 }

@@ -57,6 +57,9 @@ fn chain() -> Chain {
     }
 }
 
+/// Every format that carries a chain at the [`MAX_CHAIN`] cap, for tests about encoding.
+const LONG: ChainLengths = ChainLengths([MAX_CHAIN; Format::ALL.len()]);
+
 const SUBJECT_NGINX: &str = "CN=alice,OU=R&D\\; Ops,O=Example\\, Inc.,C=DE";
 const SUBJECT_ENVOY: &str = "CN=alice,OU=R&D\\3B Ops,O=Example\\, Inc.,C=DE";
 
@@ -200,7 +203,7 @@ fn verified_full(format: Format) -> (Chain, Vec<(HeaderName, HeaderValue)>) {
         leaf: &c.leaf,
         chain: &chain_refs,
     };
-    let headers = headers(&[format], &Names::default(), &cert).expect("headers");
+    let headers = headers(&[format], &Names::default(), &LONG, &cert).expect("headers");
     assert_clean(&headers);
     (c, headers)
 }
@@ -336,7 +339,7 @@ fn every_format_without_intermediates() {
         leaf: &c.leaf,
         chain: &[],
     };
-    let h = headers(&Format::ALL, &Names::default(), &cert).expect("headers");
+    let h = headers(&Format::ALL, &Names::default(), &LONG, &cert).expect("headers");
     assert_clean(&h);
     assert_eq!(
         names_of(&h),
@@ -363,18 +366,18 @@ fn every_format_without_intermediates() {
 
 #[test]
 fn no_certificate_only_nginx_says_none() {
-    let h = headers(&Format::ALL, &Names::default(), &ClientCert::None).expect("headers");
+    let h = headers(&Format::ALL, &Names::default(), &LONG, &ClientCert::None).expect("headers");
     assert_eq!(names_of(&h), ["ssl-client-verify"]);
     assert_eq!(get(&h, "ssl-client-verify"), Some("NONE"));
     let without_nginx = [Format::Rfc9440, Format::Apache, Format::Envoy];
-    let h = headers(&without_nginx, &Names::default(), &ClientCert::None).expect("headers");
+    let h = headers(&without_nginx, &Names::default(), &LONG, &ClientCert::None).expect("headers");
     assert!(h.is_empty());
 }
 
 #[test]
 fn failed_certificate_only_nginx_says_failed() {
     let reason = ClientCert::Failed("certificate expired\r\nX-Evil: 1");
-    let h = headers(&Format::ALL, &Names::default(), &reason).expect("headers");
+    let h = headers(&Format::ALL, &Names::default(), &LONG, &reason).expect("headers");
     assert_clean(&h);
     assert_eq!(names_of(&h), ["ssl-client-verify"]);
     assert_eq!(
@@ -418,7 +421,7 @@ fn managed_lists_every_name_lowercase() {
         leaf: &c.leaf,
         chain: &many,
     };
-    for (name, _) in headers(&Format::ALL, &names, &cert).expect("headers") {
+    for (name, _) in headers(&Format::ALL, &names, &LONG, &cert).expect("headers") {
         assert!(managed.contains(&name), "{name} not managed");
     }
     assert_eq!(
@@ -428,17 +431,18 @@ fn managed_lists_every_name_lowercase() {
 }
 
 #[test]
-fn chain_longer_than_max_is_refused() {
+fn chain_is_cut_to_the_cap_nearest_the_leaf_first() {
     let c = chain();
-    let many: Vec<&[u8]> = std::iter::repeat_n(c.inter.as_slice(), MAX_CHAIN + 1).collect();
+    let mut many: Vec<&[u8]> = std::iter::repeat_n(c.inter.as_slice(), MAX_CHAIN).collect();
+    many.push(&c.ca);
     let cert = ClientCert::Verified {
         leaf: &c.leaf,
         chain: &many,
     };
-    assert!(matches!(
-        headers(&[Format::Rfc9440], &Names::default(), &cert),
-        Err(Error::ChainTooLong { len: 11, max: 10 })
-    ));
+    let h = headers(&[Format::Rfc9440], &Names::default(), &LONG, &cert).expect("headers");
+    let mut want = vec![c.leaf.clone()];
+    want.extend(std::iter::repeat_n(c.inter.clone(), MAX_CHAIN));
+    assert_eq!(keycloak(Format::Rfc9440, &h), want);
 }
 
 #[test]
@@ -452,10 +456,10 @@ fn colliding_names_are_refused() {
         leaf: &c.leaf,
         chain: &[],
     };
-    let result = headers(&[Format::Apache, Format::Haproxy], &names, &cert);
+    let result = headers(&[Format::Apache, Format::Haproxy], &names, &LONG, &cert);
     assert!(matches!(result, Err(Error::Collision(n)) if n == "ssl_client_cert"));
     // The same format twice is one format.
-    let h = headers(&[Format::Apache, Format::Apache], &names, &cert).expect("headers");
+    let h = headers(&[Format::Apache, Format::Apache], &names, &LONG, &cert).expect("headers");
     assert_eq!(h.len(), 1);
 }
 
@@ -464,13 +468,14 @@ fn garbage_leaf_is_an_error_not_a_panic() {
     for leaf in [&b""[..], b"\x30\x03\x02\x01", b"not a certificate"] {
         let cert = ClientCert::Verified { leaf, chain: &[] };
         assert!(matches!(
-            headers(&Format::ALL, &Names::default(), &cert),
+            headers(&Format::ALL, &Names::default(), &LONG, &cert),
             Err(Error::Certificate(_))
         ));
         // Formats that do not parse the certificate still only encode bytes.
         let h = headers(
             &[Format::Rfc9440, Format::Traefik],
             &Names::default(),
+            &LONG,
             &cert,
         )
         .expect("headers");
@@ -523,4 +528,225 @@ fn xfcc_values_are_quoted_when_needed() {
     assert_eq!(xfcc_value("a,b"), "\"a,b\"");
     assert_eq!(xfcc_value("a\"b\\c"), "\"a\\\"b\\\\c\"");
     assert_eq!(xfcc_value("a b\r\n"), "a%20b%0D%0A");
+}
+
+// ---- issue 12, items 4 and 5 ----
+
+/// `EnvoyProxySslClientCertificateLookup`'s map, exactly: split on `;`, then each part on `=`,
+/// keep the parts that split in two, and fail on a repeated key (`Collectors.toMap`).
+fn keycloak_xfcc_map(xfcc: &str) -> Result<std::collections::HashMap<&str, &str>, String> {
+    let mut map = std::collections::HashMap::new();
+    for part in xfcc.split(';') {
+        let kv: Vec<&str> = part.split('=').collect();
+        if let [k, v] = kv[..] {
+            if map.insert(k, v).is_some() {
+                return Err(format!("Duplicate key {k}"));
+            }
+        }
+    }
+    Ok(map)
+}
+
+#[test]
+fn envoy_certificate_with_two_sans_of_each_kind_decodes_in_keycloak() {
+    let c = chain();
+    // Re-issue the leaf with two DNS and two URI SANs (SPIFFE-style), under a fresh CA.
+    let ca_key = KeyPair::generate().expect("key");
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("params");
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = CertifiedIssuer::self_signed(ca_params, ca_key).expect("ca");
+    let mut params = CertificateParams::new(vec![
+        "first.example.com".to_owned(),
+        "second.example.com".to_owned(),
+    ])
+    .expect("params");
+    params.subject_alt_names.push(SanType::URI(
+        "spiffe://example.com/ns/a/sa/first"
+            .try_into()
+            .expect("uri"),
+    ));
+    params.subject_alt_names.push(SanType::URI(
+        "spiffe://example.com/ns/a/sa/second"
+            .try_into()
+            .expect("uri"),
+    ));
+    let leaf = params
+        .signed_by(&KeyPair::generate().expect("key"), &ca)
+        .expect("leaf");
+    let leaf = leaf.der().to_vec();
+    let path: [&[u8]; 1] = [&c.inter];
+    let cert = ClientCert::Verified {
+        leaf: &leaf,
+        chain: &path,
+    };
+    let h = headers(
+        &[Format::Envoy],
+        &Names::default(),
+        &ChainLengths::default(),
+        &cert,
+    )
+    .expect("headers");
+    let xfcc = get(&h, "x-forwarded-client-cert").expect("xfcc");
+    let map = keycloak_xfcc_map(xfcc).unwrap_or_else(|e| panic!("{e}: {xfcc}"));
+    assert_eq!(map.get("DNS"), Some(&"first.example.com"), "{xfcc}");
+    assert_eq!(
+        map.get("URI"),
+        Some(&"spiffe://example.com/ns/a/sa/first"),
+        "{xfcc}"
+    );
+    assert_eq!(xfcc.matches(";DNS=").count(), 1, "{xfcc}");
+    assert_eq!(xfcc.matches(";URI=").count(), 1, "{xfcc}");
+    assert!(
+        xfcc.ends_with(";URI=spiffe://example.com/ns/a/sa/first;DNS=first.example.com"),
+        "{xfcc}"
+    );
+    assert_eq!(keycloak(Format::Envoy, &h), [leaf, c.inter]);
+}
+
+/// What the Keycloak provider of `format`, with `certificate-chain-length = len`, makes of
+/// `headers`: the chain it uses, or its refusal.
+fn keycloak_with_length(
+    format: Format,
+    headers: &[(HeaderName, HeaderValue)],
+    len: usize,
+) -> Result<Vec<Vec<u8>>, String> {
+    let all = keycloak(format, headers);
+    match format {
+        // Rfc9440ClientCertificateLookup: more chain entries than the length is an error.
+        Format::Rfc9440 if all.len() - 1 > len => Err(format!(
+            "The amount of certificates in the chain header {} is bigger than the configured \
+             limit of {len}.",
+            all.len() - 1
+        )),
+        // Apache/HaProxy read <prefix>_0 .. <prefix>_<len-1>; Traefik keeps len + 1 in all.
+        Format::Apache | Format::Haproxy | Format::Traefik => {
+            Ok(all.into_iter().take(len + 1).collect())
+        }
+        // Nginx has no chain; Envoy has no length option.
+        _ => Ok(all),
+    }
+}
+
+#[test]
+fn each_format_carries_at_most_its_keycloak_default_chain_length() {
+    let c = chain();
+    // A path of intermediate then anchor: longer than the defaults of all but envoy.
+    let path: [&[u8]; 2] = [&c.inter, &c.ca];
+    let cert = ClientCert::Verified {
+        leaf: &c.leaf,
+        chain: &path,
+    };
+    let defaults = ChainLengths::default();
+    let h = headers(&Format::ALL, &Names::default(), &defaults, &cert).expect("headers");
+    assert!(get(&h, "cert_chain_1").is_none());
+    assert!(get(&h, "x-ssl-client-cert-chain_1").is_none());
+    for format in Format::ALL {
+        let len = ChainLengths::keycloak_default(format);
+        assert_eq!(defaults.get(format), len, "{format}");
+        let used =
+            keycloak_with_length(format, &h, len).unwrap_or_else(|e| panic!("{format}: {e}"));
+        let want: Vec<Vec<u8>> = match format {
+            Format::Nginx => vec![c.leaf.clone()],
+            Format::Envoy => vec![c.leaf.clone(), c.inter.clone(), c.ca.clone()],
+            _ => vec![c.leaf.clone(), c.inter.clone()],
+        };
+        assert_eq!(used, want, "{format}");
+        // Nothing sent that the provider would not read.
+        assert_eq!(keycloak(format, &h), want, "{format}");
+    }
+    assert_eq!(
+        [
+            Format::Rfc9440,
+            Format::Apache,
+            Format::Haproxy,
+            Format::Traefik
+        ]
+        .map(ChainLengths::keycloak_default),
+        [1; 4]
+    );
+    assert_eq!(ChainLengths::keycloak_default(Format::Envoy), MAX_CHAIN);
+
+    // Raised together with Keycloak's option, the whole path goes; 0 sends the leaf alone.
+    let lengths = Format::ALL
+        .into_iter()
+        .filter(|f| *f != Format::Nginx)
+        .fold(ChainLengths::default(), |l, f| {
+            l.with(f, 2).expect("length")
+        });
+    let h = headers(&Format::ALL, &Names::default(), &lengths, &cert).expect("headers");
+    for format in Format::ALL {
+        let want = if format == Format::Nginx {
+            vec![c.leaf.clone()]
+        } else {
+            vec![c.leaf.clone(), c.inter.clone(), c.ca.clone()]
+        };
+        assert_eq!(
+            keycloak_with_length(format, &h, 2).expect("accepted"),
+            want,
+            "{format}"
+        );
+    }
+    let none = ChainLengths::default()
+        .with(Format::Rfc9440, 0)
+        .expect("length");
+    let h = headers(&[Format::Rfc9440], &Names::default(), &none, &cert).expect("headers");
+    assert_eq!(names_of(&h), ["client-cert"]);
+
+    assert!(matches!(
+        ChainLengths::default().with(Format::Nginx, 1),
+        Err(Error::NoChain(Format::Nginx))
+    ));
+    assert!(matches!(
+        ChainLengths::default().with(Format::Traefik, MAX_CHAIN + 1),
+        Err(Error::ChainLength { len: 11, .. })
+    ));
+}
+
+#[test]
+fn rfc9440_provider_refuses_a_chain_longer_than_its_length() {
+    // The decoder above is strict like Keycloak: a chain of two with the default 1 fails.
+    let c = chain();
+    let path: [&[u8]; 2] = [&c.inter, &c.ca];
+    let cert = ClientCert::Verified {
+        leaf: &c.leaf,
+        chain: &path,
+    };
+    let h = headers(&[Format::Rfc9440], &Names::default(), &LONG, &cert).expect("headers");
+    assert!(keycloak_with_length(Format::Rfc9440, &h, 1).is_err());
+}
+
+#[test]
+fn chain_lengths_index_formats_in_all_order() {
+    for (i, format) in Format::ALL.into_iter().enumerate() {
+        assert_eq!(format.index(), i, "{format}");
+        let lengths = ChainLengths::default();
+        assert_eq!(lengths.get(format), ChainLengths::keycloak_default(format));
+    }
+}
+
+#[test]
+fn envoy_san_that_would_repeat_a_key_for_keycloak_is_left_out() {
+    let ca_key = KeyPair::generate().expect("key");
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("params");
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = CertifiedIssuer::self_signed(ca_params, ca_key).expect("ca");
+    let mut params = CertificateParams::new(vec!["ok.example.com".to_owned()]).expect("params");
+    params.subject_alt_names.push(SanType::URI(
+        "spiffe://example.com/a;DNS=evil.example.com"
+            .try_into()
+            .expect("uri"),
+    ));
+    let leaf = params
+        .signed_by(&KeyPair::generate().expect("key"), &ca)
+        .expect("leaf");
+    let cert = ClientCert::Verified {
+        leaf: leaf.der(),
+        chain: &[],
+    };
+    let h = headers(&[Format::Envoy], &Names::default(), &LONG, &cert).expect("headers");
+    let xfcc = get(&h, "x-forwarded-client-cert").expect("xfcc");
+    let map = keycloak_xfcc_map(xfcc).unwrap_or_else(|e| panic!("{e}: {xfcc}"));
+    assert_eq!(map.get("DNS"), Some(&"ok.example.com"), "{xfcc}");
+    assert!(!xfcc.contains("URI="), "{xfcc}");
+    assert_eq!(keycloak(Format::Envoy, &h), [leaf.der().to_vec()]);
 }

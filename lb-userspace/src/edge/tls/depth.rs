@@ -1,4 +1,5 @@
-//! A client certificate verifier that limits how many intermediates a client may present.
+//! A client certificate verifier that limits how many intermediates a client may present and
+//! remembers the path each accepted chain was verified by (see [`super::path`]).
 
 use std::fmt;
 use std::sync::Arc;
@@ -8,6 +9,8 @@ use rustls::pki_types::{CertificateDer, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, OtherError};
 
+use super::path::Paths;
+
 /// Wraps a client certificate verifier (rustls' `WebPkiClientVerifier`) and refuses a
 /// presented chain that is deeper than allowed, before the inner verifier builds a path.
 ///
@@ -16,23 +19,28 @@ use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, OtherEr
 /// of the `client_ca` certificates is not counted (some clients append the root). So with
 /// `max_chain_depth = 0` only leaves issued directly by a `client_ca` certificate are
 /// accepted; with 1, leaves under one intermediate; and so on. Everything else (signatures,
-/// validity, issuer, key usage) is decided by the inner verifier.
+/// validity, issuer, key usage) is decided as the inner verifier decides it.
+///
+/// A chain within the depth is verified once, through [`Paths::verify`], which makes exactly
+/// the webpki call the inner `WebPkiClientVerifier` makes (the listener uses no CRLs), so the
+/// path webpki built can be remembered for the connection's headers. Only when that fails is
+/// the inner verifier asked, to refuse with rustls' own error: the handshake outcome metrics
+/// classify those errors, and a refused chain costs the second verification, an accepted one
+/// does not.
 pub struct ChainDepthVerifier {
     inner: Arc<dyn ClientCertVerifier>,
     max_depth: u8,
-    anchors: Vec<CertificateDer<'static>>,
+    paths: Arc<Paths>,
 }
 
 impl ChainDepthVerifier {
-    pub fn new(
-        inner: Arc<dyn ClientCertVerifier>,
-        max_depth: u8,
-        anchors: Vec<CertificateDer<'static>>,
-    ) -> Self {
+    /// `inner` must be rustls' `WebPkiClientVerifier` for the roots and crypto provider `paths`
+    /// was made with, without CRLs.
+    pub fn new(inner: Arc<dyn ClientCertVerifier>, max_depth: u8, paths: Arc<Paths>) -> Self {
         ChainDepthVerifier {
             inner,
             max_depth,
-            anchors,
+            paths,
         }
     }
 
@@ -40,7 +48,7 @@ impl ChainDepthVerifier {
     pub fn depth(&self, intermediates: &[CertificateDer<'_>]) -> usize {
         intermediates
             .iter()
-            .filter(|c| !self.anchors.iter().any(|a| a.as_ref() == c.as_ref()))
+            .filter(|c| !self.paths.bundle().iter().any(|a| a.as_ref() == c.as_ref()))
             .count()
     }
 }
@@ -50,7 +58,7 @@ impl fmt::Debug for ChainDepthVerifier {
         f.debug_struct("ChainDepthVerifier")
             .field("inner", &self.inner)
             .field("max_depth", &self.max_depth)
-            .field("anchors", &self.anchors.len())
+            .field("paths", &self.paths)
             .finish()
     }
 }
@@ -101,8 +109,16 @@ impl ClientCertVerifier for ChainDepthVerifier {
                 })),
             )));
         }
-        self.inner
-            .verify_client_cert(end_entity, intermediates, now)
+        match self.paths.verify(end_entity, intermediates, now) {
+            Ok(path) => {
+                self.paths.remember(end_entity, intermediates, path);
+                Ok(ClientCertVerified::assertion())
+            }
+            // Same call, same answer: this only turns the refusal into rustls' error.
+            Err(_) => self
+                .inner
+                .verify_client_cert(end_entity, intermediates, now),
+        }
     }
 
     fn verify_tls12_signature(

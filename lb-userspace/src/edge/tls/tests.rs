@@ -81,7 +81,7 @@ fn assert_names(e: &TlsError, path: &Path, what: &str) {
 fn good_settings_build() {
     let dir = Scratch::new("good");
     let s = good(&dir);
-    let config = server_config(&s).unwrap();
+    let config = server_config(&s).unwrap().config();
     assert_eq!(
         config.alpn_protocols,
         vec![b"h2".to_vec(), b"http/1.1".to_vec()]
@@ -194,13 +194,13 @@ fn good_client_ca_builds_and_reload_keeps_old_config_on_error() {
     s.client_auth = ClientAuth::Required;
     s.client_ca = Some(dir.write("ca.pem", ca_pem()));
     let r = Reloadable::from_settings(&s).unwrap();
-    let before = r.get();
+    let before = r.get().config();
     let mut broken = s.clone();
     broken.certificates[0].key = dir.0.join("gone.key");
     assert!(r.reload(&broken).is_err());
-    assert!(std::sync::Arc::ptr_eq(&before, &r.get()));
+    assert!(std::sync::Arc::ptr_eq(&before, &r.get().config()));
     r.reload(&s).unwrap();
-    assert!(!std::sync::Arc::ptr_eq(&before, &r.get()));
+    assert!(!std::sync::Arc::ptr_eq(&before, &r.get().config()));
 }
 
 #[test]

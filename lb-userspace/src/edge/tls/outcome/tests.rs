@@ -227,7 +227,7 @@ impl Pki {
     /// The listener's side of one handshake with a rustls client presenting `id`, which
     /// trusts the server's root only with `trust_server`.
     async fn outcome(&self, id: Option<&Client>, trust_server: bool) -> HandshakeOutcome {
-        let config = server_config(&self.settings).unwrap();
+        let config = server_config(&self.settings).unwrap().config();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let mut roots = rustls::RootCertStore::empty();
@@ -311,7 +311,7 @@ async fn a_client_that_stalls_times_out_and_one_that_leaves_is_eof() {
     // Connected, never sends a byte.
     let silent = TcpStream::connect(addr).await.unwrap();
     let (tcp, _) = listener.accept().await.unwrap();
-    let config = server_config(&pki.settings).unwrap();
+    let config = server_config(&pki.settings).unwrap().config();
     let limit = Duration::from_millis(200);
     let e = handshake(config.clone(), tcp, limit).await.err().unwrap();
     assert!(

@@ -1,0 +1,252 @@
+//! The path a verification built, whatever else the client sends: root → intermediate 1 →
+//! intermediate 2 → leaf, presented with an unrelated self-signed root, a certificate from an
+//! unknown CA, duplicates and in reversed order, before, between and after the real
+//! intermediates.
+
+use std::sync::Arc;
+
+use rcgen::{
+    BasicConstraints, CertificateParams, CertifiedIssuer, DistinguishedName, DnType,
+    ExtendedKeyUsagePurpose, IsCa, KeyPair,
+};
+use rustls::pki_types::{CertificateDer, UnixTime};
+use rustls::server::danger::ClientCertVerifier as _;
+use rustls::server::WebPkiClientVerifier;
+use rustls::RootCertStore;
+
+use super::{Paths, TrustPath, CACHE_ENTRIES};
+use crate::edge::tls::ChainDepthVerifier;
+
+struct Pki {
+    root: CertificateDer<'static>,
+    /// Issued by the root.
+    int1: CertificateDer<'static>,
+    /// Issued by `int1`; issues the leaf.
+    int2: CertificateDer<'static>,
+    leaf: CertificateDer<'static>,
+    /// A self-signed CA nothing trusts.
+    stranger_root: CertificateDer<'static>,
+    /// A CA certificate issued by `stranger_root`.
+    stranger_ca: CertificateDer<'static>,
+}
+
+fn ca_params(cn: &str) -> CertificateParams {
+    let mut params = CertificateParams::default();
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.distinguished_name = DistinguishedName::new();
+    params.distinguished_name.push(DnType::CommonName, cn);
+    params
+}
+
+fn pki() -> Pki {
+    let root =
+        CertifiedIssuer::self_signed(ca_params("path root"), KeyPair::generate().unwrap()).unwrap();
+    let int1 = CertifiedIssuer::signed_by(
+        ca_params("path intermediate 1"),
+        KeyPair::generate().unwrap(),
+        &root,
+    )
+    .unwrap();
+    let int2 = CertifiedIssuer::signed_by(
+        ca_params("path intermediate 2"),
+        KeyPair::generate().unwrap(),
+        &int1,
+    )
+    .unwrap();
+    let mut leaf_params = CertificateParams::new(vec!["client.example".to_owned()]).unwrap();
+    leaf_params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    let leaf = leaf_params
+        .signed_by(&KeyPair::generate().unwrap(), &int2)
+        .unwrap();
+    // Same subject as the real root, other key: it must never pass for it.
+    let stranger_root =
+        CertifiedIssuer::self_signed(ca_params("path root"), KeyPair::generate().unwrap()).unwrap();
+    let stranger_ca = CertifiedIssuer::signed_by(
+        ca_params("path intermediate 1"),
+        KeyPair::generate().unwrap(),
+        &stranger_root,
+    )
+    .unwrap();
+    Pki {
+        root: root.der().clone(),
+        int1: int1.der().clone(),
+        int2: int2.der().clone(),
+        leaf: leaf.der().clone(),
+        stranger_root: stranger_root.der().clone(),
+        stranger_ca: stranger_ca.der().clone(),
+    }
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// Path building for a `client_ca` bundle of `bundle`.
+fn paths(bundle: &[&CertificateDer<'static>]) -> Arc<Paths> {
+    let mut roots = RootCertStore::empty();
+    for der in bundle {
+        roots.add((*der).clone()).unwrap();
+    }
+    Arc::new(Paths::new(
+        Arc::new(roots),
+        bundle.iter().map(|d| (*d).clone()).collect(),
+        provider().signature_verification_algorithms,
+    ))
+}
+
+/// Every arrangement of the real intermediates with extras, each named.
+fn arrangements(p: &Pki) -> Vec<(&'static str, Vec<CertificateDer<'static>>)> {
+    let (i1, i2) = (p.int1.clone(), p.int2.clone());
+    let (sr, sc, root) = (
+        p.stranger_root.clone(),
+        p.stranger_ca.clone(),
+        p.root.clone(),
+    );
+    let leaf_copy = p.leaf.clone();
+    vec![
+        ("as issued", vec![i2.clone(), i1.clone()]),
+        ("reversed", vec![i1.clone(), i2.clone()]),
+        (
+            "stranger root first",
+            vec![sr.clone(), i2.clone(), i1.clone()],
+        ),
+        (
+            "unknown CA before",
+            vec![sc.clone(), sr.clone(), i2.clone(), i1.clone()],
+        ),
+        (
+            "extras between",
+            vec![i2.clone(), sr.clone(), sc.clone(), i1.clone()],
+        ),
+        (
+            "extras after",
+            vec![i2.clone(), i1.clone(), sc.clone(), sr.clone()],
+        ),
+        ("root appended", vec![i2.clone(), i1.clone(), root.clone()]),
+        (
+            "duplicates",
+            vec![i2.clone(), i2.clone(), i1.clone(), i1.clone(), i2.clone()],
+        ),
+        (
+            "everything, reversed, twice",
+            vec![
+                root.clone(),
+                sr.clone(),
+                i1.clone(),
+                leaf_copy,
+                sc.clone(),
+                i2.clone(),
+                i1.clone(),
+                sr,
+            ],
+        ),
+    ]
+}
+
+#[test]
+fn path_is_the_intermediates_used_leaf_to_anchor_whatever_else_is_presented() {
+    let p = pki();
+    let paths = paths(&[&p.stranger_root, &p.root]);
+    let want = TrustPath {
+        intermediates: vec![p.int2.clone(), p.int1.clone()],
+        anchor: p.root.clone(),
+    };
+    for (name, presented) in arrangements(&p) {
+        let got = paths
+            .verify(&p.leaf, &presented, UnixTime::now())
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert!(*got == want, "{name}: {got:?}");
+    }
+}
+
+#[test]
+fn leaf_issued_by_the_anchor_has_an_empty_path() {
+    let p = pki();
+    // int2 as the anchor: the leaf is one hop from it.
+    let paths = paths(&[&p.int2]);
+    let got = paths
+        .verify(
+            &p.leaf,
+            &[p.stranger_root.clone(), p.int1.clone()],
+            UnixTime::now(),
+        )
+        .unwrap();
+    assert!(got.intermediates.is_empty());
+    assert!(got.anchor == p.int2);
+}
+
+#[test]
+fn unverifiable_chain_has_no_path() {
+    let p = pki();
+    let paths = paths(&[&p.stranger_root]);
+    assert!(paths
+        .verify(&p.leaf, &[p.int2.clone(), p.int1.clone()], UnixTime::now())
+        .is_err());
+    // Without the intermediate the leaf's issuer is unknown.
+    let paths = self::paths(&[&p.root]);
+    assert!(paths
+        .verify(&p.leaf, std::slice::from_ref(&p.int1), UnixTime::now())
+        .is_err());
+}
+
+#[test]
+fn verifier_hands_its_path_to_the_connection_and_refuses_like_rustls() {
+    let p = pki();
+    let paths = paths(&[&p.root]);
+    let mut roots = RootCertStore::empty();
+    roots.add(p.root.clone()).unwrap();
+    let inner = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
+        .build()
+        .unwrap();
+    let verifier = ChainDepthVerifier::new(Arc::clone(&inner), 10, Arc::clone(&paths));
+    let want = TrustPath {
+        intermediates: vec![p.int2.clone(), p.int1.clone()],
+        anchor: p.root.clone(),
+    };
+    let now = UnixTime::now();
+    for (name, presented) in arrangements(&p) {
+        verifier
+            .verify_client_cert(&p.leaf, &presented, now)
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        // The inner verifier agrees.
+        inner
+            .verify_client_cert(&p.leaf, &presented, now)
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert!(*paths.path(&p.leaf, &presented).unwrap() == want, "{name}");
+    }
+    assert_eq!(paths.cached(), arrangements(&p).len());
+
+    // Refused: exactly rustls' error, and nothing remembered.
+    let bad = [p.stranger_ca.clone()];
+    let ours = verifier.verify_client_cert(&p.leaf, &bad, now).unwrap_err();
+    let rustls = inner.verify_client_cert(&p.leaf, &bad, now).unwrap_err();
+    assert_eq!(ours, rustls);
+    assert_eq!(paths.cached(), arrangements(&p).len());
+}
+
+#[test]
+fn a_miss_builds_the_path_again_and_the_cache_stays_bounded() {
+    let p = pki();
+    let paths = paths(&[&p.root]);
+    let presented = [p.int1.clone(), p.stranger_root.clone(), p.int2.clone()];
+    // Never verified through the cache (a resumed session): built now.
+    let got = paths.path(&p.leaf, &presented).unwrap();
+    assert!(got.intermediates == [p.int2.clone(), p.int1.clone()]);
+    assert_eq!(paths.cached(), 0);
+
+    let path = Arc::new(TrustPath {
+        intermediates: Vec::new(),
+        anchor: p.root.clone(),
+    });
+    for i in 0..CACHE_ENTRIES + 5 {
+        let fake = CertificateDer::from(i.to_be_bytes().to_vec());
+        paths.remember(&fake, &[], Arc::clone(&path));
+    }
+    assert_eq!(paths.cached(), CACHE_ENTRIES);
+    // The oldest went first: the first fake leaf is built again (and fails: it is no
+    // certificate), the last is remembered.
+    let first = CertificateDer::from(0usize.to_be_bytes().to_vec());
+    assert!(paths.path(&first, &[]).is_err());
+    let last = CertificateDer::from((CACHE_ENTRIES + 4).to_be_bytes().to_vec());
+    assert!(paths.path(&last, &[]).is_ok());
+}
