@@ -125,8 +125,10 @@ impl XdpMode {
 /// Prefixes the outer (tunnel) source addresses are drawn from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Encap {
-    pub source_v4: Ipv4Net,
-    pub source_v6: Ipv6Net,
+    /// For IPIP; `None` when no VIP has IPv4 backends.
+    pub source_v4: Option<Ipv4Net>,
+    /// For IP6IP6; `None` when no VIP has IPv6 backends.
+    pub source_v6: Option<Ipv6Net>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

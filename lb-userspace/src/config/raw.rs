@@ -40,7 +40,8 @@ pub struct Config {
     /// Then, with new connections refused, in-flight requests get this long to finish.
     #[serde(default = "defaults::shutdown_timeout")]
     pub shutdown_timeout: Spanned<String>,
-    /// Tunnel settings.
+    /// Tunnel settings (needed for the address families the VIPs' backends use).
+    #[serde(default)]
     pub encap: Encap,
     /// The L4 virtual services.
     #[serde(default, rename = "vip")]
@@ -190,13 +191,15 @@ pub struct Management {
     pub address: Spanned<String>,
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct Encap {
-    /// IPv4 prefix the outer source addresses are drawn from (by flow hash, for backend RSS).
-    pub source_v4: Spanned<String>,
-    /// IPv6 prefix for the same purpose (only the last 32 bits vary).
-    pub source_v6: Spanned<String>,
+    /// IPv4 prefix the outer source addresses of IPIP tunnels are drawn from (by flow hash,
+    /// for backend RSS); needed when a VIP has IPv4 backends.
+    pub source_v4: Option<Spanned<String>>,
+    /// IPv6 prefix for IP6IP6 tunnels (only the last 32 bits vary); needed when a VIP has
+    /// IPv6 backends.
+    pub source_v6: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -85,8 +85,11 @@ fn good_config_has_typed_values_and_defaults() {
     assert_eq!(c.management.address, "127.0.0.1:9000".parse().unwrap());
     assert_eq!(c.shutdown.delay, Duration::from_secs(1));
     assert_eq!(c.shutdown.timeout, Duration::from_secs(1));
-    assert_eq!(c.encap.source_v4, "198.19.255.0/24".parse().unwrap());
-    assert_eq!(c.encap.source_v6, "2001:db8:ffff::/96".parse().unwrap());
+    assert_eq!(c.encap.source_v4, Some("198.19.255.0/24".parse().unwrap()));
+    assert_eq!(
+        c.encap.source_v6,
+        Some("2001:db8:ffff::/96".parse().unwrap())
+    );
 
     let [web, dns] = &c.vips[..] else {
         panic!("expected two VIPs: {:?}", c.vips)
@@ -150,6 +153,18 @@ fn minimal_config_takes_every_default() {
     assert_eq!(c.admin.socket, Path::new("/run/sluice/admin.sock"));
     assert_eq!(c.management.address, "127.0.0.1:9000".parse().unwrap());
     assert!(c.vips.is_empty());
+}
+
+#[test]
+fn encap_prefixes_are_needed_only_for_the_backends_families() {
+    let v4_only = "interfaces = [\"eth0\"]\n[encap]\nsource_v4 = \"198.19.255.0/24\"\n\
+                   [[vip]]\nname = \"web\"\naddress = \"198.19.0.10:80\"\n\
+                   [[vip.backend]]\naddress = \"198.18.10.2\"\n";
+    let c = Config::parse(v4_only).unwrap();
+    assert_eq!(c.encap.source_v6, None);
+    // No VIP at all (edges only, or nothing yet): no [encap] either.
+    let c = Config::parse("interfaces = [\"eth0\"]\n").unwrap();
+    assert_eq!((c.encap.source_v4, c.encap.source_v6), (None, None));
 }
 
 #[test]

@@ -9,7 +9,7 @@ use toml::Spanned;
 use super::{
     edge,
     errors::{ConfigError, ConfigErrors, Report},
-    fields, raw, vip, Admin, Config, Encap, Management, Shutdown, XdpMode,
+    fields, raw, vip, Admin, Config, Encap, Management, Shutdown, Vip, XdpMode,
 };
 
 /// `sun_path` holds 108 bytes including the terminating NUL.
@@ -49,8 +49,8 @@ fn validate(r: &mut Report, raw: &raw::Config) -> Option<Config> {
         "127.0.0.1:9000",
     );
     let shutdown = shutdown(r, raw);
-    let encap = encap(r, &raw.encap);
     let vips = vip::vips(r, &raw.vips);
+    let encap = encap(r, &raw.encap, &raw.vips, vips.as_deref());
     let edges = edge::edges(r, &raw.edges, vips.as_deref());
     Some(Config {
         instance: instance?,
@@ -171,21 +171,61 @@ fn shutdown(r: &mut Report, raw: &raw::Config) -> Option<Shutdown> {
     })
 }
 
-fn encap(r: &mut Report, raw: &raw::Encap) -> Option<Encap> {
-    let source_v4 = prefix(
-        r,
-        &raw.source_v4,
-        "encap.source_v4",
-        "IPv4",
-        "198.19.255.0/24",
-    );
-    let source_v6 = prefix(
-        r,
-        &raw.source_v6,
-        "encap.source_v6",
-        "IPv6",
-        "2001:db8:ffff::/96",
-    );
+/// The tunnel source prefixes, each needed only when some VIP has backends of its family.
+fn encap(
+    r: &mut Report,
+    raw: &raw::Encap,
+    raw_vips: &[Spanned<raw::Vip>],
+    vips: Option<&[Vip]>,
+) -> Option<Encap> {
+    let source_v4 = raw
+        .source_v4
+        .as_ref()
+        .map(|v| prefix(r, v, "encap.source_v4", "IPv4", "198.19.255.0/24"));
+    let source_v6 = raw
+        .source_v6
+        .as_ref()
+        .map(|v| prefix(r, v, "encap.source_v6", "IPv6", "2001:db8:ffff::/96"));
+    let mut ok = true;
+    for (i, vip) in vips.unwrap_or_default().iter().enumerate() {
+        for (v6, given, field, tunnel, example) in [
+            (
+                false,
+                source_v4.is_some(),
+                "encap.source_v4",
+                "IPIP",
+                "198.19.255.0/24",
+            ),
+            (
+                true,
+                source_v6.is_some(),
+                "encap.source_v6",
+                "IP6IP6",
+                "2001:db8:ffff::/96",
+            ),
+        ] {
+            if given || !vip.backends.iter().any(|b| b.address.is_ipv6() == v6) {
+                continue;
+            }
+            let span = raw_vips.get(i).map(Spanned::span).unwrap_or_default();
+            r.invalid(
+                span,
+                field,
+                format!(
+                    "vip \"{}\" has IPv{} backends, reached through {tunnel} tunnels whose \
+                     outer source addresses come from {field}; add it under [encap], e.g. \
+                     {} = \"{example}\"",
+                    vip.name,
+                    if v6 { 6 } else { 4 },
+                    field.trim_start_matches("encap."),
+                ),
+            );
+            ok = false;
+        }
+    }
+    let source_v4 = source_v4.map_or(Some(None), |p| p.map(Some));
+    let source_v6 = source_v6.map_or(Some(None), |p| p.map(Some));
+    ok.then_some(())?;
     Some(Encap {
         source_v4: source_v4?,
         source_v6: source_v6?,

@@ -550,22 +550,28 @@ fn backend_entry(address: IpAddr, state: u8, vip_index: u32) -> BackendEntry {
     }
 }
 
+/// The tunnel source prefixes as the kernel reads them; a family without a prefix has no
+/// backends, so its zeros are never used.
 fn settings_for(encap: &Encap) -> Settings {
-    let v4_mask = u32::MAX
-        .checked_shr(u32::from(encap.source_v4.prefix_len()))
-        .unwrap_or(0);
-    let v6_host_bits = 128 - u32::from(encap.source_v6.prefix_len());
-    let v6_mask = if v6_host_bits >= 32 {
-        u32::MAX
-    } else {
-        (1u32 << v6_host_bits) - 1
-    };
-    let (_, src6) = family_and_words(IpAddr::V6(encap.source_v6.network()));
+    let (src4_base_be, src4_host_mask_be) = encap.source_v4.map_or((0, 0), |p| {
+        let mask = u32::MAX.checked_shr(u32::from(p.prefix_len())).unwrap_or(0);
+        (u32::from_ne_bytes(p.network().octets()), mask.to_be())
+    });
+    let (src6_base_be, src6_host_mask_be) = encap.source_v6.map_or(([0; 4], 0), |p| {
+        let host_bits = 128 - u32::from(p.prefix_len());
+        let mask = if host_bits >= 32 {
+            u32::MAX
+        } else {
+            (1u32 << host_bits) - 1
+        };
+        let (_, base) = family_and_words(IpAddr::V6(p.network()));
+        (base, mask.to_be())
+    });
     Settings {
-        src4_base_be: u32::from_ne_bytes(encap.source_v4.network().octets()),
-        src4_host_mask_be: v4_mask.to_be(),
-        src6_base_be: src6,
-        src6_host_mask_be: v6_mask.to_be(),
+        src4_base_be,
+        src4_host_mask_be,
+        src6_base_be,
+        src6_host_mask_be,
         _pad: 0,
     }
 }

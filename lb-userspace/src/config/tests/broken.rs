@@ -131,6 +131,20 @@ const CASES: &[Case] = &[
                   address/length, e.g. \"198.19.255.0/24\"",
     },
     Case {
+        name: "IPv6 backends without encap.source_v6",
+        edits: &[(15, "")],
+        line: 33,
+        message: "encap.source_v6: vip \"dns\" has IPv6 backends, reached through IP6IP6 \
+                  tunnels whose outer source addresses come from encap.source_v6; add it \
+                  under [encap], e.g. source_v6 = \"2001:db8:ffff::/96\"",
+    },
+    Case {
+        name: "IPv4 backends without encap.source_v4",
+        edits: &[(14, "")],
+        line: 17,
+        message: "encap.source_v4: vip \"web\" has IPv4 backends",
+    },
+    Case {
         name: "port 0",
         edits: &[(19, "address = \"198.19.0.10:0\"")],
         line: 19,
