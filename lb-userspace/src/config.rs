@@ -15,6 +15,7 @@ mod errors;
 mod fields;
 mod health;
 mod raw;
+mod schema;
 #[cfg(test)]
 mod tests;
 mod validate;

@@ -191,6 +191,9 @@ mod tests {
         );
 
         let e = parse("client_cert_chain_length = { spiffe = 1 }").unwrap_err();
-        assert!(e.contains("unknown field `spiffe`"), "{e}");
+        assert!(
+            e.contains("edge[0].client_cert_chain_length.spiffe: unknown key `spiffe`"),
+            "{e}"
+        );
     }
 }

@@ -11,6 +11,14 @@ pub enum ConfigError {
     /// Not TOML, or keys and types that do not fit the schema (unknown, missing, wrong type).
     #[error("{at}{message}")]
     Syntax { at: Location, message: String },
+    /// Well-formed TOML whose keys or types do not fit the schema (unknown, missing, wrong
+    /// type); `field` is the dotted path, `message` what was expected.
+    #[error("{at}{field}: {message}")]
+    Schema {
+        at: Location,
+        field: String,
+        message: String,
+    },
     /// Well-formed, but a value is unusable; `field` is its dotted path, `message` the fix.
     #[error("{at}{field}: {message}")]
     Invalid {
@@ -89,7 +97,10 @@ impl ConfigError {
     }
 
     pub(super) fn in_file(mut self, path: &Path) -> ConfigError {
-        if let ConfigError::Syntax { at, .. } | ConfigError::Invalid { at, .. } = &mut self {
+        if let ConfigError::Syntax { at, .. }
+        | ConfigError::Schema { at, .. }
+        | ConfigError::Invalid { at, .. } = &mut self
+        {
             at.file = Some(path.display().to_string());
         }
         self
@@ -99,7 +110,9 @@ impl ConfigError {
     pub fn position(&self) -> Option<Position> {
         match self {
             ConfigError::Read { .. } => None,
-            ConfigError::Syntax { at, .. } | ConfigError::Invalid { at, .. } => at.position,
+            ConfigError::Syntax { at, .. }
+            | ConfigError::Schema { at, .. }
+            | ConfigError::Invalid { at, .. } => at.position,
         }
     }
 
@@ -151,6 +164,11 @@ impl<'a> Report<'a> {
             text,
             errors: Vec::new(),
         }
+    }
+
+    /// Adds errors found before validation (the schema's).
+    pub fn extend(&mut self, errors: Vec<ConfigError>) {
+        self.errors.extend(errors);
     }
 
     /// Records that the value at `span` is unusable; an empty span (a default) has no position.

@@ -259,10 +259,10 @@ fn errors_in_a_file_name_file_line_and_column() {
 
     let (e, file) = load_errors(&edit(&[(6, "colour = \"blue\"")]));
     let shown = e.to_string();
-    assert!(matches!(e.0[..], [ConfigError::Syntax { .. }]), "{e:?}");
+    assert!(matches!(e.0[..], [ConfigError::Schema { .. }]), "{e:?}");
     assert!(
         shown.starts_with(&format!(
-            "{file}:6:1: unknown field `colour`, expected one of"
+            "{file}:6:1: colour: unknown key `colour` (expected one of"
         )),
         "{shown}"
     );

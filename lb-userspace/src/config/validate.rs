@@ -8,8 +8,8 @@ use toml::Spanned;
 
 use super::{
     edge,
-    errors::{ConfigError, ConfigErrors, Report},
-    fields, raw, vip, Admin, Config, Encap, Management, Shutdown, Vip, XdpMode,
+    errors::{ConfigErrors, Report},
+    fields, raw, schema, vip, Admin, Config, Encap, Management, Shutdown, Vip, XdpMode,
 };
 
 /// `sun_path` holds 108 bytes including the terminating NUL.
@@ -18,9 +18,12 @@ const MAX_SOCKET_PATH: usize = 107;
 const MAX_IFNAME: usize = 15;
 
 pub fn parse(text: &str) -> Result<Config, ConfigErrors> {
-    let raw: raw::Config = toml::from_str(text).map_err(|e| ConfigError::syntax(text, &e))?;
-    let mut report = Report::new(text);
-    let config = validate(&mut report, &raw);
+    // Schema errors and validation errors are reported together: validation reads what the
+    // schema check could still read, at the same offsets.
+    let checked = schema::deserialize(text)?;
+    let mut report = Report::new(&checked.text);
+    report.extend(checked.errors);
+    let config = validate(&mut report, &checked.raw);
     report.finish(config)
 }
 

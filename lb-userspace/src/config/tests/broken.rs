@@ -47,19 +47,20 @@ const CASES: &[Case] = &[
         name: "unknown top-level key",
         edits: &[(6, "colour = \"blue\"")],
         line: 6,
-        message: "unknown field `colour`, expected one of `instance`, `interfaces`",
+        message: "colour: unknown key `colour` (expected one of `instance`, `interfaces`",
     },
     Case {
         name: "unknown key in a backend",
         edits: &[(30, "wieght = 3")],
         line: 30,
-        message: "unknown field `wieght`, expected one of `address`, `weight`, `health_check`",
+        message: "vip[0].backend[1].wieght: unknown key `wieght`; did you mean `weight`? \
+                  (expected one of `address`, `weight`, `health_check`)",
     },
     Case {
         name: "wrong type",
         edits: &[(4, "conntrack_entries = \"many\"")],
         line: 4,
-        message: "invalid type: string \"many\", expected i64",
+        message: "conntrack_entries: expected an integer (no quotes), found the string \"many\"",
     },
     Case {
         name: "bad instance",
@@ -461,8 +462,8 @@ const CASES: &[Case] = &[
         name: "unknown client certificate name key",
         edits: &[(39, names!("nginx_cert = \"X-Client\""))],
         line: 46,
-        message: "unknown field `nginx_cert`, expected one of `apache_cert`, \
-                  `apache_chain_prefix`, `haproxy_cert`, `haproxy_chain_prefix`",
+        message: "edge[0].client_cert_names.nginx_cert: unknown key `nginx_cert` (expected one \
+                  of `apache_cert`, `apache_chain_prefix`, `haproxy_cert`, `haproxy_chain_prefix`)",
     },
     Case {
         name: "path prefix without a leading slash",
