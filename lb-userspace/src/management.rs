@@ -14,7 +14,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::header::{HeaderValue, ALLOW, CONTENT_TYPE};
+use hyper::header::{HeaderValue, ACCEPT, ALLOW, CONTENT_TYPE};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
@@ -23,7 +23,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use crate::metrics;
+use crate::metrics::{self, exposition};
 use crate::observe::{Observe, Snapshot};
 use probes::Probe;
 
@@ -185,6 +185,14 @@ async fn respond(req: &Request<Incoming>, source: Arc<dyn Observe>) -> Response<
                 format!("snapshot task: {e}\n"),
             )
         });
+    let mut reply = reply;
+    if reply.content_type == metrics::CONTENT_TYPE {
+        let accept = req.headers().get(ACCEPT).and_then(|v| v.to_str().ok());
+        if !exposition::wants_openmetrics(accept) {
+            reply.body = exposition::prometheus_text(&reply.body);
+            reply.content_type = exposition::PROMETHEUS_CONTENT_TYPE;
+        }
+    }
     let mut response = Response::new(Full::new(Bytes::from(reply.body)));
     *response.status_mut() = reply.status;
     let headers = response.headers_mut();

@@ -17,6 +17,7 @@ use prometheus_client::registry::Registry;
 use crate::{dataplane::NodeState, observe::Snapshot};
 
 mod edge;
+pub mod exposition;
 
 /// What `/metrics` answers with: the type [`text::encode`] writes.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";

@@ -34,6 +34,8 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "nginx",
     "wrk",
     "nghttp2-client",
+    // `promtool check metrics` on a real scrape.
+    "prometheus",
 ];
 
 const BPFFS: &str = "/sys/fs/bpf";
