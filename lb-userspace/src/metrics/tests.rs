@@ -162,6 +162,8 @@ fn edges() -> Vec<EdgeCounts> {
                 ("invalid", 2),
                 ("untrusted", 3),
             ]),
+            timeouts: vec![("request_header", 9), ("idle", 4)],
+            refused: vec![("limit", 11)],
         },
         EdgeCounts {
             edge: "plain".into(),
@@ -174,6 +176,8 @@ fn edges() -> Vec<EdgeCounts> {
             connections_open: 0,
             tls: None,
             proxy_headers: None,
+            timeouts: vec![("request_header", 0), ("idle", 0)],
+            refused: vec![("limit", 0)],
         },
     ]
 }
@@ -455,6 +459,19 @@ fn encode_exposes_each_edge_listener() {
             "{o}"
         );
     }
+    for (kind, n) in [("request_header", 9.0), ("idle", 4.0)] {
+        let labels = [("edge", "idp"), ("kind", kind)];
+        assert_eq!(
+            value(&s, "sluice_edge_timeouts_total", &labels),
+            n,
+            "{kind}"
+        );
+    }
+    let labels = [("edge", "idp"), ("reason", "limit")];
+    assert_eq!(
+        value(&s, "sluice_edge_connections_refused_total", &labels),
+        11.0
+    );
     // A plain listener without PROXY headers has neither TLS nor header counts.
     for family in [
         "sluice_edge_tls_handshakes_total",
@@ -481,6 +498,8 @@ fn encode_without_edges_has_no_edge_families() {
         "sluice_edge_tls_handshakes",
         "sluice_edge_client_certs",
         "sluice_edge_proxy_headers",
+        "sluice_edge_timeouts",
+        "sluice_edge_connections_refused",
     ] {
         assert!(
             !text.contains(&format!("# TYPE {family} ")),
