@@ -9,6 +9,11 @@
 //!
 //! Needs root. Run with `cargo test -p sluice-tests --test edge_slow -- --test-threads=1`.
 
+#![expect(
+    clippy::float_cmp,
+    reason = "metric values compared are small integer counts, exact in an f64"
+)]
+
 use std::fmt::Write as _;
 use std::io::{ErrorKind, Read as _, Write as _};
 use std::net::{IpAddr, SocketAddr, TcpStream};
@@ -145,7 +150,7 @@ fn edge_addr() -> SocketAddr {
 /// How a connection's reading ended.
 #[derive(Debug, PartialEq, Eq)]
 enum Ended {
-    /// TLS close_notify, or the TCP connection closed or reset: the listener let go.
+    /// TLS `close_notify`, or the TCP connection closed or reset: the listener let go.
     Closed,
     /// Still open when the client stopped waiting.
     StillOpen,

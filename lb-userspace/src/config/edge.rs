@@ -190,14 +190,7 @@ fn edge(
         None => Some(None),
     };
     let (connect_timeout, response_timeout) = timeouts(r, e, &field);
-    let client_limits = client_limits(r, e, &field);
-    let max_connections = fields::int(
-        r,
-        &e.max_connections,
-        &field("max_connections"),
-        1..=MAX_CONNECTIONS,
-        "client connections open at once on this listener; more are closed at accept",
-    );
+    let (client_limits, max_connections) = clients(r, e, &field);
     let tls = match &e.tls {
         Some(t) => tls(r, t, &field("tls")).map(Some),
         None => Some(None),
@@ -289,8 +282,12 @@ fn timeouts(
     (connect, response)
 }
 
-/// `request_header_timeout` and `idle_timeout`.
-fn client_limits(r: &mut Report, e: &raw::Edge, field: &dyn Fn(&str) -> String) -> Option<Limits> {
+/// `request_header_timeout`, `idle_timeout` and `max_connections`.
+fn clients(
+    r: &mut Report,
+    e: &raw::Edge,
+    field: &dyn Fn(&str) -> String,
+) -> (Option<Limits>, Option<u32>) {
     let request_header = fields::duration(
         r,
         &e.request_header_timeout,
@@ -305,10 +302,20 @@ fn client_limits(r: &mut Report, e: &raw::Edge, field: &dyn Fn(&str) -> String) 
         MIN_CLIENT_TIMEOUT,
         "it is how long a keep-alive connection may wait for its next request",
     );
-    Some(Limits {
-        request_header: request_header?,
-        idle: idle?,
-    })
+    let max_connections = fields::int(
+        r,
+        &e.max_connections,
+        &field("max_connections"),
+        1..=MAX_CONNECTIONS,
+        "client connections open at once on this listener; more are closed at accept",
+    );
+    let limits = request_header
+        .zip(idle)
+        .map(|(request_header, idle)| Limits {
+            request_header,
+            idle,
+        });
+    (limits, max_connections)
 }
 
 fn path_prefix(r: &mut Report, v: &Spanned<String>, field: &str) -> Option<PathPrefix> {

@@ -1,6 +1,6 @@
 //! How long an edge connection may wait on its client: for a request head, and idle between
 //! requests. Slow clients (slowloris: one header line at a time, an HTTP/2 HEADERS frame that
-//! never gets its END_HEADERS, a connection that never sends a request) are cut here.
+//! never gets its `END_HEADERS`, a connection that never sends a request) are cut here.
 //!
 //! The rules, per connection:
 //! - the first request head must be complete within `request_header` of the end of the TLS
@@ -9,7 +9,7 @@
 //!   `idle` (HTTP/1.1 quietly, HTTP/2 with a GOAWAY);
 //! - once the first byte of a later HTTP/1.1 request head arrives, the head must be complete
 //!   within `request_header` of it;
-//! - an HTTP/2 header block (HEADERS without END_HEADERS, then CONTINUATION) must be complete
+//! - an HTTP/2 header block (HEADERS without `END_HEADERS`, then CONTINUATION) must be complete
 //!   within `request_header` of its first frame, whatever else is going on: no other frame may
 //!   come between, so a stalled block stalls the whole connection.
 //!

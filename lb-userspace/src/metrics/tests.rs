@@ -459,6 +459,24 @@ fn encode_exposes_each_edge_listener() {
             "{o}"
         );
     }
+    // A plain listener without PROXY headers has neither TLS nor header counts.
+    for family in [
+        "sluice_edge_tls_handshakes_total",
+        "sluice_edge_client_certs_total",
+        "sluice_edge_proxy_headers_total",
+    ] {
+        assert!(
+            !text.contains(&format!("{family}{{edge=\"plain\"")),
+            "{family}:\n{text}"
+        );
+    }
+}
+
+#[test]
+#[allow(clippy::float_cmp)] // every value is a small integer, exact in f64
+fn encode_exposes_cut_and_refused_edge_connections() {
+    let text = encode(&snapshot()).unwrap();
+    let s = parse(&text);
     for (kind, n) in [("request_header", 9.0), ("idle", 4.0)] {
         let labels = [("edge", "idp"), ("kind", kind)];
         assert_eq!(
@@ -472,17 +490,9 @@ fn encode_exposes_each_edge_listener() {
         value(&s, "sluice_edge_connections_refused_total", &labels),
         11.0
     );
-    // A plain listener without PROXY headers has neither TLS nor header counts.
-    for family in [
-        "sluice_edge_tls_handshakes_total",
-        "sluice_edge_client_certs_total",
-        "sluice_edge_proxy_headers_total",
-    ] {
-        assert!(
-            !text.contains(&format!("{family}{{edge=\"plain\"")),
-            "{family}:\n{text}"
-        );
-    }
+    // A listener that cut and refused nothing says so with zeros.
+    let labels = [("edge", "plain"), ("kind", "idle")];
+    assert_eq!(value(&s, "sluice_edge_timeouts_total", &labels), 0.0);
 }
 
 #[test]

@@ -1,6 +1,6 @@
 //! Which protocol the client speaks, from its first bytes, and for HTTP/2 whether a header
-//! block is open: a HEADERS frame without END_HEADERS opens one, the CONTINUATION with
-//! END_HEADERS closes it (RFC 9113, 6.2 and 6.10). Only the 9-byte frame headers are read;
+//! block is open: a HEADERS frame without `END_HEADERS` opens one, the CONTINUATION with
+//! `END_HEADERS` closes it (RFC 9113, 6.2 and 6.10). Only the 9-byte frame headers are read;
 //! payloads are skipped by their length. hyper's h2 decodes the same bytes for real; this
 //! only follows them to know when a block began.
 
