@@ -24,7 +24,7 @@ use sluice_tests::{
     certs::TestPki,
     connect_tcp,
     daemon::{Daemon, Scratch},
-    http_backend, require_root,
+    http_delay_backend, require_root,
     topology::{backend_addr4, GW_CLIENT_ADDR4, GW_CLIENT_IFNAME},
     ServerHandle, Topology, VIP4,
 };
@@ -61,7 +61,7 @@ const SHORT: Limits = Limits {
 };
 
 /// Client, gateway running sluice with one TLS edge listener (`slow`, no client
-/// certificates), one plain HTTP backend (`backend-0`).
+/// certificates), one plain HTTP backend (`backend-0`; `/delay/<ms>` answers after `<ms>`).
 struct Lab {
     daemon: Daemon,
     backend: ServerHandle,
@@ -103,7 +103,7 @@ impl Lab {
         let daemon = Daemon::start(topo.gateway(), scratch.path(), &instance, &text)
             .expect("start sluice run with an edge listener");
         let backend =
-            http_backend(topo.backend(0), "backend-0", BACKEND_PORT).expect("HTTP backend");
+            http_delay_backend(topo.backend(0), "backend-0", BACKEND_PORT).expect("HTTP backend");
         Lab {
             daemon,
             backend,
@@ -214,9 +214,9 @@ impl Client {
     }
 
     /// Reads one HTTP/1.1 response from `backend-0` (its body is the backend's name).
-    fn read_response(&mut self) -> String {
+    fn read_response(&mut self, wait: Duration) -> String {
         let mut got = Vec::new();
-        let until = Instant::now() + Duration::from_secs(5);
+        let until = Instant::now() + wait;
         while !got.ends_with(b"\r\n\r\nbackend-0") && Instant::now() < until {
             let (more, ended) = self.read_for(Duration::from_millis(200));
             got.extend(more);
@@ -300,6 +300,15 @@ fn get_block() -> Vec<u8> {
         0x41,
         u8::try_from(SERVER_NAME.len()).unwrap(),
     ];
+    block.extend(SERVER_NAME.as_bytes());
+    block
+}
+
+/// [`get_block`] for `path` instead of `/` (a literal with the indexed name `:path`).
+fn get_path_block(path: &str) -> Vec<u8> {
+    let mut block = vec![0x82, 0x87, 0x44, u8::try_from(path.len()).unwrap()];
+    block.extend(path.as_bytes());
+    block.extend([0x41, u8::try_from(SERVER_NAME.len()).unwrap()]);
     block.extend(SERVER_NAME.as_bytes());
     block
 }
@@ -404,7 +413,7 @@ fn an_idle_keep_alive_connection_is_closed_after_idle_timeout() {
     // A later head on a keep-alive connection has its own deadline from its first byte.
     let mut client = lab.connect(b"http/1.1").expect("TLS handshake");
     client.send(request.as_bytes()).unwrap();
-    let text = client.read_response();
+    let text = client.read_response(Duration::from_secs(5));
     assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
     client
         .send(format!("GET /second HTTP/1.1\r\nHost: {SERVER_NAME}\r\n").as_bytes())
@@ -522,7 +531,57 @@ fn connections_over_max_connections_are_refused_at_once_and_counted() {
                 .as_bytes(),
         )
         .unwrap();
-    let text = third.read_response();
+    let text = third.read_response(Duration::from_secs(5));
     assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
     assert_eq!(lab.timeouts("request_header"), 0.0);
+}
+
+#[test]
+fn a_request_in_flight_outlives_both_client_limits() {
+    require_root();
+    let lab = Lab::start("slw8", &SHORT);
+    // The backend answers after longer than request_header_timeout, idle_timeout and the
+    // grace together: a request in flight is the backend's time, not the client's.
+    let delay = Duration::from_secs(4);
+    let slow = format!("/delay/{}", delay.as_millis());
+    let mut client = lab.connect(b"http/1.1").expect("TLS handshake");
+    client
+        .send(format!("GET {slow} HTTP/1.1\r\nHost: {SERVER_NAME}\r\n\r\n").as_bytes())
+        .unwrap();
+    let text = client.read_response(delay + MARGIN);
+    assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
+    assert!(text.ends_with("\r\n\r\nbackend-0"), "{text}");
+    // And the connection is still there for the next request.
+    client
+        .send(format!("GET / HTTP/1.1\r\nHost: {SERVER_NAME}\r\n\r\n").as_bytes())
+        .unwrap();
+    let text = client.read_response(Duration::from_secs(5));
+    assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
+
+    drop(client);
+
+    // The same over HTTP/2, where the stream runs beside the connection's own frames.
+    let mut client = lab.connect(b"h2").expect("TLS handshake");
+    let mut bytes = PREFACE.to_vec();
+    bytes.extend(frame(SETTINGS, 0, 0, &[]));
+    bytes.extend(frame(
+        HEADERS,
+        END_STREAM | END_HEADERS,
+        1,
+        &get_path_block(&slow),
+    ));
+    client.send(&bytes).unwrap();
+    let answered = |f: &Frame| f.stream == 1 && f.kind == DATA && f.flags & END_STREAM != 0;
+    let (frames, ended) = client.read_frames_until(delay + MARGIN, answered);
+    assert!(
+        frames.iter().any(answered),
+        "answered: {frames:?} ({ended:?})"
+    );
+    assert!(
+        !frames.iter().any(|f| f.kind == GOAWAY),
+        "no GOAWAY while the stream ran: {frames:?}"
+    );
+    assert_eq!(lab.timeouts("request_header"), 0.0);
+    assert_eq!(lab.timeouts("idle"), 0.0);
+    assert_eq!(lab.backend.served(), 3);
 }

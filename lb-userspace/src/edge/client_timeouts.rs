@@ -18,6 +18,10 @@
 //! stream that never opened, so its connection is closed. While a request is in flight none of
 //! this applies: the backend's `response_timeout` and the shutdown's timeout bound that time.
 //!
+//! Not covered: a request body sent slowly (the request is in flight), and the bytes of a
+//! pipelined HTTP/1.1 head that arrived while the previous request was in flight (they wait
+//! under `idle`, not `request_header`, and are closed without a 408).
+//!
 //! The pieces: [`Activity`] is what the connection shares (requests in flight, when it went
 //! idle, when a head began); [`Watched`] wraps the client stream, records when a head begins
 //! and answers 408 when told; [`Busy`] marks a request in flight until its response body is
@@ -132,7 +136,8 @@ impl Activity {
     /// Bytes of an HTTP/1.x request arrived: the head's clock starts unless a request is in
     /// flight (its body, or a pipelined head hyper reads later) or the clock runs already.
     fn h1_bytes(&self) {
-        if self.in_flight.load(Ordering::Relaxed) == 0 {
+        let idle = self.in_flight.load(Ordering::Relaxed) == 0;
+        if idle && self.head_since.load(Ordering::Relaxed) == 0 {
             let now = self.stamp();
             let _ = self
                 .head_since

@@ -6,6 +6,10 @@
 //! connections and requests are still served. Once closed, the listener stops accepting, idle
 //! connections close, and in-flight requests finish; what outlives the timeout is cut when the
 //! daemon exits.
+//!
+//! The same loop ends a connection whose client overstayed a limit (`client_timeouts`): it is
+//! asked to end like at shutdown, or its stream fails, and it is dropped if it has not ended
+//! within a short grace.
 
 use std::{
     future::Future,
