@@ -14,19 +14,15 @@
     reason = "metric values compared are small integer counts, exact in an f64"
 )]
 
-use std::fmt::Write as _;
 use std::io::{ErrorKind, Read as _, Write as _};
-use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::net::TcpStream;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sluice_tests::{
-    certs::TestPki,
     connect_tcp,
-    daemon::{Daemon, Scratch},
+    edge_lab::{self, edge4, Listener, BACKEND_PORT, EDGE_PORT, SERVER_NAME},
     http_delay_backend, require_root,
-    topology::{backend_addr4, GW_CLIENT_ADDR4, GW_CLIENT_IFNAME},
-    ServerHandle, Topology, VIP4,
 };
 use tokio_rustls::rustls::{
     self,
@@ -34,10 +30,9 @@ use tokio_rustls::rustls::{
     ClientConnection, StreamOwned,
 };
 
-const SERVER_NAME: &str = "kc.test";
+/// The lab's one listener ([`edge4`]).
 const EDGE: &str = "slow";
-const EDGE_PORT: u16 = 8443;
-const BACKEND_PORT: u16 = 8080;
+/// The edge lab's management port.
 const MANAGEMENT: &str = "127.0.0.1:9019";
 /// What the listener answers a cut HTTP/1.x head with, byte for byte.
 const ANSWER_408: &str = "HTTP/1.1 408 Request Timeout\r\nconnection: close\r\n\
@@ -60,69 +55,48 @@ const SHORT: Limits = Limits {
     max_connections: 100,
 };
 
-/// Client, gateway running sluice with one TLS edge listener (`slow`, no client
-/// certificates), one plain HTTP backend (`backend-0`; `/delay/<ms>` answers after `<ms>`).
+/// The edge lab with one TLS listener (`slow`, on [`edge4`], no client certificates) with
+/// `limits`, and plain HTTP backends (`backend-<i>`; `/delay/<ms>` answers after `<ms>`).
 struct Lab {
-    daemon: Daemon,
-    backend: ServerHandle,
-    pki: TestPki,
-    topo: Topology,
-    _scratch: Scratch,
+    lab: edge_lab::Lab,
 }
 
 impl Lab {
     fn start(prefix: &str, limits: &Limits) -> Lab {
-        let topo = Topology::build(prefix, 1).expect("build topology");
-        let scratch = Scratch::create(prefix).expect("scratch directory");
-        let pki = TestPki::generate(&scratch.path().join("pki"), &[SERVER_NAME])
-            .expect("generate the test PKI");
-        let instance = format!("test-{prefix}");
-        let mut text = format!(
-            "instance = \"{instance}\"\ninterfaces = [\"{GW_CLIENT_IFNAME}\"]\n\
-             conntrack_entries = 65536\n\n[admin]\nsocket = \"{}\"\n\n[management]\n\
-             address = \"{MANAGEMENT}\"\n\n[encap]\nsource_v4 = \"198.19.255.0/24\"\n\
-             source_v6 = \"2001:db8:ffff::/96\"\n\n[[vip]]\nname = \"web\"\n\
-             address = \"{VIP4}:80\"\ntable_size = 251\n\
-             [[vip.backend]]\naddress = \"{}\"\n",
-            Daemon::socket_in(scratch.path()).display(),
-            backend_addr4(0),
-        );
-        let _ = write!(
-            text,
-            "\n[[edge]]\nname = \"{EDGE}\"\naddress = \"{}\"\npool = \"web\"\n\
-             backend_port = {BACKEND_PORT}\nrequest_header_timeout = \"{}ms\"\n\
-             idle_timeout = \"{}ms\"\nmax_connections = {}\n\n[edge.tls]\n\
-             certificates = [{{ cert = \"{}\", key = \"{}\" }}]\n",
-            edge_addr(),
-            limits.request_header.as_millis(),
-            limits.idle.as_millis(),
-            limits.max_connections,
-            pki.server.chain().display(),
-            pki.server.key().display(),
-        );
-        let daemon = Daemon::start(topo.gateway(), scratch.path(), &instance, &text)
-            .expect("start sluice run with an edge listener");
-        let backend =
-            http_delay_backend(topo.backend(0), "backend-0", BACKEND_PORT).expect("HTTP backend");
-        Lab {
-            daemon,
-            backend,
-            pki,
-            topo,
-            _scratch: scratch,
-        }
+        let mut listener = Listener::v4(EDGE, EDGE_PORT);
+        listener.client_auth = "none";
+        listener.formats = &[];
+        listener.settings = vec![
+            format!(
+                "request_header_timeout = \"{}ms\"",
+                limits.request_header.as_millis()
+            ),
+            format!("idle_timeout = \"{}ms\"", limits.idle.as_millis()),
+            format!("max_connections = {}", limits.max_connections),
+        ];
+        let mut lab = edge_lab::Lab::start(prefix, &[listener]);
+        lab.replace_backends(|ns, i| {
+            http_delay_backend(ns, &format!("backend-{i}"), BACKEND_PORT).expect("HTTP backend")
+        });
+        Lab { lab }
+    }
+
+    /// Requests the backends answered so far (one connection each).
+    fn served(&self) -> u64 {
+        self.lab.backend_connections()
     }
 
     /// A TLS connection from the client namespace with `alpn`, handshake done.
     fn connect(&self, alpn: &[u8]) -> std::io::Result<Client> {
-        let tcp = connect_tcp(self.topo.client(), edge_addr()).map_err(std::io::Error::other)?;
-        Client::handshake(tcp, self.pki.ca_cert(), alpn)
+        let tcp = connect_tcp(self.lab.topo.client(), edge4()).map_err(std::io::Error::other)?;
+        Client::handshake(tcp, self.lab.pki.ca_cert(), alpn)
     }
 
     fn metric(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
-        self.daemon
+        self.lab
+            .daemon
             .metric(
-                self.topo.gateway(),
+                self.lab.topo.gateway(),
                 MANAGEMENT.parse().unwrap(),
                 name,
                 labels,
@@ -139,12 +113,14 @@ impl Lab {
 
     /// Panics with the daemon's log when `ok` is false.
     fn check(&self, ok: bool, what: &str) {
-        assert!(ok, "{what}\nsluice:\n{}", self.daemon.log_text());
+        assert!(ok, "{what}\nsluice:\n{}", self.lab.daemon.log_text());
     }
 }
 
-fn edge_addr() -> SocketAddr {
-    SocketAddr::new(IpAddr::V4(GW_CLIENT_ADDR4), EDGE_PORT)
+/// A whole `200 OK` from one of the backends: their body is their name.
+fn is_response(got: &[u8]) -> bool {
+    got.starts_with(b"HTTP/1.1 200 OK\r\n")
+        && (got.ends_with(b"\r\n\r\nbackend-0") || got.ends_with(b"\r\n\r\nbackend-1"))
 }
 
 /// How a connection's reading ended.
@@ -213,11 +189,11 @@ impl Client {
         }
     }
 
-    /// Reads one HTTP/1.1 response from `backend-0` (its body is the backend's name).
+    /// Reads one HTTP/1.1 response from a backend (its body is the backend's name).
     fn read_response(&mut self, wait: Duration) -> String {
         let mut got = Vec::new();
         let until = Instant::now() + wait;
-        while !got.ends_with(b"\r\n\r\nbackend-0") && Instant::now() < until {
+        while !is_response(&got) && Instant::now() < until {
             let (more, ended) = self.read_for(Duration::from_millis(200));
             got.extend(more);
             if ended == Ended::Closed {
@@ -329,7 +305,7 @@ fn a_partial_request_head_is_answered_408_and_closed() {
     assert_eq!(String::from_utf8_lossy(&got), ANSWER_408);
     assert_eq!(lab.timeouts("request_header"), 1.0);
     assert_eq!(lab.timeouts("idle"), 0.0);
-    assert_eq!(lab.backend.served(), 0);
+    assert_eq!(lab.served(), 0);
 }
 
 #[test]
@@ -405,8 +381,8 @@ fn an_idle_keep_alive_connection_is_closed_after_idle_timeout() {
     );
     let text = String::from_utf8_lossy(&got);
     assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
-    assert!(text.ends_with("\r\n\r\nbackend-0"), "{text}");
-    assert_eq!(lab.backend.served(), 1);
+    assert!(is_response(text.as_bytes()), "{text}");
+    assert_eq!(lab.served(), 1);
     assert_eq!(lab.timeouts("idle"), 1.0);
     assert_eq!(lab.timeouts("request_header"), 0.0);
 
@@ -422,7 +398,7 @@ fn an_idle_keep_alive_connection_is_closed_after_idle_timeout() {
     lab.check(ended == Ended::Closed, "the second head must be cut");
     assert_eq!(String::from_utf8_lossy(&got), ANSWER_408);
     assert_eq!(lab.timeouts("request_header"), 1.0);
-    assert_eq!(lab.backend.served(), 2);
+    assert_eq!(lab.served(), 2);
 }
 
 #[test]
@@ -445,7 +421,7 @@ fn an_http2_header_block_without_end_headers_is_cut() {
         "no stream was answered: {frames:?}"
     );
     assert_eq!(lab.timeouts("request_header"), 1.0);
-    assert_eq!(lab.backend.served(), 0);
+    assert_eq!(lab.served(), 0);
 }
 
 #[test]
@@ -475,7 +451,7 @@ fn an_idle_http2_connection_gets_a_goaway_and_is_closed() {
     );
     assert_eq!(lab.timeouts("idle"), 1.0);
     assert_eq!(lab.timeouts("request_header"), 0.0);
-    assert_eq!(lab.backend.served(), 1);
+    assert_eq!(lab.served(), 1);
 }
 
 #[test]
@@ -550,7 +526,7 @@ fn a_request_in_flight_outlives_both_client_limits() {
         .unwrap();
     let text = client.read_response(delay + MARGIN);
     assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
-    assert!(text.ends_with("\r\n\r\nbackend-0"), "{text}");
+    assert!(is_response(text.as_bytes()), "{text}");
     // And the connection is still there for the next request.
     client
         .send(format!("GET / HTTP/1.1\r\nHost: {SERVER_NAME}\r\n\r\n").as_bytes())
@@ -583,5 +559,5 @@ fn a_request_in_flight_outlives_both_client_limits() {
     );
     assert_eq!(lab.timeouts("request_header"), 0.0);
     assert_eq!(lab.timeouts("idle"), 0.0);
-    assert_eq!(lab.backend.served(), 3);
+    assert_eq!(lab.served(), 3);
 }
