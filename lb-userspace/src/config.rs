@@ -74,6 +74,10 @@ pub struct Edge {
     pub connect_timeout: Duration,
     /// A backend that does not start its response within it gets the client a 504.
     pub response_timeout: Duration,
+    /// How long a client may take over a request head, or stay idle between requests.
+    pub client_limits: crate::edge::client_timeouts::Limits,
+    /// Client connections open at once; more are closed at accept.
+    pub max_connections: u32,
     /// `None`: plain HTTP.
     pub tls: Option<crate::edge::tls::TlsSettings>,
 }

@@ -223,6 +223,8 @@ fn start_edges(core: &Arc<Core>, prepared: Vec<PreparedEdge>) -> Vec<Edge> {
             proxy_protocol: e.proxy_protocol,
             stats: Arc::clone(&stats),
             phase: core.phase.subscribe(),
+            limits: e.client_limits,
+            max_connections: u64::from(e.max_connections),
         };
         tracing::info!(edge = e.name, address = %e.address, tls = e.tls.is_some(), "edge listener up");
         let task = tokio::spawn(edge::server::serve(socket, Arc::new(listener)));

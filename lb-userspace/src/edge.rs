@@ -2,6 +2,7 @@
 //! certificate and the real client to the backend, and HTTP proxying to the VIP's pool.
 
 pub mod client_cert;
+pub mod client_timeouts;
 pub mod forwarded;
 pub mod graceful;
 pub mod managed;

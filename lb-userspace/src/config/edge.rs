@@ -14,6 +14,7 @@ use super::{
 };
 use crate::edge::{
     client_cert::Format,
+    client_timeouts::Limits,
     forwarded::Style,
     path_prefix::PathPrefix,
     tls::{CertFiles, ClientAuth, TlsSettings},
@@ -23,6 +24,11 @@ use crate::edge::{
 const MAX_CHAIN_DEPTH: i64 = 10;
 /// A backend timeout of 0 would fail every request without trying.
 const MIN_TIMEOUT: Duration = Duration::from_millis(1);
+/// Shorter client limits would cut ordinary clients whose bytes merely cross a slow network.
+const MIN_CLIENT_TIMEOUT: Duration = Duration::from_millis(100);
+/// More connections than this per listener is a typo rather than a plan (each also needs file
+/// descriptors: one for the client and one per backend connection).
+const MAX_CONNECTIONS: i64 = 1_000_000;
 
 pub(super) fn edges(
     r: &mut Report,
@@ -184,6 +190,7 @@ fn edge(
         None => Some(None),
     };
     let (connect_timeout, response_timeout) = timeouts(r, e, &field);
+    let (client_limits, max_connections) = clients(r, e, &field);
     let tls = match &e.tls {
         Some(t) => tls(r, t, &field("tls")).map(Some),
         None => Some(None),
@@ -222,6 +229,8 @@ fn edge(
         path_prefix: path_prefix?,
         connect_timeout: connect_timeout?,
         response_timeout: response_timeout?,
+        client_limits: client_limits?,
+        max_connections: max_connections?,
         tls: tls?,
     })
 }
@@ -271,6 +280,42 @@ fn timeouts(
         "it is how long a backend gets to start its response before the client gets 504",
     );
     (connect, response)
+}
+
+/// `request_header_timeout`, `idle_timeout` and `max_connections`.
+fn clients(
+    r: &mut Report,
+    e: &raw::Edge,
+    field: &dyn Fn(&str) -> String,
+) -> (Option<Limits>, Option<u32>) {
+    let request_header = fields::duration(
+        r,
+        &e.request_header_timeout,
+        &field("request_header_timeout"),
+        MIN_CLIENT_TIMEOUT,
+        "it is how long a client has to send a whole request head",
+    );
+    let idle = fields::duration(
+        r,
+        &e.idle_timeout,
+        &field("idle_timeout"),
+        MIN_CLIENT_TIMEOUT,
+        "it is how long a keep-alive connection may wait for its next request",
+    );
+    let max_connections = fields::int(
+        r,
+        &e.max_connections,
+        &field("max_connections"),
+        1..=MAX_CONNECTIONS,
+        "client connections open at once on this listener; more are closed at accept",
+    );
+    let limits = request_header
+        .zip(idle)
+        .map(|(request_header, idle)| Limits {
+            request_header,
+            idle,
+        });
+    (limits, max_connections)
 }
 
 fn path_prefix(r: &mut Report, v: &Spanned<String>, field: &str) -> Option<PathPrefix> {

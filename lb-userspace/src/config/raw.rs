@@ -117,6 +117,21 @@ pub struct Edge {
     /// the client gets 504 (at least 1ms). Default 60s.
     #[serde(default = "defaults::response_timeout")]
     pub response_timeout: Spanned<String>,
+    /// How long a client has for a whole request head: the first one from the end of the TLS
+    /// handshake, a later one from its first byte (an HTTP/2 header block from its HEADERS
+    /// frame). A head cut this way is answered 408 (HTTP/1.x) and the connection closed; one
+    /// that never began is closed without an answer (at least 100ms). Default 10s.
+    #[serde(default = "defaults::request_header_timeout")]
+    pub request_header_timeout: Spanned<String>,
+    /// How long a keep-alive connection may wait, after its last response, for the first byte
+    /// of another request before it is closed (HTTP/2: with a GOAWAY; at least 100ms).
+    /// Default 75s.
+    #[serde(default = "defaults::idle_timeout")]
+    pub idle_timeout: Spanned<String>,
+    /// Client connections open at once on this listener; any more are closed as soon as they
+    /// are accepted and counted (1 to 1000000). Default 10000.
+    #[serde(default = "defaults::max_connections")]
+    pub max_connections: Spanned<i64>,
     /// TLS termination; without it the listener speaks plain HTTP.
     pub tls: Option<Spanned<EdgeTls>>,
 }
@@ -360,6 +375,15 @@ pub mod defaults {
     }
     pub fn response_timeout() -> Spanned<String> {
         unwritten("60s".into())
+    }
+    pub fn request_header_timeout() -> Spanned<String> {
+        unwritten("10s".into())
+    }
+    pub fn idle_timeout() -> Spanned<String> {
+        unwritten("75s".into())
+    }
+    pub fn max_connections() -> Spanned<i64> {
+        unwritten(10_000)
     }
     pub fn proxy_protocol() -> Spanned<String> {
         unwritten("off".into())

@@ -13,7 +13,7 @@ use std::{
 use super::{
     CheckKind, Config, ConfigError, ConfigErrors, HashKey, HealthCheck, Position, Protocol, XdpMode,
 };
-use crate::edge::{client_cert::Names, path_prefix::PathPrefix};
+use crate::edge::{client_cert::Names, client_timeouts::Limits, path_prefix::PathPrefix};
 use hyper::header::HeaderName;
 
 /// A config whose line numbers `broken` relies on: it edits single lines (blank ones to add a
@@ -371,6 +371,14 @@ fn edge_names_prefix_and_timeouts_default() {
     assert_eq!(e.path_prefix, None);
     assert_eq!(e.connect_timeout, Duration::from_secs(2));
     assert_eq!(e.response_timeout, Duration::from_mins(1));
+    assert_eq!(
+        e.client_limits,
+        Limits {
+            request_header: Duration::from_secs(10),
+            idle: Duration::from_secs(75),
+        }
+    );
+    assert_eq!(e.max_connections, 10_000);
 }
 
 #[test]
@@ -399,6 +407,20 @@ fn edge_names_prefix_and_timeouts_as_written() {
     );
     assert_eq!(e.connect_timeout, Duration::from_millis(500));
     assert_eq!(e.response_timeout, Duration::from_mins(1));
+
+    let text = with_edge(
+        "request_header_timeout = \"100ms\"\nidle_timeout = \"2m\"\nmax_connections = 1000000",
+    );
+    let c = Config::parse(&text).unwrap_or_else(|e| panic!("{e}"));
+    let e = &c.edges[0];
+    assert_eq!(
+        e.client_limits,
+        Limits {
+            request_header: Duration::from_millis(100),
+            idle: Duration::from_mins(2),
+        }
+    );
+    assert_eq!(e.max_connections, 1_000_000);
 
     // A name may take another format's default once that format is renamed away from it.
     let text = with_edge(

@@ -6,27 +6,49 @@
 //! connections and requests are still served. Once closed, the listener stops accepting, idle
 //! connections close, and in-flight requests finish; what outlives the timeout is cut when the
 //! daemon exits.
+//!
+//! The same loop ends a connection whose client overstayed a limit (`client_timeouts`): it is
+//! asked to end like at shutdown, or its stream fails, and it is dropped if it has not ended
+//! within a short grace.
 
 use std::{
     future::Future,
     pin::{pin, Pin},
+    time::Duration,
 };
 
-use tokio::sync::watch;
+use tokio::{sync::watch, time::Instant};
 
 use crate::dataplane::NodeState;
+
+/// What a connection's watchdog asks for when a limit passes (see `client_timeouts`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ending {
+    /// Ask the connection to end gracefully (an idle HTTP/1.1 connection closes at once, an
+    /// HTTP/2 one gets a GOAWAY).
+    Ask,
+    /// The connection ends by itself: its stream fails the next read.
+    Fails,
+}
 
 /// Drives `conn` to its end, asking it to end when the phase says so: an HTTP/2 connection
 /// (`h2`, known from ALPN) as soon as the node drains, any connection once it is closed.
 /// `ask` is the connection's graceful shutdown (hyper's drains in-flight requests first).
+///
+/// When `watchdog` resolves the connection overstayed a client limit: it is asked to end (or
+/// left to fail), and dropped if it has not ended within `grace`; that returns `None`.
 pub async fn drive<C: Future>(
     conn: C,
     mut phase: watch::Receiver<NodeState>,
     h2: bool,
     ask: impl Fn(Pin<&mut C>),
-) -> C::Output {
+    watchdog: impl Future<Output = Ending>,
+    grace: Duration,
+) -> Option<C::Output> {
     let mut conn = pin!(conn);
+    let mut watchdog = pin!(watchdog);
     let mut asked = false;
+    let mut cut_at: Option<Instant> = None;
     loop {
         let now = *phase.borrow_and_update();
         let due = match now {
@@ -39,12 +61,22 @@ pub async fn drive<C: Future>(
             asked = true;
         }
         tokio::select! {
-            out = conn.as_mut() => return out,
+            out = conn.as_mut() => return Some(out),
             changed = phase.changed(), if !asked => {
                 if changed.is_err() {
                     // The daemon is gone; nothing will ask any more.
-                    return conn.await;
+                    return Some(conn.await);
                 }
+            }
+            ending = watchdog.as_mut(), if cut_at.is_none() => {
+                if ending == Ending::Ask && !asked {
+                    ask(conn.as_mut());
+                    asked = true;
+                }
+                cut_at = Some(Instant::now() + grace);
+            }
+            () = tokio::time::sleep_until(cut_at.unwrap_or_else(Instant::now)), if cut_at.is_some() => {
+                return None;
             }
         }
     }

@@ -21,6 +21,7 @@ use hyper_util::{
     server::conn::auto,
 };
 use tokio::{
+    io::{AsyncRead, AsyncWrite},
     net::{TcpListener, TcpStream},
     sync::watch,
 };
@@ -29,8 +30,9 @@ use crate::{config::ProxyProtocol, dataplane::NodeState};
 
 use super::{
     client_cert::{self, ChainSettings, ClientCert, Format, Names},
+    client_timeouts::{self, Activity, Expired, Holding, Limits, Watched},
     forwarded::{self, Hop, Policy},
-    graceful,
+    graceful::{self, Ending},
     managed::Managed,
     path_prefix::PathPrefix,
     pool::Pool,
@@ -64,6 +66,11 @@ pub struct Listener {
     pub stats: Arc<EdgeStats>,
     /// The node's shutdown phase (see `graceful`).
     pub phase: watch::Receiver<NodeState>,
+    /// How long a client may take over a request head, or stay idle.
+    pub limits: Limits,
+    /// Connections open at once (counted in `stats`, across reloads); more are closed as soon
+    /// as they are accepted.
+    pub max_connections: u64,
 }
 
 /// What one connection established, shared by its requests.
@@ -106,9 +113,17 @@ pub async fn serve(socket: TcpListener, listener: Arc<Listener>) {
                 continue;
             }
         };
+        // Over the limit the connection is closed at once (and counted), never queued: the
+        // client can go elsewhere now rather than time out.
+        let Some(open) = listener.stats.try_open(listener.max_connections) else {
+            tracing::debug!(listener = %listener.name, %peer, "max_connections open: refused");
+            drop(stream);
+            continue;
+        };
         let listener = Arc::clone(&listener);
         let managed = Arc::clone(&managed);
         tokio::spawn(async move {
+            let _open = open;
             if let Err(error) = connection(stream, peer, listener, managed).await {
                 tracing::debug!(%peer, %error, "edge connection ended with an error");
             }
@@ -122,7 +137,6 @@ async fn connection(
     listener: Arc<Listener>,
     managed: Arc<Managed>,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    let _open = listener.stats.connection_opened();
     let local = stream.local_addr()?;
     let _ = stream.set_nodelay(true);
     let trusted = listener.forwarded.trusts(peer.ip());
@@ -144,7 +158,7 @@ async fn connection(
             managed,
             own_authority: request_head::own_authority(None, local, false),
         });
-        return http(TokioIo::new(stream), conn, false).await;
+        return http(stream, conn, false).await;
     };
     let tls = tls.get();
     let stream = match handshake(tls.config(), stream, HANDSHAKE_TIMEOUT).await {
@@ -166,7 +180,7 @@ async fn connection(
         managed,
         own_authority: request_head::own_authority(server_name, local, true),
     });
-    http(TokioIo::new(stream), conn, h2).await
+    http(stream, conn, h2).await
 }
 
 fn origin(client: SocketAddr, local: SocketAddr) -> Origin {
@@ -208,17 +222,22 @@ fn cert_headers(
     client_cert::headers(formats, names, &listener.chain.lengths, &cert).map_err(|e| e.to_string())
 }
 
-async fn http<I>(
-    io: I,
+async fn http<S>(
+    stream: S,
     conn: Arc<Conn>,
     h2: bool,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
 where
-    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let phase = conn.listener.phase.clone();
+    let activity = Activity::new();
+    let io = TokioIo::new(Watched::new(stream, Arc::clone(&activity)));
+    let watchdog = watchdog(Arc::clone(&activity), Arc::clone(&conn));
     let service = service_fn(move |req| {
         let conn = Arc::clone(&conn);
+        // From the complete head until the response body is done: no client limit runs.
+        let busy = activity.busy();
         async move {
             let http1 = req.version() < hyper::Version::HTTP_2;
             let mut resp = measured(req, &conn).await;
@@ -229,17 +248,38 @@ where
                 resp.headers_mut()
                     .insert(header::CONNECTION, HeaderValue::from_static("close"));
             }
-            Ok::<_, Infallible>(resp)
+            Ok::<_, Infallible>(resp.map(|body| Holding::new(body, busy)))
         }
     });
     let builder = auto::Builder::new(TokioExecutor::new());
-    graceful::drive(
+    let ended = graceful::drive(
         builder.serve_connection_with_upgrades(io, service),
         phase,
         h2,
         auto::UpgradeableConnection::graceful_shutdown,
+        watchdog,
+        client_timeouts::CUT_GRACE,
     )
-    .await
+    .await;
+    // `None`: cut after a client limit passed, which the watchdog counted and logged.
+    ended.unwrap_or(Ok(()))
+}
+
+/// Waits until the connection's client overstays a limit, counts it, and says how the
+/// connection ends: a cut request head fails the stream's next read (after a 408 for
+/// HTTP/1.x), an idle connection is asked to close.
+async fn watchdog(activity: Arc<Activity>, conn: Arc<Conn>) -> Ending {
+    let l = &conn.listener;
+    let expired = client_timeouts::watchdog(&activity, l.limits).await;
+    l.stats.timed_out(expired);
+    tracing::debug!(listener = %l.name, peer = %conn.peer, kind = expired.as_str(), "client too slow: closing");
+    match expired {
+        Expired::RequestHeader => {
+            activity.expire_head();
+            Ending::Fails
+        }
+        Expired::Idle => Ending::Ask,
+    }
 }
 
 /// [`handle`], counted: the response's status and time to headers when it is ready, and the

@@ -1,6 +1,7 @@
 //! What one edge listener counts for `/metrics`: responses by status code, the time to
 //! response headers, requests in flight, open connections, TLS handshake and client
-//! certificate outcomes, and PROXY header outcomes.
+//! certificate outcomes, PROXY header outcomes, connections cut for a slow client and
+//! connections refused over the listener's limit.
 //!
 //! The daemon keeps one [`EdgeStats`] per edge name and hands it to each listener it builds
 //! for that name, so a reload that builds new listeners does not reset the counts. Everything
@@ -26,7 +27,7 @@ use hyper::{
     StatusCode,
 };
 
-use super::{proxy_header, tls::HandshakeOutcome};
+use super::{client_timeouts::Expired, proxy_header, tls::HandshakeOutcome};
 
 /// Upper bounds (seconds) of the request-duration buckets, from 1 ms to the backend's one
 /// minute to start a response; slower answers land in `+Inf`.
@@ -52,6 +53,10 @@ pub struct EdgeStats {
     handshakes: [AtomicU64; HandshakeOutcome::ALL.len()],
     certs_verified: AtomicU64,
     certs_none: AtomicU64,
+    /// Connections cut for a slow client, by [`Expired`] (`as usize`).
+    timeouts: [AtomicU64; Expired::ALL.len()],
+    /// Connections closed at accept because `max_connections` were open.
+    refused_limit: AtomicU64,
     /// Woken when the last open connection closes.
     closed: tokio::sync::Notify,
 }
@@ -68,6 +73,8 @@ impl Default for EdgeStats {
             handshakes: std::array::from_fn(|_| AtomicU64::new(0)),
             certs_verified: AtomicU64::new(0),
             certs_none: AtomicU64::new(0),
+            timeouts: std::array::from_fn(|_| AtomicU64::new(0)),
+            refused_limit: AtomicU64::new(0),
             closed: tokio::sync::Notify::new(),
         }
     }
@@ -91,10 +98,26 @@ fn read(counter: &AtomicU64) -> u64 {
 }
 
 impl EdgeStats {
-    /// Counts a connection as open until the returned guard drops.
-    pub fn connection_opened(&self) -> Open<'_> {
-        add(&self.connections_open);
-        Open(self)
+    /// Counts a connection as open until the returned guard drops, unless `max` are open
+    /// already: then it counts a refusal and returns `None`.
+    pub fn try_open(self: &Arc<Self>, max: u64) -> Option<Open> {
+        let opened =
+            self.connections_open
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                    (n < max).then_some(n + 1)
+                });
+        if opened.is_err() {
+            add(&self.refused_limit);
+            return None;
+        }
+        Some(Open(Arc::clone(self)))
+    }
+
+    /// Counts a connection cut because its client overstayed a limit.
+    pub fn timed_out(&self, expired: Expired) {
+        if let Some(c) = self.timeouts.get(expired as usize) {
+            add(c);
+        }
     }
 
     pub fn in_flight(&self) -> u64 {
@@ -203,14 +226,20 @@ impl EdgeStats {
             connections_open: read(&self.connections_open),
             tls,
             proxy_headers,
+            timeouts: Expired::ALL
+                .iter()
+                .zip(&self.timeouts)
+                .map(|(e, c)| (e.as_str(), read(c)))
+                .collect(),
+            refused: vec![("limit", read(&self.refused_limit))],
         }
     }
 }
 
 /// An open connection; closes (in the count) on drop.
-pub struct Open<'a>(&'a EdgeStats);
+pub struct Open(Arc<EdgeStats>);
 
-impl Drop for Open<'_> {
+impl Drop for Open {
     fn drop(&mut self) {
         if self.0.connections_open.fetch_sub(1, Ordering::Relaxed) == 1 {
             self.0.closed.notify_waiters();
@@ -290,6 +319,10 @@ pub struct EdgeCounts {
     pub tls: Option<TlsCounts>,
     /// PROXY header outcomes by name; `None` when the listener reads no PROXY headers.
     pub proxy_headers: Option<Vec<(&'static str, u64)>>,
+    /// Connections cut for a slow client, by kind (`request_header`, `idle`).
+    pub timeouts: Vec<(&'static str, u64)>,
+    /// Connections refused at accept, by reason (`limit`).
+    pub refused: Vec<(&'static str, u64)>,
 }
 
 /// The time to response headers as a histogram.

@@ -1,6 +1,6 @@
 //! The edge listeners' families: requests by code, time to response headers, requests in
-//! flight, open connections, TLS handshakes, client certificates and PROXY headers, each
-//! labelled `edge`.
+//! flight, open connections, TLS handshakes, client certificates, PROXY headers, connections
+//! cut for a slow client and connections refused, each labelled `edge`.
 
 use prometheus_client::encoding::{EncodeLabelSet, EncodeMetric, MetricEncoder, NoLabelSet};
 use prometheus_client::metrics::MetricType;
@@ -18,6 +18,18 @@ struct EdgeLabels {
 struct CodeLabels {
     edge: String,
     code: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabels {
+    edge: String,
+    kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    edge: String,
+    reason: String,
 }
 
 fn edge(e: &EdgeCounts) -> EdgeLabels {
@@ -93,6 +105,36 @@ pub(super) fn register(registry: &mut Registry, edges: &[EdgeCounts]) {
                 .iter()
                 .flatten()
                 .map(move |(o, n)| (outcome(e, o), *n))
+        }),
+    );
+    counters(
+        registry,
+        "edge_timeouts",
+        "Client connections the edge listener closed because the client overstayed a limit, \
+         by kind (request_header, idle)",
+        edges.iter().flat_map(|e| {
+            e.timeouts.iter().map(|(kind, n)| {
+                let labels = KindLabels {
+                    edge: e.edge.clone(),
+                    kind: (*kind).to_owned(),
+                };
+                (labels, *n)
+            })
+        }),
+    );
+    counters(
+        registry,
+        "edge_connections_refused",
+        "Client connections the edge listener closed at accept, by reason (limit: \
+         max_connections were open)",
+        edges.iter().flat_map(|e| {
+            e.refused.iter().map(|(reason, n)| {
+                let labels = ReasonLabels {
+                    edge: e.edge.clone(),
+                    reason: (*reason).to_owned(),
+                };
+                (labels, *n)
+            })
         }),
     );
 }

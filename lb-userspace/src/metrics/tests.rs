@@ -162,6 +162,8 @@ fn edges() -> Vec<EdgeCounts> {
                 ("invalid", 2),
                 ("untrusted", 3),
             ]),
+            timeouts: vec![("request_header", 9), ("idle", 4)],
+            refused: vec![("limit", 11)],
         },
         EdgeCounts {
             edge: "plain".into(),
@@ -174,6 +176,8 @@ fn edges() -> Vec<EdgeCounts> {
             connections_open: 0,
             tls: None,
             proxy_headers: None,
+            timeouts: vec![("request_header", 0), ("idle", 0)],
+            refused: vec![("limit", 0)],
         },
     ]
 }
@@ -469,6 +473,29 @@ fn encode_exposes_each_edge_listener() {
 }
 
 #[test]
+#[allow(clippy::float_cmp)] // every value is a small integer, exact in f64
+fn encode_exposes_cut_and_refused_edge_connections() {
+    let text = encode(&snapshot()).unwrap();
+    let s = parse(&text);
+    for (kind, n) in [("request_header", 9.0), ("idle", 4.0)] {
+        let labels = [("edge", "idp"), ("kind", kind)];
+        assert_eq!(
+            value(&s, "sluice_edge_timeouts_total", &labels),
+            n,
+            "{kind}"
+        );
+    }
+    let labels = [("edge", "idp"), ("reason", "limit")];
+    assert_eq!(
+        value(&s, "sluice_edge_connections_refused_total", &labels),
+        11.0
+    );
+    // A listener that cut and refused nothing says so with zeros.
+    let labels = [("edge", "plain"), ("kind", "idle")];
+    assert_eq!(value(&s, "sluice_edge_timeouts_total", &labels), 0.0);
+}
+
+#[test]
 fn encode_without_edges_has_no_edge_families() {
     let mut none = snapshot();
     none.edges.clear();
@@ -481,6 +508,8 @@ fn encode_without_edges_has_no_edge_families() {
         "sluice_edge_tls_handshakes",
         "sluice_edge_client_certs",
         "sluice_edge_proxy_headers",
+        "sluice_edge_timeouts",
+        "sluice_edge_connections_refused",
     ] {
         assert!(
             !text.contains(&format!("# TYPE {family} ")),

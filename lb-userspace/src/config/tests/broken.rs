@@ -545,6 +545,26 @@ const CASES: &[Case] = &[
         message: "edge[0].response_timeout: \"500us\" is too short: must be at least 1ms; it is \
                   how long a backend gets to start its response before the client gets 504",
     },
+    Case {
+        name: "request header timeout too short to cross a network",
+        edits: &[(39, edge!("request_header_timeout = \"50ms\""))],
+        line: 45,
+        message: "edge[0].request_header_timeout: \"50ms\" is too short: must be at least 100ms; \
+                  it is how long a client has to send a whole request head",
+    },
+    Case {
+        name: "idle timeout that is no duration",
+        edits: &[(39, edge!("idle_timeout = \"forever\""))],
+        line: 45,
+        message: "edge[0].idle_timeout: \"forever\" is not a duration",
+    },
+    Case {
+        name: "no connection allowed",
+        edits: &[(39, edge!("max_connections = 0"))],
+        line: 45,
+        message: "edge[0].max_connections: 0 is out of range: must be between 1 and 1000000 \
+                  (client connections open at once on this listener; more are closed at accept)",
+    },
 ];
 
 #[test]

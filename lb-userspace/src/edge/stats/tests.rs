@@ -6,6 +6,7 @@ use http_body_util::{BodyExt as _, Full};
 use hyper::StatusCode;
 
 use super::{EdgeStats, Metered, DURATION_BUCKETS};
+use crate::edge::client_timeouts::Expired;
 use crate::edge::proxy_header::Counters;
 use crate::edge::tls::HandshakeOutcome;
 
@@ -89,14 +90,42 @@ fn proxy_header_outcomes_come_from_the_listeners_counters() {
 
 #[test]
 fn connections_are_open_while_their_guard_lives() {
-    let stats = EdgeStats::default();
-    let a = stats.connection_opened();
-    let b = stats.connection_opened();
+    let stats = Arc::new(EdgeStats::default());
+    let a = stats.try_open(10).unwrap();
+    let b = stats.try_open(10).unwrap();
     assert_eq!(stats.counts("kc", false, false).connections_open, 2);
     drop(a);
     assert_eq!(stats.counts("kc", false, false).connections_open, 1);
     drop(b);
     assert_eq!(stats.counts("kc", false, false).connections_open, 0);
+}
+
+#[test]
+fn connections_over_the_limit_are_refused_and_counted() {
+    let stats = Arc::new(EdgeStats::default());
+    let a = stats.try_open(2).unwrap();
+    let b = stats.try_open(2).unwrap();
+    assert!(stats.try_open(2).is_none());
+    assert!(stats.try_open(2).is_none());
+    let c = stats.counts("kc", false, false);
+    assert_eq!((c.connections_open, c.refused), (2, vec![("limit", 2)]));
+    // A closed connection makes room again.
+    drop(a);
+    let again = stats.try_open(2).unwrap();
+    assert_eq!(stats.counts("kc", false, false).connections_open, 2);
+    drop((b, again));
+}
+
+#[test]
+fn cut_connections_are_counted_by_kind() {
+    let stats = EdgeStats::default();
+    stats.timed_out(Expired::RequestHeader);
+    stats.timed_out(Expired::RequestHeader);
+    stats.timed_out(Expired::Idle);
+    assert_eq!(
+        stats.counts("kc", false, false).timeouts,
+        [("request_header", 2), ("idle", 1)]
+    );
 }
 
 #[tokio::test]
