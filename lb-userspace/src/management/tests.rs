@@ -180,8 +180,12 @@ async fn serve_answers_over_http_until_shutdown() {
 
     let (status, headers, body) = request(addr, Method::GET, "/metrics").await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(headers["content-type"], metrics::CONTENT_TYPE);
-    assert!(body.ends_with(b"# EOF\n"));
+    // No Accept header: the Prometheus text format.
+    assert_eq!(
+        headers["content-type"],
+        crate::metrics::exposition::PROMETHEUS_CONTENT_TYPE
+    );
+    assert!(!body.ends_with(b"# EOF\n"));
 
     let (status, headers, body) = request(addr, Method::HEAD, "/metrics").await;
     assert_eq!(status, StatusCode::OK);
