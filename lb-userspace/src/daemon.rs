@@ -222,7 +222,7 @@ fn start_edges(core: &Arc<Core>, prepared: Vec<PreparedEdge>) -> Vec<Edge> {
             upstream,
             proxy_protocol: e.proxy_protocol,
             stats: Arc::clone(&stats),
-            phase: core.phase.subscribe(),
+            phase: core.watch_phase(),
         };
         tracing::info!(edge = e.name, address = %e.address, tls = e.tls.is_some(), "edge listener up");
         let task = tokio::spawn(edge::server::serve(socket, Arc::new(listener)));

@@ -200,7 +200,7 @@ impl Daemon {
                     self.log_text()
                 );
             }
-            thread::sleep(Duration::from_millis(100));
+            thread::sleep(Duration::from_millis(20));
         }
     }
 

@@ -64,8 +64,11 @@ pub struct Core {
     pub config_path: PathBuf,
     pub started: Instant,
     inner: Mutex<Inner>,
-    /// Edge listeners subscribe to it; `sluice status` and the probes read it.
-    pub phase: tokio::sync::watch::Sender<NodeState>,
+    /// Edge listeners subscribe to it; `sluice status` and the probes read it. Private: a
+    /// `watch` borrow is a read lock, and one held while anything else is locked or the phase
+    /// borrowed again deadlocks against `set_phase`'s write (a queued writer blocks new
+    /// readers). [`Core::phase`] and [`Core::watch_phase`] are the only ways in.
+    phase: tokio::sync::watch::Sender<NodeState>,
     pub reloads_ok: AtomicU64,
     pub reloads_failed: AtomicU64,
     pub last_reload_error: Mutex<Option<String>>,
@@ -126,11 +129,23 @@ impl Core {
     /// Moves the node to `phase`: readiness, edge listeners and the node map follow.
     pub fn set_phase(&self, phase: NodeState) {
         // The kernel first: once listeners stop accepting, a new SYN must already get its RST.
-        if let Err(error) = self.lock().dp.set_node_state(phase) {
+        // The lock is released at the end of this statement, before the phase is written.
+        let written = self.lock().dp.set_node_state(phase);
+        if let Err(error) = written {
             tracing::error!(%error, phase = phase.name(), "writing the node state");
         }
         self.phase.send_replace(phase);
         tracing::info!(phase = phase.name(), "node phase");
+    }
+
+    /// The current phase, copied out: the read guard never outlives this call.
+    pub fn phase(&self) -> NodeState {
+        *self.phase.borrow()
+    }
+
+    /// A receiver that sees every phase change (for edge listeners).
+    pub fn watch_phase(&self) -> tokio::sync::watch::Receiver<NodeState> {
+        self.phase.subscribe()
     }
 
     /// The lock is only poisoned if an operation panicked half way; the state it guards is
