@@ -359,7 +359,8 @@ async fn shut_down(core: &Arc<Core>, signals: &mut Signals, overrides: Overrides
 
 /// Hands the dataplane back: left pinned and forwarding with `keep`, removed otherwise.
 fn stop(core: &Core, keep: bool) {
-    if let Err(error) = core.lock().dp.close(keep) {
+    let closed = core.lock().dp.close(keep);
+    if let Err(error) = closed {
         tracing::error!(%error, "releasing the dataplane");
     } else if keep {
         tracing::info!("dataplane left pinned and forwarding (keep_dataplane = true)");

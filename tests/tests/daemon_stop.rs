@@ -158,9 +158,8 @@ fn sigterm_under_a_tight_readiness_poll_always_ends_the_daemon() {
         let double = round % DOUBLE_EVERY == DOUBLE_EVERY - 1;
         let text = if double { &long } else { &short };
         let d = match daemon.as_mut() {
-            None => daemon.insert(
-                Daemon::start(&ns, scratch.path(), instance, text).expect("start sluice"),
-            ),
+            None => daemon
+                .insert(Daemon::start(&ns, scratch.path(), instance, text).expect("start sluice")),
             Some(d) => {
                 std::fs::write(d.config_path(), text).expect("write config");
                 d.restart(&ns)
@@ -193,15 +192,15 @@ fn sigterm_under_a_tight_readiness_poll_always_ends_the_daemon() {
         let status = d.wait_exit(limit).unwrap_or_else(|e| {
             panic!(
                 "round {round} ({}): {e:#}\n{}",
-                if double {
-                    "second SIGTERM"
-                } else {
-                    "SIGTERM"
-                },
+                if double { "second SIGTERM" } else { "SIGTERM" },
                 tail(d)
             )
         });
-        assert!(status.success(), "round {round}: exit {status}\n{}", tail(d));
+        assert!(
+            status.success(),
+            "round {round}: exit {status}\n{}",
+            tail(d)
+        );
     }
     drop(pollers);
     eprintln!(
