@@ -7,6 +7,7 @@
 //! `crate::shutdown`).
 
 mod core;
+mod instance_lock;
 mod state;
 mod views;
 
@@ -19,6 +20,7 @@ use tokio::{
 };
 
 use self::core::{Core, Inner};
+use self::instance_lock::InstanceLock;
 use crate::{
     admin::server::AdminServer,
     config::Config,
@@ -45,6 +47,9 @@ const FLOW_SWEEP_INTERVAL: Duration = Duration::from_secs(10);
 /// Runs the daemon with the config at `path` until SIGINT/SIGTERM and a graceful shutdown.
 pub fn run(path: &Path, overrides: Overrides) -> anyhow::Result<()> {
     let config = Config::load(path).map_err(|e| anyhow::anyhow!("{e}"))?;
+    // Before anything else: a second daemon of this instance must not touch the first one's
+    // pins, ports or socket. Held until this function returns.
+    let _instance = InstanceLock::take(Path::new(instance_lock::LOCK_DIR), &config.instance)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -82,13 +87,17 @@ async fn serve(path: &Path, config: Config, overrides: Overrides) -> anyhow::Res
         upstreams: std::collections::HashMap::new(),
         edge_stats: std::collections::HashMap::new(),
     };
-    let core = Arc::new(Core::new(path.to_path_buf(), inner)?);
+    let core = Arc::new(Core::new(path.to_path_buf(), inner));
+    if let Err(error) = core.start() {
+        abandon(&mut core.lock().dp);
+        return Err(error).context("writing the backend states");
+    }
     core.lock().refresh_pools();
     let edges = start_edges(&core, prepared);
     let admin = match AdminServer::bind(&config.admin.socket, core.clone()).await {
         Ok(a) => a,
         Err(e) => {
-            stop(&core, config.keep_dataplane);
+            abandon(&mut core.lock().dp);
             return Err(e).context("opening the admin socket");
         }
     };
@@ -259,13 +268,21 @@ fn start_dataplane(config: &Config) -> anyhow::Result<Dataplane> {
             Ok(dp)
         }
         Err(e) => {
-            if !dp.adopted() {
-                if let Err(error) = dp.close(false) {
-                    tracing::error!(%error, "cleaning up after a failed start");
-                }
-            }
+            abandon(&mut dp);
             Err(e)
         }
+    }
+}
+
+/// Gives up a dataplane after a failed start. One this daemon loaded is removed; one it
+/// adopted is left pinned and forwarding, whatever `keep_dataplane` says: it carried traffic
+/// before this daemon came, and the next daemon adopts it again.
+fn abandon(dp: &mut Dataplane) {
+    let adopted = dp.adopted();
+    if let Err(error) = dp.close(adopted) {
+        tracing::error!(%error, "cleaning up after a failed start");
+    } else if adopted {
+        tracing::info!("the adopted dataplane is left pinned and forwarding");
     }
 }
 

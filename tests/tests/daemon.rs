@@ -531,6 +531,111 @@ fn metrics_count_the_traffic_sent() {
     assert_eq!(lab.management("/nope").0, 404);
 }
 
+/// The files pinned for `instance`, each with its inode: a file unpinned and pinned again (or
+/// replaced) gets a new one.
+fn pins(instance: &str) -> BTreeMap<String, u64> {
+    use std::os::unix::fs::MetadataExt as _;
+    std::fs::read_dir(pin_dir(instance))
+        .map(|dir| {
+            dir.flatten()
+                .filter_map(|e| {
+                    let ino = e.metadata().ok()?.ino();
+                    Some((e.file_name().to_string_lossy().into_owned(), ino))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The id of the XDP program attached to `gwc` in the gateway, from `ip link`.
+fn xdp_prog_id(lab: &Lab) -> Option<u64> {
+    let link = lab
+        .topo
+        .gateway()
+        .ip(&["-d", "link", "show", "gwc"])
+        .expect("ip link");
+    let at = link.find("prog/xdp id ")? + "prog/xdp id ".len();
+    link[at..].split_whitespace().next()?.parse().ok()
+}
+
+#[test]
+fn a_second_daemon_of_the_same_instance_leaves_the_first_in_charge() {
+    require_root();
+    let lab = Lab::start("sld6", &Spec::new(2));
+    let first = lab.daemon.pid().expect("first daemon's pid");
+    let pinned = pins(&lab.instance);
+    assert!(!pinned.is_empty(), "the first daemon pinned its dataplane");
+    let program = xdp_prog_id(&lab);
+    assert!(program.is_some(), "sluice_xdp attached to gwc");
+
+    // The same instance and admin socket, another management port: nothing but the instance
+    // itself stands in its way.
+    let second = lab.scratch.path().join("second.toml");
+    let text = config_text(&lab.instance, &lab.scratch, &Spec::new(2))
+        .replace(MANAGEMENT, "127.0.0.1:9001");
+    std::fs::write(&second, format!("shutdown_delay = \"0s\"\n{text}")).expect("write");
+    let bin = sluice_tests::daemon::sluice_bin().expect("binary");
+    let out = lab
+        .topo
+        .gateway()
+        .exec(|| {
+            let child = std::process::Command::new(&bin)
+                .args(["run", "-c"])
+                .arg(&second)
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .expect("start the second daemon");
+            let mut guard = sluice_tests::ChildGuard::new(child);
+            let deadline = Instant::now() + SETTLE;
+            while guard
+                .child_mut()
+                .is_some_and(|c| c.try_wait().ok().flatten().is_none())
+            {
+                assert!(Instant::now() < deadline, "the second daemon kept running");
+                thread::sleep(Duration::from_millis(20));
+            }
+            guard
+                .into_inner()
+                .expect("child")
+                .wait_with_output()
+                .expect("output")
+        })
+        .expect("run in the gateway");
+    assert!(
+        !out.status.success(),
+        "the second daemon must fail: {out:?}"
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.trim().lines().count(), 1, "one line:\n{err}");
+    assert!(
+        err.contains(&format!("pid {first}")) && err.contains(&lab.instance),
+        "names the instance and the first daemon's pid {first}:\n{err}"
+    );
+
+    // The first daemon's dataplane is untouched, and it is still in charge of it.
+    assert_eq!(pins(&lab.instance), pinned, "pins untouched");
+    assert_eq!(xdp_prog_id(&lab), program, "program untouched");
+    let status = lab.json(&["status"]);
+    assert_eq!(status["pid"], first, "{status}");
+    let tally = greetings(&lab, 20);
+    assert_eq!(
+        tally.values().sum::<usize>(),
+        20,
+        "still forwarding: {tally:?}"
+    );
+    lab.write_config(&Spec::new(1));
+    lab.cli_ok(&["reload"]);
+    let tally = greetings(&lab, 30);
+    assert_eq!(
+        tally.get(&1),
+        None,
+        "the backend the reload removed gets no new flow: {tally:?}"
+    );
+    assert_eq!(tally.values().sum::<usize>(), 30, "{tally:?}");
+}
+
 #[test]
 fn cli_without_a_daemon_says_so_in_one_line() {
     let out = std::process::Command::new(sluice_tests::daemon::sluice_bin().expect("binary"))

@@ -93,7 +93,8 @@ pub enum CoreError {
 }
 
 impl Core {
-    pub fn new(config_path: PathBuf, mut inner: Inner) -> Result<Core, CoreError> {
+    /// The daemon's state around `inner`; [`Core::start`] then makes the kernel match it.
+    pub fn new(config_path: PathBuf, mut inner: Inner) -> Core {
         // A daemon that adopted a dataplane keeps the drains the previous one had.
         let mut metas = Metas::new();
         for vip in &inner.config.vips {
@@ -108,7 +109,7 @@ impl Core {
             }
         }
         inner.metas = metas;
-        let core = Core {
+        Core {
             config_path,
             started: Instant::now(),
             inner: Mutex::new(inner),
@@ -116,14 +117,17 @@ impl Core {
             reloads_ok: AtomicU64::new(0),
             reloads_failed: AtomicU64::new(0),
             last_reload_error: Mutex::new(None),
-        };
-        {
-            let mut inner = core.lock();
-            sync_kernel_states(&mut inner)?;
-            let targets = targets(&inner.config, &inner.metas);
-            inner.checker.update(targets);
         }
-        Ok(core)
+    }
+
+    /// Writes every backend's state to the kernel and starts the health checks.
+    pub fn start(&self) -> Result<(), CoreError> {
+        let mut inner = self.lock();
+        sync_kernel_states(&mut inner)?;
+        let targets = targets(&inner.config, &inner.metas);
+        inner.checker.update(targets);
+        drop(inner);
+        Ok(())
     }
 
     /// Moves the node to `phase`: readiness, edge listeners and the node map follow.
