@@ -19,6 +19,7 @@ mod raw;
 mod tests;
 mod validate;
 mod vip;
+mod warnings;
 
 use std::{
     net::{IpAddr, SocketAddr},

@@ -50,6 +50,9 @@ pub fn run(path: &Path, overrides: Overrides) -> anyhow::Result<()> {
     // Before anything else: a second daemon of this instance must not touch the first one's
     // pins, ports or socket. Held until this function returns.
     let _instance = InstanceLock::take(Path::new(instance_lock::LOCK_DIR), &config.instance)?;
+    for warning in config.warnings() {
+        tracing::warn!("{}: {warning}", path.display());
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -639,7 +639,7 @@ fn a_second_daemon_of_the_same_instance_leaves_the_first_in_charge() {
 #[test]
 fn cli_without_a_daemon_says_so_in_one_line() {
     let out = std::process::Command::new(sluice_tests::daemon::sluice_bin().expect("binary"))
-        .args(["--socket", "/tmp/sluice-test-none/admin.sock", "status"])
+        .args(["status", "--socket", "/tmp/sluice-test-none/admin.sock"])
         .output()
         .expect("run sluice");
     assert!(!out.status.success());

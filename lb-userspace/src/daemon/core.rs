@@ -195,6 +195,9 @@ impl Core {
     fn try_reload(&self) -> Result<(usize, usize), CoreError> {
         let config =
             Config::load(&self.config_path).map_err(|e| CoreError::Config(e.to_string()))?;
+        for warning in config.warnings() {
+            tracing::warn!("{}: {warning}", self.config_path.display());
+        }
         let mut inner = self.lock();
         restart_only(&inner.config, &config)?;
         // Certificates and CA bundles are read again (they may have been rotated on disk);

@@ -45,9 +45,18 @@ impl Core {
                     .filter(|b| inner.dp.backend_state(&v.name, b.address) == Some(BACKEND_UP))
                     .count(),
                 backends_total: v.backends.len(),
+                backends_taking_new_flows: v
+                    .backends
+                    .iter()
+                    .filter(|b| {
+                        b.weight > 0
+                            && inner.dp.backend_state(&v.name, b.address) == Some(BACKEND_UP)
+                    })
+                    .count(),
             })
             .collect();
-        let ready = !shutting_down && vips.iter().all(|v| v.backends_up > 0);
+        // A VIP whose every backend is down, drained or weighted 0 drops every new flow.
+        let ready = !shutting_down && vips.iter().all(|v| v.backends_taking_new_flows > 0);
         Status {
             instance: inner.config.instance.clone(),
             version: env!("CARGO_PKG_VERSION").into(),

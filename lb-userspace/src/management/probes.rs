@@ -107,13 +107,23 @@ fn ready(s: &Snapshot) -> Vec<Check> {
     let mut checks = vec![dataplane(s)];
     for vip in &s.status.vips {
         // The kernel map's state, not the health verdict: a drained but healthy backend serves
-        // no new flows, so it does not make the VIP ready.
+        // no new flows, so it does not make the VIP ready; nor does one weighted 0, which has
+        // no slot in the table.
         let rows = s.backends.iter().filter(|b| b.vip == vip.name);
-        let (up, total) = rows.fold((0usize, 0usize), |(up, total), b| {
-            (up + usize::from(b.state == "up"), total + 1)
+        let (up, taking, total) = rows.fold((0usize, 0usize, 0usize), |(up, taking, total), b| {
+            let is_up = b.state == "up";
+            (
+                up + usize::from(is_up),
+                taking + usize::from(is_up && b.weight > 0),
+                total + 1,
+            )
         });
-        let data = json!({ "backends_up": up, "backends_total": total });
-        checks.push(Check::new(format!("vip {}", vip.name), up > 0, data));
+        let data = json!({
+            "backends_up": up,
+            "backends_taking_new_flows": taking,
+            "backends_total": total,
+        });
+        checks.push(Check::new(format!("vip {}", vip.name), taking > 0, data));
     }
     let data = json!({ "phase": s.status.phase });
     checks.push(Check::new("shutdown", !s.shutting_down, data));

@@ -98,6 +98,26 @@ fn ready_has_one_check_per_vip() {
 }
 
 #[test]
+fn a_vip_whose_up_backends_all_weigh_zero_is_not_ready() {
+    let source = healthy();
+    source.edit(|s| s.status.vips.retain(|v| v.name == "web"));
+    assert_eq!(get_json("/health/ready", &source).0, StatusCode::OK);
+    // `web`'s one up backend weighted 0 (its other one is draining): it is in no table slot,
+    // so every new flow is dropped.
+    source.edit(|s| {
+        for b in s.backends.iter_mut().filter(|b| b.vip == "web") {
+            b.weight = 0;
+        }
+    });
+    let (status, body) = get_json("/health/ready", &source);
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    let web = check(&body, "vip web");
+    assert_eq!(web["status"], "DOWN", "{body}");
+    assert_eq!(web["data"]["backends_up"], 1);
+    assert_eq!(web["data"]["backends_taking_new_flows"], 0);
+}
+
+#[test]
 fn a_snapshot_error_is_down_with_the_reason() {
     let source = Fake::new(Err("reading sluice_backends_v1: EPERM".into()));
     for path in ["/health/live", "/health/ready", "/health/started"] {

@@ -81,6 +81,7 @@ fn status_summary() {
                 address: "198.18.0.1:80".parse().unwrap(),
                 protocol: "tcp".into(),
                 backends_up: 2,
+                backends_taking_new_flows: 2,
                 backends_total: 3,
             },
             VipSummary {
@@ -88,6 +89,7 @@ fn status_summary() {
                 address: "[2001:db8::53]:53".parse().unwrap(),
                 protocol: "udp".into(),
                 backends_up: 4,
+                backends_taking_new_flows: 4,
                 backends_total: 4,
             },
         ],
