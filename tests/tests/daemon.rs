@@ -656,11 +656,18 @@ fn check_accepts_the_shipped_example_and_rejects_broken_files() {
         .args(["check", "-c", example])
         .output()
         .expect("run sluice check");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    // The example is valid; only the certificate files it names under /etc/sluice are not on
+    // this machine, and `check` reads them as `run` would.
+    let err = String::from_utf8_lossy(&out.stderr);
+    if !out.status.success() {
+        assert!(!err.is_empty());
+        for line in err.lines() {
+            assert!(
+                line.contains(": edge[0].tls.") && line.contains(": cannot read: "),
+                "only the example's certificate files may be missing:\n{err}"
+            );
+        }
+    }
 
     let scratch = Scratch::create("check").expect("scratch");
     let broken = scratch.path().join("broken.toml");
@@ -688,4 +695,205 @@ fn check_accepts_the_shipped_example_and_rejects_broken_files() {
             "expected {field} at line {line}:\n{err}"
         );
     }
+}
+
+/// `sluice check -c <config>`: (success, stdout, stderr).
+fn check(config: &std::path::Path) -> (bool, String, String) {
+    let out = std::process::Command::new(sluice_tests::daemon::sluice_bin().expect("binary"))
+        .args(["check", "-c"])
+        .arg(config)
+        .output()
+        .expect("run sluice check");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn check_reads_every_certificate_key_and_ca_that_run_would() {
+    let scratch = Scratch::create("check-tls").expect("scratch");
+    let pki = sluice_tests::certs::TestPki::generate(&scratch.path().join("pki"), &["sluice.test"])
+        .expect("test PKI");
+    let garbage = scratch.path().join("garbage.pem");
+    std::fs::write(&garbage, "not a certificate\n").expect("write");
+    let missing_key = scratch.path().join("missing.key");
+    let missing_ca = scratch.path().join("missing-ca.pem");
+    let config = |certificates: &str, ca: &std::path::Path| {
+        format!(
+            "instance = \"chk\"\ninterfaces = [\"eth0\"]\n[encap]\nsource_v4 = \"198.19.255.0/24\"\n\
+             source_v6 = \"2001:db8:ffff::/96\"\n\n[[vip]]\nname = \"web\"\naddress = \"198.19.0.10:80\"\n\
+             [[vip.backend]]\naddress = \"198.18.1.2\"\n\n[[edge]]\nname = \"tls\"\n\
+             address = \"198.19.0.10:443\"\npool = \"web\"\n[edge.tls]\ncertificates = [{certificates}]\n\
+             client_auth = \"required\"\nclient_ca = \"{}\"\n",
+            ca.display()
+        )
+    };
+    let good = format!(
+        "{{ cert = \"{}\", key = \"{}\" }}",
+        pki.server_cert().display(),
+        pki.server_key().display()
+    );
+    let path = scratch.path().join("sluice.toml");
+    std::fs::write(&path, config(&good, pki.ca_cert())).expect("write");
+    let (ok, stdout, stderr) = check(&path);
+    assert!(ok, "every file is good:\n{stderr}");
+    assert!(stdout.contains("OK"), "{stdout}");
+
+    // A missing key, a certificate that is not PEM and a missing CA bundle: each reported with
+    // its field and file, and the good first certificate not at all.
+    let certificates = format!(
+        "{good}, {{ cert = \"{}\", key = \"{}\" }}, {{ cert = \"{}\", key = \"{}\" }}",
+        pki.server_cert().display(),
+        missing_key.display(),
+        garbage.display(),
+        pki.server_key().display()
+    );
+    std::fs::write(&path, config(&certificates, &missing_ca)).expect("write");
+    let (ok, _, stderr) = check(&path);
+    assert!(!ok, "check must refuse what run would refuse:\n{stderr}");
+    for (field, file) in [
+        ("edge[0].tls.certificates[1].key", &missing_key),
+        ("edge[0].tls.certificates[2].cert", &garbage),
+        ("edge[0].tls.client_ca", &missing_ca),
+    ] {
+        let line = stderr
+            .lines()
+            .find(|l| l.contains(&format!("{field}: ")))
+            .unwrap_or_else(|| panic!("no line for {field}:\n{stderr}"));
+        assert!(line.contains(&file.display().to_string()), "{line}");
+    }
+    assert!(!stderr.contains("certificates[0]"), "{stderr}");
+    assert_eq!(stderr.lines().count(), 3, "one line per problem:\n{stderr}");
+    // The OS error once per line.
+    let line = stderr
+        .lines()
+        .find(|l| l.contains("client_ca"))
+        .unwrap_or_default();
+    assert_eq!(
+        line.matches("No such file or directory").count(),
+        1,
+        "{line}"
+    );
+}
+
+#[test]
+fn check_warns_when_every_backend_of_a_vip_weighs_zero() {
+    let scratch = Scratch::create("check-weights").expect("scratch");
+    let path = scratch.path().join("sluice.toml");
+    let text = |weight: u32| {
+        format!(
+            "instance = \"chk\"\ninterfaces = [\"eth0\"]\n[encap]\nsource_v4 = \"198.19.255.0/24\"\n\
+             source_v6 = \"2001:db8:ffff::/96\"\n\n[[vip]]\nname = \"web\"\naddress = \"198.19.0.10:80\"\n\
+             [[vip.backend]]\naddress = \"198.18.1.2\"\nweight = {weight}\n\
+             [[vip.backend]]\naddress = \"198.18.1.3\"\nweight = 0\n"
+        )
+    };
+    std::fs::write(&path, text(0)).expect("write");
+    let (ok, stdout, stderr) = check(&path);
+    assert!(ok, "a warning is not an error:\n{stderr}");
+    assert!(stdout.contains("OK"), "{stdout}");
+    assert!(
+        stderr.starts_with("warning: ")
+            && stderr.contains("vip[0].backend")
+            && stderr.contains("weight 0"),
+        "{stderr}"
+    );
+    std::fs::write(&path, text(1)).expect("write");
+    let (ok, _, stderr) = check(&path);
+    assert!(ok && stderr.is_empty(), "{stderr}");
+}
+
+#[test]
+fn options_belong_to_the_subcommands_that_honour_them() {
+    let bin = sluice_tests::daemon::sluice_bin().expect("binary");
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/sluice.toml");
+    for args in [
+        &["run", "--socket", "/tmp/x.sock", "-c", example][..],
+        &["check", "--json", "-c", example],
+        &["check", "--log-format", "json", "-c", example],
+        &["status", "--log-format", "json"],
+        // Before the subcommand they were accepted for every one of them, and ignored by most.
+        &["--socket", "/tmp/x.sock", "status"],
+        &["--json", "check", "-c", example],
+    ] {
+        let out = std::process::Command::new(&bin)
+            .args(args)
+            .output()
+            .expect("run sluice");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{args:?} must be refused:\n{err}"
+        );
+        assert!(err.contains("unexpected argument"), "{args:?}: {err}");
+    }
+    // Where they are honoured they are accepted.
+    let out = std::process::Command::new(&bin)
+        .args([
+            "status",
+            "--json",
+            "--socket",
+            "/tmp/sluice-test-none/admin.sock",
+        ])
+        .output()
+        .expect("run sluice");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no sluice daemon is running"), "{err}");
+}
+
+#[test]
+fn not_ready_while_no_backend_can_take_a_new_flow() {
+    require_root();
+    let lab = Lab::start("sld7", &Spec::new(2));
+    assert_eq!(lab.management("/health/ready").0, 200);
+    assert_eq!(lab.json(&["status"])["ready"], true);
+
+    // Both of web4's backends weighted 0: up and healthy, but in no table slot.
+    let text = config_text(&lab.instance, &lab.scratch, &Spec::new(2));
+    let zero = text.replace(
+        &format!("name = \"web4\"\naddress = \"{VIP4}:{HTTP_PORT}\"\ntable_size = {TABLE_SIZE}\n[[vip.backend]]\naddress = \"{}\"\n[[vip.backend]]\naddress = \"{}\"\n", backend_addr4(0), backend_addr4(1)),
+        &format!("name = \"web4\"\naddress = \"{VIP4}:{HTTP_PORT}\"\ntable_size = {TABLE_SIZE}\n[[vip.backend]]\naddress = \"{}\"\nweight = 0\n[[vip.backend]]\naddress = \"{}\"\nweight = 0\n", backend_addr4(0), backend_addr4(1)),
+    );
+    assert_ne!(zero, text, "the config has web4's backends where expected");
+    lab.write_config(&Spec {
+        raw: Some(zero),
+        ..Spec::new(2)
+    });
+    lab.cli_ok(&["reload"]);
+    let (code, body) = lab.management("/health/ready");
+    assert_eq!(code, 503, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    let web = v["checks"]
+        .as_array()
+        .expect("checks")
+        .iter()
+        .find(|c| c["name"] == "vip web4")
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(web["status"], "DOWN", "{body}");
+    assert_eq!(web["data"]["backends_up"], 2, "{body}");
+    assert_eq!(web["data"]["backends_taking_new_flows"], 0, "{body}");
+    let status = lab.json(&["status"]);
+    assert_eq!(status["ready"], false, "{status}");
+    assert!(
+        lab.daemon.log_text().contains("weight 0"),
+        "the reload logs the warning:\n{}",
+        lab.daemon.log_text()
+    );
+
+    // Weights back; then every backend of echo4 drained: not ready either.
+    lab.write_config(&Spec::new(2));
+    lab.cli_ok(&["reload"]);
+    assert_eq!(lab.management("/health/ready").0, 200);
+    for i in 0..2 {
+        lab.cli_ok(&["drain", "echo4", &backend_addr4(i).to_string()]);
+    }
+    assert_eq!(lab.management("/health/ready").0, 503);
+    assert_eq!(lab.json(&["status"])["ready"], false);
+    lab.cli_ok(&["undrain", "echo4", &backend_addr4(0).to_string()]);
+    assert_eq!(lab.management("/health/ready").0, 200);
+    assert_eq!(lab.json(&["status"])["ready"], true);
 }

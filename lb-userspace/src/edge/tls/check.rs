@@ -25,6 +25,17 @@ pub fn check_files(settings: &TlsSettings) -> Vec<(String, TlsError)> {
                 _ => "cert",
             };
             problems.push((format!("certificates[{i}].{which}"), error));
+            // A bad certificate stops `certified_key` before it reads the key: read the key
+            // anyway, so a missing one is not found only by the next run.
+            if which == "cert" {
+                if let Err(source) = std::fs::read(&c.key) {
+                    let path = c.key.clone();
+                    problems.push((
+                        format!("certificates[{i}].key"),
+                        TlsError::Read { path, source },
+                    ));
+                }
+            }
         }
     }
     if let Some(ca) = &settings.client_ca {
