@@ -8,6 +8,7 @@
 
 mod core;
 mod instance_lock;
+mod restart_only;
 mod state;
 mod views;
 

@@ -897,3 +897,81 @@ fn not_ready_while_no_backend_can_take_a_new_flow() {
     assert_eq!(lab.management("/health/ready").0, 200);
     assert_eq!(lab.json(&["status"])["ready"], true);
 }
+
+#[test]
+fn a_start_up_error_prints_its_cause_once() {
+    require_root();
+    let ns = NetNs::create("sldio").expect("namespace");
+    let scratch = Scratch::create("sldio").expect("scratch");
+    let missing = scratch.path().join("missing.pem");
+    let path = scratch.path().join("sluice.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "instance = \"test-sldio\"\ninterfaces = [\"eth0\"]\n[admin]\nsocket = \"{}\"\n\
+             [encap]\nsource_v4 = \"198.19.255.0/24\"\nsource_v6 = \"2001:db8:ffff::/96\"\n\
+             [[vip]]\nname = \"web\"\naddress = \"198.19.0.10:80\"\n[[vip.backend]]\naddress = \"198.18.1.2\"\n\
+             [[edge]]\nname = \"tls\"\naddress = \"127.0.0.1:8443\"\npool = \"web\"\n[edge.tls]\n\
+             certificates = [{{ cert = \"{}\", key = \"{}\" }}]\n",
+            Daemon::socket_in(scratch.path()).display(),
+            missing.display(),
+            missing.display()
+        ),
+    )
+    .expect("write");
+    let bin = sluice_tests::daemon::sluice_bin().expect("binary");
+    let out = ns
+        .exec(|| {
+            std::process::Command::new(&bin)
+                .args(["run", "-c"])
+                .arg(&path)
+                .output()
+                .expect("run sluice")
+        })
+        .expect("in the namespace");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    let line = err.lines().last().unwrap_or_default();
+    assert!(line.contains(&missing.display().to_string()), "{err}");
+    assert_eq!(
+        line.matches("No such file or directory").count(),
+        1,
+        "the OS error once:\n{err}"
+    );
+}
+
+#[test]
+fn a_reload_that_changes_a_restart_only_edge_setting_names_it() {
+    require_root();
+    let spec = Spec::new(1);
+    let mut lab = Lab::start("sld8", &spec);
+    // The same daemon, restarted with one plain-HTTP edge listener.
+    let base = config_text(&lab.instance, &lab.scratch, &spec);
+    let edge = |timeout: &str| {
+        format!(
+            "{base}\n[[edge]]\nname = \"plain\"\naddress = \"0.0.0.0:8080\"\npool = \"web4\"\n\
+             response_timeout = \"{timeout}\"\n"
+        )
+    };
+    lab.write_config(&Spec {
+        raw: Some(edge("60s")),
+        ..spec.clone()
+    });
+    lab.daemon.stop().expect("stop");
+    lab.daemon
+        .restart(lab.topo.gateway())
+        .expect("restart with an edge");
+
+    lab.write_config(&Spec {
+        raw: Some(edge("5s")),
+        ..spec
+    });
+    let out = lab.daemon.cli(&["reload"]).expect("cli");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        err.trim(),
+        "sluice: edge[0].response_timeout cannot change on reload (it is 60s, the new config \
+         says 5s); restart the daemon to change it"
+    );
+}

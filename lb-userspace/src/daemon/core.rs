@@ -26,7 +26,10 @@ use crate::{
     health::{Checker, Target, Transition},
 };
 
-use super::state::{BackendMeta, Metas};
+use super::{
+    restart_only::restart_only,
+    state::{BackendMeta, Metas},
+};
 
 /// What the daemon owns; behind one lock.
 pub struct Inner {
@@ -82,10 +85,13 @@ pub enum CoreError {
     Dataplane(#[from] DataplaneError),
     #[error("{field} cannot change on reload (it is {old}, the new config says {new}); restart the daemon to change it")]
     NeedsRestart {
-        field: &'static str,
+        field: String,
         old: String,
         new: String,
     },
+    /// As `NeedsRestart`, for a value too long to quote (a certificate list, a header set).
+    #[error("{field} changed, and it cannot change on reload; restart the daemon to change it")]
+    NeedsRestartChanged { field: String },
     #[error("VIP \"{0}\" is not configured")]
     UnknownVip(String),
     #[error("VIP \"{vip}\" has no backend {backend}")]
@@ -327,53 +333,4 @@ fn unknown(vips: &[String], vip: &str, backend: IpAddr) -> CoreError {
     } else {
         CoreError::UnknownVip(vip.into())
     }
-}
-
-/// Settings fixed at start: changing them needs new maps, sockets or attachments.
-fn restart_only(old: &Config, new: &Config) -> Result<(), CoreError> {
-    let checks: [(&'static str, String, String); 8] = [
-        ("instance", old.instance.clone(), new.instance.clone()),
-        (
-            "interfaces",
-            format!("{:?}", old.interfaces),
-            format!("{:?}", new.interfaces),
-        ),
-        (
-            "xdp_mode",
-            format!("{:?}", old.xdp_mode),
-            format!("{:?}", new.xdp_mode),
-        ),
-        (
-            "conntrack_entries",
-            old.conntrack_entries.to_string(),
-            new.conntrack_entries.to_string(),
-        ),
-        (
-            "bpffs",
-            old.bpffs.display().to_string(),
-            new.bpffs.display().to_string(),
-        ),
-        (
-            "admin.socket",
-            old.admin.socket.display().to_string(),
-            new.admin.socket.display().to_string(),
-        ),
-        (
-            "management.address",
-            old.management.address.to_string(),
-            new.management.address.to_string(),
-        ),
-        // Listeners are bound, and their certificates read, at start.
-        (
-            "edge",
-            format!("{:?}", old.edges),
-            format!("{:?}", new.edges),
-        ),
-    ];
-    for (field, old, new) in checks {
-        if old != new {
-            return Err(CoreError::NeedsRestart { field, old, new });
-        }
-    }
-    Ok(())
 }
