@@ -521,7 +521,12 @@ fn metrics_count_the_traffic_sent() {
         0.0,
         "{text}"
     );
-    for path in ["/health/live", "/health/ready", "/health/started"] {
+    for path in [
+        "/health",
+        "/health/live",
+        "/health/ready",
+        "/health/started",
+    ] {
         let (code, body) = lab.management(path);
         assert_eq!(code, 200, "{path}: {body}");
         let v: serde_json::Value = serde_json::from_str(&body).expect("health JSON");
@@ -911,7 +916,7 @@ fn a_start_up_error_prints_its_cause_once() {
             "instance = \"test-sldio\"\ninterfaces = [\"eth0\"]\n[admin]\nsocket = \"{}\"\n\
              [encap]\nsource_v4 = \"198.19.255.0/24\"\nsource_v6 = \"2001:db8:ffff::/96\"\n\
              [[vip]]\nname = \"web\"\naddress = \"198.19.0.10:80\"\n[[vip.backend]]\naddress = \"198.18.1.2\"\n\
-             [[edge]]\nname = \"tls\"\naddress = \"127.0.0.1:8443\"\npool = \"web\"\n[edge.tls]\n\
+             weight = 0\n[[edge]]\nname = \"tls\"\naddress = \"127.0.0.1:8443\"\npool = \"web\"\n[edge.tls]\n\
              certificates = [{{ cert = \"{}\", key = \"{}\" }}]\n",
             Daemon::socket_in(scratch.path()).display(),
             missing.display(),
@@ -937,6 +942,13 @@ fn a_start_up_error_prints_its_cause_once() {
         line.matches("No such file or directory").count(),
         1,
         "the OS error once:\n{err}"
+    );
+    // The all-zero weights are logged as a warning, without colour codes: stderr is no
+    // terminal here.
+    assert!(err.contains("weight 0"), "{err}");
+    assert!(
+        !err.contains('\x1b'),
+        "no ANSI escapes in a log file:\n{err:?}"
     );
 }
 

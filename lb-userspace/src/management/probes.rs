@@ -1,5 +1,6 @@
-//! `/health/{live,ready,started}` in the shape of Keycloak's management port (`SmallRye` Health),
-//! so probes and dashboards written for it read sluice unchanged.
+//! `/health/{live,ready,started}` and the aggregate `/health` in the shape of Keycloak's
+//! management port (`SmallRye` Health), so probes and dashboards written for it read sluice
+//! unchanged.
 
 use serde::Serialize;
 use serde_json::{json, Value};
@@ -11,6 +12,8 @@ pub enum Probe {
     Live,
     Ready,
     Started,
+    /// `/health`: every check of the three, UP only when all are.
+    All,
 }
 
 impl Probe {
@@ -19,6 +22,7 @@ impl Probe {
             "/health/live" => Some(Probe::Live),
             "/health/ready" => Some(Probe::Ready),
             "/health/started" => Some(Probe::Started),
+            "/health" => Some(Probe::All),
             _ => None,
         }
     }
@@ -71,6 +75,8 @@ pub fn report(probe: Probe, snapshot: &Result<Snapshot, String>) -> Report {
             Probe::Live => vec![live(s)],
             Probe::Started => vec![dataplane(s)],
             Probe::Ready => ready(s),
+            // Readiness includes the started check (the dataplane): each check once.
+            Probe::All => std::iter::once(live(s)).chain(ready(s)).collect(),
         },
         Err(error) => {
             let name = if probe == Probe::Live {

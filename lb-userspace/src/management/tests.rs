@@ -118,9 +118,36 @@ fn a_vip_whose_up_backends_all_weigh_zero_is_not_ready() {
 }
 
 #[test]
+fn health_aggregates_every_check_once() {
+    let source = healthy();
+    source.edit(|s| s.status.vips.retain(|v| v.name == "web"));
+    let (status, body) = get_json("/health", &source);
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["status"], "UP");
+    let names: Vec<&str> = body["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["sluice daemon", "dataplane", "vip web", "shutdown"]);
+    // Any check DOWN takes the whole report DOWN, as in Keycloak.
+    source.edit(|s| s.shutting_down = true);
+    let (status, body) = get_json("/health", &source);
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(body["status"], "DOWN");
+    assert_eq!(check(&body, "sluice daemon")["status"], "UP");
+}
+
+#[test]
 fn a_snapshot_error_is_down_with_the_reason() {
     let source = Fake::new(Err("reading sluice_backends_v1: EPERM".into()));
-    for path in ["/health/live", "/health/ready", "/health/started"] {
+    for path in [
+        "/health",
+        "/health/live",
+        "/health/ready",
+        "/health/started",
+    ] {
         let (status, body) = get_json(path, &source);
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{path}");
         assert_eq!(body["status"], "DOWN");
@@ -152,7 +179,7 @@ fn only_reads_known_paths() {
         StatusCode::NOT_FOUND
     );
     assert_eq!(
-        route(&Method::GET, "/health", &source).status,
+        route(&Method::GET, "/health/other", &source).status,
         StatusCode::NOT_FOUND
     );
 }
