@@ -132,19 +132,19 @@ enum Failure {
 
 /// Runs one admin subcommand against the daemon at its `--socket`. Failures are reported on
 /// stderr here and turn into exit code 1, so the caller never prints a context chain for them.
-pub fn run(command: AdminCommand) -> anyhow::Result<ExitCode> {
+pub fn run(command: AdminCommand) -> ExitCode {
     let AdminArgs { socket, json } = command.args().clone();
     run_at(&socket, json, command)
 }
 
-fn run_at(socket: &Path, json: bool, command: AdminCommand) -> anyhow::Result<ExitCode> {
+fn run_at(socket: &Path, json: bool, command: AdminCommand) -> ExitCode {
     match dispatch(socket, json, command) {
-        Ok(()) => Ok(ExitCode::SUCCESS),
+        Ok(()) => ExitCode::SUCCESS,
         // `sluice flows | head`: the reader has what it wanted.
-        Err(Failure::Output(e)) if e.kind() == io::ErrorKind::BrokenPipe => Ok(ExitCode::SUCCESS),
+        Err(Failure::Output(e)) if e.kind() == io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("sluice: {e}");
-            Ok(ExitCode::FAILURE)
+            ExitCode::FAILURE
         }
     }
 }

@@ -185,7 +185,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             wait_for_signal()?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Admin(command) => cli::run(command),
+        Command::Admin(command) => Ok(cli::run(command)),
     }
 }
 
