@@ -470,6 +470,53 @@ fn restart_with_keep_dataplane_keeps_connections() {
 }
 
 #[test]
+fn a_failed_start_leaves_an_adopted_dataplane_forwarding() {
+    require_root();
+    let spec = Spec {
+        keep_dataplane: true,
+        ..Spec::new(2)
+    };
+    let mut lab = Lab::start("sld9", &spec);
+    let mut conns: Vec<EchoConn> = (0..4)
+        .map(|_| EchoConn::open(lab.client(), echo()).expect("echo connection"))
+        .collect();
+    let status = lab.daemon.stop().expect("stop");
+    assert!(status.success(), "exit {status}\n{}", lab.daemon.log_text());
+    let pinned = pins(&lab.instance);
+    assert!(!pinned.is_empty(), "pins kept");
+
+    // The next daemon adopts the pins, then fails at its admin socket; its config says not to
+    // keep the dataplane, but what it adopted was forwarding before it came.
+    lab.write_config(&Spec::new(2));
+    let socket = Daemon::socket_in(lab.scratch.path());
+    std::fs::write(&socket, "not a socket").expect("block the admin socket path");
+    let err = lab
+        .daemon
+        .restart(lab.topo.gateway())
+        .expect_err("the start must fail at the admin socket");
+    assert!(format!("{err:#}").contains("not a socket"), "{err:#}");
+    assert_eq!(
+        pins(&lab.instance).len(),
+        pinned.len(),
+        "pins left in place"
+    );
+    assert!(xdp_prog_id(&lab).is_some(), "sluice_xdp still attached");
+    for c in &mut conns {
+        c.exchange().expect("established flows keep forwarding");
+    }
+    let tally = greetings(&lab, 20);
+    assert_eq!(
+        tally.values().sum::<usize>(),
+        20,
+        "new flows too: {tally:?}"
+    );
+
+    std::fs::remove_file(&socket).expect("unblock");
+    lab.daemon.restart(lab.topo.gateway()).expect("restart");
+    assert_eq!(lab.json(&["status"])["adopted"], true);
+}
+
+#[test]
 #[expect(
     clippy::float_cmp,
     reason = "counter values are small integers, exact in an f64"

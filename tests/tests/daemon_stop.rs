@@ -5,7 +5,7 @@
 //!
 //! Here a real daemon (one veth, no traffic: start-up is about a quarter of a second) is
 //! stopped [`ROUNDS`] times while [`POLLERS`] clients poll `/health/ready` every few ms. Each
-//! stop must end within shutdown_delay + shutdown_timeout + [`SLACK`]; every
+//! stop must end within `shutdown_delay` + `shutdown_timeout` + [`SLACK`]; every
 //! [`DOUBLE_EVERY`]th round uses a minute-long delay, and a second SIGTERM must end it.
 //! Needs root. About a minute and a half on two busy cores.
 
