@@ -56,9 +56,11 @@ pub struct InstanceLock {
 impl InstanceLock {
     /// Takes `<dir>/<instance>.lock`, or says which process holds it.
     pub fn take(dir: &Path, instance: &str) -> Result<InstanceLock, LockError> {
+        // 0700 as the admin socket's server would create it: the default socket lives here
+        // too, and the directory keeps others out while the socket still has the umask's mode.
         std::fs::DirBuilder::new()
             .recursive(true)
-            .mode(0o755)
+            .mode(0o700)
             .create(dir)
             .map_err(|reason| LockError::CreateDir {
                 dir: dir.to_owned(),
@@ -71,7 +73,7 @@ impl InstanceLock {
             .write(true)
             .create(true)
             .truncate(false)
-            .mode(0o644)
+            .mode(0o600)
             .open(&path)
             .map_err(|reason| LockError::Open {
                 path: path.clone(),
