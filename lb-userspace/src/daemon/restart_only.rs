@@ -53,6 +53,16 @@ fn edge(i: usize, o: &Edge, n: &Edge) -> Result<(), CoreError> {
         &n.client_cert_names,
     )?;
     same(
+        field("client_cert_chain_length"),
+        &o.client_cert_chain.lengths,
+        &n.client_cert_chain.lengths,
+    )?;
+    same(
+        field("client_cert_chain_anchor"),
+        &o.client_cert_chain.anchor,
+        &n.client_cert_chain.anchor,
+    )?;
+    same(
         field("forwarded_headers"),
         &o.forwarded_headers,
         &n.forwarded_headers,
