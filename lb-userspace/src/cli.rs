@@ -8,12 +8,12 @@ mod watch;
 use std::{
     io::{self, Write as _},
     net::IpAddr,
-    path::Path,
+    path::{Path, PathBuf},
     process::ExitCode,
     time::Duration,
 };
 
-use clap::Subcommand;
+use clap::{Args, Subcommand};
 use serde::de::DeserializeOwned;
 
 use crate::admin::{
@@ -26,18 +26,40 @@ const QUERY_TIMEOUT: Duration = Duration::from_secs(10);
 /// A reload re-reads the config and rewrites the maps; give it room before giving up.
 const RELOAD_TIMEOUT: Duration = Duration::from_mins(1);
 
+/// Which daemon an admin subcommand talks to, and how it prints the answer.
+#[derive(Debug, Clone, Args)]
+pub struct AdminArgs {
+    /// The daemon's admin socket.
+    #[arg(long, default_value = DEFAULT_SOCKET)]
+    pub socket: PathBuf,
+    /// Print machine-readable JSON instead of tables.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Where `[admin] socket` points unless configured.
+pub const DEFAULT_SOCKET: &str = "/run/sluice/admin.sock";
+
 #[derive(Debug, Subcommand)]
 pub enum AdminCommand {
     /// Show the daemon's state: phase, readiness, VIPs, reloads.
-    Status,
+    Status {
+        #[command(flatten)]
+        to: AdminArgs,
+    },
     /// List every backend of every VIP with its state, health and traffic.
-    Backends,
+    Backends {
+        #[command(flatten)]
+        to: AdminArgs,
+    },
     /// Stop sending new flows to a backend; established flows stay until they end.
     Drain {
         /// The VIP's name in the config.
         vip: String,
         /// The backend's address.
         backend: IpAddr,
+        #[command(flatten)]
+        to: AdminArgs,
     },
     /// Undo `drain`: the backend takes new flows again (when healthy).
     Undrain {
@@ -45,6 +67,8 @@ pub enum AdminCommand {
         vip: String,
         /// The backend's address.
         backend: IpAddr,
+        #[command(flatten)]
+        to: AdminArgs,
     },
     /// List tracked flows (connection tracking entries).
     Flows {
@@ -54,6 +78,8 @@ pub enum AdminCommand {
         /// Show at most this many flows.
         #[arg(long, default_value_t = 100)]
         limit: usize,
+        #[command(flatten)]
+        to: AdminArgs,
     },
     /// Show the dataplane's counters and per-VIP and per-backend traffic.
     Stats {
@@ -63,9 +89,29 @@ pub enum AdminCommand {
         /// How often --watch samples (e.g. 500ms, 2s).
         #[arg(long, default_value = "1s")]
         interval: humantime::Duration,
+        #[command(flatten)]
+        to: AdminArgs,
     },
     /// Re-read the config file and apply it (same as SIGHUP, but reports the outcome).
-    Reload,
+    Reload {
+        #[command(flatten)]
+        to: AdminArgs,
+    },
+}
+
+impl AdminCommand {
+    /// The socket and output format this command was given.
+    pub fn args(&self) -> &AdminArgs {
+        match self {
+            AdminCommand::Status { to }
+            | AdminCommand::Backends { to }
+            | AdminCommand::Drain { to, .. }
+            | AdminCommand::Undrain { to, .. }
+            | AdminCommand::Flows { to, .. }
+            | AdminCommand::Stats { to, .. }
+            | AdminCommand::Reload { to } => to,
+        }
+    }
 }
 
 /// Why a subcommand failed, already phrased for the operator: printed as one line, exit 1.
@@ -84,16 +130,21 @@ enum Failure {
     Output(#[from] io::Error),
 }
 
-/// Runs one admin subcommand against the daemon at `socket`. Failures are reported on stderr
-/// here and turn into exit code 1, so the caller never prints a context chain for them.
-pub fn run(socket: &Path, json: bool, command: AdminCommand) -> anyhow::Result<ExitCode> {
+/// Runs one admin subcommand against the daemon at its `--socket`. Failures are reported on
+/// stderr here and turn into exit code 1, so the caller never prints a context chain for them.
+pub fn run(command: AdminCommand) -> ExitCode {
+    let AdminArgs { socket, json } = command.args().clone();
+    run_at(&socket, json, command)
+}
+
+fn run_at(socket: &Path, json: bool, command: AdminCommand) -> ExitCode {
     match dispatch(socket, json, command) {
-        Ok(()) => Ok(ExitCode::SUCCESS),
+        Ok(()) => ExitCode::SUCCESS,
         // `sluice flows | head`: the reader has what it wanted.
-        Err(Failure::Output(e)) if e.kind() == io::ErrorKind::BrokenPipe => Ok(ExitCode::SUCCESS),
+        Err(Failure::Output(e)) if e.kind() == io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("sluice: {e}");
-            Ok(ExitCode::FAILURE)
+            ExitCode::FAILURE
         }
     }
 }
@@ -103,16 +154,19 @@ fn dispatch(socket: &Path, json: bool, command: AdminCommand) -> Result<(), Fail
         AdminCommand::Stats {
             watch: true,
             interval,
+            ..
         } => return watch::run(socket, json, interval.into()),
-        AdminCommand::Status => (Request::Status, QUERY_TIMEOUT),
-        AdminCommand::Backends => (Request::Backends, QUERY_TIMEOUT),
-        AdminCommand::Drain { vip, backend } => (Request::Drain { vip, backend }, QUERY_TIMEOUT),
-        AdminCommand::Undrain { vip, backend } => {
+        AdminCommand::Status { .. } => (Request::Status, QUERY_TIMEOUT),
+        AdminCommand::Backends { .. } => (Request::Backends, QUERY_TIMEOUT),
+        AdminCommand::Drain { vip, backend, .. } => {
+            (Request::Drain { vip, backend }, QUERY_TIMEOUT)
+        }
+        AdminCommand::Undrain { vip, backend, .. } => {
             (Request::Undrain { vip, backend }, QUERY_TIMEOUT)
         }
-        AdminCommand::Flows { vip, limit } => (Request::Flows { vip, limit }, QUERY_TIMEOUT),
+        AdminCommand::Flows { vip, limit, .. } => (Request::Flows { vip, limit }, QUERY_TIMEOUT),
         AdminCommand::Stats { watch: false, .. } => (Request::Stats, QUERY_TIMEOUT),
-        AdminCommand::Reload => (Request::Reload, RELOAD_TIMEOUT),
+        AdminCommand::Reload { .. } => (Request::Reload, RELOAD_TIMEOUT),
     };
     let data = ask(socket, &request, timeout)?;
     if json {

@@ -20,6 +20,7 @@ mod schema;
 mod tests;
 mod validate;
 mod vip;
+mod warnings;
 
 use std::{
     net::{IpAddr, SocketAddr},

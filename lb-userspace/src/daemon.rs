@@ -7,6 +7,8 @@
 //! `crate::shutdown`).
 
 mod core;
+mod instance_lock;
+mod restart_only;
 mod state;
 mod views;
 
@@ -19,6 +21,7 @@ use tokio::{
 };
 
 use self::core::{Core, Inner};
+use self::instance_lock::InstanceLock;
 use crate::{
     admin::server::AdminServer,
     config::Config,
@@ -45,6 +48,12 @@ const FLOW_SWEEP_INTERVAL: Duration = Duration::from_secs(10);
 /// Runs the daemon with the config at `path` until SIGINT/SIGTERM and a graceful shutdown.
 pub fn run(path: &Path, overrides: Overrides) -> anyhow::Result<()> {
     let config = Config::load(path).map_err(|e| anyhow::anyhow!("{e}"))?;
+    // Before anything else: a second daemon of this instance must not touch the first one's
+    // pins, ports or socket. Held until this function returns.
+    let _instance = InstanceLock::take(Path::new(instance_lock::LOCK_DIR), &config.instance)?;
+    for warning in config.warnings() {
+        tracing::warn!("{}: {warning}", path.display());
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -82,13 +91,17 @@ async fn serve(path: &Path, config: Config, overrides: Overrides) -> anyhow::Res
         upstreams: std::collections::HashMap::new(),
         edge_stats: std::collections::HashMap::new(),
     };
-    let core = Arc::new(Core::new(path.to_path_buf(), inner)?);
+    let core = Arc::new(Core::new(path.to_path_buf(), inner));
+    if let Err(error) = core.start() {
+        abandon(&mut core.lock().dp);
+        return Err(error).context("writing the backend states");
+    }
     core.lock().refresh_pools();
     let edges = start_edges(&core, prepared);
     let admin = match AdminServer::bind(&config.admin.socket, core.clone()).await {
         Ok(a) => a,
         Err(e) => {
-            stop(&core, config.keep_dataplane);
+            abandon(&mut core.lock().dp);
             return Err(e).context("opening the admin socket");
         }
     };
@@ -222,7 +235,7 @@ fn start_edges(core: &Arc<Core>, prepared: Vec<PreparedEdge>) -> Vec<Edge> {
             upstream,
             proxy_protocol: e.proxy_protocol,
             stats: Arc::clone(&stats),
-            phase: core.phase.subscribe(),
+            phase: core.watch_phase(),
             limits: e.client_limits,
             max_connections: u64::from(e.max_connections),
         };
@@ -261,13 +274,21 @@ fn start_dataplane(config: &Config) -> anyhow::Result<Dataplane> {
             Ok(dp)
         }
         Err(e) => {
-            if !dp.adopted() {
-                if let Err(error) = dp.close(false) {
-                    tracing::error!(%error, "cleaning up after a failed start");
-                }
-            }
+            abandon(&mut dp);
             Err(e)
         }
+    }
+}
+
+/// Gives up a dataplane after a failed start. One this daemon loaded is removed; one it
+/// adopted is left pinned and forwarding, whatever `keep_dataplane` says: it carried traffic
+/// before this daemon came, and the next daemon adopts it again.
+fn abandon(dp: &mut Dataplane) {
+    let adopted = dp.adopted();
+    if let Err(error) = dp.close(adopted) {
+        tracing::error!(%error, "cleaning up after a failed start");
+    } else if adopted {
+        tracing::info!("the adopted dataplane is left pinned and forwarding");
     }
 }
 
@@ -361,7 +382,8 @@ async fn shut_down(core: &Arc<Core>, signals: &mut Signals, overrides: Overrides
 
 /// Hands the dataplane back: left pinned and forwarding with `keep`, removed otherwise.
 fn stop(core: &Core, keep: bool) {
-    if let Err(error) = core.lock().dp.close(keep) {
+    let closed = core.lock().dp.close(keep);
+    if let Err(error) = closed {
         tracing::error!(%error, "releasing the dataplane");
     } else if keep {
         tracing::info!("dataplane left pinned and forwarding (keep_dataplane = true)");

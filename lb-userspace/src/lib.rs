@@ -5,11 +5,13 @@
 #![deny(unsafe_code)]
 
 pub mod admin;
+pub mod check;
 pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod dataplane;
 pub mod edge;
+pub mod error_chain;
 pub mod health;
 pub mod management;
 pub mod metrics;

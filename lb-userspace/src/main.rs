@@ -1,15 +1,17 @@
 //! The `sluice` command: the daemon (`run`), config checking, backend-side decap, and the
 //! operator subcommands that talk to a running daemon.
 
-use std::{net::IpAddr, path::PathBuf, process::ExitCode, time::Duration};
+use std::{io::IsTerminal as _, net::IpAddr, path::PathBuf, process::ExitCode, time::Duration};
 
 use anyhow::Context as _;
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use lb_userspace::{
+    check,
     cli::{self, AdminCommand},
-    config::{Config, XdpMode},
+    config::XdpMode,
     daemon,
     dataplane::Decap,
+    error_chain,
 };
 
 #[derive(Parser)]
@@ -19,17 +21,16 @@ use lb_userspace::{
     about = "XDP load balancer for Linux gateway hosts"
 )]
 struct Cli {
-    /// The daemon's admin socket (subcommands that talk to a running daemon).
-    #[arg(long, global = true, default_value = "/run/sluice/admin.sock")]
-    socket: PathBuf,
-    /// Print machine-readable JSON instead of tables.
-    #[arg(long, global = true)]
-    json: bool,
-    /// Log format of the daemon.
-    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Human)]
-    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+/// For the subcommands that log as they run (`run`, `decap attach`).
+#[derive(Args)]
+struct Logging {
+    /// Log format: `human` (coloured on a terminal) or `json` (one object per line).
+    #[arg(long, value_enum, default_value_t = LogFormat::Human)]
+    log_format: LogFormat,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -52,8 +53,11 @@ enum Command {
         /// `shutdown_timeout`.
         #[arg(long, value_parser = positive_duration)]
         shutdown_timeout: Option<Duration>,
+        #[command(flatten)]
+        logging: Logging,
     },
-    /// Validate a config file and exit (0 when valid; otherwise every error, non-zero).
+    /// Validate a config file as `run` would, reading every certificate, key and CA file it
+    /// names, and exit (0 when valid, warnings aside; otherwise every error, non-zero).
     Check {
         #[arg(short, long, default_value = "/etc/sluice/sluice.toml")]
         config: PathBuf,
@@ -80,16 +84,26 @@ enum DecapCommand {
         /// Use generic (skb) mode instead of driver mode.
         #[arg(long)]
         skb_mode: bool,
+        #[command(flatten)]
+        logging: Logging,
     },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.log_format);
+    let format = match &cli.command {
+        Command::Run { logging, .. }
+        | Command::Decap {
+            command: DecapCommand::Attach { logging, .. },
+        } => logging.log_format,
+        _ => LogFormat::Human,
+    };
+    init_logging(format);
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("sluice: {e:#}");
+            // Each cause once: many errors already carry their cause in their own message.
+            eprintln!("sluice: {}", error_chain::one_line(e.as_ref()));
             ExitCode::FAILURE
         }
     }
@@ -101,6 +115,8 @@ fn init_logging(format: LogFormat) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        // Colour codes only for a person at a terminal, never into a file or a journal.
+        .with_ansi(std::io::stderr().is_terminal())
         .with_target(false);
     match format {
         LogFormat::Human => builder.init(),
@@ -123,20 +139,26 @@ fn positive_duration(text: &str) -> Result<Duration, String> {
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Check { config } => match Config::load(&config) {
-            Ok(_) => {
+        Command::Check { config } => {
+            let findings = check::check(&config);
+            for warning in &findings.warnings {
+                eprintln!("warning: {warning}");
+            }
+            if findings.errors.is_empty() {
                 println!("{}: OK", config.display());
                 Ok(ExitCode::SUCCESS)
-            }
-            Err(errors) => {
-                eprintln!("{errors}");
+            } else {
+                for error in &findings.errors {
+                    eprintln!("{error}");
+                }
                 Ok(ExitCode::FAILURE)
             }
-        },
+        }
         Command::Run {
             config,
             shutdown_delay,
             shutdown_timeout,
+            ..
         } => {
             let overrides = lb_userspace::shutdown::Overrides {
                 delay: shutdown_delay,
@@ -150,6 +172,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     iface,
                     vips,
                     skb_mode,
+                    ..
                 },
         } => {
             let mode = if skb_mode {
@@ -162,7 +185,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             wait_for_signal()?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Admin(command) => cli::run(&cli.socket, cli.json, command),
+        Command::Admin(command) => Ok(cli::run(command)),
     }
 }
 

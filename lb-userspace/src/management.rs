@@ -1,6 +1,7 @@
 //! The management port: read-only HTTP for orchestrators and Prometheus.
 //!
-//! `/health/live`, `/health/ready`, `/health/started` (JSON, 200 UP / 503 DOWN) and `/metrics`
+//! `/health/live`, `/health/ready`, `/health/started`, `/health` (all of them; JSON, 200 UP /
+//! 503 DOWN) and `/metrics`
 //! (`OpenMetrics` text). Nothing here changes the daemon: it only reads [`Observe`] snapshots.
 
 mod probes;

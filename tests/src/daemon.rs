@@ -164,7 +164,7 @@ impl Daemon {
         let netns =
             File::open(ns.path()).with_context(|| format!("opening {}", ns.path().display()))?;
         let mut cmd = Command::new(&self.bin);
-        cmd.args(["--log-format", "json", "run", "-c"])
+        cmd.args(["run", "--log-format", "json", "-c"])
             .arg(&self.config)
             .stdin(Stdio::null())
             .stdout(out.try_clone()?)
@@ -200,7 +200,7 @@ impl Daemon {
                     self.log_text()
                 );
             }
-            thread::sleep(Duration::from_millis(100));
+            thread::sleep(Duration::from_millis(20));
         }
     }
 
@@ -215,12 +215,19 @@ impl Daemon {
         Ok(())
     }
 
-    /// Runs the CLI against this daemon: `sluice --socket S <args>`.
+    /// Runs the CLI against this daemon: `sluice <subcommand> --socket S <flags> <rest>`, where
+    /// `<flags>` are any options given before the subcommand (`["--json", "stats"]`): options
+    /// belong to the subcommand that honours them.
     pub fn cli(&self, args: &[&str]) -> Result<Output> {
+        let at = args.iter().position(|a| !a.starts_with('-')).unwrap_or(0);
+        let (flags, rest) = args.split_at(at);
+        let (command, rest) = rest.split_first().context("no subcommand")?;
         Command::new(&self.bin)
+            .arg(command)
             .arg("--socket")
             .arg(&self.socket)
-            .args(args)
+            .args(flags)
+            .args(rest)
             .output()
             .with_context(|| format!("running sluice {args:?}"))
     }

@@ -470,6 +470,53 @@ fn restart_with_keep_dataplane_keeps_connections() {
 }
 
 #[test]
+fn a_failed_start_leaves_an_adopted_dataplane_forwarding() {
+    require_root();
+    let spec = Spec {
+        keep_dataplane: true,
+        ..Spec::new(2)
+    };
+    let mut lab = Lab::start("sld9", &spec);
+    let mut conns: Vec<EchoConn> = (0..4)
+        .map(|_| EchoConn::open(lab.client(), echo()).expect("echo connection"))
+        .collect();
+    let status = lab.daemon.stop().expect("stop");
+    assert!(status.success(), "exit {status}\n{}", lab.daemon.log_text());
+    let pinned = pins(&lab.instance);
+    assert!(!pinned.is_empty(), "pins kept");
+
+    // The next daemon adopts the pins, then fails at its admin socket; its config says not to
+    // keep the dataplane, but what it adopted was forwarding before it came.
+    lab.write_config(&Spec::new(2));
+    let socket = Daemon::socket_in(lab.scratch.path());
+    std::fs::write(&socket, "not a socket").expect("block the admin socket path");
+    let err = lab
+        .daemon
+        .restart(lab.topo.gateway())
+        .expect_err("the start must fail at the admin socket");
+    assert!(format!("{err:#}").contains("not a socket"), "{err:#}");
+    assert_eq!(
+        pins(&lab.instance).len(),
+        pinned.len(),
+        "pins left in place"
+    );
+    assert!(xdp_prog_id(&lab).is_some(), "sluice_xdp still attached");
+    for c in &mut conns {
+        c.exchange().expect("established flows keep forwarding");
+    }
+    let tally = greetings(&lab, 20);
+    assert_eq!(
+        tally.values().sum::<usize>(),
+        20,
+        "new flows too: {tally:?}"
+    );
+
+    std::fs::remove_file(&socket).expect("unblock");
+    lab.daemon.restart(lab.topo.gateway()).expect("restart");
+    assert_eq!(lab.json(&["status"])["adopted"], true);
+}
+
+#[test]
 #[expect(
     clippy::float_cmp,
     reason = "counter values are small integers, exact in an f64"
@@ -521,7 +568,12 @@ fn metrics_count_the_traffic_sent() {
         0.0,
         "{text}"
     );
-    for path in ["/health/live", "/health/ready", "/health/started"] {
+    for path in [
+        "/health",
+        "/health/live",
+        "/health/ready",
+        "/health/started",
+    ] {
         let (code, body) = lab.management(path);
         assert_eq!(code, 200, "{path}: {body}");
         let v: serde_json::Value = serde_json::from_str(&body).expect("health JSON");
@@ -531,10 +583,115 @@ fn metrics_count_the_traffic_sent() {
     assert_eq!(lab.management("/nope").0, 404);
 }
 
+/// The files pinned for `instance`, each with its inode: a file unpinned and pinned again (or
+/// replaced) gets a new one.
+fn pins(instance: &str) -> BTreeMap<String, u64> {
+    use std::os::unix::fs::MetadataExt as _;
+    std::fs::read_dir(pin_dir(instance))
+        .map(|dir| {
+            dir.flatten()
+                .filter_map(|e| {
+                    let ino = e.metadata().ok()?.ino();
+                    Some((e.file_name().to_string_lossy().into_owned(), ino))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The id of the XDP program attached to `gwc` in the gateway, from `ip link`.
+fn xdp_prog_id(lab: &Lab) -> Option<u64> {
+    let link = lab
+        .topo
+        .gateway()
+        .ip(&["-d", "link", "show", "gwc"])
+        .expect("ip link");
+    let at = link.find("prog/xdp id ")? + "prog/xdp id ".len();
+    link[at..].split_whitespace().next()?.parse().ok()
+}
+
+#[test]
+fn a_second_daemon_of_the_same_instance_leaves_the_first_in_charge() {
+    require_root();
+    let lab = Lab::start("sld6", &Spec::new(2));
+    let first = lab.daemon.pid().expect("first daemon's pid");
+    let pinned = pins(&lab.instance);
+    assert!(!pinned.is_empty(), "the first daemon pinned its dataplane");
+    let program = xdp_prog_id(&lab);
+    assert!(program.is_some(), "sluice_xdp attached to gwc");
+
+    // The same instance and admin socket, another management port: nothing but the instance
+    // itself stands in its way.
+    let second = lab.scratch.path().join("second.toml");
+    let text = config_text(&lab.instance, &lab.scratch, &Spec::new(2))
+        .replace(MANAGEMENT, "127.0.0.1:9001");
+    std::fs::write(&second, format!("shutdown_delay = \"0s\"\n{text}")).expect("write");
+    let bin = sluice_tests::daemon::sluice_bin().expect("binary");
+    let out = lab
+        .topo
+        .gateway()
+        .exec(|| {
+            let child = std::process::Command::new(&bin)
+                .args(["run", "-c"])
+                .arg(&second)
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .expect("start the second daemon");
+            let mut guard = sluice_tests::ChildGuard::new(child);
+            let deadline = Instant::now() + SETTLE;
+            while guard
+                .child_mut()
+                .is_some_and(|c| c.try_wait().ok().flatten().is_none())
+            {
+                assert!(Instant::now() < deadline, "the second daemon kept running");
+                thread::sleep(Duration::from_millis(20));
+            }
+            guard
+                .into_inner()
+                .expect("child")
+                .wait_with_output()
+                .expect("output")
+        })
+        .expect("run in the gateway");
+    assert!(
+        !out.status.success(),
+        "the second daemon must fail: {out:?}"
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.trim().lines().count(), 1, "one line:\n{err}");
+    assert!(
+        err.contains(&format!("pid {first}")) && err.contains(&lab.instance),
+        "names the instance and the first daemon's pid {first}:\n{err}"
+    );
+
+    // The first daemon's dataplane is untouched, and it is still in charge of it.
+    assert_eq!(pins(&lab.instance), pinned, "pins untouched");
+    assert_eq!(xdp_prog_id(&lab), program, "program untouched");
+    let status = lab.json(&["status"]);
+    assert_eq!(status["pid"], first, "{status}");
+    let tally = greetings(&lab, 20);
+    assert_eq!(
+        tally.values().sum::<usize>(),
+        20,
+        "still forwarding: {tally:?}"
+    );
+    lab.write_config(&Spec::new(1));
+    lab.cli_ok(&["reload"]);
+    let tally = greetings(&lab, 30);
+    assert_eq!(
+        tally.get(&1),
+        None,
+        "the backend the reload removed gets no new flow: {tally:?}"
+    );
+    assert_eq!(tally.values().sum::<usize>(), 30, "{tally:?}");
+}
+
 #[test]
 fn cli_without_a_daemon_says_so_in_one_line() {
     let out = std::process::Command::new(sluice_tests::daemon::sluice_bin().expect("binary"))
-        .args(["--socket", "/tmp/sluice-test-none/admin.sock", "status"])
+        .args(["status", "--socket", "/tmp/sluice-test-none/admin.sock"])
         .output()
         .expect("run sluice");
     assert!(!out.status.success());
@@ -551,11 +708,18 @@ fn check_accepts_the_shipped_example_and_rejects_broken_files() {
         .args(["check", "-c", example])
         .output()
         .expect("run sluice check");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    // The example is valid; only the certificate files it names under /etc/sluice are not on
+    // this machine, and `check` reads them as `run` would.
+    let err = String::from_utf8_lossy(&out.stderr);
+    if !out.status.success() {
+        assert!(!err.is_empty());
+        for line in err.lines() {
+            assert!(
+                line.contains(": edge[0].tls.") && line.contains(": cannot read: "),
+                "only the example's certificate files may be missing:\n{err}"
+            );
+        }
+    }
 
     let scratch = Scratch::create("check").expect("scratch");
     let broken = scratch.path().join("broken.toml");
@@ -583,4 +747,290 @@ fn check_accepts_the_shipped_example_and_rejects_broken_files() {
             "expected {field} at line {line}:\n{err}"
         );
     }
+}
+
+/// `sluice check -c <config>`: (success, stdout, stderr).
+fn check(config: &std::path::Path) -> (bool, String, String) {
+    let out = std::process::Command::new(sluice_tests::daemon::sluice_bin().expect("binary"))
+        .args(["check", "-c"])
+        .arg(config)
+        .output()
+        .expect("run sluice check");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn check_reads_every_certificate_key_and_ca_that_run_would() {
+    let scratch = Scratch::create("check-tls").expect("scratch");
+    let pki = sluice_tests::certs::TestPki::generate(&scratch.path().join("pki"), &["sluice.test"])
+        .expect("test PKI");
+    let garbage = scratch.path().join("garbage.pem");
+    std::fs::write(&garbage, "not a certificate\n").expect("write");
+    let missing_key = scratch.path().join("missing.key");
+    let missing_ca = scratch.path().join("missing-ca.pem");
+    let config = |certificates: &str, ca: &std::path::Path| {
+        format!(
+            "instance = \"chk\"\ninterfaces = [\"eth0\"]\n[encap]\nsource_v4 = \"198.19.255.0/24\"\n\
+             source_v6 = \"2001:db8:ffff::/96\"\n\n[[vip]]\nname = \"web\"\naddress = \"198.19.0.10:80\"\n\
+             [[vip.backend]]\naddress = \"198.18.1.2\"\n\n[[edge]]\nname = \"tls\"\n\
+             address = \"198.19.0.10:443\"\npool = \"web\"\n[edge.tls]\ncertificates = [{certificates}]\n\
+             client_auth = \"required\"\nclient_ca = \"{}\"\n",
+            ca.display()
+        )
+    };
+    let good = format!(
+        "{{ cert = \"{}\", key = \"{}\" }}",
+        pki.server_cert().display(),
+        pki.server_key().display()
+    );
+    let path = scratch.path().join("sluice.toml");
+    std::fs::write(&path, config(&good, pki.ca_cert())).expect("write");
+    let (ok, stdout, stderr) = check(&path);
+    assert!(ok, "every file is good:\n{stderr}");
+    assert!(stdout.contains("OK"), "{stdout}");
+
+    // A missing key, a certificate that is not PEM and a missing CA bundle: each reported with
+    // its field and file, and the good first certificate not at all.
+    let certificates = format!(
+        "{good}, {{ cert = \"{}\", key = \"{}\" }}, {{ cert = \"{}\", key = \"{}\" }}",
+        pki.server_cert().display(),
+        missing_key.display(),
+        garbage.display(),
+        pki.server_key().display()
+    );
+    std::fs::write(&path, config(&certificates, &missing_ca)).expect("write");
+    let (ok, _, stderr) = check(&path);
+    assert!(!ok, "check must refuse what run would refuse:\n{stderr}");
+    for (field, file) in [
+        ("edge[0].tls.certificates[1].key", &missing_key),
+        ("edge[0].tls.certificates[2].cert", &garbage),
+        ("edge[0].tls.client_ca", &missing_ca),
+    ] {
+        let line = stderr
+            .lines()
+            .find(|l| l.contains(&format!("{field}: ")))
+            .unwrap_or_else(|| panic!("no line for {field}:\n{stderr}"));
+        assert!(line.contains(&file.display().to_string()), "{line}");
+    }
+    assert!(!stderr.contains("certificates[0]"), "{stderr}");
+    assert_eq!(stderr.lines().count(), 3, "one line per problem:\n{stderr}");
+    // The OS error once per line.
+    let line = stderr
+        .lines()
+        .find(|l| l.contains("client_ca"))
+        .unwrap_or_default();
+    assert_eq!(
+        line.matches("No such file or directory").count(),
+        1,
+        "{line}"
+    );
+}
+
+#[test]
+fn check_warns_when_every_backend_of_a_vip_weighs_zero() {
+    let scratch = Scratch::create("check-weights").expect("scratch");
+    let path = scratch.path().join("sluice.toml");
+    let text = |weight: u32| {
+        format!(
+            "instance = \"chk\"\ninterfaces = [\"eth0\"]\n[encap]\nsource_v4 = \"198.19.255.0/24\"\n\
+             source_v6 = \"2001:db8:ffff::/96\"\n\n[[vip]]\nname = \"web\"\naddress = \"198.19.0.10:80\"\n\
+             [[vip.backend]]\naddress = \"198.18.1.2\"\nweight = {weight}\n\
+             [[vip.backend]]\naddress = \"198.18.1.3\"\nweight = 0\n"
+        )
+    };
+    std::fs::write(&path, text(0)).expect("write");
+    let (ok, stdout, stderr) = check(&path);
+    assert!(ok, "a warning is not an error:\n{stderr}");
+    assert!(stdout.contains("OK"), "{stdout}");
+    assert!(
+        stderr.starts_with("warning: ")
+            && stderr.contains("vip[0].backend")
+            && stderr.contains("weight 0"),
+        "{stderr}"
+    );
+    std::fs::write(&path, text(1)).expect("write");
+    let (ok, _, stderr) = check(&path);
+    assert!(ok && stderr.is_empty(), "{stderr}");
+}
+
+#[test]
+fn options_belong_to_the_subcommands_that_honour_them() {
+    let bin = sluice_tests::daemon::sluice_bin().expect("binary");
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/sluice.toml");
+    for args in [
+        &["run", "--socket", "/tmp/x.sock", "-c", example][..],
+        &["check", "--json", "-c", example],
+        &["check", "--log-format", "json", "-c", example],
+        &["status", "--log-format", "json"],
+        // Before the subcommand they were accepted for every one of them, and ignored by most.
+        &["--socket", "/tmp/x.sock", "status"],
+        &["--json", "check", "-c", example],
+    ] {
+        let out = std::process::Command::new(&bin)
+            .args(args)
+            .output()
+            .expect("run sluice");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{args:?} must be refused:\n{err}"
+        );
+        assert!(err.contains("unexpected argument"), "{args:?}: {err}");
+    }
+    // Where they are honoured they are accepted.
+    let out = std::process::Command::new(&bin)
+        .args([
+            "status",
+            "--json",
+            "--socket",
+            "/tmp/sluice-test-none/admin.sock",
+        ])
+        .output()
+        .expect("run sluice");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no sluice daemon is running"), "{err}");
+}
+
+#[test]
+fn not_ready_while_no_backend_can_take_a_new_flow() {
+    require_root();
+    let lab = Lab::start("sld7", &Spec::new(2));
+    assert_eq!(lab.management("/health/ready").0, 200);
+    assert_eq!(lab.json(&["status"])["ready"], true);
+
+    // Both of web4's backends weighted 0: up and healthy, but in no table slot.
+    let text = config_text(&lab.instance, &lab.scratch, &Spec::new(2));
+    let zero = text.replace(
+        &format!("name = \"web4\"\naddress = \"{VIP4}:{HTTP_PORT}\"\ntable_size = {TABLE_SIZE}\n[[vip.backend]]\naddress = \"{}\"\n[[vip.backend]]\naddress = \"{}\"\n", backend_addr4(0), backend_addr4(1)),
+        &format!("name = \"web4\"\naddress = \"{VIP4}:{HTTP_PORT}\"\ntable_size = {TABLE_SIZE}\n[[vip.backend]]\naddress = \"{}\"\nweight = 0\n[[vip.backend]]\naddress = \"{}\"\nweight = 0\n", backend_addr4(0), backend_addr4(1)),
+    );
+    assert_ne!(zero, text, "the config has web4's backends where expected");
+    lab.write_config(&Spec {
+        raw: Some(zero),
+        ..Spec::new(2)
+    });
+    lab.cli_ok(&["reload"]);
+    let (code, body) = lab.management("/health/ready");
+    assert_eq!(code, 503, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    let web = v["checks"]
+        .as_array()
+        .expect("checks")
+        .iter()
+        .find(|c| c["name"] == "vip web4")
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(web["status"], "DOWN", "{body}");
+    assert_eq!(web["data"]["backends_up"], 2, "{body}");
+    assert_eq!(web["data"]["backends_taking_new_flows"], 0, "{body}");
+    let status = lab.json(&["status"]);
+    assert_eq!(status["ready"], false, "{status}");
+    assert!(
+        lab.daemon.log_text().contains("weight 0"),
+        "the reload logs the warning:\n{}",
+        lab.daemon.log_text()
+    );
+
+    // Weights back; then every backend of echo4 drained: not ready either.
+    lab.write_config(&Spec::new(2));
+    lab.cli_ok(&["reload"]);
+    assert_eq!(lab.management("/health/ready").0, 200);
+    for i in 0..2 {
+        lab.cli_ok(&["drain", "echo4", &backend_addr4(i).to_string()]);
+    }
+    assert_eq!(lab.management("/health/ready").0, 503);
+    assert_eq!(lab.json(&["status"])["ready"], false);
+    lab.cli_ok(&["undrain", "echo4", &backend_addr4(0).to_string()]);
+    assert_eq!(lab.management("/health/ready").0, 200);
+    assert_eq!(lab.json(&["status"])["ready"], true);
+}
+
+#[test]
+fn a_start_up_error_prints_its_cause_once() {
+    require_root();
+    let ns = NetNs::create("sldio").expect("namespace");
+    let scratch = Scratch::create("sldio").expect("scratch");
+    let missing = scratch.path().join("missing.pem");
+    let path = scratch.path().join("sluice.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "instance = \"test-sldio\"\ninterfaces = [\"eth0\"]\n[admin]\nsocket = \"{}\"\n\
+             [encap]\nsource_v4 = \"198.19.255.0/24\"\nsource_v6 = \"2001:db8:ffff::/96\"\n\
+             [[vip]]\nname = \"web\"\naddress = \"198.19.0.10:80\"\n[[vip.backend]]\naddress = \"198.18.1.2\"\n\
+             weight = 0\n[[edge]]\nname = \"tls\"\naddress = \"127.0.0.1:8443\"\npool = \"web\"\n[edge.tls]\n\
+             certificates = [{{ cert = \"{}\", key = \"{}\" }}]\n",
+            Daemon::socket_in(scratch.path()).display(),
+            missing.display(),
+            missing.display()
+        ),
+    )
+    .expect("write");
+    let bin = sluice_tests::daemon::sluice_bin().expect("binary");
+    let out = ns
+        .exec(|| {
+            std::process::Command::new(&bin)
+                .args(["run", "-c"])
+                .arg(&path)
+                .output()
+                .expect("run sluice")
+        })
+        .expect("in the namespace");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    let line = err.lines().last().unwrap_or_default();
+    assert!(line.contains(&missing.display().to_string()), "{err}");
+    assert_eq!(
+        line.matches("No such file or directory").count(),
+        1,
+        "the OS error once:\n{err}"
+    );
+    // The all-zero weights are logged as a warning, without colour codes: stderr is no
+    // terminal here.
+    assert!(err.contains("weight 0"), "{err}");
+    assert!(
+        !err.contains('\x1b'),
+        "no ANSI escapes in a log file:\n{err:?}"
+    );
+}
+
+#[test]
+fn a_reload_that_changes_a_restart_only_edge_setting_names_it() {
+    require_root();
+    let spec = Spec::new(1);
+    let mut lab = Lab::start("sld8", &spec);
+    // The same daemon, restarted with one plain-HTTP edge listener.
+    let base = config_text(&lab.instance, &lab.scratch, &spec);
+    let edge = |timeout: &str| {
+        format!(
+            "{base}\n[[edge]]\nname = \"plain\"\naddress = \"0.0.0.0:8080\"\npool = \"web4\"\n\
+             response_timeout = \"{timeout}\"\n"
+        )
+    };
+    lab.write_config(&Spec {
+        raw: Some(edge("60s")),
+        ..spec.clone()
+    });
+    lab.daemon.stop().expect("stop");
+    lab.daemon
+        .restart(lab.topo.gateway())
+        .expect("restart with an edge");
+
+    lab.write_config(&Spec {
+        raw: Some(edge("5s")),
+        ..spec
+    });
+    let out = lab.daemon.cli(&["reload"]).expect("cli");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        err.trim(),
+        "sluice: edge[0].response_timeout cannot change on reload (it is 60s, the new config \
+         says 5s); restart the daemon to change it"
+    );
 }

@@ -78,6 +78,10 @@ pub struct VipSummary {
     pub protocol: String,
     pub backends_up: usize,
     pub backends_total: usize,
+    /// Backends up with a weight above 0: the ones in the Maglev table. With none, every new
+    /// flow is dropped and the VIP is not ready.
+    #[serde(default)]
+    pub backends_taking_new_flows: usize,
 }
 
 /// One row of `sluice backends`.

@@ -43,6 +43,8 @@ pub fn status(s: &Status) -> String {
         ("ADDRESS", Align::Left),
         ("PROTO", Align::Left),
         ("BACKENDS UP", Align::Right),
+        // Up with a weight above 0: none here and the VIP drops every new flow (not ready).
+        ("TAKING NEW FLOWS", Align::Right),
     ]);
     for vip in &s.vips {
         table.row(vec![
@@ -50,6 +52,7 @@ pub fn status(s: &Status) -> String {
             vip.address.to_string(),
             vip.protocol.clone(),
             format!("{}/{}", vip.backends_up, vip.backends_total),
+            vip.backends_taking_new_flows.to_string(),
         ]);
     }
     format!("{}\n{}", key_values(&pairs), table.render())

@@ -17,6 +17,14 @@ struct Cli {
     command: AdminCommand,
 }
 
+/// The defaults: the tests pass the socket and format to `run_at` themselves.
+fn to() -> AdminArgs {
+    AdminArgs {
+        socket: PathBuf::from(DEFAULT_SOCKET),
+        json: false,
+    }
+}
+
 fn parse(args: &[&str]) -> AdminCommand {
     Cli::try_parse_from(std::iter::once("sluice").chain(args.iter().copied()))
         .unwrap()
@@ -27,32 +35,45 @@ fn parse(args: &[&str]) -> AdminCommand {
 fn arguments_parse() {
     assert!(matches!(
         parse(&["drain", "web", "198.18.10.2"]),
-        AdminCommand::Drain { vip, backend } if vip == "web" && backend.to_string() == "198.18.10.2"
+        AdminCommand::Drain { vip, backend, .. } if vip == "web" && backend.to_string() == "198.18.10.2"
     ));
     assert!(matches!(
         parse(&["flows"]),
         AdminCommand::Flows {
             vip: None,
-            limit: 100
+            limit: 100,
+            ..
         }
     ));
     assert!(matches!(
         parse(&["flows", "--vip", "dns", "--limit", "5"]),
-        AdminCommand::Flows { vip: Some(v), limit: 5 } if v == "dns"
+        AdminCommand::Flows { vip: Some(v), limit: 5, .. } if v == "dns"
     ));
-    let AdminCommand::Stats { watch, interval } =
-        parse(&["stats", "--watch", "--interval", "500ms"])
+    let AdminCommand::Stats {
+        watch, interval, ..
+    } = parse(&["stats", "--watch", "--interval", "500ms"])
     else {
         panic!("not stats");
     };
     assert!(watch);
     assert_eq!(Duration::from(interval), Duration::from_millis(500));
-    let AdminCommand::Stats { watch, interval } = parse(&["stats"]) else {
+    let AdminCommand::Stats {
+        watch, interval, ..
+    } = parse(&["stats"])
+    else {
         panic!("not stats");
     };
     assert!(!watch);
     assert_eq!(Duration::from(interval), Duration::from_secs(1));
     assert!(Cli::try_parse_from(["sluice", "drain", "web", "not-an-ip"]).is_err());
+    // Every admin subcommand takes the socket and the output format after its name.
+    let status = parse(&["status", "--socket", "/tmp/s.sock", "--json"]);
+    assert_eq!(status.args().socket, PathBuf::from("/tmp/s.sock"));
+    assert!(status.args().json);
+    assert_eq!(
+        parse(&["reload"]).args().socket,
+        PathBuf::from(DEFAULT_SOCKET)
+    );
 }
 
 /// A daemon on a temp socket whose handler records requests and answers with `answer`.
@@ -119,12 +140,13 @@ fn commands_send_their_requests_and_succeed() {
     });
     let backend: IpAddr = "198.18.10.2".parse().unwrap();
     let commands = [
-        (AdminCommand::Reload, Request::Reload),
-        (AdminCommand::Backends, Request::Backends),
+        (AdminCommand::Reload { to: to() }, Request::Reload),
+        (AdminCommand::Backends { to: to() }, Request::Backends),
         (
             AdminCommand::Drain {
                 vip: "web".into(),
                 backend,
+                to: to(),
             },
             Request::Drain {
                 vip: "web".into(),
@@ -135,6 +157,7 @@ fn commands_send_their_requests_and_succeed() {
             AdminCommand::Undrain {
                 vip: "web".into(),
                 backend,
+                to: to(),
             },
             Request::Undrain {
                 vip: "web".into(),
@@ -145,6 +168,7 @@ fn commands_send_their_requests_and_succeed() {
             AdminCommand::Flows {
                 vip: None,
                 limit: 3,
+                to: to(),
             },
             Request::Flows {
                 vip: None,
@@ -153,11 +177,11 @@ fn commands_send_their_requests_and_succeed() {
         ),
     ];
     for (command, request) in commands {
-        let code = run(&daemon.socket(), false, command).unwrap();
+        let code = run_at(&daemon.socket(), false, command);
         assert_eq!(code, ExitCode::SUCCESS, "{request:?}");
         assert_eq!(daemon.seen.lock().unwrap().pop(), Some(request));
     }
-    let code = run(&daemon.socket(), true, AdminCommand::Reload).unwrap();
+    let code = run_at(&daemon.socket(), true, AdminCommand::Reload { to: to() });
     assert_eq!(code, ExitCode::SUCCESS);
 }
 
@@ -167,13 +191,11 @@ fn daemon_refusal_exits_1() {
     let command = AdminCommand::Drain {
         vip: "api".into(),
         backend: "198.18.10.2".parse().unwrap(),
+        to: to(),
     };
+    assert_eq!(run_at(&daemon.socket(), false, command), ExitCode::FAILURE);
     assert_eq!(
-        run(&daemon.socket(), false, command).unwrap(),
-        ExitCode::FAILURE
-    );
-    assert_eq!(
-        dispatch(&daemon.socket(), false, AdminCommand::Status)
+        dispatch(&daemon.socket(), false, AdminCommand::Status { to: to() })
             .unwrap_err()
             .to_string(),
         "no VIP named api"
@@ -183,20 +205,20 @@ fn daemon_refusal_exits_1() {
 #[test]
 fn version_skew_is_reported() {
     let daemon = FakeDaemon::start("skew", |_| Response::data(&"surprise"));
-    let err = dispatch(&daemon.socket(), false, AdminCommand::Status).unwrap_err();
+    let err = dispatch(&daemon.socket(), false, AdminCommand::Status { to: to() }).unwrap_err();
     assert!(
         err.to_string()
             .starts_with("unexpected answer from the daemon"),
         "{err}"
     );
     // --json passes whatever the daemon said through.
-    assert!(dispatch(&daemon.socket(), true, AdminCommand::Status).is_ok());
+    assert!(dispatch(&daemon.socket(), true, AdminCommand::Status { to: to() }).is_ok());
 }
 
 #[test]
 fn no_daemon_exits_1_with_one_line() {
     let socket = std::env::temp_dir().join(format!("sluice-cli-{}-none.sock", std::process::id()));
-    let err = dispatch(&socket, false, AdminCommand::Status).unwrap_err();
+    let err = dispatch(&socket, false, AdminCommand::Status { to: to() }).unwrap_err();
     assert_eq!(
         err.to_string(),
         format!(
@@ -205,7 +227,7 @@ fn no_daemon_exits_1_with_one_line() {
         )
     );
     assert_eq!(
-        run(&socket, false, AdminCommand::Backends).unwrap(),
+        run_at(&socket, false, AdminCommand::Backends { to: to() }),
         ExitCode::FAILURE
     );
 }

@@ -26,7 +26,10 @@ use crate::{
     health::{Checker, Target, Transition},
 };
 
-use super::state::{BackendMeta, Metas};
+use super::{
+    restart_only::restart_only,
+    state::{BackendMeta, Metas},
+};
 
 /// What the daemon owns; behind one lock.
 pub struct Inner {
@@ -64,8 +67,11 @@ pub struct Core {
     pub config_path: PathBuf,
     pub started: Instant,
     inner: Mutex<Inner>,
-    /// Edge listeners subscribe to it; `sluice status` and the probes read it.
-    pub phase: tokio::sync::watch::Sender<NodeState>,
+    /// Edge listeners subscribe to it; `sluice status` and the probes read it. Private: a
+    /// `watch` borrow is a read lock, and one held while anything else is locked or the phase
+    /// borrowed again deadlocks against `set_phase`'s write (a queued writer blocks new
+    /// readers). [`Core::phase`] and [`Core::watch_phase`] are the only ways in.
+    phase: tokio::sync::watch::Sender<NodeState>,
     pub reloads_ok: AtomicU64,
     pub reloads_failed: AtomicU64,
     pub last_reload_error: Mutex<Option<String>>,
@@ -79,10 +85,13 @@ pub enum CoreError {
     Dataplane(#[from] DataplaneError),
     #[error("{field} cannot change on reload (it is {old}, the new config says {new}); restart the daemon to change it")]
     NeedsRestart {
-        field: &'static str,
+        field: String,
         old: String,
         new: String,
     },
+    /// As `NeedsRestart`, for a value too long to quote (a certificate list, a header set).
+    #[error("{field} changed, and it cannot change on reload; restart the daemon to change it")]
+    NeedsRestartChanged { field: String },
     #[error("VIP \"{0}\" is not configured")]
     UnknownVip(String),
     #[error("VIP \"{vip}\" has no backend {backend}")]
@@ -90,7 +99,8 @@ pub enum CoreError {
 }
 
 impl Core {
-    pub fn new(config_path: PathBuf, mut inner: Inner) -> Result<Core, CoreError> {
+    /// The daemon's state around `inner`; [`Core::start`] then makes the kernel match it.
+    pub fn new(config_path: PathBuf, mut inner: Inner) -> Core {
         // A daemon that adopted a dataplane keeps the drains the previous one had.
         let mut metas = Metas::new();
         for vip in &inner.config.vips {
@@ -105,7 +115,7 @@ impl Core {
             }
         }
         inner.metas = metas;
-        let core = Core {
+        Core {
             config_path,
             started: Instant::now(),
             inner: Mutex::new(inner),
@@ -113,24 +123,43 @@ impl Core {
             reloads_ok: AtomicU64::new(0),
             reloads_failed: AtomicU64::new(0),
             last_reload_error: Mutex::new(None),
-        };
-        {
-            let mut inner = core.lock();
-            sync_kernel_states(&mut inner)?;
-            let targets = targets(&inner.config, &inner.metas);
-            inner.checker.update(targets);
         }
-        Ok(core)
+    }
+
+    /// Writes every backend's state to the kernel and starts the health checks.
+    pub fn start(&self) -> Result<(), CoreError> {
+        let mut inner = self.lock();
+        sync_kernel_states(&mut inner)?;
+        let targets = targets(&inner.config, &inner.metas);
+        inner.checker.update(targets);
+        drop(inner);
+        Ok(())
     }
 
     /// Moves the node to `phase`: readiness, edge listeners and the node map follow.
     pub fn set_phase(&self, phase: NodeState) {
         // The kernel first: once listeners stop accepting, a new SYN must already get its RST.
-        if let Err(error) = self.lock().dp.set_node_state(phase) {
+        // The lock is released at the end of this statement, before the phase is written.
+        let written = self.lock().dp.set_node_state(phase);
+        if let Err(error) = written {
             tracing::error!(%error, phase = phase.name(), "writing the node state");
         }
         self.phase.send_replace(phase);
         tracing::info!(phase = phase.name(), "node phase");
+    }
+
+    /// The current phase, copied out: the read guard never outlives this call.
+    #[expect(
+        clippy::disallowed_methods,
+        reason = "the one place the phase is borrowed: copied out in one statement"
+    )]
+    pub fn phase(&self) -> NodeState {
+        *self.phase.borrow()
+    }
+
+    /// A receiver that sees every phase change (for edge listeners).
+    pub fn watch_phase(&self) -> tokio::sync::watch::Receiver<NodeState> {
+        self.phase.subscribe()
     }
 
     /// The lock is only poisoned if an operation panicked half way; the state it guards is
@@ -172,6 +201,9 @@ impl Core {
     fn try_reload(&self) -> Result<(usize, usize), CoreError> {
         let config =
             Config::load(&self.config_path).map_err(|e| CoreError::Config(e.to_string()))?;
+        for warning in config.warnings() {
+            tracing::warn!("{}: {warning}", self.config_path.display());
+        }
         let mut inner = self.lock();
         restart_only(&inner.config, &config)?;
         // Certificates and CA bundles are read again (they may have been rotated on disk);
@@ -301,53 +333,4 @@ fn unknown(vips: &[String], vip: &str, backend: IpAddr) -> CoreError {
     } else {
         CoreError::UnknownVip(vip.into())
     }
-}
-
-/// Settings fixed at start: changing them needs new maps, sockets or attachments.
-fn restart_only(old: &Config, new: &Config) -> Result<(), CoreError> {
-    let checks: [(&'static str, String, String); 8] = [
-        ("instance", old.instance.clone(), new.instance.clone()),
-        (
-            "interfaces",
-            format!("{:?}", old.interfaces),
-            format!("{:?}", new.interfaces),
-        ),
-        (
-            "xdp_mode",
-            format!("{:?}", old.xdp_mode),
-            format!("{:?}", new.xdp_mode),
-        ),
-        (
-            "conntrack_entries",
-            old.conntrack_entries.to_string(),
-            new.conntrack_entries.to_string(),
-        ),
-        (
-            "bpffs",
-            old.bpffs.display().to_string(),
-            new.bpffs.display().to_string(),
-        ),
-        (
-            "admin.socket",
-            old.admin.socket.display().to_string(),
-            new.admin.socket.display().to_string(),
-        ),
-        (
-            "management.address",
-            old.management.address.to_string(),
-            new.management.address.to_string(),
-        ),
-        // Listeners are bound, and their certificates read, at start.
-        (
-            "edge",
-            format!("{:?}", old.edges),
-            format!("{:?}", new.edges),
-        ),
-    ];
-    for (field, old, new) in checks {
-        if old != new {
-            return Err(CoreError::NeedsRestart { field, old, new });
-        }
-    }
-    Ok(())
 }

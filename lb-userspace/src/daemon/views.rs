@@ -24,8 +24,12 @@ use crate::{
 
 impl Core {
     pub fn status(&self) -> Status {
+        self.status_in(self.phase())
+    }
+
+    /// The status with `phase` as the node's phase, so a snapshot reads the phase once.
+    fn status_in(&self, phase: NodeState) -> Status {
         let inner = self.lock();
-        let phase = *self.phase.borrow();
         let shutting_down = phase != NodeState::Serving;
         let vips: Vec<VipSummary> = inner
             .config
@@ -41,9 +45,18 @@ impl Core {
                     .filter(|b| inner.dp.backend_state(&v.name, b.address) == Some(BACKEND_UP))
                     .count(),
                 backends_total: v.backends.len(),
+                backends_taking_new_flows: v
+                    .backends
+                    .iter()
+                    .filter(|b| {
+                        b.weight > 0
+                            && inner.dp.backend_state(&v.name, b.address) == Some(BACKEND_UP)
+                    })
+                    .count(),
             })
             .collect();
-        let ready = !shutting_down && vips.iter().all(|v| v.backends_up > 0);
+        // A VIP whose every backend is down, drained or weighted 0 drops every new flow.
+        let ready = !shutting_down && vips.iter().all(|v| v.backends_taking_new_flows > 0);
         Status {
             instance: inner.config.instance.clone(),
             version: env!("CARGO_PKG_VERSION").into(),
@@ -262,11 +275,15 @@ impl Handler for Core {
 
 impl Observe for Core {
     fn snapshot(&self) -> Result<Snapshot, String> {
+        // Each call below takes and releases the lock on its own; none runs while another
+        // holds a guard (a guard kept across a call that locks again is how a probe once
+        // deadlocked SIGTERM).
+        let phase = self.phase();
         let backends = self.backend_rows().map_err(|e| e.to_string())?;
         let traffic = self.stats().map_err(|e| e.to_string())?;
         Ok(Snapshot {
-            shutting_down: *self.phase.borrow() != NodeState::Serving,
-            status: self.status(),
+            shutting_down: phase != NodeState::Serving,
+            status: self.status_in(phase),
             backends,
             stats: traffic,
             health_transitions: self.health_transitions(),

@@ -9,6 +9,7 @@
 //! nothing is half-built. Connections that are already established keep the configuration
 //! they started with; [`Reloadable`] only changes what new handshakes use.
 
+mod check;
 mod depth;
 mod files;
 mod outcome;
@@ -30,6 +31,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::{LazyConfigAcceptor, TlsAcceptor};
 
+pub use check::check_files;
 pub use depth::{ChainDepthVerifier, ChainTooDeep};
 pub use outcome::HandshakeOutcome;
 pub use path::{PathError, Paths, TrustPath, VerifiedChain};

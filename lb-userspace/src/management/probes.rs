@@ -1,5 +1,6 @@
-//! `/health/{live,ready,started}` in the shape of Keycloak's management port (`SmallRye` Health),
-//! so probes and dashboards written for it read sluice unchanged.
+//! `/health/{live,ready,started}` and the aggregate `/health` in the shape of Keycloak's
+//! management port (`SmallRye` Health), so probes and dashboards written for it read sluice
+//! unchanged.
 
 use serde::Serialize;
 use serde_json::{json, Value};
@@ -11,6 +12,8 @@ pub enum Probe {
     Live,
     Ready,
     Started,
+    /// `/health`: every check of the three, UP only when all are.
+    All,
 }
 
 impl Probe {
@@ -19,6 +22,7 @@ impl Probe {
             "/health/live" => Some(Probe::Live),
             "/health/ready" => Some(Probe::Ready),
             "/health/started" => Some(Probe::Started),
+            "/health" => Some(Probe::All),
             _ => None,
         }
     }
@@ -71,6 +75,8 @@ pub fn report(probe: Probe, snapshot: &Result<Snapshot, String>) -> Report {
             Probe::Live => vec![live(s)],
             Probe::Started => vec![dataplane(s)],
             Probe::Ready => ready(s),
+            // Readiness includes the started check (the dataplane): each check once.
+            Probe::All => std::iter::once(live(s)).chain(ready(s)).collect(),
         },
         Err(error) => {
             let name = if probe == Probe::Live {
@@ -107,13 +113,23 @@ fn ready(s: &Snapshot) -> Vec<Check> {
     let mut checks = vec![dataplane(s)];
     for vip in &s.status.vips {
         // The kernel map's state, not the health verdict: a drained but healthy backend serves
-        // no new flows, so it does not make the VIP ready.
+        // no new flows, so it does not make the VIP ready; nor does one weighted 0, which has
+        // no slot in the table.
         let rows = s.backends.iter().filter(|b| b.vip == vip.name);
-        let (up, total) = rows.fold((0usize, 0usize), |(up, total), b| {
-            (up + usize::from(b.state == "up"), total + 1)
+        let (up, taking, total) = rows.fold((0usize, 0usize, 0usize), |(up, taking, total), b| {
+            let is_up = b.state == "up";
+            (
+                up + usize::from(is_up),
+                taking + usize::from(is_up && b.weight > 0),
+                total + 1,
+            )
         });
-        let data = json!({ "backends_up": up, "backends_total": total });
-        checks.push(Check::new(format!("vip {}", vip.name), up > 0, data));
+        let data = json!({
+            "backends_up": up,
+            "backends_taking_new_flows": taking,
+            "backends_total": total,
+        });
+        checks.push(Check::new(format!("vip {}", vip.name), taking > 0, data));
     }
     let data = json!({ "phase": s.status.phase });
     checks.push(Check::new("shutdown", !s.shutting_down, data));

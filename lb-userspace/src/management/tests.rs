@@ -98,9 +98,56 @@ fn ready_has_one_check_per_vip() {
 }
 
 #[test]
+fn a_vip_whose_up_backends_all_weigh_zero_is_not_ready() {
+    let source = healthy();
+    source.edit(|s| s.status.vips.retain(|v| v.name == "web"));
+    assert_eq!(get_json("/health/ready", &source).0, StatusCode::OK);
+    // `web`'s one up backend weighted 0 (its other one is draining): it is in no table slot,
+    // so every new flow is dropped.
+    source.edit(|s| {
+        for b in s.backends.iter_mut().filter(|b| b.vip == "web") {
+            b.weight = 0;
+        }
+    });
+    let (status, body) = get_json("/health/ready", &source);
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    let web = check(&body, "vip web");
+    assert_eq!(web["status"], "DOWN", "{body}");
+    assert_eq!(web["data"]["backends_up"], 1);
+    assert_eq!(web["data"]["backends_taking_new_flows"], 0);
+}
+
+#[test]
+fn health_aggregates_every_check_once() {
+    let source = healthy();
+    source.edit(|s| s.status.vips.retain(|v| v.name == "web"));
+    let (status, body) = get_json("/health", &source);
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["status"], "UP");
+    let names: Vec<&str> = body["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["sluice daemon", "dataplane", "vip web", "shutdown"]);
+    // Any check DOWN takes the whole report DOWN, as in Keycloak.
+    source.edit(|s| s.shutting_down = true);
+    let (status, body) = get_json("/health", &source);
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(body["status"], "DOWN");
+    assert_eq!(check(&body, "sluice daemon")["status"], "UP");
+}
+
+#[test]
 fn a_snapshot_error_is_down_with_the_reason() {
     let source = Fake::new(Err("reading sluice_backends_v1: EPERM".into()));
-    for path in ["/health/live", "/health/ready", "/health/started"] {
+    for path in [
+        "/health",
+        "/health/live",
+        "/health/ready",
+        "/health/started",
+    ] {
         let (status, body) = get_json(path, &source);
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{path}");
         assert_eq!(body["status"], "DOWN");
@@ -132,7 +179,7 @@ fn only_reads_known_paths() {
         StatusCode::NOT_FOUND
     );
     assert_eq!(
-        route(&Method::GET, "/health", &source).status,
+        route(&Method::GET, "/health/other", &source).status,
         StatusCode::NOT_FOUND
     );
 }

@@ -46,6 +46,7 @@ pub(crate) fn snapshot() -> Snapshot {
         protocol: "tcp".into(),
         backends_up: up,
         backends_total: total,
+        backends_taking_new_flows: up,
     };
     let traffic = |vip: &str, packets| TrafficRow {
         vip: vip.into(),

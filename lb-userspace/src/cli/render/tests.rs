@@ -81,6 +81,7 @@ fn status_summary() {
                 address: "198.18.0.1:80".parse().unwrap(),
                 protocol: "tcp".into(),
                 backends_up: 2,
+                backends_taking_new_flows: 1,
                 backends_total: 3,
             },
             VipSummary {
@@ -88,6 +89,7 @@ fn status_summary() {
                 address: "[2001:db8::53]:53".parse().unwrap(),
                 protocol: "udp".into(),
                 backends_up: 4,
+                backends_taking_new_flows: 4,
                 backends_total: 4,
             },
         ],
@@ -111,9 +113,9 @@ keep dataplane:    no
 reloads:           3 ok, 1 failed
 last reload error: vip web: backend 198.18.10.9 listed twice
 
-VIP  ADDRESS            PROTO  BACKENDS UP
-web  198.18.0.1:80      tcp            2/3
-dns  [2001:db8::53]:53  udp            4/4
+VIP  ADDRESS            PROTO  BACKENDS UP  TAKING NEW FLOWS
+web  198.18.0.1:80      tcp            2/3                 1
+dns  [2001:db8::53]:53  udp            4/4                 4
 "
     );
 }

@@ -353,10 +353,13 @@ fn without_colours(line: &str) -> String {
 
 /// A `sluice` CLI command against the demo's daemon: its output, or its error message.
 fn sluice_cli(sluice: &Path, socket: &Path, args: &[&str]) -> Result<String> {
+    let (command, rest) = args.split_first().context("no sluice subcommand")?;
+    // Options belong to the subcommand: `sluice drain --socket S web 198.18.1.2`.
     let out = Command::new(sluice)
+        .arg(command)
         .arg("--socket")
         .arg(socket)
-        .args(args)
+        .args(rest)
         .output()
         .with_context(|| format!("running sluice {}", args.join(" ")))?;
     if !out.status.success() {
