@@ -12,6 +12,7 @@ pub mod daemon;
 pub mod edge_lab;
 pub mod haproxy;
 pub mod http1;
+pub mod keycloak_decode;
 pub mod load;
 pub mod netns;
 pub mod nginx;

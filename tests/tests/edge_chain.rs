@@ -14,12 +14,10 @@
 //!
 //! Needs root. Run with `cargo test -p sluice-tests --test edge_chain -- --test-threads=1`.
 
-use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
-use base64::{engine::general_purpose::STANDARD, Engine as _};
 use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, DistinguishedName, DnType,
     ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose, SanType,
@@ -27,7 +25,9 @@ use rcgen::{
 use sluice_tests::{
     certs::TestPki,
     daemon::{Daemon, Scratch},
-    http_headers_backend, require_root,
+    http_headers_backend,
+    keycloak_decode::{b64_der, form_url_decode, keycloak_xfcc, pem_der},
+    require_root,
     topology::{backend_addr4, GW_CLIENT_ADDR4, GW_CLIENT_IFNAME},
     ServerHandle, Topology, VIP4,
 };
@@ -237,59 +237,6 @@ fn one<'h>(h: &'h [(String, String)], name: &str) -> Option<&'h str> {
     let first = found.next();
     assert!(found.next().is_none(), "{name} twice: {h:?}");
     first
-}
-
-fn form_url_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'+' => out.push(b' '),
-            b'%' => {
-                let hex = s.get(i + 1..i + 3).expect("a complete %XX escape");
-                out.push(u8::from_str_radix(hex, 16).expect("hex escape"));
-                i += 2;
-            }
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8(out).expect("UTF-8 after URL decoding")
-}
-
-/// PEM (possibly on one line) to DER, strict base64.
-fn pem_der(pem: &str) -> Vec<u8> {
-    let body: String = pem
-        .replace("-----BEGIN CERTIFICATE-----", "")
-        .replace("-----END CERTIFICATE-----", "")
-        .chars()
-        .filter(|c| !c.is_whitespace())
-        .collect();
-    STANDARD
-        .decode(body)
-        .unwrap_or_else(|e| panic!("strict base64 in {pem:?}: {e}"))
-}
-
-fn b64_der(value: &str) -> Vec<u8> {
-    STANDARD
-        .decode(value)
-        .unwrap_or_else(|e| panic!("strict base64 {value:?}: {e}"))
-}
-
-/// `EnvoyProxySslClientCertificateLookup`'s map: split on `;`, each part on `=`, keep parts
-/// that split in two, fail on a repeated key (`Collectors.toMap`).
-fn keycloak_xfcc(xfcc: &str) -> Result<HashMap<&str, &str>, String> {
-    let mut map = HashMap::new();
-    for part in xfcc.split(';') {
-        let kv: Vec<&str> = part.split('=').collect();
-        if let [k, v] = kv[..] {
-            if map.insert(k, v).is_some() {
-                return Err(format!("Duplicate key {k} in {xfcc}"));
-            }
-        }
-    }
-    Ok(map)
 }
 
 /// The chain (leaf first) that `format`'s headers carry, decoded the way the Keycloak provider
