@@ -149,11 +149,17 @@ fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
     }
 }
 
-#[test]
-fn haproxy_in_front_loses_no_request_while_one_instance_stops() {
-    require_root();
-    let backends = 2;
-    let mut topo = Topology::build("sls1", backends).expect("build topology");
+/// Two instances on one gateway, `names.0` on the client side and `names.1` on the proxy side,
+/// each with its own edge over `backends` backends (on [`PORT_A`] / [`PORT_B`]), and the proxy
+/// host.
+fn two_nodes(
+    prefix: &str,
+    names: (&'static str, &'static str),
+    backends: usize,
+    shutdown_delay: &'static str,
+    shutdown_timeout: &'static str,
+) -> (Topology, Node, Node) {
+    let mut topo = Topology::build(prefix, backends).expect("build topology");
     topo.add_proxy().expect("add the proxy host");
     let node = |name, interface, address, backend_port| NodeSpec {
         name,
@@ -161,18 +167,26 @@ fn haproxy_in_front_loses_no_request_while_one_instance_stops() {
         address,
         backend_port,
         backends,
-        // Far longer than haproxy needs to take it out (two failed checks 200 ms apart).
-        shutdown_delay: "2s",
-        shutdown_timeout: "1s",
+        shutdown_delay,
+        shutdown_timeout,
     };
     let a = Node::start(
         topo.gateway(),
-        &node("sls1-a", GW_CLIENT_IFNAME, GW_CLIENT_ADDR4, PORT_A),
+        &node(names.0, GW_CLIENT_IFNAME, GW_CLIENT_ADDR4, PORT_A),
     );
-    let mut b = Node::start(
+    let b = Node::start(
         topo.gateway(),
-        &node("sls1-b", GW_PROXY_IFNAME, GW_PROXY_ADDR4, PORT_B),
+        &node(names.1, GW_PROXY_IFNAME, GW_PROXY_ADDR4, PORT_B),
     );
+    (topo, a, b)
+}
+
+#[test]
+fn haproxy_in_front_loses_no_request_while_one_instance_stops() {
+    require_root();
+    // The delay is far longer than haproxy needs to take b out (two failed checks 200 ms
+    // apart).
+    let (topo, a, mut b) = two_nodes("sls1", ("sls1-a", "sls1-b"), 2, "2s", "1s");
     let _servers: Vec<ServerHandle> = topo
         .backends()
         .iter()
@@ -501,26 +515,7 @@ fn drained_edge_backend_gets_no_request_after_the_drain_is_acknowledged() {
 #[test]
 fn nginx_in_front_never_waits_for_a_connect_timeout_while_one_instance_stops() {
     require_root();
-    let backends = 1;
-    let mut topo = Topology::build("sls4", backends).expect("build topology");
-    topo.add_proxy().expect("add the proxy host");
-    let node = |name, interface, address, backend_port| NodeSpec {
-        name,
-        interface,
-        address,
-        backend_port,
-        backends,
-        shutdown_delay: "200ms",
-        shutdown_timeout: "5s",
-    };
-    let a = Node::start(
-        topo.gateway(),
-        &node("sls4-a", GW_CLIENT_IFNAME, GW_CLIENT_ADDR4, PORT_A),
-    );
-    let mut b = Node::start(
-        topo.gateway(),
-        &node("sls4-b", GW_PROXY_IFNAME, GW_PROXY_ADDR4, PORT_B),
-    );
+    let (topo, a, mut b) = two_nodes("sls4", ("sls4-a", "sls4-b"), 1, "200ms", "5s");
     let backend = topo.backend(0);
     let _servers = [
         http_backend(backend, "a-0", PORT_A).expect("backend for a"),
