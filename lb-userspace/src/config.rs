@@ -17,7 +17,7 @@ mod health;
 mod raw;
 mod schema;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 mod validate;
 mod vip;
 mod warnings;

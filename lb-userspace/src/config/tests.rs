@@ -18,7 +18,7 @@ use hyper::header::HeaderName;
 
 /// A config whose line numbers `broken` relies on: it edits single lines (blank ones to add a
 /// key), so keep every line where it is.
-pub(super) const GOOD: &str = r#"instance = "gw1"
+pub(crate) const GOOD: &str = r#"instance = "gw1"
 interfaces = ["eth0", "eth1"]
 xdp_mode = "native"
 conntrack_entries = 65536

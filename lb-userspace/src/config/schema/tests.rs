@@ -108,3 +108,36 @@ fn schema_and_validation_errors_come_in_one_run() {
         "{shown:#?}"
     );
 }
+
+/// Every one-byte deletion and every one-byte substitution of a full config: the schema
+/// check answers (a config or errors with positions inside the text), never panics, and
+/// never loops (each round takes a key out, so at most `MAX_ERRORS` rounds).
+#[test]
+fn mutated_configs_always_get_an_answer() {
+    let good = crate::config::tests::GOOD;
+    let (mut answered, mut tried) = (0usize, 0usize);
+    for i in 0..good.len() {
+        if !good.is_char_boundary(i) || !good.is_char_boundary(i + 1) {
+            continue;
+        }
+        for replacement in ["", "x", "=", "[", "\"", "1", "\n"] {
+            tried += 1;
+            let text = format!("{}{replacement}{}", &good[..i], &good[i + 1..]);
+            match crate::config::Config::parse(&text) {
+                Ok(_) => answered += 1,
+                Err(e) => {
+                    assert!(!e.0.is_empty(), "no error for {text:?}");
+                    let lines = text.lines().count().max(1);
+                    for error in &e.0 {
+                        if let Some(line) = error.line() {
+                            assert!(line <= lines + 1, "{error} beyond the text:\n{text}");
+                        }
+                    }
+                    answered += 1;
+                }
+            }
+        }
+    }
+    assert_eq!(answered, tried);
+    assert!(tried > 4000, "{tried} mutations");
+}
