@@ -12,6 +12,8 @@ pub mod daemon;
 pub mod edge_lab;
 pub mod haproxy;
 pub mod http1;
+pub mod keycloak;
+pub mod keycloak_lab;
 pub mod keycloak_decode;
 pub mod load;
 pub mod netns;
