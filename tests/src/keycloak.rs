@@ -28,9 +28,9 @@ pub const HTTP_PORT: u16 = 8080;
 pub const MANAGEMENT_PORT: u16 = 9000;
 /// How long one Keycloak may take to become ready. A cold JVM on a loaded two-core machine
 /// needs 30 to 90 s; this only bounds a hung start.
-pub const READY_TIMEOUT: Duration = Duration::from_secs(600);
+pub const READY_TIMEOUT: Duration = Duration::from_mins(10);
 /// How long a stopping Keycloak gets before its process group is killed.
-const STOP_GRACE: Duration = Duration::from_secs(60);
+const STOP_GRACE: Duration = Duration::from_mins(1);
 
 /// What `cargo xtask setup` recorded.
 #[derive(Debug, Clone)]

@@ -284,7 +284,7 @@ impl KcLab {
             .collect())
     }
 
-    /// The realm's OpenID configuration, fetched with more curl arguments (headers).
+    /// The realm's `OpenID` configuration, fetched with more curl arguments (headers).
     pub fn openid_configuration(&self, via: Via, realm: &str, extra: &[&str]) -> Result<Value> {
         let (code, body) = self.request(
             via,
@@ -472,7 +472,7 @@ fn keycloak_spec(spec: &NodeSpec, people: &People) -> Spec {
     options.push(format!("--truststore-paths={}", truststore.display()));
     let length = CHAIN_LENGTH.to_string();
     match spec.format {
-        "rfc9440" => options.push(provider("certificate-chain-length", &length)),
+        "rfc9440" | "traefik" => options.push(provider("certificate-chain-length", &length)),
         "nginx" => {
             options.push(provider("ssl-client-cert", "ssl-client-cert"));
             options.push(provider("trust-proxy-verification", "true"));
@@ -487,7 +487,6 @@ fn keycloak_spec(spec: &NodeSpec, people: &People) -> Spec {
             options.push(provider("ssl-cert-chain-prefix", "X-SSL-Client-Cert-Chain"));
             options.push(provider("certificate-chain-length", &length));
         }
-        "traefik" => options.push(provider("certificate-chain-length", &length)),
         // The envoy provider has no options: it reads the whole `Chain`.
         _ => {}
     }
@@ -577,7 +576,7 @@ fn sluice_config(spec: &NodeSpec, pki: &TestPki, dir: &std::path::Path) -> (Stri
     };
     let with_length = format!("{base}{}", listeners(true));
     if knows_chain_length(&with_length, dir) {
-        (with_length, true)
+        (with_length, spec.format != "nginx")
     } else {
         (format!("{base}{}", listeners(false)), false)
     }

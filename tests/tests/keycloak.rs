@@ -45,6 +45,10 @@ impl Rows {
         }
     }
 
+    #[expect(
+        clippy::needless_pass_by_value,
+        reason = "rows read better with the outcomes written out as values"
+    )]
     fn expect<T: PartialEq + Debug>(&mut self, row: &str, got: T, want: T) {
         if got == want {
             self.passed.push(row.to_owned());
@@ -257,9 +261,21 @@ fn client_rows(lab: &KcLab, rows: &mut Rows) {
             Via::Haproxy,
             &forged,
         );
-        let public = format!("https://kc.test:{HAPROXY_PORT}/realms/sluice");
+        // Behind haproxy the public port is haproxy's; with PROXY protocol to Keycloak there
+        // are no forwarded headers and the public URL is Keycloak's configured hostname.
+        let (what, public) = if lab.spec.client_info == ClientInfo::ProxyProtocol {
+            (
+                "the configured public URL",
+                format!("{PUBLIC_BASE}/realms/sluice"),
+            )
+        } else {
+            (
+                "haproxy's public port",
+                format!("https://kc.test:{HAPROXY_PORT}/realms/sluice"),
+            )
+        };
         rows.expect(
-            &format!("{how}: through haproxy, the issuer carries haproxy's public port"),
+            &format!("{how}: through haproxy, the issuer carries {what}"),
             lab.openid_configuration(Via::Haproxy, "sluice", &[])
                 .map(|c| c["issuer"].as_str().unwrap_or("?").to_owned())
                 .map_err(|err| format!("{err:#}")),
