@@ -39,24 +39,41 @@ const JDK_MAJORS: [u32; 3] = [25, 21, 17];
 
 const JVM_DIR: &str = "/usr/lib/jvm";
 
-/// Options every build gets: the management interface (port 9000) with health and metrics,
-/// and the embedded H2 database said out loud (Keycloak warns about the implicit default).
-const COMMON_BUILD_OPTIONS: &[&str] = &[
-    "--health-enabled=true",
-    "--metrics-enabled=true",
-    "--db=dev-file",
-];
+/// Options every build gets: the management interface (port 9000) with health and metrics.
+const COMMON_BUILD_OPTIONS: &[&str] = &["--health-enabled=true", "--metrics-enabled=true"];
 
 /// One build per x509 lookup provider: `spi-x509cert-lookup--provider` is a build-time option
 /// in Keycloak 26 (`kc.sh start --optimized` refuses to change it), so each header format
-/// needs its own. The provider's header names and chain length are runtime options.
-const BUILDS: &[(&str, &str)] = &[
-    ("rfc9440", "--spi-x509cert-lookup--provider=rfc9440"),
-    ("nginx", "--spi-x509cert-lookup--provider=nginx"),
-    ("apache", "--spi-x509cert-lookup--provider=apache"),
-    ("haproxy", "--spi-x509cert-lookup--provider=haproxy"),
-    ("traefik", "--spi-x509cert-lookup--provider=traefik"),
-    ("envoy", "--spi-x509cert-lookup--provider=envoy"),
+/// needs its own; the provider's header names and chain length are runtime options. These use
+/// the embedded H2 database (said out loud: Keycloak warns about the implicit default). The
+/// `postgres` build is for the two-node cluster, whose nodes share a PostgreSQL database (and
+/// find each other through it, Keycloak's default `jdbc-ping` discovery).
+const BUILDS: &[(&str, &[&str])] = &[
+    (
+        "rfc9440",
+        &["--db=dev-file", "--spi-x509cert-lookup--provider=rfc9440"],
+    ),
+    (
+        "nginx",
+        &["--db=dev-file", "--spi-x509cert-lookup--provider=nginx"],
+    ),
+    (
+        "apache",
+        &["--db=dev-file", "--spi-x509cert-lookup--provider=apache"],
+    ),
+    (
+        "haproxy",
+        &["--db=dev-file", "--spi-x509cert-lookup--provider=haproxy"],
+    ),
+    (
+        "traefik",
+        &["--db=dev-file", "--spi-x509cert-lookup--provider=traefik"],
+    ),
+    (
+        "envoy",
+        &["--db=dev-file", "--spi-x509cert-lookup--provider=envoy"],
+    ),
+    ("postgres", &["--db=postgres"]),
 ];
 
 /// Written into each build directory: the options and JDK it was built with, so a change to
@@ -106,10 +123,10 @@ fn prepare() -> Result<String> {
         java_home.display()
     );
     let mut built = Vec::new();
-    for (name, option) in BUILDS {
+    for (name, extra) in BUILDS {
         let dir = root.join(format!("build-{name}"));
         let mut options: Vec<&str> = COMMON_BUILD_OPTIONS.to_vec();
-        options.push(option);
+        options.extend_from_slice(extra);
         if build(&dist, &dir, &options, &java_home)? {
             built.push(*name);
         }

@@ -39,6 +39,8 @@ const DEBIAN_PACKAGES: &[&str] = &[
     // Fetches the Keycloak distribution (and brings OpenJDK 17, on which it also runs) for
     // the Keycloak interop tests.
     "maven",
+    // The database the two clustered Keycloak nodes of the rolling-restart test share.
+    "postgresql",
 ];
 
 const BPFFS: &str = "/sys/fs/bpf";
