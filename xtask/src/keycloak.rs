@@ -46,7 +46,7 @@ const COMMON_BUILD_OPTIONS: &[&str] = &["--health-enabled=true", "--metrics-enab
 /// in Keycloak 26 (`kc.sh start --optimized` refuses to change it), so each header format
 /// needs its own; the provider's header names and chain length are runtime options. These use
 /// the embedded H2 database (said out loud: Keycloak warns about the implicit default). The
-/// `postgres` build is for the two-node cluster, whose nodes share a PostgreSQL database (and
+/// `postgres` build is for the two-node cluster, whose nodes share one database (and
 /// find each other through it, Keycloak's default `jdbc-ping` discovery).
 const BUILDS: &[(&str, &[&str])] = &[
     (
