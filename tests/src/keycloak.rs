@@ -227,6 +227,25 @@ impl Keycloak {
         }
     }
 
+    /// Sends SIGTERM to kc.sh (which passes it to the JVM) and returns at once.
+    pub fn begin_stop(&self) -> Result<()> {
+        let pid = self
+            .guard
+            .as_ref()
+            .and_then(ChildGuard::id)
+            .context("Keycloak is not running")?;
+        nix::sys::signal::kill(Pid::from_raw(i32::try_from(pid)?), Signal::SIGTERM)?;
+        Ok(())
+    }
+
+    /// Whether Keycloak has exited (reaping it if so).
+    pub fn has_exited(&mut self) -> Result<bool> {
+        let Some(child) = self.guard.as_mut().and_then(ChildGuard::child_mut) else {
+            return Ok(true);
+        };
+        Ok(child.try_wait()?.is_some())
+    }
+
     /// The last `lines` lines of Keycloak's output.
     pub fn log_tail(&self, lines: usize) -> String {
         let text = fs::read_to_string(&self.log)

@@ -13,6 +13,7 @@ pub mod edge_lab;
 pub mod haproxy;
 pub mod http1;
 pub mod keycloak;
+pub mod keycloak_cluster;
 pub mod keycloak_lab;
 pub mod keycloak_decode;
 pub mod load;

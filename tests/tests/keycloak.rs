@@ -357,3 +357,156 @@ fn envoy_headers_and_x_forwarded() {
         upstream_haproxy: false,
     });
 }
+
+/// Item 7: two clustered Keycloak nodes restart one after the other under a steady password
+/// login load through sluice, which health-checks each node's `/health/ready` (port 9000).
+/// Keycloak's `shutdown-delay` reports not ready while still serving; sluice must take the
+/// node out in that window (drain follows readiness) and back in once it is ready again, and
+/// no login may fail.
+#[test]
+fn rolling_restart_of_two_keycloak_nodes_loses_no_login() {
+    use std::net::Ipv4Addr;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex};
+    use std::time::{Duration, Instant};
+
+    use sluice_tests::keycloak_cluster::{login, Cluster, NODES};
+
+    require_root();
+    let mut cluster = Cluster::start("slkcroll");
+    let sources: Vec<Ipv4Addr> = (11..15).map(|d| Ipv4Addr::new(198, 18, 0, d)).collect();
+    for source in &sources {
+        cluster
+            .topo
+            .add_client_addr4(*source)
+            .expect("another client address");
+    }
+    for i in 0..NODES {
+        assert_eq!(
+            cluster.backend_state(i).expect("sluice backends"),
+            "up",
+            "node {i} before the restarts"
+        );
+    }
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let ok = Arc::new(AtomicUsize::new(0));
+    let failures = Arc::new(Mutex::new(Vec::<String>::new()));
+    let load: Vec<_> = sources
+        .iter()
+        .map(|source| {
+            let (stop, ok, failures) = (stop.clone(), ok.clone(), failures.clone());
+            // The cluster changes under the restarts below: take what a login needs.
+            let client = cluster.topo.client().name().to_owned();
+            let ca = cluster.pki.ca_cert().to_path_buf();
+            let source = *source;
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    match login(&client, &ca, source) {
+                        Ok(()) => {
+                            ok.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Err(err) => failures
+                            .lock()
+                            .expect("failures lock")
+                            .push(format!("from {source}: {err:#}")),
+                    }
+                }
+            })
+        })
+        .collect();
+
+    let mut report = Vec::new();
+    let mut problems = Vec::new();
+    for i in 0..NODES {
+        let before = ok.load(Ordering::Relaxed);
+        let started = Instant::now();
+        let mut down_while_running = false;
+        {
+            let node = cluster.nodes[i].as_mut().expect("node running");
+            node.begin_stop().expect("SIGTERM Keycloak");
+        }
+        loop {
+            let exited = cluster.nodes[i]
+                .as_mut()
+                .expect("node")
+                .has_exited()
+                .expect("wait for Keycloak");
+            if exited {
+                break;
+            }
+            if cluster.backend_state(i).is_ok_and(|s| s == "down") {
+                down_while_running = true;
+            }
+            assert!(
+                started.elapsed() < Duration::from_mins(3),
+                "Keycloak node {i} did not stop\n{}",
+                cluster.logs()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let stopped_after = started.elapsed();
+        cluster.nodes[i] = None;
+        let node = cluster.spawn_node(i);
+        cluster.nodes[i] = Some(node);
+        cluster.wait_node_ready(i);
+        let deadline = Instant::now() + Duration::from_mins(1);
+        let mut up_again = false;
+        while Instant::now() < deadline {
+            if cluster.backend_state(i).is_ok_and(|s| s == "up") {
+                up_again = true;
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let during = ok.load(Ordering::Relaxed) - before;
+        report.push(format!(
+            "node {i}: stopped after {:.1} s, back after {:.1} s, {during} logins meanwhile",
+            stopped_after.as_secs_f64(),
+            started.elapsed().as_secs_f64()
+        ));
+        if !down_while_running {
+            problems.push(format!(
+                "node {i}: sluice never took it out while it drained (not ready, still serving)"
+            ));
+        }
+        if !up_again {
+            problems.push(format!(
+                "node {i}: sluice did not take it back once it was ready"
+            ));
+        }
+        if during == 0 {
+            problems.push(format!("node {i}: no login succeeded during its restart"));
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    for thread in load {
+        thread.join().expect("load thread");
+    }
+    let failures = failures.lock().expect("failures lock").clone();
+    eprintln!(
+        "rolling restart: {} logins, {} failed; {}",
+        ok.load(Ordering::Relaxed),
+        failures.len(),
+        report.join("; ")
+    );
+    if !failures.is_empty() {
+        problems.push(format!(
+            "{} failed logins, e.g.:\n{}",
+            failures.len(),
+            failures
+                .iter()
+                .take(10)
+                .cloned()
+                .collect::<Vec<_>>()
+                .join("\n")
+        ));
+    }
+    assert!(
+        problems.is_empty(),
+        "{}\n{}\n\n{}",
+        problems.join("\n"),
+        report.join("\n"),
+        cluster.logs()
+    );
+}
