@@ -246,12 +246,23 @@ impl Keycloak {
         Ok(child.try_wait()?.is_some())
     }
 
-    /// The last `lines` lines of Keycloak's output.
+    /// The first `ERROR` lines and the last `lines` lines of Keycloak's output (a failed
+    /// start ends in long stack traces that bury the cause).
     pub fn log_tail(&self, lines: usize) -> String {
         let text = fs::read_to_string(&self.log)
             .unwrap_or_else(|err| format!("(cannot read {}: {err})", self.log.display()));
         let all: Vec<&str> = text.lines().collect();
-        all[all.len().saturating_sub(lines)..].join("\n")
+        let errors: Vec<&str> = all
+            .iter()
+            .filter(|l| l.contains(" ERROR ") || l.contains(" FATAL "))
+            .take(10)
+            .copied()
+            .collect();
+        format!(
+            "first errors:\n{}\nlast lines:\n{}",
+            errors.join("\n"),
+            all[all.len().saturating_sub(lines)..].join("\n")
+        )
     }
 
     /// SIGTERM to kc.sh (which passes it to the JVM), then after [`STOP_GRACE`] SIGKILL to the

@@ -70,6 +70,11 @@ impl Postgres {
             data_s,
         ]))
         .context("initdb (is Debian's postgresql installed? `cargo xtask setup` installs it)")?;
+        // initdb trusts only loopback; the nodes connect over their links.
+        let hba = data.join("pg_hba.conf");
+        let mut rules = fs::read_to_string(&hba)?;
+        rules.push_str("host all all 0.0.0.0/0 trust\n");
+        fs::write(&hba, rules)?;
         let log = dir.join("postgres.log");
         let out = fs::File::create(&log)?;
         let child = ns
@@ -246,6 +251,13 @@ impl Cluster {
             cluster.nodes.push(Some(node));
             cluster.wait_node_ready(i);
         }
+        for i in 0..NODES {
+            assert!(
+                cluster.wait_backend_state(i, "up"),
+                "sluice does not report node {i} up once it is ready\n{}",
+                cluster.logs()
+            );
+        }
         cluster
     }
 
@@ -278,6 +290,18 @@ impl Cluster {
             .and_then(|r| r.iter().find(|r| r["address"] == addr.as_str()))
             .with_context(|| format!("no backend row for {addr}: {rows}"))?;
         Ok(row["state"].as_str().unwrap_or("?").to_owned())
+    }
+
+    /// Waits up to a minute for sluice to report node `i`'s backend in `state`.
+    pub fn wait_backend_state(&self, i: usize, state: &str) -> bool {
+        let deadline = Instant::now() + Duration::from_mins(1);
+        while Instant::now() < deadline {
+            if self.backend_state(i).is_ok_and(|s| s == state) {
+                return true;
+            }
+            thread::sleep(Duration::from_millis(100));
+        }
+        false
     }
 
     pub fn logs(&self) -> String {
