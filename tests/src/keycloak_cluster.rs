@@ -179,7 +179,10 @@ pub fn node_spec(i: usize) -> Spec {
             "--db-username=keycloak".into(),
             "--db-password=keycloak".into(),
             format!("--cache-embedded-network-bind-address={}", backend_addr4(i)),
-            "--shutdown-delay=5s".into(),
+            // Longer than sluice's interval x fall (3 s), so sluice takes the node out while it
+            // still serves. Not shorter checks instead: a node's readiness dips for about a
+            // second when its peer leaves the cluster, and two such dips would leave no node.
+            "--shutdown-delay=8s".into(),
             "--shutdown-timeout=10s".into(),
             "--import-realm".into(),
         ],
@@ -214,8 +217,8 @@ impl Cluster {
              address = \"127.0.0.1:9019\"\n\n[encap]\nsource_v4 = \"198.19.255.0/24\"\n\
              source_v6 = \"2001:db8:ffff::/96\"\n\n[[vip]]\nname = \"web\"\n\
              address = \"{VIP4}:80\"\ntable_size = 251\n\n[vip.health_check]\nkind = \"http\"\n\
-             port = {MANAGEMENT_PORT}\npath = \"/health/ready\"\ninterval = \"500ms\"\n\
-             timeout = \"500ms\"\nrise = 2\nfall = 2\n",
+             port = {MANAGEMENT_PORT}\npath = \"/health/ready\"\ninterval = \"1s\"\n\
+             timeout = \"1s\"\nrise = 2\nfall = 3\n",
             Daemon::socket_in(scratch.path()).display(),
         );
         for i in 0..NODES {
