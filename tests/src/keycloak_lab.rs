@@ -26,7 +26,7 @@ use serde_json::{json, Value};
 
 use crate::{
     certs::{client_params, Identity, TestPki},
-    daemon::{sluice_bin, Daemon, Scratch},
+    daemon::{Daemon, Scratch},
     edge_lab::Listener,
     haproxy::{Haproxy, HaproxySpec},
     keycloak::{Installation, Keycloak, Spec, ADMIN_PASSWORD, ADMIN_USER, HTTP_PORT},
@@ -93,8 +93,6 @@ pub struct KcLab {
     pub spec: NodeSpec,
     /// How long Keycloak took to become ready.
     pub keycloak_start: Duration,
-    /// Whether this sluice knows `client_cert_chain_length` (and was given [`CHAIN_LENGTH`]).
-    pub chain_length_set: bool,
     pub topo: Topology,
     _scratch: Scratch,
 }
@@ -115,7 +113,7 @@ impl KcLab {
         let kc_spec = keycloak_spec(&spec, &people);
         let mut keycloak = Keycloak::spawn(&topo.backends()[0], scratch.path(), &install, &kc_spec)
             .unwrap_or_else(|err| panic!("Keycloak {}: {err:#}", install.version));
-        let (text, chain_length_set) = sluice_config(&spec, &pki, scratch.path());
+        let text = sluice_config(&spec, &pki, scratch.path());
         let instance = format!("test-{}", spec.prefix);
         let daemon = Daemon::start(topo.gateway(), scratch.path(), &instance, &text)
             .expect("start sluice run");
@@ -146,7 +144,6 @@ impl KcLab {
             install,
             spec,
             keycloak_start,
-            chain_length_set,
             topo,
             _scratch: scratch,
         }
@@ -517,9 +514,9 @@ fn keycloak_spec(spec: &NodeSpec, people: &People) -> Spec {
     }
 }
 
-/// sluice's configuration, and whether it sets `client_cert_chain_length` (only when this
-/// sluice knows the setting: before it, sluice forwarded every intermediate the client sent).
-fn sluice_config(spec: &NodeSpec, pki: &TestPki, dir: &std::path::Path) -> (String, bool) {
+/// sluice's configuration: the listener (and the one behind haproxy) in the node's format,
+/// with the chain length Keycloak is given.
+fn sluice_config(spec: &NodeSpec, pki: &TestPki, dir: &std::path::Path) -> String {
     let instance = format!("test-{}", spec.prefix);
     let interfaces = if spec.upstream_haproxy {
         format!("\"{GW_CLIENT_IFNAME}\", \"{GW_PROXY_IFNAME}\"")
@@ -543,7 +540,7 @@ fn sluice_config(spec: &NodeSpec, pki: &TestPki, dir: &std::path::Path) -> (Stri
         "traefik" => &["traefik"],
         _ => &["envoy"],
     };
-    let listeners = |chain_length: bool| {
+    let listeners = {
         // A loaded machine: a cold Keycloak may take a while to answer its first requests.
         let mut settings = vec![
             "connect_timeout = \"5s\"".to_owned(),
@@ -554,7 +551,8 @@ fn sluice_config(spec: &NodeSpec, pki: &TestPki, dir: &std::path::Path) -> (Stri
             ClientInfo::Forwarded => settings.push("forwarded_headers = [\"forwarded\"]".into()),
             ClientInfo::ProxyProtocol => settings.push("send_proxy_protocol = \"v2\"".into()),
         }
-        if chain_length && spec.format != "nginx" {
+        // What sluice sends and what Keycloak reads agree (nginx carries no chain).
+        if spec.format != "nginx" {
             settings.push(format!(
                 "client_cert_chain_length = {{ {} = {CHAIN_LENGTH} }}",
                 spec.format
@@ -574,43 +572,7 @@ fn sluice_config(spec: &NodeSpec, pki: &TestPki, dir: &std::path::Path) -> (Stri
         }
         text
     };
-    let with_length = format!("{base}{}", listeners(true));
-    if knows_chain_length(&with_length, dir) {
-        (with_length, spec.format != "nginx")
-    } else {
-        (format!("{base}{}", listeners(false)), false)
-    }
-}
-
-/// Whether `sluice check` accepts `client_cert_chain_length` (the setting arrived with the
-/// verified-path chain headers; an older sluice refuses it as an unknown field).
-fn knows_chain_length(config: &str, dir: &std::path::Path) -> bool {
-    let path = dir.join("chain-length-check.toml");
-    if fs::write(&path, config).is_err() {
-        return false;
-    }
-    let Ok(bin) = sluice_bin() else { return false };
-    let out = std::process::Command::new(bin)
-        .arg("check")
-        .arg("-c")
-        .arg(&path)
-        .output();
-    let _ = fs::remove_file(&path);
-    match out {
-        Ok(out) if out.status.success() => true,
-        Ok(out) => {
-            let text = format!(
-                "{}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            );
-            if !text.contains("client_cert_chain_length") {
-                eprintln!("warning: sluice check refused the lab's config:\n{text}");
-            }
-            false
-        }
-        Err(_) => false,
-    }
+    format!("{base}{listeners}")
 }
 
 /// The client-certificate headers of every format, each carrying alice's certificate (and

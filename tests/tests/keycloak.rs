@@ -29,16 +29,11 @@ impl Rows {
     fn new(lab: &KcLab) -> Rows {
         Rows {
             node: format!(
-                "Keycloak {} on Java {}, {} provider, {:?}{}",
+                "Keycloak {} on Java {}, {} provider, {:?}",
                 lab.install.version,
                 lab.install.java_version,
                 lab.spec.format,
                 lab.spec.client_info,
-                if lab.chain_length_set {
-                    ", sluice client_cert_chain_length set"
-                } else {
-                    ", sluice without client_cert_chain_length"
-                }
             ),
             passed: Vec::new(),
             failed: Vec::new(),
