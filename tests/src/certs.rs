@@ -211,9 +211,16 @@ impl TestPki {
         self.issue(stem, &params, &self.intermediate, &[&self.intermediate])
     }
 
+    /// A CA issued by `parent`, written as `<stem>.crt`: for deeper chains than the standard
+    /// ones.
+    pub fn sub_ca(&self, stem: &str, cn: &str, parent: &Ca) -> Result<Ca> {
+        new_sub_ca(&self.dir, stem, cn, parent)
+    }
+
     /// Signs `params` with `signer` and writes the files; `presented` are the intermediates
-    /// that go into the chain file after the leaf, in TLS order.
-    fn issue(
+    /// that go into the chain file after the leaf, in TLS order. [`client_params`] makes the
+    /// parameters of a client leaf.
+    pub fn issue(
         &self,
         stem: &str,
         params: &CertificateParams,
@@ -271,7 +278,8 @@ fn ca_params(cn: &str) -> CertificateParams {
     params
 }
 
-fn client_params(cn: &str) -> Result<CertificateParams> {
+/// A client leaf's parameters: subject `CN=<cn>`, digital signature, client authentication.
+pub fn client_params(cn: &str) -> Result<CertificateParams> {
     let mut params = CertificateParams::new(Vec::<String>::new())?;
     params.distinguished_name = dn(cn);
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature];

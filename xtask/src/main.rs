@@ -5,6 +5,7 @@
 
 mod cargo;
 mod commands;
+mod keycloak;
 mod process;
 mod setup;
 mod test_summary;
@@ -27,7 +28,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Install what building and testing needs (rust-src, bpf-linker, Debian packages, bpffs).
+    /// Install what building and testing needs (rust-src, bpf-linker, Debian packages, bpffs,
+    /// the Keycloak the interop tests run).
     Setup,
     /// Build the workspace (debug, all targets; the eBPF object is built by lb-userspace's build.rs).
     Build,

@@ -13,7 +13,7 @@ use std::{
 
 use anyhow::{bail, Context as _, Result};
 
-use crate::process;
+use crate::{keycloak, process};
 
 /// bpf-linker release known to build against rustc's LLVM 22 (see TOOLCHAIN.md).
 const BPF_LINKER_VERSION: &str = "0.13.0";
@@ -36,6 +36,11 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "nghttp2-client",
     // `promtool check metrics` on a real scrape.
     "prometheus",
+    // Fetches the Keycloak distribution (and brings OpenJDK 17, on which it also runs) for
+    // the Keycloak interop tests.
+    "maven",
+    // The database the two clustered Keycloak nodes of the rolling-restart test share.
+    "postgresql",
 ];
 
 const BPFFS: &str = "/sys/fs/bpf";
@@ -62,6 +67,10 @@ pub fn run() -> Result<()> {
     step("bpf-linker", bpf_linker)?;
     step("Debian packages", debian_packages)?;
     step("bpffs", bpffs)?;
+    // Without Keycloak only the Keycloak tests fail (saying why); everything else still runs.
+    if let Err(err) = step("Keycloak", keycloak::ensure) {
+        eprintln!("[setup] warning: {err:#}");
+    }
     eprintln!("[setup] done in {:.2} s", started.elapsed().as_secs_f64());
     Ok(())
 }
