@@ -1,8 +1,11 @@
 //! Forwarded headers: what the backend learns about the client and the hops in between.
 //!
 //! sluice writes RFC 7239 `Forwarded` and/or the de-facto `X-Forwarded-*` family (plus
-//! `X-Real-IP`), and only vouches for what it can check. Trust is decided by the **TCP peer**
-//! alone: a peer inside `trusted_proxies` is another proxy whose headers describe earlier hops;
+//! `X-Real-IP`), and only vouches for what it can check. Trust is decided by **who wrote the
+//! HTTP request**: the TCP peer, or, when a trusted peer opened with a PROXY header, the client
+//! that header names (a TCP-mode balancer such as HAProxy with `send-proxy-v2` passes the
+//! client's bytes through untouched, so every header in them is the client's). A sender inside
+//! `trusted_proxies` is another proxy whose headers describe earlier hops;
 //! any other peer is a client, and whatever it claims about forwarding is discarded.
 //!
 //! # Rules
@@ -175,7 +178,14 @@ pub fn managed() -> &'static [HeaderName] {
 /// Rewrites `headers` (the incoming request's) for the backend, following the rules in the
 /// module documentation. `host` is the request's authority (`Host`, or `:authority` for h2).
 pub fn apply(headers: &mut HeaderMap, policy: &Policy, hop: &Hop, host: Option<&str>) {
-    let trusted = policy.trusts(hop.peer.ip());
+    // Who wrote this request: the PROXY header's source when a trusted peer sent one (the
+    // listener reads it from trusted peers only; checked again here), else the peer.
+    let client = if policy.trusts(hop.peer.ip()) {
+        hop.client
+    } else {
+        hop.peer
+    };
+    let trusted = policy.trusts(client.ip());
     // Take every copy of every managed header out; only a trusted peer's are looked at again.
     let incoming: Vec<Vec<HeaderValue>> = MANAGED
         .iter()
@@ -191,7 +201,6 @@ pub fn apply(headers: &mut HeaderMap, policy: &Policy, hop: &Hop, host: Option<&
         .collect();
     let incoming = |index: usize| incoming.get(index).map_or(&[][..], Vec::as_slice);
 
-    let client = if trusted { hop.client } else { hop.peer };
     let client = SocketAddr::new(client.ip().to_canonical(), client.port());
     let host = host.filter(|h| is_plain_authority(h));
 
@@ -647,9 +656,35 @@ mod tests {
             ..BASE
         },
         Case {
-            name: "trusted peer with a PROXY-carried client keeps the peer's chains",
+            // A TCP-mode balancer passes the client's bytes through: the headers are the
+            // client's own, and the client is not a trusted proxy.
+            name: "trusted peer with a PROXY-carried client: the client's headers are replaced",
             peer: "10.0.0.2:40000",
             client: Some("198.51.100.9:4000"),
+            incoming: &[
+                ("x-forwarded-for", "192.0.2.1"),
+                ("forwarded", "for=192.0.2.1"),
+                ("x-forwarded-proto", "http"),
+                ("x-real-ip", "192.0.2.1"),
+            ],
+            expect: &[
+                (
+                    "forwarded",
+                    r#"for="198.51.100.9:4000";proto=https;host=example.com"#,
+                ),
+                ("x-forwarded-for", "198.51.100.9"),
+                ("x-forwarded-proto", "https"),
+                ("x-forwarded-host", "example.com"),
+                ("x-forwarded-port", "443"),
+                ("x-real-ip", "198.51.100.9"),
+            ],
+            ..BASE
+        },
+        Case {
+            // A proxy (trusted) behind a TCP balancer (trusted): its chains are kept.
+            name: "trusted peer with a PROXY-carried client that is a trusted proxy itself",
+            peer: "10.0.0.2:40000",
+            client: Some("10.0.0.7:4000"),
             incoming: &[
                 ("x-forwarded-for", "192.0.2.1"),
                 ("forwarded", "for=192.0.2.1"),
@@ -657,13 +692,13 @@ mod tests {
             expect: &[
                 (
                     "forwarded",
-                    r#"for=192.0.2.1, for="198.51.100.9:4000";proto=https;host=example.com"#,
+                    r#"for=192.0.2.1, for="10.0.0.7:4000";proto=https;host=example.com"#,
                 ),
-                ("x-forwarded-for", "192.0.2.1, 198.51.100.9"),
+                ("x-forwarded-for", "192.0.2.1, 10.0.0.7"),
                 ("x-forwarded-proto", "https"),
                 ("x-forwarded-host", "example.com"),
                 ("x-forwarded-port", "443"),
-                ("x-real-ip", "198.51.100.9"),
+                ("x-real-ip", "192.0.2.1"),
             ],
             ..BASE
         },

@@ -71,6 +71,25 @@ impl Counters {
     }
 }
 
+/// Who a connection comes from once any PROXY header is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Client {
+    /// The TCP peer, or the source of the PROXY header a trusted peer sent.
+    pub addr: SocketAddr,
+    /// The address the client connected to, as that PROXY header names it (the upstream
+    /// balancer's own frontend): the port the client sees, for `X-Forwarded-Port`.
+    pub reached: Option<SocketAddr>,
+}
+
+impl Client {
+    fn direct(peer: SocketAddr) -> Client {
+        Client {
+            addr: peer,
+            reached: None,
+        }
+    }
+}
+
 /// The connection's client under the listener's `policy`: the TCP `peer`, or the source of the
 /// PROXY header a `trusted` peer sent. An error means the connection must be closed: a trusted
 /// peer's header is missing, malformed or late (`optional` and `required` alike), or an
@@ -83,24 +102,27 @@ pub async fn client(
     trusted: bool,
     counters: &Counters,
     timeout: Duration,
-) -> Result<SocketAddr, Error> {
+) -> Result<Client, Error> {
     match policy {
-        ProxyProtocol::Off => Ok(peer),
-        _ if trusted => match read(stream, timeout).await {
-            Ok(Some(client)) => {
+        ProxyProtocol::Off => Ok(Client::direct(peer)),
+        _ if trusted => match read_addresses(stream, timeout).await {
+            Ok(Some((source, destination))) => {
                 Counters::count(&counters.accepted);
-                Ok(client)
+                Ok(Client {
+                    addr: source,
+                    reached: Some(destination),
+                })
             }
             Ok(None) => {
                 Counters::count(&counters.local);
-                Ok(peer)
+                Ok(Client::direct(peer))
             }
             Err(e) => {
                 Counters::count(&counters.invalid);
                 Err(e)
             }
         },
-        ProxyProtocol::Optional => Ok(peer),
+        ProxyProtocol::Optional => Ok(Client::direct(peer)),
         ProxyProtocol::Required => {
             Counters::count(&counters.untrusted);
             Err(Error::Untrusted)
@@ -112,6 +134,16 @@ pub async fn client(
 /// a header that names a TCP client, `Ok(None)` for one that names none (the peer stays the
 /// client). On success the stream is positioned at the first byte after the header.
 pub async fn read(stream: &mut TcpStream, timeout: Duration) -> Result<Option<SocketAddr>, Error> {
+    Ok(read_addresses(stream, timeout)
+        .await?
+        .map(|(source, _)| source))
+}
+
+/// [`read`], with the destination the header names next to the source.
+async fn read_addresses(
+    stream: &mut TcpStream,
+    timeout: Duration,
+) -> Result<Option<(SocketAddr, SocketAddr)>, Error> {
     let mut buf = Vec::with_capacity(MIN_HEADER_LEN + 1);
     match tokio::time::timeout(timeout, read_header(stream, &mut buf)).await {
         Ok(result) => result,
@@ -122,7 +154,7 @@ pub async fn read(stream: &mut TcpStream, timeout: Duration) -> Result<Option<So
 async fn read_header(
     stream: &mut TcpStream,
     buf: &mut Vec<u8>,
-) -> Result<Option<SocketAddr>, Error> {
+) -> Result<Option<(SocketAddr, SocketAddr)>, Error> {
     loop {
         match parse::parse(buf) {
             Ok(parsed) => return named_client(&parsed.header),
@@ -181,14 +213,25 @@ async fn next_read(stream: &TcpStream, buf: &[u8]) -> Result<usize, Error> {
     Ok(seen.iter().position(|&b| b == b'\n').map_or(n, |i| i + 1))
 }
 
-fn named_client(header: &Header<'_>) -> Result<Option<SocketAddr>, Error> {
+/// The client (source) and the address it reached (destination), when the header names them.
+fn named_client(header: &Header<'_>) -> Result<Option<(SocketAddr, SocketAddr)>, Error> {
     match header {
-        Header::V1(V1Header::Tcp { source, .. }) => Ok(Some(*source)),
+        Header::V1(V1Header::Tcp {
+            source,
+            destination,
+        }) => Ok(Some((*source, *destination))),
         Header::V1(V1Header::Unknown) => Ok(None),
         // LOCAL, and PROXY over UNIX sockets, name no TCP client.
         Header::V2(h) => match (h.command, h.transport, &h.addresses) {
             (Command::Proxy, Transport::Datagram, _) => Err(Error::Datagram),
-            (Command::Proxy, _, Addresses::Inet { source, .. }) => Ok(Some(*source)),
+            (
+                Command::Proxy,
+                _,
+                Addresses::Inet {
+                    source,
+                    destination,
+                },
+            ) => Ok(Some((*source, *destination))),
             _ => Ok(None),
         },
     }

@@ -88,6 +88,9 @@ struct Conn {
     managed: Arc<Managed>,
     /// The authority requests without one (HTTP/1.0) are served under.
     own_authority: String,
+    /// The port the client connected to: the listener's, or the upstream balancer's frontend
+    /// port a PROXY header named (`X-Forwarded-Port`).
+    public_port: u16,
 }
 
 /// Accepts connections until the node closes (or the task is dropped); connections already
@@ -149,6 +152,11 @@ async fn connection(
         proxy_header::HEADER_TIMEOUT,
     )
     .await?;
+    // The address the client reached: the upstream balancer's frontend when a PROXY header
+    // says which, else the listener.
+    let reached = client.reached.unwrap_or(local);
+    let public_port = reached.port();
+    let client = client.addr;
     let Some(tls) = &listener.tls else {
         let conn = Arc::new(Conn {
             cert_headers: cert_headers(&listener, None),
@@ -156,7 +164,8 @@ async fn connection(
             peer,
             origin: origin(client, local),
             managed,
-            own_authority: request_head::own_authority(None, local, false),
+            own_authority: request_head::own_authority(None, reached, false),
+            public_port,
         });
         return http(stream, conn, false).await;
     };
@@ -178,7 +187,8 @@ async fn connection(
         peer,
         origin: origin(client, local),
         managed,
-        own_authority: request_head::own_authority(server_name, local, true),
+        own_authority: request_head::own_authority(server_name, reached, true),
+        public_port,
     });
     http(stream, conn, h2).await
 }
@@ -339,7 +349,7 @@ async fn handle(mut req: Request<Incoming>, conn: &Conn) -> Response<Body> {
         peer: conn.peer,
         client: conn.origin.client,
         proto: if l.tls.is_some() { "https" } else { "http" },
-        listener_port: conn.origin.local.port(),
+        listener_port: conn.public_port,
         by: Some(conn.origin.local),
     };
     forwarded::apply(&mut parts.headers, &l.forwarded, &hop, Some(&host));

@@ -271,7 +271,9 @@ async fn policed(
     sender.shutdown().await.expect("shutdown");
     let peer = server.peer_addr().expect("peer");
     let counters = Counters::default();
-    let r = client(&mut server, peer, policy, trusted, &counters, LONG).await;
+    let r = client(&mut server, peer, policy, trusted, &counters, LONG)
+        .await
+        .map(|c| c.addr);
     let mut rest = Vec::new();
     if r.is_ok() {
         server.read_to_end(&mut rest).await.expect("read the rest");
