@@ -67,10 +67,9 @@ pub fn route(method: &Method, path: &str, source: &dyn Observe) -> Reply {
     if method != Method::GET && method != Method::HEAD {
         return Reply::text(StatusCode::METHOD_NOT_ALLOWED, "read-only: GET or HEAD\n");
     }
-    let snapshot = source.snapshot();
     match probe {
-        Some(probe) => health(probe, &snapshot),
-        None => scrape(&snapshot),
+        Some(probe) => health(probe, &source.health()),
+        None => scrape(&source.snapshot()),
     }
 }
 

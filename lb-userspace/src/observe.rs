@@ -11,6 +11,13 @@ pub trait Observe: Send + Sync + 'static {
     /// Everything `/metrics` and `/health/*` need, taken at one moment. An error (e.g. a map
     /// read failed) makes `/metrics` answer 500 and readiness DOWN with the reason.
     fn snapshot(&self) -> Result<Snapshot, String>;
+
+    /// What `/health/*` needs: the status, backend states and phase. The daemon answers it
+    /// from state it keeps at hand, never from the kernel maps, so a probe costs the same
+    /// with an empty or a full conntrack table and never waits for a walk or a lock.
+    fn health(&self) -> Result<Snapshot, String> {
+        self.snapshot()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
