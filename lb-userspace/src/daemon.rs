@@ -402,3 +402,6 @@ fn stop(core: &Core, keep: bool) {
         tracing::info!("dataplane detached and unpinned");
     }
 }
+
+#[cfg(test)]
+mod tests;
