@@ -182,7 +182,7 @@ impl Core {
     pub fn publish(&self, inner: &Inner) {
         let published = Published {
             status: self.status_of(inner),
-            backends: self.rows_of(inner, &HashMap::new()).unwrap_or_default(),
+            backends: Core::rows_of(inner, &HashMap::new()).unwrap_or_default(),
             shutdown: inner.config.shutdown,
         };
         *self

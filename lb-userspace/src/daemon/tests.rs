@@ -45,10 +45,12 @@ struct FakeConntrack {
 
 impl FlowSource for Arc<FakeConntrack> {
     fn for_each(&self, f: &mut dyn FnMut(&FlowKey, &FlowEntry)) -> Result<usize, DataplaneError> {
-        if let Some(started) = self.walking.lock().unwrap().take() {
+        let started = self.walking.lock().unwrap().take();
+        if let Some(started) = started {
             started.send(()).unwrap();
         }
-        if let Some(gate) = self.gate.lock().unwrap().take() {
+        let gate = self.gate.lock().unwrap().take();
+        if let Some(gate) = gate {
             gate.recv().unwrap();
         }
         let entries = self.entries.lock().unwrap().clone();
@@ -107,10 +109,10 @@ fn core(runtime: &tokio::runtime::Runtime, fake: &Arc<FakeConntrack>) -> Arc<Cor
         upstreams: HashMap::new(),
         edge_stats: HashMap::new(),
     };
-    let mut core = Core::new(PathBuf::from("test.toml"), inner, Duration::from_secs(300))
+    let mut core = Core::new(PathBuf::from("test.toml"), inner, Duration::from_mins(5))
         .map_err(|(e, _)| e)
         .expect("core");
-    core.census = FlowCensus::new(Box::new(Arc::clone(fake)), Duration::from_secs(300));
+    core.census = FlowCensus::new(Box::new(Arc::clone(fake)), Duration::from_mins(5));
     core.start().expect("start");
     Arc::new(core)
 }

@@ -40,11 +40,12 @@ impl Core {
         status.uptime_secs = self.uptime().as_secs();
         status.reloads_ok = self.reloads_ok.load(Ordering::Relaxed);
         status.reloads_failed = self.reloads_failed.load(Ordering::Relaxed);
-        status.last_reload_error = self
-            .last_reload_error
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone();
+        status.last_reload_error.clone_from(
+            &self
+                .last_reload_error
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
         status
     }
 
@@ -103,12 +104,11 @@ impl Core {
     pub fn backend_rows(&self) -> Result<Vec<BackendRow>, CoreError> {
         let census = self.census.current()?;
         let inner = self.lock();
-        self.rows_of(&inner, &census.per_backend)
+        Core::rows_of(&inner, &census.per_backend)
     }
 
     /// Backend rows from `inner` with `counts` as live flows per backend id.
     pub(super) fn rows_of(
-        &self,
         inner: &Inner,
         counts: &HashMap<u32, u64>,
     ) -> Result<Vec<BackendRow>, CoreError> {

@@ -74,6 +74,21 @@ impl Dataplane {
         }
     }
 
+    /// Up to `limit` conntrack entries (of one VIP when `vip` is given), walked through a
+    /// handle of their own (tests and tools; the daemon walks off its lock instead).
+    pub fn flows(&self, vip: Option<&str>, limit: usize) -> Result<Vec<FlowInfo>, DataplaneError> {
+        let only = vip.map(|v| self.vip_index_of(v)).transpose()?;
+        let labels = self.flow_labels();
+        let now = sys::monotonic_ns();
+        let mut out = Vec::new();
+        self.conntrack()?.for_each(|k, e| {
+            if out.len() < limit && only.is_none_or(|i| i == e.vip_index) {
+                out.push(flow_info(&labels, now, k, e));
+            }
+        })?;
+        Ok(out)
+    }
+
     /// The index of a configured VIP.
     pub fn vip_index_of(&self, vip: &str) -> Result<u32, DataplaneError> {
         self.state

@@ -130,25 +130,6 @@ impl ClosedReply {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::NodeState;
-
-    #[test]
-    fn codes_round_trip_and_match_the_kernel_constants() {
-        for (s, code, name) in [
-            (NodeState::Serving, 0, "serving"),
-            (NodeState::Draining, 1, "draining"),
-            (NodeState::Closed, 2, "closed"),
-        ] {
-            assert_eq!(s.code(), code);
-            assert_eq!(NodeState::from_code(code), Some(s));
-            assert_eq!(s.to_string(), name);
-        }
-        assert_eq!(NodeState::from_code(3), None);
-    }
-}
-
 /// The node map on a handle of its own, so a phase change never waits for the daemon's lock
 /// (SIGTERM must turn readiness to 503 at once, whatever holds the lock).
 pub struct NodeSwitch {
@@ -192,5 +173,24 @@ impl Dataplane {
             map,
             closed_reply: self.closed_reply,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::NodeState;
+
+    #[test]
+    fn codes_round_trip_and_match_the_kernel_constants() {
+        for (s, code, name) in [
+            (NodeState::Serving, 0, "serving"),
+            (NodeState::Draining, 1, "draining"),
+            (NodeState::Closed, 2, "closed"),
+        ] {
+            assert_eq!(s.code(), code);
+            assert_eq!(NodeState::from_code(code), Some(s));
+            assert_eq!(s.to_string(), name);
+        }
+        assert_eq!(NodeState::from_code(3), None);
     }
 }

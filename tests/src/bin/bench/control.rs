@@ -168,7 +168,7 @@ fn pin_to(cpu: usize) -> Result<()> {
 }
 
 fn backends(socket: &Path) -> Result<Vec<BackendRow>> {
-    let response = client::request(socket, &Request::Backends, Duration::from_secs(60))?;
+    let response = client::request(socket, &Request::Backends, Duration::from_mins(1))?;
     ensure!(response.ok, "backends: {:?}", response.error);
     Ok(serde_json::from_value(response.data.unwrap_or_default())?)
 }
