@@ -3,9 +3,9 @@
 //! backend would never look empty).
 //!
 //! The walk runs on its own handle of the map and holds no lock anyone else waits for: the
-//! scrape, `sluice backends` and the probes read its last result. It is paced to a budget of
-//! about 1 % of a core (a walk that took `t` is followed by a pause of `t × 99`, at least
-//! [`MIN_PAUSE`]). While walks are cheap (a small table), a reader gets a fresh walk instead,
+//! scrape and `sluice backends` read its last result. It is paced to a budget of about 0.5 %
+//! of a core, half the idle daemon's allowance (a walk that took `t` is followed by a pause of
+//! `t × 199`, at least [`MIN_PAUSE`]). While walks are cheap (a small table), a reader gets a fresh walk instead,
 //! so counts are exact right after a change.
 
 use std::{
@@ -20,8 +20,8 @@ use crate::dataplane::{now_ns, Conntrack, DataplaneError};
 
 /// The shortest pause between two background walks.
 pub const MIN_PAUSE: Duration = Duration::from_secs(1);
-/// Pause per unit of walk time: 99 makes walking at most 1 % of the time.
-const PAUSE_FACTOR: u32 = 99;
+/// Pause per unit of walk time: 199 makes walking at most 0.5 % of the time.
+const PAUSE_FACTOR: u32 = 199;
 /// A reader walks afresh when the last walk took at most this long.
 const CHEAP_WALK: Duration = Duration::from_millis(5);
 
@@ -128,7 +128,7 @@ impl FlowCensus {
         Ok(census)
     }
 
-    /// How long to wait after a walk that took `took`: the 1 % budget.
+    /// How long to wait after a walk that took `took`: the 0.5 % budget.
     pub fn pause_after(took: Duration) -> Duration {
         (took * PAUSE_FACTOR).max(MIN_PAUSE)
     }
