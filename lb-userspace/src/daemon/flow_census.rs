@@ -5,8 +5,8 @@
 //! The walk runs on its own handle of the map and holds no lock anyone else waits for: the
 //! scrape and `sluice backends` read its last result. It is paced to a budget of about 0.5 %
 //! of a core, half the idle daemon's allowance (a walk that took `t` is followed by a pause of
-//! `t × 199`, at least [`MIN_PAUSE`]). While walks are cheap (a small table), a reader gets a fresh walk instead,
-//! so counts are exact right after a change.
+//! `t × 199`, at least [`MIN_PAUSE`]). While walks are cheap (a small table), a reader gets a
+//! fresh walk instead, so counts are exact right after a change.
 
 use std::{
     collections::HashMap,
