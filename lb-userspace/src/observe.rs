@@ -35,6 +35,19 @@ pub struct Snapshot {
     pub attached: bool,
     /// Graceful shutdown has begun.
     pub shutting_down: bool,
+    /// The conntrack walk the live-flow counts come from; `None` before the first one.
+    pub conntrack: Option<ConntrackWalk>,
+}
+
+/// The last walk of conntrack (live flows per backend are as of its end).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ConntrackWalk {
+    /// Live entries it counted.
+    pub entries: u64,
+    /// How long it took.
+    pub took_seconds: f64,
+    /// How long ago it ended.
+    pub age_seconds: f64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

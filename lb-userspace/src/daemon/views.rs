@@ -20,7 +20,7 @@ use crate::{
     config::{Protocol, ProxyProtocol, Vip},
     dataplane::{flow_info, now_ns, NodeState},
     edge::stats::EdgeCounts,
-    observe::{HealthTransitions, Observe, Snapshot},
+    observe::{ConntrackWalk, HealthTransitions, Observe, Snapshot},
 };
 
 impl Core {
@@ -330,6 +330,12 @@ impl Observe for Core {
         // deadlocked SIGTERM).
         let phase = self.phase();
         let backends = self.backend_rows().map_err(|e| e.to_string())?;
+        let census = self.census.latest();
+        let conntrack = census.at.map(|at| ConntrackWalk {
+            entries: census.entries,
+            took_seconds: census.took.as_secs_f64(),
+            age_seconds: at.elapsed().as_secs_f64(),
+        });
         let traffic = self.stats().map_err(|e| e.to_string())?;
         Ok(Snapshot {
             shutting_down: phase != NodeState::Serving,
@@ -341,6 +347,7 @@ impl Observe for Core {
             // A Core exists only once the first config is written and every interface attached.
             maps_written: true,
             attached: true,
+            conntrack,
         })
     }
 
@@ -359,6 +366,7 @@ impl Observe for Core {
             edges: Vec::new(),
             maps_written: true,
             attached: true,
+            conntrack: None,
         })
     }
 }

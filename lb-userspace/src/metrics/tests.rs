@@ -8,7 +8,7 @@ use crate::admin::protocol::{
 };
 use crate::edge::stats::{Durations, EdgeCounts, TlsCounts, DURATION_BUCKETS};
 use crate::edge::tls::HandshakeOutcome;
-use crate::observe::{HealthTransitions, Snapshot};
+use crate::observe::{ConntrackWalk, HealthTransitions, Snapshot};
 
 fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()
@@ -120,6 +120,11 @@ pub(crate) fn snapshot() -> Snapshot {
         maps_written: true,
         attached: true,
         shutting_down: false,
+        conntrack: Some(ConntrackWalk {
+            entries: 9,
+            took_seconds: 0.25,
+            age_seconds: 3.5,
+        }),
     }
 }
 
@@ -228,6 +233,12 @@ fn encode_exposes_the_snapshot() {
         1.0
     );
     assert_eq!(value(&s, "sluice_ready", &[]), 1.0);
+    assert_eq!(value(&s, "sluice_conntrack_entries", &[]), 9.0);
+    assert_eq!(
+        value(&s, "sluice_conntrack_walk_duration_seconds", &[]),
+        0.25
+    );
+    assert_eq!(value(&s, "sluice_conntrack_walk_age_seconds", &[]), 3.5);
     assert_eq!(value(&s, "sluice_phase", &[("phase", "serving")]), 1.0);
     assert_eq!(value(&s, "sluice_phase", &[("phase", "draining")]), 0.0);
     assert_eq!(value(&s, "sluice_phase", &[("phase", "closed")]), 0.0);
