@@ -257,6 +257,12 @@ impl Core {
     /// Reads the config file again and applies it, all or nothing.
     pub fn reload(&self) -> Result<(usize, usize), CoreError> {
         let result = self.try_reload();
+        if result.is_err() {
+            // A reload that failed after the maps changed (a backend state write) left a
+            // state the readers must see too.
+            let inner = self.lock();
+            self.publish(&inner);
+        }
         match &result {
             Ok((vips, backends)) => {
                 self.reloads_ok.fetch_add(1, Ordering::Relaxed);
@@ -341,9 +347,11 @@ impl Core {
             .ok_or_else(|| unknown(&vips, vip, backend))?;
         meta.drained = drained;
         let state = meta.kernel_state();
-        inner.dp.set_backend_state(vip, backend, state)?;
+        let written = inner.dp.set_backend_state(vip, backend, state);
         inner.refresh_pools();
+        // Published whether or not the write took: the drain flag changed either way.
         self.publish(&inner);
+        written?;
         tracing::info!(vip, %backend, drained, "backend {}", if drained { "drained" } else { "undrained" });
         Ok(())
     }
