@@ -163,3 +163,74 @@ pub fn flow_info(labels: &FlowLabels, now_ns: u64, k: &FlowKey, e: &FlowEntry) -
 pub fn now_ns() -> u64 {
     sys::monotonic_ns()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dataplane::Options;
+
+    fn is_root() -> bool {
+        // SAFETY: geteuid has no preconditions.
+        #[allow(unsafe_code)]
+        let euid = unsafe { libc::geteuid() };
+        euid == 0
+    }
+
+    fn key(i: u32) -> FlowKey {
+        FlowKey {
+            src_be: [i.to_be(), 0, 0, 0],
+            sport_be: 1000u16.to_be(),
+            family: 4,
+            ..FlowKey::default()
+        }
+    }
+
+    /// The batch syscalls against the real map: more entries than one batch holds, every one
+    /// seen once, and a delete that meets keys already gone skips them and goes on.
+    #[test]
+    fn batch_walk_sees_every_entry_and_batch_delete_skips_missing_keys() {
+        if !is_root() {
+            eprintln!("skipped: loading sluice_xdp needs root");
+            return;
+        }
+        let mut dp = Dataplane::load(&Options::unpinned(1 << 16, lb_common::DEFAULT_RING_SLOTS))
+            .expect("loading sluice_xdp (needs root)");
+        let n = u32::try_from(BATCH).unwrap() * 2 + 123;
+        for i in 0..n {
+            let entry = FlowEntry {
+                backend: i % 3,
+                last_seen_ns: u64::from(i),
+                ..FlowEntry::default()
+            };
+            dp.conntrack.insert(key(i), entry, 0).unwrap();
+        }
+        let ct = dp.conntrack().unwrap();
+        let mut seen = std::collections::HashSet::new();
+        let mut per_backend = [0u32; 3];
+        let walked = ct
+            .for_each(|k, e| {
+                assert!(seen.insert(u32::from_be(k.src_be[0])), "seen twice: {k:?}");
+                assert_eq!(e.last_seen_ns, u64::from(u32::from_be(k.src_be[0])));
+                per_backend[e.backend as usize] += 1;
+            })
+            .unwrap();
+        assert_eq!(walked, n as usize);
+        assert_eq!(seen.len(), n as usize);
+        assert_eq!(per_backend.iter().sum::<u32>(), n);
+
+        // Every even key, with some already removed in between.
+        let doomed: Vec<FlowKey> = (0..n).step_by(2).map(key).collect();
+        for k in doomed.iter().step_by(100) {
+            dp.conntrack.remove(k).unwrap();
+        }
+        let gone_before = doomed.iter().step_by(100).count();
+        assert_eq!(ct.remove(&doomed).unwrap(), doomed.len() - gone_before);
+        let mut left = 0;
+        ct.for_each(|k, _| {
+            assert_eq!(u32::from_be(k.src_be[0]) % 2, 1, "{k:?} was deleted");
+            left += 1;
+        })
+        .unwrap();
+        assert_eq!(left, n as usize - doomed.len());
+    }
+}
