@@ -213,6 +213,23 @@ fn value(scrape: &Scrape, name: &str, labels: &[(&str, &str)]) -> f64 {
 }
 
 #[test]
+#[allow(clippy::float_cmp)] // every value is exact in f64
+fn encode_exposes_the_last_conntrack_walk() {
+    let s = parse(&encode(&snapshot()).unwrap());
+    assert_eq!(value(&s, "sluice_conntrack_entries", &[]), 9.0);
+    assert_eq!(
+        value(&s, "sluice_conntrack_walk_duration_seconds", &[]),
+        0.25
+    );
+    assert_eq!(value(&s, "sluice_conntrack_walk_age_seconds", &[]), 3.5);
+    // Before the first walk there is nothing to say.
+    let mut before = snapshot();
+    before.conntrack = None;
+    let text = encode(&before).unwrap();
+    assert!(!text.contains("sluice_conntrack_entries"), "{text}");
+}
+
+#[test]
 #[allow(clippy::float_cmp)] // every value is a small integer, exact in f64
 fn encode_exposes_the_snapshot() {
     let text = encode(&snapshot()).unwrap();
