@@ -25,7 +25,7 @@ use aya::programs::Xdp;
 use aya_obj::programs::XdpAttachType;
 use lb_userspace::admin::{client, protocol::BackendRow, protocol::Request};
 use sluice_tests::{
-    daemon::{pin_dir, Daemon, Scratch},
+    daemon::{pin_dir, Daemon, Scrape, Scratch},
     packet_env::{setup_namespace, test_run_repeat, GW0},
     NetNs,
 };
@@ -75,16 +75,39 @@ pub fn run() -> Result<()> {
     let started = Instant::now();
     let sent = fill(&ns)?;
     let fill_time = started.elapsed();
-    let first = Instant::now();
-    let rows = backends(&socket)?;
-    let first_backends = first.elapsed();
-    let live: u64 = rows.iter().map(|r| r.flows).sum();
+    let filled = Instant::now();
+    // The counts come from the paced background walk: wait for the first walk that ended
+    // after the fill (a walk that ran during it saw part of the table).
+    let walk = loop {
+        let text = get_body(&ns, management, "/metrics")?;
+        ensure!(
+            text.contains("sluice_conntrack_walk_age_seconds"),
+            "/metrics has no sluice_conntrack_walk_age_seconds (an older sluice binary?)"
+        );
+        let scrape = Scrape::parse(&text)?;
+        let age = scrape.value("sluice_conntrack_walk_age_seconds", &[]);
+        if age < filled.elapsed().as_secs_f64() {
+            break (
+                scrape.value("sluice_conntrack_entries", &[]),
+                scrape.value("sluice_conntrack_walk_duration_seconds", &[]),
+            );
+        }
+        ensure!(
+            filled.elapsed() < Duration::from_secs(600),
+            "no conntrack walk ended within 10 minutes of the fill"
+        );
+        thread::sleep(Duration::from_millis(200));
+    };
+    let live: u64 = backends(&socket)?.iter().map(|r| r.flows).sum();
     println!(
-        "conntrack: {sent} SYNs test-run in {:.1}s over {} CPUs; {live} live flows counted \
-         (max_entries {ENTRIES}); the first `backends` after the fill walked afresh in {}",
+        "conntrack: {sent} SYNs test-run in {:.1}s over {} CPUs (max_entries {ENTRIES}); the \
+         first walk that ended after the fill, {:.1}s later, counted {} live entries in {:.0} ms; \
+         `backends` sums {live} live flows",
         fill_time.as_secs_f64(),
         online_cpus(),
-        ms(first_backends)
+        filled.elapsed().as_secs_f64(),
+        walk.0,
+        walk.1 * 1000.0
     );
     ensure!(
         live >= u64::from(ENTRIES) * 9 / 10,
@@ -176,6 +199,23 @@ fn backends(socket: &Path) -> Result<Vec<BackendRow>> {
 /// `GET path` inside the namespace on a new connection: the status code.
 fn get(ns: &NetNs, addr: SocketAddr, path: &str) -> Result<u16> {
     ns.exec(|| get_here(addr, path))?
+}
+
+/// `GET path` inside the namespace: the body of a 200.
+fn get_body(ns: &NetNs, addr: SocketAddr, path: &str) -> Result<String> {
+    ns.exec(|| -> Result<String> {
+        let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+        s.set_read_timeout(Some(Duration::from_secs(30)))?;
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+        )?;
+        let mut raw = String::new();
+        s.read_to_string(&mut raw)?;
+        let (head, body) = raw.split_once("\r\n\r\n").context("no end of headers")?;
+        ensure!(head.starts_with("HTTP/1.1 200"), "{path}: {head}");
+        Ok(body.to_owned())
+    })?
 }
 
 fn get_here(addr: SocketAddr, path: &str) -> Result<u16> {
