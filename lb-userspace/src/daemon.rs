@@ -336,7 +336,9 @@ impl Signals {
                 _ = self.hup.recv() => {
                     tracing::info!("SIGHUP: reloading {}", core.config_path.display());
                     let c = core.clone();
-                    let _ = tokio::task::spawn_blocking(move || c.reload()).await;
+                    // Not awaited: a stop signal that comes during a reload is seen at once
+                    // (reloads still run one at a time, under the daemon's lock).
+                    drop(tokio::task::spawn_blocking(move || c.reload()));
                 }
             }
         }
