@@ -250,12 +250,6 @@ fn encode_exposes_the_snapshot() {
         1.0
     );
     assert_eq!(value(&s, "sluice_ready", &[]), 1.0);
-    assert_eq!(value(&s, "sluice_conntrack_entries", &[]), 9.0);
-    assert_eq!(
-        value(&s, "sluice_conntrack_walk_duration_seconds", &[]),
-        0.25
-    );
-    assert_eq!(value(&s, "sluice_conntrack_walk_age_seconds", &[]), 3.5);
     assert_eq!(value(&s, "sluice_phase", &[("phase", "serving")]), 1.0);
     assert_eq!(value(&s, "sluice_phase", &[("phase", "draining")]), 0.0);
     assert_eq!(value(&s, "sluice_phase", &[("phase", "closed")]), 0.0);
