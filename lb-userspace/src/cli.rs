@@ -18,7 +18,7 @@ use serde::de::DeserializeOwned;
 
 use crate::admin::{
     client::{self, ClientError},
-    protocol::{BackendRow, FlowRow, ReloadOutcome, Request, Stats, Status},
+    protocol::{BackendRow, FlowQuery, FlowRow, FlowSort, ReloadOutcome, Request, Stats, Status},
 };
 
 /// Reads of daemon state answer in milliseconds; this only bounds a wedged daemon.
@@ -78,6 +78,17 @@ pub enum AdminCommand {
         /// Show at most this many flows.
         #[arg(long, default_value_t = 100)]
         limit: usize,
+        /// Only flows on this backend (its address).
+        #[arg(long, value_name = "ADDR")]
+        backend: Option<IpAddr>,
+        /// Only flows from this client address or network (e.g. 203.0.113.7, 10.0.0.0/8);
+        /// a PROXY header's real client counts as the client too.
+        #[arg(long, value_name = "ADDR_OR_CIDR", value_parser = parse_client)]
+        client: Option<ipnet::IpNet>,
+        /// Order the flows: age (oldest first), idle (longest idle first), client, backend.
+        /// Without it they come in conntrack's order.
+        #[arg(long, value_enum)]
+        sort: Option<FlowSort>,
         #[command(flatten)]
         to: AdminArgs,
     },
@@ -164,7 +175,23 @@ fn dispatch(socket: &Path, json: bool, command: AdminCommand) -> Result<(), Fail
         AdminCommand::Undrain { vip, backend, .. } => {
             (Request::Undrain { vip, backend }, QUERY_TIMEOUT)
         }
-        AdminCommand::Flows { vip, limit, .. } => (Request::Flows { vip, limit }, QUERY_TIMEOUT),
+        AdminCommand::Flows {
+            vip,
+            limit,
+            backend,
+            client,
+            sort,
+            ..
+        } => (
+            Request::Flows(FlowQuery {
+                vip,
+                limit,
+                backend,
+                client,
+                sort,
+            }),
+            QUERY_TIMEOUT,
+        ),
         AdminCommand::Stats { watch: false, .. } => (Request::Stats, QUERY_TIMEOUT),
         AdminCommand::Reload { .. } => (Request::Reload, RELOAD_TIMEOUT),
     };
@@ -176,7 +203,7 @@ fn dispatch(socket: &Path, json: bool, command: AdminCommand) -> Result<(), Fail
     let text = match request {
         Request::Status => render::status(&decode::<Status>(data)?),
         Request::Backends => render::backends(&decode::<Vec<BackendRow>>(data)?),
-        Request::Flows { limit, .. } => {
+        Request::Flows(FlowQuery { limit, .. }) => {
             let rows = decode::<Vec<FlowRow>>(data)?;
             if let Some(note) = render::flows_truncated(rows.len(), limit) {
                 eprintln!("{note}");
@@ -233,3 +260,10 @@ fn out(text: &str) -> Result<(), Failure> {
 
 #[cfg(test)]
 mod tests;
+
+/// `--client`: a network, or one address as its /32 or /128.
+fn parse_client(text: &str) -> Result<ipnet::IpNet, String> {
+    text.parse::<ipnet::IpNet>()
+        .or_else(|_| text.parse::<IpAddr>().map(ipnet::IpNet::from))
+        .map_err(|_| format!("{text:?} is neither an address nor a network (like 10.0.0.0/8)"))
+}

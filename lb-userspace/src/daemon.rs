@@ -7,6 +7,8 @@
 //! `crate::shutdown`).
 
 mod core;
+mod flow_census;
+mod flow_query;
 mod instance_lock;
 mod restart_only;
 mod state;
@@ -43,7 +45,6 @@ use crate::{
 
 /// Conntrack entries idle this long are removed: LRU alone never forgets a flow that ended.
 const FLOW_IDLE_TIMEOUT: Duration = Duration::from_mins(5);
-const FLOW_SWEEP_INTERVAL: Duration = Duration::from_secs(10);
 
 /// Runs the daemon with the config at `path` until SIGINT/SIGTERM and a graceful shutdown.
 pub fn run(path: &Path, overrides: Overrides) -> anyhow::Result<()> {
@@ -91,7 +92,13 @@ async fn serve(path: &Path, config: Config, overrides: Overrides) -> anyhow::Res
         upstreams: std::collections::HashMap::new(),
         edge_stats: std::collections::HashMap::new(),
     };
-    let core = Arc::new(Core::new(path.to_path_buf(), inner));
+    let core = match Core::new(path.to_path_buf(), inner, FLOW_IDLE_TIMEOUT) {
+        Ok(core) => Arc::new(core),
+        Err((error, mut dp)) => {
+            abandon(&mut dp);
+            return Err(error).context("opening conntrack and the node map");
+        }
+    };
     if let Err(error) = core.start() {
         abandon(&mut core.lock().dp);
         return Err(error).context("writing the backend states");
@@ -114,19 +121,22 @@ async fn serve(path: &Path, config: Config, overrides: Overrides) -> anyhow::Res
             let _ = tokio::task::spawn_blocking(move || core.health_transition(&t)).await;
         }
     });
-    let sweep_core = core.clone();
+    // One paced walk of conntrack counts live flows per backend and removes idle ones; it
+    // holds no lock (see `flow_census`).
+    let census_core = core.clone();
     tokio::spawn(async move {
-        let mut tick = tokio::time::interval(FLOW_SWEEP_INTERVAL);
         loop {
-            tick.tick().await;
-            let core = sweep_core.clone();
-            let _ = tokio::task::spawn_blocking(move || {
-                let n = core.lock().dp.expire_flows(FLOW_IDLE_TIMEOUT);
-                if n > 0 {
-                    tracing::debug!(expired = n, "idle flows removed from conntrack");
+            let core = census_core.clone();
+            let walked = tokio::task::spawn_blocking(move || core.census.walk()).await;
+            let took = match walked {
+                Ok(Ok(census)) => census.took,
+                Ok(Err(error)) => {
+                    tracing::warn!(%error, "walking conntrack");
+                    Duration::ZERO
                 }
-            })
-            .await;
+                Err(_) => Duration::ZERO,
+            };
+            tokio::time::sleep(flow_census::FlowCensus::pause_after(took)).await;
         }
     });
     {
@@ -326,7 +336,9 @@ impl Signals {
                 _ = self.hup.recv() => {
                     tracing::info!("SIGHUP: reloading {}", core.config_path.display());
                     let c = core.clone();
-                    let _ = tokio::task::spawn_blocking(move || c.reload()).await;
+                    // Not awaited: a stop signal that comes during a reload is seen at once
+                    // (reloads still run one at a time, under the daemon's lock).
+                    drop(tokio::task::spawn_blocking(move || c.reload()));
                 }
             }
         }
@@ -344,7 +356,8 @@ impl Signals {
 /// The graceful shutdown: `draining` for the delay, then `closed` until in-flight requests
 /// finish or the timeout ends. A second stop signal skips whatever waiting is left.
 async fn shut_down(core: &Arc<Core>, signals: &mut Signals, overrides: Overrides, edges: &[Edge]) {
-    let (delay, timeout) = overrides.apply(&core.lock().config.shutdown);
+    // The published settings, not the lock: the stop signal never waits for anything.
+    let (delay, timeout) = overrides.apply(&core.published().shutdown);
     tracing::info!(
         delay = %humantime::format_duration(delay),
         timeout = %humantime::format_duration(timeout),
@@ -391,3 +404,6 @@ fn stop(core: &Core, keep: bool) {
         tracing::info!("dataplane detached and unpinned");
     }
 }
+
+#[cfg(test)]
+mod tests;

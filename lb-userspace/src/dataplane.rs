@@ -7,6 +7,7 @@
 
 mod addr;
 mod commit;
+mod conntrack;
 mod decap;
 mod error;
 mod gateway;
@@ -19,8 +20,9 @@ mod rings;
 mod sys;
 
 pub use addr::{flow_key, vip_key};
+pub use conntrack::{flow_info, now_ns, Conntrack, FlowLabels};
 pub use decap::Decap;
 pub use error::DataplaneError;
 pub use gateway::{BackendStatus, Dataplane, FlowInfo, Options};
-pub use node::NodeState;
+pub use node::{NodeState, NodeSwitch};
 pub use rings::expected_shares;

@@ -67,10 +67,9 @@ pub fn route(method: &Method, path: &str, source: &dyn Observe) -> Reply {
     if method != Method::GET && method != Method::HEAD {
         return Reply::text(StatusCode::METHOD_NOT_ALLOWED, "read-only: GET or HEAD\n");
     }
-    let snapshot = source.snapshot();
     match probe {
-        Some(probe) => health(probe, &snapshot),
-        None => scrape(&snapshot),
+        Some(probe) => health(probe, &source.health()),
+        None => scrape(&source.snapshot()),
     }
 }
 
@@ -177,15 +176,21 @@ async fn connection(
 async fn respond(req: &Request<Incoming>, source: Arc<dyn Observe>) -> Response<Full<Bytes>> {
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
-    // A snapshot reads kernel maps (conntrack may be large): keep it off the async workers.
-    let reply = tokio::task::spawn_blocking(move || route(&method, &path, &*source))
-        .await
-        .unwrap_or_else(|e| {
-            Reply::text(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!("snapshot task: {e}\n"),
-            )
-        });
+    // A probe reads only state the daemon keeps at hand (`Observe::health`): answered here,
+    // with no hop through the blocking pool. A scrape reads kernel maps: kept off the async
+    // workers.
+    let reply = if Probe::from_path(&path).is_some() {
+        route(&method, &path, &*source)
+    } else {
+        tokio::task::spawn_blocking(move || route(&method, &path, &*source))
+            .await
+            .unwrap_or_else(|e| {
+                Reply::text(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!("snapshot task: {e}\n"),
+                )
+            })
+    };
     let mut reply = reply;
     if reply.content_type == metrics::CONTENT_TYPE {
         let accept = req.headers().get(ACCEPT).and_then(|v| v.to_str().ok());

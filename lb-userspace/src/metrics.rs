@@ -113,6 +113,30 @@ fn register_daemon(registry: &mut Registry, snapshot: &Snapshot) {
         }),
     );
 
+    if let Some(walk) = snapshot.conntrack {
+        let entries = U64Gauge::default();
+        entries.set(walk.entries);
+        registry.register(
+            "conntrack_entries",
+            "Live conntrack entries at the end of the last walk (what backend_flows counts)",
+            entries,
+        );
+        let took = Gauge::<f64, AtomicU64>::default();
+        took.set(walk.took_seconds);
+        registry.register(
+            "conntrack_walk_duration_seconds",
+            "How long the last conntrack walk took (walks are paced to about 0.5 % of a core)",
+            took,
+        );
+        let age = Gauge::<f64, AtomicU64>::default();
+        age.set(walk.age_seconds);
+        registry.register(
+            "conntrack_walk_age_seconds",
+            "How long ago the last conntrack walk ended: the age of backend_flows",
+            age,
+        );
+    }
+
     counters(
         registry,
         "reloads",

@@ -11,6 +11,13 @@ pub trait Observe: Send + Sync + 'static {
     /// Everything `/metrics` and `/health/*` need, taken at one moment. An error (e.g. a map
     /// read failed) makes `/metrics` answer 500 and readiness DOWN with the reason.
     fn snapshot(&self) -> Result<Snapshot, String>;
+
+    /// What `/health/*` needs: the status, backend states and phase. The daemon answers it
+    /// from state it keeps at hand, never from the kernel maps, so a probe costs the same
+    /// with an empty or a full conntrack table and never waits for a walk or a lock.
+    fn health(&self) -> Result<Snapshot, String> {
+        self.snapshot()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -28,6 +35,19 @@ pub struct Snapshot {
     pub attached: bool,
     /// Graceful shutdown has begun.
     pub shutting_down: bool,
+    /// The conntrack walk the live-flow counts come from; `None` before the first one.
+    pub conntrack: Option<ConntrackWalk>,
+}
+
+/// The last walk of conntrack (live flows per backend are as of its end).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ConntrackWalk {
+    /// Live entries it counted.
+    pub entries: u64,
+    /// How long it took.
+    pub took_seconds: f64,
+    /// How long ago it ended.
+    pub age_seconds: f64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

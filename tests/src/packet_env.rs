@@ -268,7 +268,10 @@ fn conntrack_of(prog: &Xdp) -> Result<BpfHashMap<MapData, FlowKey, FlowEntry>> {
     bail!("sluice_xdp uses no map named {}", names::CONNTRACK)
 }
 
-fn setup_namespace(name: &str) -> Result<NetNs> {
+/// A namespace with `gw0` and `gw1` (veth pairs, forwarding on) and permanent neighbours for
+/// the backends 198.18.10.2 and 198.18.11.2 (and their IPv6 twins), so `sluice_xdp`'s FIB
+/// lookups succeed for frames test-run as received on `gw0`.
+pub fn setup_namespace(name: &str) -> Result<NetNs> {
     let ns = NetNs::create(name)?;
     let ip = |cmd: &str| ns.ip(&cmd.split_whitespace().collect::<Vec<_>>());
     let macs = [

@@ -1034,3 +1034,98 @@ fn a_reload_that_changes_a_restart_only_edge_setting_names_it() {
          says 5s); restart the daemon to change it"
     );
 }
+
+/// The `client` fields of `sluice flows --json` output, in order.
+fn flow_clients(flows: &serde_json::Value) -> Vec<String> {
+    flows
+        .as_array()
+        .expect("flows is a list")
+        .iter()
+        .map(|f| f["client"].as_str().unwrap_or_default().to_owned())
+        .collect()
+}
+
+#[test]
+fn flows_filter_and_sort_by_backend_and_client_and_backends_count_them() {
+    require_root();
+    let lab = Lab::start("slcf", &Spec::new(3));
+    let mut conns = Vec::new();
+    for _ in 0..9 {
+        conns.push(EchoConn::open(lab.client(), echo()).expect("open echo connection"));
+        // Distinct creation times, so `--sort age` has one right answer.
+        thread::sleep(Duration::from_millis(20));
+    }
+    let opened: Vec<String> = conns.iter().map(|c| c.local.to_string()).collect();
+
+    // Every flow counted on its backend, exactly (a fresh daemon: these are all its flows).
+    for i in 0..3 {
+        let expected = conns.iter().filter(|c| c.backend == i).count() as u64;
+        assert_eq!(
+            lab.backend_row("echo4", i)["flows"].as_u64(),
+            Some(expected),
+            "live flows of backend {i}"
+        );
+    }
+
+    // --backend: exactly the flows on that backend.
+    for i in 0..3 {
+        let addr = backend_addr4(i).to_string();
+        let flows = lab.json(&["flows", "--backend", &addr]);
+        let mut got = flow_clients(&flows);
+        got.sort();
+        let mut want: Vec<String> = conns
+            .iter()
+            .filter(|c| c.backend == i)
+            .map(|c| c.local.to_string())
+            .collect();
+        want.sort();
+        assert_eq!(got, want, "flows --backend {addr}: {flows}");
+    }
+
+    // --client: the client's address (as an address and as a network) matches all of them,
+    // another network none.
+    let client_ip = conns[0].local.ip().to_string();
+    for filter in [client_ip.clone(), format!("{client_ip}/24")] {
+        let mut got = flow_clients(&lab.json(&["flows", "--client", &filter]));
+        got.sort();
+        let mut want = opened.clone();
+        want.sort();
+        assert_eq!(got, want, "flows --client {filter}");
+    }
+    assert_eq!(
+        flow_clients(&lab.json(&["flows", "--client", "192.0.2.0/24"])),
+        Vec::<String>::new()
+    );
+
+    // --sort age: oldest first, so the order they were opened in; with --limit, the oldest.
+    assert_eq!(flow_clients(&lab.json(&["flows", "--sort", "age"])), opened);
+    assert_eq!(
+        flow_clients(&lab.json(&["flows", "--sort", "age", "--limit", "3"])),
+        opened[..3]
+    );
+    // --sort client: by client port (one client address).
+    let mut by_port = conns.iter().map(|c| c.local).collect::<Vec<_>>();
+    by_port.sort();
+    assert_eq!(
+        flow_clients(&lab.json(&["flows", "--sort", "client"])),
+        by_port.iter().map(ToString::to_string).collect::<Vec<_>>()
+    );
+    // --sort backend: grouped by backend address in order.
+    let flows = lab.json(&["flows", "--sort", "backend"]);
+    let backends: Vec<String> = flows
+        .as_array()
+        .expect("flows is a list")
+        .iter()
+        .map(|f| f["backend"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    let mut sorted = backends.clone();
+    sorted.sort_by_key(|b| b.parse::<std::net::IpAddr>().ok());
+    assert_eq!(backends, sorted, "flows --sort backend: {flows}");
+    assert_eq!(backends.len(), conns.len());
+
+    // The table text names the filter's flows too.
+    let addr = backend_addr4(conns[0].backend).to_string();
+    let text = lab.cli_ok(&["flows", "--backend", &addr, "--sort", "idle"]);
+    assert!(text.contains(&conns[0].local.to_string()), "{text}");
+    drop(conns);
+}

@@ -41,9 +41,9 @@ enum Command {
     },
     /// Build, then run the demo (namespaces, XDP on a gateway, real connections to a VIP).
     Demo,
-    /// Run a benchmark in release mode: `cargo xtask bench xdp` or `cargo xtask bench edge`.
+    /// Run a benchmark in release mode: `cargo xtask bench xdp`, `bench edge` or `bench control`.
     Bench {
-        /// What to benchmark (`xdp` or `edge`), plus any arguments for the bench binary.
+        /// What to benchmark (`xdp`, `edge` or `control`), plus any arguments for the bench binary.
         #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
         what: Vec<String>,
     },

@@ -12,7 +12,7 @@ pub enum Request {
     Backends,
     Drain { vip: String, backend: IpAddr },
     Undrain { vip: String, backend: IpAddr },
-    Flows { vip: Option<String>, limit: usize },
+    Flows(FlowQuery),
     Stats,
     Reload,
 }
@@ -49,7 +49,7 @@ impl Response {
 }
 
 /// `sluice status`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Status {
     pub instance: String,
     pub version: String,
@@ -105,6 +105,39 @@ pub struct BackendRow {
     pub new_flows: u64,
 }
 
+/// Which flows `sluice flows` asks for, and in what order.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FlowQuery {
+    /// Only flows of this VIP (its configured name).
+    pub vip: Option<String>,
+    /// At most this many rows (after filtering and sorting).
+    pub limit: usize,
+    /// Only flows on this backend.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backend: Option<IpAddr>,
+    /// Only flows whose client (the TCP peer, or the real client a PROXY header named) is in
+    /// this network; a single address is a /32 or /128.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client: Option<ipnet::IpNet>,
+    /// The order of the rows; `None` is conntrack's own (and stops at `limit` matches).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sort: Option<FlowSort>,
+}
+
+/// `sluice flows --sort`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum FlowSort {
+    /// Oldest first.
+    Age,
+    /// Longest idle first.
+    Idle,
+    /// By client address and port.
+    Client,
+    /// By backend address, then client.
+    Backend,
+}
+
 /// One row of `sluice flows`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FlowRow {
@@ -126,7 +159,7 @@ pub struct FlowRow {
 }
 
 /// `sluice stats`: raw monotonic counters; `--watch` turns deltas into rates.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Stats {
     /// Milliseconds since the daemon started (the clock rates are computed against).
     pub uptime_ms: u64,

@@ -46,6 +46,15 @@ fn arguments_parse() {
         }
     ));
     assert!(matches!(
+        parse(&["flows", "--backend", "198.18.10.2", "--client", "10.1.2.3", "--sort", "idle"]),
+        AdminCommand::Flows { backend: Some(b), client: Some(c), sort: Some(FlowSort::Idle), .. }
+            if b.to_string() == "198.18.10.2" && c.to_string() == "10.1.2.3/32"
+    ));
+    assert!(matches!(
+        parse(&["flows", "--client", "10.0.0.0/8"]),
+        AdminCommand::Flows { client: Some(c), .. } if c.to_string() == "10.0.0.0/8"
+    ));
+    assert!(matches!(
         parse(&["flows", "--vip", "dns", "--limit", "5"]),
         AdminCommand::Flows { vip: Some(v), limit: 5, .. } if v == "dns"
     ));
@@ -168,12 +177,33 @@ fn commands_send_their_requests_and_succeed() {
             AdminCommand::Flows {
                 vip: None,
                 limit: 3,
+                backend: None,
+                client: None,
+                sort: None,
                 to: to(),
             },
-            Request::Flows {
+            Request::Flows(FlowQuery {
                 vip: None,
                 limit: 3,
+                ..FlowQuery::default()
+            }),
+        ),
+        (
+            AdminCommand::Flows {
+                vip: None,
+                limit: 3,
+                backend: Some("198.18.11.2".parse().unwrap()),
+                client: Some("203.0.113.7/32".parse().unwrap()),
+                sort: Some(FlowSort::Backend),
+                to: to(),
             },
+            Request::Flows(FlowQuery {
+                vip: None,
+                limit: 3,
+                backend: Some("198.18.11.2".parse().unwrap()),
+                client: Some("203.0.113.7/32".parse().unwrap()),
+                sort: Some(FlowSort::Backend),
+            }),
         ),
     ];
     for (command, request) in commands {

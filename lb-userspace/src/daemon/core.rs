@@ -1,6 +1,11 @@
 //! The daemon's shared state and every operation on it: reload, drain, health transitions and
 //! the read-only views. Admin requests, signals and health tasks all come through here, one at
 //! a time (the dataplane sits behind one lock), so two changes never interleave.
+//!
+//! Nothing slow runs under that lock, and the paths that must answer at once never take it:
+//! each change publishes what readiness and `status` read ([`Published`]), the phase is
+//! written through a node-map handle of its own, and conntrack is walked by the
+//! [`FlowCensus`] on its own handle.
 
 use std::{
     collections::{HashMap, HashSet},
@@ -27,9 +32,22 @@ use crate::{
 };
 
 use super::{
+    flow_census::FlowCensus,
     restart_only::restart_only,
     state::{BackendMeta, Metas},
 };
+use crate::{admin::protocol::BackendRow, config::Shutdown, dataplane::NodeSwitch};
+
+/// What the daemon's last change left, for the readers that must never wait for its lock
+/// (probes, `status`, the stop signal). Replaced whole after every change, under the lock.
+#[derive(Debug, Clone)]
+pub struct Published {
+    /// `status` without the fields read at answer time (phase, uptime, reload counters).
+    pub status: crate::admin::protocol::Status,
+    /// Every backend's state and weight (traffic and flows as of the change).
+    pub backends: Vec<BackendRow>,
+    pub shutdown: Shutdown,
+}
 
 /// What the daemon owns; behind one lock.
 pub struct Inner {
@@ -75,6 +93,12 @@ pub struct Core {
     pub reloads_ok: AtomicU64,
     pub reloads_failed: AtomicU64,
     pub last_reload_error: Mutex<Option<String>>,
+    /// Live flows per backend and the idle sweep: one paced walk, off the lock.
+    pub census: FlowCensus,
+    /// The node map on its own handle: `set_phase` never waits for the lock.
+    node: Mutex<NodeSwitch>,
+    /// Held only to clone or replace the `Arc`, never across another lock.
+    published: Mutex<Arc<Published>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -100,7 +124,14 @@ pub enum CoreError {
 
 impl Core {
     /// The daemon's state around `inner`; [`Core::start`] then makes the kernel match it.
-    pub fn new(config_path: PathBuf, mut inner: Inner) -> Core {
+    ///
+    /// Fails only if the second handles on conntrack or the node map cannot be opened; the
+    /// dataplane comes back then, for the caller to give up as after any failed start.
+    pub fn new(
+        config_path: PathBuf,
+        mut inner: Inner,
+        flow_idle_timeout: Duration,
+    ) -> Result<Core, (CoreError, Box<Dataplane>)> {
         // A daemon that adopted a dataplane keeps the drains the previous one had.
         let mut metas = Metas::new();
         for vip in &inner.config.vips {
@@ -115,7 +146,18 @@ impl Core {
             }
         }
         inner.metas = metas;
-        Core {
+        let handles = inner
+            .dp
+            .conntrack()
+            .and_then(|c| Ok((c, inner.dp.node_switch()?)));
+        let (conntrack, node) = match handles {
+            Ok(h) => h,
+            Err(error) => return Err((error.into(), Box::new(inner.dp))),
+        };
+        let census = FlowCensus::new(Box::new(conntrack), flow_idle_timeout);
+        let node = Mutex::new(node);
+        let shutdown = inner.config.shutdown;
+        let core = Core {
             config_path,
             started: Instant::now(),
             inner: Mutex::new(inner),
@@ -123,7 +165,40 @@ impl Core {
             reloads_ok: AtomicU64::new(0),
             reloads_failed: AtomicU64::new(0),
             last_reload_error: Mutex::new(None),
-        }
+            census,
+            node,
+            published: Mutex::new(Arc::new(Published {
+                status: crate::admin::protocol::Status::default(),
+                backends: Vec::new(),
+                shutdown,
+            })),
+        };
+        core.publish(&core.lock());
+        Ok(core)
+    }
+
+    /// Makes what `inner` now says visible to the lock-free readers. Called under the lock at
+    /// the end of every change, so readers see changes in order.
+    pub fn publish(&self, inner: &Inner) {
+        let published = Published {
+            status: self.status_of(inner),
+            backends: Core::rows_of(inner, &HashMap::new()).unwrap_or_default(),
+            shutdown: inner.config.shutdown,
+        };
+        *self
+            .published
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(published);
+    }
+
+    /// The last published state.
+    pub fn published(&self) -> Arc<Published> {
+        Arc::clone(
+            &self
+                .published
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        )
     }
 
     /// Writes every backend's state to the kernel and starts the health checks.
@@ -132,6 +207,7 @@ impl Core {
         sync_kernel_states(&mut inner)?;
         let targets = targets(&inner.config, &inner.metas);
         inner.checker.update(targets);
+        self.publish(&inner);
         drop(inner);
         Ok(())
     }
@@ -139,8 +215,12 @@ impl Core {
     /// Moves the node to `phase`: readiness, edge listeners and the node map follow.
     pub fn set_phase(&self, phase: NodeState) {
         // The kernel first: once listeners stop accepting, a new SYN must already get its RST.
-        // The lock is released at the end of this statement, before the phase is written.
-        let written = self.lock().dp.set_node_state(phase);
+        // Through the node map's own handle: the daemon's lock may be held by anything.
+        let written = self
+            .node
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .set(phase);
         if let Err(error) = written {
             tracing::error!(%error, phase = phase.name(), "writing the node state");
         }
@@ -177,6 +257,12 @@ impl Core {
     /// Reads the config file again and applies it, all or nothing.
     pub fn reload(&self) -> Result<(usize, usize), CoreError> {
         let result = self.try_reload();
+        if result.is_err() {
+            // A reload that failed after the maps changed (a backend state write) left a
+            // state the readers must see too.
+            let inner = self.lock();
+            self.publish(&inner);
+        }
         match &result {
             Ok((vips, backends)) => {
                 self.reloads_ok.fetch_add(1, Ordering::Relaxed);
@@ -247,6 +333,7 @@ impl Core {
         let targets = targets(&inner.config, &inner.metas);
         inner.checker.update(targets);
         inner.refresh_pools();
+        self.publish(&inner);
         let backends = inner.config.vips.iter().map(|v| v.backends.len()).sum();
         Ok((inner.config.vips.len(), backends))
     }
@@ -260,8 +347,11 @@ impl Core {
             .ok_or_else(|| unknown(&vips, vip, backend))?;
         meta.drained = drained;
         let state = meta.kernel_state();
-        inner.dp.set_backend_state(vip, backend, state)?;
+        let written = inner.dp.set_backend_state(vip, backend, state);
         inner.refresh_pools();
+        // Published whether or not the write took: the drain flag changed either way.
+        self.publish(&inner);
+        written?;
         tracing::info!(vip, %backend, drained, "backend {}", if drained { "drained" } else { "undrained" });
         Ok(())
     }
@@ -283,6 +373,7 @@ impl Core {
             tracing::error!(vip = t.vip, backend = %t.backend, %error, "could not apply a health transition");
         }
         inner.refresh_pools();
+        self.publish(&inner);
     }
 }
 

@@ -1,36 +1,56 @@
 //! Read-only views of the daemon for the admin socket and the management port.
 
-use std::{net::SocketAddr, sync::atomic::Ordering};
+use std::{collections::HashMap, net::SocketAddr, sync::atomic::Ordering};
 
 use lb_common::{Counter, BACKEND_UP, PROTO_TCP};
 
 use super::{
-    core::{Core, CoreError},
+    core::{Core, CoreError, Inner},
+    flow_query,
     state::state_name,
 };
 use crate::{
     admin::{
         protocol::{
-            BackendRow, FlowRow, NamedCounter, ProxyRow, ReloadOutcome, Request, Response, Stats,
-            Status, TrafficRow, VipSummary,
+            BackendRow, FlowQuery, FlowRow, NamedCounter, ProxyRow, ReloadOutcome, Request,
+            Response, Stats, Status, TrafficRow, VipSummary,
         },
         server::Handler,
     },
     config::{Protocol, ProxyProtocol, Vip},
-    dataplane::NodeState,
+    dataplane::{flow_info, now_ns, NodeState},
     edge::stats::EdgeCounts,
-    observe::{HealthTransitions, Observe, Snapshot},
+    observe::{ConntrackWalk, HealthTransitions, Observe, Snapshot},
 };
 
 impl Core {
+    /// `sluice status`: the published state with the phase, uptime and reload counters read
+    /// now. Never takes the daemon's lock.
     pub fn status(&self) -> Status {
         self.status_in(self.phase())
     }
 
     /// The status with `phase` as the node's phase, so a snapshot reads the phase once.
     fn status_in(&self, phase: NodeState) -> Status {
-        let inner = self.lock();
-        let shutting_down = phase != NodeState::Serving;
+        let mut status = self.published().status.clone();
+        // A VIP whose every backend is down, drained or weighted 0 drops every new flow.
+        status.ready = phase == NodeState::Serving
+            && status.vips.iter().all(|v| v.backends_taking_new_flows > 0);
+        status.phase = phase.name().into();
+        status.uptime_secs = self.uptime().as_secs();
+        status.reloads_ok = self.reloads_ok.load(Ordering::Relaxed);
+        status.reloads_failed = self.reloads_failed.load(Ordering::Relaxed);
+        status.last_reload_error.clone_from(
+            &self
+                .last_reload_error
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        status
+    }
+
+    /// What `inner` says for `status` (see [`Core::status_in`] for the fields read later).
+    pub(super) fn status_of(&self, inner: &Inner) -> Status {
         let vips: Vec<VipSummary> = inner
             .config
             .vips
@@ -55,16 +75,14 @@ impl Core {
                     .count(),
             })
             .collect();
-        // A VIP whose every backend is down, drained or weighted 0 drops every new flow.
-        let ready = !shutting_down && vips.iter().all(|v| v.backends_taking_new_flows > 0);
         Status {
             instance: inner.config.instance.clone(),
             version: env!("CARGO_PKG_VERSION").into(),
             pid: std::process::id(),
-            uptime_secs: self.uptime().as_secs(),
+            uptime_secs: 0,
             config: self.config_path.display().to_string(),
-            phase: phase.name().into(),
-            ready,
+            phase: String::new(),
+            ready: false,
             interfaces: inner.config.interfaces.clone(),
             pin_dir: inner
                 .dp
@@ -73,20 +91,27 @@ impl Core {
                 .unwrap_or_default(),
             adopted: inner.dp.adopted(),
             keep_dataplane: inner.config.keep_dataplane,
-            reloads_ok: self.reloads_ok.load(Ordering::Relaxed),
-            reloads_failed: self.reloads_failed.load(Ordering::Relaxed),
-            last_reload_error: self
-                .last_reload_error
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .clone(),
+            reloads_ok: 0,
+            reloads_failed: 0,
+            last_reload_error: None,
             vips,
         }
     }
 
+    /// Backends with their state and traffic; live flows from the census (a fresh walk while
+    /// the table is small, the paced walk's last result when it is not), read before the lock
+    /// is taken so no walk ever runs under it.
     pub fn backend_rows(&self) -> Result<Vec<BackendRow>, CoreError> {
+        let census = self.census.current()?;
         let inner = self.lock();
-        let counts = inner.dp.flow_counts();
+        Core::rows_of(&inner, &census.per_backend)
+    }
+
+    /// Backend rows from `inner` with `counts` as live flows per backend id.
+    pub(super) fn rows_of(
+        inner: &Inner,
+        counts: &HashMap<u32, u64>,
+    ) -> Result<Vec<BackendRow>, CoreError> {
         Ok(inner
             .dp
             .backends()?
@@ -115,11 +140,38 @@ impl Core {
             .collect())
     }
 
-    pub fn flow_rows(&self, vip: Option<&str>, limit: usize) -> Result<Vec<FlowRow>, CoreError> {
-        let inner = self.lock();
-        Ok(inner
-            .dp
-            .flows(vip, limit)?
+    /// `sluice flows`: the names are taken under the lock, the walk runs without it.
+    pub fn flow_rows(&self, query: &FlowQuery) -> Result<Vec<FlowRow>, CoreError> {
+        let (labels, only) = {
+            let inner = self.lock();
+            let only = match &query.vip {
+                Some(name) => Some(inner.dp.vip_index_of(name)?),
+                None => None,
+            };
+            (inner.dp.flow_labels(), only)
+        };
+        let now = now_ns();
+        let mut rows = Vec::new();
+        // Without a sort the first `limit` matches will do; with one, every match is needed.
+        let enough = if query.sort.is_some() {
+            usize::MAX
+        } else {
+            query.limit
+        };
+        self.census.source().for_each(&mut |k, e| {
+            if rows.len() >= enough || only.is_some_and(|i| i != e.vip_index) {
+                return;
+            }
+            let f = flow_info(&labels, now, k, e);
+            if flow_query::matches(query, &f) {
+                rows.push(f);
+            }
+        })?;
+        if let Some(order) = query.sort {
+            flow_query::sort(&mut rows, order);
+        }
+        rows.truncate(query.limit);
+        Ok(rows
             .into_iter()
             .map(|f| FlowRow {
                 client: f.client,
@@ -261,9 +313,7 @@ impl Handler for Core {
                     &serde_json::json!({"vip": vip, "backend": backend, "drained": false}),
                 )
             }),
-            Request::Flows { vip, limit } => self
-                .flow_rows(vip.as_deref(), limit)
-                .map(|r| Response::data(&r)),
+            Request::Flows(query) => self.flow_rows(&query).map(|r| Response::data(&r)),
             Request::Stats => self.stats().map(|s| Response::data(&s)),
             Request::Reload => self
                 .reload()
@@ -280,6 +330,12 @@ impl Observe for Core {
         // deadlocked SIGTERM).
         let phase = self.phase();
         let backends = self.backend_rows().map_err(|e| e.to_string())?;
+        let census = self.census.latest();
+        let conntrack = census.at.map(|at| ConntrackWalk {
+            entries: census.entries,
+            took_seconds: census.took.as_secs_f64(),
+            age_seconds: at.elapsed().as_secs_f64(),
+        });
         let traffic = self.stats().map_err(|e| e.to_string())?;
         Ok(Snapshot {
             shutting_down: phase != NodeState::Serving,
@@ -291,6 +347,26 @@ impl Observe for Core {
             // A Core exists only once the first config is written and every interface attached.
             maps_written: true,
             attached: true,
+            conntrack,
+        })
+    }
+
+    /// The probes' view: the published state and the phase, no lock and no map read, so a
+    /// probe answers at once whatever the daemon is doing and however large conntrack is.
+    /// Traffic, flows and edge counts are left out (the probes read none of them).
+    fn health(&self) -> Result<Snapshot, String> {
+        let phase = self.phase();
+        let published = self.published();
+        Ok(Snapshot {
+            shutting_down: phase != NodeState::Serving,
+            status: self.status_in(phase),
+            backends: published.backends.clone(),
+            stats: Stats::default(),
+            health_transitions: Vec::new(),
+            edges: Vec::new(),
+            maps_written: true,
+            attached: true,
+            conntrack: None,
         })
     }
 }

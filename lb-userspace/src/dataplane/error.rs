@@ -14,6 +14,13 @@ pub enum DataplaneError {
         name: &'static str,
         error: aya::maps::MapError,
     },
+    /// A map read or write done outside aya (the batch syscalls, a duplicated fd).
+    #[error("map {name}: {what}: {error}")]
+    MapIo {
+        name: &'static str,
+        what: &'static str,
+        error: std::io::Error,
+    },
     #[error("map {0} is missing from the XDP object (build mismatch)")]
     MissingMap(&'static str),
     #[error("program {0} is missing from the XDP object (build mismatch)")]

@@ -130,6 +130,52 @@ impl ClosedReply {
     }
 }
 
+/// The node map on a handle of its own, so a phase change never waits for the daemon's lock
+/// (SIGTERM must turn readiness to 503 at once, whatever holds the lock).
+pub struct NodeSwitch {
+    map: aya::maps::Array<aya::maps::MapData, NodeEntry>,
+    closed_reply: ClosedReply,
+}
+
+impl NodeSwitch {
+    pub fn set(&mut self, state: NodeState) -> Result<(), DataplaneError> {
+        let entry = NodeEntry {
+            state: state.code(),
+            closed_reply: self.closed_reply.code(),
+            _pad: [0; 2],
+        };
+        self.map.set(0, entry, 0).map_err(map_err(names::NODE))
+    }
+}
+
+impl Dataplane {
+    /// A handle on the node map for [`NodeSwitch::set`]; take it once every interface is
+    /// attached (who answers a closed node's SYNs depends on them).
+    pub fn node_switch(&self) -> Result<NodeSwitch, DataplaneError> {
+        use aya::maps::IterableMap as _;
+        use std::os::fd::AsFd as _;
+        let io = |error| DataplaneError::MapIo {
+            name: names::NODE,
+            what: "duplicating its fd",
+            error,
+        };
+        let fd = self
+            .node
+            .map()
+            .fd()
+            .as_fd()
+            .try_clone_to_owned()
+            .map_err(io)?;
+        let data = aya::maps::MapData::from_fd(fd).map_err(map_err(names::NODE))?;
+        let map = aya::maps::Array::try_from(aya::maps::Map::Array(data))
+            .map_err(map_err(names::NODE))?;
+        Ok(NodeSwitch {
+            map,
+            closed_reply: self.closed_reply,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::NodeState;

@@ -1,22 +1,14 @@
-//! What the daemon reads back from the kernel: counters, traffic, conntrack entries.
+//! What the daemon reads back from the kernel: counters and traffic (conntrack walks are in
+//! `conntrack`).
 
-use std::{
-    collections::{BTreeMap, HashMap},
-    net::{IpAddr, SocketAddr},
-    time::Duration,
-};
+use std::{collections::HashMap, net::IpAddr};
 
-use lb_common::{
-    names,
-    proxy::{ProxyOutcome, FLOW_ALLOWED, FLOW_REFUSED},
-    Counter, FlowEntry, FlowKey, TrafficStats,
-};
+use lb_common::{names, proxy::ProxyOutcome, Counter, FlowKey, TrafficStats};
 
 use super::{
-    addr::words_to_ip,
-    gateway::{BackendStatus, Dataplane, FlowInfo},
+    gateway::{BackendStatus, Dataplane},
     maps::{per_cpu_sum, per_cpu_values},
-    sys, DataplaneError,
+    DataplaneError,
 };
 
 impl Dataplane {
@@ -115,88 +107,6 @@ impl Dataplane {
             .collect()
     }
 
-    /// Up to `limit` conntrack entries (of one VIP when `vip` is given).
-    pub fn flows(&self, vip: Option<&str>, limit: usize) -> Result<Vec<FlowInfo>, DataplaneError> {
-        let only = match vip {
-            Some(name) => Some(
-                self.state
-                    .vips
-                    .get(name)
-                    .ok_or_else(|| DataplaneError::UnknownVip(name.into()))?
-                    .index,
-            ),
-            None => None,
-        };
-        let now_ns = sys::monotonic_ns();
-        let names: BTreeMap<u32, &str> = self
-            .state
-            .vips
-            .values()
-            .map(|v| (v.index, v.config.name.as_str()))
-            .chain(self.state.edges.iter().map(|(n, e)| (e.index, n.as_str())))
-            .collect();
-        let ids: BTreeMap<u32, IpAddr> = self
-            .state
-            .vips
-            .values()
-            .flat_map(|v| v.backends.iter().map(|b| (b.id, b.address)))
-            .collect();
-        let mut out = Vec::new();
-        for item in &self.conntrack {
-            if out.len() >= limit {
-                break;
-            }
-            // An entry evicted between the key walk and the lookup is simply gone.
-            let Ok((k, e)) = item else { continue };
-            if only.is_some_and(|i| i != e.vip_index) {
-                continue;
-            }
-            out.push(FlowInfo {
-                client: SocketAddr::new(words_to_ip(k.family, k.src_be), u16::from_be(k.sport_be)),
-                vip: SocketAddr::new(words_to_ip(k.family, k.dst_be), u16::from_be(k.dport_be)),
-                vip_name: names.get(&e.vip_index).map(|n| (*n).to_string()),
-                protocol: k.proto,
-                backend: ids.get(&e.backend).copied(),
-                backend_id: e.backend,
-                age: Duration::from_nanos(now_ns.saturating_sub(e.created_ns)),
-                idle: Duration::from_nanos(now_ns.saturating_sub(e.last_seen_ns)),
-                real_client: real_client(&e),
-                proxy: [FLOW_ALLOWED, FLOW_REFUSED]
-                    .contains(&e.proxy_state)
-                    .then(|| ProxyOutcome::from_u8(e.proxy_outcome))
-                    .flatten(),
-            });
-        }
-        Ok(out)
-    }
-
-    /// Conntrack entries per backend id (one walk of the table).
-    pub fn flow_counts(&self) -> HashMap<u32, u64> {
-        let mut counts = HashMap::new();
-        for (_, e) in self.conntrack.iter().filter_map(Result::ok) {
-            *counts.entry(e.backend).or_insert(0) += 1;
-        }
-        counts
-    }
-
-    /// Removes conntrack entries idle longer than `idle` (LRU alone never forgets a flow that
-    /// ended, so without this a drained backend would never look empty). Returns how many.
-    pub fn expire_flows(&mut self, idle: Duration) -> usize {
-        let now_ns = sys::monotonic_ns();
-        let limit = u64::try_from(idle.as_nanos()).unwrap_or(u64::MAX);
-        let stale: Vec<FlowKey> = self
-            .conntrack
-            .iter()
-            .filter_map(Result::ok)
-            .filter(|(_, e)| now_ns.saturating_sub(e.last_seen_ns) > limit)
-            .map(|(k, _)| k)
-            .collect();
-        stale
-            .iter()
-            .filter(|k| self.conntrack.remove(k).is_ok())
-            .count()
-    }
-
     /// The backend conntrack holds for a flow, if any.
     pub fn flow_backend(&self, key: &FlowKey) -> Option<u32> {
         self.conntrack.get(key, 0).ok().map(|e| e.backend)
@@ -220,15 +130,6 @@ impl Dataplane {
     pub fn backend_id(&self, vip: &str, backend: IpAddr) -> Option<u32> {
         self.state.backend(vip, backend).map(|b| b.id)
     }
-}
-
-fn real_client(e: &FlowEntry) -> Option<SocketAddr> {
-    (e.client_family != 0).then(|| {
-        SocketAddr::new(
-            words_to_ip(e.client_family, e.client_be),
-            u16::from_be(e.client_port_be),
-        )
-    })
 }
 
 fn sum_traffic(per_cpu: &[TrafficStats]) -> TrafficStats {

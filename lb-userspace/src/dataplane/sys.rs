@@ -70,3 +70,124 @@ pub fn monotonic_ns() -> u64 {
     }
     u64::try_from(ts.tv_sec).unwrap_or(0) * 1_000_000_000 + u64::try_from(ts.tv_nsec).unwrap_or(0)
 }
+
+/// `BPF_MAP_LOOKUP_BATCH` and `BPF_MAP_DELETE_BATCH` (uapi `enum bpf_cmd`). aya 0.14 wraps
+/// neither; one call moves thousands of entries where per-key iteration costs two syscalls
+/// each (2 million for a full conntrack table).
+const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
+const BPF_MAP_DELETE_BATCH: libc::c_long = 27;
+
+/// The `batch` member of uapi `union bpf_attr`.
+#[repr(C)]
+#[derive(Default)]
+struct BatchAttr {
+    in_batch: u64,
+    out_batch: u64,
+    keys: u64,
+    values: u64,
+    count: u32,
+    map_fd: u32,
+    elem_flags: u64,
+    flags: u64,
+}
+
+fn bpf_batch(cmd: libc::c_long, attr: &mut BatchAttr) -> io::Result<()> {
+    // SAFETY: `attr` is a valid `bpf_attr` prefix of the size passed; the pointers in it come
+    // from the callers' live, correctly sized buffers.
+    #[allow(unsafe_code)]
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            cmd,
+            std::ptr::from_mut(attr),
+            std::mem::size_of::<BatchAttr>(),
+        )
+    };
+    if rc < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+/// Where a batch walk of a hash map stands: the kernel's opaque resume token.
+#[derive(Default)]
+pub struct BatchCursor {
+    token: [u8; 8],
+    started: bool,
+    done: bool,
+}
+
+impl BatchCursor {
+    pub fn done(&self) -> bool {
+        self.done
+    }
+}
+
+/// Reads the next entries of the hash map `fd` into `keys`/`values` (up to their common
+/// length) and returns how many were read; the cursor says when the walk is complete.
+pub fn lookup_batch<K: aya::Pod, V: aya::Pod>(
+    fd: std::os::fd::BorrowedFd<'_>,
+    cursor: &mut BatchCursor,
+    keys: &mut [K],
+    values: &mut [V],
+) -> io::Result<usize> {
+    use std::os::fd::AsRawFd as _;
+    if cursor.done {
+        return Ok(0);
+    }
+    let room = keys.len().min(values.len());
+    let mut out = [0u8; 8];
+    let mut attr = BatchAttr {
+        in_batch: if cursor.started {
+            cursor.token.as_ptr() as u64
+        } else {
+            0
+        },
+        out_batch: out.as_mut_ptr() as u64,
+        keys: keys.as_mut_ptr() as u64,
+        values: values.as_mut_ptr() as u64,
+        count: u32::try_from(room).unwrap_or(u32::MAX),
+        map_fd: u32::try_from(fd.as_raw_fd()).unwrap_or(u32::MAX),
+        ..BatchAttr::default()
+    };
+    let result = bpf_batch(BPF_MAP_LOOKUP_BATCH, &mut attr);
+    let n = usize::try_from(attr.count).unwrap_or(0).min(room);
+    match result {
+        Ok(()) => {}
+        // The end of the map: `count` still says how many this last call read.
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => cursor.done = true,
+        Err(e) => return Err(e),
+    }
+    cursor.token = out;
+    cursor.started = true;
+    Ok(n)
+}
+
+/// Deletes `keys` from the hash map `fd`; a key already gone (an LRU eviction, the program)
+/// is skipped. Returns how many were deleted.
+pub fn delete_batch<K: aya::Pod>(fd: std::os::fd::BorrowedFd<'_>, keys: &[K]) -> io::Result<usize> {
+    use std::os::fd::AsRawFd as _;
+    let mut deleted = 0;
+    let mut rest = keys;
+    while !rest.is_empty() {
+        let mut attr = BatchAttr {
+            keys: rest.as_ptr() as u64,
+            count: u32::try_from(rest.len()).unwrap_or(u32::MAX),
+            map_fd: u32::try_from(fd.as_raw_fd()).unwrap_or(u32::MAX),
+            ..BatchAttr::default()
+        };
+        let result = bpf_batch(BPF_MAP_DELETE_BATCH, &mut attr);
+        let n = usize::try_from(attr.count).unwrap_or(0).min(rest.len());
+        deleted += n;
+        match result {
+            Ok(()) => rest = &rest[n..],
+            // The key at `n` is gone already: skip it and go on with the rest.
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
+                rest = rest.get(n + 1..).unwrap_or(&[]);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(deleted)
+}

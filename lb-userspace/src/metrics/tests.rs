@@ -8,7 +8,7 @@ use crate::admin::protocol::{
 };
 use crate::edge::stats::{Durations, EdgeCounts, TlsCounts, DURATION_BUCKETS};
 use crate::edge::tls::HandshakeOutcome;
-use crate::observe::{HealthTransitions, Snapshot};
+use crate::observe::{ConntrackWalk, HealthTransitions, Snapshot};
 
 fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()
@@ -120,6 +120,11 @@ pub(crate) fn snapshot() -> Snapshot {
         maps_written: true,
         attached: true,
         shutting_down: false,
+        conntrack: Some(ConntrackWalk {
+            entries: 9,
+            took_seconds: 0.25,
+            age_seconds: 3.5,
+        }),
     }
 }
 
@@ -205,6 +210,23 @@ fn value(scrape: &Scrape, name: &str, labels: &[(&str, &str)]) -> f64 {
         .collect();
     assert_eq!(matching.len(), 1, "{name}{labels:?}: {matching:?}");
     matching[0]
+}
+
+#[test]
+#[allow(clippy::float_cmp)] // every value is exact in f64
+fn encode_exposes_the_last_conntrack_walk() {
+    let s = parse(&encode(&snapshot()).unwrap());
+    assert_eq!(value(&s, "sluice_conntrack_entries", &[]), 9.0);
+    assert_eq!(
+        value(&s, "sluice_conntrack_walk_duration_seconds", &[]),
+        0.25
+    );
+    assert_eq!(value(&s, "sluice_conntrack_walk_age_seconds", &[]), 3.5);
+    // Before the first walk there is nothing to say.
+    let mut before = snapshot();
+    before.conntrack = None;
+    let text = encode(&before).unwrap();
+    assert!(!text.contains("sluice_conntrack_entries"), "{text}");
 }
 
 #[test]

@@ -6,7 +6,10 @@ use std::{
 };
 
 use super::*;
-use crate::admin::client;
+use crate::admin::{
+    client,
+    protocol::{FlowQuery, FlowSort},
+};
 
 /// A directory unique to this process and test, removed when the test ends.
 struct TempDir(PathBuf);
@@ -76,14 +79,18 @@ async fn every_request_round_trips() {
             vip: "web".into(),
             backend,
         },
-        Request::Flows {
+        Request::Flows(FlowQuery {
             vip: Some("web".into()),
             limit: 7,
-        },
-        Request::Flows {
+            ..FlowQuery::default()
+        }),
+        Request::Flows(FlowQuery {
             vip: None,
             limit: 100,
-        },
+            backend: Some("198.18.10.2".parse().unwrap()),
+            client: Some("10.0.0.0/8".parse().unwrap()),
+            sort: Some(FlowSort::Idle),
+        }),
         Request::Stats,
         Request::Reload,
     ];

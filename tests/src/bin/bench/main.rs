@@ -8,7 +8,11 @@
 //! runs. Pass-only paths are also measured with `repeat` as a cross-check of the method.
 //!
 //! `cargo xtask bench edge`: the edge listener beside nginx and haproxy, see [`edge`].
+//!
+//! `cargo xtask bench control`: the daemon's probes, scrapes, idle CPU and SIGTERM with
+//! conntrack full, see [`control`].
 
+mod control;
 mod edge;
 
 use std::{
@@ -368,13 +372,22 @@ fn ns_in<T: Send>(env: &PacketEnv, f: impl FnOnce() -> Result<T> + Send) -> Resu
 fn main() -> ExitCode {
     let what: Vec<String> = std::env::args().skip(1).collect();
     let mode = what.first().map(String::as_str);
-    if !matches!(mode, Some("xdp" | "edge")) {
-        eprintln!("usage: bench xdp|edge");
+    if !matches!(mode, Some("xdp" | "edge" | "control")) {
+        eprintln!("usage: bench xdp|edge|control");
         return ExitCode::from(2);
     }
     if !is_root() {
         eprintln!("bench needs root (BPF and network namespaces)");
         return ExitCode::FAILURE;
+    }
+    if mode == Some("control") {
+        return match control::run() {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("bench failed: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
     }
     if mode == Some("edge") {
         return match edge::run() {

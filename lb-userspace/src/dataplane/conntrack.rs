@@ -1,0 +1,236 @@
+//! Conntrack read off the daemon's lock: a handle of its own on the map (a duplicate of the
+//! map's fd), walked with batch syscalls.
+//!
+//! A full table holds a million entries. Walked key by key under the daemon's one lock, every
+//! probe, scrape and `sluice backends` took seconds and SIGTERM waited behind them. Through
+//! this handle one walk costs a few hundred syscalls and holds nothing anyone else waits for.
+
+use std::{
+    collections::BTreeMap,
+    net::{IpAddr, SocketAddr},
+    os::fd::{AsFd as _, OwnedFd},
+    time::Duration,
+};
+
+use aya::maps::IterableMap as _;
+use lb_common::{
+    names,
+    proxy::{ProxyOutcome, FLOW_ALLOWED, FLOW_REFUSED},
+    FlowEntry, FlowKey,
+};
+
+use super::{addr::words_to_ip, gateway::FlowInfo, sys, Dataplane, DataplaneError};
+
+/// Entries per batch syscall: 4096 × 96 bytes of buffers, a few hundred calls for a full table.
+const BATCH: usize = 4096;
+
+/// A handle on the conntrack map that needs no lock of the daemon's.
+#[derive(Debug)]
+pub struct Conntrack {
+    fd: OwnedFd,
+}
+
+/// What a walk needs to name what it finds: VIP and edge names by index, backend addresses by
+/// id. Taken from the dataplane's state in a moment, so a walk runs without it.
+#[derive(Debug, Clone, Default)]
+pub struct FlowLabels {
+    pub names: BTreeMap<u32, String>,
+    pub ids: BTreeMap<u32, IpAddr>,
+}
+
+impl Dataplane {
+    /// A second handle on conntrack for walks that must not hold the daemon's lock.
+    pub fn conntrack(&self) -> Result<Conntrack, DataplaneError> {
+        let fd = self
+            .conntrack
+            .map()
+            .fd()
+            .as_fd()
+            .try_clone_to_owned()
+            .map_err(|error| DataplaneError::MapIo {
+                name: names::CONNTRACK,
+                what: "duplicating its fd",
+                error,
+            })?;
+        Ok(Conntrack { fd })
+    }
+
+    /// VIP and edge names and backend addresses, for naming what a walk finds.
+    pub fn flow_labels(&self) -> FlowLabels {
+        FlowLabels {
+            names: self
+                .state
+                .vips
+                .values()
+                .map(|v| (v.index, v.config.name.clone()))
+                .chain(self.state.edges.iter().map(|(n, e)| (e.index, n.clone())))
+                .collect(),
+            ids: self
+                .state
+                .vips
+                .values()
+                .flat_map(|v| v.backends.iter().map(|b| (b.id, b.address)))
+                .collect(),
+        }
+    }
+
+    /// Up to `limit` conntrack entries (of one VIP when `vip` is given), walked through a
+    /// handle of their own (tests and tools; the daemon walks off its lock instead).
+    pub fn flows(&self, vip: Option<&str>, limit: usize) -> Result<Vec<FlowInfo>, DataplaneError> {
+        let only = vip.map(|v| self.vip_index_of(v)).transpose()?;
+        let labels = self.flow_labels();
+        let now = sys::monotonic_ns();
+        let mut out = Vec::new();
+        self.conntrack()?.for_each(|k, e| {
+            if out.len() < limit && only.is_none_or(|i| i == e.vip_index) {
+                out.push(flow_info(&labels, now, k, e));
+            }
+        })?;
+        Ok(out)
+    }
+
+    /// The index of a configured VIP.
+    pub fn vip_index_of(&self, vip: &str) -> Result<u32, DataplaneError> {
+        self.state
+            .vips
+            .get(vip)
+            .map(|v| v.index)
+            .ok_or_else(|| DataplaneError::UnknownVip(vip.into()))
+    }
+}
+
+impl Conntrack {
+    /// Calls `f` with every entry; an entry added or evicted during the walk may or may not be
+    /// seen, as with any walk of a live map. Returns how many entries were seen.
+    pub fn for_each(
+        &self,
+        mut f: impl FnMut(&FlowKey, &FlowEntry),
+    ) -> Result<usize, DataplaneError> {
+        let mut keys = vec![FlowKey::default(); BATCH];
+        let mut values = vec![FlowEntry::default(); BATCH];
+        let mut cursor = sys::BatchCursor::default();
+        let mut seen = 0;
+        while !cursor.done() {
+            let n = sys::lookup_batch(self.fd.as_fd(), &mut cursor, &mut keys, &mut values)
+                .map_err(|error| DataplaneError::MapIo {
+                    name: names::CONNTRACK,
+                    what: "batch lookup",
+                    error,
+                })?;
+            for (k, e) in keys.iter().zip(&values).take(n) {
+                f(k, e);
+            }
+            seen += n;
+        }
+        Ok(seen)
+    }
+
+    /// Removes `keys` (those already gone are skipped); returns how many it removed.
+    pub fn remove(&self, keys: &[FlowKey]) -> Result<usize, DataplaneError> {
+        sys::delete_batch(self.fd.as_fd(), keys).map_err(|error| DataplaneError::MapIo {
+            name: names::CONNTRACK,
+            what: "batch delete",
+            error,
+        })
+    }
+}
+
+/// One conntrack entry as `sluice flows` shows it; `now_ns` is `sys::monotonic_ns()`.
+pub fn flow_info(labels: &FlowLabels, now_ns: u64, k: &FlowKey, e: &FlowEntry) -> FlowInfo {
+    FlowInfo {
+        client: SocketAddr::new(words_to_ip(k.family, k.src_be), u16::from_be(k.sport_be)),
+        vip: SocketAddr::new(words_to_ip(k.family, k.dst_be), u16::from_be(k.dport_be)),
+        vip_name: labels.names.get(&e.vip_index).cloned(),
+        protocol: k.proto,
+        backend: labels.ids.get(&e.backend).copied(),
+        backend_id: e.backend,
+        age: Duration::from_nanos(now_ns.saturating_sub(e.created_ns)),
+        idle: Duration::from_nanos(now_ns.saturating_sub(e.last_seen_ns)),
+        real_client: (e.client_family != 0).then(|| {
+            SocketAddr::new(
+                words_to_ip(e.client_family, e.client_be),
+                u16::from_be(e.client_port_be),
+            )
+        }),
+        proxy: [FLOW_ALLOWED, FLOW_REFUSED]
+            .contains(&e.proxy_state)
+            .then(|| ProxyOutcome::from_u8(e.proxy_outcome))
+            .flatten(),
+    }
+}
+
+/// `sys::monotonic_ns`, for callers outside the dataplane (the clock conntrack stamps with).
+pub fn now_ns() -> u64 {
+    sys::monotonic_ns()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dataplane::Options;
+
+    fn is_root() -> bool {
+        // SAFETY: geteuid has no preconditions.
+        #[allow(unsafe_code)]
+        let euid = unsafe { libc::geteuid() };
+        euid == 0
+    }
+
+    fn key(i: u32) -> FlowKey {
+        FlowKey {
+            src_be: [i.to_be(), 0, 0, 0],
+            sport_be: 1000u16.to_be(),
+            family: 4,
+            ..FlowKey::default()
+        }
+    }
+
+    /// The batch syscalls against the real map: more entries than one batch holds, every one
+    /// seen once, and a delete that meets keys already gone skips them and goes on.
+    #[test]
+    fn batch_walk_sees_every_entry_and_batch_delete_skips_missing_keys() {
+        if !is_root() {
+            eprintln!("skipped: loading sluice_xdp needs root");
+            return;
+        }
+        let mut dp = Dataplane::load(&Options::unpinned(1 << 16, lb_common::DEFAULT_RING_SLOTS))
+            .expect("loading sluice_xdp (needs root)");
+        let n = u32::try_from(BATCH).unwrap() * 2 + 123;
+        for i in 0..n {
+            let entry = FlowEntry {
+                backend: i % 3,
+                last_seen_ns: u64::from(i),
+                ..FlowEntry::default()
+            };
+            dp.conntrack.insert(key(i), entry, 0).unwrap();
+        }
+        let ct = dp.conntrack().unwrap();
+        let mut seen = std::collections::HashSet::new();
+        let mut per_backend = [0u32; 3];
+        let walked = ct
+            .for_each(|k, e| {
+                assert!(seen.insert(u32::from_be(k.src_be[0])), "seen twice: {k:?}");
+                assert_eq!(e.last_seen_ns, u64::from(u32::from_be(k.src_be[0])));
+                per_backend[e.backend as usize] += 1;
+            })
+            .unwrap();
+        assert_eq!(walked, n as usize);
+        assert_eq!(seen.len(), n as usize);
+        assert_eq!(per_backend.iter().sum::<u32>(), n);
+
+        // Every even key, with some already removed in between.
+        let doomed: Vec<FlowKey> = (0..n).step_by(2).map(key).collect();
+        for k in doomed.iter().step_by(100) {
+            dp.conntrack.remove(k).unwrap();
+        }
+        let gone_before = doomed.iter().step_by(100).count();
+        assert_eq!(ct.remove(&doomed).unwrap(), doomed.len() - gone_before);
+        let mut left = 0;
+        ct.for_each(|k, _| {
+            assert_eq!(u32::from_be(k.src_be[0]) % 2, 1, "{k:?} was deleted");
+            left += 1;
+        })
+        .unwrap();
+        assert_eq!(left, n as usize - doomed.len());
+    }
+}
