@@ -3,7 +3,7 @@
 //! sluice writes RFC 7239 `Forwarded` and/or the de-facto `X-Forwarded-*` family (plus
 //! `X-Real-IP`), and only vouches for what it can check. Trust is decided by **who wrote the
 //! HTTP request**: the TCP peer, or, when a trusted peer opened with a PROXY header, the client
-//! that header names (a TCP-mode balancer such as HAProxy with `send-proxy-v2` passes the
+//! that header names (a TCP-mode balancer such as `HAProxy` with `send-proxy-v2` passes the
 //! client's bytes through untouched, so every header in them is the client's). A sender inside
 //! `trusted_proxies` is another proxy whose headers describe earlier hops;
 //! any other peer is a client, and whatever it claims about forwarding is discarded.
