@@ -222,6 +222,18 @@ impl Config {
         validate::parse(text)
     }
 
+    /// For `sluice check`: every error of `path`, and the config that is left once the keys
+    /// with schema errors are taken out, when the rest validates, so that the files it names
+    /// can be checked in the same run.
+    pub fn load_all(path: &Path) -> (Option<Config>, Option<ConfigErrors>) {
+        let text = match std::fs::read_to_string(path) {
+            Ok(text) => text,
+            Err(e) => return (None, Some(ConfigErrors::from(ConfigError::read(path, &e)))),
+        };
+        let (config, errors) = validate::parse_all(&text);
+        (config, errors.map(|e| e.in_file(path)))
+    }
+
     /// Where this instance's programs, maps and links are pinned.
     pub fn pin_dir(&self) -> PathBuf {
         self.bpffs.join("sluice").join(&self.instance)

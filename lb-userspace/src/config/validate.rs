@@ -17,6 +17,27 @@ const MAX_SOCKET_PATH: usize = 107;
 /// `IFNAMSIZ` is 16 including the terminating NUL.
 const MAX_IFNAME: usize = 15;
 
+/// [`parse`] that also returns what validated around the schema errors (see
+/// `Config::load_all`).
+pub fn parse_all(text: &str) -> (Option<Config>, Option<ConfigErrors>) {
+    let checked = match schema::deserialize(text) {
+        Ok(checked) => checked,
+        Err(errors) => return (None, Some(errors)),
+    };
+    let schema_errors = checked.errors.clone();
+    let mut report = Report::new(&checked.text);
+    let config = validate(&mut report, &checked.raw);
+    match report.finish(config) {
+        Ok(config) if schema_errors.is_empty() => (Some(config), None),
+        Ok(config) => {
+            let mut errors = schema_errors;
+            errors.sort_by_key(|e| (e.position().is_none(), e.position()));
+            (Some(config), Some(ConfigErrors(errors)))
+        }
+        Err(errors) => (None, Some(errors)),
+    }
+}
+
 pub fn parse(text: &str) -> Result<Config, ConfigErrors> {
     // Schema errors and validation errors are reported together: validation reads what the
     // schema check could still read, at the same offsets.
