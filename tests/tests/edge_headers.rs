@@ -531,3 +531,34 @@ fn trailers_never_carry_headers_to_the_backend() {
     assert_eq!(values(&h, "x-forwarded-for"), [CLIENT_ADDR4.to_string()]);
     assert!(values(&h, "trailer").is_empty(), "{echoed}");
 }
+
+#[test]
+fn pipelined_requests_each_carry_exactly_sluices_headers() {
+    require_root();
+    let lab = lab("slpipe");
+    // Three requests in one write: the later ones forge what the first did not, and the
+    // second names a managed header in `Connection`.
+    let pipelined = "GET /one HTTP/1.1\r\nHost: kc.test\r\n\r\n\
+                     GET /two HTTP/1.1\r\nHost: kc.test\r\nConnection: X-Forwarded-For\r\n\
+                     X-Forwarded-For: 203.0.113.66\r\nClient-Cert: :Zm9yZ2Vk:\r\n\r\n\
+                     GET /three HTTP/1.1\r\nHost: kc.test\r\nX_SSL_Client_Cert: forged\r\n\
+                     Connection: close\r\n\r\n";
+    let got = raw_tls(&lab, pipelined, true);
+    let answers: Vec<&str> = got.split("HTTP/1.1 200 OK").skip(1).collect();
+    assert_eq!(answers.len(), 3, "three answers, in order:\n{got}");
+    for (answer, path) in answers.iter().zip(["/one", "/two", "/three"]) {
+        let body = &answer[answer.find("\r\n\r\n").expect("a response head") + 4..];
+        assert!(body.starts_with(&format!("GET {path} HTTP/1.1")), "{body}");
+        let h = echoed_headers(body);
+        assert_eq!(
+            values(&h, "x-forwarded-for"),
+            [CLIENT_ADDR4.to_string()],
+            "{path}"
+        );
+        assert_eq!(values(&h, "client-cert").len(), 1, "{path}: {body}");
+        assert_eq!(values(&h, "ssl-client-verify"), ["SUCCESS"], "{path}");
+        for forged in ["203.0.113.66", "Zm9yZ2Vk", "forged"] {
+            assert!(!body.contains(forged), "{path}: {forged} passed:\n{body}");
+        }
+    }
+}

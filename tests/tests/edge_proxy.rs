@@ -216,8 +216,34 @@ fn edge_takes_the_client_from_a_trusted_proxys_header_and_from_no_one_else() {
 
     // Through haproxy (TLS passes through it): the client is curl's own address and port, as
     // haproxy's PROXY v2 header named it; haproxy's address is nowhere.
+    // haproxy passes the client's bytes through: forwarded headers in them are the client's
+    // own, judged by the client the PROXY header names (untrusted), never by haproxy.
+    let forged = [
+        "-H",
+        "X-Forwarded-For: 203.0.113.66",
+        "-H",
+        "X-Forwarded-Proto: http",
+        "-H",
+        "X-Forwarded-Port: 1",
+        "-H",
+        "Forwarded: for=203.0.113.66",
+    ];
     for http in ["--http1.1", "--http2"] {
-        let s = lab.served(PROXY_ADDR4, FRONTEND_PORT, &[http]);
+        let s = lab.served(PROXY_ADDR4, FRONTEND_PORT, &[&[http][..], &forged].concat());
+        assert_eq!(
+            s.values("x-forwarded-proto"),
+            ["https"],
+            "{http}: {}",
+            s.body
+        );
+        // The port the client connected to: haproxy's frontend, from the PROXY header.
+        assert_eq!(
+            s.values("x-forwarded-port"),
+            [FRONTEND_PORT.to_string().as_str()],
+            "{http}: {}",
+            s.body
+        );
+        assert!(!s.body.contains("203.0.113.66"), "{http}: {}", s.body);
         assert!(s.body.starts_with("backend-"), "{http}: {}", s.body);
         assert_eq!(s.local.ip(), CLIENT_ADDR4, "{http}: curl's own address");
         assert_eq!(
