@@ -35,16 +35,13 @@ mod tests;
 mod watched;
 
 use std::{
-    pin::Pin,
     sync::{
         atomic::{AtomicBool, AtomicU64, Ordering},
         Arc,
     },
-    task::{Context, Poll},
     time::Duration,
 };
 
-use hyper::body::{Body, Frame, SizeHint};
 use tokio::time::Instant;
 
 pub use watched::Watched;
@@ -213,40 +210,4 @@ impl Drop for Busy {
 
 /// A response body that keeps its request [`Busy`] until the last frame was taken (or the
 /// body dropped).
-pub struct Holding<B> {
-    inner: B,
-    busy: Option<Busy>,
-}
-
-impl<B> Holding<B> {
-    pub fn new(inner: B, busy: Busy) -> Self {
-        Holding {
-            inner,
-            busy: Some(busy),
-        }
-    }
-}
-
-impl<B: Body + Unpin> Body for Holding<B> {
-    type Data = B::Data;
-    type Error = B::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
-        let poll = Pin::new(&mut self.inner).poll_frame(cx);
-        if let Poll::Ready(None | Some(Err(_))) = poll {
-            self.busy = None;
-        }
-        poll
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
-}
+pub type Holding<B> = super::body_guard::Guarded<B, Busy>;

@@ -9,6 +9,8 @@
 //! had sent it. nginx drops every underscore header by default; sluice drops only those that
 //! could be mistaken for its own.
 
+use std::borrow::Cow;
+
 use hyper::header::{HeaderMap, HeaderName};
 
 use super::{
@@ -47,7 +49,7 @@ impl Managed {
         let mut folded: Vec<String> = cert
             .iter()
             .chain(forwarded::managed())
-            .map(|n| fold(n.as_str()))
+            .map(|n| fold(n.as_str()).into_owned())
             .collect();
         folded.sort();
         folded.dedup();
@@ -55,7 +57,7 @@ impl Managed {
             .iter()
             .flat_map(|n| [n.apache_chain.as_str(), n.haproxy_chain.as_str()])
             .chain(WELL_KNOWN_CHAIN_PREFIXES)
-            .map(fold)
+            .map(|p| fold(p).into_owned())
             .collect();
         chain_prefixes.sort();
         chain_prefixes.dedup();
@@ -69,7 +71,8 @@ impl Managed {
     /// Whether `name` is a managed name or a variant of one (see the module documentation).
     pub fn covers(&self, name: &str) -> bool {
         let folded = fold(name);
-        self.folded.contains(&folded)
+        let folded = folded.as_ref();
+        self.folded.iter().any(|f| f == folded)
             || self.chain_prefixes.iter().any(|prefix| {
                 folded
                     .strip_prefix(prefix.as_str())
@@ -101,14 +104,20 @@ impl Managed {
 }
 
 /// Lowercase, with every `_` written as `-`: the spelling two names share when a backend
-/// would read them as the same variable.
-fn fold(name: &str) -> String {
-    name.bytes()
-        .map(|b| match b {
-            b'_' => '-',
-            other => char::from(other.to_ascii_lowercase()),
-        })
-        .collect()
+/// would read them as the same variable. Borrowed when nothing changes, as for most header
+/// names of a request (hyper's are lowercase already): this runs for each of them.
+fn fold(name: &str) -> Cow<'_, str> {
+    if !name.bytes().any(|b| b == b'_' || b.is_ascii_uppercase()) {
+        return Cow::Borrowed(name);
+    }
+    Cow::Owned(
+        name.bytes()
+            .map(|b| match b {
+                b'_' => '-',
+                other => char::from(other.to_ascii_lowercase()),
+            })
+            .collect(),
+    )
 }
 
 #[cfg(test)]

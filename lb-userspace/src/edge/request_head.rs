@@ -141,16 +141,7 @@ fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &str> {
 /// Removes the client's hop-by-hop headers, and those its `Connection` header names unless
 /// they are `Host`, body framing or managed by sluice (RFC 9110, 7.6.1).
 pub fn remove_client_hop_by_hop(headers: &mut HeaderMap, managed: &Managed) {
-    let named: Vec<HeaderName> = connection_tokens(headers)
-        .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
-        .filter(|n| !protected(n, managed))
-        .collect();
-    for name in named {
-        headers.remove(name);
-    }
-    for name in HOP_BY_HOP {
-        headers.remove(name);
-    }
+    remove_hop_by_hop(headers, |name| protected(name, managed));
 }
 
 fn protected(name: &HeaderName, managed: &Managed) -> bool {
@@ -159,8 +150,14 @@ fn protected(name: &HeaderName, managed: &Managed) -> bool {
 
 /// Removes a backend response's hop-by-hop headers and those its `Connection` names.
 pub fn remove_response_hop_by_hop(headers: &mut HeaderMap) {
+    remove_hop_by_hop(headers, |_| false);
+}
+
+/// Removes [`HOP_BY_HOP`] and what `Connection` names, except the names `keep` accepts.
+fn remove_hop_by_hop(headers: &mut HeaderMap, keep: impl Fn(&HeaderName) -> bool) {
     let named: Vec<HeaderName> = connection_tokens(headers)
         .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
+        .filter(|n| !keep(n))
         .collect();
     for name in named {
         headers.remove(name);

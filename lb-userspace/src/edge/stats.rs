@@ -13,19 +13,14 @@
 mod tests;
 
 use std::{
-    pin::Pin,
     sync::{
         atomic::{AtomicU64, Ordering},
         Arc,
     },
-    task::{Context, Poll},
     time::{Duration, Instant},
 };
 
-use hyper::{
-    body::{Body, Frame, SizeHint},
-    StatusCode,
-};
+use hyper::StatusCode;
 
 use super::{client_timeouts::Expired, proxy_header, tls::HandshakeOutcome};
 
@@ -268,43 +263,7 @@ impl Drop for InFlight {
 
 /// A response body that keeps its request [`InFlight`] until the last frame was taken (or
 /// the body dropped, when the client went away first).
-pub struct Metered<B> {
-    inner: B,
-    in_flight: Option<InFlight>,
-}
-
-impl<B> Metered<B> {
-    pub fn new(inner: B, in_flight: InFlight) -> Self {
-        Metered {
-            inner,
-            in_flight: Some(in_flight),
-        }
-    }
-}
-
-impl<B: Body + Unpin> Body for Metered<B> {
-    type Data = B::Data;
-    type Error = B::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
-        let poll = Pin::new(&mut self.inner).poll_frame(cx);
-        if let Poll::Ready(None | Some(Err(_))) = poll {
-            self.in_flight = None;
-        }
-        poll
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
-}
+pub type Metered<B> = super::body_guard::Guarded<B, InFlight>;
 
 /// What one edge listener counted, copied out at one moment.
 #[derive(Debug, Clone, PartialEq)]

@@ -1,0 +1,48 @@
+//! A response body that holds a guard until its last frame was taken (or the body dropped,
+//! when the client went away first): what a request still owns while its body streams, such
+//! as its place in the in-flight count or its connection's busy mark.
+
+use std::{
+    pin::Pin,
+    task::{Context, Poll},
+};
+
+use hyper::body::{Body, Frame, SizeHint};
+
+pub struct Guarded<B, G> {
+    inner: B,
+    guard: Option<G>,
+}
+
+impl<B, G> Guarded<B, G> {
+    pub fn new(inner: B, guard: G) -> Self {
+        Guarded {
+            inner,
+            guard: Some(guard),
+        }
+    }
+}
+
+impl<B: Body + Unpin, G: Unpin> Body for Guarded<B, G> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let poll = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(None | Some(Err(_))) = poll {
+            self.guard = None;
+        }
+        poll
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
