@@ -234,8 +234,10 @@ fn turn_order(a: &MaglevBackend<'_>, b: &MaglevBackend<'_>) -> Ordering {
 /// order of `backends` does not matter: gateways may list them in different orders and still
 /// build the same table. On each turn a backend earns credit equal to its weight and, once it
 /// has the largest weight's worth, claims its next preferred slot that is still free. Shares are
-/// therefore proportional to weight, within one slot; a backend whose share is under one slot may
-/// get none.
+/// therefore proportional to weight: with N backends of nonzero weight summing to W, a backend
+/// of weight w gets `M * w / W` slots give or take `1 + N * w / W` (the rounding of every
+/// backend's count in the last, partial round; 2 slots at equal weights). A backend whose share
+/// is under one slot may get none.
 ///
 /// `seed` lets VIPs that share backends get unrelated tables; every gateway must use the same
 /// seed for a VIP. No backends, or only zero weights, gives a table of [`NO_BACKEND`].

@@ -230,8 +230,14 @@ impl Config {
             Ok(text) => text,
             Err(e) => return (None, Some(ConfigErrors::from(ConfigError::read(path, &e)))),
         };
-        let (config, errors) = validate::parse_all(&text);
+        let (config, errors) = Self::parse_all(&text);
         (config, errors.map(|e| e.in_file(path)))
+    }
+
+    /// [`Config::load_all`] on text: every error, and what validated around the schema errors.
+    /// It accepts exactly the texts [`Config::parse`] accepts.
+    pub fn parse_all(text: &str) -> (Option<Config>, Option<ConfigErrors>) {
+        validate::parse_all(text)
     }
 
     /// Where this instance's programs, maps and links are pinned.

@@ -6,7 +6,7 @@ use anyhow::Result;
 
 use crate::{
     cargo::Workspace,
-    process,
+    fuzz, process,
     test_summary::{self, Counts},
 };
 
@@ -21,6 +21,9 @@ pub fn build(ws: &Workspace) -> Result<()> {
         "--all-targets",
     ]))
 }
+
+/// Seconds each fuzz target runs in `cargo xtask test` (five targets: under 2 minutes).
+const FUZZ_SECONDS: u64 = 20;
 
 /// Unit tests, then the root-only integration tests (netns, XDP, `BPF_PROG_TEST_RUN`), then one
 /// summary line. `args` go after `--` to both runs (test name filters and libtest flags).
@@ -65,13 +68,23 @@ pub fn test(ws: &Workspace, args: &[String]) -> Result<ExitCode> {
         }
     }
 
+    // Last, so a slow fuzz build never delays the suites' results; skipped when the run is
+    // filtered to some tests.
+    let fuzzed = if args.is_empty() {
+        fuzz::stage(ws, FUZZ_SECONDS)
+    } else {
+        Counts::default()
+    };
+
     let mut total = unit;
     total += integration;
+    total += fuzzed;
     total += extra_failures;
     println!(
-        "sluice test summary: {total} (unit {}, integration {})",
+        "sluice test summary: {total} (unit {}, integration {}, fuzz {})",
         unit.ran(),
-        integration.ran()
+        integration.ran(),
+        fuzzed.ran()
     );
     Ok(if total.failed == 0 {
         ExitCode::SUCCESS

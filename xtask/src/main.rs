@@ -5,6 +5,7 @@
 
 mod cargo;
 mod commands;
+mod fuzz;
 mod keycloak;
 mod process;
 mod setup;
@@ -47,6 +48,14 @@ enum Command {
         #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
         what: Vec<String>,
     },
+    /// Fuzz one target (or all of them) from its seeds in fuzz/corpus/; fails on a crash.
+    Fuzz {
+        /// One of `proxy_parse`, `forwarded`, `client_cert`, `config`, `maglev` (default: all).
+        target: Option<String>,
+        /// How long each target runs.
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+    },
 }
 
 fn main() -> ExitCode {
@@ -73,5 +82,13 @@ fn run(command: Command) -> Result<ExitCode> {
         Command::Test { args } => commands::test(&ws()?, &args),
         Command::Demo => commands::demo(&ws()?),
         Command::Bench { what } => commands::bench(&ws()?, &what),
+        Command::Fuzz { target, seconds } => {
+            let ok = fuzz::command(&ws()?, target.as_deref(), seconds)?;
+            Ok(if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
     }
 }

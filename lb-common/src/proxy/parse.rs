@@ -8,6 +8,7 @@
 
 mod crc32c;
 mod error;
+#[cfg(any(test, feature = "fuzzing"))]
 mod fuzz;
 pub mod tlv;
 pub mod v1;
@@ -19,6 +20,7 @@ mod write;
 mod tests;
 
 pub use error::Error;
+#[cfg(any(test, feature = "fuzzing"))]
 pub use fuzz::fuzz_check;
 pub use tlv::{RawTlvs, SslTlv, SslTlvs, Tlv, Tlvs};
 pub use v1::{write_v1, V1Header};

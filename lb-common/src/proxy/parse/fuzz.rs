@@ -1,5 +1,6 @@
-//! The fuzz target's body, kept in the library so unit tests run the same invariants on
-//! deterministic inputs and the cargo-fuzz target stays a one-liner.
+//! The fuzz target's body, kept beside the parser so unit tests run the same invariants on
+//! deterministic inputs and the cargo-fuzz target stays a one-liner. Compiled only for tests
+//! and with the `fuzzing` feature (which only `fuzz/` enables): never part of a release build.
 
 use core::{
     fmt::{self, Write as _},
