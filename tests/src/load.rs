@@ -34,6 +34,8 @@ pub struct Load {
 pub struct Sample {
     pub connection: usize,
     pub sent: Instant,
+    /// From sending (connecting first, if needed) to the end of the answer or the failure.
+    pub took: Duration,
     pub outcome: Result<(u16, String), String>,
 }
 
@@ -166,6 +168,7 @@ fn connection(
         samples.push(Sample {
             connection: k,
             sent,
+            took: sent.elapsed(),
             outcome,
         });
         thread::sleep(load.pause);

@@ -104,8 +104,18 @@ pub fn demo(ws: &Workspace) -> Result<ExitCode> {
     Err(process::exec(&mut cmd))
 }
 
+/// Release build, then the soak (`tests/src/bin/soak.rs`) for `minutes`.
+pub fn soak(ws: &Workspace, minutes: u64) -> Result<ExitCode> {
+    release_run(ws, "soak", &["--minutes".to_owned(), minutes.to_string()])
+}
+
 /// Release build of the sluice binary and the bench runner, then exec the runner with `what`.
 pub fn bench(ws: &Workspace, what: &[String]) -> Result<ExitCode> {
+    release_run(ws, "bench", what)
+}
+
+/// Release build of the sluice binary and the test crate's programs, then exec `program`.
+fn release_run(ws: &Workspace, program: &str, args: &[String]) -> Result<ExitCode> {
     process::run(ws.cargo().args([
         "build",
         "--release",
@@ -123,10 +133,10 @@ pub fn bench(ws: &Workspace, what: &[String]) -> Result<ExitCode> {
         "-p",
         "sluice-tests",
         "--bin",
-        "bench",
+        program,
         "--",
     ])
-    .args(what)
+    .args(args)
     .env("SLUICE_BIN", &sluice);
     Err(process::exec(&mut cmd))
 }

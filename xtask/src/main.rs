@@ -48,6 +48,12 @@ enum Command {
         #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
         what: Vec<String>,
     },
+    /// Soak the release daemon under L4 and mTLS edge traffic while its config churns
+    /// (reloads, drains, health flips, certificate swaps); not part of `test`.
+    Soak {
+        #[arg(long, default_value_t = 10)]
+        minutes: u64,
+    },
     /// Fuzz one target (or all of them) from its seeds in fuzz/corpus/; fails on a crash.
     Fuzz {
         /// One of `proxy_parse`, `forwarded`, `client_cert`, `config`, `maglev` (default: all).
@@ -82,6 +88,7 @@ fn run(command: Command) -> Result<ExitCode> {
         Command::Test { args } => commands::test(&ws()?, &args),
         Command::Demo => commands::demo(&ws()?),
         Command::Bench { what } => commands::bench(&ws()?, &what),
+        Command::Soak { minutes } => commands::soak(&ws()?, minutes),
         Command::Fuzz { target, seconds } => {
             let ok = fuzz::command(&ws()?, target.as_deref(), seconds)?;
             Ok(if ok {
