@@ -30,7 +30,8 @@
 //! Environment: `SLUICE_EDGE_BENCH_SECS` (per run, default 5), `SLUICE_EDGE_BENCH_REPS`
 //! (default 3), `SLUICE_EDGE_BENCH_IDLE_CONNS` (default 10000, 0 skips), `SLUICE_EDGE_BENCH_ROWS`
 //! (comma-separated row keys, default all), `SLUICE_EDGE_BENCH_PROFILE=<dir>` (afterwards, `perf
-//! record -e cpu-clock -g` of sluice alone under the wrk and h2 rows, reports in `<dir>`).
+//! record -e cpu-clock -g` of sluice alone under the wrk and h2 rows; in `<dir>` a flat top
+//! (`<row>.txt`, also printed) and the callers of each symbol (`<row>.callers.txt`)).
 
 mod client;
 mod fronts;
@@ -50,7 +51,11 @@ use client::Handshakes;
 use fronts::{Backend, Front, SERVER_NAME};
 use shim::Shim;
 
+/// Namespaces are `slbe<pid>-*`, the scratch directory and the daemon instance
+/// `bench-edge-<pid>`: several benches may run at once (on a machine shared by people tuning
+/// the edge), and none may tear down another's.
 const PREFIX: &str = "slbe";
+const INSTANCE: &str = "bench-edge";
 /// Connections of the keep-alive rows.
 const KEEPALIVE_CONNS: usize = 50;
 /// Clients of the handshake rows, each opening one connection after another.
@@ -237,24 +242,34 @@ struct Bench {
 pub fn run() -> Result<()> {
     let settings = Settings::from_env()?;
     raise_nofile(&settings)?;
-    let topo = Topology::build(PREFIX, 1).context("build the namespaces")?;
+    remove_dead_runs();
+    let id = std::process::id();
+    let instance = format!("{INSTANCE}-{id}");
+    let topo = Topology::build(&format!("{PREFIX}{id}"), 1).context("build the namespaces")?;
     let client = topo.client();
     // The handshake rows open thousands of connections a second from one address; the client
     // closes each first, so its TIME_WAIT ports must be reusable.
     client.sysctl("net.ipv4.ip_local_port_range", "1024 65000")?;
     client.sysctl("net.ipv4.tcp_tw_reuse", "1")?;
-    let scratch = Scratch::create("bench-edge")?;
+    let scratch = Scratch::create(&instance)?;
     let dir = scratch.path().to_owned();
     let pki = TestPki::generate(&dir.join("pki"), &[SERVER_NAME])?;
     let shim = Shim::build(&dir.join("shim"), pki.client.chain(), pki.client.key())?;
     let backend = Backend::start(&topo, &dir)?;
     let fronts = vec![
-        fronts::start_sluice(&topo, &dir, &pki)?,
+        fronts::start_sluice(&topo, &dir, &pki, &instance)?,
         fronts::start_nginx(&topo, &dir, &pki)?,
         fronts::start_haproxy(&topo, &dir, &pki)?,
     ];
     for front in &fronts {
-        fronts::wait_listening(client, front.addr)?;
+        fronts::wait_listening(client, front.addr).with_context(|| {
+            format!(
+                "{} did not start; {}:\n{}",
+                front.name,
+                front.log.display(),
+                std::fs::read_to_string(&front.log).unwrap_or_default()
+            )
+        })?;
         client::check_front(client, front, &pki)?;
     }
     let threads = std::thread::available_parallelism().map_or(2, usize::from);
@@ -271,22 +286,61 @@ pub fn run() -> Result<()> {
     bench.run()
 }
 
-/// Lets this process and its children (the edges) hold the idle connections.
+/// Removes what benches killed before they could clean up left behind: namespaces, pins and
+/// scratch directories named after a process that no longer exists.
+fn remove_dead_runs() {
+    let Ok(entries) = std::fs::read_dir("/run/netns") else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name
+            .strip_prefix(PREFIX)
+            .and_then(|rest| rest.split_once('-'))
+            .and_then(|(pid, _)| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            continue; // a bench still running
+        }
+        eprintln!("removing namespace {name} left by an earlier bench (pid {pid})");
+        let _ = Command::new("ip").args(["netns", "del", &name]).status();
+        let instance = format!("{INSTANCE}-{pid}");
+        sluice_tests::daemon::remove_pins(&instance);
+        let _ =
+            std::fs::remove_dir_all(std::env::temp_dir().join(format!("sluice-test-{instance}")));
+    }
+}
+
+/// Lets this process and its children (the edges) hold the idle connections: the limit goes
+/// to [`NOFILE`], or, where even root may not pass the hard limit, up to that.
 fn raise_nofile(settings: &Settings) -> Result<()> {
     let want = libc::rlimit {
         rlim_cur: NOFILE,
         rlim_max: NOFILE,
     };
-    // SAFETY: a valid rlimit; raising the hard limit needs root, which the bench has.
+    // SAFETY: a valid rlimit.
     if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raw const want) } != 0 {
-        let err = std::io::Error::last_os_error();
-        ensure!(
-            settings.idle_conns < 900,
-            "cannot raise RLIMIT_NOFILE to {NOFILE} for {} idle connections: {err} \
-             (set SLUICE_EDGE_BENCH_IDLE_CONNS lower)",
-            settings.idle_conns
-        );
+        let mut r = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: `r` is valid for writes, then a valid rlimit.
+        unsafe {
+            if libc::getrlimit(libc::RLIMIT_NOFILE, &raw mut r) == 0 {
+                r.rlim_cur = r.rlim_max;
+                libc::setrlimit(libc::RLIMIT_NOFILE, &raw const r);
+            }
+        }
     }
+    let limit = fronts::nofile_limit();
+    ensure!(
+        settings.idle_conns as u64 + 1000 <= limit,
+        "{} idle connections need more file descriptors than RLIMIT_NOFILE allows ({limit}); \
+         raise the hard limit or set SLUICE_EDGE_BENCH_IDLE_CONNS lower",
+        settings.idle_conns
+    );
     Ok(())
 }
 
@@ -734,26 +788,32 @@ impl Bench {
             if !status.success() {
                 bail!("perf record failed: {status}");
             }
-            let report = Command::new("perf")
-                .args([
-                    "report",
-                    "--no-children",
-                    "--sort",
-                    "symbol",
-                    "--stdio",
-                    "-g",
-                    "none",
-                    "-i",
-                ])
-                .arg(&data)
-                .output()
-                .context("perf report")?;
-            let text = String::from_utf8_lossy(&report.stdout);
-            let top: Vec<&str> = text
+            let report = |args: &[&str]| -> Result<String> {
+                let out = Command::new("perf")
+                    .args(["report", "--no-children", "--sort", "symbol", "--stdio"])
+                    .args(args)
+                    .arg("-i")
+                    .arg(&data)
+                    .output()
+                    .context("perf report")?;
+                ensure!(
+                    out.status.success(),
+                    "perf report failed: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+            };
+            let flat = report(&["-g", "none"])?;
+            // Lines end in padding and `-` placeholders for columns with no data here.
+            let top: Vec<&str> = flat
                 .lines()
                 .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+                .map(|l| l.trim_end_matches([' ', '-']))
                 .take(30)
                 .collect();
+            // With callers (kernel stacks are whole; sluice's own frames are partial: a
+            // release build has no frame pointers).
+            let graph = report(&["-g", "caller,0.5,callee", "--percent-limit", "1"])?;
             let summary = format!(
                 "perf record -e cpu-clock -g of sluice under {} ({:.0} req/s while profiled); \
                  perf report --no-children --sort symbol, top {}:\n{}\n",
@@ -763,7 +823,7 @@ impl Bench {
                 top.join("\n")
             );
             std::fs::write(dir.join(format!("{}.txt", row.key())), &summary)?;
-            std::fs::write(dir.join(format!("{}.report.txt", row.key())), &*text)?;
+            std::fs::write(dir.join(format!("{}.callers.txt", row.key())), graph)?;
             println!("\n{summary}");
         }
         Ok(())

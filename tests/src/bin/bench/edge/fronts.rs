@@ -10,7 +10,7 @@
 use std::fs;
 use std::net::SocketAddr;
 use std::os::unix::process::CommandExt as _;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -38,6 +38,8 @@ pub struct Front {
     pub name: &'static str,
     pub addr: SocketAddr,
     pub pid: u32,
+    /// Where its errors go, to show when it does not start.
+    pub log: PathBuf,
     _process: Process,
 }
 
@@ -131,11 +133,10 @@ fn parse_stub_status(text: &str) -> Result<BackendConns> {
     Ok(BackendConns { accepted, open })
 }
 
-pub fn start_sluice(topo: &Topology, dir: &Path, pki: &TestPki) -> Result<Front> {
+pub fn start_sluice(topo: &Topology, dir: &Path, pki: &TestPki, instance: &str) -> Result<Front> {
     let addr = SocketAddr::new(GW_CLIENT_ADDR4.into(), 8443);
     let sdir = dir.join("sluice");
     fs::create_dir_all(&sdir)?;
-    let instance = "bench-edge";
     let text = format!(
         "instance = \"{instance}\"\ninterfaces = [\"{GW_CLIENT_IFNAME}\"]\n\
          conntrack_entries = 65536\n\n[admin]\nsocket = \"{}\"\n\n[management]\n\
@@ -159,6 +160,7 @@ pub fn start_sluice(topo: &Topology, dir: &Path, pki: &TestPki) -> Result<Front>
         name: "sluice",
         addr,
         pid,
+        log: sdir.join("sluice.log"),
         _process: Process::Sluice {
             _daemon: Box::new(daemon),
         },
@@ -168,10 +170,12 @@ pub fn start_sluice(topo: &Topology, dir: &Path, pki: &TestPki) -> Result<Front>
 pub fn start_nginx(topo: &Topology, dir: &Path, pki: &TestPki) -> Result<Front> {
     let addr = SocketAddr::new(GW_CLIENT_ADDR4.into(), 8444);
     // nginx 1.22: `http2` on `listen`; keepalive_requests also bounds HTTP/2 streams per
-    // connection (1000 by default, which would reconnect every 1000 requests).
+    // connection (1000 by default, which would reconnect every 1000 requests). `keepalive`:
+    // idle backend connections each worker keeps, above the most requests ever in flight
+    // (50 connections × 10 streams), so none is closed in steady state.
     let conf = format!(
         "http {{\n  access_log off;\n\
-         \x20 upstream be {{ server {be}:{BACKEND_PORT}; keepalive 64; }}\n\
+         \x20 upstream be {{ server {be}:{BACKEND_PORT}; keepalive 512; }}\n\
          \x20 ssl_session_cache shared:bench:20m;\n  ssl_session_tickets on;\n\
          \x20 server {{\n    listen {addr} ssl http2;\n    server_name {SERVER_NAME};\n\
          \x20   ssl_protocols TLSv1.2 TLSv1.3;\n\
@@ -196,6 +200,7 @@ pub fn start_nginx(topo: &Topology, dir: &Path, pki: &TestPki) -> Result<Front> 
         name: "nginx",
         addr,
         pid,
+        log: dir.join("nginx-front/logs/error.log"),
         _process: Process::Other { _guard: guard },
     })
 }
@@ -211,8 +216,10 @@ pub fn start_haproxy(topo: &Topology, dir: &Path, pki: &TestPki) -> Result<Front
     fs::write(&crt, pem)?;
     // Session cache and tickets at their defaults (on); `http-reuse always` shares idle backend
     // connections between client connections; keep-alive timeouts as nginx's and sluice's.
+    // haproxy wants two descriptors per `maxconn`, more than a machine with a hard limit of
+    // 20000 gives; `no strict-limits` runs it with what there is (one per idle connection).
     let conf = format!(
-        "global\n    maxconn {MAX_CONNS}\n\n\
+        "global\n    maxconn {MAX_CONNS}\n    no strict-limits\n\n\
          defaults\n    mode http\n    timeout connect 5s\n    timeout client 75s\n\
          \x20   timeout server 30s\n    timeout http-keep-alive 75s\n    option http-keep-alive\n\n\
          frontend fe\n    bind {addr} ssl crt {crt} ca-file {ca} verify required alpn h2,http/1.1\n\
@@ -239,6 +246,7 @@ pub fn start_haproxy(topo: &Topology, dir: &Path, pki: &TestPki) -> Result<Front
         name: "haproxy",
         addr,
         pid,
+        log: hdir.join("haproxy.log"),
         _process: Process::Other { _guard: guard },
     })
 }
@@ -250,7 +258,7 @@ fn spawn_nginx(ns: &NetNs, prefix: &Path, http_block: &str) -> Result<ChildGuard
         "daemon off;\nuser root;\nworker_processes auto;\nworker_rlimit_nofile {};\n\
          pid {}/nginx.pid;\nerror_log {}/logs/error.log warn;\n\
          events {{ worker_connections {}; }}\n{}",
-        MAX_CONNS * 2 + 100,
+        nofile_limit(),
         prefix.display(),
         prefix.display(),
         MAX_CONNS,
@@ -277,6 +285,19 @@ fn spawn_nginx(ns: &NetNs, prefix: &Path, http_block: &str) -> Result<ChildGuard
         ],
         &prefix.join("logs/stderr.log"),
     )
+}
+
+/// This process's descriptor limit, which the edges inherit.
+pub fn nofile_limit() -> u64 {
+    let mut r = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `r` is valid for writes.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &raw mut r) } != 0 {
+        return 1024;
+    }
+    r.rlim_cur
 }
 
 /// Starts `args` in `ns` (`ip netns exec` execs it, so the pid is the program's), output to
