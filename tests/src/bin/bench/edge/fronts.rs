@@ -26,7 +26,7 @@ pub const SERVER_NAME: &str = "kc.test";
 pub const BACKEND_PORT: u16 = 8080;
 /// The backend's `stub_status`, on its loopback so no edge ever reaches it.
 const STATUS_PORT: u16 = 8090;
-/// The header every edge puts the client certificate in (HAProxy's name, and its base64 DER;
+/// The header every edge puts the client certificate in (`HAProxy`'s name, and its base64 DER;
 /// nginx has no base64 of the DER, so it sends `$ssl_client_escaped_cert`, as its guide does).
 pub const CERT_HEADER: &str = "x-ssl-client-cert";
 /// Connections an edge must hold at once: the idle-connection measurement plus headroom.

@@ -364,6 +364,8 @@ fn parse_h2load_log(text: &str) -> Result<Latency> {
 
 #[cfg(test)]
 mod tests {
+    use std::fmt::Write as _;
+
     use super::*;
 
     const WRK: &str = "Running 5s test @ https://198.18.0.1:8443/
@@ -420,9 +422,10 @@ status codes: 224990 2xx, 0 3xx, 10 4xx, 0 5xx
 
     #[test]
     fn h2load_log_percentiles() {
-        let text: String = (1..=100)
-            .map(|i| format!("1700000000000000\t200\t{i}\n"))
-            .collect();
+        let mut text = String::new();
+        for i in 1..=100 {
+            writeln!(text, "1700000000000000\t200\t{i}").unwrap();
+        }
         let l = parse_h2load_log(&text).unwrap();
         assert_eq!(l.p50, Duration::from_micros(50));
         assert_eq!(l.p99, Duration::from_micros(99));
