@@ -528,15 +528,17 @@ impl Bench {
 
     fn table(&self, samples: &[Sample]) -> String {
         let mut out = String::new();
-        let _ = writeln!(
+        let _ = write!(
             out,
-            "\nmedians of {} repetitions; CPU = the edge's process tree (all threads, user + \
-             system) per request or connection; be = backend connections the edge opened \
-             during the run (and held open after it); other = CPU taken by anything but the \
-             edge, backend, load generator and bench during the run (ratios are withheld above \
-             {:.0} % of one CPU). Ratios: sluice against the better of nginx and haproxy.",
-            self.settings.reps,
-            OTHER_LOAD_LIMIT * 100.0
+            "\nmedians of {reps} repetitions (the edges alternated within each, order rotating)\n\
+             \x20 µs/req, µs/conn: the edge's CPU (its process tree, all threads, user + system)\n\
+             \x20 be new/open: backend connections the edge opened during the run / held after it\n\
+             \x20 other: CPU taken meanwhile by other processes (user + system) and the hypervisor\n\
+             \x20        (steal); ratios are withheld when it passes {limit:.0} % of one CPU in a run\n\
+             \x20 ratios: sluice against the better of nginx and haproxy (higher rate, lower CPU\n\
+             \x20         and p99), with the bars of issue 15\n",
+            reps = self.settings.reps,
+            limit = OTHER_LOAD_LIMIT * 100.0
         );
         for &row in &self.settings.rows {
             let unit = if row.is_handshake() { "conn" } else { "req" };
