@@ -34,6 +34,12 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "nginx",
     "wrk",
     "nghttp2-client",
+    // The LD_PRELOAD shim that gives wrk and h2load a client certificate, which `bench edge`
+    // compiles with the C compiler against OpenSSL's headers.
+    "gcc",
+    "libssl-dev",
+    // `perf record` of the daemon under load (`SLUICE_EDGE_BENCH_PROFILE`).
+    "linux-perf",
     // `promtool check metrics` on a real scrape.
     "prometheus",
     // Fetches the Keycloak distribution (and brings OpenJDK 17, on which it also runs) for
