@@ -373,7 +373,7 @@ async fn handle(mut req: Request<Incoming>, conn: &Conn) -> Response<Body> {
     // Hashed by the real client, so a trusted proxy's clients spread like direct ones.
     let mut resp = match l
         .upstream
-        .send(&l.pool, &conn.origin, req, upgrade.is_some())
+        .send(&l.pool, &conn.origin, req, upgrade.is_some(), &l.stats)
         .await
     {
         Ok(resp) => resp,
