@@ -40,13 +40,24 @@ fn sequential(lab: &Lab, http: &str) {
     let ca = lab.pki.ca_cert().display().to_string();
     let url = format!("https://{SERVER_NAME}:{EDGE_PORT}/realms/x");
     let mut args = vec![
-        "curl", "-sS", "--fail", "--max-time", "60", http, "--resolve", &resolve, "--cacert", &ca,
-        "-w", "\n",
+        "curl",
+        "-sS",
+        "--fail",
+        "--max-time",
+        "60",
+        http,
+        "--resolve",
+        &resolve,
+        "--cacert",
+        &ca,
+        "-w",
+        "\n",
     ];
     args.extend(std::iter::repeat_n(url.as_str(), REQUESTS));
-    let out = lab.topo.client().run(&args).unwrap_or_else(|err| {
-        panic!("curl {http}: {err:#}\nsluice:\n{}", lab.daemon.log_text())
-    });
+    let out =
+        lab.topo.client().run(&args).unwrap_or_else(|err| {
+            panic!("curl {http}: {err:#}\nsluice:\n{}", lab.daemon.log_text())
+        });
     let answered = out.lines().filter(|l| l.starts_with("backend-")).count();
     assert_eq!(answered, REQUESTS, "{http}: {out}");
 }
@@ -87,7 +98,11 @@ fn sequential_requests_on_one_client_connection_share_one_backend_connection() {
     let mut connections = 0;
     for (n, http) in ["--http1.1", "--http2"].into_iter().enumerate() {
         sequential(&lab, http);
-        assert_eq!(handshakes(&lab), n as f64 + 1.0, "{http}: one client connection");
+        assert_eq!(
+            handshakes(&lab),
+            n as f64 + 1.0,
+            "{http}: one client connection"
+        );
         // The first request opens the one backend connection (the client's backend keeps it
         // from the HTTP/1.1 round for the HTTP/2 one); every later request reuses it.
         connections = lab.backend_connections();
@@ -97,10 +112,7 @@ fn sequential_requests_on_one_client_connection_share_one_backend_connection() {
         );
     }
     assert_eq!(backend_requests(&lab, "opened"), 1.0);
-    assert_eq!(
-        backend_requests(&lab, "reused"),
-        (2 * REQUESTS - 1) as f64
-    );
+    assert_eq!(backend_requests(&lab, "reused"), (2 * REQUESTS - 1) as f64);
     assert_eq!(connections, 1);
 }
 
