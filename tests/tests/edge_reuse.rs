@@ -19,9 +19,9 @@ use sluice_tests::{
 const EDGE: &str = "kc";
 const MANAGEMENT: &str = "127.0.0.1:9019";
 /// Requests per client connection.
-const REQUESTS: usize = 200;
+const REQUESTS: u32 = 200;
 /// Client connections at once in the concurrent test.
-const CLIENTS: usize = 10;
+const CLIENTS: u32 = 10;
 
 /// A lab whose backends keep their connections open.
 fn lab(prefix: &str) -> Lab {
@@ -53,13 +53,13 @@ fn sequential(lab: &Lab, http: &str) {
         "-w",
         "\n",
     ];
-    args.extend(std::iter::repeat_n(url.as_str(), REQUESTS));
+    args.extend(std::iter::repeat_n(url.as_str(), REQUESTS as usize));
     let out =
         lab.topo.client().run(&args).unwrap_or_else(|err| {
             panic!("curl {http}: {err:#}\nsluice:\n{}", lab.daemon.log_text())
         });
     let answered = out.lines().filter(|l| l.starts_with("backend-")).count();
-    assert_eq!(answered, REQUESTS, "{http}: {out}");
+    assert_eq!(answered, REQUESTS as usize, "{http}: {out}");
 }
 
 fn metric(lab: &Lab, name: &str, labels: &[(&str, &str)]) -> f64 {
@@ -95,28 +95,30 @@ fn handshakes(lab: &Lab) -> f64 {
 fn sequential_requests_on_one_client_connection_share_one_backend_connection() {
     require_root();
     let lab = lab("sereuse1");
-    let mut connections = 0;
-    for (n, http) in ["--http1.1", "--http2"].into_iter().enumerate() {
+    for (n, http) in (0u32..).zip(["--http1.1", "--http2"]) {
         sequential(&lab, http);
         assert_eq!(
             handshakes(&lab),
-            n as f64 + 1.0,
+            f64::from(n + 1),
             "{http}: one client connection"
         );
         // The first request opens the one backend connection (the client's backend keeps it
         // from the HTTP/1.1 round for the HTTP/2 one); every later request reuses it.
-        connections = lab.backend_connections();
         assert_eq!(
-            connections, 1,
+            lab.backend_connections(),
+            1,
             "{http}: backend connections for {REQUESTS} requests one after the other"
         );
     }
     assert_eq!(backend_requests(&lab, "opened"), 1.0);
-    assert_eq!(backend_requests(&lab, "reused"), (2 * REQUESTS - 1) as f64);
-    assert_eq!(connections, 1);
+    assert_eq!(
+        backend_requests(&lab, "reused"),
+        f64::from(2 * REQUESTS - 1)
+    );
 }
 
 #[test]
+#[allow(clippy::float_cmp)] // every value is a small integer, exact in f64
 fn concurrent_client_connections_need_no_more_backend_connections_than_clients() {
     require_root();
     let lab = lab("sereuse2");
@@ -130,14 +132,14 @@ fn concurrent_client_connections_need_no_more_backend_connections_than_clients()
         // connection it used is idle again before the client's next request.
         let connections = lab.backend_connections();
         assert!(
-            connections <= CLIENTS as u64,
+            connections <= u64::from(CLIENTS),
             "{http}: {connections} backend connections for {CLIENTS} client connections"
         );
     }
     let opened = backend_requests(&lab, "opened");
-    assert!(opened <= CLIENTS as f64, "opened {opened}");
+    assert!(opened <= f64::from(CLIENTS), "opened {opened}");
     assert_eq!(
         opened + backend_requests(&lab, "reused"),
-        (2 * CLIENTS * REQUESTS) as f64
+        f64::from(2 * CLIENTS * REQUESTS)
     );
 }

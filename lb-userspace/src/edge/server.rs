@@ -367,17 +367,7 @@ async fn handle(mut req: Request<Incoming>, conn: &Conn) -> Response<Body> {
             .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         parts.headers.insert(header::UPGRADE, to);
     }
-    parts.uri = match path {
-        // The client's own path and query, shared rather than parsed again.
-        Target::Same => {
-            let mut target = hyper::http::uri::Parts::default();
-            target.path_and_query = parts.uri.path_and_query().cloned();
-            Uri::from_parts(target).unwrap_or_else(|_| Uri::from_static("/"))
-        }
-        Target::Stripped(path) => path
-            .parse::<Uri>()
-            .unwrap_or_else(|_| Uri::from_static("/")),
-    };
+    parts.uri = path.uri(&parts.uri);
     parts.version = hyper::Version::HTTP_11;
     let req = Request::from_parts(parts, body);
     // Hashed by the real client, so a trusted proxy's clients spread like direct ones.
@@ -422,6 +412,23 @@ enum Target {
     Same,
     /// What is left under the listener's path prefix.
     Stripped(String),
+}
+
+impl Target {
+    /// The origin-form target for the backend, from the client's `uri`.
+    fn uri(self, uri: &Uri) -> Uri {
+        match self {
+            // The client's own path and query, shared rather than parsed again.
+            Target::Same => {
+                let mut target = hyper::http::uri::Parts::default();
+                target.path_and_query = uri.path_and_query().cloned();
+                Uri::from_parts(target).unwrap_or_else(|_| Uri::from_static("/"))
+            }
+            Target::Stripped(path) => path
+                .parse::<Uri>()
+                .unwrap_or_else(|_| Uri::from_static("/")),
+        }
+    }
 }
 
 /// sluice's own answer to a request it will not forward.

@@ -144,6 +144,10 @@ pub(super) fn register(registry: &mut Registry, edges: &[EdgeCounts]) {
             })
         }),
     );
+    register_backend(registry, edges);
+}
+
+fn register_backend(registry: &mut Registry, edges: &[EdgeCounts]) {
     counters(
         registry,
         "edge_backend_requests",
