@@ -38,6 +38,8 @@ pub struct Config {
     pub interfaces: Vec<String>,
     pub xdp_mode: XdpMode,
     pub conntrack_entries: u32,
+    /// The tokio runtime's worker threads; `None`: one per CPU available.
+    pub worker_threads: Option<usize>,
     /// Leave the XDP program, its maps and links pinned and forwarding when the daemon stops.
     pub keep_dataplane: bool,
     /// The bpffs directory everything is pinned under (`<bpffs>/sluice/<instance>/`).

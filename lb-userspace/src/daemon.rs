@@ -55,8 +55,13 @@ pub fn run(path: &Path, overrides: Overrides) -> anyhow::Result<()> {
     for warning in config.warnings() {
         tracing::warn!("{}: {warning}", path.display());
     }
+    let workers = config.worker_threads.unwrap_or_else(|| {
+        // The CPUs this process may run on (its affinity and cgroup quota); one if unknown.
+        std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+    });
+    tracing::info!(worker_threads = workers, "starting the runtime");
     let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(workers)
         .enable_all()
         .build()
         .context("starting the tokio runtime")?;

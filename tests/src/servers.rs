@@ -82,6 +82,33 @@ pub fn http_headers_backend(ns: &NetNs, name: &str, port: u16) -> Result<ServerH
     })
 }
 
+/// HTTP/1.1 backend that keeps its connections open: every request head (requests without a
+/// body) is answered `200 OK` with body `name`, until the client closes. [`ServerHandle::served`]
+/// counts the connections it accepted, so a test can tell how many a proxy opened.
+pub fn http_keepalive_backend(ns: &NetNs, name: &str, port: u16) -> Result<ServerHandle> {
+    tcp_server(ns, name, port, |mut stream, name| {
+        // A proxy keeps an idle connection as long as it likes; only EOF ends it.
+        stream.set_read_timeout(None)?;
+        let response = format!(
+            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{name}",
+            name.len()
+        );
+        let mut pending = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            while let Some(end) = pending.windows(4).position(|w| w == b"\r\n\r\n") {
+                pending.drain(..end + 4);
+                stream.write_all(response.as_bytes())?;
+            }
+            let n = stream.read(&mut buf)?;
+            if n == 0 {
+                return Ok(());
+            }
+            pending.extend_from_slice(&buf[..n]);
+        }
+    })
+}
+
 /// HTTP backend that takes its time: a request for `/delay/<ms>` is answered `200 OK` with
 /// body `name` after `<ms>` milliseconds, any other path at once; then the connection closes.
 pub fn http_delay_backend(ns: &NetNs, name: &str, port: u16) -> Result<ServerHandle> {

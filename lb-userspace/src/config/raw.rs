@@ -21,6 +21,9 @@ pub struct Config {
     /// Capacity of the connection table (flows across all VIPs; LRU beyond that).
     #[serde(default = "defaults::conntrack_entries")]
     pub conntrack_entries: Spanned<i64>,
+    /// Threads serving the edge listeners, health checks and management (the tokio runtime's
+    /// workers). Default: the CPUs this process may run on.
+    pub worker_threads: Option<Spanned<i64>>,
     /// Leave XDP forwarding running (programs, maps and links pinned) when the daemon stops.
     #[serde(default = "defaults::keep_dataplane")]
     pub keep_dataplane: bool,

@@ -80,6 +80,8 @@ fn good_config_has_typed_values_and_defaults() {
     assert_eq!(c.xdp_mode, XdpMode::Native);
     assert_eq!(c.conntrack_entries, 65536);
     assert!(!c.keep_dataplane);
+    let four = edit(&[(4, "worker_threads = 4")]);
+    assert_eq!(Config::parse(&four).unwrap().worker_threads, Some(4));
     assert_eq!(c.pin_dir(), Path::new("/sys/fs/bpf/sluice/gw1"));
     assert_eq!(c.admin.socket, Path::new("/run/sluice/admin.sock"));
     assert_eq!(c.management.address, "127.0.0.1:9000".parse().unwrap());
@@ -149,6 +151,7 @@ fn minimal_config_takes_every_default() {
     .unwrap();
     assert_eq!(c.instance, "default");
     assert_eq!(c.conntrack_entries, 1 << 20);
+    assert_eq!(c.worker_threads, None);
     assert_eq!(c.bpffs, Path::new("/sys/fs/bpf"));
     assert_eq!(c.admin.socket, Path::new("/run/sluice/admin.sock"));
     assert_eq!(c.management.address, "127.0.0.1:9000".parse().unwrap());

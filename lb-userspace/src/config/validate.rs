@@ -38,6 +38,9 @@ pub fn parse_all(text: &str) -> (Option<Config>, Option<ConfigErrors>) {
     }
 }
 
+/// More threads than this is a typo, not a host.
+const MAX_WORKER_THREADS: i64 = 1024;
+
 pub fn parse(text: &str) -> Result<Config, ConfigErrors> {
     // Schema errors and validation errors are reported together: validation reads what the
     // schema check could still read, at the same offsets.
@@ -64,6 +67,15 @@ fn validate(r: &mut Report, raw: &raw::Config) -> Option<Config> {
         1..=i64::from(u32::MAX),
         "flows tracked across all VIPs; the default is 1048576",
     );
+    let worker_threads = raw.worker_threads.as_ref().map(|w| {
+        fields::int::<usize>(
+            r,
+            w,
+            "worker_threads",
+            1..=MAX_WORKER_THREADS,
+            "threads serving the edge listeners; leave it out for one per CPU available",
+        )
+    });
     let bpffs = fields::absolute_path(r, &raw.bpffs, "bpffs", "/sys/fs/bpf");
     let admin = admin(r, &raw.admin);
     let management = fields::socket_address(
@@ -81,6 +93,10 @@ fn validate(r: &mut Report, raw: &raw::Config) -> Option<Config> {
         interfaces: interfaces?,
         xdp_mode: xdp_mode?,
         conntrack_entries: conntrack_entries?,
+        worker_threads: match worker_threads {
+            Some(w) => Some(w?),
+            None => None,
+        },
         keep_dataplane: raw.keep_dataplane,
         bpffs: bpffs?,
         admin: admin?,

@@ -20,6 +20,7 @@ pub fn restart_only(old: &Config, new: &Config) -> Result<(), CoreError> {
         &old.conntrack_entries,
         &new.conntrack_entries,
     )?;
+    same("worker_threads", &old.worker_threads, &new.worker_threads)?;
     same("bpffs", &old.bpffs, &new.bpffs)?;
     same("admin.socket", &old.admin.socket, &new.admin.socket)?;
     same(

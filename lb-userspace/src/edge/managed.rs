@@ -26,10 +26,9 @@ const WELL_KNOWN_CHAIN_PREFIXES: [&str; 1] = ["ssl-client-cert-chain"];
 /// A listener's managed names, built once per listener.
 #[derive(Debug, Clone)]
 pub struct Managed {
-    /// Every client-certificate header of every format, under the listener's names and the
-    /// default ones; removed from every request whoever sent it.
-    cert: Vec<HeaderName>,
-    /// Every managed name (certificate and forwarded headers) folded: lowercase, `_` as `-`.
+    /// Every managed name folded (lowercase, `_` as `-`), sorted: the client-certificate
+    /// headers of every format under the listener's names and the default ones (removed from
+    /// every request whoever sent it), and the forwarded headers.
     folded: Vec<String>,
     /// Chain header prefixes, folded; `<prefix>-<digits>` is managed at any index.
     chain_prefixes: Vec<String>,
@@ -62,7 +61,6 @@ impl Managed {
         chain_prefixes.sort();
         chain_prefixes.dedup();
         Managed {
-            cert,
             folded,
             chain_prefixes,
         }
@@ -72,7 +70,10 @@ impl Managed {
     pub fn covers(&self, name: &str) -> bool {
         let folded = fold(name);
         let folded = folded.as_ref();
-        self.folded.iter().any(|f| f == folded)
+        // Sorted in `new`.
+        self.folded
+            .binary_search_by(|f| f.as_str().cmp(folded))
+            .is_ok()
             || self.chain_prefixes.iter().any(|prefix| {
                 folded
                     .strip_prefix(prefix.as_str())
@@ -88,10 +89,9 @@ impl Managed {
     /// The forwarded headers under their exact names stay: `forwarded::apply` keeps a trusted
     /// peer's and replaces everyone else's.
     pub fn strip(&self, headers: &mut HeaderMap) {
-        for name in &self.cert {
-            while headers.remove(name).is_some() {}
-        }
-        // Exact forwarded names are left to `forwarded::apply`; only other spellings go here.
+        // One pass over the request's few names rather than a lookup for each of the many
+        // managed ones: `covers` holds every certificate name (folded) too. Exact forwarded
+        // names are left to `forwarded::apply`; only other spellings go here.
         let variants: Vec<HeaderName> = headers
             .keys()
             .filter(|name| !forwarded::managed().contains(name) && self.covers(name.as_str()))

@@ -313,17 +313,19 @@ async fn handle(mut req: Request<Incoming>, conn: &Conn) -> Response<Body> {
         Ok(host) => host,
         Err(refused) => return refuse(l, refused),
     };
-    let path = req
-        .uri()
-        .path_and_query()
-        .map_or("/", hyper::http::uri::PathAndQuery::as_str);
     // Outside the prefix nothing is proxied: the backend never sees such a request.
     let path = match &l.path_prefix {
-        Some(prefix) => match prefix.strip(path) {
-            Some(rest) => rest,
-            None => return status(StatusCode::NOT_FOUND),
-        },
-        None => path.to_owned(),
+        Some(prefix) => {
+            let path = req
+                .uri()
+                .path_and_query()
+                .map_or("/", hyper::http::uri::PathAndQuery::as_str);
+            match prefix.strip(path) {
+                Some(rest) => Target::Stripped(rest),
+                None => return status(StatusCode::NOT_FOUND),
+            }
+        }
+        None => Target::Same,
     };
     // A WebSocket upgrade: the backend's 101 hands both connections over to a byte copy. No
     // other upgrade is forwarded (see `request_head`).
@@ -365,15 +367,13 @@ async fn handle(mut req: Request<Incoming>, conn: &Conn) -> Response<Body> {
             .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         parts.headers.insert(header::UPGRADE, to);
     }
-    parts.uri = path
-        .parse::<Uri>()
-        .unwrap_or_else(|_| Uri::from_static("/"));
+    parts.uri = path.uri(&parts.uri);
     parts.version = hyper::Version::HTTP_11;
     let req = Request::from_parts(parts, body);
     // Hashed by the real client, so a trusted proxy's clients spread like direct ones.
     let mut resp = match l
         .upstream
-        .send(&l.pool, &conn.origin, req, upgrade.is_some())
+        .send(&l.pool, &conn.origin, req, upgrade.is_some(), &l.stats)
         .await
     {
         Ok(resp) => resp,
@@ -404,6 +404,31 @@ async fn handle(mut req: Request<Incoming>, conn: &Conn) -> Response<Body> {
     let (mut parts, body) = resp.into_parts();
     request_head::remove_response_hop_by_hop(&mut parts.headers);
     Response::from_parts(parts, body.boxed())
+}
+
+/// The request target sent to the backend.
+enum Target {
+    /// The client's path and query (or `/` without one).
+    Same,
+    /// What is left under the listener's path prefix.
+    Stripped(String),
+}
+
+impl Target {
+    /// The origin-form target for the backend, from the client's `uri`.
+    fn uri(self, uri: &Uri) -> Uri {
+        match self {
+            // The client's own path and query, shared rather than parsed again.
+            Target::Same => {
+                let mut target = hyper::http::uri::Parts::default();
+                target.path_and_query = uri.path_and_query().cloned();
+                Uri::from_parts(target).unwrap_or_else(|_| Uri::from_static("/"))
+            }
+            Target::Stripped(path) => path
+                .parse::<Uri>()
+                .unwrap_or_else(|_| Uri::from_static("/")),
+        }
+    }
 }
 
 /// sluice's own answer to a request it will not forward.

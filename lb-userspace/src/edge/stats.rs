@@ -52,6 +52,9 @@ pub struct EdgeStats {
     timeouts: [AtomicU64; Expired::ALL.len()],
     /// Connections closed at accept because `max_connections` were open.
     refused_limit: AtomicU64,
+    /// Backend connections opened, and requests sent over one kept open.
+    backend_opened: AtomicU64,
+    backend_reused: AtomicU64,
     /// Woken when the last open connection closes.
     closed: tokio::sync::Notify,
 }
@@ -70,6 +73,8 @@ impl Default for EdgeStats {
             certs_none: AtomicU64::new(0),
             timeouts: std::array::from_fn(|_| AtomicU64::new(0)),
             refused_limit: AtomicU64::new(0),
+            backend_opened: AtomicU64::new(0),
+            backend_reused: AtomicU64::new(0),
             closed: tokio::sync::Notify::new(),
         }
     }
@@ -106,6 +111,16 @@ impl EdgeStats {
             return None;
         }
         Some(Open(Arc::clone(self)))
+    }
+
+    /// Counts a backend connection opened for a request.
+    pub fn backend_opened(&self) {
+        add(&self.backend_opened);
+    }
+
+    /// Counts a request sent over a backend connection kept open from an earlier one.
+    pub fn backend_reused(&self) {
+        add(&self.backend_reused);
     }
 
     /// Counts a connection cut because its client overstayed a limit.
@@ -227,6 +242,10 @@ impl EdgeStats {
                 .map(|(e, c)| (e.as_str(), read(c)))
                 .collect(),
             refused: vec![("limit", read(&self.refused_limit))],
+            backend: vec![
+                ("opened", read(&self.backend_opened)),
+                ("reused", read(&self.backend_reused)),
+            ],
         }
     }
 }
@@ -282,6 +301,9 @@ pub struct EdgeCounts {
     pub timeouts: Vec<(&'static str, u64)>,
     /// Connections refused at accept, by reason (`limit`).
     pub refused: Vec<(&'static str, u64)>,
+    /// Requests sent to a backend by how their connection came: `opened` for it, or
+    /// `reused` (kept open after an earlier request).
+    pub backend: Vec<(&'static str, u64)>,
 }
 
 /// The time to response headers as a histogram.

@@ -3,7 +3,11 @@
 //!
 //! A connection goes back to the idle list only once hyper says it is ready for the next
 //! request (the previous response's body was read to its end), so a request never waits
-//! behind another one on a shared connection.
+//! behind another one on a shared connection. The response body itself hands it back
+//! ([`BackendBody`]), before the client sees the response end: the client's next request on
+//! the same connection then always finds it idle, and never opens a second one. (Handing it
+//! back from a task of its own raced the next request, which under load often arrived first
+//! and opened an extra backend connection, later closed as one too many.)
 //!
 //! With `send_proxy_protocol = "v2"` each backend connection starts with a PROXY header naming
 //! one client, so it may only ever carry that client connection's requests: such connections
@@ -12,16 +16,23 @@
 use std::{
     collections::HashMap,
     net::{IpAddr, SocketAddr},
+    pin::Pin,
     sync::{Arc, Mutex, PoisonError},
+    task::{ready, Context, Poll},
     time::Duration,
 };
 
-use hyper::{body::Incoming, client::conn::http1::SendRequest, Request, Response, StatusCode};
+use bytes::Bytes;
+use hyper::{
+    body::{Body, Frame, Incoming, SizeHint},
+    client::conn::http1::SendRequest,
+    Request, Response, StatusCode,
+};
 use hyper_util::rt::TokioIo;
 use lb_common::proxy::parse::{write_v2, Command};
 use tokio::{io::AsyncWriteExt as _, net::TcpStream};
 
-use super::pool::Pool;
+use super::{pool::Pool, stats::EdgeStats};
 use crate::config::SendProxy;
 
 /// Idle connections kept per backend; more are closed when they come back.
@@ -68,20 +79,26 @@ impl Upstream {
         }
     }
 
-    /// Sends `req` to the client's backend and returns its response. With `upgrade` the
-    /// connection is handed over with the response (WebSocket) and never reused.
+    /// Sends `req` to the client's backend and returns its response, whose body hands the
+    /// backend connection back once it is done. With `upgrade` the connection is handed over
+    /// with the response (WebSocket) and never reused.
     pub async fn send(
         &self,
         pool: &Pool,
         origin: &Origin,
         req: Request<Incoming>,
         upgrade: bool,
-    ) -> Result<Response<Incoming>, StatusCode> {
+        stats: &EdgeStats,
+    ) -> Result<Response<BackendBody>, StatusCode> {
         let idle = match self.send_proxy {
             SendProxy::Off => &self.shared,
             SendProxy::V2 => &origin.own,
         };
-        let (backend, mut sender) = self.sender(pool, origin, idle, upgrade).await?;
+        let (backend, mut sender) = self.sender(pool, origin, idle, upgrade, stats).await?;
+        // Without a request body the connection is ready as soon as the response is read: the
+        // response body may wait for that. With one, a backend that answered early waits for
+        // the rest of it, which a client expecting `100 Continue` never sends.
+        let bodiless = req.body().is_end_stream();
         let resp = match tokio::time::timeout(self.timeouts.response, sender.send_request(req))
             .await
         {
@@ -95,15 +112,17 @@ impl Upstream {
                 return Err(StatusCode::GATEWAY_TIMEOUT);
             }
         };
-        if !upgrade {
-            let idle = Arc::clone(idle);
-            tokio::spawn(async move {
-                if sender.ready().await.is_ok() {
-                    idle.put_back(backend, sender);
-                }
-            });
-        }
-        Ok(resp)
+        let back = (!upgrade).then(|| Back {
+            idle: Arc::clone(idle),
+            backend,
+            sender,
+            wait: bodiless,
+        });
+        Ok(resp.map(|inner| BackendBody {
+            inner,
+            inner_done: false,
+            back,
+        }))
     }
 
     /// An idle connection to the client's backend, or a new one; when the backend cannot be
@@ -114,6 +133,7 @@ impl Upstream {
         origin: &Origin,
         idle: &Idle,
         fresh: bool,
+        stats: &EdgeStats,
     ) -> Result<(SocketAddr, SendRequest<Incoming>), StatusCode> {
         let client = origin.client.ip();
         let first = pool
@@ -122,9 +142,11 @@ impl Upstream {
         let first = SocketAddr::new(first, self.port);
         if !fresh {
             if let Some(s) = idle.take(first) {
+                stats.backend_reused();
                 return Ok((first, s));
             }
         }
+        stats.backend_opened();
         let header = match self.send_proxy {
             SendProxy::Off => None,
             SendProxy::V2 => Some(proxy_v2(origin.client, origin.local).map_err(|error| {
@@ -177,6 +199,106 @@ impl Idle {
         let list = idle.entry(backend).or_default();
         if list.len() < MAX_IDLE {
             list.push(sender);
+        }
+    }
+}
+
+/// A backend response body that puts its connection back in the idle list when it is done
+/// (or, dropped early, once the connection turns out ready).
+pub struct BackendBody {
+    inner: Incoming,
+    inner_done: bool,
+    /// `None` once handed back, and for an upgrade's connection.
+    back: Option<Back>,
+}
+
+struct Back {
+    idle: Arc<Idle>,
+    backend: SocketAddr,
+    sender: SendRequest<Incoming>,
+    /// The body ends only once the connection is ready (see [`Upstream::send`]); else a
+    /// connection not ready at once is handed back by a task of its own.
+    wait: bool,
+}
+
+impl Back {
+    /// Hands the connection back when it is ready, from a task of its own.
+    fn later(mut self) {
+        // Dropped outside a runtime (never while serving): the connection just closes.
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                if self.sender.ready().await.is_ok() {
+                    self.idle.put_back(self.backend, self.sender);
+                }
+            });
+        }
+    }
+}
+
+impl Body for BackendBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = self.get_mut();
+        if !this.inner_done {
+            match ready!(Pin::new(&mut this.inner).poll_frame(cx)) {
+                Some(Ok(frame)) => return Poll::Ready(Some(Ok(frame))),
+                Some(Err(e)) => {
+                    // A broken response: the connection is not reused.
+                    this.back = None;
+                    return Poll::Ready(Some(Err(e)));
+                }
+                None => this.inner_done = true,
+            }
+        }
+        if let Some(back) = &mut this.back {
+            // hyper's connection task marks the connection ready right after it read the
+            // response's end, which usually happened before this body even started.
+            let ready = match back.sender.poll_ready(cx) {
+                Poll::Ready(r) => r.is_ok(),
+                Poll::Pending if back.wait => return Poll::Pending,
+                Poll::Pending => {
+                    if let Some(back) = this.back.take() {
+                        back.later();
+                    }
+                    return Poll::Ready(None);
+                }
+            };
+            if let Some(back) = this.back.take() {
+                if ready {
+                    back.idle.put_back(back.backend, back.sender);
+                }
+            }
+        }
+        Poll::Ready(None)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        // Not before the connection went back: the end is where that happens.
+        self.back.is_none() && (self.inner_done || self.inner.is_end_stream())
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        if self.inner_done {
+            SizeHint::with_exact(0)
+        } else {
+            self.inner.size_hint()
+        }
+    }
+}
+
+impl Drop for BackendBody {
+    fn drop(&mut self) {
+        if let Some(back) = self.back.take() {
+            if back.sender.is_ready() {
+                back.idle.put_back(back.backend, back.sender);
+            } else {
+                back.later();
+            }
         }
     }
 }

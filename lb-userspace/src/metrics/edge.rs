@@ -1,6 +1,7 @@
 //! The edge listeners' families: requests by code, time to response headers, requests in
 //! flight, open connections, TLS handshakes, client certificates, PROXY headers, connections
-//! cut for a slow client and connections refused, each labelled `edge`.
+//! cut for a slow client, connections refused and backend connections opened or reused, each
+//! labelled `edge`.
 
 use prometheus_client::encoding::{EncodeLabelSet, EncodeMetric, MetricEncoder, NoLabelSet};
 use prometheus_client::metrics::MetricType;
@@ -24,6 +25,12 @@ struct CodeLabels {
 struct KindLabels {
     edge: String,
     kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ConnectionLabels {
+    edge: String,
+    connection: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -132,6 +139,25 @@ pub(super) fn register(registry: &mut Registry, edges: &[EdgeCounts]) {
                 let labels = ReasonLabels {
                     edge: e.edge.clone(),
                     reason: (*reason).to_owned(),
+                };
+                (labels, *n)
+            })
+        }),
+    );
+    register_backend(registry, edges);
+}
+
+fn register_backend(registry: &mut Registry, edges: &[EdgeCounts]) {
+    counters(
+        registry,
+        "edge_backend_requests",
+        "Requests the edge listener sent to a backend, by connection (opened: a new backend \
+         connection; reused: one kept open after an earlier request)",
+        edges.iter().flat_map(|e| {
+            e.backend.iter().map(|(connection, n)| {
+                let labels = ConnectionLabels {
+                    edge: e.edge.clone(),
+                    connection: (*connection).to_owned(),
                 };
                 (labels, *n)
             })

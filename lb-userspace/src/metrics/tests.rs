@@ -170,6 +170,7 @@ fn edges() -> Vec<EdgeCounts> {
             ]),
             timeouts: vec![("request_header", 9), ("idle", 4)],
             refused: vec![("limit", 11)],
+            backend: vec![("opened", 5), ("reused", 95)],
         },
         EdgeCounts {
             edge: "plain".into(),
@@ -184,6 +185,7 @@ fn edges() -> Vec<EdgeCounts> {
             proxy_headers: None,
             timeouts: vec![("request_header", 0), ("idle", 0)],
             refused: vec![("limit", 0)],
+            backend: vec![("opened", 0), ("reused", 0)],
         },
     ]
 }
@@ -519,6 +521,24 @@ fn encode_exposes_cut_and_refused_edge_connections() {
 }
 
 #[test]
+#[allow(clippy::float_cmp)] // every value is a small integer, exact in f64
+fn encode_exposes_backend_connections_opened_and_reused() {
+    let s = parse(&encode(&snapshot()).unwrap());
+    for (edge, connection, n) in [
+        ("idp", "opened", 5.0),
+        ("idp", "reused", 95.0),
+        ("plain", "opened", 0.0),
+    ] {
+        let labels = [("edge", edge), ("connection", connection)];
+        assert_eq!(
+            value(&s, "sluice_edge_backend_requests_total", &labels),
+            n,
+            "{edge} {connection}"
+        );
+    }
+}
+
+#[test]
 fn encode_without_edges_has_no_edge_families() {
     let mut none = snapshot();
     none.edges.clear();
@@ -533,6 +553,7 @@ fn encode_without_edges_has_no_edge_families() {
         "sluice_edge_proxy_headers",
         "sluice_edge_timeouts",
         "sluice_edge_connections_refused",
+        "sluice_edge_backend_requests",
     ] {
         assert!(
             !text.contains(&format!("# TYPE {family} ")),

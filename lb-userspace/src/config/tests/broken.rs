@@ -99,6 +99,13 @@ const CASES: &[Case] = &[
         message: "conntrack_entries: 0 is out of range: must be at least 1",
     },
     Case {
+        name: "zero worker threads",
+        edits: &[(4, "worker_threads = 0")],
+        line: 4,
+        message: "worker_threads: 0 is out of range: must be between 1 and 1024 (threads serving \
+                  the edge listeners; leave it out for one per CPU available)",
+    },
+    Case {
         name: "relative bpffs",
         edits: &[(5, "bpffs = \"sys/fs/bpf\"")],
         line: 5,

@@ -1,0 +1,145 @@
+//! The edge listener's backend connections are kept open and reused: requests one after the
+//! other over one client connection travel over one backend connection, and concurrent client
+//! connections never need more backend connections than they have requests in flight.
+//!
+//! The backends keep their connections open and count those they accept; sluice counts the
+//! requests it sent over a new and over a reused backend connection
+//! (`sluice_edge_backend_requests_total`).
+//!
+//! Needs root. Run with `cargo test -p sluice-tests --test edge_reuse -- --test-threads=1`.
+
+use std::thread;
+
+use sluice_tests::{
+    edge_lab::{edge4, Lab, Listener, BACKEND_PORT, EDGE_PORT, SERVER_NAME},
+    require_root,
+    servers::http_keepalive_backend,
+};
+
+const EDGE: &str = "kc";
+const MANAGEMENT: &str = "127.0.0.1:9019";
+/// Requests per client connection.
+const REQUESTS: u32 = 200;
+/// Client connections at once in the concurrent test.
+const CLIENTS: u32 = 10;
+
+/// A lab whose backends keep their connections open.
+fn lab(prefix: &str) -> Lab {
+    let mut lab = Lab::start(prefix, &[Listener::v4(EDGE, EDGE_PORT)]);
+    lab.replace_backends(|ns, i| {
+        http_keepalive_backend(ns, &format!("backend-{i}"), BACKEND_PORT)
+            .expect("keep-alive backend")
+    });
+    lab
+}
+
+/// One curl (one client connection): `REQUESTS` requests one after the other over `http`
+/// (`--http1.1` or `--http2`); each must come back from a backend.
+fn sequential(lab: &Lab, http: &str) {
+    let resolve = format!("{SERVER_NAME}:{EDGE_PORT}:{}", edge4().ip());
+    let ca = lab.pki.ca_cert().display().to_string();
+    let url = format!("https://{SERVER_NAME}:{EDGE_PORT}/realms/x");
+    let mut args = vec![
+        "curl",
+        "-sS",
+        "--fail",
+        "--max-time",
+        "60",
+        http,
+        "--resolve",
+        &resolve,
+        "--cacert",
+        &ca,
+        "-w",
+        "\n",
+    ];
+    args.extend(std::iter::repeat_n(url.as_str(), REQUESTS as usize));
+    let out =
+        lab.topo.client().run(&args).unwrap_or_else(|err| {
+            panic!("curl {http}: {err:#}\nsluice:\n{}", lab.daemon.log_text())
+        });
+    let answered = out.lines().filter(|l| l.starts_with("backend-")).count();
+    assert_eq!(answered, REQUESTS as usize, "{http}: {out}");
+}
+
+fn metric(lab: &Lab, name: &str, labels: &[(&str, &str)]) -> f64 {
+    lab.daemon
+        .metric(
+            lab.topo.gateway(),
+            MANAGEMENT.parse().unwrap(),
+            name,
+            labels,
+        )
+        .expect("scrape /metrics")
+}
+
+fn backend_requests(lab: &Lab, connection: &str) -> f64 {
+    metric(
+        lab,
+        "sluice_edge_backend_requests_total",
+        &[("edge", EDGE), ("connection", connection)],
+    )
+}
+
+/// Client TLS handshakes the listener completed.
+fn handshakes(lab: &Lab) -> f64 {
+    metric(
+        lab,
+        "sluice_edge_tls_handshakes_total",
+        &[("edge", EDGE), ("outcome", "ok")],
+    )
+}
+
+#[test]
+#[allow(clippy::float_cmp)] // every value is a small integer, exact in f64
+fn sequential_requests_on_one_client_connection_share_one_backend_connection() {
+    require_root();
+    let lab = lab("sereuse1");
+    for (n, http) in (0u32..).zip(["--http1.1", "--http2"]) {
+        sequential(&lab, http);
+        assert_eq!(
+            handshakes(&lab),
+            f64::from(n + 1),
+            "{http}: one client connection"
+        );
+        // The first request opens the one backend connection (the client's backend keeps it
+        // from the HTTP/1.1 round for the HTTP/2 one); every later request reuses it.
+        assert_eq!(
+            lab.backend_connections(),
+            1,
+            "{http}: backend connections for {REQUESTS} requests one after the other"
+        );
+    }
+    assert_eq!(backend_requests(&lab, "opened"), 1.0);
+    assert_eq!(
+        backend_requests(&lab, "reused"),
+        f64::from(2 * REQUESTS - 1)
+    );
+}
+
+#[test]
+#[allow(clippy::float_cmp)] // every value is a small integer, exact in f64
+fn concurrent_client_connections_need_no_more_backend_connections_than_clients() {
+    require_root();
+    let lab = lab("sereuse2");
+    for http in ["--http1.1", "--http2"] {
+        thread::scope(|s| {
+            for _ in 0..CLIENTS {
+                s.spawn(|| sequential(&lab, http));
+            }
+        });
+        // At most one request per client connection is in flight at a time: the backend
+        // connection it used is idle again before the client's next request.
+        let connections = lab.backend_connections();
+        assert!(
+            connections <= u64::from(CLIENTS),
+            "{http}: {connections} backend connections for {CLIENTS} client connections"
+        );
+    }
+    let opened = backend_requests(&lab, "opened");
+    assert!(opened <= f64::from(CLIENTS), "opened {opened}");
+    assert_eq!(
+        opened + backend_requests(&lab, "reused"),
+        f64::from(2 * CLIENTS * REQUESTS)
+    );
+}
