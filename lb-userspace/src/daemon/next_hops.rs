@@ -34,17 +34,18 @@ pub fn spawn(core: Arc<Core>) {
 }
 
 fn run(core: &Core) {
-    let (mut resolver, mut events) = match Resolver::new().and_then(|r| Ok((r, Events::subscribe()?))) {
-        Ok(both) => both,
-        Err(error) => {
-            tracing::warn!(
-                %error,
-                "rtnetlink is not available: no next-hop cache, every packet's route is looked \
-                 up in the kernel"
-            );
-            return;
-        }
-    };
+    let (mut resolver, mut events) =
+        match Resolver::new().and_then(|r| Ok((r, Events::subscribe()?))) {
+            Ok(both) => both,
+            Err(error) => {
+                tracing::warn!(
+                    %error,
+                    "rtnetlink is not available: no next-hop cache, every packet's route is looked \
+                     up in the kernel"
+                );
+                return;
+            }
+        };
     let mut resolved: Option<Vec<IpAddr>> = None;
     let mut dirty = true;
     let mut last_pass = Instant::now();

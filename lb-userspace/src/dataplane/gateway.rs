@@ -75,6 +75,7 @@ pub struct BackendStatus {
     pub state: u8,
     pub id: u32,
     pub traffic: TrafficStats,
+    pub next_hop: Option<super::CachedNextHop>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -309,7 +310,9 @@ impl Dataplane {
         pins.replace(names::CIDRS, |p| self.cidrs.map().pin(p))?;
         pins.replace(names::PROXY_STATS, |p| self.proxy_stats.map().pin(p))?;
         pins.replace(names::NEXT_HOPS, |p| self.next_hops.hops_map().map().pin(p))?;
-        pins.replace(names::NEXT_HOP_LIVE, |p| self.next_hops.live_map().map().pin(p))?;
+        pins.replace(names::NEXT_HOP_LIVE, |p| {
+            self.next_hops.live_map().map().pin(p)
+        })?;
         Ok(())
     }
 

@@ -90,7 +90,12 @@ impl NextHops {
     pub fn clear_all(&mut self) -> Result<(), DataplaneError> {
         self.cached.clear();
         for id in 0..self.live.len() {
-            if self.live.get(&id, 0).map_err(map_err(names::NEXT_HOP_LIVE))? != NEXT_HOP_NONE {
+            if self
+                .live
+                .get(&id, 0)
+                .map_err(map_err(names::NEXT_HOP_LIVE))?
+                != NEXT_HOP_NONE
+            {
                 self.live
                     .set(id, NEXT_HOP_NONE, 0)
                     .map_err(map_err(names::NEXT_HOP_LIVE))?;

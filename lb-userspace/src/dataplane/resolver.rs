@@ -310,13 +310,12 @@ impl Resolver {
             let mut offset = 0;
             let mut more = dump;
             while offset < size {
-                let parsed = NetlinkMessage::<RouteNetlinkMessage>::deserialize(
-                    &self.buf[offset..size],
-                )
-                .map_err(|e| ResolveError::Decode {
-                    request,
-                    error: e.to_string(),
-                })?;
+                let parsed =
+                    NetlinkMessage::<RouteNetlinkMessage>::deserialize(&self.buf[offset..size])
+                        .map_err(|e| ResolveError::Decode {
+                            request,
+                            error: e.to_string(),
+                        })?;
                 let len = parsed.header.length as usize;
                 let ours = parsed.header.sequence_number == self.seq;
                 let multipart = parsed.header.flags & NLM_F_MULTIPART != 0;
