@@ -127,14 +127,17 @@ impl Resolver {
         sources: Sources,
     ) -> Result<Option<(u32, IpAddr, Option<u32>)>, ResolveError> {
         let src = match dst {
-            IpAddr::V4(_) if self.refused_sources.v4.is_none() => sources.v4.map(IpAddr::V4),
-            IpAddr::V6(_) if self.refused_sources.v6.is_none() => sources.v6.map(IpAddr::V6),
+            IpAddr::V4(_) if self.refused_sources.v4 != sources.v4 => sources.v4.map(IpAddr::V4),
+            IpAddr::V6(_) if self.refused_sources.v6 != sources.v6 => sources.v6.map(IpAddr::V6),
             _ => None,
         };
-        let answer = match self.route_get(dst, src) {
-            Err(ResolveError::Kernel { error, .. })
-                if src.is_some() && error.raw_os_error() == Some(libc::EINVAL) =>
-            {
+        let mut answer = self.route_get(dst, src);
+        if src.is_some() && matches!(answer, Err(ResolveError::Kernel { .. })) {
+            // The kernel refuses an output route from an address that is not local (IPv4
+            // answers ENETUNREACH or EINVAL); the tunnel source usually is not. Asked again
+            // for the destination alone, and remembered while the source stays the same.
+            answer = self.route_get(dst, None);
+            if answer.is_ok() {
                 tracing::debug!(
                     ?src,
                     "the kernel refuses route requests from this tunnel source (not a local \
@@ -144,10 +147,8 @@ impl Resolver {
                     IpAddr::V4(_) => self.refused_sources.v4 = sources.v4,
                     IpAddr::V6(_) => self.refused_sources.v6 = sources.v6,
                 }
-                self.route_get(dst, None)
             }
-            other => other,
-        };
+        }
         let route = match answer {
             Ok(route) => route,
             // No route (ENETUNREACH, EHOSTUNREACH), or a prohibit/blackhole route: the kernel
