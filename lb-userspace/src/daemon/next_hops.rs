@@ -46,7 +46,7 @@ fn run(core: &Core) {
                 return;
             }
         };
-    let mut resolved: Option<Vec<IpAddr>> = None;
+    let mut last_set: Option<Vec<IpAddr>> = None;
     let mut dirty = true;
     let mut last_pass = Instant::now();
     let mut failing = false;
@@ -58,7 +58,7 @@ fn run(core: &Core) {
                 sources_of(&inner.config.encap),
             )
         };
-        if resolved.as_ref() != Some(&addresses) {
+        if last_set.as_ref() != Some(&addresses) {
             dirty = true;
         }
         if dirty || last_pass.elapsed() >= RECHECK {
@@ -77,7 +77,7 @@ fn run(core: &Core) {
                         tracing::info!("next hops resolve again");
                         failing = false;
                     }
-                    resolved = Some(addresses);
+                    last_set = Some(addresses);
                     dirty = false;
                 }
                 Err(error) => {

@@ -398,24 +398,7 @@ impl Dataplane {
             .collect();
         let added: Vec<CidrKey> = next.cidrs.difference(&self.state.cidrs).copied().collect();
         let stale: Vec<CidrKey> = self.state.cidrs.difference(&next.cidrs).copied().collect();
-        // A backend id that leaves, or comes back for another address, must not keep the old
-        // address's next hop; cleared before the backend map says anything new, and left
-        // cleared if the change rolls back (the resolver fills it again).
-        let new_ids: HashMap<u32, IpAddr> = planned
-            .iter()
-            .flat_map(|(s, _)| s.backends.iter().map(|b| (b.id, b.address)))
-            .collect();
-        let old_ids: Vec<(u32, IpAddr)> = self
-            .state
-            .vips
-            .values()
-            .flat_map(|v| v.backends.iter().map(|b| (b.id, b.address)))
-            .collect();
-        for (id, address) in old_ids {
-            if new_ids.get(&id) != Some(&address) {
-                self.next_hops.clear(id)?;
-            }
-        }
+        self.clear_moved_next_hops(planned.iter().map(|(s, _)| s))?;
         let mut commit = self.commit();
         let result = (|| {
             commit.settings(settings)?;

@@ -9,7 +9,7 @@ use std::{
 
 use lb_common::{names, NextHop, NEXT_HOP_HALF0, NEXT_HOP_HALF1, NEXT_HOP_NONE};
 
-use super::{error::map_err, gateway::Dataplane, maps::Arr, DataplaneError};
+use super::{error::map_err, gateway::Dataplane, maps::Arr, plan::VipState, DataplaneError};
 
 /// A resolved next hop, before it gets a slot and generation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -191,6 +191,30 @@ impl Dataplane {
             }
         }
         Ok(changed)
+    }
+
+    /// Before `apply` writes the backend map: a backend id that leaves, or comes back for
+    /// another address, must not keep the old address's next hop. Left cleared if the change
+    /// rolls back (the resolver fills it again).
+    pub(super) fn clear_moved_next_hops<'a>(
+        &mut self,
+        planned: impl Iterator<Item = &'a VipState>,
+    ) -> Result<(), DataplaneError> {
+        let new_ids: HashMap<u32, IpAddr> = planned
+            .flat_map(|s| s.backends.iter().map(|b| (b.id, b.address)))
+            .collect();
+        let old_ids: Vec<(u32, IpAddr)> = self
+            .state
+            .vips
+            .values()
+            .flat_map(|v| v.backends.iter().map(|b| (b.id, b.address)))
+            .collect();
+        for (id, address) in old_ids {
+            if new_ids.get(&id) != Some(&address) {
+                self.next_hops.clear(id)?;
+            }
+        }
+        Ok(())
     }
 
     /// The cached next hop of backend `id`, if one is live.
