@@ -520,6 +520,7 @@ fn packets_follow_neighbour_and_route_changes() {
     thread::sleep(BOUND + Duration::from_millis(300));
 
     // 2. The backend's route moves to the other link (via its address there).
+    let route_moving = Instant::now();
     gw.ip(&[
         "neigh",
         "replace",
@@ -579,7 +580,7 @@ fn packets_follow_neighbour_and_route_changes() {
     // Between the MAC bound and the route change: all to the new MAC on eth0, none to the old.
     let window: Vec<&Seen> = seen
         .iter()
-        .filter(|s| s.at > after_mac && s.at < route_moved)
+        .filter(|s| s.at > after_mac && s.at < route_moving)
         .collect();
     assert!(!window.is_empty(), "traffic flowed after the MAC change");
     assert!(
