@@ -30,6 +30,8 @@ pub const NO_BACKEND: u32 = u32::MAX;
 pub mod names {
     pub const VIPS: &str = "sluice_vips_v1";
     pub const BACKENDS: &str = "sluice_backends_v1";
+    pub const NEXT_HOPS: &str = "sluice_next_hops_v1";
+    pub const NEXT_HOP_LIVE: &str = "sluice_next_hop_live_v1";
     pub const RINGS: &str = "sluice_rings_v1";
     pub const CONNTRACK: &str = "sluice_conntrack_v2";
     pub const SETTINGS: &str = "sluice_settings_v1";
@@ -272,3 +274,33 @@ pod!(
     TrafficStats,
     CidrData
 );
+
+/// A backend's cached next hop: what `bpf_fib_lookup` would answer for its tunnel destination,
+/// kept current by userspace from the kernel's route and neighbour tables.
+///
+/// Two slots per backend (`2 × id + half`) in `sluice_next_hops_v1`; `sluice_next_hop_live_v1`
+/// says which one is live ([`NEXT_HOP_NONE`], [`NEXT_HOP_HALF0`] or [`NEXT_HOP_HALF1`]).
+/// Userspace writes the idle slot whole and then flips the 4-byte selector, so a packet never
+/// reads a half-written entry (a map update of a larger value is a plain copy, not atomic).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NextHop {
+    /// Egress interface: `XDP_TX` when it is the ingress interface, `bpf_redirect` otherwise.
+    pub ifindex: u32,
+    /// Destination MAC then source MAC, as they go into the Ethernet header.
+    pub macs: [u8; 12],
+    /// Largest outer packet (L3 length) the route takes; a larger one is dropped and counted
+    /// as `drop_mtu`, as the route lookup's own MTU check would.
+    pub mtu: u32,
+    /// Bumped by userspace on every write, so a change can be seen from outside.
+    pub generation: u32,
+}
+assert_size!(NextHop, 24);
+
+/// `sluice_next_hop_live_v1` values: no usable next hop (the kernel looks the route up itself),
+/// or which of the backend's two slots is live.
+pub const NEXT_HOP_NONE: u32 = 0;
+pub const NEXT_HOP_HALF0: u32 = 1;
+pub const NEXT_HOP_HALF1: u32 = 2;
+
+pod!(NextHop);

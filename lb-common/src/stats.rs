@@ -61,11 +61,16 @@ pub enum Counter {
     /// listener is closed. Every SYN the parser accepts is otherwise answered, IPv4 options
     /// and IPv6 extension headers included.
     PassEdgeClosed,
+    /// Encapsulated packet sent with the backend's cached next hop (no route lookup).
+    NextHopCached,
+    /// Encapsulated packet whose backend had no cached next hop (not resolved yet, or the
+    /// neighbour is not reachable): `bpf_fib_lookup` chose the way, as it would without the cache.
+    NextHopFib,
 }
 
 impl Counter {
     /// Number of counters; size of the counters map.
-    pub const COUNT: u32 = Counter::PassEdgeClosed as u32 + 1;
+    pub const COUNT: u32 = Counter::NextHopFib as u32 + 1;
 
     pub const ALL: [Counter; Counter::COUNT as usize] = [
         Counter::Tx,
@@ -93,6 +98,8 @@ impl Counter {
         Counter::DropInternal,
         Counter::TxRstClosed,
         Counter::PassEdgeClosed,
+        Counter::NextHopCached,
+        Counter::NextHopFib,
     ];
 
     /// Whether `sluice_xdp` drops the packet for this reason (all others pass it to the stack,
@@ -137,6 +144,8 @@ impl Counter {
             Counter::DropInternal => "drop_internal",
             Counter::TxRstClosed => "tx_rst_closed",
             Counter::PassEdgeClosed => "pass_edge_closed",
+            Counter::NextHopCached => "next_hop_cached",
+            Counter::NextHopFib => "next_hop_fib",
         }
     }
 }

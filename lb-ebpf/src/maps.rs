@@ -9,7 +9,7 @@ use aya_ebpf::{
 };
 use lb_common::{
     proxy::ProxyOutcome, BackendEntry, CidrData, Counter, DecapCounter, DecapKey, FlowEntry,
-    FlowKey, NodeEntry, Settings, TrafficStats, VipEntry, VipKey, CONNTRACK_ENTRIES,
+    FlowKey, NextHop, NodeEntry, Settings, TrafficStats, VipEntry, VipKey, CONNTRACK_ENTRIES,
     DEFAULT_RING_SLOTS, MAX_BACKENDS, MAX_CIDRS, MAX_VIPS,
 };
 
@@ -18,6 +18,14 @@ pub static VIPS: HashMap<VipKey, VipEntry> = HashMap::with_max_entries(MAX_VIPS,
 
 #[map(name = "sluice_backends_v1")]
 pub static BACKENDS: Array<BackendEntry> = Array::with_max_entries(MAX_BACKENDS, 0);
+
+/// Each backend's cached next hop, two slots per backend id (see `NextHop`).
+#[map(name = "sluice_next_hops_v1")]
+pub static NEXT_HOPS: Array<NextHop> = Array::with_max_entries(2 * MAX_BACKENDS, 0);
+
+/// Which of a backend's two next-hop slots is live (`NEXT_HOP_*`), indexed by backend id.
+#[map(name = "sluice_next_hop_live_v1")]
+pub static NEXT_HOP_LIVE: Array<u32> = Array::with_max_entries(MAX_BACKENDS, 0);
 
 /// All VIPs' Maglev tables, two per VIP (live and staging), addressed by `VipEntry::ring_offset`.
 /// Userspace may resize it at load time.

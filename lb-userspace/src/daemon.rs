@@ -10,6 +10,7 @@ mod core;
 mod flow_census;
 mod flow_query;
 mod instance_lock;
+mod next_hops;
 mod restart_only;
 mod state;
 mod views;
@@ -126,6 +127,7 @@ async fn serve(path: &Path, config: Config, overrides: Overrides) -> anyhow::Res
             let _ = tokio::task::spawn_blocking(move || core.health_transition(&t)).await;
         }
     });
+    next_hops::spawn(core.clone());
     // One paced walk of conntrack counts live flows per backend and removes idle ones; it
     // holds no lock (see `flow_census`).
     let census_core = core.clone();

@@ -24,6 +24,7 @@ use aya::maps::{HashMap as BpfHashMap, Map, MapData, PerCpuArray};
 use aya::programs::{TestRun as _, TestRunOptions, Xdp};
 use lb_common::{names, Counter, DecapCounter, DecapKey, FlowEntry, FlowKey, FAMILY_V4, FAMILY_V6};
 use lb_userspace::config::Config;
+use lb_userspace::dataplane::resolver::{Resolver, Sources};
 use lb_userspace::dataplane::{Dataplane, Options};
 
 use crate::netns::NetNs;
@@ -235,14 +236,33 @@ impl PacketEnv {
         self.ns.exec(|| test_run(prog, frame, ifindex))?
     }
 
-    /// Every counter of `sluice_xdp`, summed over CPUs.
+    /// Every counter of `sluice_xdp` that says what happened to a packet, summed over CPUs.
+    ///
+    /// Leaves out `next_hop_cached` / `next_hop_fib`, which say only how the next hop was
+    /// found (the same frame leaves either way): the packet tables assert exact deltas of what
+    /// a frame did, whichever way. Read those two with [`PacketEnv::counter`].
     pub fn counters(&self) -> Result<BTreeMap<&'static str, u64>> {
         Ok(self
             .dp
             .counters()?
             .into_iter()
+            .filter(|(c, _)| !matches!(c, Counter::NextHopCached | Counter::NextHopFib))
             .map(|(c, v)| (c.name(), v))
             .collect())
+    }
+
+    /// Fills the next-hop cache the way the daemon does: the real rtnetlink resolver, run
+    /// against the namespace's tables. Without it (the default) every frame takes the
+    /// `bpf_fib_lookup` path. Returns how many backends got a next hop.
+    pub fn resolve_next_hops(&mut self) -> Result<usize> {
+        let mut resolver = self.ns.exec(Resolver::new)??;
+        let sources = Sources {
+            v4: self.config.encap.source_v4.map(|p| p.network()),
+            v6: self.config.encap.source_v6.map(|p| p.network()),
+        };
+        let found = resolver.resolve(&self.dp.backend_addresses(), sources)?;
+        self.dp.set_next_hops(&found)?;
+        Ok(found.values().filter(|h| h.is_some()).count())
     }
 
     pub fn counter(&self, c: Counter) -> Result<u64> {

@@ -103,6 +103,24 @@ pub struct BackendRow {
     pub packets: u64,
     pub bytes: u64,
     pub new_flows: u64,
+    /// The cached next hop `sluice_xdp` sends this backend's packets to; `None` while the
+    /// kernel looks the route up per packet (not resolved yet, neighbour unreachable, no
+    /// rtnetlink).
+    #[serde(default)]
+    pub next_hop: Option<NextHopView>,
+}
+
+/// A backend's cached next hop as `sluice backends` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NextHopView {
+    /// Egress interface name (its index when the name cannot be found).
+    pub interface: String,
+    pub ifindex: u32,
+    pub dst_mac: String,
+    pub src_mac: String,
+    pub mtu: u32,
+    /// Bumped on every write of the entry.
+    pub generation: u32,
 }
 
 /// Which flows `sluice flows` asks for, and in what order.

@@ -69,6 +69,7 @@ pub fn backends(rows: &[BackendRow]) -> String {
         ("PACKETS", Align::Right),
         ("BYTES", Align::Right),
         ("NEW FLOWS", Align::Right),
+        ("NEXT HOP", Align::Left),
     ]);
     for row in rows {
         // The kernel state alone cannot say whether health checks or the operator drained it.
@@ -91,6 +92,11 @@ pub fn backends(rows: &[BackendRow]) -> String {
             row.packets.to_string(),
             format::bytes(row.bytes),
             row.new_flows.to_string(),
+            // "route lookup": no cached next hop, the kernel looks the route up per packet.
+            row.next_hop.as_ref().map_or_else(
+                || "route lookup".into(),
+                |h| format!("{} {}", h.interface, h.dst_mac),
+            ),
         ]);
     }
     table.render()

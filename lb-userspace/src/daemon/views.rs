@@ -12,8 +12,8 @@ use super::{
 use crate::{
     admin::{
         protocol::{
-            BackendRow, FlowQuery, FlowRow, NamedCounter, ProxyRow, ReloadOutcome, Request,
-            Response, Stats, Status, TrafficRow, VipSummary,
+            BackendRow, FlowQuery, FlowRow, NamedCounter, NextHopView, ProxyRow, ReloadOutcome,
+            Request, Response, Stats, Status, TrafficRow, VipSummary,
         },
         server::Handler,
     },
@@ -135,6 +135,14 @@ impl Core {
                     packets: b.traffic.packets,
                     bytes: b.traffic.bytes,
                     new_flows: b.traffic.new_flows,
+                    next_hop: b.next_hop.map(|c| NextHopView {
+                        interface: interface_name(c.hop.ifindex),
+                        ifindex: c.hop.ifindex,
+                        dst_mac: mac(c.hop.dst_mac),
+                        src_mac: mac(c.hop.src_mac),
+                        mtu: c.hop.mtu,
+                        generation: c.generation,
+                    }),
                 }
             })
             .collect())
@@ -397,4 +405,19 @@ fn policed(v: &Vip) -> bool {
     v.proxy_protocol != ProxyProtocol::Off
         || !v.allow_clients.is_empty()
         || !v.deny_clients.is_empty()
+}
+
+fn mac(m: [u8; 6]) -> String {
+    m.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+/// The interface's name in the daemon's namespace, or `#index` if it has none (any more).
+fn interface_name(ifindex: u32) -> String {
+    nix::net::if_::if_indextoname(ifindex).map_or_else(
+        |_| format!("#{ifindex}"),
+        |n| n.to_string_lossy().into_owned(),
+    )
 }

@@ -26,6 +26,7 @@ use super::{
     commit::{Commit, Live},
     error::map_err,
     maps::{attach_xdp, load_xdp, take, xdp_mut, Arr, Cidrs, Hash, PerCpu},
+    next_hop::NextHops,
     node::{ClosedReply, NodeState},
     pins::{Pins, PreviousBackends},
     plan::{
@@ -74,6 +75,7 @@ pub struct BackendStatus {
     pub state: u8,
     pub id: u32,
     pub traffic: TrafficStats,
+    pub next_hop: Option<super::CachedNextHop>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -106,6 +108,8 @@ pub struct Dataplane {
     pub(super) vip_stats: PerCpu<TrafficStats>,
     pub(super) backend_stats: PerCpu<TrafficStats>,
     pub(super) counters: PerCpu<u64>,
+    /// Each backend's cached next hop (see `next_hop`).
+    pub(super) next_hops: NextHops,
     pub(super) state: State,
     pins: Option<Pins>,
     /// Links this daemon attached or adopted (pinned mode only).
@@ -168,6 +172,10 @@ impl Dataplane {
             vip_stats: take(&mut ebpf, names::VIP_STATS)?,
             backend_stats: take(&mut ebpf, names::BACKEND_STATS)?,
             counters: take(&mut ebpf, names::COUNTERS)?,
+            next_hops: NextHops::new(
+                take(&mut ebpf, names::NEXT_HOPS)?,
+                take(&mut ebpf, names::NEXT_HOP_LIVE)?,
+            )?,
             ebpf,
             state: State::new(
                 opts.ring_slots,
@@ -301,6 +309,10 @@ impl Dataplane {
         pins.replace(names::COUNTERS, |p| self.counters.map().pin(p))?;
         pins.replace(names::CIDRS, |p| self.cidrs.map().pin(p))?;
         pins.replace(names::PROXY_STATS, |p| self.proxy_stats.map().pin(p))?;
+        pins.replace(names::NEXT_HOPS, |p| self.next_hops.hops_map().map().pin(p))?;
+        pins.replace(names::NEXT_HOP_LIVE, |p| {
+            self.next_hops.live_map().map().pin(p)
+        })?;
         Ok(())
     }
 
@@ -309,11 +321,14 @@ impl Dataplane {
     /// and frees the maps (conntrack included). Afterwards this `Dataplane` owns nothing.
     pub fn close(&mut self, keep: bool) -> Result<(), DataplaneError> {
         let links = std::mem::take(&mut self.links);
+        self.next_hops.freeze();
         let Some(pins) = self.pins.take() else {
             return Ok(());
         };
         if keep {
-            return Ok(());
+            // Nobody follows route and neighbour changes without a daemon: the kept program
+            // looks routes up itself until the next daemon resolves them again.
+            return self.next_hops.clear_all();
         }
         let result = pins.remove_all();
         // Closing the last descriptor of an unpinned link detaches it.
@@ -383,6 +398,7 @@ impl Dataplane {
             .collect();
         let added: Vec<CidrKey> = next.cidrs.difference(&self.state.cidrs).copied().collect();
         let stale: Vec<CidrKey> = self.state.cidrs.difference(&next.cidrs).copied().collect();
+        self.clear_moved_next_hops(planned.iter().map(|(s, _)| s))?;
         let mut commit = self.commit();
         let result = (|| {
             commit.settings(settings)?;

@@ -34,6 +34,7 @@ impl Dataplane {
                     weight: b.weight,
                     state: b.state,
                     id: b.id,
+                    next_hop: self.next_hop(b.id),
                     traffic: sum_traffic(&per_cpu_values(
                         &self.backend_stats,
                         b.id,

@@ -27,6 +27,7 @@ fn backend(vip: &str, address: &str, state: &str, flows: u64, packets: u64) -> B
         packets,
         bytes: packets * 100,
         new_flows: packets / 10,
+        next_hop: None,
     }
 }
 

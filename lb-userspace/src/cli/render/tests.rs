@@ -1,5 +1,5 @@
 use super::*;
-use crate::admin::protocol::VipSummary;
+use crate::admin::protocol::{NextHopView, VipSummary};
 
 fn backend(address: &str, state: &str, health: &str, reason: Option<&str>) -> BackendRow {
     BackendRow {
@@ -14,6 +14,7 @@ fn backend(address: &str, state: &str, health: &str, reason: Option<&str>) -> Ba
         packets: 0,
         bytes: 0,
         new_flows: 0,
+        next_hop: None,
     }
 }
 
@@ -25,6 +26,14 @@ fn backends_table() {
             packets: 9_812_331,
             bytes: 7_340_032_000,
             new_flows: 48_213,
+            next_hop: Some(NextHopView {
+                interface: "eth1".into(),
+                ifindex: 3,
+                dst_mac: "02:00:00:00:0a:01".into(),
+                src_mac: "02:00:00:00:00:01".into(),
+                mtu: 1500,
+                generation: 7,
+            }),
             ..backend("198.18.10.1", "up", "healthy", None)
         },
         BackendRow {
@@ -50,10 +59,10 @@ fn backends_table() {
     assert_eq!(
         text,
         "\
-VIP  BACKEND      WEIGHT  STATE                HEALTH                                   FLOWS  PACKETS    BYTES  NEW FLOWS
-web  198.18.10.1     100  up                   healthy                                   1204  9812331  6.8 GiB      48213
-web  198.18.10.2     100  draining (operator)  healthy                                     17     1200  1.2 MiB        310
-web  198.18.10.3      50  down                 unhealthy (connect: connection refused)      0        0      0 B          0
+VIP  BACKEND      WEIGHT  STATE                HEALTH                                   FLOWS  PACKETS    BYTES  NEW FLOWS  NEXT HOP
+web  198.18.10.1     100  up                   healthy                                   1204  9812331  6.8 GiB      48213  eth1 02:00:00:00:0a:01
+web  198.18.10.2     100  draining (operator)  healthy                                     17     1200  1.2 MiB        310  route lookup
+web  198.18.10.3      50  down                 unhealthy (connect: connection refused)      0        0      0 B          0  route lookup
 "
     );
 }

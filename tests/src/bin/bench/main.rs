@@ -141,6 +141,9 @@ fn per_run(prog: &Xdp, ifindex: u32, frames: &[Vec<u8>], action: &[u32]) -> Resu
 fn xdp_bench() -> Result<Vec<Measured>> {
     let options = Options::unpinned(1 << 19, 6 * 65537);
     let mut env = PacketEnv::new("slbench", &options, CONFIG)?;
+    // Next hops as the daemon keeps them (`sluice run` resolves them over rtnetlink): forwarded
+    // packets take the cached next hop, not a route lookup each.
+    env.resolve_next_hops()?;
     // Only the edge row is affected: a closed node refuses SYNs to edge VIPs, L4 VIPs forward.
     env.dp.set_node_state(NodeState::Closed)?;
     let env = env;
