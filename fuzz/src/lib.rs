@@ -5,4 +5,5 @@
 pub mod client_cert;
 pub mod config;
 pub mod forwarded;
+pub mod http_request;
 pub mod maglev;

@@ -1,6 +1,7 @@
 //! Edge listeners: TLS termination with client certificates, the headers that carry the verified
 //! certificate and the real client to the backend, and HTTP proxying to the VIP's pool.
 
+pub mod backend_head;
 pub mod body_guard;
 pub mod client_cert;
 pub mod client_timeouts;

@@ -22,7 +22,7 @@ pub fn build(ws: &Workspace) -> Result<()> {
     ]))
 }
 
-/// Seconds each fuzz target runs in `cargo xtask test` (five targets: under 2 minutes).
+/// Seconds each fuzz target runs in `cargo xtask test` (six targets: 2 minutes).
 const FUZZ_SECONDS: u64 = 20;
 
 /// Unit tests, then the root-only integration tests (netns, XDP, `BPF_PROG_TEST_RUN`), then one

@@ -19,11 +19,12 @@ use anyhow::{bail, Context as _, Result};
 use crate::{cargo::Workspace, process, setup, test_summary::Counts};
 
 /// Every target, in the order they run.
-pub const TARGETS: [&str; 5] = [
+pub const TARGETS: [&str; 6] = [
     "proxy_parse",
     "forwarded",
     "client_cert",
     "config",
+    "http_request",
     "maglev",
 ];
 

@@ -56,7 +56,8 @@ enum Command {
     },
     /// Fuzz one target (or all of them) from its seeds in fuzz/corpus/; fails on a crash.
     Fuzz {
-        /// One of `proxy_parse`, `forwarded`, `client_cert`, `config`, `maglev` (default: all).
+        /// One of `proxy_parse`, `forwarded`, `client_cert`, `config`, `http_request`, `maglev`
+        /// (default: all).
         target: Option<String>,
         /// How long each target runs.
         #[arg(long, default_value_t = 60)]

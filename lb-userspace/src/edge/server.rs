@@ -14,7 +14,8 @@ use hyper::{
     body::Incoming,
     header::{self, HeaderName, HeaderValue},
     service::service_fn,
-    Request, Response, StatusCode, Uri,
+    upgrade::OnUpgrade,
+    Request, Response, StatusCode,
 };
 use hyper_util::{
     rt::{TokioExecutor, TokioIo},
@@ -29,9 +30,10 @@ use tokio::{
 use crate::{config::ProxyProtocol, dataplane::NodeState};
 
 use super::{
+    backend_head::{self, NotForwarded, Vouched},
     client_cert::{self, ChainSettings, ClientCert, Format, Names},
     client_timeouts::{self, Activity, Expired, Holding, Limits, Watched},
-    forwarded::{self, Hop, Policy},
+    forwarded::{Hop, Policy},
     graceful::{self, Ending},
     managed::Managed,
     path_prefix::PathPrefix,
@@ -301,74 +303,39 @@ async fn measured(req: Request<Incoming>, conn: &Conn) -> Response<Metered<Body>
     resp.map(|body| Metered::new(body, in_flight))
 }
 
-async fn handle(mut req: Request<Incoming>, conn: &Conn) -> Response<Body> {
+async fn handle(req: Request<Incoming>, conn: &Conn) -> Response<Body> {
     let l = &conn.listener;
-    let host = match request_head::authority(
-        req.method(),
-        req.version(),
-        req.uri(),
-        req.headers(),
-        &conn.own_authority,
-    ) {
-        Ok(host) => host,
-        Err(refused) => return refuse(l, refused),
-    };
-    // Outside the prefix nothing is proxied: the backend never sees such a request.
-    let path = match &l.path_prefix {
-        Some(prefix) => {
-            let path = req
-                .uri()
-                .path_and_query()
-                .map_or("/", hyper::http::uri::PathAndQuery::as_str);
-            match prefix.strip(path) {
-                Some(rest) => Target::Stripped(rest),
-                None => return status(StatusCode::NOT_FOUND),
-            }
-        }
-        None => Target::Same,
-    };
-    // A WebSocket upgrade: the backend's 101 hands both connections over to a byte copy. No
-    // other upgrade is forwarded (see `request_head`).
-    let websocket = request_head::websocket(req.headers());
-    let upgrade = websocket.is_some().then(|| hyper::upgrade::on(&mut req));
     let (mut parts, body) = req.into_parts();
-    // The client's connection-scoped headers go first, so that nothing it names in
-    // `Connection` can remove what sluice adds below.
-    request_head::remove_client_hop_by_hop(&mut parts.headers, &conn.managed);
-    conn.managed.strip(&mut parts.headers);
-    match &conn.cert_headers {
-        Ok(headers) => {
-            for (name, value) in headers {
-                parts.headers.append(name.clone(), value.clone());
-            }
-        }
-        Err(error) => {
+    let vouched = Vouched {
+        managed: &conn.managed,
+        cert_headers: &conn.cert_headers,
+        forwarded: &l.forwarded,
+        hop: Hop {
+            peer: conn.peer,
+            client: conn.origin.client,
+            proto: if l.tls.is_some() { "https" } else { "http" },
+            listener_port: conn.public_port,
+            by: Some(conn.origin.local),
+        },
+        own_authority: &conn.own_authority,
+        path_prefix: l.path_prefix.as_ref(),
+    };
+    let websocket = match backend_head::rewrite(&mut parts, &vouched) {
+        Ok(websocket) => websocket,
+        Err(NotForwarded::Refused(refused)) => return refuse(l, refused),
+        // Outside the prefix nothing is proxied: the backend never sees such a request.
+        Err(NotForwarded::OutsidePrefix) => return status(StatusCode::NOT_FOUND),
+        Err(NotForwarded::CertHeaders(error)) => {
             tracing::warn!(listener = %l.name, %error, "client certificate headers");
             return status(StatusCode::BAD_GATEWAY);
         }
-    }
-    let hop = Hop {
-        peer: conn.peer,
-        client: conn.origin.client,
-        proto: if l.tls.is_some() { "https" } else { "http" },
-        listener_port: conn.public_port,
-        by: Some(conn.origin.local),
     };
-    forwarded::apply(&mut parts.headers, &l.forwarded, &hop, Some(&host));
-    match HeaderValue::from_str(&host) {
-        Ok(h) => {
-            parts.headers.insert(header::HOST, h);
-        }
-        Err(_) => return refuse(l, Refused::BadAuthority),
-    }
-    if let Some(to) = websocket {
-        parts
-            .headers
-            .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-        parts.headers.insert(header::UPGRADE, to);
-    }
-    parts.uri = path.uri(&parts.uri);
-    parts.version = hyper::Version::HTTP_11;
+    // A WebSocket upgrade: the backend's 101 hands both connections over to a byte copy.
+    let upgrade = if websocket {
+        parts.extensions.remove::<OnUpgrade>()
+    } else {
+        None
+    };
     let req = Request::from_parts(parts, body);
     // Hashed by the real client, so a trusted proxy's clients spread like direct ones.
     let mut resp = match l
@@ -404,31 +371,6 @@ async fn handle(mut req: Request<Incoming>, conn: &Conn) -> Response<Body> {
     let (mut parts, body) = resp.into_parts();
     request_head::remove_response_hop_by_hop(&mut parts.headers);
     Response::from_parts(parts, body.boxed())
-}
-
-/// The request target sent to the backend.
-enum Target {
-    /// The client's path and query (or `/` without one).
-    Same,
-    /// What is left under the listener's path prefix.
-    Stripped(String),
-}
-
-impl Target {
-    /// The origin-form target for the backend, from the client's `uri`.
-    fn uri(self, uri: &Uri) -> Uri {
-        match self {
-            // The client's own path and query, shared rather than parsed again.
-            Target::Same => {
-                let mut target = hyper::http::uri::Parts::default();
-                target.path_and_query = uri.path_and_query().cloned();
-                Uri::from_parts(target).unwrap_or_else(|_| Uri::from_static("/"))
-            }
-            Target::Stripped(path) => path
-                .parse::<Uri>()
-                .unwrap_or_else(|_| Uri::from_static("/")),
-        }
-    }
 }
 
 /// sluice's own answer to a request it will not forward.
