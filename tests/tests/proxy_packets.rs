@@ -22,7 +22,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use lb_common::proxy::parse::{segment_verdict, SegmentVerdict};
 use lb_common::proxy::{ProxyOutcome, FLOW_ALLOWED, FLOW_AWAIT_HEADER, FLOW_REFUSED};
-use lb_common::{Counter, FlowEntry, FlowKey, FAMILY_V4, FAMILY_V6, PROTO_TCP};
+use lb_common::{Counter, FlowKey, ProxyFlow, FAMILY_V4, FAMILY_V6, PROTO_TCP};
 use lb_userspace::dataplane::Options;
 use sluice_tests::packet_builder::{
     diff, ethernet, tcp_seq, Ipv4, Ipv6, Mac, ETH_P_IP, ETH_P_IPV6, IPPROTO_TCP, TCP_ACK, TCP_PSH,
@@ -1362,7 +1362,7 @@ fn expected_outcome(v: SegmentVerdict) -> (ProxyOutcome, Option<SocketAddr>) {
     }
 }
 
-fn entry_client(e: &FlowEntry) -> Option<SocketAddr> {
+fn entry_client(e: &ProxyFlow) -> Option<SocketAddr> {
     let words = e.client_be;
     let mut b = Vec::with_capacity(16);
     for w in words {
@@ -1452,7 +1452,7 @@ fn run_differential(
             continue;
         };
         *seen.entry(got.name()).or_insert(0) += 1;
-        let got_client = env.flow_entry(&conn.key()).and_then(|e| entry_client(&e));
+        let got_client = env.proxy_flow(&conn.key()).and_then(|e| entry_client(&e));
         let action = match result {
             Ok((a, _)) => a,
             Err(e) => {
