@@ -267,4 +267,51 @@ mod tests {
         .unwrap();
         assert_eq!(left, n as usize - doomed.len());
     }
+
+    /// A PROXY VIP's flow: `flows()` names the real client from its PROXY record, and removing
+    /// the flow as idle removes that record too.
+    #[test]
+    fn proxy_records_are_joined_and_removed_with_their_flow() {
+        if !is_root() {
+            eprintln!("skipped: loading sluice_xdp needs root");
+            return;
+        }
+        let mut dp = Dataplane::load(&Options::unpinned(1 << 12, lb_common::DEFAULT_RING_SLOTS))
+            .expect("loading sluice_xdp (needs root)");
+        let now = now_ns();
+        let flow = |flags| FlowEntry {
+            flags,
+            created_ns: now,
+            last_seen_ns: now,
+            ..FlowEntry::default()
+        };
+        dp.conntrack
+            .insert(key(1), flow(FLOW_FLAG_PROXY), 0)
+            .unwrap();
+        dp.conntrack.insert(key(2), flow(0), 0).unwrap();
+        let record = ProxyFlow {
+            client_be: [u32::from_ne_bytes([203, 0, 113, 7]), 0, 0, 0],
+            client_port_be: 5555u16.to_be(),
+            client_family: lb_common::FAMILY_V4,
+            ..ProxyFlow::default()
+        };
+        dp.proxy_flows.insert(key(1), record, 0).unwrap();
+        let mut real: Vec<_> = dp
+            .flows(None, 10)
+            .unwrap()
+            .into_iter()
+            .map(|f| (f.client.port(), f.real_client))
+            .collect();
+        real.sort();
+        assert_eq!(
+            real,
+            [
+                (1000, None),
+                (1000, Some("203.0.113.7:5555".parse().unwrap()))
+            ]
+        );
+        let ct = dp.conntrack().unwrap();
+        assert_eq!(ct.remove(&[key(1), key(2)], &[key(1)]).unwrap(), 2);
+        assert!(dp.proxy_flows.get(&key(1), 0).is_err(), "record removed");
+    }
 }
