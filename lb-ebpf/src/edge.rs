@@ -27,6 +27,8 @@ pub fn police(
     }
     let syn = p.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN;
     let now = now();
+    // `Some(policed)` for a recorded flow; `false` means police it as untracked after all.
+    let mut tracked = None;
     if let Some(e) = CONNTRACK.get_ptr_mut(&p.key) {
         // SAFETY: as in `lookup::backend`: a valid value pointer, at worst recycled by a
         // concurrent eviction.
@@ -36,11 +38,16 @@ pub fn police(
         };
         if !(syn && judged_afresh(vip, state)) {
             stats.hit();
-            return proxy_v2::established(ctx, p, vip, e);
+            tracked = Some(proxy_v2::established(ctx, p, vip, e)?);
         }
     }
-    stats.miss();
-    if !syn {
+    match tracked {
+        Some(true) => return Ok(()),
+        Some(false) => {}
+        None => stats.miss(),
+    }
+    // One call site, so the policy code is inlined once.
+    if !syn || tracked.is_some() {
         return proxy_v2::untracked(ctx, p, vip);
     }
     let mut entry = FlowEntry {

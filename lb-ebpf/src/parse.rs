@@ -98,6 +98,14 @@ pub fn parse(ctx: &XdpContext) -> Result<&'static Parsed, Counter> {
     Ok(out)
 }
 
+/// Stores the key in the scratch slot. Volatile, so LLVM keeps the word stores: merged, its
+/// zero words become a `memset` call, a byte loop in BPF, on every packet.
+#[inline(always)]
+fn set_key(out: &mut Parsed, key: FlowKey) {
+    // SAFETY: `out.key` is a valid, aligned field.
+    unsafe { core::ptr::write_volatile(&raw mut out.key, key) };
+}
+
 #[inline(always)]
 pub fn addr4(b: [u8; 4]) -> [u32; 4] {
     [u32::from_ne_bytes(b), 0, 0, 0]
@@ -128,22 +136,25 @@ fn ipv4(ctx: &XdpContext, l3: usize, out: &mut Parsed) -> Result<(), Counter> {
     let end = l3 + ip_len;
     out.icmp_error = h[9] == PROTO_ICMP;
     let seg = if out.icmp_error {
-        out.key = icmp::quoted_v4(ctx, l4, end)?;
+        set_key(out, icmp::quoted_v4(ctx, l4, end)?);
         L4 {
             tcp_flags: 0,
             tcp_seq: 0,
             payload_off: end,
         }
     } else {
-        out.key = FlowKey {
-            src_be: addr4([h[12], h[13], h[14], h[15]]),
-            dst_be: addr4([h[16], h[17], h[18], h[19]]),
-            sport_be: 0,
-            dport_be: 0,
-            proto: h[9],
-            family: FAMILY_V4,
-            _pad: [0; 2],
-        };
+        set_key(
+            out,
+            FlowKey {
+                src_be: addr4([h[12], h[13], h[14], h[15]]),
+                dst_be: addr4([h[16], h[17], h[18], h[19]]),
+                sport_be: 0,
+                dport_be: 0,
+                proto: h[9],
+                family: FAMILY_V4,
+                _pad: [0; 2],
+            },
+        );
         ports(ctx, &mut out.key, l4, end)?
     };
     out.l3_off = l3;
@@ -198,22 +209,25 @@ fn ipv6(ctx: &XdpContext, l3: usize, out: &mut Parsed) -> Result<(), Counter> {
     }
     out.icmp_error = nh == PROTO_ICMPV6;
     let seg = if out.icmp_error {
-        out.key = icmp::quoted_v6(ctx, l4, end)?;
+        set_key(out, icmp::quoted_v6(ctx, l4, end)?);
         L4 {
             tcp_flags: 0,
             tcp_seq: 0,
             payload_off: end,
         }
     } else {
-        out.key = FlowKey {
-            src_be: addr6(&h, 8),
-            dst_be: addr6(&h, 24),
-            sport_be: 0,
-            dport_be: 0,
-            proto: nh,
-            family: FAMILY_V6,
-            _pad: [0; 2],
-        };
+        set_key(
+            out,
+            FlowKey {
+                src_be: addr6(&h, 8),
+                dst_be: addr6(&h, 24),
+                sport_be: 0,
+                dport_be: 0,
+                proto: nh,
+                family: FAMILY_V6,
+                _pad: [0; 2],
+            },
+        );
         ports(ctx, &mut out.key, l4, end)?
     };
     out.l3_off = l3;

@@ -93,23 +93,35 @@ pub fn opening(ctx: &XdpContext, p: &Parsed, vip: &VipEntry, e: &mut FlowEntry) 
         record(e, None, vip, v);
         return !v.outcome.refuses();
     }
-    let mut pf = ProxyFlow {
-        client_be: [0; 4],
-        client_port_be: 0,
-        client_family: 0,
-        _pad: 0,
-        // A SYN's payload (TCP Fast Open) starts right after the SYN's own sequence number.
-        data_seq: p.tcp_seq.wrapping_add(1),
-    };
+    let mut pf = core::mem::MaybeUninit::<ProxyFlow>::uninit();
+    // Volatile, so LLVM keeps the stores: merged, the zero words become a `memset` call (a
+    // byte loop in BPF).
+    // SAFETY: `pf` is valid for writes of a `ProxyFlow`.
+    unsafe {
+        core::ptr::write_volatile(
+            pf.as_mut_ptr(),
+            ProxyFlow {
+                client_be: [0; 4],
+                client_port_be: 0,
+                client_family: 0,
+                _pad: 0,
+                // A SYN's payload (TCP Fast Open) starts right after the SYN's own sequence
+                // number.
+                data_seq: p.tcp_seq.wrapping_add(1),
+            },
+        );
+    }
+    // SAFETY: initialised just above.
+    let pf = unsafe { pf.assume_init_mut() };
     let allowed = if p.payload_len == 0 {
         e.proxy_state = FLOW_AWAIT_HEADER;
         true
     } else {
         let v = judge(ctx, p, vip);
-        record(e, Some(&mut pf), vip, v);
+        record(e, Some(&mut *pf), vip, v);
         !v.outcome.refuses()
     };
-    if PROXY_FLOWS.insert(&p.key, &pf, 0).is_ok() {
+    if PROXY_FLOWS.insert(&p.key, pf, 0).is_ok() {
         e.flags |= FLOW_FLAG_PROXY;
     }
     allowed
@@ -117,13 +129,15 @@ pub fn opening(ctx: &XdpContext, p: &Parsed, vip: &VipEntry, e: &mut FlowEntry) 
 
 /// Polices a packet of a recorded flow: the segment that starts the stream decides an awaiting
 /// flow and is judged again whenever it comes back; every packet of a refused flow is dropped.
+/// `Ok(false)`: the flow has lost its PROXY record, police the packet as `untracked` (the
+/// caller does, so that code is inlined once).
 #[inline(always)]
 pub fn established(
     ctx: &XdpContext,
     p: &Parsed,
     vip: &VipEntry,
     e: *mut FlowEntry,
-) -> Result<(), Counter> {
+) -> Result<bool, Counter> {
     // SAFETY: `e` points at a conntrack value found for this packet (see `lookup::backend`). A
     // concurrent eviction at worst loses a verdict, and the next segment is then policed as
     // untracked.
@@ -133,7 +147,7 @@ pub fn established(
     }
     let judged = state == FLOW_AWAIT_HEADER || state == FLOW_ALLOWED;
     if !judged || vip.proxy_policy == PROXY_OFF || p.payload_len == 0 || p.icmp_error {
-        return Ok(());
+        return Ok(true);
     }
     // Where the stream starts is in the PROXY flow map. A flow without a record there (evicted
     // from that smaller map, or opened before the VIP had a PROXY policy) is policed as one
@@ -144,7 +158,7 @@ pub fn established(
         None
     };
     let Some(pf) = pf else {
-        return untracked(ctx, p, vip);
+        return Ok(false);
     };
     // SAFETY: a valid value pointer of the LRU map, at worst recycled by a concurrent eviction
     // (as `e`).
@@ -163,7 +177,7 @@ pub fn established(
     } else {
         // Later data (ahead of a lost first segment, or after it), or an old duplicate: the
         // backend cannot read it before the stream's start, which is judged when it comes.
-        return Ok(());
+        return Ok(true);
     };
     // A verdict already given is only ever tightened: an identical retransmission counts once.
     if state == FLOW_AWAIT_HEADER || v.outcome.refuses() {
@@ -173,7 +187,7 @@ pub fn established(
     if v.outcome.refuses() {
         Err(Counter::DropProxy)
     } else {
-        Ok(())
+        Ok(true)
     }
 }
 

@@ -69,10 +69,13 @@ fn steer(ctx: &XdpContext) -> Result<u32, Counter> {
     let choice = lookup::backend(&vip, &p.key, tuple_hash, opens, stats, |e| {
         proxy_v2::opening(ctx, &p, &vip, e)
     })?;
-    if !choice.flow.is_null() {
-        proxy_v2::established(ctx, &p, &vip, choice.flow)?;
-    } else if !choice.new_flow {
-        proxy_v2::untracked(ctx, &p, &vip)?;
+    let untracked = if choice.flow.is_null() {
+        !choice.new_flow
+    } else {
+        !proxy_v2::established(ctx, p, &vip, choice.flow)?
+    };
+    if untracked {
+        proxy_v2::untracked(ctx, p, &vip)?;
     }
     stats.traffic(choice.id, len(ctx) as u64, choice.new_flow);
     if p.icmp_error {
