@@ -171,7 +171,7 @@ pub struct FlowEntry {
     pub proxy_state: u8,
     /// The `ProxyOutcome` that decided the flow (meaningful once allowed or refused).
     pub proxy_outcome: u8,
-    /// `bpf_ktime_get_coarse_ns` (CLOCK_MONOTONIC at jiffy granularity, so up to one tick
+    /// `bpf_ktime_get_coarse_ns` (`CLOCK_MONOTONIC` at jiffy granularity, so up to one tick
     /// behind `clock_gettime(CLOCK_MONOTONIC)`) when the flow was recorded, and when a packet
     /// last hit it.
     pub created_ns: u64,

@@ -152,7 +152,7 @@ fn ipv4(ctx: &XdpContext, l3: usize, out: &mut Parsed) -> Result<(), Counter> {
                 dport_be: 0,
                 proto: h[9],
                 family: FAMILY_V4,
-                _pad: [0; 2],
+                _pad: [0, 0],
             },
         );
         ports(ctx, &mut out.key, l4, end)?
@@ -225,7 +225,7 @@ fn ipv6(ctx: &XdpContext, l3: usize, out: &mut Parsed) -> Result<(), Counter> {
                 dport_be: 0,
                 proto: nh,
                 family: FAMILY_V6,
-                _pad: [0; 2],
+                _pad: [0, 0],
             },
         );
         ports(ctx, &mut out.key, l4, end)?

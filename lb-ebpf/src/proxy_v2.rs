@@ -101,7 +101,7 @@ pub fn opening(ctx: &XdpContext, p: &Parsed, vip: &VipEntry, e: &mut FlowEntry) 
         core::ptr::write_volatile(
             pf.as_mut_ptr(),
             ProxyFlow {
-                client_be: [0; 4],
+                client_be: [0, 0, 0, 0],
                 client_port_be: 0,
                 client_family: 0,
                 _pad: 0,

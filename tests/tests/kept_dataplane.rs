@@ -210,9 +210,9 @@ fn pin_previous_conntrack(instance: &str, client: std::net::Ipv4Addr) {
     const BPF_MAP_TYPE_LRU_HASH: u64 = 9;
     const BPF_F_NO_COMMON_LRU: u64 = 2;
     let mut attr = [0u64; 16];
-    // map_type, key_size | value_size, max_entries | map_flags
+    // map_type, key_size (40) | value_size (56), max_entries | map_flags
     attr[0] = BPF_MAP_TYPE_LRU_HASH | (40 << 32);
-    attr[1] = 56 | (4096 << 32);
+    attr[1] = 0x38 | (4096 << 32);
     attr[2] = BPF_F_NO_COMMON_LRU;
     let fd = bpf(BPF_MAP_CREATE, &attr).expect("create the old-layout map");
     // Key: the flow as the client sent it (FlowKey: src, dst, ports, proto, family).
@@ -233,14 +233,10 @@ fn pin_previous_conntrack(instance: &str, client: std::net::Ipv4Addr) {
     attr[1] = key.as_ptr() as u64;
     attr[2] = value.as_ptr() as u64;
     bpf(BPF_MAP_UPDATE_ELEM, &attr).expect("record the old flow");
-    std::fs::create_dir_all(pin_dir(instance)).expect("pin directory");
-    let path = std::ffi::CString::new(
-        pin_dir(instance)
-            .join("sluice_conntrack_v2")
-            .to_str()
-            .expect("UTF-8 path"),
-    )
-    .expect("path");
+    let pin = pin_dir(instance).join("sluice_conntrack_v2");
+    // A daemon of that layout would have its own map there; this one stands in for it.
+    let _ = std::fs::remove_file(&pin);
+    let path = std::ffi::CString::new(pin.to_str().expect("UTF-8 path")).expect("path");
     let mut attr = [0u64; 16];
     attr[0] = path.as_ptr() as u64;
     attr[1] = u64::try_from(fd).expect("fd");
@@ -262,14 +258,18 @@ fn a_previous_conntrack_layout_is_never_read_and_its_pin_is_freed() {
     let topo = Topology::build(prefix, 2).expect("build topology");
     let scratch = Scratch::create(prefix).expect("scratch directory");
     let old_client = std::net::Ipv4Addr::new(198, 18, 99, 1);
-    pin_previous_conntrack(&instance, old_client);
-    let daemon = Daemon::start(
+    // A kept dataplane (the test's daemon clears pins when it starts, so one runs first).
+    let mut daemon = Daemon::start(
         topo.gateway(),
         scratch.path(),
         &instance,
         &config(&instance, &scratch, "native"),
     )
     .expect("start sluice run");
+    let status = daemon.stop().expect("stop");
+    assert!(status.success(), "exit {status}\n{}", daemon.log_text());
+    pin_previous_conntrack(&instance, old_client);
+    daemon.restart(topo.gateway()).expect("restart");
     let flows = daemon.cli_json(&["flows"]).expect("sluice flows");
     assert!(
         !flows.to_string().contains(&old_client.to_string()),
