@@ -219,6 +219,14 @@ impl PacketEnv {
         self.proxy_flows.get(key, 0).ok()
     }
 
+    /// Removes a flow's PROXY record, as the LRU does when it evicts it.
+    pub fn forget_proxy_flow(&self, key: &FlowKey) -> Result<()> {
+        let mut map: BpfHashMap<MapData, FlowKey, ProxyFlow> =
+            map_of(self.dp.program()?, names::PROXY_FLOWS)?;
+        map.remove(key).context("removing the PROXY record")?;
+        Ok(())
+    }
+
     pub fn ns(&self) -> &NetNs {
         &self.ns
     }
