@@ -56,32 +56,39 @@ pub fn backend(
     opening: impl FnOnce(&mut FlowEntry) -> bool,
 ) -> Result<Choice, Counter> {
     let now = now();
-    // A SYN of a VIP without policy is almost always a new flow: it is recorded at once, since
-    // an insert looks the key up anyway, and looked up only when it exists (a retransmitted
-    // SYN, or a tuple reused), which is then treated as before. A policed VIP's SYN takes the
-    // lookup first: a header it carries (TCP Fast Open) is judged only on a flow known to be
-    // new. The table is consulted in one place, so its code is inlined once.
-    let fresh = opens == Opens::Syn && !proxy_v2::policed(vip);
-    if !fresh {
-        if let Some(choice) = tracked(vip, key, opens, now, stats)? {
+    if opens == Opens::Syn && !proxy_v2::policed(vip) {
+        if let Some(choice) = syn_insert(vip, key, tuple_hash, now, stats) {
             return Ok(choice);
         }
     }
-    let table = maglev(vip, key, tuple_hash);
-    if fresh {
-        // Without a usable backend in the table, the lookup decides (an existing flow's
-        // backend may still be `up`).
-        if let Ok((id, backend)) = table {
-            if let Some(choice) = syn_insert(vip, key, id, backend, now, stats) {
-                return Ok(choice);
-            }
-        }
-        if let Some(choice) = tracked(vip, key, opens, now, stats)? {
-            return Ok(choice);
+    if let Some(e) = CONNTRACK.get_ptr_mut(key) {
+        // SAFETY: the LRU map returned a valid value pointer; a concurrent eviction may recycle
+        // it, which at worst steers this one packet by a stale entry.
+        let (id, proxy_state) = unsafe {
+            refresh(&mut (*e).last_seen_ns, now);
+            ((*e).backend, (*e).proxy_state)
+        };
+        let backend = *BACKENDS.get(id).ok_or(Counter::DropInternal)?;
+        // An established flow keeps its backend while it drains, so draining never breaks a
+        // connection. A SYN after the flow's verdict is a new connection reusing the tuple: it
+        // is judged afresh.
+        let leave = match opens {
+            Opens::No => false,
+            Opens::Datagram => backend.state == BACKEND_DOWN,
+            Opens::Syn => backend.state != BACKEND_UP || judged_afresh(vip, proxy_state),
+        };
+        if !leave {
+            stats.hit();
+            return Ok(Choice {
+                id,
+                backend,
+                new_flow: false,
+                flow: e,
+            });
         }
     }
     stats.miss();
-    let (id, backend) = table?;
+    let (id, backend) = maglev(vip, key, tuple_hash)?;
     let create = opens != Opens::No;
     if create {
         let mut entry = FlowEntry {
@@ -126,57 +133,20 @@ pub fn refresh(last_seen_ns: &mut u64, now: u64) {
     }
 }
 
-/// The recorded flow's backend when the packet stays with it (`None`: not recorded, or a new
-/// connection that leaves it, see [`Opens`]).
-#[inline(always)]
-fn tracked(
-    vip: &VipEntry,
-    key: &FlowKey,
-    opens: Opens,
-    now: u64,
-    stats: VipCounters,
-) -> Result<Option<Choice>, Counter> {
-    let Some(e) = CONNTRACK.get_ptr_mut(key) else {
-        return Ok(None);
-    };
-    // SAFETY: the LRU map returned a valid value pointer; a concurrent eviction may recycle
-    // it, which at worst steers this one packet by a stale entry.
-    let (id, proxy_state) = unsafe {
-        refresh(&mut (*e).last_seen_ns, now);
-        ((*e).backend, (*e).proxy_state)
-    };
-    let backend = *BACKENDS.get(id).ok_or(Counter::DropInternal)?;
-    // An established flow keeps its backend while it drains, so draining never breaks a
-    // connection. A SYN after the flow's verdict is a new connection reusing the tuple: it
-    // is judged afresh.
-    let leave = match opens {
-        Opens::No => false,
-        Opens::Datagram => backend.state == BACKEND_DOWN,
-        Opens::Syn => backend.state != BACKEND_UP || judged_afresh(vip, proxy_state),
-    };
-    if leave {
-        return Ok(None);
-    }
-    stats.hit();
-    Ok(Some(Choice {
-        id,
-        backend,
-        new_flow: false,
-        flow: e,
-    }))
-}
-
-/// Records a new flow of a VIP without policy on `id` if the key is absent; `None` when the
-/// flow exists.
+/// A SYN of a VIP without policy is almost always a new flow: it is recorded at once, since an
+/// insert looks the key up anyway. `None` when the flow exists (a retransmitted SYN, or a
+/// tuple reused), which the lookup then treats as before, and when the table has no usable
+/// backend (an existing flow's backend may still be `up`). A policed VIP's SYN takes the
+/// lookup first: a header it carries (TCP Fast Open) is judged only on a flow known to be new.
 #[inline(always)]
 fn syn_insert(
     vip: &VipEntry,
     key: &FlowKey,
-    id: u32,
-    backend: BackendEntry,
+    tuple_hash: u32,
     now: u64,
     stats: VipCounters,
 ) -> Option<Choice> {
+    let (id, backend) = maglev(vip, key, tuple_hash).ok()?;
     let entry = FlowEntry {
         backend: id,
         // Below MAX_VIPS (256), see `FlowEntry::vip_index`.
