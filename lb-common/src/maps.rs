@@ -290,7 +290,8 @@ pub struct TrafficStats {
 assert_size!(TrafficStats, 24);
 
 /// Value of the per-VIP stats map (per-CPU; userspace sums them): the VIP's traffic and its
-/// share of the conntrack counters, so a packet updates one per-CPU slot for all of them.
+/// share of the conntrack, forwarding and next-hop counters, so a forwarded packet updates one
+/// per-CPU slot for all of them.
 /// The `Counter`s of the same names are the global counter plus these summed over every VIP.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -300,8 +301,13 @@ pub struct VipStats {
     pub conntrack_miss: u64,
     pub flow_created: u64,
     pub flow_insert_failed: u64,
+    /// Forwarded packets by how they left and how their next hop was found.
+    pub tx: u64,
+    pub redirect: u64,
+    pub next_hop_cached: u64,
+    pub next_hop_fib: u64,
 }
-assert_size!(VipStats, 56);
+assert_size!(VipStats, 88);
 
 pod!(
     VipKey,

@@ -75,6 +75,30 @@ impl VipCounters {
         });
     }
 
+    /// A frame sent back out the ingress device (`true`) or redirected to another.
+    #[inline(always)]
+    pub fn sent(self, tx: bool) {
+        self.add(|s| {
+            if tx {
+                s.tx += 1;
+            } else {
+                s.redirect += 1;
+            }
+        });
+    }
+
+    /// Whether the next hop came from userspace's cache (`true`) or a route lookup.
+    #[inline(always)]
+    pub fn next_hop(self, cached: bool) {
+        self.add(|s| {
+            if cached {
+                s.next_hop_cached += 1;
+            } else {
+                s.next_hop_fib += 1;
+            }
+        });
+    }
+
     /// A packet the VIP forwards (or, for an edge VIP, passes to its listener).
     #[inline(always)]
     pub fn traffic(self, backend: u32, bytes: u64, new_flow: bool) {

@@ -82,5 +82,5 @@ fn steer(ctx: &XdpContext) -> Result<u32, Counter> {
         count(Counter::IcmpSteered);
     }
     let outer = encap::encap(ctx, &p, &choice.backend, tuple_hash)?;
-    fib::forward(ctx, &outer, choice.id)
+    fib::forward(ctx, &outer, choice.id, stats)
 }

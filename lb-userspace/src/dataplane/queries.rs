@@ -43,6 +43,10 @@ impl Dataplane {
                 t.conntrack_miss += s.conntrack_miss;
                 t.flow_created += s.flow_created;
                 t.flow_insert_failed += s.flow_insert_failed;
+                t.tx += s.tx;
+                t.redirect += s.redirect;
+                t.next_hop_cached += s.next_hop_cached;
+                t.next_hop_fib += s.next_hop_fib;
             }
         }
         Ok(t)
@@ -165,6 +169,10 @@ fn counted_per_vip(c: Counter) -> bool {
             | Counter::ConntrackMiss
             | Counter::FlowCreated
             | Counter::FlowInsertFailed
+            | Counter::Tx
+            | Counter::Redirect
+            | Counter::NextHopCached
+            | Counter::NextHopFib
     )
 }
 
@@ -175,6 +183,10 @@ fn per_vip(vips: &VipStats, c: Counter) -> u64 {
         Counter::ConntrackMiss => vips.conntrack_miss,
         Counter::FlowCreated => vips.flow_created,
         Counter::FlowInsertFailed => vips.flow_insert_failed,
+        Counter::Tx => vips.tx,
+        Counter::Redirect => vips.redirect,
+        Counter::NextHopCached => vips.next_hop_cached,
+        Counter::NextHopFib => vips.next_hop_fib,
         _ => 0,
     }
 }
