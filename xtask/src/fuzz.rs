@@ -105,9 +105,31 @@ impl Fuzzer {
             // One line per second of progress is plenty in a CI log.
             .args(["-print_final_stats=1", "-verbosity=0"]);
         process::announce(&cmd);
+        // libFuzzer reports every new coverage point: the log keeps it, the console gets the
+        // final statistics, or the end of the log when the target failed.
+        let log_path = self.target_dir.join(format!("{target}.log"));
+        let log = fs::File::create(&log_path)
+            .with_context(|| format!("cannot create {}", log_path.display()))?;
         let status = cmd
+            .stdout(log.try_clone()?)
+            .stderr(log)
             .status()
             .with_context(|| format!("cannot run the {target} fuzz target"))?;
+        let text = fs::read_to_string(&log_path).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        if status.success() {
+            for line in lines
+                .iter()
+                .filter(|l| l.starts_with("Done ") || l.starts_with("stat::average_exec_per_sec"))
+            {
+                eprintln!("[fuzz {target}] {line}");
+            }
+        } else {
+            eprintln!("[fuzz {target}] failed; the end of {}:", log_path.display());
+            for line in &lines[lines.len().saturating_sub(60)..] {
+                eprintln!("{line}");
+            }
+        }
         Ok(status.success())
     }
 }
