@@ -36,8 +36,12 @@ pub const BATCH: u32 = 64;
 #[derive(Debug, Default)]
 pub struct LiveRow {
     pub name: &'static str,
-    /// Frames per second of each round.
+    /// Frames per second of wall time, each round.
     pub pps: Vec<f64>,
+    /// Frames per second the sending thread spent on a CPU, each round: what the rate would
+    /// be with the CPU to itself (wall time also holds other processes' turns on a busy
+    /// machine).
+    pub pps_on_cpu: Vec<f64>,
     /// The kernel's ns per frame of each round (sending included).
     pub ns: Vec<f64>,
     pub sent: u64,
@@ -86,6 +90,17 @@ fn rx_packets(env: &PacketEnv, dev: &str) -> Result<u64> {
         .with_context(|| format!("no rx packet count for {dev} in {out}"))
 }
 
+/// Nanoseconds the calling thread has spent on a CPU (the scheduler's own account, which
+/// includes the softirqs that ran in its context).
+fn on_cpu_ns() -> Result<u64> {
+    let s = std::fs::read_to_string("/proc/thread-self/schedstat")
+        .context("reading /proc/thread-self/schedstat")?;
+    s.split_whitespace()
+        .next()
+        .and_then(|v| v.parse().ok())
+        .context("parsing /proc/thread-self/schedstat")
+}
+
 /// Runs both programs `ROUNDS` times each, alternating. Call from a thread inside the bench
 /// namespace (the ingress ifindex and the next hops are the namespace's).
 pub fn run(env: &PacketEnv, sluice: &Xdp, trivial: &Xdp, ifindex: u32) -> Result<[LiveRow; 2]> {
@@ -122,13 +137,17 @@ pub fn run(env: &PacketEnv, sluice: &Xdp, trivial: &Xdp, ifindex: u32) -> Result
             let prog = if i == 0 { sluice } else { trivial };
             let rx = rx_packets(env, "peer0")?;
             let before = counters()?;
+            let cpu = on_cpu_ns()?;
             let t = Instant::now();
             let per_frame = test_run_live(prog, &data, ifindex, FRAMES, BATCH)?;
             let wall = t.elapsed();
+            let cpu = on_cpu_ns()? - cpu;
             let after = counters()?;
             let delivered = rx_packets(env, "peer0")? - rx;
             let row = &mut rows[i];
             row.pps.push(f64::from(FRAMES) / wall.as_secs_f64());
+            #[expect(clippy::cast_precision_loss, reason = "ns of one run")]
+            row.pps_on_cpu.push(f64::from(FRAMES) * 1e9 / cpu as f64);
             #[expect(clippy::cast_precision_loss, reason = "ns per frame")]
             row.ns.push(per_frame.as_nanos() as f64);
             row.sent += u64::from(FRAMES);

@@ -17,7 +17,7 @@ pub fn load_1min() -> Result<f64> {
         .context("parsing /proc/loadavg")
 }
 
-/// `kernel.bpf_stats_enabled`: 1 when someone turned bpf_stats on for everyone (then every
+/// `kernel.bpf_stats_enabled`: 1 when someone turned `bpf_stats` on for everyone (then every
 /// program run pays for two clock reads, durations included).
 pub fn stats_sysctl() -> Result<bool> {
     let s = std::fs::read_to_string("/proc/sys/kernel/bpf_stats_enabled")

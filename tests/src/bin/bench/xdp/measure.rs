@@ -1,10 +1,10 @@
 //! The two measurement passes over every path, one `BPF_PROG_TEST_RUN` per run.
 //!
-//! - **duration**: the kernel's `duration` of each run (repeat = 1), bpf_stats off. Kept per
+//! - **duration**: the kernel's `duration` of each run (repeat = 1), `bpf_stats` off. Kept per
 //!   run, so the report gives medians and p90s: a run that an interrupt or a preemption lands
 //!   in (the test-run loop only disables migration) costs microseconds, which moves a mean a
 //!   lot on a busy machine and a median not at all.
-//! - **stats**: the same runs with bpf_stats on (`BPF_ENABLE_STATS`, held only for this pass):
+//! - **stats**: the same runs with `bpf_stats` on (`BPF_ENABLE_STATS`, held only for this pass):
 //!   the program's own `run_time_ns / run_cnt`, timed by the kernel around the program alone.
 //!   Enabling stats adds two clock reads to every run of every program, so this pass is never
 //!   the one the durations come from.
@@ -79,7 +79,7 @@ pub struct Tally {
     pub runs: u64,
     /// How much the path's proof grew over those runs.
     pub proof_grew: u64,
-    /// bpf_stats deltas of the path's program over those runs (stats pass only).
+    /// `bpf_stats` deltas of the path's program over those runs (stats pass only).
     pub run_time_ns: u64,
     pub run_cnt: u64,
 }
@@ -137,7 +137,12 @@ fn run_chunk(
             "bpf_stats run_cnt grew by {cnt} over {n} runs: something else ran the program"
         );
         tally.run_cnt += cnt;
-        tally.run_time_ns += u64::try_from((after.run_time() - before.run_time()).as_nanos())?;
+        tally.run_time_ns += u64::try_from(
+            after
+                .run_time()
+                .saturating_sub(before.run_time())
+                .as_nanos(),
+        )?;
     }
     let grew = match (proof_before, path.proof.read(bench.env)?) {
         (Some(b), Some(a)) => a - b,
@@ -196,7 +201,7 @@ impl Summary {
     }
 }
 
-/// bpf_stats mean ns per run of a tally, if it has stats.
+/// `bpf_stats` mean ns per run of a tally, if it has stats.
 pub fn stats_ns(t: &Tally) -> Option<f64> {
     #[expect(clippy::cast_precision_loss, reason = "far below 2^52")]
     (t.run_cnt > 0).then(|| t.run_time_ns as f64 / t.run_cnt as f64)

@@ -27,11 +27,11 @@ const NOT_A_VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 99, 1);
 pub const LIVE_VIP: Ipv4Addr = Ipv4Addr::new(198, 19, 0, 20);
 /// Live-frame mode recycles frame pages without restoring their bytes, so from the second use
 /// of a page on, `sluice_xdp` reads its own output at the original offsets: the 14 bytes where
-/// the Ethernet header was are the tail of the outer IPv4 header it wrote, whose last two bytes
-/// (the low half of the backend address) land on the EtherType. A backend at x.x.8.0 makes that
-/// EtherType 0x0800, so the recycled frame is again the same IPv4 flow (inner headers intact),
-/// and every frame of the run is a real established-flow forward. Its next hop is a static
-/// route and a permanent neighbour on `gw0` (see [`live_next_hop`]).
+/// the Ethernet header was are the tail of the outer IPv4 header it wrote, whose last two
+/// bytes (the low half of the backend address) land on the Ethernet type. A backend at
+/// `x.x.8.0` makes that type `0x0800`, so the recycled frame is again the same IPv4 flow (inner
+/// headers intact), and every frame of the run is a real established-flow forward. Its next
+/// hop is a static route and a permanent neighbour on `gw0` (see [`live_next_hop`]).
 pub const LIVE_BACKEND: Ipv4Addr = Ipv4Addr::new(198, 18, 8, 0);
 /// MAC of [`LIVE_BACKEND`]'s permanent neighbour entry.
 pub const LIVE_BACKEND_MAC: &str = "02:00:00:00:08:02";
