@@ -70,6 +70,10 @@ pub fn run() -> Result<()> {
     for cmd in paths::live_next_hop() {
         env.ns().ip(&cmd.split_whitespace().collect::<Vec<_>>())?;
     }
+    // Applied again (as a reload would) now that the live backend has its next hop, for a
+    // dataplane that resolves next hops when it writes its tables.
+    let config = env.config.clone();
+    env.dp.apply(&config).context("re-applying the config")?;
     let env = env;
     let trivial = baseline(&["baseline_pass", "baseline_tx"])?;
     let mut sinks = baseline(&["baseline_tx"])?;

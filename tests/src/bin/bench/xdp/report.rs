@@ -251,10 +251,12 @@ fn live_rates(rows: &[LiveRow; 2]) {
         live::FRAMES
     );
     for row in rows {
-        let loss = if row.delivered == row.sent {
-            ""
-        } else {
+        // More than sent: the peer also received something of its own (IPv6 neighbour
+        // discovery after the link came up).
+        let loss = if row.delivered < row.sent {
             " (LOSS)"
+        } else {
+            ""
         };
         println!(
             "  {:<30} {:>5.2} Mpps (wall), {:>5.2} Mpps (on-CPU)  kernel {:>5.1} ns/frame  peer0 \
