@@ -130,8 +130,8 @@ fn why_figures_differ(f: &Figures<'_>) {
     println!(
         "  - Means. This bench printed means. A run that an interrupt, the softirqs the test-run loop \
          runs at its local_bh_enable, or a host vCPU stall lands in takes microseconds: {outliers} of \
-         {sampled} runs here took over {} µs, and the means exceed the medians by {:.1} ns (baseline) \
-         and {:.1} ns (IPv4 established); on a loaded machine by far more. Medians and p90s are the \
+         {sampled} runs here took over {} µs, and means minus medians are {:+.1} ns (baseline) \
+         and {:+.1} ns (IPv4 established); on a loaded machine by far more. Medians and p90s are the \
          figures now, as in that harness.",
         OUTLIER_NS / 1000,
         base.mean - base.median,
