@@ -70,10 +70,11 @@ pub fn run() -> Result<()> {
     for cmd in paths::live_next_hop() {
         env.ns().ip(&cmd.split_whitespace().collect::<Vec<_>>())?;
     }
-    // Applied again (as a reload would) now that the live backend has its next hop, for a
-    // dataplane that resolves next hops when it writes its tables.
-    let config = env.config.clone();
-    env.dp.apply(&config).context("re-applying the config")?;
+    // Next hops as the daemon keeps them (`sluice run` resolves them over rtnetlink), once
+    // the live backend has its route and neighbour: forwarded packets take the cached next
+    // hop, not a route lookup each.
+    let resolved = env.resolve_next_hops()?;
+    anyhow::ensure!(resolved > 0, "no backend got a next hop");
     let env = env;
     let trivial = baseline(&["baseline_pass", "baseline_tx"])?;
     let mut sinks = baseline(&["baseline_tx"])?;
