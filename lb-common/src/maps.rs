@@ -33,9 +33,15 @@ pub mod names {
     pub const NEXT_HOPS: &str = "sluice_next_hops_v1";
     pub const NEXT_HOP_LIVE: &str = "sluice_next_hop_live_v1";
     pub const RINGS: &str = "sluice_rings_v1";
-    pub const CONNTRACK: &str = "sluice_conntrack_v2";
+    /// v3: the 24-byte `FlowEntry` (v2 held the PROXY fields too, 56 bytes).
+    pub const CONNTRACK: &str = "sluice_conntrack_v3";
+    pub const PROXY_FLOWS: &str = "sluice_proxy_flows_v1";
+    /// Pins of earlier layouts that a daemon adopting an old pinned set removes once its own
+    /// program runs (it never opens them: their values have another layout).
+    pub const RETIRED: &[&str] = &["sluice_conntrack_v1", "sluice_conntrack_v2"];
     pub const SETTINGS: &str = "sluice_settings_v1";
-    pub const VIP_STATS: &str = "sluice_vip_stats_v1";
+    /// v2: `VipStats` (v1 held `TrafficStats` only).
+    pub const VIP_STATS: &str = "sluice_vip_stats_v2";
     pub const BACKEND_STATS: &str = "sluice_backend_stats_v1";
     pub const COUNTERS: &str = "sluice_counters_v1";
     pub const DECAP_VIPS: &str = "sluice_decap_vips_v1";
@@ -150,29 +156,50 @@ pub struct FlowKey {
 }
 assert_size!(FlowKey, 40);
 
-/// Value of the conntrack map.
+/// Value of the conntrack map: what every flow needs, 24 bytes (Katran's is 16). What only a
+/// PROXY VIP's flows need lives in the PROXY flow map ([`ProxyFlow`]), so a million flows cost
+/// the kernel about 128 MB here instead of 160 MB (see README, "Memory").
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FlowEntry {
     pub backend: u32,
-    pub vip_index: u32,
-    /// `bpf_ktime_get_ns` when the flow was recorded, and when a packet last hit it.
+    /// Index of the VIP (or edge VIP), `< MAX_VIPS`, so one byte holds it.
+    pub vip_index: u8,
+    /// `FLOW_FLAG_*` bits.
+    pub flags: u8,
+    /// `proxy::FLOW_*`: whether the flow is policed, awaiting its header, allowed or refused.
+    /// Kept here, not in the PROXY map: a refused flow is dropped by this one lookup, and a
+    /// client-list VIP without PROXY needs nothing else.
+    pub proxy_state: u8,
+    /// The `ProxyOutcome` that decided the flow (meaningful once allowed or refused).
+    pub proxy_outcome: u8,
+    /// `bpf_ktime_get_coarse_ns` (`CLOCK_MONOTONIC` at jiffy granularity, so up to one tick
+    /// behind `clock_gettime(CLOCK_MONOTONIC)`) when the flow was recorded, and when a packet
+    /// last hit it.
     pub created_ns: u64,
     pub last_seen_ns: u64,
+}
+assert_size!(FlowEntry, 24);
+const _: () = assert!(MAX_VIPS <= 256, "FlowEntry::vip_index is one byte");
+
+/// The flow has a record in the PROXY flow map (its VIP had a PROXY policy when it opened).
+pub const FLOW_FLAG_PROXY: u8 = 1;
+
+/// Value of the PROXY flow map (same key as conntrack): what a flow of a VIP with
+/// `proxy_protocol` set needs beyond its conntrack entry.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ProxyFlow {
     /// Real client from a PROXY v2 header; `client_family` is 0 when there is none.
     pub client_be: AddrBe,
     pub client_port_be: u16,
     pub client_family: u8,
-    /// `proxy::FLOW_*`: whether the flow is policed, awaiting its header, allowed or refused.
-    pub proxy_state: u8,
+    pub _pad: u8,
     /// TCP sequence number of the stream's first byte (the SYN's plus one): a PROXY header is
     /// judged on the segment that starts there, wherever retransmissions put it.
     pub data_seq: u32,
-    /// The `ProxyOutcome` that decided the flow (meaningful once allowed or refused).
-    pub proxy_outcome: u8,
-    pub _pad: [u8; 7],
 }
-assert_size!(FlowEntry, 56);
+assert_size!(ProxyFlow, 24);
 
 /// Global settings, one entry at index 0 of the settings array.
 ///
@@ -262,16 +289,38 @@ pub struct TrafficStats {
 }
 assert_size!(TrafficStats, 24);
 
+/// Value of the per-VIP stats map (per-CPU; userspace sums them): the VIP's traffic and its
+/// share of the conntrack, forwarding and next-hop counters, so a forwarded packet updates one
+/// per-CPU slot for all of them.
+/// The `Counter`s of the same names are the global counter plus these summed over every VIP.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct VipStats {
+    pub traffic: TrafficStats,
+    pub conntrack_hit: u64,
+    pub conntrack_miss: u64,
+    pub flow_created: u64,
+    pub flow_insert_failed: u64,
+    /// Forwarded packets by how they left and how their next hop was found.
+    pub tx: u64,
+    pub redirect: u64,
+    pub next_hop_cached: u64,
+    pub next_hop_fib: u64,
+}
+assert_size!(VipStats, 88);
+
 pod!(
     VipKey,
     VipEntry,
     BackendEntry,
     FlowKey,
     FlowEntry,
+    ProxyFlow,
     Settings,
     NodeEntry,
     DecapKey,
     TrafficStats,
+    VipStats,
     CidrData
 );
 

@@ -4,15 +4,14 @@
 //!
 //! Only a VIP with a policy tracks its flows: the verdict must outlive the first segment.
 
-use aya_ebpf::helpers::bpf_ktime_get_ns;
-use lb_common::{Counter, FlowEntry, VipEntry, NO_BACKEND};
+use lb_common::{proxy::FLOW_UNPOLICED, Counter, FlowEntry, VipEntry, NO_BACKEND};
 
 use crate::{
-    lookup::{judged_afresh, record},
+    lookup::{judged_afresh, now, record, refresh},
     maps::CONNTRACK,
     parse::{Parsed, TCP_ACK, TCP_SYN},
     proxy_v2,
-    stats::count,
+    stats::VipCounters,
 };
 
 /// Whether the packet may go on to the listener. `Err` is the drop reason.
@@ -21,38 +20,48 @@ pub fn police(
     ctx: &aya_ebpf::programs::XdpContext,
     p: &Parsed,
     vip: &VipEntry,
+    stats: VipCounters,
 ) -> Result<(), Counter> {
     if !proxy_v2::policed(vip) || p.icmp_error {
         return Ok(());
     }
     let syn = p.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN;
-    // SAFETY: `bpf_ktime_get_ns` has no preconditions.
-    let now = unsafe { bpf_ktime_get_ns() };
+    let now = now();
+    // `Some(policed)` for a recorded flow; `false` means police it as untracked after all.
+    let mut tracked = None;
     if let Some(e) = CONNTRACK.get_ptr_mut(&p.key) {
         // SAFETY: as in `lookup::backend`: a valid value pointer, at worst recycled by a
         // concurrent eviction.
         let state = unsafe {
-            (*e).last_seen_ns = now;
+            refresh(&mut (*e).last_seen_ns, now);
             (*e).proxy_state
         };
         if !(syn && judged_afresh(vip, state)) {
-            count(Counter::ConntrackHit);
-            return proxy_v2::established(ctx, p, vip, e);
+            stats.hit();
+            tracked = Some(proxy_v2::established(ctx, p, vip, e)?);
         }
     }
-    count(Counter::ConntrackMiss);
-    if !syn {
+    match tracked {
+        Some(true) => return Ok(()),
+        Some(false) => {}
+        None => stats.miss(),
+    }
+    // One call site, so the policy code is inlined once.
+    if !syn || tracked.is_some() {
         return proxy_v2::untracked(ctx, p, vip);
     }
     let mut entry = FlowEntry {
         backend: NO_BACKEND,
-        vip_index: vip.index,
+        // Below MAX_VIPS (256), see `FlowEntry::vip_index`.
+        vip_index: vip.index as u8,
+        flags: 0,
+        proxy_state: FLOW_UNPOLICED,
+        proxy_outcome: 0,
         created_ns: now,
         last_seen_ns: now,
-        ..FlowEntry::default()
     };
     let allowed = proxy_v2::opening(ctx, p, vip, &mut entry);
-    record(&p.key, &entry);
+    record(&p.key, &entry, stats);
     if allowed {
         Ok(())
     } else {

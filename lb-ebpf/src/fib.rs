@@ -15,7 +15,7 @@ use crate::{
     encap::Outer,
     maps::{NEXT_HOPS, NEXT_HOP_LIVE},
     packet::write,
-    stats::count,
+    stats::{count, VipCounters},
 };
 
 const AF_INET: u8 = 2;
@@ -29,16 +29,21 @@ const AF_INET6: u8 = 10;
 /// The cached next hop saves the route lookup (160–390 ns a packet); userspace removes it
 /// whenever the neighbour is not usable, so the kernel path below still sees those cases.
 #[inline(always)]
-pub fn forward(ctx: &XdpContext, outer: &Outer, backend: u32) -> Result<u32, Counter> {
+pub fn forward(
+    ctx: &XdpContext,
+    outer: &Outer,
+    backend: u32,
+    stats: VipCounters,
+) -> Result<u32, Counter> {
     if let Some(hop) = cached(backend) {
-        count(Counter::NextHopCached);
+        stats.next_hop(true);
         if u32::from(outer.tot_len) > hop.mtu {
             return Err(Counter::DropMtu);
         }
-        return send(ctx, hop.ifindex, hop.macs);
+        return send(ctx, hop.ifindex, hop.macs, stats);
     }
-    count(Counter::NextHopFib);
-    lookup(ctx, outer)
+    stats.next_hop(false);
+    lookup(ctx, outer, stats)
 }
 
 /// The live slot of `backend`'s next hop, copied out (userspace rewrites only the idle slot).
@@ -55,17 +60,22 @@ fn cached(backend: u32) -> Option<NextHop> {
 
 /// Writes the MACs and sends the frame out `ifindex`.
 #[inline(always)]
-fn send(ctx: &XdpContext, ifindex: u32, macs: [u8; 12]) -> Result<u32, Counter> {
+fn send(
+    ctx: &XdpContext,
+    ifindex: u32,
+    macs: [u8; 12],
+    stats: VipCounters,
+) -> Result<u32, Counter> {
     write(ctx, 0, macs).map_err(|_| Counter::DropInternal)?;
     #[expect(
         clippy::cast_possible_truncation,
         reason = "ifindex is a u32 in xdp_md"
     )]
     if ifindex == ctx.ingress_ifindex() as u32 {
-        count(Counter::Tx);
+        stats.sent(true);
         Ok(xdp_action::XDP_TX)
     } else {
-        count(Counter::Redirect);
+        stats.sent(false);
         // SAFETY: plain helper call; a bad ifindex makes it return XDP_ABORTED.
         #[expect(
             clippy::cast_sign_loss,
@@ -78,7 +88,7 @@ fn send(ctx: &XdpContext, ifindex: u32, macs: [u8; 12]) -> Result<u32, Counter> 
 
 /// The route lookup the cache saves: the kernel's tables, per packet.
 #[inline(always)]
-fn lookup(ctx: &XdpContext, outer: &Outer) -> Result<u32, Counter> {
+fn lookup(ctx: &XdpContext, outer: &Outer, stats: VipCounters) -> Result<u32, Counter> {
     // SAFETY: an all-zero `bpf_fib_lookup` is a valid (empty) parameter block.
     let mut fib: FibParams = unsafe { core::mem::zeroed() };
     #[expect(
@@ -120,7 +130,7 @@ fn lookup(ctx: &XdpContext, outer: &Outer) -> Result<u32, Counter> {
             let mut macs = [0u8; 12];
             macs[..6].copy_from_slice(&fib.dmac);
             macs[6..].copy_from_slice(&fib.smac);
-            send(ctx, fib.ifindex, macs)
+            send(ctx, fib.ifindex, macs, stats)
         }
         BPF_FIB_LKUP_RET_NO_NEIGH => {
             count(Counter::PassNoNeigh);

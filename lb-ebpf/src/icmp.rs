@@ -80,6 +80,6 @@ fn reversed(
         dport_be: p[0],
         proto,
         family,
-        _pad: [0; 2],
+        _pad: [0, 0],
     })
 }

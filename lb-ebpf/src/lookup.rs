@@ -1,16 +1,22 @@
 //! Backend choice: conntrack first, Maglev on a miss.
 
-use aya_ebpf::helpers::bpf_ktime_get_ns;
+use aya_ebpf::helpers::bpf_ktime_get_coarse_ns;
 use lb_common::{
     flow_hash::source_ip_hash,
-    proxy::{FLOW_ALLOWED, FLOW_REFUSED},
+    proxy::{FLOW_ALLOWED, FLOW_REFUSED, FLOW_UNPOLICED},
     BackendEntry, Counter, FlowEntry, FlowKey, VipEntry, BACKEND_DOWN, BACKEND_UP, HASH_SOURCE_IP,
     NO_BACKEND, PROXY_OFF, RING_PROBES,
 };
 
+/// `BPF_NOEXIST`: insert only when the key is absent.
+const BPF_NOEXIST: u64 = 1;
+/// The error an insert with `BPF_NOEXIST` returns for a key that exists.
+const EEXIST: i32 = 17;
+
 use crate::{
     maps::{BACKENDS, CONNTRACK, RINGS},
-    stats::count,
+    proxy_v2,
+    stats::VipCounters,
 };
 
 pub struct Choice {
@@ -46,15 +52,20 @@ pub fn backend(
     key: &FlowKey,
     tuple_hash: u32,
     opens: Opens,
+    stats: VipCounters,
     opening: impl FnOnce(&mut FlowEntry) -> bool,
 ) -> Result<Choice, Counter> {
-    // SAFETY: `bpf_ktime_get_ns` has no preconditions.
-    let now = unsafe { bpf_ktime_get_ns() };
+    let now = now();
+    if opens == Opens::Syn && !proxy_v2::policed(vip) {
+        if let Some(choice) = syn_insert(vip, key, tuple_hash, now, stats) {
+            return Ok(choice);
+        }
+    }
     if let Some(e) = CONNTRACK.get_ptr_mut(key) {
         // SAFETY: the LRU map returned a valid value pointer; a concurrent eviction may recycle
         // it, which at worst steers this one packet by a stale entry.
         let (id, proxy_state) = unsafe {
-            (*e).last_seen_ns = now;
+            refresh(&mut (*e).last_seen_ns, now);
             ((*e).backend, (*e).proxy_state)
         };
         let backend = *BACKENDS.get(id).ok_or(Counter::DropInternal)?;
@@ -67,7 +78,7 @@ pub fn backend(
             Opens::Syn => backend.state != BACKEND_UP || judged_afresh(vip, proxy_state),
         };
         if !leave {
-            count(Counter::ConntrackHit);
+            stats.hit();
             return Ok(Choice {
                 id,
                 backend,
@@ -76,19 +87,22 @@ pub fn backend(
             });
         }
     }
-    count(Counter::ConntrackMiss);
+    stats.miss();
     let (id, backend) = maglev(vip, key, tuple_hash)?;
     let create = opens != Opens::No;
     if create {
         let mut entry = FlowEntry {
             backend: id,
-            vip_index: vip.index,
+            // Below MAX_VIPS (256), see `FlowEntry::vip_index`.
+            vip_index: vip.index as u8,
+            flags: 0,
+            proxy_state: FLOW_UNPOLICED,
+            proxy_outcome: 0,
             created_ns: now,
             last_seen_ns: now,
-            ..FlowEntry::default()
         };
         let allowed = opening(&mut entry);
-        record(key, &entry);
+        record(key, &entry, stats);
         if !allowed {
             return Err(Counter::DropProxy);
         }
@@ -101,6 +115,62 @@ pub fn backend(
     })
 }
 
+/// The clock conntrack stamps flows with: CLOCK_MONOTONIC at jiffy granularity, a few
+/// nanoseconds where `bpf_ktime_get_ns` costs tens on every packet. Idle times are judged in
+/// minutes, so being up to a tick behind the precise clock userspace reads does not matter.
+#[inline(always)]
+pub fn now() -> u64 {
+    // SAFETY: `bpf_ktime_get_coarse_ns` has no preconditions (kernel 5.11+).
+    unsafe { bpf_ktime_get_coarse_ns() }
+}
+
+/// Stamps a flow as seen now. The coarse clock moves once a tick, so most packets of a busy
+/// flow find the stamp current and leave the cache line clean.
+#[inline(always)]
+pub fn refresh(last_seen_ns: &mut u64, now: u64) {
+    if *last_seen_ns != now {
+        *last_seen_ns = now;
+    }
+}
+
+/// A SYN of a VIP without policy is almost always a new flow: it is recorded at once, since an
+/// insert looks the key up anyway. `None` when the flow exists (a retransmitted SYN, or a
+/// tuple reused), which the lookup then treats as before, and when the table has no usable
+/// backend (an existing flow's backend may still be `up`). A policed VIP's SYN takes the
+/// lookup first: a header it carries (TCP Fast Open) is judged only on a flow known to be new.
+#[inline(always)]
+fn syn_insert(
+    vip: &VipEntry,
+    key: &FlowKey,
+    tuple_hash: u32,
+    now: u64,
+    stats: VipCounters,
+) -> Option<Choice> {
+    let (id, backend) = maglev(vip, key, tuple_hash).ok()?;
+    let entry = FlowEntry {
+        backend: id,
+        // Below MAX_VIPS (256), see `FlowEntry::vip_index`.
+        vip_index: vip.index as u8,
+        flags: 0,
+        proxy_state: FLOW_UNPOLICED,
+        proxy_outcome: 0,
+        created_ns: now,
+        last_seen_ns: now,
+    };
+    let inserted = CONNTRACK.insert(key, &entry, BPF_NOEXIST);
+    if inserted.is_err_and(|e| e == -EEXIST) {
+        return None;
+    }
+    stats.miss();
+    stats.recorded(inserted.is_ok());
+    Some(Choice {
+        id,
+        backend,
+        new_flow: true,
+        flow: core::ptr::null_mut(),
+    })
+}
+
 /// Whether a SYN on a recorded flow is a new connection reusing the tuple after the flow's
 /// verdict, to be judged afresh.
 #[inline(always)]
@@ -109,12 +179,8 @@ pub fn judged_afresh(vip: &VipEntry, proxy_state: u8) -> bool {
 }
 
 #[inline(always)]
-pub fn record(key: &FlowKey, entry: &FlowEntry) {
-    if CONNTRACK.insert(key, entry, 0).is_ok() {
-        count(Counter::FlowCreated);
-    } else {
-        count(Counter::FlowInsertFailed);
-    }
+pub fn record(key: &FlowKey, entry: &FlowEntry, stats: VipCounters) {
+    stats.recorded(CONNTRACK.insert(key, entry, 0).is_ok());
 }
 
 /// `ring[hash % M]`, probing the next few slots when that backend is not `up` (userspace

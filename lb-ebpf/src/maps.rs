@@ -9,8 +9,8 @@ use aya_ebpf::{
 };
 use lb_common::{
     proxy::ProxyOutcome, BackendEntry, CidrData, Counter, DecapCounter, DecapKey, FlowEntry,
-    FlowKey, NextHop, NodeEntry, Settings, TrafficStats, VipEntry, VipKey, CONNTRACK_ENTRIES,
-    DEFAULT_RING_SLOTS, MAX_BACKENDS, MAX_CIDRS, MAX_VIPS,
+    FlowKey, NextHop, NodeEntry, ProxyFlow, Settings, TrafficStats, VipEntry, VipKey, VipStats,
+    CONNTRACK_ENTRIES, DEFAULT_RING_SLOTS, MAX_BACKENDS, MAX_CIDRS, MAX_VIPS,
 };
 
 #[map(name = "sluice_vips_v1")]
@@ -33,9 +33,16 @@ pub static NEXT_HOP_LIVE: Array<u32> = Array::with_max_entries(MAX_BACKENDS, 0);
 pub static RINGS: Array<u32> = Array::with_max_entries(DEFAULT_RING_SLOTS, 0);
 
 /// Per-CPU LRU lists: no cross-CPU lock contention on insert (Katran does the same).
-#[map(name = "sluice_conntrack_v2")]
+#[map(name = "sluice_conntrack_v3")]
 pub static CONNTRACK: LruHashMap<FlowKey, FlowEntry> =
     LruHashMap::with_max_entries(CONNTRACK_ENTRIES, BPF_F_NO_COMMON_LRU);
+
+/// What flows of a VIP with `proxy_protocol` set need beyond conntrack (`FLOW_FLAG_PROXY`).
+/// Userspace sizes it to a quarter of conntrack; as an LRU it loses the records of the flows
+/// idle longest first, and a flow whose record is gone is policed as untracked.
+#[map(name = "sluice_proxy_flows_v1")]
+pub static PROXY_FLOWS: LruHashMap<FlowKey, ProxyFlow> =
+    LruHashMap::with_max_entries(CONNTRACK_ENTRIES / 4, BPF_F_NO_COMMON_LRU);
 
 #[map(name = "sluice_settings_v1")]
 pub static SETTINGS: Array<Settings> = Array::with_max_entries(1, 0);
@@ -44,8 +51,8 @@ pub static SETTINGS: Array<Settings> = Array::with_max_entries(1, 0);
 #[map(name = "sluice_node_v1")]
 pub static NODE: Array<NodeEntry> = Array::with_max_entries(1, 0);
 
-#[map(name = "sluice_vip_stats_v1")]
-pub static VIP_STATS: PerCpuArray<TrafficStats> = PerCpuArray::with_max_entries(MAX_VIPS, 0);
+#[map(name = "sluice_vip_stats_v2")]
+pub static VIP_STATS: PerCpuArray<VipStats> = PerCpuArray::with_max_entries(MAX_VIPS, 0);
 
 #[map(name = "sluice_backend_stats_v1")]
 pub static BACKEND_STATS: PerCpuArray<TrafficStats> =

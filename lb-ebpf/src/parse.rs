@@ -86,17 +86,24 @@ pub fn l2(ctx: &XdpContext) -> Result<(usize, u16), Counter> {
 #[inline(always)]
 pub fn parse(ctx: &XdpContext) -> Result<&'static Parsed, Counter> {
     let out = SCRATCH.get_ptr_mut(0).ok_or(Counter::DropInternal)?;
+    // SAFETY: a per-CPU slot that only this program run uses until it returns. The parsers
+    // fill it field by field (building a `Parsed` and copying it in cost a copy per packet).
+    let out = unsafe { &mut *out };
     let (l3_off, ethertype) = l2(ctx)?;
-    let parsed = match ethertype {
-        ETH_P_IP => ipv4(ctx, l3_off),
-        ETH_P_IPV6 => ipv6(ctx, l3_off),
+    match ethertype {
+        ETH_P_IP => ipv4(ctx, l3_off, out),
+        ETH_P_IPV6 => ipv6(ctx, l3_off, out),
         _ => Err(Counter::PassNotIp),
     }?;
-    // SAFETY: a per-CPU slot that only this program run uses until it returns.
-    unsafe {
-        out.write(parsed);
-        Ok(&*out)
-    }
+    Ok(out)
+}
+
+/// Stores the key in the scratch slot. Volatile, so LLVM keeps the word stores: merged, its
+/// zero words become a `memset` call, a byte loop in BPF, on every packet.
+#[inline(always)]
+fn set_key(out: &mut Parsed, key: FlowKey) {
+    // SAFETY: `out.key` is a valid, aligned field.
+    unsafe { core::ptr::write_volatile(&raw mut out.key, key) };
 }
 
 #[inline(always)]
@@ -111,7 +118,7 @@ pub fn addr6(b: &[u8], at: usize) -> [u32; 4] {
 }
 
 #[inline(always)]
-fn ipv4(ctx: &XdpContext, l3: usize) -> Result<Parsed, Counter> {
+fn ipv4(ctx: &XdpContext, l3: usize, out: &mut Parsed) -> Result<(), Counter> {
     let h: [u8; IPV4_LEN] = read(ctx, l3).map_err(|_| Counter::PassBadL3)?;
     let ihl = usize::from(h[0] & 0x0f) * 4;
     if h[0] >> 4 != 4 || ihl < IPV4_LEN {
@@ -125,43 +132,43 @@ fn ipv4(ctx: &XdpContext, l3: usize) -> Result<Parsed, Counter> {
     if u16::from_be_bytes([h[6], h[7]]) & 0x3fff != 0 {
         return Err(Counter::PassFragment);
     }
-    let mut key = FlowKey {
-        src_be: addr4([h[12], h[13], h[14], h[15]]),
-        dst_be: addr4([h[16], h[17], h[18], h[19]]),
-        proto: h[9],
-        family: FAMILY_V4,
-        ..FlowKey::default()
-    };
     let l4 = l3 + ihl;
     let end = l3 + ip_len;
-    let mut icmp_error = false;
-    let seg = match h[9] {
-        PROTO_ICMP => {
-            key = icmp::quoted_v4(ctx, l4, end)?;
-            icmp_error = true;
-            L4 {
-                tcp_flags: 0,
-                tcp_seq: 0,
-                payload_off: end,
-            }
+    out.icmp_error = h[9] == PROTO_ICMP;
+    let seg = if out.icmp_error {
+        set_key(out, icmp::quoted_v4(ctx, l4, end)?);
+        L4 {
+            tcp_flags: 0,
+            tcp_seq: 0,
+            payload_off: end,
         }
-        _ => ports(ctx, &mut key, l4, end)?,
+    } else {
+        set_key(
+            out,
+            FlowKey {
+                src_be: addr4([h[12], h[13], h[14], h[15]]),
+                dst_be: addr4([h[16], h[17], h[18], h[19]]),
+                sport_be: 0,
+                dport_be: 0,
+                proto: h[9],
+                family: FAMILY_V4,
+                _pad: [0, 0],
+            },
+        );
+        ports(ctx, &mut out.key, l4, end)?
     };
-    Ok(Parsed {
-        l3_off: l3,
-        ip_len,
-        key,
-        tos: h[1],
-        tcp_flags: seg.tcp_flags,
-        tcp_seq: seg.tcp_seq,
-        payload_off: seg.payload_off,
-        payload_len: end - seg.payload_off,
-        icmp_error,
-    })
+    out.l3_off = l3;
+    out.ip_len = ip_len;
+    out.tos = h[1];
+    out.tcp_flags = seg.tcp_flags;
+    out.tcp_seq = seg.tcp_seq;
+    out.payload_off = seg.payload_off;
+    out.payload_len = end - seg.payload_off;
+    Ok(())
 }
 
 #[inline(always)]
-fn ipv6(ctx: &XdpContext, l3: usize) -> Result<Parsed, Counter> {
+fn ipv6(ctx: &XdpContext, l3: usize, out: &mut Parsed) -> Result<(), Counter> {
     let h: [u8; IPV6_LEN] = read(ctx, l3).map_err(|_| Counter::PassBadL3)?;
     if h[0] >> 4 != 6 {
         return Err(Counter::PassBadL3);
@@ -200,38 +207,37 @@ fn ipv6(ctx: &XdpContext, l3: usize) -> Result<Parsed, Counter> {
         // More extension headers than we follow.
         return Err(Counter::PassBadL3);
     }
-    let mut key = FlowKey {
-        src_be: addr6(&h, 8),
-        dst_be: addr6(&h, 24),
-        proto: nh,
-        family: FAMILY_V6,
-        ..FlowKey::default()
-    };
-    let mut icmp_error = false;
-    let seg = match nh {
-        PROTO_ICMPV6 => {
-            key = icmp::quoted_v6(ctx, l4, end)?;
-            icmp_error = true;
-            L4 {
-                tcp_flags: 0,
-                tcp_seq: 0,
-                payload_off: end,
-            }
+    out.icmp_error = nh == PROTO_ICMPV6;
+    let seg = if out.icmp_error {
+        set_key(out, icmp::quoted_v6(ctx, l4, end)?);
+        L4 {
+            tcp_flags: 0,
+            tcp_seq: 0,
+            payload_off: end,
         }
-        _ => ports(ctx, &mut key, l4, end)?,
+    } else {
+        set_key(
+            out,
+            FlowKey {
+                src_be: addr6(&h, 8),
+                dst_be: addr6(&h, 24),
+                sport_be: 0,
+                dport_be: 0,
+                proto: nh,
+                family: FAMILY_V6,
+                _pad: [0, 0],
+            },
+        );
+        ports(ctx, &mut out.key, l4, end)?
     };
-    let tos = (h[0] << 4) | (h[1] >> 4);
-    Ok(Parsed {
-        l3_off: l3,
-        ip_len,
-        key,
-        tos,
-        tcp_flags: seg.tcp_flags,
-        tcp_seq: seg.tcp_seq,
-        payload_off: seg.payload_off,
-        payload_len: end - seg.payload_off,
-        icmp_error,
-    })
+    out.l3_off = l3;
+    out.ip_len = ip_len;
+    out.tos = (h[0] << 4) | (h[1] >> 4);
+    out.tcp_flags = seg.tcp_flags;
+    out.tcp_seq = seg.tcp_seq;
+    out.payload_off = seg.payload_off;
+    out.payload_len = end - seg.payload_off;
+    Ok(())
 }
 
 /// Fills the ports of a TCP or UDP key; returns the TCP flags (0 for UDP) and where the payload

@@ -3,7 +3,9 @@
 //!
 //! A VIP with a PROXY policy records its TCP flows on the SYN as awaiting their header, with the
 //! sequence number where the stream starts. The segment that starts there decides the flow, and
-//! the verdict stays in the conntrack entry, so later segments cost no more than the lookup. A
+//! the verdict stays in the conntrack entry, so later segments cost no more than the lookup
+//! (plus, on a PROXY VIP's payload segments, one of the PROXY flow map, which holds where the
+//! stream starts and the real client). A
 //! segment that starts there again (a retransmission, possibly with other bytes) is judged
 //! again and can only make the verdict stricter; one that starts before it is refused, since the
 //! backend's TCP would trim the overlap. So what the backend reads first is what was judged.
@@ -23,13 +25,13 @@ use lb_common::{
         V2_ADDR_LEN_INET, V2_ADDR_LEN_INET6, V2_CMD_LOCAL, V2_CMD_PROXY, V2_FAM_TCP4, V2_FAM_TCP6,
         V2_FIXED_LEN, V2_SIGNATURE, V2_VERSION,
     },
-    AddrBe, CidrData, Counter, FlowEntry, VipEntry, CIDR_SCOPE_BITS, FAMILY_V4, FAMILY_V6,
-    LIST_ALLOW_CLIENTS, LIST_DENY_CLIENTS, LIST_TRUSTED_PROXIES, PROXY_OFF, PROXY_REQUIRED,
-    VIP_FLAG_ACCEPT_V1, VIP_FLAG_ALLOW_CLIENTS, VIP_FLAG_DENY_CLIENTS,
+    AddrBe, CidrData, Counter, FlowEntry, ProxyFlow, VipEntry, CIDR_SCOPE_BITS, FAMILY_V4,
+    FAMILY_V6, FLOW_FLAG_PROXY, LIST_ALLOW_CLIENTS, LIST_DENY_CLIENTS, LIST_TRUSTED_PROXIES,
+    PROXY_OFF, PROXY_REQUIRED, VIP_FLAG_ACCEPT_V1, VIP_FLAG_ALLOW_CLIENTS, VIP_FLAG_DENY_CLIENTS,
 };
 
 use crate::{
-    maps::CIDRS,
+    maps::{CIDRS, PROXY_FLOWS},
     packet::read,
     parse::{addr4, addr6, Parsed, TCP_SYN},
     stats::count_outcome,
@@ -75,45 +77,92 @@ pub const fn policed(vip: &VipEntry) -> bool {
         || vip.flags & (VIP_FLAG_ALLOW_CLIENTS | VIP_FLAG_DENY_CLIENTS) != 0
 }
 
-/// Fills a new flow's policy fields. Returns `false` when the flow is refused already: a denied
-/// direct client, or a SYN that carries a bad header (TCP Fast Open).
+/// Fills a new flow's policy fields, and for a PROXY VIP records the flow in the PROXY flow
+/// map (before the caller records it in conntrack, so a flow flagged there has its record).
+/// Returns `false` when the flow is refused already: a denied direct client, or a SYN that
+/// carries a bad header (TCP Fast Open).
 #[inline(always)]
 pub fn opening(ctx: &XdpContext, p: &Parsed, vip: &VipEntry, e: &mut FlowEntry) -> bool {
     if !policed(vip) {
         e.proxy_state = FLOW_UNPOLICED;
         return true;
     }
-    // A SYN's payload (TCP Fast Open) starts right after the SYN's own sequence number.
-    e.data_seq = p.tcp_seq.wrapping_add(1);
-    if vip.proxy_policy != PROXY_OFF && p.payload_len == 0 {
-        e.proxy_state = FLOW_AWAIT_HEADER;
-        return true;
+    if vip.proxy_policy == PROXY_OFF {
+        // Client lists only: the direct client is judged now, once.
+        let v = judge(ctx, p, vip);
+        record(e, None, vip, v);
+        return !v.outcome.refuses();
     }
-    let v = judge(ctx, p, vip);
-    record(e, vip, v);
-    !v.outcome.refuses()
+    let mut pf = core::mem::MaybeUninit::<ProxyFlow>::uninit();
+    // Volatile, so LLVM keeps the stores: merged, the zero words become a `memset` call (a
+    // byte loop in BPF).
+    // SAFETY: `pf` is valid for writes of a `ProxyFlow`.
+    unsafe {
+        core::ptr::write_volatile(
+            pf.as_mut_ptr(),
+            ProxyFlow {
+                client_be: [0, 0, 0, 0],
+                client_port_be: 0,
+                client_family: 0,
+                _pad: 0,
+                // A SYN's payload (TCP Fast Open) starts right after the SYN's own sequence
+                // number.
+                data_seq: p.tcp_seq.wrapping_add(1),
+            },
+        );
+    }
+    // SAFETY: initialised just above.
+    let pf = unsafe { pf.assume_init_mut() };
+    let allowed = if p.payload_len == 0 {
+        e.proxy_state = FLOW_AWAIT_HEADER;
+        true
+    } else {
+        let v = judge(ctx, p, vip);
+        record(e, Some(&mut *pf), vip, v);
+        !v.outcome.refuses()
+    };
+    if PROXY_FLOWS.insert(&p.key, pf, 0).is_ok() {
+        e.flags |= FLOW_FLAG_PROXY;
+    }
+    allowed
 }
 
 /// Polices a packet of a recorded flow: the segment that starts the stream decides an awaiting
 /// flow and is judged again whenever it comes back; every packet of a refused flow is dropped.
+/// `Ok(false)`: the flow has lost its PROXY record, police the packet as `untracked` (the
+/// caller does, so that code is inlined once).
 #[inline(always)]
 pub fn established(
     ctx: &XdpContext,
     p: &Parsed,
     vip: &VipEntry,
     e: *mut FlowEntry,
-) -> Result<(), Counter> {
+) -> Result<bool, Counter> {
     // SAFETY: `e` points at a conntrack value found for this packet (see `lookup::backend`). A
     // concurrent eviction at worst loses a verdict, and the next segment is then policed as
     // untracked.
-    let (state, data_seq) = unsafe { ((*e).proxy_state, (*e).data_seq) };
+    let (state, flags) = unsafe { ((*e).proxy_state, (*e).flags) };
     if state == FLOW_REFUSED {
         return Err(Counter::DropProxy);
     }
     let judged = state == FLOW_AWAIT_HEADER || state == FLOW_ALLOWED;
     if !judged || vip.proxy_policy == PROXY_OFF || p.payload_len == 0 || p.icmp_error {
-        return Ok(());
+        return Ok(true);
     }
+    // Where the stream starts is in the PROXY flow map. A flow without a record there (evicted
+    // from that smaller map, or opened before the VIP had a PROXY policy) is policed as one
+    // conntrack does not know.
+    let pf = if flags & FLOW_FLAG_PROXY != 0 {
+        PROXY_FLOWS.get_ptr_mut(&p.key)
+    } else {
+        None
+    };
+    let Some(pf) = pf else {
+        return Ok(false);
+    };
+    // SAFETY: a valid value pointer of the LRU map, at worst recycled by a concurrent eviction
+    // (as `e`).
+    let data_seq = unsafe { (*pf).data_seq };
     let seq = if p.tcp_flags & TCP_SYN != 0 {
         p.tcp_seq.wrapping_add(1)
     } else {
@@ -128,17 +177,17 @@ pub fn established(
     } else {
         // Later data (ahead of a lost first segment, or after it), or an old duplicate: the
         // backend cannot read it before the stream's start, which is judged when it comes.
-        return Ok(());
+        return Ok(true);
     };
     // A verdict already given is only ever tightened: an identical retransmission counts once.
     if state == FLOW_AWAIT_HEADER || v.outcome.refuses() {
         // SAFETY: as above.
-        record(unsafe { &mut *e }, vip, v);
+        record(unsafe { &mut *e }, Some(unsafe { &mut *pf }), vip, v);
     }
     if v.outcome.refuses() {
         Err(Counter::DropProxy)
     } else {
-        Ok(())
+        Ok(true)
     }
 }
 
@@ -177,8 +226,10 @@ pub fn untracked(ctx: &XdpContext, p: &Parsed, vip: &VipEntry) -> Result<(), Cou
     }
 }
 
+/// Stores a verdict: the state in conntrack, the real client (if the header named one) in the
+/// flow's PROXY record.
 #[inline(always)]
-fn record(e: &mut FlowEntry, vip: &VipEntry, v: Verdict) {
+fn record(e: &mut FlowEntry, pf: Option<&mut ProxyFlow>, vip: &VipEntry, v: Verdict) {
     count_outcome(vip.index, v.outcome);
     e.proxy_state = if v.outcome.refuses() {
         FLOW_REFUSED
@@ -186,10 +237,10 @@ fn record(e: &mut FlowEntry, vip: &VipEntry, v: Verdict) {
         FLOW_ALLOWED
     };
     e.proxy_outcome = v.outcome as u8;
-    if let Some(c) = v.client {
-        e.client_be = c.addr_be;
-        e.client_port_be = c.port_be;
-        e.client_family = c.family;
+    if let (Some(c), Some(pf)) = (v.client, pf) {
+        pf.client_be = c.addr_be;
+        pf.client_port_be = c.port_be;
+        pf.client_family = c.family;
     }
 }
 

@@ -12,7 +12,7 @@ use crate::{
     packet::len,
     parse::{self, TCP_ACK, TCP_SYN},
     proxy_v2, rst,
-    stats::{count, traffic},
+    stats::{count, VipCounters},
 };
 
 #[inline(always)]
@@ -45,14 +45,15 @@ fn steer(ctx: &XdpContext) -> Result<u32, Counter> {
     } else {
         Counter::PassNotVip
     })?;
+    let stats = VipCounters::of(vip.index);
     if vip.kind == VIP_KIND_EDGE {
         // Before policing: a refused connection records no flow and judges no header.
         if rst::refuses(p) {
             return rst::reply(ctx, p);
         }
-        edge::police(ctx, &p, &vip)?;
+        edge::police(ctx, &p, &vip, stats)?;
         let syn = p.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN;
-        traffic(vip.index, NO_BACKEND, len(ctx) as u64, syn && !p.icmp_error);
+        stats.traffic(NO_BACKEND, len(ctx) as u64, syn && !p.icmp_error);
         return Err(Counter::PassEdge);
     }
     let opens = if p.icmp_error {
@@ -65,18 +66,21 @@ fn steer(ctx: &XdpContext) -> Result<u32, Counter> {
         Opens::No
     };
     let tuple_hash = five_tuple_hash(&p.key);
-    let choice = lookup::backend(&vip, &p.key, tuple_hash, opens, |e| {
+    let choice = lookup::backend(&vip, &p.key, tuple_hash, opens, stats, |e| {
         proxy_v2::opening(ctx, &p, &vip, e)
     })?;
-    if !choice.flow.is_null() {
-        proxy_v2::established(ctx, &p, &vip, choice.flow)?;
-    } else if !choice.new_flow {
-        proxy_v2::untracked(ctx, &p, &vip)?;
+    let untracked = if choice.flow.is_null() {
+        !choice.new_flow
+    } else {
+        !proxy_v2::established(ctx, p, &vip, choice.flow)?
+    };
+    if untracked {
+        proxy_v2::untracked(ctx, p, &vip)?;
     }
-    traffic(vip.index, choice.id, len(ctx) as u64, choice.new_flow);
+    stats.traffic(choice.id, len(ctx) as u64, choice.new_flow);
     if p.icmp_error {
         count(Counter::IcmpSteered);
     }
     let outer = encap::encap(ctx, &p, &choice.backend, tuple_hash)?;
-    fib::forward(ctx, &outer, choice.id)
+    fib::forward(ctx, &outer, choice.id, stats)
 }

@@ -22,7 +22,9 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use anyhow::{bail, ensure, Context as _, Result};
 use aya::maps::{HashMap as BpfHashMap, Map, MapData, PerCpuArray};
 use aya::programs::{TestRun as _, TestRunAttrs, TestRunOptions, Xdp};
-use lb_common::{names, Counter, DecapCounter, DecapKey, FlowEntry, FlowKey, FAMILY_V4, FAMILY_V6};
+use lb_common::{
+    names, Counter, DecapCounter, DecapKey, FlowEntry, FlowKey, ProxyFlow, FAMILY_V4, FAMILY_V6,
+};
 use lb_userspace::config::Config;
 use lb_userspace::dataplane::resolver::{Resolver, Sources};
 use lb_userspace::dataplane::{Dataplane, Options};
@@ -205,6 +207,8 @@ pub struct PacketEnv {
     ifindexes: BTreeMap<&'static str, u32>,
     /// The program's conntrack map, opened by id for reading whole entries.
     conntrack: BpfHashMap<MapData, FlowKey, FlowEntry>,
+    /// Its PROXY flow map, the same way.
+    proxy_flows: BpfHashMap<MapData, FlowKey, ProxyFlow>,
     // Declared last: dropped after the program and its maps.
     ns: NetNs,
 }
@@ -225,12 +229,14 @@ impl PacketEnv {
             }
             Ok(m)
         })??;
-        let conntrack = conntrack_of(dp.program()?)?;
+        let conntrack = map_of(dp.program()?, names::CONNTRACK)?;
+        let proxy_flows = map_of(dp.program()?, names::PROXY_FLOWS)?;
         Ok(Self {
             dp,
             config,
             ifindexes,
             conntrack,
+            proxy_flows,
             ns,
         })
     }
@@ -238,6 +244,19 @@ impl PacketEnv {
     /// The whole conntrack entry of a flow (policy fields included), if there is one.
     pub fn flow_entry(&self, key: &FlowKey) -> Option<FlowEntry> {
         self.conntrack.get(key, 0).ok()
+    }
+
+    /// The PROXY record of a flow (real client, where its stream starts), if there is one.
+    pub fn proxy_flow(&self, key: &FlowKey) -> Option<ProxyFlow> {
+        self.proxy_flows.get(key, 0).ok()
+    }
+
+    /// Removes a flow's PROXY record, as the LRU does when it evicts it.
+    pub fn forget_proxy_flow(&self, key: &FlowKey) -> Result<()> {
+        let mut map: BpfHashMap<MapData, FlowKey, ProxyFlow> =
+            map_of(self.dp.program()?, names::PROXY_FLOWS)?;
+        map.remove(key).context("removing the PROXY record")?;
+        Ok(())
     }
 
     pub fn ns(&self) -> &NetNs {
@@ -301,10 +320,11 @@ impl PacketEnv {
     }
 }
 
-/// The conntrack map `prog` uses, found among its maps by name (the kernel keeps the first 15
-/// bytes of a map's name).
-fn conntrack_of(prog: &Xdp) -> Result<BpfHashMap<MapData, FlowKey, FlowEntry>> {
-    let name = names::CONNTRACK.as_bytes();
+/// The LRU hash map `name` that `prog` uses, found among its maps by name (the kernel keeps the
+/// first 15 bytes of a map's name).
+fn map_of<V: aya::Pod>(prog: &Xdp, name: &str) -> Result<BpfHashMap<MapData, FlowKey, V>> {
+    let full = name;
+    let name = name.as_bytes();
     let short = &name[..name.len().min(15)];
     let ids = prog
         .info()?
@@ -316,7 +336,7 @@ fn conntrack_of(prog: &Xdp) -> Result<BpfHashMap<MapData, FlowKey, FlowEntry>> {
             return Ok(Map::LruHashMap(map).try_into()?);
         }
     }
-    bail!("sluice_xdp uses no map named {}", names::CONNTRACK)
+    bail!("sluice_xdp uses no map named {full}")
 }
 
 /// A namespace with `gw0` and `gw1` (veth pairs, forwarding on) and permanent neighbours for
@@ -388,6 +408,7 @@ impl DecapProgram {
     pub fn load(vips: &[IpAddr]) -> Result<Self> {
         let mut ebpf = aya::EbpfLoader::new()
             .map_max_entries(names::CONNTRACK, 1)
+            .map_max_entries(names::PROXY_FLOWS, 1)
             .map_max_entries(names::RINGS, 1)
             .load(lb_userspace::EBPF_OBJECT)
             .context("loading sluice's object")?;

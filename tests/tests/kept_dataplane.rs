@@ -181,3 +181,110 @@ fn a_daemon_in_a_private_mount_namespace_warns_that_its_pins_die_with_it() {
     // Its pins lived in its own mount namespace: the host's bpffs never saw them.
     assert!(!pin_dir(&instance).exists());
 }
+
+/// `bpf(2)` with a zero-padded attribute; returns the result or the OS error.
+fn bpf(cmd: libc::c_long, attr: &[u64; 16]) -> std::io::Result<i64> {
+    // SAFETY: `attr` is a readable `union bpf_attr` of the size passed; every pointer in it
+    // points at a live buffer of the size the command reads.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            cmd,
+            attr.as_ptr(),
+            std::mem::size_of_val(attr),
+        )
+    };
+    if rc < 0 {
+        Err(std::io::Error::last_os_error())
+    } else {
+        Ok(rc)
+    }
+}
+
+/// Pins, where a daemon of the previous layout left it, a `sluice_conntrack_v2` map (56-byte
+/// values) holding one flow from `client`.
+fn pin_previous_conntrack(instance: &str, client: std::net::Ipv4Addr) {
+    const BPF_MAP_CREATE: libc::c_long = 0;
+    const BPF_MAP_UPDATE_ELEM: libc::c_long = 2;
+    const BPF_OBJ_PIN: libc::c_long = 6;
+    const BPF_MAP_TYPE_LRU_HASH: u64 = 9;
+    const BPF_F_NO_COMMON_LRU: u64 = 2;
+    let mut attr = [0u64; 16];
+    // map_type, key_size (40) | value_size (56), max_entries | map_flags
+    attr[0] = BPF_MAP_TYPE_LRU_HASH | (40 << 32);
+    attr[1] = 0x38 | (4096 << 32);
+    attr[2] = BPF_F_NO_COMMON_LRU;
+    let fd = bpf(BPF_MAP_CREATE, &attr).expect("create the old-layout map");
+    // Key: the flow as the client sent it (FlowKey: src, dst, ports, proto, family).
+    let mut key = [0u8; 40];
+    key[..4].copy_from_slice(&client.octets());
+    key[16..20].copy_from_slice(&VIP4.octets());
+    key[32..34].copy_from_slice(&40_000u16.to_be_bytes());
+    key[34..36].copy_from_slice(&ECHO_PORT.to_be_bytes());
+    key[36] = 6;
+    key[37] = 4;
+    // Value (v2 FlowEntry): backend 0, VIP 0, created and last seen "now", the rest zero.
+    let mut value = [0u8; 56];
+    let now = lb_userspace::dataplane::now_ns();
+    value[8..16].copy_from_slice(&now.to_ne_bytes());
+    value[16..24].copy_from_slice(&now.to_ne_bytes());
+    let mut attr = [0u64; 16];
+    attr[0] = u64::try_from(fd).expect("fd");
+    attr[1] = key.as_ptr() as u64;
+    attr[2] = value.as_ptr() as u64;
+    bpf(BPF_MAP_UPDATE_ELEM, &attr).expect("record the old flow");
+    let pin = pin_dir(instance).join("sluice_conntrack_v2");
+    // A daemon of that layout would have its own map there; this one stands in for it.
+    let _ = std::fs::remove_file(&pin);
+    let path = std::ffi::CString::new(pin.to_str().expect("UTF-8 path")).expect("path");
+    let mut attr = [0u64; 16];
+    attr[0] = path.as_ptr() as u64;
+    attr[1] = u64::try_from(fd).expect("fd");
+    bpf(BPF_OBJ_PIN, &attr).expect("pin the old-layout map");
+    // SAFETY: `fd` is the map this function created; the pin keeps the map alive.
+    unsafe { libc::close(i32::try_from(fd).expect("fd")) };
+}
+
+/// A pinned set left by a daemon of the previous conntrack layout (`sluice_conntrack_v2`,
+/// 56-byte values): the new daemon never opens that map as its conntrack, so no old entry is
+/// read with the new layout (`sluice flows` does not list its flow), and once its own program
+/// runs it removes the old pin, which frees the old table's memory.
+#[test]
+fn a_previous_conntrack_layout_is_never_read_and_its_pin_is_freed() {
+    require_root();
+    let prefix = "slctv2";
+    let instance = format!("test-{prefix}");
+    sluice_tests::daemon::remove_pins(&instance);
+    let topo = Topology::build(prefix, 2).expect("build topology");
+    let scratch = Scratch::create(prefix).expect("scratch directory");
+    let old_client = std::net::Ipv4Addr::new(198, 18, 99, 1);
+    // A kept dataplane (the test's daemon clears pins when it starts, so one runs first).
+    let mut daemon = Daemon::start(
+        topo.gateway(),
+        scratch.path(),
+        &instance,
+        &config(&instance, &scratch, "native"),
+    )
+    .expect("start sluice run");
+    let status = daemon.stop().expect("stop");
+    assert!(status.success(), "exit {status}\n{}", daemon.log_text());
+    pin_previous_conntrack(&instance, old_client);
+    daemon.restart(topo.gateway()).expect("restart");
+    let flows = daemon.cli_json(&["flows"]).expect("sluice flows");
+    assert!(
+        !flows.to_string().contains(&old_client.to_string()),
+        "an old-layout entry was read as a flow: {flows}"
+    );
+    let pins: Vec<String> = std::fs::read_dir(pin_dir(&instance))
+        .expect("pin directory")
+        .filter_map(Result::ok)
+        .filter_map(|e| e.file_name().to_str().map(str::to_owned))
+        .filter(|n| n.starts_with("sluice_conntrack"))
+        .collect();
+    assert_eq!(
+        pins,
+        [lb_common::names::CONNTRACK],
+        "only the current layout's conntrack stays pinned\n{}",
+        daemon.log_text()
+    );
+}

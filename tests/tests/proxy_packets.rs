@@ -22,7 +22,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use lb_common::proxy::parse::{segment_verdict, SegmentVerdict};
 use lb_common::proxy::{ProxyOutcome, FLOW_ALLOWED, FLOW_AWAIT_HEADER, FLOW_REFUSED};
-use lb_common::{Counter, FlowEntry, FlowKey, FAMILY_V4, FAMILY_V6, PROTO_TCP};
+use lb_common::{Counter, FlowKey, ProxyFlow, FAMILY_V4, FAMILY_V6, PROTO_TCP};
 use lb_userspace::dataplane::Options;
 use sluice_tests::packet_builder::{
     diff, ethernet, tcp_seq, Ipv4, Ipv6, Mac, ETH_P_IP, ETH_P_IPV6, IPPROTO_TCP, TCP_ACK, TCP_PSH,
@@ -946,6 +946,65 @@ fn proxy_v2_table() {
     report("PROXY v2", &results);
 }
 
+/// A flow whose PROXY record is gone (the PROXY flow map, a quarter of conntrack, evicts on its
+/// own) is policed like one conntrack does not know: a header is judged as on a first segment,
+/// so an untrusted sender's forged header is still dropped and a trusted proxy's is accepted,
+/// and the flow's verdict in conntrack is left as it was (awaiting its header).
+#[test]
+fn a_flow_without_its_proxy_record_is_policed_as_untracked() {
+    require_root();
+    let errors = in_gateway("slpxlost", 4096, |r| {
+        let forged = Conn {
+            client: IpAddr::V4(UNTRUSTED4),
+            cport: 43100,
+            vip: IpAddr::V4(OPT4),
+            isn: 7000,
+        };
+        let trusted = Conn {
+            client: IpAddr::V4(PROXY4),
+            cport: 43101,
+            vip: IpAddr::V4(REQ4),
+            isn: 9000,
+        };
+        let mut errors = Vec::new();
+        for (c, vip, verdict) in [
+            (&forged, "opt4", ProxyOutcome::Untrusted),
+            (&trusted, "req4", ProxyOutcome::Accepted),
+        ] {
+            let lookup = [Counter::ConntrackMiss, Counter::FlowCreated];
+            errors.extend(r.packet("SYN", vip, c, &c.syn(), &lookup, true, None));
+            if r.env.proxy_flow(&c.key()).is_none() {
+                errors.push(format!("{vip}: the SYN left no PROXY record"));
+            }
+            if let Err(e) = r.env.forget_proxy_flow(&c.key()) {
+                errors.push(format!("{vip}: {e:#}"));
+            }
+            let header = v2(PROXY, TCP4, &addrs(sa(REAL4, 5555), sa(c.vip, VPORT)));
+            let first = c.data(0, &cat(&[&header, HTTP_GET]));
+            let forward = verdict == ProxyOutcome::Accepted;
+            errors.extend(r.packet(
+                &format!("{vip} first segment"),
+                vip,
+                c,
+                &first,
+                &[Counter::ConntrackHit],
+                forward,
+                Some(verdict),
+            ));
+            errors.extend(r.check_flow(
+                &format!("{vip} after"),
+                vip,
+                c,
+                FLOW_AWAIT_HEADER,
+                None,
+                None,
+            ));
+        }
+        errors
+    });
+    assert!(errors.is_empty(), "{}", errors.join("\n"));
+}
+
 // ---------------------------------------------------------------------------------------------
 // Stream position: the segment judged is the one the backend reads first
 
@@ -1362,7 +1421,7 @@ fn expected_outcome(v: SegmentVerdict) -> (ProxyOutcome, Option<SocketAddr>) {
     }
 }
 
-fn entry_client(e: &FlowEntry) -> Option<SocketAddr> {
+fn entry_client(e: &ProxyFlow) -> Option<SocketAddr> {
     let words = e.client_be;
     let mut b = Vec::with_capacity(16);
     for w in words {
@@ -1452,7 +1511,7 @@ fn run_differential(
             continue;
         };
         *seen.entry(got.name()).or_insert(0) += 1;
-        let got_client = env.flow_entry(&conn.key()).and_then(|e| entry_client(&e));
+        let got_client = env.proxy_flow(&conn.key()).and_then(|e| entry_client(&e));
         let action = match result {
             Ok((a, _)) => a,
             Err(e) => {

@@ -14,7 +14,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use lb_common::{FlowEntry, FlowKey};
+use lb_common::{FlowEntry, FlowKey, ProxyFlow, FLOW_FLAG_PROXY};
 
 use crate::dataplane::{now_ns, Conntrack, DataplaneError};
 
@@ -29,8 +29,11 @@ const CHEAP_WALK: Duration = Duration::from_millis(5);
 pub trait FlowSource: Send + Sync + 'static {
     /// Calls `f` with every entry; returns how many it saw.
     fn for_each(&self, f: &mut dyn FnMut(&FlowKey, &FlowEntry)) -> Result<usize, DataplaneError>;
-    /// Removes `keys` (those already gone are skipped); returns how many it removed.
-    fn remove(&self, keys: &[FlowKey]) -> Result<usize, DataplaneError>;
+    /// The PROXY record (real client) of a flow flagged `FLOW_FLAG_PROXY`, if it is there.
+    fn proxy_flow(&self, k: &FlowKey, e: &FlowEntry) -> Option<ProxyFlow>;
+    /// Removes `keys` (those already gone are skipped) and the PROXY records of `proxy_keys`;
+    /// returns how many flows it removed.
+    fn remove(&self, keys: &[FlowKey], proxy_keys: &[FlowKey]) -> Result<usize, DataplaneError>;
 }
 
 impl FlowSource for Conntrack {
@@ -38,8 +41,12 @@ impl FlowSource for Conntrack {
         Conntrack::for_each(self, f)
     }
 
-    fn remove(&self, keys: &[FlowKey]) -> Result<usize, DataplaneError> {
-        Conntrack::remove(self, keys)
+    fn proxy_flow(&self, k: &FlowKey, e: &FlowEntry) -> Option<ProxyFlow> {
+        Conntrack::proxy_flow(self, k, e)
+    }
+
+    fn remove(&self, keys: &[FlowKey], proxy_keys: &[FlowKey]) -> Result<usize, DataplaneError> {
+        Conntrack::remove(self, keys, proxy_keys)
     }
 }
 
@@ -106,16 +113,22 @@ impl FlowCensus {
         let limit = u64::try_from(self.idle_timeout.as_nanos()).unwrap_or(u64::MAX);
         let mut census = Census::default();
         let mut stale = Vec::new();
+        let mut stale_proxy = Vec::new();
         self.source.for_each(&mut |k, e| {
+            // `last_seen_ns` is from the kernel's coarse clock, at most a tick behind `now`:
+            // an idle time comes out that much longer, which a timeout in minutes ignores.
             if now.saturating_sub(e.last_seen_ns) > limit {
                 stale.push(*k);
+                if e.flags & FLOW_FLAG_PROXY != 0 {
+                    stale_proxy.push(*k);
+                }
             } else {
                 *census.per_backend.entry(e.backend).or_insert(0) += 1;
                 census.entries += 1;
             }
         })?;
         if !stale.is_empty() {
-            census.expired = self.source.remove(&stale)?;
+            census.expired = self.source.remove(&stale, &stale_proxy)?;
             tracing::debug!(
                 expired = census.expired,
                 "idle flows removed from conntrack"

@@ -9,7 +9,7 @@ use std::{
 };
 
 use hyper::{Method, StatusCode};
-use lb_common::{FlowEntry, FlowKey};
+use lb_common::{FlowEntry, FlowKey, ProxyFlow};
 
 use super::{
     core::{Core, Inner},
@@ -60,7 +60,11 @@ impl FlowSource for Arc<FakeConntrack> {
         Ok(entries.len())
     }
 
-    fn remove(&self, keys: &[FlowKey]) -> Result<usize, DataplaneError> {
+    fn proxy_flow(&self, _: &FlowKey, _: &FlowEntry) -> Option<ProxyFlow> {
+        None
+    }
+
+    fn remove(&self, keys: &[FlowKey], _: &[FlowKey]) -> Result<usize, DataplaneError> {
         let mut entries = self.entries.lock().unwrap();
         let before = entries.len();
         entries.retain(|(k, _)| !keys.contains(k));

@@ -166,11 +166,12 @@ impl Core {
         } else {
             query.limit
         };
-        self.census.source().for_each(&mut |k, e| {
-            if rows.len() >= enough || only.is_some_and(|i| i != e.vip_index) {
+        let source = self.census.source();
+        source.for_each(&mut |k, e| {
+            if rows.len() >= enough || only.is_some_and(|i| i != u32::from(e.vip_index)) {
                 return;
             }
-            let f = flow_info(&labels, now, k, e);
+            let f = flow_info(&labels, now, k, e, source.proxy_flow(k, e));
             if flow_query::matches(query, &f) {
                 rows.push(f);
             }

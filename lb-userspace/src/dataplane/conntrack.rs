@@ -1,5 +1,6 @@
 //! Conntrack read off the daemon's lock: a handle of its own on the map (a duplicate of the
-//! map's fd), walked with batch syscalls.
+//! map's fd), walked with batch syscalls, and one on the PROXY flow map, which holds the real
+//! client of a PROXY VIP's flows (`FLOW_FLAG_PROXY`).
 //!
 //! A full table holds a million entries. Walked key by key under the daemon's one lock, every
 //! probe, scrape and `sluice backends` took seconds and SIGTERM waited behind them. Through
@@ -16,18 +17,19 @@ use aya::maps::IterableMap as _;
 use lb_common::{
     names,
     proxy::{ProxyOutcome, FLOW_ALLOWED, FLOW_REFUSED},
-    FlowEntry, FlowKey,
+    FlowEntry, FlowKey, ProxyFlow, FLOW_FLAG_PROXY,
 };
 
 use super::{addr::words_to_ip, gateway::FlowInfo, sys, Dataplane, DataplaneError};
 
-/// Entries per batch syscall: 4096 × 96 bytes of buffers, a few hundred calls for a full table.
+/// Entries per batch syscall: 4096 × 64 bytes of buffers, a few hundred calls for a full table.
 const BATCH: usize = 4096;
 
 /// A handle on the conntrack map that needs no lock of the daemon's.
 #[derive(Debug)]
 pub struct Conntrack {
     fd: OwnedFd,
+    proxy_fd: OwnedFd,
 }
 
 /// What a walk needs to name what it finds: VIP and edge names by index, backend addresses by
@@ -41,18 +43,18 @@ pub struct FlowLabels {
 impl Dataplane {
     /// A second handle on conntrack for walks that must not hold the daemon's lock.
     pub fn conntrack(&self) -> Result<Conntrack, DataplaneError> {
-        let fd = self
-            .conntrack
-            .map()
-            .fd()
-            .as_fd()
-            .try_clone_to_owned()
-            .map_err(|error| DataplaneError::MapIo {
-                name: names::CONNTRACK,
-                what: "duplicating its fd",
-                error,
-            })?;
-        Ok(Conntrack { fd })
+        let dup = |fd: std::os::fd::BorrowedFd<'_>, name| {
+            fd.try_clone_to_owned()
+                .map_err(|error| DataplaneError::MapIo {
+                    name,
+                    what: "duplicating its fd",
+                    error,
+                })
+        };
+        Ok(Conntrack {
+            fd: dup(self.conntrack.map().fd().as_fd(), names::CONNTRACK)?,
+            proxy_fd: dup(self.proxy_flows.map().fd().as_fd(), names::PROXY_FLOWS)?,
+        })
     }
 
     /// VIP and edge names and backend addresses, for naming what a walk finds.
@@ -81,9 +83,10 @@ impl Dataplane {
         let labels = self.flow_labels();
         let now = sys::monotonic_ns();
         let mut out = Vec::new();
-        self.conntrack()?.for_each(|k, e| {
-            if out.len() < limit && only.is_none_or(|i| i == e.vip_index) {
-                out.push(flow_info(&labels, now, k, e));
+        let ct = self.conntrack()?;
+        ct.for_each(|k, e| {
+            if out.len() < limit && only.is_none_or(|i| i == u32::from(e.vip_index)) {
+                out.push(flow_info(&labels, now, k, e, ct.proxy_flow(k, e)));
             }
         })?;
         Ok(out)
@@ -125,31 +128,62 @@ impl Conntrack {
         Ok(seen)
     }
 
-    /// Removes `keys` (those already gone are skipped); returns how many it removed.
-    pub fn remove(&self, keys: &[FlowKey]) -> Result<usize, DataplaneError> {
-        sys::delete_batch(self.fd.as_fd(), keys).map_err(|error| DataplaneError::MapIo {
-            name: names::CONNTRACK,
-            what: "batch delete",
-            error,
-        })
+    /// The PROXY record of a flow that has one (`FLOW_FLAG_PROXY`); `None` for other flows and
+    /// when it is gone (evicted from its smaller map, or the flow ended in between). A read
+    /// error is taken as gone: the record only adds the real client to what is shown.
+    pub fn proxy_flow(&self, k: &FlowKey, e: &FlowEntry) -> Option<ProxyFlow> {
+        if e.flags & FLOW_FLAG_PROXY == 0 {
+            return None;
+        }
+        sys::lookup(self.proxy_fd.as_fd(), k).ok().flatten()
+    }
+
+    /// Removes `keys` (those already gone are skipped), and the PROXY records of `proxy_keys`
+    /// (the flows among them flagged `FLOW_FLAG_PROXY`); returns how many flows it removed.
+    pub fn remove(
+        &self,
+        keys: &[FlowKey],
+        proxy_keys: &[FlowKey],
+    ) -> Result<usize, DataplaneError> {
+        let removed =
+            sys::delete_batch(self.fd.as_fd(), keys).map_err(|error| DataplaneError::MapIo {
+                name: names::CONNTRACK,
+                what: "batch delete",
+                error,
+            })?;
+        sys::delete_batch(self.proxy_fd.as_fd(), proxy_keys).map_err(|error| {
+            DataplaneError::MapIo {
+                name: names::PROXY_FLOWS,
+                what: "batch delete",
+                error,
+            }
+        })?;
+        Ok(removed)
     }
 }
 
-/// One conntrack entry as `sluice flows` shows it; `now_ns` is `sys::monotonic_ns()`.
-pub fn flow_info(labels: &FlowLabels, now_ns: u64, k: &FlowKey, e: &FlowEntry) -> FlowInfo {
+/// One conntrack entry (with its PROXY record, if it has one) as `sluice flows` shows it;
+/// `now_ns` is `sys::monotonic_ns()`.
+pub fn flow_info(
+    labels: &FlowLabels,
+    now_ns: u64,
+    k: &FlowKey,
+    e: &FlowEntry,
+    proxy: Option<ProxyFlow>,
+) -> FlowInfo {
     FlowInfo {
         client: SocketAddr::new(words_to_ip(k.family, k.src_be), u16::from_be(k.sport_be)),
         vip: SocketAddr::new(words_to_ip(k.family, k.dst_be), u16::from_be(k.dport_be)),
-        vip_name: labels.names.get(&e.vip_index).cloned(),
+        vip_name: labels.names.get(&u32::from(e.vip_index)).cloned(),
         protocol: k.proto,
         backend: labels.ids.get(&e.backend).copied(),
         backend_id: e.backend,
         age: Duration::from_nanos(now_ns.saturating_sub(e.created_ns)),
         idle: Duration::from_nanos(now_ns.saturating_sub(e.last_seen_ns)),
-        real_client: (e.client_family != 0).then(|| {
+        real_client: proxy.filter(|p| p.client_family != 0).map(|p| {
             SocketAddr::new(
-                words_to_ip(e.client_family, e.client_be),
-                u16::from_be(e.client_port_be),
+                words_to_ip(p.client_family, p.client_be),
+                u16::from_be(p.client_port_be),
             )
         }),
         proxy: [FLOW_ALLOWED, FLOW_REFUSED]
@@ -224,7 +258,7 @@ mod tests {
             dp.conntrack.remove(k).unwrap();
         }
         let gone_before = doomed.iter().step_by(100).count();
-        assert_eq!(ct.remove(&doomed).unwrap(), doomed.len() - gone_before);
+        assert_eq!(ct.remove(&doomed, &[]).unwrap(), doomed.len() - gone_before);
         let mut left = 0;
         ct.for_each(|k, _| {
             assert_eq!(u32::from_be(k.src_be[0]) % 2, 1, "{k:?} was deleted");
@@ -232,5 +266,52 @@ mod tests {
         })
         .unwrap();
         assert_eq!(left, n as usize - doomed.len());
+    }
+
+    /// A PROXY VIP's flow: `flows()` names the real client from its PROXY record, and removing
+    /// the flow as idle removes that record too.
+    #[test]
+    fn proxy_records_are_joined_and_removed_with_their_flow() {
+        if !is_root() {
+            eprintln!("skipped: loading sluice_xdp needs root");
+            return;
+        }
+        let mut dp = Dataplane::load(&Options::unpinned(1 << 12, lb_common::DEFAULT_RING_SLOTS))
+            .expect("loading sluice_xdp (needs root)");
+        let now = now_ns();
+        let flow = |flags| FlowEntry {
+            flags,
+            created_ns: now,
+            last_seen_ns: now,
+            ..FlowEntry::default()
+        };
+        dp.conntrack
+            .insert(key(1), flow(FLOW_FLAG_PROXY), 0)
+            .unwrap();
+        dp.conntrack.insert(key(2), flow(0), 0).unwrap();
+        let record = ProxyFlow {
+            client_be: [u32::from_ne_bytes([203, 0, 113, 7]), 0, 0, 0],
+            client_port_be: 5555u16.to_be(),
+            client_family: lb_common::FAMILY_V4,
+            ..ProxyFlow::default()
+        };
+        dp.proxy_flows.insert(key(1), record, 0).unwrap();
+        let mut real: Vec<_> = dp
+            .flows(None, 10)
+            .unwrap()
+            .into_iter()
+            .map(|f| (f.client.port(), f.real_client))
+            .collect();
+        real.sort();
+        assert_eq!(
+            real,
+            [
+                (1000, None),
+                (1000, Some("203.0.113.7:5555".parse().unwrap()))
+            ]
+        );
+        let ct = dp.conntrack().unwrap();
+        assert_eq!(ct.remove(&[key(1), key(2)], &[key(1)]).unwrap(), 2);
+        assert!(dp.proxy_flows.get(&key(1), 0).is_err(), "record removed");
     }
 }

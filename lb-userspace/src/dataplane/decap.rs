@@ -26,6 +26,7 @@ impl Decap {
         // The object also holds the gateway's maps; keep them tiny on a backend.
         let mut ebpf = EbpfLoader::new()
             .map_max_entries(names::CONNTRACK, 1)
+            .map_max_entries(names::PROXY_FLOWS, 1)
             .map_max_entries(names::RINGS, 1)
             .load(EBPF_OBJECT)?;
         load_xdp(&mut ebpf, names::PROG_DECAP)?;

@@ -15,9 +15,9 @@ use aya::{
     EbpfLoader,
 };
 use lb_common::{
-    names, proxy::ProxyOutcome, BackendEntry, FlowEntry, FlowKey, NodeEntry, Settings,
-    TrafficStats, VipEntry, VipKey, BACKEND_DOWN, HASH_FIVE_TUPLE, HASH_SOURCE_IP, PROXY_OFF,
-    PROXY_OPTIONAL, PROXY_REQUIRED, VIP_FLAG_ACCEPT_V1, VIP_FLAG_ALLOW_CLIENTS,
+    names, proxy::ProxyOutcome, BackendEntry, FlowEntry, FlowKey, NodeEntry, ProxyFlow, Settings,
+    TrafficStats, VipEntry, VipKey, VipStats, BACKEND_DOWN, HASH_FIVE_TUPLE, HASH_SOURCE_IP,
+    PROXY_OFF, PROXY_OPTIONAL, PROXY_REQUIRED, VIP_FLAG_ACCEPT_V1, VIP_FLAG_ALLOW_CLIENTS,
     VIP_FLAG_DENY_CLIENTS, VIP_KIND_EDGE, VIP_KIND_L4,
 };
 
@@ -58,6 +58,13 @@ impl Default for Options {
 }
 
 impl Options {
+    /// Capacity of the PROXY flow map: a quarter of conntrack. Only PROXY VIPs' flows use it,
+    /// and as an LRU it gives up the records of the flows idle longest first (their verdict
+    /// stays in conntrack; see `proxy_v2` in lb-ebpf).
+    pub fn proxy_flow_entries(&self) -> u32 {
+        (self.conntrack_entries / 4).max(1)
+    }
+
     pub fn unpinned(conntrack_entries: u32, ring_slots: u32) -> Options {
         Options {
             conntrack_entries,
@@ -101,11 +108,12 @@ pub struct Dataplane {
     backends: Arr<BackendEntry>,
     rings: Arr<u32>,
     pub(super) conntrack: Hash<FlowKey, FlowEntry>,
+    pub(super) proxy_flows: Hash<FlowKey, ProxyFlow>,
     settings: Arr<Settings>,
     pub(super) node: Arr<NodeEntry>,
     cidrs: Cidrs,
     pub(super) proxy_stats: PerCpu<u64>,
-    pub(super) vip_stats: PerCpu<TrafficStats>,
+    pub(super) vip_stats: PerCpu<VipStats>,
     pub(super) backend_stats: PerCpu<TrafficStats>,
     pub(super) counters: PerCpu<u64>,
     /// Each backend's cached next hop (see `next_hop`).
@@ -134,15 +142,23 @@ impl Dataplane {
         let mut loader = EbpfLoader::new();
         loader
             .map_max_entries(names::CONNTRACK, opts.conntrack_entries)
+            .map_max_entries(names::PROXY_FLOWS, opts.proxy_flow_entries())
             .map_max_entries(names::RINGS, opts.ring_slots);
-        let reused = pins
-            .as_ref()
-            .map(|p| (p.path(names::CONNTRACK), p.path(names::BACKENDS)));
-        if let Some((conntrack, backends)) = &reused {
+        let reused = pins.as_ref().map(|p| {
+            (
+                p.path(names::CONNTRACK),
+                p.path(names::PROXY_FLOWS),
+                p.path(names::BACKENDS),
+            )
+        });
+        if let Some((conntrack, proxy_flows, backends)) = &reused {
             // Opened when present, created and pinned when not: flows and backend ids outlive
-            // the daemon.
+            // the daemon. A pin of an older layout has another name (`names::RETIRED`), so it
+            // is never opened as this one; a previous daemon of that layout leaves its flows
+            // behind, and `finish_pinning` removes its pin.
             loader
                 .map_pin_path(names::CONNTRACK, conntrack.as_path())
+                .map_pin_path(names::PROXY_FLOWS, proxy_flows.as_path())
                 .map_pin_path(names::BACKENDS, backends.as_path());
         }
         let mut ebpf = loader.load(EBPF_OBJECT)?;
@@ -165,6 +181,7 @@ impl Dataplane {
             backends,
             rings: take(&mut ebpf, names::RINGS)?,
             conntrack: take(&mut ebpf, names::CONNTRACK)?,
+            proxy_flows: take(&mut ebpf, names::PROXY_FLOWS)?,
             settings: take(&mut ebpf, names::SETTINGS)?,
             node: take(&mut ebpf, names::NODE)?,
             cidrs: take(&mut ebpf, names::CIDRS)?,
@@ -313,6 +330,10 @@ impl Dataplane {
         pins.replace(names::NEXT_HOP_LIVE, |p| {
             self.next_hops.live_map().map().pin(p)
         })?;
+        // No program uses an older layout's conntrack any more: free its memory.
+        for name in names::RETIRED {
+            pins.remove(name)?;
+        }
         Ok(())
     }
 

@@ -84,6 +84,12 @@ impl Pins {
         pin(&path).map_err(|e| pin_err(&path, &e))
     }
 
+    /// Removes the pin `name` if there is one.
+    pub fn remove(&self, name: &str) -> Result<(), DataplaneError> {
+        let path = self.path(name);
+        remove_if_present(&path).map_err(|e| pin_err(&path, &e))
+    }
+
     /// Interfaces that have a link pinned here, with the mode it was attached in.
     pub fn linked_interfaces(&self) -> Vec<(String, XdpMode)> {
         let Ok(entries) = std::fs::read_dir(&self.dir) else {

@@ -3,7 +3,7 @@
 
 use std::{collections::HashMap, net::IpAddr};
 
-use lb_common::{names, proxy::ProxyOutcome, Counter, FlowKey, TrafficStats};
+use lb_common::{names, proxy::ProxyOutcome, Counter, FlowKey, TrafficStats, VipStats, MAX_VIPS};
 
 use super::{
     gateway::{BackendStatus, Dataplane},
@@ -13,14 +13,43 @@ use super::{
 
 impl Dataplane {
     pub fn counters(&self) -> Result<Vec<(Counter, u64)>, DataplaneError> {
+        let vips = self.vip_totals()?;
         Counter::ALL
             .iter()
-            .map(|&c| Ok((c, per_cpu_sum(&self.counters, c as u32, names::COUNTERS)?)))
+            .map(|&c| Ok((c, self.global(c)? + per_vip(&vips, c))))
             .collect()
     }
 
     pub fn counter(&self, c: Counter) -> Result<u64, DataplaneError> {
+        let vips = if counted_per_vip(c) {
+            self.vip_totals()?
+        } else {
+            VipStats::default()
+        };
+        Ok(self.global(c)? + per_vip(&vips, c))
+    }
+
+    fn global(&self, c: Counter) -> Result<u64, DataplaneError> {
         per_cpu_sum(&self.counters, c as u32, names::COUNTERS)
+    }
+
+    /// Every VIP slot's counters summed, used or not: a removed VIP's counts stay part of the
+    /// totals, which only ever grow.
+    fn vip_totals(&self) -> Result<VipStats, DataplaneError> {
+        let mut t = VipStats::default();
+        for i in 0..MAX_VIPS {
+            for s in per_cpu_values(&self.vip_stats, i, names::VIP_STATS)? {
+                t.conntrack_hit += s.conntrack_hit;
+                t.conntrack_miss += s.conntrack_miss;
+                t.flow_created += s.flow_created;
+                t.flow_insert_failed += s.flow_insert_failed;
+                t.tx += s.tx;
+                t.redirect += s.redirect;
+                t.next_hop_cached += s.next_hop_cached;
+                t.next_hop_fib += s.next_hop_fib;
+            }
+        }
+        Ok(t)
     }
 
     /// Backends of every VIP with their state and traffic.
@@ -78,11 +107,10 @@ impl Dataplane {
     }
 
     fn traffic_at(&self, index: u32) -> Result<TrafficStats, DataplaneError> {
-        Ok(sum_traffic(&per_cpu_values(
-            &self.vip_stats,
-            index,
-            names::VIP_STATS,
-        )?))
+        let per_cpu = per_cpu_values(&self.vip_stats, index, names::VIP_STATS)?;
+        Ok(sum_traffic(
+            &per_cpu.iter().map(|s| s.traffic).collect::<Vec<_>>(),
+        ))
     }
 
     /// Each PROXY/client policy outcome's count for a VIP.
@@ -130,6 +158,36 @@ impl Dataplane {
     /// Kernel id of a backend (what conntrack entries and `flow_backend` name).
     pub fn backend_id(&self, vip: &str, backend: IpAddr) -> Option<u32> {
         self.state.backend(vip, backend).map(|b| b.id)
+    }
+}
+
+/// Whether `sluice_xdp` counts `c` in the per-VIP stats rather than the counters map.
+fn counted_per_vip(c: Counter) -> bool {
+    matches!(
+        c,
+        Counter::ConntrackHit
+            | Counter::ConntrackMiss
+            | Counter::FlowCreated
+            | Counter::FlowInsertFailed
+            | Counter::Tx
+            | Counter::Redirect
+            | Counter::NextHopCached
+            | Counter::NextHopFib
+    )
+}
+
+/// `c`'s share in the summed per-VIP stats (0 for counters kept only in the counters map).
+fn per_vip(vips: &VipStats, c: Counter) -> u64 {
+    match c {
+        Counter::ConntrackHit => vips.conntrack_hit,
+        Counter::ConntrackMiss => vips.conntrack_miss,
+        Counter::FlowCreated => vips.flow_created,
+        Counter::FlowInsertFailed => vips.flow_insert_failed,
+        Counter::Tx => vips.tx,
+        Counter::Redirect => vips.redirect,
+        Counter::NextHopCached => vips.next_hop_cached,
+        Counter::NextHopFib => vips.next_hop_fib,
+        _ => 0,
     }
 }
 

@@ -110,6 +110,58 @@ fn bpf_batch(cmd: libc::c_long, attr: &mut BatchAttr) -> io::Result<()> {
     }
 }
 
+/// `BPF_MAP_LOOKUP_ELEM` (uapi `enum bpf_cmd`).
+const BPF_MAP_LOOKUP_ELEM: libc::c_long = 1;
+
+/// The element-command member of uapi `union bpf_attr`.
+#[repr(C)]
+#[derive(Default)]
+struct ElemAttr {
+    map_fd: u32,
+    _pad: u32,
+    key: u64,
+    value: u64,
+    flags: u64,
+}
+
+/// The value under `key` in the map `fd`, `None` when there is none.
+pub fn lookup<K: aya::Pod, V: aya::Pod>(
+    fd: std::os::fd::BorrowedFd<'_>,
+    key: &K,
+) -> io::Result<Option<V>> {
+    use std::os::fd::AsRawFd as _;
+    let mut value = std::mem::MaybeUninit::<V>::uninit();
+    let mut attr = ElemAttr {
+        map_fd: u32::try_from(fd.as_raw_fd()).unwrap_or(u32::MAX),
+        key: std::ptr::from_ref(key) as u64,
+        value: value.as_mut_ptr() as u64,
+        ..ElemAttr::default()
+    };
+    // SAFETY: `attr` is a valid `bpf_attr` prefix of the size passed; `key` and `value` point
+    // at live objects of the map's key and value sizes (the caller's types, which are the
+    // map's).
+    #[allow(unsafe_code)]
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_MAP_LOOKUP_ELEM,
+            std::ptr::from_mut(&mut attr),
+            std::mem::size_of::<ElemAttr>(),
+        )
+    };
+    if rc < 0 {
+        let e = io::Error::last_os_error();
+        return if e.raw_os_error() == Some(libc::ENOENT) {
+            Ok(None)
+        } else {
+            Err(e)
+        };
+    }
+    // SAFETY: the kernel filled all `size_of::<V>()` bytes, and `V` is `Pod` (any bytes valid).
+    #[allow(unsafe_code)]
+    Ok(Some(unsafe { value.assume_init() }))
+}
+
 /// Where a batch walk of a hash map stands: the kernel's opaque resume token.
 #[derive(Default)]
 pub struct BatchCursor {
