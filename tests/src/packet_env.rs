@@ -21,7 +21,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use anyhow::{bail, ensure, Context as _, Result};
 use aya::maps::{HashMap as BpfHashMap, Map, MapData, PerCpuArray};
-use aya::programs::{TestRun as _, TestRunOptions, Xdp};
+use aya::programs::{TestRun as _, TestRunAttrs, TestRunOptions, Xdp};
 use lb_common::{
     names, Counter, DecapCounter, DecapKey, FlowEntry, FlowKey, ProxyFlow, FAMILY_V4, FAMILY_V6,
 };
@@ -165,6 +165,37 @@ pub fn test_run_repeat(
     ensure!(size <= out.len(), "output of {size} bytes truncated");
     out.truncate(size);
     Ok((result.return_value, out, result.duration))
+}
+
+/// Runs `prog` `repeat` times in live-frame mode (`BPF_F_TEST_XDP_LIVE_FRAMES`): each frame
+/// the program returns `XDP_TX` or `XDP_REDIRECT` for is really sent (`XDP_TX` out of
+/// `ingress_ifindex`), `XDP_PASS` goes up that interface's stack, in batches of `batch`
+/// (at most 256). Returns the kernel's mean time per frame, sending included.
+///
+/// The kernel recycles the frame pages without copying `frame` into them again: a program
+/// that rewrites the frame sees its own output (at the original offsets) on later runs.
+pub fn test_run_live(
+    prog: &Xdp,
+    frame: &[u8],
+    ingress_ifindex: u32,
+    repeat: u32,
+    batch: u32,
+) -> Result<std::time::Duration> {
+    let len = u32::try_from(frame.len()).context("frame too long")?;
+    let mut ctx = [0u8; 24];
+    ctx[4..8].copy_from_slice(&len.to_ne_bytes());
+    ctx[12..16].copy_from_slice(&ingress_ifindex.to_ne_bytes());
+    let opts = TestRunOptions {
+        data_in: Some(frame),
+        ctx_in: Some(&ctx),
+        repeat,
+        attrs: TestRunAttrs::new().xdp_live_frames(batch),
+        ..TestRunOptions::new()
+    };
+    let result = prog
+        .test_run(opts)
+        .context("BPF_PROG_TEST_RUN with BPF_F_TEST_XDP_LIVE_FRAMES")?;
+    Ok(result.duration)
 }
 
 /// The namespace plus a loaded (not attached) `sluice_xdp` configured from a TOML text.

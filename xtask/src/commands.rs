@@ -110,7 +110,16 @@ pub fn soak(ws: &Workspace, minutes: u64) -> Result<ExitCode> {
 }
 
 /// Release build of the sluice binary and the bench runner, then exec the runner with `what`.
+/// `maglev` is lb-common's criterion bench instead (no root, no eBPF build needed).
 pub fn bench(ws: &Workspace, what: &[String]) -> Result<ExitCode> {
+    if let Some((first, rest)) = what.split_first() {
+        if first == "maglev" {
+            let mut cmd = ws.cargo();
+            cmd.args(["bench", "-p", "lb-common", "--bench", "maglev", "--"])
+                .args(rest);
+            return Err(process::exec(&mut cmd));
+        }
+    }
     release_run(ws, "bench", what)
 }
 

@@ -42,9 +42,11 @@ enum Command {
     },
     /// Build, then run the demo (namespaces, XDP on a gateway, real connections to a VIP).
     Demo,
-    /// Run a benchmark in release mode: `cargo xtask bench xdp`, `bench edge` or `bench control`.
+    /// Run a benchmark in release mode: `cargo xtask bench xdp`, `bench edge`, `bench control`
+    /// or `bench maglev`.
     Bench {
-        /// What to benchmark (`xdp`, `edge` or `control`), plus any arguments for the bench binary.
+        /// What to benchmark (`xdp`, `edge`, `control` or `maglev`), plus any arguments for the
+        /// bench binary (for `maglev`, criterion's).
         #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
         what: Vec<String>,
     },

@@ -30,7 +30,7 @@ use sluice_tests::{
     NetNs,
 };
 
-use super::{frame, SYN, XDP_REDIRECT, XDP_TX};
+use crate::xdp::paths::{frame, SYN, XDP_REDIRECT, XDP_TX};
 
 const INSTANCE: &str = "slbctl";
 const ENTRIES: u32 = 1 << 20;
@@ -194,7 +194,7 @@ fn fill(ns: &NetNs) -> Result<u64> {
                 let port = 1024 + u16::try_from(n % 50_000)?;
                 let (action, _, _) = test_run_repeat(
                     &prog,
-                    &frame(IpAddr::V4(client), vip, port, SYN),
+                    &frame(IpAddr::V4(client), vip, port, 80, SYN, &[]),
                     ifindex,
                     1,
                 )?;
