@@ -144,7 +144,7 @@ fn concurrent_client_connections_need_no_more_backend_connections_than_clients()
     );
 }
 
-/// Each HTTP/2 response ends with its last DATA frame (END_STREAM set on the frame that
+/// Each HTTP/2 response ends with its last DATA frame (`END_STREAM` set on the frame that
 /// carries the body), not with an extra empty DATA frame after it: handing the backend
 /// connection back no longer costs the client a frame. Read with `nghttp -v`, which prints
 /// every frame it receives.
