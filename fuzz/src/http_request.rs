@@ -127,11 +127,14 @@ pub fn check(data: &[u8]) {
         listener_port: 443,
         by: Some(SocketAddr::new(Ipv4Addr::new(192, 0, 2, 1).into(), 443)),
     };
+    // Built once per connection by the listener, as for every untrusted client.
+    let untrusted = forwarded::Untrusted::for_connection(&policy, &hop);
     let vouched = Vouched {
         managed: managed(),
         cert_headers: cert_headers(),
         forwarded: &policy,
         hop,
+        untrusted: untrusted.as_ref(),
         own_authority: "idp.example",
         path_prefix: None,
     };

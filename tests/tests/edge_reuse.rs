@@ -143,3 +143,42 @@ fn concurrent_client_connections_need_no_more_backend_connections_than_clients()
         f64::from(2 * CLIENTS * REQUESTS)
     );
 }
+
+/// Each HTTP/2 response ends with its last DATA frame (`END_STREAM` set on the frame that
+/// carries the body), not with an extra empty DATA frame after it: handing the backend
+/// connection back no longer costs the client a frame. Read with `nghttp -v`, which prints
+/// every frame it receives.
+#[test]
+fn an_h2_response_ends_with_its_last_data_frame() {
+    require_root();
+    let lab = lab("seh2end");
+    // Three requests over the one connection (nghttp fetches a URL once).
+    let urls: Vec<String> = (1..=3)
+        .map(|n| format!("https://{}/realms/x?{n}", edge4()))
+        .collect();
+    let authority = format!("{SERVER_NAME}:{EDGE_PORT}");
+    let out = lab
+        .topo
+        .client()
+        .run(&[
+            "nghttp",
+            "-nv",
+            "--header",
+            &format!(":authority: {authority}"),
+            &urls[0],
+            &urls[1],
+            &urls[2],
+        ])
+        .unwrap_or_else(|err| panic!("nghttp: {err:#}\nsluice:\n{}", lab.daemon.log_text()));
+    let frames: Vec<&str> = out
+        .lines()
+        .filter(|l| l.contains("recv DATA frame"))
+        .collect();
+    assert_eq!(frames.len(), 3, "one DATA frame per response:\n{out}");
+    for f in &frames {
+        assert!(
+            f.contains("flags=0x01") && !f.contains("length=0,"),
+            "the body's DATA frame ends the stream: {f}\n{out}"
+        );
+    }
+}

@@ -10,7 +10,7 @@ use hyper::{
 };
 
 use super::{
-    forwarded::{self, Hop, Policy},
+    forwarded::{self, Hop, Policy, Untrusted},
     managed::Managed,
     path_prefix::PathPrefix,
     request_head::{self, Refused},
@@ -24,6 +24,9 @@ pub struct Vouched<'a> {
     pub cert_headers: &'a Result<Vec<(HeaderName, HeaderValue)>, String>,
     pub forwarded: &'a Policy,
     pub hop: Hop,
+    /// What `forwarded` writes for this connection's client, built once, when it is not
+    /// trusted: [`Untrusted::for_connection`] of `forwarded` and `hop`.
+    pub untrusted: Option<&'a Untrusted>,
     /// The authority requests without one (HTTP/1.0) are served under.
     pub own_authority: &'a str,
     /// Only requests under it are proxied, without it.
@@ -74,7 +77,10 @@ pub fn rewrite(parts: &mut request::Parts, v: &Vouched<'_>) -> Result<bool, NotF
     for (name, value) in cert_headers {
         parts.headers.append(name.clone(), value.clone());
     }
-    forwarded::apply(&mut parts.headers, v.forwarded, &v.hop, Some(&host));
+    match v.untrusted {
+        Some(untrusted) => untrusted.apply(&mut parts.headers, Some(&host)),
+        None => forwarded::apply(&mut parts.headers, v.forwarded, &v.hop, Some(&host)),
+    }
     let host =
         HeaderValue::from_str(&host).map_err(|_| NotForwarded::Refused(Refused::BadAuthority))?;
     parts.headers.insert(header::HOST, host);

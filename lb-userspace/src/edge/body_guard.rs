@@ -32,8 +32,11 @@ impl<B: Body + Unpin, G: Unpin> Body for Guarded<B, G> {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
         let poll = Pin::new(&mut self.inner).poll_frame(cx);
-        if let Poll::Ready(None | Some(Err(_))) = poll {
-            self.guard = None;
+        match &poll {
+            Poll::Ready(None | Some(Err(_))) => self.guard = None,
+            // The last frame: hyper asks no further once the inner body says it ended.
+            Poll::Ready(Some(Ok(_))) if self.inner.is_end_stream() => self.guard = None,
+            _ => {}
         }
         poll
     }

@@ -186,6 +186,10 @@ pub fn apply(headers: &mut HeaderMap, policy: &Policy, hop: &Hop, host: Option<&
         hop.peer
     };
     let trusted = policy.trusts(client.ip());
+    if !trusted {
+        Untrusted::new(policy, hop).apply(headers, host);
+        return;
+    }
     // Take every copy of every managed header out; only a trusted peer's are looked at again.
     let incoming: Vec<Vec<HeaderValue>> = MANAGED
         .iter()
@@ -262,6 +266,101 @@ pub fn apply(headers: &mut HeaderMap, policy: &Policy, hop: &Hop, host: Option<&
         }
         .unwrap_or_else(|| real_ip(kept, client.ip(), policy));
         insert(headers, X_REAL_IP, real.to_string().as_bytes());
+    }
+}
+
+/// What [`apply`] writes for a client it does not trust: its own view of the hop alone, which
+/// depends on the connection only (and the request's Host). A listener builds it once per
+/// connection ([`Untrusted::for_connection`]) instead of formatting it for every request.
+#[derive(Debug, Clone)]
+pub struct Untrusted {
+    /// This hop's `Forwarded` element without `host=` (`None`: no `Forwarded` written).
+    forwarded: Option<String>,
+    /// Whether the `X-Forwarded-*` headers are written at all.
+    x_forwarded: bool,
+    /// `None` where [`insert`] would leave the header absent.
+    x_forwarded_for: Option<HeaderValue>,
+    x_forwarded_proto: Option<HeaderValue>,
+    x_forwarded_port: Option<HeaderValue>,
+    x_forwarded_prefix: Option<HeaderValue>,
+    x_real_ip: Option<HeaderValue>,
+}
+
+impl Untrusted {
+    /// The connection's part of the rewrite when its client is not trusted; `None` when it is
+    /// (its requests' headers are then read, by [`apply`]).
+    pub fn for_connection(policy: &Policy, hop: &Hop) -> Option<Untrusted> {
+        let client = if policy.trusts(hop.peer.ip()) {
+            hop.client
+        } else {
+            hop.peer
+        };
+        (!policy.trusts(client.ip())).then(|| Untrusted::new(policy, hop))
+    }
+
+    /// [`apply`]'s output for an untrusted client (the caller checked that it is one).
+    fn new(policy: &Policy, hop: &Hop) -> Untrusted {
+        let client = if policy.trusts(hop.peer.ip()) {
+            hop.client
+        } else {
+            hop.peer
+        };
+        let client = SocketAddr::new(client.ip().to_canonical(), client.port());
+        let value = |bytes: &[u8]| HeaderValue::from_bytes(bytes).ok();
+        let x_forwarded = policy.writes(Style::XForwarded);
+        let ip = client.ip().to_string();
+        Untrusted {
+            forwarded: policy
+                .writes(Style::Forwarded)
+                .then(|| forwarded_element(client, hop, None)),
+            x_forwarded,
+            x_forwarded_for: value(ip.as_bytes()),
+            x_forwarded_proto: is_token(hop.proto.as_bytes())
+                .then(|| value(hop.proto.as_bytes()))
+                .flatten(),
+            x_forwarded_port: value(hop.listener_port.to_string().as_bytes()),
+            x_forwarded_prefix: policy.prefix.as_ref().and_then(|p| value(p.as_bytes())),
+            // An untrusted client's own address (see `real_ip`).
+            x_real_ip: value(ip.as_bytes()),
+        }
+    }
+
+    /// Rewrites `headers` as [`apply`] does for this connection's untrusted client: every copy
+    /// of every managed header goes, then sluice's own are added, in `apply`'s order.
+    pub fn apply(&self, headers: &mut HeaderMap, host: Option<&str>) {
+        for name in &MANAGED {
+            headers.remove(name);
+        }
+        let host = host.filter(|h| is_plain_authority(h));
+        if let Some(element) = &self.forwarded {
+            match host {
+                Some(host) => {
+                    let quoted = quote(host);
+                    let mut value = String::with_capacity(element.len() + 6 + quoted.len());
+                    value.push_str(element);
+                    value.push_str(";host=");
+                    value.push_str(&quoted);
+                    insert(headers, FORWARDED, value.as_bytes());
+                }
+                None => insert(headers, FORWARDED, element.as_bytes()),
+            }
+        }
+        if !self.x_forwarded {
+            return;
+        }
+        let put = |headers: &mut HeaderMap, index: usize, value: &Option<HeaderValue>| {
+            if let Some(value) = value {
+                headers.insert(MANAGED[index].clone(), value.clone());
+            }
+        };
+        put(headers, X_FORWARDED_FOR, &self.x_forwarded_for);
+        put(headers, X_FORWARDED_PROTO, &self.x_forwarded_proto);
+        if let Some(host) = host {
+            insert(headers, X_FORWARDED_HOST, host.as_bytes());
+        }
+        put(headers, X_FORWARDED_PORT, &self.x_forwarded_port);
+        put(headers, X_FORWARDED_PREFIX, &self.x_forwarded_prefix);
+        put(headers, X_REAL_IP, &self.x_real_ip);
     }
 }
 

@@ -33,7 +33,7 @@ use super::{
     backend_head::{self, NotForwarded, Vouched},
     client_cert::{self, ChainSettings, ClientCert, Format, Names},
     client_timeouts::{self, Activity, Expired, Holding, Limits, Watched},
-    forwarded::{Hop, Policy},
+    forwarded::{Hop, Policy, Untrusted},
     graceful::{self, Ending},
     managed::Managed,
     path_prefix::PathPrefix,
@@ -93,6 +93,49 @@ struct Conn {
     /// The port the client connected to: the listener's, or the upstream balancer's frontend
     /// port a PROXY header named (`X-Forwarded-Port`).
     public_port: u16,
+    /// The forwarded headers for an untrusted client, built once (`None`: a trusted one, whose
+    /// requests' own forwarded headers are read each time).
+    untrusted: Option<Untrusted>,
+}
+
+impl Conn {
+    fn new(
+        listener: Arc<Listener>,
+        peer: SocketAddr,
+        origin: Origin,
+        managed: Arc<Managed>,
+        cert_headers: Result<Vec<(HeaderName, HeaderValue)>, String>,
+        own_authority: String,
+        public_port: u16,
+    ) -> Conn {
+        let mut conn = Conn {
+            listener,
+            peer,
+            origin,
+            cert_headers,
+            managed,
+            own_authority,
+            public_port,
+            untrusted: None,
+        };
+        conn.untrusted = Untrusted::for_connection(&conn.listener.forwarded, &conn.hop());
+        conn
+    }
+
+    /// This hop, as the forwarded headers describe it.
+    fn hop(&self) -> Hop {
+        Hop {
+            peer: self.peer,
+            client: self.origin.client,
+            proto: if self.listener.tls.is_some() {
+                "https"
+            } else {
+                "http"
+            },
+            listener_port: self.public_port,
+            by: Some(self.origin.local),
+        }
+    }
 }
 
 /// Accepts connections until the node closes (or the task is dropped); connections already
@@ -160,15 +203,15 @@ async fn connection(
     let public_port = reached.port();
     let client = client.addr;
     let Some(tls) = &listener.tls else {
-        let conn = Arc::new(Conn {
-            cert_headers: cert_headers(&listener, None),
-            listener: Arc::clone(&listener),
+        let conn = Arc::new(Conn::new(
+            Arc::clone(&listener),
             peer,
-            origin: origin(client, local),
+            origin(client, local),
             managed,
-            own_authority: request_head::own_authority(None, reached, false),
+            cert_headers(&listener, None),
+            request_head::own_authority(None, reached, false),
             public_port,
-        });
+        ));
         return http(stream, conn, false).await;
     };
     let tls = tls.get();
@@ -183,15 +226,15 @@ async fn connection(
     listener.stats.handshake_ok(chain.is_some());
     let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
     let server_name = stream.get_ref().1.server_name();
-    let conn = Arc::new(Conn {
-        cert_headers: cert_headers(&listener, chain.as_ref()),
-        listener: Arc::clone(&listener),
+    let conn = Arc::new(Conn::new(
+        Arc::clone(&listener),
         peer,
-        origin: origin(client, local),
+        origin(client, local),
         managed,
-        own_authority: request_head::own_authority(server_name, reached, true),
+        cert_headers(&listener, chain.as_ref()),
+        request_head::own_authority(server_name, reached, true),
         public_port,
-    });
+    ));
     http(stream, conn, h2).await
 }
 
@@ -310,13 +353,8 @@ async fn handle(req: Request<Incoming>, conn: &Conn) -> Response<Body> {
         managed: &conn.managed,
         cert_headers: &conn.cert_headers,
         forwarded: &l.forwarded,
-        hop: Hop {
-            peer: conn.peer,
-            client: conn.origin.client,
-            proto: if l.tls.is_some() { "https" } else { "http" },
-            listener_port: conn.public_port,
-            by: Some(conn.origin.local),
-        },
+        hop: conn.hop(),
+        untrusted: conn.untrusted.as_ref(),
         own_authority: &conn.own_authority,
         path_prefix: l.path_prefix.as_ref(),
     };

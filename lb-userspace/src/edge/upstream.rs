@@ -121,6 +121,7 @@ impl Upstream {
         Ok(resp.map(|inner| BackendBody {
             inner,
             inner_done: false,
+            last: None,
             back,
         }))
     }
@@ -207,7 +208,9 @@ impl Idle {
 /// (or, dropped early, once the connection turns out ready).
 pub struct BackendBody {
     inner: Incoming,
+    /// The inner body returned its last frame (held in `last` until it is taken) or its end.
     inner_done: bool,
+    last: Option<Frame<Bytes>>,
     /// `None` once handed back, and for an upgrade's connection.
     back: Option<Back>,
 }
@@ -246,6 +249,13 @@ impl Body for BackendBody {
         let this = self.get_mut();
         if !this.inner_done {
             match ready!(Pin::new(&mut this.inner).poll_frame(cx)) {
+                // The last frame of a body of known length is held until the connection
+                // went back, and then leaves as the end: an h2 client gets it in the DATA
+                // frame that ends the stream, not followed by an empty one.
+                Some(Ok(frame)) if this.inner.is_end_stream() => {
+                    this.inner_done = true;
+                    this.last = Some(frame);
+                }
                 Some(Ok(frame)) => return Poll::Ready(Some(Ok(frame))),
                 Some(Err(e)) => {
                     // A broken response: the connection is not reused.
@@ -258,35 +268,40 @@ impl Body for BackendBody {
         if let Some(back) = &mut this.back {
             // hyper's connection task marks the connection ready right after it read the
             // response's end, which usually happened before this body even started.
-            let ready = match back.sender.poll_ready(cx) {
-                Poll::Ready(r) => r.is_ok(),
+            match back.sender.poll_ready(cx) {
+                Poll::Ready(r) => {
+                    if let Some(back) = this.back.take() {
+                        if r.is_ok() {
+                            back.idle.put_back(back.backend, back.sender);
+                        }
+                    }
+                }
                 Poll::Pending if back.wait => return Poll::Pending,
                 Poll::Pending => {
                     if let Some(back) = this.back.take() {
                         back.later();
                     }
-                    return Poll::Ready(None);
-                }
-            };
-            if let Some(back) = this.back.take() {
-                if ready {
-                    back.idle.put_back(back.backend, back.sender);
                 }
             }
         }
-        Poll::Ready(None)
+        Poll::Ready(this.last.take().map(Ok))
     }
 
     fn is_end_stream(&self) -> bool {
         // Not before the connection went back: the end is where that happens.
-        self.back.is_none() && (self.inner_done || self.inner.is_end_stream())
+        self.back.is_none()
+            && self.last.is_none()
+            && (self.inner_done || self.inner.is_end_stream())
     }
 
     fn size_hint(&self) -> SizeHint {
-        if self.inner_done {
-            SizeHint::with_exact(0)
-        } else {
-            self.inner.size_hint()
+        match &self.last {
+            Some(frame) => {
+                let len = frame.data_ref().map_or(0, |d| d.len() as u64);
+                SizeHint::with_exact(len)
+            }
+            None if self.inner_done => SizeHint::with_exact(0),
+            None => self.inner.size_hint(),
         }
     }
 }
