@@ -38,6 +38,9 @@ const DEBIAN_PACKAGES: &[&str] = &[
     // compiles with the C compiler against OpenSSL's headers.
     "gcc",
     "libssl-dev",
+    // libFuzzer, which the fuzz targets (`cargo xtask fuzz`, the fuzz stage of `test`) link,
+    // is C++ built by libfuzzer-sys.
+    "g++",
     // `perf record` of the daemon under load (`SLUICE_EDGE_BENCH_PROFILE`).
     "linux-perf",
     // `promtool check metrics` on a real scrape.
