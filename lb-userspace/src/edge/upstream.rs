@@ -39,7 +39,7 @@ use crate::config::SendProxy;
 /// request needs a connection of its own (HTTP/1.1 to the backend), so this is the request
 /// concurrency per backend that runs without opening connections: 64 made an h2 client with
 /// 10 streams on each of 50 connections open ~3,000 backend connections a second, where nginx
-/// (`keepalive 512`) and HAProxy (`http-reuse`) kept theirs. Idle ones cost a socket and a few
+/// (`keepalive 512`) and `HAProxy` (`http-reuse`) kept theirs. Idle ones cost a socket and a few
 /// KiB each, and backends close them after their own keep-alive timeout.
 const MAX_IDLE: usize = 1024;
 
