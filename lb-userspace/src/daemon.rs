@@ -110,7 +110,7 @@ async fn serve(path: &Path, config: Config, overrides: Overrides) -> anyhow::Res
         return Err(error).context("writing the backend states");
     }
     core.lock().refresh_pools();
-    let edges = start_edges(&core, prepared);
+    let mut edges = start_edges(&core, prepared);
     let admin = match AdminServer::bind(&config.admin.socket, core.clone()).await {
         Ok(a) => a,
         Err(e) => {
@@ -159,7 +159,7 @@ async fn serve(path: &Path, config: Config, overrides: Overrides) -> anyhow::Res
         );
     }
     signals.until_stop(&core).await;
-    shut_down(&core, &mut signals, overrides, &edges).await;
+    shut_down(&core, &mut signals, overrides, &mut edges).await;
     // The config as last reloaded decides, so an operator can flip it before a stop.
     let keep = core.lock().config.keep_dataplane;
     tracing::info!(keep_dataplane = keep, "stopping");
@@ -362,7 +362,12 @@ impl Signals {
 
 /// The graceful shutdown: `draining` for the delay, then `closed` until in-flight requests
 /// finish or the timeout ends. A second stop signal skips whatever waiting is left.
-async fn shut_down(core: &Arc<Core>, signals: &mut Signals, overrides: Overrides, edges: &[Edge]) {
+async fn shut_down(
+    core: &Arc<Core>,
+    signals: &mut Signals,
+    overrides: Overrides,
+    edges: &mut [Edge],
+) {
     // The published settings, not the lock: the stop signal never waits for anything.
     let (delay, timeout) = overrides.apply(&core.published().shutdown);
     tracing::info!(
@@ -376,15 +381,18 @@ async fn shut_down(core: &Arc<Core>, signals: &mut Signals, overrides: Overrides
         () = signals.stop() => true,
     };
     core.set_phase(NodeState::Closed);
-    let in_flight = || edges.iter().map(|e| e.stats.in_flight()).sum::<u64>();
+    let in_flight = |edges: &[Edge]| edges.iter().map(|e| e.stats.in_flight()).sum::<u64>();
     tracing::info!(
-        in_flight = in_flight(),
+        in_flight = in_flight(edges),
         hurried,
         "closed: new edge connections are reset; in-flight requests finishing"
     );
     if !hurried {
         let finished = async {
-            for e in edges {
+            for e in edges.iter_mut() {
+                // The listener first takes what the kernel queued before it closed, and
+                // counts it open.
+                let _ = (&mut e.task).await;
                 e.stats.finished().await;
             }
         };
@@ -394,7 +402,7 @@ async fn shut_down(core: &Arc<Core>, signals: &mut Signals, overrides: Overrides
             () = signals.stop() => tracing::info!("second stop signal: not waiting any longer"),
         }
     }
-    let cut = in_flight();
+    let cut = in_flight(edges);
     if cut > 0 {
         tracing::warn!(cut, "cutting the requests still in flight");
     }

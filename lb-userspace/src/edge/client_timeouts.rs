@@ -42,7 +42,7 @@ use std::{
     time::Duration,
 };
 
-use tokio::time::Instant;
+use tokio::{sync::Notify, time::Instant};
 
 pub use watched::Watched;
 
@@ -88,6 +88,8 @@ pub struct Activity {
     in_flight: AtomicU64,
     /// A request has begun on this connection.
     served: AtomicBool,
+    /// Wakes [`Activity::first_request`].
+    first: Notify,
     /// When the last request in flight ended.
     idle_since: AtomicU64,
     /// When the first byte of an HTTP/1.x head arrived while nothing was in flight.
@@ -105,6 +107,7 @@ impl Activity {
             start: Instant::now(),
             in_flight: AtomicU64::new(0),
             served: AtomicBool::new(false),
+            first: Notify::new(),
             idle_since: AtomicU64::new(0),
             head_since: AtomicU64::new(0),
             h2_block_since: AtomicU64::new(0),
@@ -115,9 +118,23 @@ impl Activity {
     /// Marks a request in flight until the returned guard drops.
     pub fn busy(self: &Arc<Self>) -> Busy {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
-        self.served.store(true, Ordering::Relaxed);
+        if !self.served.load(Ordering::Relaxed) {
+            self.served.store(true, Ordering::Relaxed);
+            self.first.notify_waiters();
+        }
         self.head_since.store(0, Ordering::Relaxed);
         Busy(Arc::clone(self))
+    }
+
+    /// Resolves once the connection's first request has begun.
+    pub async fn first_request(&self) {
+        loop {
+            let first = self.first.notified();
+            if self.served.load(Ordering::Relaxed) {
+                return;
+            }
+            first.await;
+        }
     }
 
     fn stamp(&self) -> u64 {

@@ -148,34 +148,71 @@ pub async fn serve(socket: TcpListener, listener: Arc<Listener>) {
             a = socket.accept() => a,
             closed = phase.wait_for(|p| *p == NodeState::Closed) => {
                 if closed.is_ok() {
-                    tracing::info!(listener = %listener.name, "closed: no longer accepting");
+                    let queued = take_queued(socket);
+                    tracing::info!(
+                        listener = %listener.name,
+                        queued = queued.len(),
+                        "closed: no longer accepting"
+                    );
+                    for (stream, peer) in queued {
+                        admit(stream, peer, &listener, &managed);
+                    }
                 }
                 return;
             }
         };
-        let (stream, peer) = match accepted {
-            Ok(s) => s,
+        match accepted {
+            Ok((stream, peer)) => admit(stream, peer, &listener, &managed),
             Err(error) => {
                 tracing::warn!(listener = %listener.name, %error, "accept failed");
                 tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
             }
-        };
-        // Over the limit the connection is closed at once (and counted), never queued: the
-        // client can go elsewhere now rather than time out.
-        let Some(open) = listener.stats.try_open(listener.max_connections) else {
-            tracing::debug!(listener = %listener.name, %peer, "max_connections open: refused");
-            drop(stream);
-            continue;
-        };
-        let listener = Arc::clone(&listener);
-        let managed = Arc::clone(&managed);
-        tokio::spawn(async move {
-            let _open = open;
-            if let Err(error) = connection(stream, peer, listener, managed).await {
-                tracing::debug!(%peer, %error, "edge connection ended with an error");
+        }
+    }
+}
+
+/// Serves one accepted connection on a task of its own, tracked in the listener's counts.
+fn admit(stream: TcpStream, peer: SocketAddr, listener: &Arc<Listener>, managed: &Arc<Managed>) {
+    // Over the limit the connection is closed at once (and counted), never queued: the
+    // client can go elsewhere now rather than time out.
+    let Some(open) = listener.stats.try_open(listener.max_connections) else {
+        tracing::debug!(listener = %listener.name, %peer, "max_connections open: refused");
+        return;
+    };
+    let listener = Arc::clone(listener);
+    let managed = Arc::clone(managed);
+    tokio::spawn(async move {
+        let _open = open;
+        if let Err(error) = connection(stream, peer, listener, managed).await {
+            tracing::debug!(%peer, %error, "edge connection ended with an error");
+        }
+    });
+}
+
+/// Closes the listening socket, first taking every connection the kernel already completed.
+/// Their clients consider them established and may have sent a request already: closing the
+/// socket with them queued would reset them, and a proxy in front may not retry a
+/// non-idempotent request it already sent.
+fn take_queued(socket: TcpListener) -> Vec<(TcpStream, SocketAddr)> {
+    let mut queued = Vec::new();
+    // Nonblocking, as tokio leaves it.
+    let Ok(socket) = socket.into_std() else {
+        return queued;
+    };
+    loop {
+        match socket.accept() {
+            Ok((stream, peer)) => {
+                let stream = stream
+                    .set_nonblocking(true)
+                    .and_then(|()| TcpStream::from_std(stream));
+                match stream {
+                    Ok(s) => queued.push((s, peer)),
+                    Err(error) => tracing::warn!(%peer, %error, "queued connection lost"),
+                }
             }
-        });
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => return queued,
+        }
     }
 }
 
@@ -289,6 +326,10 @@ where
     let activity = Activity::new();
     let io = TokioIo::new(Watched::new(stream, Arc::clone(&activity)));
     let watchdog = watchdog(Arc::clone(&activity), Arc::clone(&conn));
+    let first_request = {
+        let activity = Arc::clone(&activity);
+        async move { activity.first_request().await }
+    };
     let service = service_fn(move |req| {
         let conn = Arc::clone(&conn);
         // From the complete head until the response body is done: no client limit runs.
@@ -312,6 +353,7 @@ where
         phase,
         h2,
         auto::UpgradeableConnection::graceful_shutdown,
+        first_request,
         watchdog,
         client_timeouts::CUT_GRACE,
     )
@@ -426,3 +468,6 @@ fn status(code: StatusCode) -> Response<Body> {
     *resp.status_mut() = code;
     resp
 }
+
+#[cfg(test)]
+mod tests;
