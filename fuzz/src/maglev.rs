@@ -1,10 +1,13 @@
 //! Maglev table builds for arbitrary backend sets and weights.
 //!
 //! Invariants: every slot is filled by a backend whose weight is above 0; each backend's share
-//! is within the bound `populate` documents of its weight's share (`1 + N * w / W` slots);
-//! removing one of N equally weighted backends moves no more than 1/N + 1 % of the slots
-//! (with M above 100 N, as Maglev assumes); the order the backends are listed in does not
-//! change the table.
+//! is within the bound `populate` documents of its weight's share (`1 + N * w / W` slots); the
+//! order the backends are listed in does not change the table.
+//!
+//! Not checked here: how many slots move when a backend leaves. Maglev bounds that on average,
+//! not per set (two backends with related skips walk the same cycle), and the fuzzer finds
+//! such sets in seconds; `lb-common`'s `removing_a_backend_*` tests pin the average and the
+//! tail over seeded random sets instead.
 
 use arbitrary::Arbitrary;
 use lb_common::maglev::{populate, MaglevBackend, MaglevScratch};
@@ -14,7 +17,6 @@ use lb_common::NO_BACKEND;
 pub struct Input {
     seed: u32,
     backends: Vec<([u8; 4], u8)>,
-    removed: u8,
 }
 
 /// Checks the invariants on one input.
@@ -75,36 +77,6 @@ pub fn check(input: &Input) {
     assert!(
         build(&reversed, input.seed, m) == table,
         "order changed the table"
-    );
-
-    if backends.len() < 2 {
-        return;
-    }
-    let gone = usize::from(input.removed) % backends.len();
-    let rest: Vec<MaglevBackend<'_>> = backends
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| *i != gone)
-        .map(|(_, b)| *b)
-        .collect();
-    let after = build(&rest, input.seed, m);
-    // The 1/N + 1 % bound is Maglev's, for equal weights. With unequal weights the turn
-    // pattern of every backend depends on the heaviest one, so removals move more (measured
-    // here: up to about 3 % beyond the removed share).
-    let weight = backends[gone].weight;
-    if weight == 0 || backends.iter().any(|b| b.weight != 0 && b.weight != weight) {
-        return;
-    }
-    // Moved: its own slots (1/N of them, within the rounding bound above) and at most 1 % of
-    // the table besides.
-    let moved = table.iter().zip(&after).filter(|(b, a)| b != a).count();
-    #[expect(clippy::cast_precision_loss, reason = "small numbers")]
-    let allowed = m as f64 * (1.0 / active as f64 + 0.01) + 2.0;
-    #[expect(clippy::cast_precision_loss, reason = "small numbers")]
-    let moved_f = moved as f64;
-    assert!(
-        moved_f <= allowed,
-        "removing one of {active} backends moved {moved} of {m} slots (allowed {allowed:.0})"
     );
 }
 

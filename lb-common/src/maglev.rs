@@ -619,6 +619,55 @@ mod tests {
         }
     }
 
+    /// Maglev bounds disruption on average, not for every backend set: two backends whose
+    /// preference lists are arithmetic progressions with equal (or simply related) skips walk
+    /// the same cycle, and removing a third reshuffles their interleaving. Over random small
+    /// sets (where that matters most) the extra disruption beyond 1/N stays under 0.2 % on
+    /// average and within 1 % for at least 99 % of sets; the worst sets seen moved up to 19 %
+    /// more (N = 3, two equal skips out of 65536), as with any Maglev built this way (Katran's
+    /// too). The sets are seeded, so this pins the behaviour rather than sampling it.
+    #[test]
+    fn removing_a_backend_from_random_small_sets_moves_little_on_average() {
+        const SETS: usize = 300;
+        let mut state = 0x5eed_u64;
+        let mut next = || {
+            state = state
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            state >> 16
+        };
+        for n in [3_usize, 4, 5] {
+            let (mut within, mut extra_sum) = (0, 0.0);
+            for _ in 0..SETS {
+                let ids: Vec<[u8; 6]> = (0..n)
+                    .map(|_| {
+                        let [a, b, c, d, e, f, ..] = next().to_le_bytes();
+                        [a, b, c, d, e, f]
+                    })
+                    .collect();
+                let seed = u32::try_from(next() & 0xffff_ffff).unwrap();
+                let all = backends(&ids, &vec![1; n]);
+                let before = build(&all, seed, M);
+                let mut rest = all.clone();
+                rest.remove(usize::try_from(next()).unwrap() % n);
+                let after = build(&rest, seed, M);
+                let changed = before.iter().zip(&after).filter(|(a, b)| a != b).count();
+                let extra = f64::from(u32::try_from(changed).unwrap()) / f64::from(M)
+                    - 1.0 / f64::from(u32::try_from(n).unwrap());
+                extra_sum += extra;
+                if extra <= 0.01 {
+                    within += 1;
+                }
+            }
+            let mean = extra_sum / f64::from(u32::try_from(SETS).unwrap());
+            assert!(mean <= 0.002, "N={n}: mean extra disruption {mean}");
+            assert!(
+                within * 100 >= SETS * 99,
+                "N={n}: {within} of {SETS} within 1 %"
+            );
+        }
+    }
+
     #[test]
     fn order_independent() {
         let ids = identities(20);

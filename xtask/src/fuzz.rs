@@ -60,16 +60,20 @@ pub struct Fuzzer {
     cargo_fuzz: PathBuf,
     fuzz_dir: PathBuf,
     target_dir: PathBuf,
+    /// Where `cargo fuzz build` put the target binaries.
+    bin_dir: PathBuf,
     ws: Vec<(std::ffi::OsString, std::ffi::OsString)>,
 }
 
 impl Fuzzer {
     /// Builds every target (release, debug assertions on, no sanitizer).
     pub fn build(ws: &Workspace) -> Result<Fuzzer> {
+        let target_dir = ws.target_dir().join("fuzz");
         let fuzzer = Fuzzer {
             cargo_fuzz: ensure_cargo_fuzz()?,
             fuzz_dir: ws.root().join("fuzz"),
-            target_dir: ws.target_dir().join("fuzz"),
+            bin_dir: target_dir.join(setup::host_triple()?).join("release"),
+            target_dir,
             ws: crate::cargo::build_env()?,
         };
         let mut cmd = fuzzer.command();
@@ -96,11 +100,15 @@ impl Fuzzer {
         let scratch = self.target_dir.join("corpus").join(target);
         fs::create_dir_all(&scratch)
             .with_context(|| format!("cannot create {}", scratch.display()))?;
-        let mut cmd = self.command();
-        cmd.args(["run", "--sanitizer", "none", target])
-            .arg(&scratch)
+        let artifacts = self.fuzz_dir.join("artifacts").join(target);
+        fs::create_dir_all(&artifacts)
+            .with_context(|| format!("cannot create {}", artifacts.display()))?;
+        // The binary `build` made, run directly: `cargo fuzz run` would first rebuild the
+        // whole dependency tree under flags of its own.
+        let mut cmd = Command::new(self.bin_dir.join(target));
+        cmd.arg(&scratch)
             .arg(&seeds)
-            .arg("--")
+            .arg(format!("-artifact_prefix={}/", artifacts.display()))
             .arg(format!("-max_total_time={seconds}"))
             // One line per second of progress is plenty in a CI log.
             .args(["-print_final_stats=1", "-verbosity=0"]);

@@ -222,13 +222,27 @@ fn find_libllvm(lib_dir: &Path) -> Result<PathBuf> {
     fs::canonicalize(&lib).with_context(|| format!("cannot resolve {}", lib.display()))
 }
 
-/// Major version of the LLVM inside the stable rustc (`LLVM version: 22.1.2` in `rustc -vV`).
-fn rustc_llvm_major() -> Result<u32> {
+/// A line of the stable rustc's `rustc -vV`, after `key:`.
+fn rustc_info(key: &str) -> Result<String> {
     let info = process::output(rustup().args(["run", "stable", "rustc", "-vV"]))?;
     info.lines()
-        .find_map(|l| l.strip_prefix("LLVM version:"))
-        .and_then(|v| v.trim().split('.').next()?.parse().ok())
-        .with_context(|| format!("no `LLVM version: N.x` line in `rustc -vV`:\n{info}"))
+        .find_map(|l| Some(l.strip_prefix(key)?.strip_prefix(':')?.trim().to_owned()))
+        .with_context(|| format!("no `{key}:` line in `rustc -vV`:\n{info}"))
+}
+
+/// Major version of the LLVM inside the stable rustc (`LLVM version: 22.1.2`).
+fn rustc_llvm_major() -> Result<u32> {
+    let version = rustc_info("LLVM version")?;
+    version
+        .split('.')
+        .next()
+        .and_then(|v| v.parse().ok())
+        .with_context(|| format!("`LLVM version: {version}` in `rustc -vV` is not N.x"))
+}
+
+/// The triple rustc builds for by default (`host: x86_64-unknown-linux-gnu`).
+pub fn host_triple() -> Result<String> {
+    rustc_info("host")
 }
 
 fn debian_packages() -> Result<String> {

@@ -394,7 +394,9 @@ fn run(minutes: u64) -> Result<bool> {
             .map_or("warm-up".to_string(), |(_, s)| format!("{s:?}"))
     };
 
-    println!("minute   L4 req  L4 fail  L4 p99 ms   edge req  edge fail  edge p99 ms");
+    println!(
+        "minute   L4 req  L4 fail  L4 p99 ms   edge req  edge fail  edge p99 ms   RSS KB  fds  conntrack"
+    );
     for m in 0..minutes {
         let from = started + Duration::from_secs(m * 60);
         let to = from + Duration::from_mins(1);
@@ -407,8 +409,18 @@ fn run(minutes: u64) -> Result<bool> {
             .iter()
             .filter(|s| s.sent >= from && s.sent < to)
             .collect();
+        // The last footprint taken within the minute: growth shows as it happens, not only
+        // between the ends.
+        let footprint = footprints
+            .iter()
+            .rev()
+            .find(|f| f.at < Duration::from_secs((m + 1) * 60))
+            .map_or_else(
+                || format!("{:>8} {:>4} {:>10}", "-", "-", "-"),
+                |f| format!("{:>8} {:>4} {:>10}", f.rss_kb, f.fds, f.conntrack),
+            );
         println!(
-            "{:>6} {:>8} {:>8} {:>10.1} {:>10} {:>10} {:>12.1}",
+            "{:>6} {:>8} {:>8} {:>10.1} {:>10} {:>10} {:>12.1} {footprint}",
             m + 1,
             l4m.len(),
             l4m.iter().filter(|s| s.ok_body().is_none()).count(),
