@@ -641,8 +641,9 @@ mod tests {
             for _ in 0..SETS {
                 let ids: Vec<[u8; 6]> = (0..n)
                     .map(|_| {
-                        let [a, b, c, d, e, f, ..] = next().to_le_bytes();
-                        [a, b, c, d, e, f]
+                        let mut id = [0; 6];
+                        id.copy_from_slice(&next().to_le_bytes()[..6]);
+                        id
                     })
                     .collect();
                 let seed = u32::try_from(next() & 0xffff_ffff).unwrap();
