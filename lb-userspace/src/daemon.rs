@@ -60,6 +60,7 @@ pub fn run(path: &Path, overrides: Overrides) -> anyhow::Result<()> {
         // The CPUs this process may run on (its affinity and cgroup quota); one if unknown.
         std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
     });
+    crate::allocator::return_large_blocks_to_the_system();
     tracing::info!(worker_threads = workers, "starting the runtime");
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(workers)
