@@ -144,6 +144,40 @@ fn concurrent_client_connections_need_no_more_backend_connections_than_clients()
     );
 }
 
+/// One HTTP/2 client connection with `STREAMS` requests in flight needs that many backend
+/// connections at once (HTTP/1.1 to the backends), and keeps them idle between waves: a
+/// smaller idle list per backend (64 once) closed the surplus after every wave and opened it
+/// again for the next, thousands of times in a load test.
+#[test]
+fn a_hundred_concurrent_streams_keep_their_backend_connections_between_waves() {
+    const STREAMS: u32 = 100;
+    const TOTAL: u32 = 3000;
+    require_root();
+    let lab = lab("sereuse3");
+    let url = format!("https://{}/realms/x", edge4());
+    let out = lab
+        .topo
+        .client()
+        .run(&[
+            "h2load",
+            "-c1",
+            &format!("-m{STREAMS}"),
+            &format!("-n{TOTAL}"),
+            &url,
+        ])
+        .unwrap_or_else(|err| panic!("h2load: {err:#}\nsluice:\n{}", lab.daemon.log_text()));
+    assert!(
+        out.contains(&format!("{TOTAL} succeeded, 0 failed")),
+        "every request answered:\n{out}"
+    );
+    let opened = backend_requests(&lab, "opened");
+    assert!(
+        opened <= f64::from(STREAMS),
+        "{opened} backend connections opened for {STREAMS} streams in flight"
+    );
+    assert!(lab.backend_connections() <= u64::from(STREAMS));
+}
+
 /// Each HTTP/2 response ends with its last DATA frame (`END_STREAM` set on the frame that
 /// carries the body), not with an extra empty DATA frame after it: handing the backend
 /// connection back no longer costs the client a frame. Read with `nghttp -v`, which prints

@@ -126,10 +126,11 @@ impl Fuzzer {
         let text = fs::read_to_string(&log_path).unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();
         if status.success() {
-            for line in lines
-                .iter()
-                .filter(|l| l.starts_with("Done ") || l.starts_with("stat::average_exec_per_sec"))
-            {
+            for line in lines.iter().filter(|l| {
+                l.starts_with("Done ")
+                    || l.starts_with("stat::average_exec_per_sec")
+                    || l.starts_with("stat::number_of_executed_units")
+            }) {
                 eprintln!("[fuzz {target}] {line}");
             }
         } else {
