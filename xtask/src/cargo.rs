@@ -58,11 +58,6 @@ impl Workspace {
         &self.root
     }
 
-    /// The target directory cargo runs started here use.
-    pub fn target_dir(&self) -> &Path {
-        &self.target_dir
-    }
-
     /// Path of the `sluice` binary for a profile directory name (`debug` or `release`).
     pub fn sluice_bin(&self, profile_dir: &str) -> Result<PathBuf> {
         let bin = self.target_dir.join(profile_dir).join("sluice");

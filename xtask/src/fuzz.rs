@@ -5,8 +5,13 @@
 //! nightly-only; the same toolchain then builds everything) and without a sanitizer: the code
 //! under test is safe Rust, so coverage-guided search and panics are what find its bugs.
 //! Each run starts from the checked-in seeds in `fuzz/corpus/<target>/`; what libFuzzer adds
-//! goes to a scratch directory under the target dir, so a run never edits the repository.
+//! goes to a scratch directory beside the build, so a run never edits the repository.
 //! A crash leaves its input in `fuzz/artifacts/<target>/` and fails the run.
+//!
+//! The build lives in `~/.cache/sluice/fuzz-target`, not in the clone's `target/`: it shares
+//! nothing with the workspace's build (every crate is instrumented), a cold one takes minutes,
+//! and CI starts from a fresh clone each time. Only sluice's own crates rebuild there when they
+//! change; the scratch corpora grow across runs, which is what continuous fuzzing wants.
 
 use std::{
     fs,
@@ -68,7 +73,7 @@ pub struct Fuzzer {
 impl Fuzzer {
     /// Builds every target (release, debug assertions on, no sanitizer).
     pub fn build(ws: &Workspace) -> Result<Fuzzer> {
-        let target_dir = ws.target_dir().join("fuzz");
+        let target_dir = setup::cache_dir()?.join("fuzz-target");
         let fuzzer = Fuzzer {
             cargo_fuzz: ensure_cargo_fuzz()?,
             fuzz_dir: ws.root().join("fuzz"),

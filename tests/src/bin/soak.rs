@@ -439,6 +439,17 @@ fn run(minutes: u64) -> Result<bool> {
         failed_by_step.entry(step_at(s.sent)).or_default().1 += 1;
     }
     println!("failures by the churn step they were sent in (L4, edge): {failed_by_step:?}");
+    // What went wrong, for the first few: a count alone does not say where to look.
+    for s in report.failures().iter().take(10) {
+        println!(
+            "  L4 failure at +{:.1} s ({}), connection {}, after {:?}: {:?}",
+            s.sent.duration_since(started).as_secs_f64(),
+            step_at(s.sent),
+            s.connection,
+            s.took,
+            s.outcome
+        );
+    }
     for e in &step_errors {
         println!("churn step failed: {e}");
     }
