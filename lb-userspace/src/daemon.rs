@@ -28,7 +28,6 @@ use self::instance_lock::InstanceLock;
 use crate::{
     admin::server::AdminServer,
     config::Config,
-    dataplane::NodeState,
     dataplane::{Dataplane, Options},
     edge::{
         self,
@@ -41,6 +40,7 @@ use crate::{
     },
     health::Checker,
     management,
+    shutdown::NodeState,
     shutdown::Overrides,
 };
 

@@ -20,6 +20,7 @@ mod queries;
 pub mod resolver;
 mod rings;
 mod sys;
+mod writes;
 
 pub use addr::{flow_key, vip_key};
 pub use conntrack::{flow_info, now_ns, Conntrack, FlowLabels};
@@ -27,5 +28,5 @@ pub use decap::Decap;
 pub use error::DataplaneError;
 pub use gateway::{BackendStatus, Dataplane, FlowInfo, Options};
 pub use next_hop::{Cached as CachedNextHop, Hop};
-pub use node::{NodeState, NodeSwitch};
+pub use node::NodeSwitch;
 pub use rings::expected_shares;

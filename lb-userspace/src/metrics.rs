@@ -14,7 +14,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
-use crate::{dataplane::NodeState, observe::Snapshot};
+use crate::{observe::Snapshot, shutdown::NodeState};
 
 mod edge;
 pub mod exposition;

@@ -25,7 +25,8 @@ use anyhow::{Context as _, Result};
 use aya::maps::{Array, Map, MapData};
 use lb_common::{names, Counter, FlowKey, NodeEntry, FAMILY_V4, FAMILY_V6, PROTO_TCP};
 use lb_userspace::config::{Config, XdpMode};
-use lb_userspace::dataplane::{Dataplane, NodeState, Options};
+use lb_userspace::dataplane::{Dataplane, Options};
+use lb_userspace::shutdown::NodeState;
 use sluice_tests::packet_builder::{
     diff, ethernet_vlan, ext_header, internet_checksum, pad_to_min, Ipv4, Ipv6, Mac, ETH_P_8021AD,
     ETH_P_8021Q, ETH_P_IP, ETH_P_IPV6, IPPROTO_DSTOPTS, IPPROTO_TCP, TCP_ACK, TCP_FIN, TCP_PSH,

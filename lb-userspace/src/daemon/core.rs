@@ -20,7 +20,6 @@ use std::{
 
 use crate::{
     config::Config,
-    dataplane::NodeState,
     dataplane::{Dataplane, DataplaneError},
     edge::{
         pool::Pool,
@@ -29,6 +28,7 @@ use crate::{
         upstream::Upstream,
     },
     health::{Checker, Target, Transition},
+    shutdown::NodeState,
 };
 
 use super::{

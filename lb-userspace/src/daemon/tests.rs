@@ -17,9 +17,10 @@ use super::{
 };
 use crate::{
     config::Config,
-    dataplane::{now_ns, Dataplane, DataplaneError, NodeState, Options},
+    dataplane::{now_ns, Dataplane, DataplaneError, Options},
     health::Checker,
     management::route,
+    shutdown::NodeState,
 };
 
 const CONFIG: &str = r#"

@@ -18,9 +18,10 @@ use crate::{
         server::Handler,
     },
     config::{Protocol, ProxyProtocol, Vip},
-    dataplane::{flow_info, now_ns, NodeState},
+    dataplane::{flow_info, now_ns},
     edge::stats::EdgeCounts,
     observe::{ConntrackWalk, HealthTransitions, Observe, Snapshot},
+    shutdown::NodeState,
 };
 
 impl Core {

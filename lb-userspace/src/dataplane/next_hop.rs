@@ -2,14 +2,11 @@
 //! (see `lb_common::NextHop`). What goes in comes from [`super::resolver`]; this side only
 //! writes it, one backend at a time and never half-applied.
 
-use std::{
-    collections::{BTreeMap, HashMap},
-    net::IpAddr,
-};
+use std::collections::BTreeMap;
 
 use lb_common::{names, NextHop, NEXT_HOP_HALF0, NEXT_HOP_HALF1, NEXT_HOP_NONE};
 
-use super::{error::map_err, gateway::Dataplane, maps::Arr, plan::VipState, DataplaneError};
+use super::{error::map_err, maps::Arr, DataplaneError};
 
 /// A resolved next hop, before it gets a slot and generation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -153,78 +150,5 @@ impl NextHops {
 
     pub fn get(&self, id: u32) -> Option<Cached> {
         self.cached.get(&id).copied()
-    }
-}
-
-impl Dataplane {
-    /// Every configured backend's tunnel destination (what the resolver resolves).
-    pub fn backend_addresses(&self) -> Vec<IpAddr> {
-        let mut out: Vec<IpAddr> = self
-            .state
-            .vips
-            .values()
-            .flat_map(|v| v.backends.iter().map(|b| b.address))
-            .collect();
-        out.sort_unstable();
-        out.dedup();
-        out
-    }
-
-    /// Writes what the resolver found: every backend id whose address is in `resolved` gets
-    /// that next hop (`None`: the kernel looks the route up itself). Runs under the daemon's
-    /// lock, so an id always pairs with the address the backend map has for it. Returns how
-    /// many entries changed.
-    pub fn set_next_hops(
-        &mut self,
-        resolved: &HashMap<IpAddr, Option<Hop>>,
-    ) -> Result<usize, DataplaneError> {
-        let ids: Vec<(u32, IpAddr)> = self
-            .state
-            .vips
-            .values()
-            .flat_map(|v| v.backends.iter().map(|b| (b.id, b.address)))
-            .collect();
-        let mut changed = 0;
-        for (id, address) in ids {
-            if let Some(hop) = resolved.get(&address) {
-                changed += usize::from(self.next_hops.set(id, *hop)?);
-            }
-        }
-        Ok(changed)
-    }
-
-    /// Before `apply` writes the backend map: a backend id that leaves, or comes back for
-    /// another address, must not keep the old address's next hop. Left cleared if the change
-    /// rolls back (the resolver fills it again).
-    pub(super) fn clear_moved_next_hops<'a>(
-        &mut self,
-        planned: impl Iterator<Item = &'a VipState>,
-    ) -> Result<(), DataplaneError> {
-        let new_ids: HashMap<u32, IpAddr> = planned
-            .flat_map(|s| s.backends.iter().map(|b| (b.id, b.address)))
-            .collect();
-        let old_ids: Vec<(u32, IpAddr)> = self
-            .state
-            .vips
-            .values()
-            .flat_map(|v| v.backends.iter().map(|b| (b.id, b.address)))
-            .collect();
-        for (id, address) in old_ids {
-            if new_ids.get(&id) != Some(&address) {
-                self.next_hops.clear(id)?;
-            }
-        }
-        Ok(())
-    }
-
-    /// The cached next hop of backend `id`, if one is live.
-    pub fn next_hop(&self, id: u32) -> Option<Cached> {
-        self.next_hops.get(id)
-    }
-
-    /// Forgets every cached next hop: the kernel looks routes up again (used when nothing
-    /// will follow route changes any more, e.g. a dataplane kept running without a daemon).
-    pub fn clear_next_hops(&mut self) -> Result<(), DataplaneError> {
-        self.next_hops.clear_all()
     }
 }

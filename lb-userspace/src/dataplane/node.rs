@@ -9,8 +9,6 @@
 //! the node stays closed. On such a node `sluice_xdp` passes the SYN on and the kernel answers
 //! it, since the listener has closed by then. Either way every SYN gets an answer.
 
-use std::fmt;
-
 use std::path::Path;
 
 use lb_common::{
@@ -18,71 +16,34 @@ use lb_common::{
     NODE_SERVING,
 };
 
-use super::{error::map_err, gateway::Dataplane, DataplaneError};
+use super::{error::map_err, maps::Arr, DataplaneError};
+use crate::shutdown::NodeState;
 
-/// Where the node is in its lifecycle, as the kernel sees it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum NodeState {
-    /// Normal operation.
-    Serving,
-    /// Shutting down but still serving new connections (readiness already says not ready).
-    Draining,
-    /// New connections to edge VIPs are refused with a RST in XDP.
-    Closed,
-}
-
-impl NodeState {
-    pub const ALL: [NodeState; 3] = [NodeState::Serving, NodeState::Draining, NodeState::Closed];
-
-    /// The value stored in the node map.
-    pub const fn code(self) -> u8 {
-        match self {
-            NodeState::Serving => NODE_SERVING,
-            NodeState::Draining => NODE_DRAINING,
-            NodeState::Closed => NODE_CLOSED,
-        }
-    }
-
-    pub const fn from_code(code: u8) -> Option<NodeState> {
-        match code {
-            NODE_SERVING => Some(NodeState::Serving),
-            NODE_DRAINING => Some(NodeState::Draining),
-            NODE_CLOSED => Some(NodeState::Closed),
-            _ => None,
-        }
-    }
-
-    /// Stable lowercase name for status output and logs.
-    pub const fn name(self) -> &'static str {
-        match self {
-            NodeState::Serving => "serving",
-            NodeState::Draining => "draining",
-            NodeState::Closed => "closed",
-        }
+/// The value the node map stores for `state`.
+const fn code(state: NodeState) -> u8 {
+    match state {
+        NodeState::Serving => NODE_SERVING,
+        NodeState::Draining => NODE_DRAINING,
+        NodeState::Closed => NODE_CLOSED,
     }
 }
 
-impl fmt::Display for NodeState {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
+/// The state a node map value stands for.
+pub(super) const fn from_code(code: u8) -> Option<NodeState> {
+    match code {
+        NODE_SERVING => Some(NodeState::Serving),
+        NODE_DRAINING => Some(NodeState::Draining),
+        NODE_CLOSED => Some(NodeState::Closed),
+        _ => None,
     }
 }
 
-impl Dataplane {
-    /// Tells `sluice_xdp` the node's state; takes effect with the next packet.
-    pub fn set_node_state(&mut self, state: NodeState) -> Result<(), DataplaneError> {
-        let entry = NodeEntry {
-            state: state.code(),
-            closed_reply: self.closed_reply.code(),
-            _pad: [0; 2],
-        };
-        self.node.set(0, entry, 0).map_err(map_err(names::NODE))
-    }
-
-    /// The node's state as the kernel map holds it.
-    pub fn node_state(&self) -> Result<NodeState, DataplaneError> {
-        let entry = self.node.get(&0, 0).map_err(map_err(names::NODE))?;
-        NodeState::from_code(entry.state).ok_or(DataplaneError::BadNodeState(entry.state))
+/// The node map's entry for `state`, with `reply` answering a closed node's SYNs.
+pub(super) const fn entry(state: NodeState, reply: ClosedReply) -> NodeEntry {
+    NodeEntry {
+        state: code(state),
+        closed_reply: reply.code(),
+        _pad: [0; 2],
     }
 }
 
@@ -139,29 +100,23 @@ pub struct NodeSwitch {
 
 impl NodeSwitch {
     pub fn set(&mut self, state: NodeState) -> Result<(), DataplaneError> {
-        let entry = NodeEntry {
-            state: state.code(),
-            closed_reply: self.closed_reply.code(),
-            _pad: [0; 2],
-        };
-        self.map.set(0, entry, 0).map_err(map_err(names::NODE))
+        self.map
+            .set(0, entry(state, self.closed_reply), 0)
+            .map_err(map_err(names::NODE))
     }
-}
 
-impl Dataplane {
-    /// A handle on the node map for [`NodeSwitch::set`]; take it once every interface is
-    /// attached (who answers a closed node's SYNs depends on them).
-    pub fn node_switch(&self) -> Result<NodeSwitch, DataplaneError> {
-        use aya::maps::IterableMap as _;
+    /// A handle of its own on `node`, the node map, whose closed SYNs `closed_reply` answers.
+    pub(super) fn open(
+        node: &Arr<NodeEntry>,
+        closed_reply: ClosedReply,
+    ) -> Result<NodeSwitch, DataplaneError> {
         use std::os::fd::AsFd as _;
         let io = |error| DataplaneError::MapIo {
             name: names::NODE,
             what: "duplicating its fd",
             error,
         };
-        let fd = self
-            .node
-            .map()
+        let fd = aya::maps::IterableMap::map(node)
             .fd()
             .as_fd()
             .try_clone_to_owned()
@@ -169,28 +124,25 @@ impl Dataplane {
         let data = aya::maps::MapData::from_fd(fd).map_err(map_err(names::NODE))?;
         let map = aya::maps::Array::try_from(aya::maps::Map::Array(data))
             .map_err(map_err(names::NODE))?;
-        Ok(NodeSwitch {
-            map,
-            closed_reply: self.closed_reply,
-        })
+        Ok(NodeSwitch { map, closed_reply })
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::NodeState;
+    use super::{code, from_code, NodeState};
 
     #[test]
     fn codes_round_trip_and_match_the_kernel_constants() {
-        for (s, code, name) in [
+        for (s, value, name) in [
             (NodeState::Serving, 0, "serving"),
             (NodeState::Draining, 1, "draining"),
             (NodeState::Closed, 2, "closed"),
         ] {
-            assert_eq!(s.code(), code);
-            assert_eq!(NodeState::from_code(code), Some(s));
+            assert_eq!(code(s), value);
+            assert_eq!(from_code(value), Some(s));
             assert_eq!(s.to_string(), name);
         }
-        assert_eq!(NodeState::from_code(3), None);
+        assert_eq!(from_code(3), None);
     }
 }

@@ -19,7 +19,7 @@ use std::{
 
 use tokio::{sync::watch, time::Instant};
 
-use crate::dataplane::NodeState;
+use crate::shutdown::NodeState;
 
 /// What a connection's watchdog asks for when a limit passes (see `client_timeouts`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

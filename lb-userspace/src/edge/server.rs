@@ -27,7 +27,7 @@ use tokio::{
     sync::watch,
 };
 
-use crate::{config::ProxyProtocol, dataplane::NodeState};
+use crate::{config::ProxyProtocol, shutdown::NodeState};
 
 use super::{
     backend_head::{self, NotForwarded, Vouched},
