@@ -11,7 +11,8 @@ use std::sync::OnceLock;
 
 use arbitrary::{Arbitrary, Unstructured};
 use hyper::header::{HeaderName, HeaderValue};
-use lb_userspace::edge::client_cert::{headers, ChainLengths, ClientCert, Format, Names};
+use lb_userspace::config::client_cert::{ChainLengths, Format, Names};
+use lb_userspace::edge::client_cert::{headers, ClientCert};
 use rcgen::{
     CertificateParams, DistinguishedName, DnType, KeyPair, SanType, PKCS_ECDSA_P256_SHA256,
 };

@@ -10,7 +10,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use arbitrary::Arbitrary;
 use hyper::header::{HeaderMap, HeaderName, HeaderValue};
 use ipnet::IpNet;
-use lb_userspace::edge::forwarded::{apply, managed, node, Hop, Policy, Style};
+use lb_userspace::config::forwarded::{managed, Style};
+use lb_userspace::edge::forwarded::{apply, node, Hop, Policy};
 
 #[derive(Arbitrary, Debug)]
 pub struct Input {

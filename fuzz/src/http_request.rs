@@ -16,8 +16,10 @@ use std::sync::OnceLock;
 use hyper::header::{HeaderMap, HeaderName, HeaderValue};
 use hyper::{Method, Request, Version};
 use lb_userspace::edge::backend_head::{rewrite, NotForwarded, Vouched};
-use lb_userspace::edge::client_cert::{headers, ChainLengths, ClientCert, Format, Names};
-use lb_userspace::edge::forwarded::{self, Hop, Policy, Style};
+use lb_userspace::config::client_cert::{ChainLengths, Format, Names};
+use lb_userspace::config::forwarded::{self as forwarded_headers, Style};
+use lb_userspace::edge::client_cert::{headers, ClientCert};
+use lb_userspace::edge::forwarded::{self, Hop, Policy};
 use lb_userspace::edge::managed::Managed;
 use rcgen::{CertificateParams, KeyPair, PKCS_ECDSA_P256_SHA256};
 
@@ -156,7 +158,7 @@ pub fn check(data: &[u8]) {
     }
     let certs = cert_headers().as_ref().expect("cert headers");
     for name in out.keys() {
-        if managed().covers(name.as_str()) && forwarded::managed().contains(name) {
+        if managed().covers(name.as_str()) && forwarded_headers::managed().contains(name) {
             continue;
         }
         if managed().covers(name.as_str()) {
@@ -199,7 +201,7 @@ pub fn check(data: &[u8]) {
             .and_then(|h| h.to_str().ok())
             .map(str::to_owned);
         forwarded::apply(&mut fresh, &policy, &hop, host.as_deref());
-        for name in forwarded::managed() {
+        for name in forwarded_headers::managed() {
             let got: Vec<&HeaderValue> = out.get_all(name).iter().collect();
             let want: Vec<&HeaderValue> = fresh.get_all(name).iter().collect();
             assert_eq!(

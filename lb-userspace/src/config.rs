@@ -10,14 +10,19 @@
 
 mod cert_chain;
 mod cert_names;
+pub mod client_cert;
 mod edge;
 mod errors;
 mod fields;
+pub mod forwarded;
 mod health;
+pub mod http;
+pub mod path_prefix;
 mod raw;
 mod schema;
 #[cfg(test)]
 pub(crate) mod tests;
+pub mod tls;
 mod validate;
 mod vip;
 mod warnings;
@@ -60,29 +65,38 @@ pub struct Edge {
     /// The `[[vip]]` whose backends serve the listener.
     pub pool: String,
     pub backend_port: u16,
-    pub client_cert_header: Vec<crate::edge::client_cert::Format>,
+    pub client_cert_header: Vec<client_cert::Format>,
     /// The apache and haproxy header names (defaults unless configured).
-    pub client_cert_names: crate::edge::client_cert::Names,
+    pub client_cert_names: client_cert::Names,
     /// How much of a verified client certificate's path the chain headers carry.
-    pub client_cert_chain: crate::edge::client_cert::ChainSettings,
-    pub forwarded_headers: Vec<crate::edge::forwarded::Style>,
+    pub client_cert_chain: client_cert::ChainSettings,
+    pub forwarded_headers: Vec<forwarded::Style>,
     pub trusted_proxies: Vec<IpNet>,
     /// PROXY v1/v2 headers before TLS, from `trusted_proxies` only.
     pub proxy_protocol: ProxyProtocol,
     /// What starts each backend connection.
     pub send_proxy: SendProxy,
     /// `None`: every path is proxied as it is.
-    pub path_prefix: Option<crate::edge::path_prefix::PathPrefix>,
+    pub path_prefix: Option<path_prefix::PathPrefix>,
     /// A backend that does not accept within it is skipped for another.
     pub connect_timeout: Duration,
     /// A backend that does not start its response within it gets the client a 504.
     pub response_timeout: Duration,
     /// How long a client may take over a request head, or stay idle between requests.
-    pub client_limits: crate::edge::client_timeouts::Limits,
+    pub client_limits: Limits,
     /// Client connections open at once; more are closed at accept.
     pub max_connections: u32,
     /// `None`: plain HTTP.
-    pub tls: Option<crate::edge::tls::TlsSettings>,
+    pub tls: Option<tls::TlsSettings>,
+}
+
+/// A listener's limits on its clients.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// For a whole request head (see the module doc).
+    pub request_header: Duration,
+    /// With no request in flight and none begun.
+    pub idle: Duration,
 }
 
 /// A PROXY header at the start of each backend connection, or none.

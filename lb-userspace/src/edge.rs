@@ -8,7 +8,6 @@ pub mod client_timeouts;
 pub mod forwarded;
 pub mod graceful;
 pub mod managed;
-pub mod path_prefix;
 pub mod pool;
 pub mod proxy_header;
 pub mod request_head;

@@ -15,7 +15,8 @@ use std::process::{Command, Output, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
-use lb_userspace::edge::tls::{server_config, CertFiles, ClientAuth, Reloadable, TlsSettings};
+use lb_userspace::config::tls::{CertFiles, ClientAuth, TlsSettings};
+use lb_userspace::edge::tls::{server_config, Reloadable};
 use sluice_tests::certs::{Identity, TestPki};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};

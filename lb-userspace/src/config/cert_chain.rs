@@ -5,8 +5,8 @@
 
 use toml::Spanned;
 
+use super::client_cert::{ChainLengths, ChainSettings, Format, MAX_CHAIN};
 use super::{errors::Report, fields, raw};
-use crate::edge::client_cert::{ChainLengths, ChainSettings, Format, MAX_CHAIN};
 
 /// The listener's chain settings. `formats` is `None` when `client_cert_header` itself was
 /// broken (then whether a format is sent cannot be judged).
@@ -111,8 +111,8 @@ fn chain_lengths(
 
 #[cfg(test)]
 mod tests {
+    use crate::config::client_cert::{ChainLengths, ChainSettings, Format};
     use crate::config::{tests::with_edge, Config};
-    use crate::edge::client_cert::{ChainLengths, ChainSettings, Format};
 
     fn parse(keys: &str) -> Result<ChainSettings, String> {
         Config::parse(&with_edge(keys))

@@ -7,10 +7,12 @@ use std::ops::Range;
 use hyper::header::{self, HeaderName};
 use toml::Spanned;
 
-use super::{errors::Report, raw};
-use crate::edge::{
+use super::{
     client_cert::{self, ChainPrefix, Format, Names, MAX_CHAIN},
-    forwarded, request_head,
+    errors::Report,
+    forwarded,
+    http::HOP_BY_HOP,
+    raw,
 };
 
 /// The characters of an HTTP token (RFC 9110, 5.6.2) besides letters and digits.
@@ -199,7 +201,7 @@ fn reserved() -> Vec<(HeaderName, String)> {
         ),
     ];
     out.extend(
-        request_head::HOP_BY_HOP
+        HOP_BY_HOP
             .iter()
             .map(|h| (h.clone(), "a hop-by-hop header".to_owned())),
     );

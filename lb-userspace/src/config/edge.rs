@@ -12,12 +12,12 @@ use super::{
     vip::cidrs,
     Edge, Protocol, ProxyProtocol, SendProxy, Vip,
 };
-use crate::edge::{
+use super::{
     client_cert::Format,
-    client_timeouts::Limits,
     forwarded::Style,
     path_prefix::PathPrefix,
     tls::{CertFiles, ClientAuth, TlsSettings},
+    Limits,
 };
 
 /// Client chains longer than this are almost always a misconfigured CA bundle.
@@ -328,7 +328,7 @@ fn path_prefix(r: &mut Report, v: &Spanned<String>, field: &str) -> Option<PathP
     }
 }
 
-/// The config names are the formats' own (`Format::as_str`).
+/// The config names are the formats' own (`Format::as_str`): the one parser of a format.
 const FORMATS: [(&str, Format); Format::ALL.len()] = {
     let mut out = [("", Format::Rfc9440); Format::ALL.len()];
     let mut i = 0;
@@ -339,10 +339,16 @@ const FORMATS: [(&str, Format); Format::ALL.len()] = {
     out
 };
 
-const STYLES: [(&str, Style); 2] = [
-    ("forwarded", Style::Forwarded),
-    ("x-forwarded", Style::XForwarded),
-];
+/// The config names are the styles' own (`Style::name`): the one parser of a style.
+const STYLES: [(&str, Style); Style::ALL.len()] = {
+    let mut out = [("", Style::Forwarded); Style::ALL.len()];
+    let mut i = 0;
+    while i < out.len() {
+        out[i] = (Style::ALL[i].name(), Style::ALL[i]);
+        i += 1;
+    }
+    out
+};
 
 /// Each item one of `options`, each at most once.
 fn list<T: Copy + PartialEq>(

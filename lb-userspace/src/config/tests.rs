@@ -11,9 +11,14 @@ use std::{
 };
 
 use super::{
+    client_cert::{Format, Names},
+    forwarded::Style,
+    path_prefix::PathPrefix,
+    Limits,
+};
+use super::{
     CheckKind, Config, ConfigError, ConfigErrors, HashKey, HealthCheck, Position, Protocol, XdpMode,
 };
-use crate::edge::{client_cert::Names, client_timeouts::Limits, path_prefix::PathPrefix};
 use hyper::header::HeaderName;
 
 /// A config whose line numbers `broken` relies on: it edits single lines (blank ones to add a
@@ -435,4 +440,28 @@ fn edge_names_prefix_and_timeouts_as_written() {
     assert_eq!(names.apache_cert.as_str(), "x-ssl-client-cert");
     assert_eq!(names.haproxy_cert.as_str(), "x-der");
     assert_eq!(c.edges[0].connect_timeout, Duration::from_millis(1));
+}
+
+/// A format or style is read by one parser, the config's: every name it has parses to it, and
+/// nothing else does (not even another spelling of the same name).
+#[test]
+fn format_and_style_names_parse_only_as_written() {
+    for format in Format::ALL {
+        let text = with_edge(&format!("client_cert_header = [\"{format}\"]"));
+        let edge = &Config::parse(&text).unwrap().edges[0];
+        assert_eq!(edge.client_cert_header, [format]);
+    }
+    for style in Style::ALL {
+        let text = with_edge(&format!("forwarded_headers = [\"{style}\"]"));
+        let edge = &Config::parse(&text).unwrap().edges[0];
+        assert_eq!(edge.forwarded_headers, [style]);
+    }
+    for wrong in ["Nginx", "NGINX", " nginx"] {
+        let text = with_edge(&format!("client_cert_header = [\"{wrong}\"]"));
+        assert!(Config::parse(&text).is_err(), "{wrong:?}");
+    }
+    for wrong in ["X-Forwarded", "x_forwarded", "forwarded "] {
+        let text = with_edge(&format!("forwarded_headers = [\"{wrong}\"]"));
+        assert!(Config::parse(&text).is_err(), "{wrong:?}");
+    }
 }

@@ -12,9 +12,9 @@ use hyper::{
 use super::{
     forwarded::{self, Hop, Policy, Untrusted},
     managed::Managed,
-    path_prefix::PathPrefix,
     request_head::{self, Refused},
 };
+use crate::config::path_prefix::PathPrefix;
 
 /// What one connection contributes to each request it carries.
 pub struct Vouched<'a> {

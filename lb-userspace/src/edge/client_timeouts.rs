@@ -46,14 +46,7 @@ use tokio::{sync::Notify, time::Instant};
 
 pub use watched::Watched;
 
-/// A listener's limits on its clients.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Limits {
-    /// For a whole request head (see the module doc).
-    pub request_header: Duration,
-    /// With no request in flight and none begun.
-    pub idle: Duration,
-}
+use crate::config::Limits;
 
 /// After a cut, how long the connection still gets to write its 408 or GOAWAY and close before
 /// it is dropped: a client that does not read must not hold it open.

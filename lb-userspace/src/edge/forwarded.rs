@@ -10,7 +10,7 @@
 //!
 //! # Rules
 //!
-//! The managed headers are listed by [`managed`]. Every incoming copy of each of them (HTTP
+//! The managed headers are listed by [`managed`] (with the styles, in `config::forwarded`). Every incoming copy of each of them (HTTP
 //! header names are case-insensitive, and every line of a repeated header counts) is taken out
 //! of the request first; then, per header:
 //!
@@ -56,12 +56,12 @@
 #[cfg(test)]
 mod tests;
 
-use std::fmt;
 use std::net::{IpAddr, SocketAddr};
-use std::str::FromStr;
 
-use hyper::header::{HeaderMap, HeaderName, HeaderValue};
+use hyper::header::{HeaderMap, HeaderValue};
 use ipnet::IpNet;
+
+use crate::config::forwarded::{managed, Style};
 
 /// Longest `Forwarded` / `X-Forwarded-For` value (in bytes, this hop included) passed to a
 /// backend; older elements are dropped beyond it.
@@ -69,52 +69,6 @@ pub const MAX_CHAIN_LEN: usize = 8 * 1024;
 
 /// Longest host echoed into `X-Forwarded-Host` / `host=`.
 const MAX_HOST_LEN: usize = 255;
-
-/// Which family of headers a listener writes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
-pub enum Style {
-    /// RFC 7239 `Forwarded`.
-    #[serde(rename = "forwarded")]
-    Forwarded,
-    /// `X-Forwarded-For` / `-Proto` / `-Host` / `-Port` / `-Prefix` and `X-Real-IP`.
-    #[serde(rename = "x-forwarded")]
-    XForwarded,
-}
-
-impl Style {
-    /// The name used in the configuration.
-    pub const fn name(self) -> &'static str {
-        match self {
-            Style::Forwarded => "forwarded",
-            Style::XForwarded => "x-forwarded",
-        }
-    }
-}
-
-impl fmt::Display for Style {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-/// A configuration name that is neither `forwarded` nor `x-forwarded`.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown forwarded header style {0:?} (expected \"forwarded\" or \"x-forwarded\")")]
-pub struct UnknownStyle(pub String);
-
-impl FromStr for Style {
-    type Err = UnknownStyle;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        if s.eq_ignore_ascii_case("forwarded") {
-            Ok(Style::Forwarded)
-        } else if s.eq_ignore_ascii_case("x-forwarded") {
-            Ok(Style::XForwarded)
-        } else {
-            Err(UnknownStyle(s.to_owned()))
-        }
-    }
-}
 
 /// A listener's forwarding configuration.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -154,6 +108,7 @@ pub struct Hop {
     pub by: Option<SocketAddr>,
 }
 
+// Positions in `managed()`.
 const FORWARDED: usize = 0;
 const X_FORWARDED_FOR: usize = 1;
 const X_FORWARDED_PROTO: usize = 2;
@@ -161,22 +116,6 @@ const X_FORWARDED_HOST: usize = 3;
 const X_FORWARDED_PORT: usize = 4;
 const X_FORWARDED_PREFIX: usize = 5;
 const X_REAL_IP: usize = 6;
-
-static MANAGED: [HeaderName; 7] = [
-    HeaderName::from_static("forwarded"),
-    HeaderName::from_static("x-forwarded-for"),
-    HeaderName::from_static("x-forwarded-proto"),
-    HeaderName::from_static("x-forwarded-host"),
-    HeaderName::from_static("x-forwarded-port"),
-    HeaderName::from_static("x-forwarded-prefix"),
-    HeaderName::from_static("x-real-ip"),
-];
-
-/// Names of every header this module manages: `forwarded`, `x-forwarded-for`, `-proto`,
-/// `-host`, `-port`, `-prefix`, `x-real-ip` (lowercase).
-pub fn managed() -> &'static [HeaderName] {
-    &MANAGED
-}
 
 /// Rewrites `headers` (the incoming request's) for the backend, following the rules in the
 /// module documentation. `host` is the request's authority (`Host`, or `:authority` for h2).
@@ -194,7 +133,7 @@ pub fn apply(headers: &mut HeaderMap, policy: &Policy, hop: &Hop, host: Option<&
         return;
     }
     // Take every copy of every managed header out; only a trusted peer's are looked at again.
-    let incoming: Vec<Vec<HeaderValue>> = MANAGED
+    let incoming: Vec<Vec<HeaderValue>> = managed()
         .iter()
         .map(|name| {
             let values: Vec<HeaderValue> = headers.get_all(name).iter().cloned().collect();
@@ -233,7 +172,7 @@ pub fn apply(headers: &mut HeaderMap, policy: &Policy, hop: &Hop, host: Option<&
         if group.iter().any(|&i| !incoming(i).is_empty()) {
             for i in group {
                 for value in incoming(i) {
-                    headers.append(MANAGED[i].clone(), value.clone());
+                    headers.append(managed()[i].clone(), value.clone());
                 }
             }
         } else {
@@ -253,7 +192,7 @@ pub fn apply(headers: &mut HeaderMap, policy: &Policy, hop: &Hop, host: Option<&
         match (&policy.prefix, incoming(X_FORWARDED_PREFIX)) {
             (None, theirs) => {
                 for value in theirs {
-                    headers.append(MANAGED[X_FORWARDED_PREFIX].clone(), value.clone());
+                    headers.append(managed()[X_FORWARDED_PREFIX].clone(), value.clone());
                 }
             }
             (Some(ours), [theirs]) if is_plain_prefix(theirs.as_bytes()) => {
@@ -331,7 +270,7 @@ impl Untrusted {
     /// Rewrites `headers` as [`apply`] does for this connection's untrusted client: every copy
     /// of every managed header goes, then sluice's own are added, in `apply`'s order.
     pub fn apply(&self, headers: &mut HeaderMap, host: Option<&str>) {
-        for name in &MANAGED {
+        for name in managed() {
             headers.remove(name);
         }
         let host = host.filter(|h| is_plain_authority(h));
@@ -353,7 +292,7 @@ impl Untrusted {
         }
         let put = |headers: &mut HeaderMap, index: usize, value: &Option<HeaderValue>| {
             if let Some(value) = value {
-                headers.insert(MANAGED[index].clone(), value.clone());
+                headers.insert(managed()[index].clone(), value.clone());
             }
         };
         put(headers, X_FORWARDED_FOR, &self.x_forwarded_for);
@@ -397,10 +336,10 @@ fn forwarded_element(client: SocketAddr, hop: &Hop, host: Option<&str>) -> Strin
     element
 }
 
-/// Sets `MANAGED[index]` to `value`, or leaves it absent if `value` isn't a valid field value.
+/// Sets `managed()[index]` to `value`, or leaves it absent if `value` isn't a valid field value.
 fn insert(headers: &mut HeaderMap, index: usize, value: &[u8]) {
     if let Ok(value) = HeaderValue::from_bytes(value) {
-        headers.insert(MANAGED[index].clone(), value);
+        headers.insert(managed()[index].clone(), value);
     }
 }
 

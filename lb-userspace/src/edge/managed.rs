@@ -13,7 +13,7 @@ use std::borrow::Cow;
 
 use hyper::header::{HeaderMap, HeaderName};
 
-use super::{
+use crate::config::{
     client_cert::{self, Format, Names},
     forwarded,
 };

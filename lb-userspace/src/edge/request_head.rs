@@ -26,20 +26,7 @@ use hyper::{
 };
 
 use super::managed::Managed;
-
-/// The headers that describe one connection rather than the message, never forwarded.
-/// `Trailer` is among them so that no trailer field is ever forwarded (see the module docs).
-pub const HOP_BY_HOP: [HeaderName; 9] = [
-    header::CONNECTION,
-    header::TE,
-    header::TRAILER,
-    header::TRANSFER_ENCODING,
-    header::UPGRADE,
-    header::PROXY_AUTHORIZATION,
-    HeaderName::from_static("keep-alive"),
-    HeaderName::from_static("proxy-connection"),
-    HeaderName::from_static("http2-settings"),
-];
+use crate::config::http::HOP_BY_HOP;
 
 /// Why a request is answered by sluice itself instead of a backend.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]

@@ -27,16 +27,22 @@ use tokio::{
     sync::watch,
 };
 
-use crate::{config::ProxyProtocol, shutdown::NodeState};
+use crate::{
+    config::{
+        client_cert::{ChainSettings, Format, Names},
+        path_prefix::PathPrefix,
+        Limits, ProxyProtocol,
+    },
+    shutdown::NodeState,
+};
 
 use super::{
     backend_head::{self, NotForwarded, Vouched},
-    client_cert::{self, ChainSettings, ClientCert, Format, Names},
-    client_timeouts::{self, Activity, Expired, Holding, Limits, Watched},
+    client_cert::{self, ClientCert},
+    client_timeouts::{self, Activity, Expired, Holding, Watched},
     forwarded::{Hop, Policy, Untrusted},
     graceful::{self, Ending},
     managed::Managed,
-    path_prefix::PathPrefix,
     pool::Pool,
     proxy_header,
     request_head::{self, Refused},

@@ -221,7 +221,7 @@ fn only_websocket_upgrades_pass() {
 
 #[test]
 fn connection_cannot_name_what_sluice_manages() {
-    let managed = Managed::new(&crate::edge::client_cert::Names::default());
+    let managed = Managed::new(&crate::config::client_cert::Names::default());
     let mut h = headers(&[
         (
             "connection",

@@ -4,7 +4,8 @@ use std::path::{Path, PathBuf};
 
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
 
-use super::{server_config, CertFiles, ClientAuth, Reloadable, TlsError, TlsSettings};
+use super::{server_config, Reloadable, TlsError};
+use crate::config::tls::{CertFiles, ClientAuth, TlsSettings};
 
 /// A scratch directory removed on drop.
 struct Scratch(PathBuf);

@@ -11,10 +11,7 @@ mod report;
 use anyhow::{Context as _, Result};
 use aya::{programs::Xdp, Ebpf, EbpfLoader};
 use lb_common::maps::DEFAULT_RING_SIZE;
-use lb_userspace::{
-    dataplane::{NodeState, Options},
-    BASELINE_OBJECT,
-};
+use lb_userspace::{dataplane::Options, shutdown::NodeState, BASELINE_OBJECT};
 use sluice_tests::packet_env::{test_run_repeat, PacketEnv, GW0};
 
 use measure::{Bench, Pass};

@@ -16,10 +16,9 @@ use rustls::{AlertDescription, CertificateError, Error, OtherError, PeerIncompat
 use tokio::io::AsyncWriteExt as _;
 use tokio::net::{TcpListener, TcpStream};
 
-use super::super::{
-    handshake, server_config, CertFiles, ChainTooDeep, ClientAuth, HandshakeError, TlsSettings,
-};
+use super::super::{handshake, server_config, ChainTooDeep, HandshakeError};
 use super::HandshakeOutcome;
+use crate::config::tls::{CertFiles, ClientAuth, TlsSettings};
 
 fn of(e: Error) -> HandshakeOutcome {
     HandshakeOutcome::of_io(&io::Error::new(io::ErrorKind::InvalidData, e))
