@@ -1,6 +1,9 @@
 //! A client certificate verifier that limits how many intermediates a client may present and
 //! remembers the path each accepted chain was verified by (see [`super::path`]).
 
+#[cfg(test)]
+mod tests;
+
 use std::fmt;
 use std::sync::Arc;
 

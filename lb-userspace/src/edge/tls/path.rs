@@ -249,4 +249,4 @@ impl Cache {
 }
 
 #[cfg(test)]
-mod tests;
+pub(super) mod tests;

@@ -10,24 +10,21 @@ use rcgen::{
     ExtendedKeyUsagePurpose, IsCa, KeyPair,
 };
 use rustls::pki_types::{CertificateDer, UnixTime};
-use rustls::server::danger::ClientCertVerifier as _;
-use rustls::server::WebPkiClientVerifier;
 use rustls::RootCertStore;
 
 use super::{Paths, TrustPath, CACHE_ENTRIES};
-use crate::edge::tls::ChainDepthVerifier;
 
-struct Pki {
-    root: CertificateDer<'static>,
+pub(in crate::edge::tls) struct Pki {
+    pub(in crate::edge::tls) root: CertificateDer<'static>,
     /// Issued by the root.
-    int1: CertificateDer<'static>,
+    pub(in crate::edge::tls) int1: CertificateDer<'static>,
     /// Issued by `int1`; issues the leaf.
-    int2: CertificateDer<'static>,
-    leaf: CertificateDer<'static>,
+    pub(in crate::edge::tls) int2: CertificateDer<'static>,
+    pub(in crate::edge::tls) leaf: CertificateDer<'static>,
     /// A self-signed CA nothing trusts.
-    stranger_root: CertificateDer<'static>,
+    pub(in crate::edge::tls) stranger_root: CertificateDer<'static>,
     /// A CA certificate issued by `stranger_root`.
-    stranger_ca: CertificateDer<'static>,
+    pub(in crate::edge::tls) stranger_ca: CertificateDer<'static>,
 }
 
 fn ca_params(cn: &str) -> CertificateParams {
@@ -38,7 +35,7 @@ fn ca_params(cn: &str) -> CertificateParams {
     params
 }
 
-fn pki() -> Pki {
+pub(in crate::edge::tls) fn pki() -> Pki {
     let root =
         CertifiedIssuer::self_signed(ca_params("path root"), KeyPair::generate().unwrap()).unwrap();
     let int1 = CertifiedIssuer::signed_by(
@@ -77,12 +74,12 @@ fn pki() -> Pki {
     }
 }
 
-fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+pub(in crate::edge::tls) fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
 /// Path building for a `client_ca` bundle of `bundle`.
-fn paths(bundle: &[&CertificateDer<'static>]) -> Arc<Paths> {
+pub(in crate::edge::tls) fn paths(bundle: &[&CertificateDer<'static>]) -> Arc<Paths> {
     let mut roots = RootCertStore::empty();
     for der in bundle {
         roots.add((*der).clone()).unwrap();
@@ -95,7 +92,9 @@ fn paths(bundle: &[&CertificateDer<'static>]) -> Arc<Paths> {
 }
 
 /// Every arrangement of the real intermediates with extras, each named.
-fn arrangements(p: &Pki) -> Vec<(&'static str, Vec<CertificateDer<'static>>)> {
+pub(in crate::edge::tls) fn arrangements(
+    p: &Pki,
+) -> Vec<(&'static str, Vec<CertificateDer<'static>>)> {
     let (i1, i2) = (p.int1.clone(), p.int2.clone());
     let (sr, sc, root) = (
         p.stranger_root.clone(),
@@ -187,41 +186,6 @@ fn unverifiable_chain_has_no_path() {
     assert!(paths
         .verify(&p.leaf, std::slice::from_ref(&p.int1), UnixTime::now())
         .is_err());
-}
-
-#[test]
-fn verifier_hands_its_path_to_the_connection_and_refuses_like_rustls() {
-    let p = pki();
-    let paths = paths(&[&p.root]);
-    let mut roots = RootCertStore::empty();
-    roots.add(p.root.clone()).unwrap();
-    let inner = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
-        .build()
-        .unwrap();
-    let verifier = ChainDepthVerifier::new(Arc::clone(&inner), 10, Arc::clone(&paths));
-    let want = TrustPath {
-        intermediates: vec![p.int2.clone(), p.int1.clone()],
-        anchor: p.root.clone(),
-    };
-    let now = UnixTime::now();
-    for (name, presented) in arrangements(&p) {
-        verifier
-            .verify_client_cert(&p.leaf, &presented, now)
-            .unwrap_or_else(|e| panic!("{name}: {e}"));
-        // The inner verifier agrees.
-        inner
-            .verify_client_cert(&p.leaf, &presented, now)
-            .unwrap_or_else(|e| panic!("{name}: {e}"));
-        assert!(*paths.path(&p.leaf, &presented).unwrap() == want, "{name}");
-    }
-    assert_eq!(paths.cached(), arrangements(&p).len());
-
-    // Refused: exactly rustls' error, and nothing remembered.
-    let bad = [p.stranger_ca.clone()];
-    let ours = verifier.verify_client_cert(&p.leaf, &bad, now).unwrap_err();
-    let rustls = inner.verify_client_cert(&p.leaf, &bad, now).unwrap_err();
-    assert_eq!(ours, rustls);
-    assert_eq!(paths.cached(), arrangements(&p).len());
 }
 
 #[test]
