@@ -33,7 +33,7 @@ use crate::{
 
 use super::{
     flow_census::FlowCensus,
-    restart_only::restart_only,
+    restart_only::{restart_only, NeedsRestart},
     state::{BackendMeta, Metas},
 };
 use crate::{admin::protocol::BackendRow, config::Shutdown, dataplane::NodeSwitch};
@@ -107,15 +107,8 @@ pub enum CoreError {
     Config(String),
     #[error("{0}")]
     Dataplane(#[from] DataplaneError),
-    #[error("{field} cannot change on reload (it is {old}, the new config says {new}); restart the daemon to change it")]
-    NeedsRestart {
-        field: String,
-        old: String,
-        new: String,
-    },
-    /// As `NeedsRestart`, for a value too long to quote (a certificate list, a header set).
-    #[error("{field} changed, and it cannot change on reload; restart the daemon to change it")]
-    NeedsRestartChanged { field: String },
+    #[error(transparent)]
+    NeedsRestart(#[from] NeedsRestart),
     #[error("VIP \"{0}\" is not configured")]
     UnknownVip(String),
     #[error("VIP \"{vip}\" has no backend {backend}")]

@@ -4,14 +4,27 @@
 
 use std::fmt::Debug;
 
-use super::core::CoreError;
 use crate::config::{Config, Edge};
+
+/// A restart-only setting that a reload would change.
+#[derive(Debug, thiserror::Error)]
+pub enum NeedsRestart {
+    #[error("{field} cannot change on reload (it is {old}, the new config says {new}); restart the daemon to change it")]
+    Quoted {
+        field: String,
+        old: String,
+        new: String,
+    },
+    /// For a value too long to quote (a certificate list, a header set).
+    #[error("{field} changed, and it cannot change on reload; restart the daemon to change it")]
+    Changed { field: String },
+}
 
 /// Longer values are not quoted in the answer: the field name says what to look at.
 const QUOTE_UP_TO: usize = 60;
 
 /// The first restart-only setting that differs between `old` and `new`, as an error.
-pub fn restart_only(old: &Config, new: &Config) -> Result<(), CoreError> {
+pub fn restart_only(old: &Config, new: &Config) -> Result<(), NeedsRestart> {
     same("instance", &old.instance, &new.instance)?;
     same("interfaces", &old.interfaces, &new.interfaces)?;
     same("xdp_mode", &old.xdp_mode, &new.xdp_mode)?;
@@ -38,7 +51,7 @@ pub fn restart_only(old: &Config, new: &Config) -> Result<(), CoreError> {
     Ok(())
 }
 
-fn edge(i: usize, o: &Edge, n: &Edge) -> Result<(), CoreError> {
+fn edge(i: usize, o: &Edge, n: &Edge) -> Result<(), NeedsRestart> {
     let field = |key: &str| format!("edge[{i}].{key}");
     same(field("address"), &o.address, &n.address)?;
     same(field("pool"), &o.pool, &n.pool)?;
@@ -111,23 +124,27 @@ fn edge(i: usize, o: &Edge, n: &Edge) -> Result<(), CoreError> {
     // A setting added to `[[edge]]` after this list was written is still caught, by name of
     // the listener.
     if o != n {
-        return Err(CoreError::NeedsRestartChanged {
+        return Err(NeedsRestart::Changed {
             field: format!("a setting of edge[{i}] (\"{}\")", o.name),
         });
     }
     Ok(())
 }
 
-fn same<T: PartialEq + Debug>(field: impl Into<String>, old: &T, new: &T) -> Result<(), CoreError> {
+fn same<T: PartialEq + Debug>(
+    field: impl Into<String>,
+    old: &T,
+    new: &T,
+) -> Result<(), NeedsRestart> {
     if old == new {
         return Ok(());
     }
     let (old, new) = (format!("{old:?}"), format!("{new:?}"));
     let field = field.into();
     if old.len().max(new.len()) > QUOTE_UP_TO {
-        Err(CoreError::NeedsRestartChanged { field })
+        Err(NeedsRestart::Changed { field })
     } else {
-        Err(CoreError::NeedsRestart { field, old, new })
+        Err(NeedsRestart::Quoted { field, old, new })
     }
 }
 
