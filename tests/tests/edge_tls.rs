@@ -1,6 +1,6 @@
 //! Real TLS handshakes against the edge TLS configuration (`lb_userspace::edge::tls`) on
 //! loopback, without network namespaces (no root needed): a tokio listener on `127.0.0.1:0`
-//! accepting through `Reloadable::accept`, and as clients rustls (tokio-rustls), the real
+//! accepting through `Reloadable::handshake` as the edge listener does, and as clients rustls (tokio-rustls), the real
 //! `openssl s_client` and the real `curl`.
 //!
 //! The server side records what every handshake established (or why it failed), so refusals
@@ -150,16 +150,12 @@ async fn serve(
     tcp: TcpStream,
     tx: mpsc::UnboundedSender<Result<Handshake, String>>,
 ) {
-    let stream = match tokio::time::timeout(LIMIT, tls.accept(tcp)).await {
-        Err(_) => {
-            let _ = tx.send(Err("handshake timed out".to_owned()));
-            return;
-        }
-        Ok(Err(e)) => {
+    let stream = match tls.handshake(tcp, LIMIT).await {
+        Err(e) => {
             let _ = tx.send(Err(e.to_string()));
             return;
         }
-        Ok(Ok(accepted)) => accepted,
+        Ok(accepted) => accepted,
     };
     let (mut stream, config) = stream;
     let (_, conn) = stream.get_ref();

@@ -47,7 +47,7 @@ use super::{
     proxy_header,
     request_head::{self, Refused},
     stats::{EdgeStats, Metered},
-    tls::{handshake, PathError, Reloadable, VerifiedChain, HANDSHAKE_TIMEOUT},
+    tls::{PathError, Reloadable, VerifiedChain, HANDSHAKE_TIMEOUT},
     upstream::{Origin, Upstream},
 };
 
@@ -257,8 +257,7 @@ async fn connection(
         ));
         return http(stream, conn, false).await;
     };
-    let tls = tls.get();
-    let stream = match handshake(tls.config(), stream, HANDSHAKE_TIMEOUT).await {
+    let (stream, tls) = match tls.handshake(stream, HANDSHAKE_TIMEOUT).await {
         Ok(s) => s,
         Err(e) => {
             listener.stats.handshake_failed(e.outcome());

@@ -29,7 +29,7 @@ use rustls::server::WebPkiClientVerifier;
 use rustls::{RootCertStore, ServerConfig, ServerConnection};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_rustls::server::TlsStream;
-use tokio_rustls::{LazyConfigAcceptor, TlsAcceptor};
+use tokio_rustls::TlsAcceptor;
 
 pub use check::check_files;
 pub use depth::{ChainDepthVerifier, ChainTooDeep};
@@ -259,11 +259,6 @@ impl Reloadable {
         }
     }
 
-    /// Builds the first configuration from `settings`.
-    pub fn from_settings(settings: &TlsSettings) -> Result<Self, TlsError> {
-        server_config(settings).map(Self::new)
-    }
-
     /// The configuration new handshakes use.
     pub fn get(&self) -> ServerTls {
         self.current
@@ -284,25 +279,19 @@ impl Reloadable {
         Ok(())
     }
 
-    /// A [`TlsAcceptor`] for the current configuration.
-    pub fn acceptor(&self) -> TlsAcceptor {
-        TlsAcceptor::from(self.get().config)
-    }
-
-    /// Completes a server handshake on `io`: reads the `ClientHello` with a
-    /// [`LazyConfigAcceptor`] and only then takes the current configuration, so that a
-    /// reload that lands while a slow client is still sending its hello applies to it.
-    /// Returns the configuration used too, for [`ServerTls::peer_chain`].
-    ///
-    /// The caller bounds the time of the whole call (for example with
-    /// `tokio::time::timeout`).
-    pub async fn accept<IO>(&self, io: IO) -> std::io::Result<(TlsStream<IO>, ServerTls)>
+    /// Completes a server handshake on `io` within `limit` with the configuration current
+    /// now (a reload from here on applies to the next connection), and returns that
+    /// configuration too, for [`ServerTls::peer_chain`]. This is how a listener accepts.
+    pub async fn handshake<IO>(
+        &self,
+        io: IO,
+        limit: Duration,
+    ) -> Result<(TlsStream<IO>, ServerTls), HandshakeError>
     where
         IO: AsyncRead + AsyncWrite + Unpin,
     {
-        let start = LazyConfigAcceptor::new(rustls::server::Acceptor::default(), io).await?;
         let tls = self.get();
-        let stream = start.into_stream(tls.config()).await?;
+        let stream = handshake(tls.config(), io, limit).await?;
         Ok((stream, tls))
     }
 }

@@ -194,7 +194,7 @@ fn good_client_ca_builds_and_reload_keeps_old_config_on_error() {
     let mut s = good(&dir);
     s.client_auth = ClientAuth::Required;
     s.client_ca = Some(dir.write("ca.pem", ca_pem()));
-    let r = Reloadable::from_settings(&s).unwrap();
+    let r = Reloadable::new(server_config(&s).unwrap());
     let before = r.get().config();
     let mut broken = s.clone();
     broken.certificates[0].key = dir.0.join("gone.key");
