@@ -53,6 +53,7 @@
 //!   (the parser rejects them) and everything written here is built through [`HeaderValue`]'s
 //!   checks; a value that fails them is left out, never panicked on.
 
+mod syntax;
 #[cfg(test)]
 mod tests;
 
@@ -63,12 +64,15 @@ use ipnet::IpNet;
 
 use crate::config::forwarded::{managed, Style};
 
+pub use syntax::node;
+use syntax::{
+    chain, is_plain_authority, is_plain_prefix, is_token, join_prefix, kept_tail, parse_ip, quote,
+    split_forwarded, split_list,
+};
+
 /// Longest `Forwarded` / `X-Forwarded-For` value (in bytes, this hop included) passed to a
 /// backend; older elements are dropped beyond it.
 pub const MAX_CHAIN_LEN: usize = 8 * 1024;
-
-/// Longest host echoed into `X-Forwarded-Host` / `host=`.
-const MAX_HOST_LEN: usize = 255;
 
 /// A listener's forwarding configuration.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -306,18 +310,6 @@ impl Untrusted {
     }
 }
 
-/// Formats one RFC 7239 node (the value of `for=` / `by=`): IPv4 bare (`192.0.2.1`), IPv4 with
-/// a port quoted (`"192.0.2.1:4711"`), IPv6 always quoted and bracketed (`"[2001:db8::1]"`,
-/// `"[2001:db8::1]:4711"`). IPv4-mapped IPv6 addresses are written as IPv4.
-pub fn node(addr: SocketAddr, with_port: bool) -> String {
-    match (addr.ip().to_canonical(), with_port) {
-        (IpAddr::V4(ip), false) => ip.to_string(),
-        (IpAddr::V4(ip), true) => format!("\"{ip}:{}\"", addr.port()),
-        (IpAddr::V6(ip), false) => format!("\"[{ip}]\""),
-        (IpAddr::V6(ip), true) => format!("\"[{ip}]:{}\"", addr.port()),
-    }
-}
-
 /// This hop's `Forwarded` element.
 fn forwarded_element(client: SocketAddr, hop: &Hop, host: Option<&str>) -> String {
     let mut element = format!("for={}", node(client, true));
@@ -343,85 +335,6 @@ fn insert(headers: &mut HeaderMap, index: usize, value: &[u8]) {
     }
 }
 
-/// The newest elements of `existing` that fit beside an element of `new_len` bytes in
-/// [`MAX_CHAIN_LEN`], joined by `", "`.
-fn kept_tail(existing: &[Vec<u8>], new_len: usize) -> &[Vec<u8>] {
-    let mut total = new_len;
-    let mut start = existing.len();
-    for element in existing.iter().rev() {
-        total = total.saturating_add(element.len() + 2);
-        if total > MAX_CHAIN_LEN {
-            break;
-        }
-        start -= 1;
-    }
-    &existing[start..]
-}
-
-/// `existing` (truncated from the left to fit) then `new`, joined by `", "`.
-fn chain(existing: &[Vec<u8>], new: &[u8]) -> Vec<u8> {
-    let kept = kept_tail(existing, new.len());
-    let mut out = Vec::with_capacity(
-        MAX_CHAIN_LEN.min(kept.iter().map(|e| e.len() + 2).sum::<usize>() + new.len()),
-    );
-    for element in kept {
-        out.extend_from_slice(element);
-        out.extend_from_slice(b", ");
-    }
-    out.extend_from_slice(new);
-    out
-}
-
-/// Splits one `Forwarded` line into its elements (commas outside quoted-strings), trimmed,
-/// empty ones dropped. A quoted-string still open at the end of the line is closed (after
-/// completing a dangling `\` escape), so nothing appended later can end up inside it.
-fn split_forwarded(line: &[u8], out: &mut Vec<Vec<u8>>) {
-    let mut current = Vec::new();
-    let mut in_quote = false;
-    let mut escaped = false;
-    for &b in line {
-        if in_quote {
-            if escaped {
-                escaped = false;
-            } else if b == b'\\' {
-                escaped = true;
-            } else if b == b'"' {
-                in_quote = false;
-            }
-            current.push(b);
-        } else if b == b',' {
-            push_trimmed(out, &current);
-            current.clear();
-        } else {
-            in_quote = b == b'"';
-            current.push(b);
-        }
-    }
-    if escaped {
-        current.push(b'"');
-    }
-    if in_quote {
-        current.push(b'"');
-    }
-    push_trimmed(out, &current);
-}
-
-/// Splits one comma-separated line (`X-Forwarded-For`) into trimmed, non-empty entries.
-fn split_list(line: &[u8], out: &mut Vec<Vec<u8>>) {
-    for entry in line.split(|&b| b == b',') {
-        push_trimmed(out, entry);
-    }
-}
-
-fn push_trimmed(out: &mut Vec<Vec<u8>>, element: &[u8]) {
-    let is_ows = |b: &u8| *b == b' ' || *b == b'\t';
-    let start = element.iter().position(|b| !is_ows(b));
-    let end = element.iter().rposition(|b| !is_ows(b));
-    if let (Some(start), Some(end)) = (start, end) {
-        out.push(element[start..=end].to_vec());
-    }
-}
-
 /// The client as the backend should see it: walking `X-Forwarded-For` + `client` from the
 /// right, the first address that is not a trusted proxy (or the last one checked, when an
 /// entry is not an address or all are trusted).
@@ -442,82 +355,4 @@ fn real_ip(chain: &[Vec<u8>], client: IpAddr, policy: &Policy) -> IpAddr {
         }
     }
     real
-}
-
-/// An address as found in `X-Forwarded-For` / `X-Real-IP`: bare, with a port, or bracketed.
-fn parse_ip(value: &[u8]) -> Option<IpAddr> {
-    let text = std::str::from_utf8(value).ok()?.trim();
-    let ip = text
-        .parse::<IpAddr>()
-        .ok()
-        .or_else(|| text.parse::<SocketAddr>().ok().map(|a| a.ip()))
-        .or_else(|| {
-            text.strip_prefix('[')?
-                .strip_suffix(']')?
-                .parse::<IpAddr>()
-                .ok()
-        })?;
-    Some(ip.to_canonical())
-}
-
-/// RFC 7230 `tchar`.
-fn is_tchar(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
-}
-
-fn is_token(s: &[u8]) -> bool {
-    !s.is_empty() && s.iter().copied().all(is_tchar)
-}
-
-/// `s` as an RFC 7239 value: a token if it is one, else a quoted-string.
-fn quote(s: &str) -> String {
-    if is_token(s.as_bytes()) {
-        return s.to_owned();
-    }
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        if c == '"' || c == '\\' {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out.push('"');
-    out
-}
-
-/// A host (with an optional port) made only of characters a DNS name, an IP literal and a port
-/// need.
-fn is_plain_authority(host: &str) -> bool {
-    !host.is_empty()
-        && host.len() <= MAX_HOST_LEN
-        && host
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-._~:[]%".contains(&b))
-}
-
-/// One path starting with `/`, no list separator, visible ASCII only.
-fn is_plain_prefix(value: &[u8]) -> bool {
-    value.first() == Some(&b'/') && value.iter().all(|&b| b.is_ascii_graphic() && b != b',')
-}
-
-/// `/a` + `/b` = `/a/b` (`/a/` + `b` likewise); an empty result is `/`.
-fn join_prefix(theirs: &[u8], ours: &[u8]) -> Vec<u8> {
-    let theirs = trim_trailing_slashes(theirs);
-    let ours = trim_trailing_slashes(ours);
-    let ours = ours.strip_prefix(b"/").unwrap_or(ours);
-    let mut out = theirs.to_vec();
-    if !ours.is_empty() {
-        out.push(b'/');
-        out.extend_from_slice(ours);
-    }
-    if out.is_empty() {
-        out.push(b'/');
-    }
-    out
-}
-
-fn trim_trailing_slashes(s: &[u8]) -> &[u8] {
-    let end = s.iter().rposition(|&b| b != b'/').map_or(0, |i| i + 1);
-    &s[..end]
 }
