@@ -1,7 +1,7 @@
 //! Real TLS handshakes against the edge TLS configuration (`lb_userspace::edge::tls`) on
 //! loopback, without network namespaces (no root needed): a tokio listener on `127.0.0.1:0`
-//! accepting through `Reloadable::handshake` as the edge listener does, and as clients rustls (tokio-rustls), the real
-//! `openssl s_client` and the real `curl`.
+//! accepting through `Reloadable::handshake`, as the edge listener does, and as clients rustls
+//! (tokio-rustls), the real `openssl s_client` and the real `curl`.
 //!
 //! The server side records what every handshake established (or why it failed), so refusals
 //! are asserted where they are decided: in the server's verifier. Clients add their own view
