@@ -93,7 +93,7 @@ pub struct Edge {
 /// A listener's limits on its clients.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
-    /// For a whole request head (see the module doc).
+    /// For a whole request head (see `edge::client_timeouts`).
     pub request_header: Duration,
     /// With no request in flight and none begun.
     pub idle: Duration,

@@ -239,6 +239,8 @@ pub enum Error {
     },
 }
 
+// The fixed header names of the formats (apache's and haproxy's are in `Names`), which
+// `edge::client_cert` writes.
 pub const CLIENT_CERT: HeaderName = HeaderName::from_static("client-cert");
 pub const CLIENT_CERT_CHAIN: HeaderName = HeaderName::from_static("client-cert-chain");
 pub const NGINX_CERT: HeaderName = HeaderName::from_static("ssl-client-cert");

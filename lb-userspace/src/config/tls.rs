@@ -44,7 +44,7 @@ pub const DEFAULT_MAX_CHAIN_DEPTH: u8 = 4;
 /// The TLS part of an edge listener's configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TlsSettings {
-    /// Server certificates, chosen by SNI (see [`SniResolver`]); the first one is the
+    /// Server certificates, chosen by SNI (see `edge::tls::SniResolver`); the first one is the
     /// default for clients that send no SNI name or one that no certificate covers.
     pub certificates: Vec<CertFiles>,
     /// Whether a client certificate is requested or required.
@@ -52,7 +52,7 @@ pub struct TlsSettings {
     /// PEM bundle of the CAs client certificates must chain to. Needed unless `client_auth`
     /// is [`ClientAuth::None`]; read and checked whenever it is set.
     pub client_ca: Option<PathBuf>,
-    /// The most intermediate certificates a client may present; see [`ChainDepthVerifier`]
+    /// The most intermediate certificates a client may present; see `edge::tls::ChainDepthVerifier`
     /// for exactly what is counted.
     pub max_chain_depth: u8,
     /// ALPN protocols in the server's order of preference.
