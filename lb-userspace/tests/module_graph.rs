@@ -41,10 +41,10 @@ const MAY_IMPORT: &[(&str, &[&str])] = &[
     // The listeners: their settings come from config, their phase from shutdown, and the only
     // thing they take from the dataplane is the backend table the daemon hands to
     // `edge::pool::Pool::update` (plain addresses), so they import nothing of it.
-    ("edge", &["config", "shutdown", "error_chain"]),
+    ("edge", &["config", "shutdown"]),
     // The kernel side: the programs it embeds (`lib`), the config it writes, the phase it
     // stores.
-    ("dataplane", &["config", "shutdown", "lib", "error_chain"]),
+    ("dataplane", &["config", "shutdown", "lib"]),
 ];
 
 fn name(m: &[String]) -> String {
