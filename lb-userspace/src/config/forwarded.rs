@@ -44,8 +44,9 @@ static MANAGED: [HeaderName; 7] = [
     HeaderName::from_static("x-real-ip"),
 ];
 
-/// Names of every header this module manages: `forwarded`, `x-forwarded-for`, `-proto`,
-/// `-host`, `-port`, `-prefix`, `x-real-ip` (lowercase).
+/// Names of every header the styles own: `forwarded`, `x-forwarded-for`, `-proto`, `-host`,
+/// `-port`, `-prefix`, `x-real-ip` (lowercase, in this order: `edge::forwarded` reads them by
+/// position).
 pub fn managed() -> &'static [HeaderName] {
     &MANAGED
 }
