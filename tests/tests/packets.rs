@@ -501,17 +501,51 @@ impl Row {
     }
 }
 
-#[allow(clippy::too_many_lines)]
+/// The flows that the first rows open and later rows (ICMP errors, backend state) refer back
+/// to by the names the rows remember them under.
+#[derive(Clone, Copy)]
+struct Flows {
+    t4: Flow,
+    u4: Flow,
+    t6: Flow,
+    u6: Flow,
+}
+
+impl Flows {
+    fn new() -> Self {
+        Self {
+            t4: tcp4(40000, VIP4),
+            u4: udp4(5353),
+            t6: tcp6(40000, VIP6),
+            u6: udp6(5353),
+        }
+    }
+}
+
+/// Every row of the `sluice_xdp` table, in the order they run: later groups refer to flows
+/// that earlier ones opened.
 fn gateway_rows() -> Vec<Row> {
-    use Counter::{
-        ConntrackMiss, DropNoBackend, PassBadL2, PassBadL3, PassBadL4, PassFragment,
-        PassIcmpNotVip, PassNotIp, PassNotVip, PassOtherL4,
-    };
+    let flows = Flows::new();
+    [
+        flow_rows(flows),
+        header_variant_rows(flows),
+        fragment_rows(flows),
+        icmp_error_rows(flows),
+        not_for_sluice_rows(flows),
+        hostile_rows(flows),
+        verdict_rows(flows),
+        backend_state_rows(flows),
+    ]
+    .concat()
+}
+
+/// A flow's life in conntrack (SYN, data, FIN, RST, strays) over IPv4 and IPv6, TCP and UDP.
+fn flow_rows(flows: Flows) -> Vec<Row> {
+    let Flows { t4, u4, t6, u6 } = flows;
     let mut rows = Vec::new();
     let mut add = |r: Row| rows.push(r);
 
     // --- IPv4 TCP: a flow's life --------------------------------------------------------------
-    let t4 = tcp4(40000, VIP4);
     let p = t4.packet(TCP_SYN);
     add(steer(
         "v4 tcp SYN opens a flow",
@@ -572,7 +606,6 @@ fn gateway_rows() -> Vec<Row> {
     ));
 
     // --- IPv4 UDP -----------------------------------------------------------------------------
-    let u4 = udp4(5353);
     let p = u4.packet_with(0, b"query");
     add(steer(
         "v4 udp first datagram opens a flow",
@@ -587,7 +620,6 @@ fn gateway_rows() -> Vec<Row> {
     ));
 
     // --- IPv6 ---------------------------------------------------------------------------------
-    let t6 = tcp6(40000, VIP6);
     let p = t6.packet(TCP_SYN);
     add(steer(
         "v6 tcp SYN opens a flow",
@@ -613,7 +645,6 @@ fn gateway_rows() -> Vec<Row> {
         eth(&p),
         Steer::new("web6", &stray6, p).stray(),
     ));
-    let u6 = udp6(5353);
     let p = u6.packet_with(0, b"query");
     add(steer(
         "v6 udp first datagram opens a flow",
@@ -637,6 +668,16 @@ fn gateway_rows() -> Vec<Row> {
         eth(&p),
         Steer::new("web6", &tc6, p).opens(),
     ));
+
+    rows
+}
+
+/// VLAN tags, IPv4 options and IPv6 extension headers in front of the transport header.
+fn header_variant_rows(flows: Flows) -> Vec<Row> {
+    use Counter::{PassBadL2, PassBadL3, PassNotIp};
+    let Flows { t4, t6, .. } = flows;
+    let mut rows = Vec::new();
+    let mut add = |r: Row| rows.push(r);
 
     // --- VLAN tags: the output is untagged ------------------------------------------------------
     let vl = t4.with_port(40010);
@@ -793,6 +834,16 @@ fn gateway_rows() -> Vec<Row> {
         pass(PassBadL3),
     ));
 
+    rows
+}
+
+/// Fragments: never steered, whatever their offset or extension headers.
+fn fragment_rows(flows: Flows) -> Vec<Row> {
+    use Counter::PassFragment;
+    let Flows { t4, t6, .. } = flows;
+    let mut rows = Vec::new();
+    let mut add = |r: Row| rows.push(r);
+
     // --- Fragments are never steered ------------------------------------------------------------
     let fr = t4.with_port(40040);
     let l4 = fr.l4(TCP_SYN, &[0x55; 32]);
@@ -827,6 +878,16 @@ fn gateway_rows() -> Vec<Row> {
         eth(&fr6.ip6(IPPROTO_HOPOPTS).packet(&fp)),
         pass(PassFragment),
     ));
+
+    rows
+}
+
+/// ICMP errors about VIP flows follow the flow (RFC 792, RFC 4443).
+fn icmp_error_rows(flows: Flows) -> Vec<Row> {
+    use Counter::{ConntrackMiss, PassBadL4, PassIcmpNotVip, PassOtherL4};
+    let Flows { t4, u4, t6, u6 } = flows;
+    let mut rows = Vec::new();
+    let mut add = |r: Row| rows.push(r);
 
     // --- ICMP errors about VIP flows follow the flow ------------------------------------------------
     let p = icmp4_error(&t4, 3, 4, [0, 0, 0x05, 0x78]);
@@ -934,6 +995,16 @@ fn gateway_rows() -> Vec<Row> {
         pass(PassOtherL4),
     ));
 
+    rows
+}
+
+/// Traffic that is not for a VIP passes to the stack untouched.
+fn not_for_sluice_rows(flows: Flows) -> Vec<Row> {
+    use Counter::{PassNotIp, PassNotVip, PassOtherL4};
+    let Flows { t4, .. } = flows;
+    let mut rows = Vec::new();
+    let mut add = |r: Row| rows.push(r);
+
     // --- Not for sluice ---------------------------------------------------------------------------
     add(row(
         "v4 to a non-VIP address",
@@ -990,6 +1061,16 @@ fn gateway_rows() -> Vec<Row> {
         eth(&Ipv6::new(IPPROTO_NONE, CLIENT6, VIP6).packet(&[])),
         pass(PassOtherL4),
     ));
+
+    rows
+}
+
+/// Truncated, inconsistent and hostile frames: passed or dropped, never steered.
+fn hostile_rows(flows: Flows) -> Vec<Row> {
+    use Counter::{PassBadL2, PassBadL3, PassBadL4};
+    let Flows { t4, u4, t6, u6 } = flows;
+    let mut rows = Vec::new();
+    let mut add = |r: Row| rows.push(r);
 
     // --- Hostile input -------------------------------------------------------------------------------
     let einval = Expect::KernelRejects(libc::EINVAL);
@@ -1123,6 +1204,16 @@ fn gateway_rows() -> Vec<Row> {
         pass(PassBadL4),
     ));
 
+    rows
+}
+
+/// The forwarding verdict follows from the chosen backend and the namespace's tables.
+fn verdict_rows(flows: Flows) -> Vec<Row> {
+    use Counter::{ConntrackMiss, DropNoBackend};
+    let Flows { t4, .. } = flows;
+    let mut rows = Vec::new();
+    let mut add = |r: Row| rows.push(r);
+
     // --- Forwarding verdicts ------------------------------------------------------------------------
     let f = tcp4(40100, TX_VIP4);
     let p = f.packet(TCP_SYN);
@@ -1237,6 +1328,15 @@ fn gateway_rows() -> Vec<Row> {
         pad_to_min(eth(&p)),
         Steer::new("web4", &f, p).opens(),
     ));
+
+    rows
+}
+
+/// A backend goes down, another drains: established flows stay, new ones avoid them.
+fn backend_state_rows(flows: Flows) -> Vec<Row> {
+    let Flows { t4, u4, .. } = flows;
+    let mut rows = Vec::new();
+    let mut add = |r: Row| rows.push(r);
 
     // --- A backend goes down; another drains -------------------------------------------------------
     let down = Step::SetState {
