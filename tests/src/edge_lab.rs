@@ -9,11 +9,13 @@ use std::process::Output;
 
 use crate::{
     certs::{Identity, TestPki},
+    curl::Curl,
     daemon::{Daemon, Scratch},
+    gateway_config::web_gateway,
     http_headers_backend,
     servers::silent_backend,
-    topology::{backend_addr4, GW_CLIENT_ADDR4, GW_CLIENT_IFNAME},
-    NetNs, ServerHandle, Topology, VIP4,
+    topology::{GW_CLIENT_ADDR4, GW_CLIENT_IFNAME},
+    NetNs, ServerHandle, Topology,
 };
 
 pub const SERVER_NAME: &str = "kc.test";
@@ -101,21 +103,14 @@ impl Lab {
         let pki = TestPki::generate(&scratch.path().join("pki"), &[SERVER_NAME])
             .expect("generate the test PKI");
         let instance = format!("test-{prefix}");
-        let mut text = format!(
-            "instance = \"{instance}\"\ninterfaces = [\"{GW_CLIENT_IFNAME}\"]\n\
-             conntrack_entries = 65536\n\n[admin]\nsocket = \"{}\"\n\n[management]\n\
-             address = \"127.0.0.1:9019\"\n\n[encap]\nsource_v4 = \"198.19.255.0/24\"\n\
-             source_v6 = \"2001:db8:ffff::/96\"\n\n[[vip]]\nname = \"web\"\n\
-             address = \"{VIP4}:80\"\ntable_size = 251\n",
-            Daemon::socket_in(scratch.path()).display(),
+        let mut text = web_gateway(
+            &instance,
+            &[GW_CLIENT_IFNAME],
+            scratch.path(),
+            "127.0.0.1:9019",
+            "",
+            BACKENDS,
         );
-        for i in 0..BACKENDS {
-            let _ = write!(
-                text,
-                "[[vip.backend]]\naddress = \"{}\"\n",
-                backend_addr4(i)
-            );
-        }
         for listener in listeners {
             text.push_str(&listener.toml(&pki));
         }
@@ -147,27 +142,15 @@ impl Lab {
     /// curl from the client namespace to the listener at `at` (by name, resolved to `at`);
     /// `extra` are more curl arguments. Returns the body, or curl's failure.
     pub fn try_curl(&self, at: SocketAddr, extra: &[&str]) -> anyhow::Result<String> {
-        let ip = match at.ip() {
-            IpAddr::V4(ip) => ip.to_string(),
-            IpAddr::V6(ip) => format!("[{ip}]"),
-        };
-        let resolve = format!("{SERVER_NAME}:{}:{ip}", at.port());
-        let url = format!("https://{SERVER_NAME}:{}/realms/x?y=1", at.port());
-        let ca = self.pki.ca_cert().display().to_string();
-        let mut args = vec![
-            "curl",
-            "-sS",
-            "--fail",
-            "--max-time",
-            "10",
-            "--resolve",
-            &resolve,
-            "--cacert",
-            &ca,
-        ];
-        args.extend_from_slice(extra);
-        args.push(&url);
-        self.topo.client().run(&args)
+        self.https(at, "/realms/x?y=1")
+            .fail()
+            .args(extra)
+            .run(self.topo.client())
+    }
+
+    /// curl from the client namespace to `path` at the listener at `at`, by name.
+    pub fn https(&self, at: SocketAddr, path: &str) -> Curl {
+        Curl::https(SERVER_NAME, at, path, self.pki.ca_cert())
     }
 
     /// [`Lab::try_curl`] that must succeed.
@@ -187,11 +170,11 @@ impl Lab {
         at: SocketAddr,
         extra: &[&str],
     ) -> anyhow::Result<String> {
-        let cert = id.chain().display().to_string();
-        let key = id.key().display().to_string();
-        let mut args = vec!["--cert", cert.as_str(), "--key", key.as_str()];
-        args.extend_from_slice(extra);
-        self.try_curl(at, &args)
+        self.https(at, "/realms/x?y=1")
+            .fail()
+            .identity(id)
+            .args(extra)
+            .run(self.topo.client())
     }
 
     /// curl presenting the valid client certificate; must succeed.
@@ -247,39 +230,15 @@ impl Lab {
     /// curl `path` (with its query) at the listener at `at`, without `--fail`: the status and
     /// the body.
     pub fn fetch(&self, at: SocketAddr, path: &str, extra: &[&str]) -> (u16, String) {
-        let ip = match at.ip() {
-            IpAddr::V4(ip) => ip.to_string(),
-            IpAddr::V6(ip) => format!("[{ip}]"),
-        };
-        let resolve = format!("{SERVER_NAME}:{}:{ip}", at.port());
-        let url = format!("https://{SERVER_NAME}:{}{path}", at.port());
-        let ca = self.pki.ca_cert().display().to_string();
-        let mut args = vec![
-            "curl",
-            "-sS",
-            "--max-time",
-            "10",
-            "--resolve",
-            &resolve,
-            "--cacert",
-            &ca,
-            "-w",
-            "\n%{http_code}",
-        ];
-        args.extend_from_slice(extra);
-        args.push(&url);
-        let out = self.topo.client().run(&args).unwrap_or_else(|err| {
-            panic!(
-                "curl {extra:?} {url}: {err:#}\nsluice:\n{}",
-                self.daemon.log_text()
-            )
-        });
-        let (body, code) = out.rsplit_once('\n').unwrap_or(("", &out));
-        let code = code
-            .trim()
-            .parse()
-            .unwrap_or_else(|_| panic!("curl {url}: no status in {out:?}"));
-        (code, body.to_owned())
+        self.https(at, path)
+            .args(extra)
+            .status_and_body(self.topo.client())
+            .unwrap_or_else(|err| {
+                panic!(
+                    "curl {extra:?} {path} at {at}: {err:#}\nsluice:\n{}",
+                    self.daemon.log_text()
+                )
+            })
     }
 
     /// Replaces the header-echo backends with ones that accept and never answer, on the same

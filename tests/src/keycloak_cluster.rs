@@ -25,10 +25,11 @@ use crate::{
     certs::TestPki,
     daemon::{Daemon, Scratch},
     edge_lab::Listener,
+    gateway_config::web_gateway,
     keycloak::{Installation, Keycloak, Spec, HTTP_PORT, MANAGEMENT_PORT},
     netns::{run_cmd, ChildGuard, NetNs},
     topology::{backend_addr4, gw_backend_addr4, GW_CLIENT_IFNAME},
-    Topology, VIP4,
+    Topology,
 };
 
 pub const SERVER_NAME: &str = "kc.test";
@@ -211,23 +212,18 @@ impl Cluster {
         let postgres = Postgres::start(topo.gateway(), &scratch.path().join("pg"))
             .unwrap_or_else(|err| panic!("PostgreSQL: {err:#}"));
         let instance = format!("test-{prefix}");
-        let mut text = format!(
-            "instance = \"{instance}\"\ninterfaces = [\"{GW_CLIENT_IFNAME}\"]\n\
-             conntrack_entries = 65536\n\n[admin]\nsocket = \"{}\"\n\n[management]\n\
-             address = \"127.0.0.1:9019\"\n\n[encap]\nsource_v4 = \"198.19.255.0/24\"\n\
-             source_v6 = \"2001:db8:ffff::/96\"\n\n[[vip]]\nname = \"web\"\n\
-             address = \"{VIP4}:80\"\ntable_size = 251\n\n[vip.health_check]\nkind = \"http\"\n\
-             port = {MANAGEMENT_PORT}\npath = \"/health/ready\"\ninterval = \"1s\"\n\
-             timeout = \"1s\"\nrise = 2\nfall = 3\n",
-            Daemon::socket_in(scratch.path()).display(),
+        let health_check = format!(
+            "\n[vip.health_check]\nkind = \"http\"\nport = {MANAGEMENT_PORT}\n\
+             path = \"/health/ready\"\ninterval = \"1s\"\ntimeout = \"1s\"\nrise = 2\nfall = 3\n"
         );
-        for i in 0..NODES {
-            let _ = write!(
-                text,
-                "[[vip.backend]]\naddress = \"{}\"\n",
-                backend_addr4(i)
-            );
-        }
+        let mut text = web_gateway(
+            &instance,
+            &[GW_CLIENT_IFNAME],
+            scratch.path(),
+            "127.0.0.1:9019",
+            &health_check,
+            NODES,
+        );
         let mut listener = Listener::v4("kc", EDGE_PORT);
         listener.client_auth = "none";
         listener.formats = &[];

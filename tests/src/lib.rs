@@ -8,8 +8,10 @@
 
 pub mod certs;
 pub mod clients;
+pub mod curl;
 pub mod daemon;
 pub mod edge_lab;
+pub mod gateway_config;
 pub mod haproxy;
 pub mod http1;
 pub mod keycloak;

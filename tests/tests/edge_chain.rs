@@ -24,12 +24,14 @@ use rcgen::{
 };
 use sluice_tests::{
     certs::TestPki,
+    curl::Curl,
     daemon::{Daemon, Scratch},
+    gateway_config::web_gateway,
     http_headers_backend,
     keycloak_decode::{b64_der, form_url_decode, keycloak_xfcc, pem_der},
     require_root,
-    topology::{backend_addr4, GW_CLIENT_ADDR4, GW_CLIENT_IFNAME},
-    ServerHandle, Topology, VIP4,
+    topology::{GW_CLIENT_ADDR4, GW_CLIENT_IFNAME},
+    ServerHandle, Topology,
 };
 
 const SERVER_NAME: &str = "kc.test";
@@ -125,21 +127,14 @@ impl Lab {
             .concat();
         std::fs::write(&bundle, text).unwrap();
         let instance = format!("test-{prefix}");
-        let mut text = format!(
-            "instance = \"{instance}\"\ninterfaces = [\"{GW_CLIENT_IFNAME}\"]\n\
-             conntrack_entries = 65536\n\n[admin]\nsocket = \"{}\"\n\n[management]\n\
-             address = \"127.0.0.1:9019\"\n\n[encap]\nsource_v4 = \"198.19.255.0/24\"\n\
-             source_v6 = \"2001:db8:ffff::/96\"\n\n[[vip]]\nname = \"web\"\n\
-             address = \"{VIP4}:80\"\ntable_size = 251\n",
-            Daemon::socket_in(scratch.path()).display(),
+        let mut text = web_gateway(
+            &instance,
+            &[GW_CLIENT_IFNAME],
+            scratch.path(),
+            "127.0.0.1:9019",
+            "",
+            BACKENDS,
         );
-        for i in 0..BACKENDS {
-            let _ = write!(
-                text,
-                "[[vip.backend]]\naddress = \"{}\"\n",
-                backend_addr4(i)
-            );
-        }
         for l in listeners {
             let _ = write!(
                 text,
@@ -190,30 +185,14 @@ impl Lab {
     /// curl from the client namespace presenting `cert` (leaf first, then whatever follows)
     /// with `key`; returns the backend's echo of the request head.
     fn curl(&self, at: SocketAddr, cert: &Path, key: &Path) -> String {
-        let resolve = format!("{SERVER_NAME}:{}:{}", at.port(), at.ip());
-        let url = format!("https://{SERVER_NAME}:{}/realms/x", at.port());
-        let ca = self.pki.ca_cert().display().to_string();
-        let (cert, key) = (cert.display().to_string(), key.display().to_string());
-        let args = [
-            "curl",
-            "-sS",
-            "--fail",
-            "--http1.1",
-            "--max-time",
-            "10",
-            "--resolve",
-            &resolve,
-            "--cacert",
-            &ca,
-            "--cert",
-            &cert,
-            "--key",
-            &key,
-            &url,
-        ];
-        self.topo.client().run(&args).unwrap_or_else(|err| {
+        let curl = Curl::https(SERVER_NAME, at, "/realms/x", self.pki.ca_cert())
+            .fail()
+            .args(&["--http1.1"])
+            .cert(cert, key);
+        curl.run(self.topo.client()).unwrap_or_else(|err| {
             panic!(
-                "curl --cert {cert} to {at}: {err:#}\nsluice:\n{}",
+                "curl --cert {} to {at}: {err:#}\nsluice:\n{}",
+                cert.display(),
                 self.daemon.log_text()
             )
         })

@@ -19,15 +19,14 @@ use std::net::{Ipv4Addr, SocketAddr};
 
 use sluice_tests::{
     certs::TestPki,
+    curl::Curl,
     daemon::{Daemon, Scratch},
+    gateway_config::web_gateway,
     haproxy::{Haproxy, HaproxySpec},
     http_headers_backend, require_root,
     servers::http_proxy_headers_backend,
-    topology::{
-        backend_addr4, CLIENT_ADDR4, GW_CLIENT_ADDR4, GW_CLIENT_IFNAME, GW_PROXY_IFNAME,
-        PROXY_ADDR4,
-    },
-    ServerHandle, Topology, VIP4,
+    topology::{CLIENT_ADDR4, GW_CLIENT_ADDR4, GW_CLIENT_IFNAME, GW_PROXY_IFNAME, PROXY_ADDR4},
+    ServerHandle, Topology,
 };
 
 const SERVER_NAME: &str = "kc.test";
@@ -64,21 +63,14 @@ impl Lab {
         let pki = TestPki::generate(&scratch.path().join("pki"), &[SERVER_NAME])
             .expect("generate the test PKI");
         let instance = format!("test-{prefix}");
-        let mut text = format!(
-            "instance = \"{instance}\"\ninterfaces = [\"{GW_CLIENT_IFNAME}\", \"{GW_PROXY_IFNAME}\"]\n\
-             conntrack_entries = 65536\n\n[admin]\nsocket = \"{}\"\n\n[management]\n\
-             address = \"{MANAGEMENT}\"\n\n[encap]\nsource_v4 = \"198.19.255.0/24\"\n\
-             source_v6 = \"2001:db8:ffff::/96\"\n\n[[vip]]\nname = \"web\"\n\
-             address = \"{VIP4}:80\"\ntable_size = 251\n",
-            Daemon::socket_in(scratch.path()).display(),
+        let mut text = web_gateway(
+            &instance,
+            &[GW_CLIENT_IFNAME, GW_PROXY_IFNAME],
+            scratch.path(),
+            MANAGEMENT,
+            "",
+            BACKENDS,
         );
-        for i in 0..BACKENDS {
-            let _ = write!(
-                text,
-                "[[vip.backend]]\naddress = \"{}\"\n",
-                backend_addr4(i)
-            );
-        }
         for (name, port, policy) in [
             ("required", REQUIRED_PORT, "required"),
             ("optional", OPTIONAL_PORT, "optional"),
@@ -135,26 +127,13 @@ impl Lab {
     /// curl from the client namespace to `https://kc.test:<port>/` at `ip`; `extra` are more
     /// curl arguments. The body, then [`MARK`] and curl's local `ip:port`.
     fn curl(&self, ip: Ipv4Addr, port: u16, extra: &[&str]) -> anyhow::Result<String> {
-        let resolve = format!("{SERVER_NAME}:{port}:{ip}");
-        let url = format!("https://{SERVER_NAME}:{port}/who");
-        let ca = self.pki.ca_cert().display().to_string();
+        let at = SocketAddr::new(ip.into(), port);
         let write_out = format!("{MARK}%{{local_ip}}:%{{local_port}}");
-        let mut args = vec![
-            "curl",
-            "-sS",
-            "--fail",
-            "--max-time",
-            "10",
-            "--resolve",
-            &resolve,
-            "--cacert",
-            &ca,
-            "-w",
-            &write_out,
-        ];
-        args.extend_from_slice(extra);
-        args.push(&url);
-        self.topo.client().run(&args)
+        Curl::https(SERVER_NAME, at, "/who", self.pki.ca_cert())
+            .fail()
+            .args(&["-w", &write_out])
+            .args(extra)
+            .run(self.topo.client())
     }
 
     fn logs(&self) -> String {

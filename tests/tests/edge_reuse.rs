@@ -36,28 +36,13 @@ fn lab(prefix: &str) -> Lab {
 /// One curl (one client connection): `REQUESTS` requests one after the other over `http`
 /// (`--http1.1` or `--http2`); each must come back from a backend.
 fn sequential(lab: &Lab, http: &str) {
-    let resolve = format!("{SERVER_NAME}:{EDGE_PORT}:{}", edge4().ip());
-    let ca = lab.pki.ca_cert().display().to_string();
-    let url = format!("https://{SERVER_NAME}:{EDGE_PORT}/realms/x");
-    let mut args = vec![
-        "curl",
-        "-sS",
-        "--fail",
-        "--max-time",
-        "60",
-        http,
-        "--resolve",
-        &resolve,
-        "--cacert",
-        &ca,
-        "-w",
-        "\n",
-    ];
-    args.extend(std::iter::repeat_n(url.as_str(), REQUESTS as usize));
-    let out =
-        lab.topo.client().run(&args).unwrap_or_else(|err| {
-            panic!("curl {http}: {err:#}\nsluice:\n{}", lab.daemon.log_text())
-        });
+    let out = lab
+        .https(edge4(), "/realms/x")
+        .fail()
+        .max_time(60)
+        .args(&[http, "-w", "\n"])
+        .run_times(lab.topo.client(), REQUESTS as usize)
+        .unwrap_or_else(|err| panic!("curl {http}: {err:#}\nsluice:\n{}", lab.daemon.log_text()));
     let answered = out.lines().filter(|l| l.starts_with("backend-")).count();
     assert_eq!(answered, REQUESTS as usize, "{http}: {out}");
 }

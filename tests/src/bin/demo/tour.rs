@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _, Result};
 use sluice_tests::certs::TestPki;
+use sluice_tests::curl::Curl;
 use sluice_tests::load::{self, Load};
 use sluice_tests::topology::{backend_addr4, CLIENT_ADDR4, GW_CLIENT_ADDR4};
 use sluice_tests::{http_headers_backend, NetNs, ServerHandle, Topology};
@@ -58,23 +59,11 @@ pub fn edge_backends(topo: &Topology) -> Result<Vec<ServerHandle>> {
 
 /// curl to the edge from the client namespace; `extra` are more curl arguments.
 fn curl(topo: &Topology, pki: &TestPki, extra: &[&str]) -> Result<String> {
-    let resolve = format!("{SERVER_NAME}:{EDGE_PORT}:{GW_CLIENT_ADDR4}");
-    let url = format!("https://{SERVER_NAME}:{EDGE_PORT}/realms/demo/account");
-    let ca = pki.ca_cert().display().to_string();
-    let mut args = vec![
-        "curl",
-        "-sS",
-        "--fail",
-        "--max-time",
-        "10",
-        "--resolve",
-        &resolve,
-        "--cacert",
-        &ca,
-    ];
-    args.extend_from_slice(extra);
-    args.push(&url);
-    topo.client().run(&args)
+    let at = SocketAddr::new(GW_CLIENT_ADDR4.into(), EDGE_PORT);
+    Curl::https(SERVER_NAME, at, "/realms/demo/account", pki.ca_cert())
+        .fail()
+        .args(extra)
+        .run(topo.client())
 }
 
 /// The edge step: a verified client, a forger, and a client without a certificate.
