@@ -22,6 +22,8 @@ pub const SERVER_NAME: &str = "kc.test";
 pub const EDGE_PORT: u16 = 8443;
 pub const BACKEND_PORT: u16 = 8080;
 pub const BACKENDS: usize = 2;
+/// The HTTP versions every edge request is tried over, as curl flags.
+pub const HTTP_VERSIONS: [&str; 2] = ["--http1.1", "--http2"];
 /// Every client certificate header format sluice knows.
 pub const ALL_FORMATS: [&str; 6] = ["rfc9440", "nginx", "apache", "haproxy", "traefik", "envoy"];
 
@@ -188,6 +190,54 @@ impl Lab {
             })
     }
 
+    /// curl over `http` to the listener at `at`, presenting `id` if given, with more curl
+    /// arguments (headers a client forges): the backend's echo and its header lines. The
+    /// request must be served, and nothing the client sent with "forged" in it may reach the
+    /// backend.
+    pub fn echo<S: AsRef<str>>(
+        &self,
+        at: SocketAddr,
+        http: &str,
+        id: Option<&Identity>,
+        extra: &[S],
+    ) -> (String, Vec<String>) {
+        let mut args = vec![http];
+        args.extend(extra.iter().map(AsRef::as_ref));
+        let body = match id {
+            Some(id) => self.try_curl_as(id, at, &args),
+            None => self.try_curl(at, &args),
+        }
+        .unwrap_or_else(|err| {
+            panic!(
+                "curl {args:?} to {at}: {err:#}\nsluice:\n{}",
+                self.daemon.log_text()
+            )
+        });
+        assert!(
+            !body.contains("forged"),
+            "{http}: a forged header passed:\n{body}"
+        );
+        let h = headers(&body);
+        (body, h)
+    }
+
+    /// The same request over `http` from each client that required client auth refuses: none,
+    /// an expired certificate, a certificate of an unknown CA; by who they are.
+    pub fn refused_clients(&self, http: &str) -> [(&'static str, anyhow::Result<String>); 3] {
+        let at = edge4();
+        [
+            ("no certificate", self.try_curl(at, &[http])),
+            (
+                "expired",
+                self.try_curl_as(&self.pki.expired_client, at, &[http]),
+            ),
+            (
+                "unknown CA",
+                self.try_curl_as(&self.pki.unknown_ca_client, at, &[http]),
+            ),
+        ]
+    }
+
     /// `openssl s_client` from the client namespace presenting `id`, over TLS 1.2 so a refused
     /// client certificate fails the handshake itself; sends a request and prints what came back.
     pub fn s_client_tls12(&self, id: &Identity, at: SocketAddr) -> Output {
@@ -293,6 +343,30 @@ pub fn single<'a>(h: &'a [String], name: &str, body: &str) -> &'a str {
     match values(h, name)[..] {
         [one] => one,
         ref other => panic!("{name}: want exactly one value, got {other:?}:\n{body}"),
+    }
+}
+
+/// Curl arguments sending each `(name, value)` header.
+pub fn header_args(headers: impl IntoIterator<Item = (String, String)>) -> Vec<String> {
+    headers
+        .into_iter()
+        .flat_map(|(name, value)| ["-H".to_owned(), format!("{name}: {value}")])
+        .collect()
+}
+
+/// Each `(name, decode, want, what)`: the only value of `name` decodes to exactly `want`.
+pub fn assert_decoded(
+    h: &[String],
+    body: &str,
+    http: &str,
+    expect: &[(&str, fn(&str) -> Vec<u8>, &[u8], &str)],
+) {
+    for (name, decode, want, what) in expect {
+        assert_eq!(
+            decode(single(h, name, body)),
+            *want,
+            "{http}: {what} ({name})"
+        );
     }
 }
 

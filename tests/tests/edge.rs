@@ -13,8 +13,8 @@ use std::net::{IpAddr, SocketAddr};
 use base64::{engine::general_purpose::STANDARD, Engine as _};
 use sluice_tests::{
     edge_lab::{
-        backend_of, edge4, headers, single, values, Lab, Listener, ALL_FORMATS, EDGE_PORT,
-        SERVER_NAME,
+        assert_decoded, backend_of, edge4, header_args, headers, single, values, Lab, Listener,
+        ALL_FORMATS, EDGE_PORT, HTTP_VERSIONS, SERVER_NAME,
     },
     keycloak_decode::{b64_der, form_url_decode, pem_der, xfcc_pairs},
     require_root,
@@ -80,25 +80,43 @@ const WITHOUT_CERT: [&str; 7] = [
 /// Two `-H` per managed name, one upper case and one in alternating case, each with a value
 /// that contains "forged".
 fn forge_every_managed_header() -> Vec<String> {
-    let mut args = Vec::new();
-    for (n, (name, _)) in managed_names().iter().enumerate() {
-        let mixed: String = name
-            .chars()
+    header_args(
+        managed_names()
+            .into_iter()
             .enumerate()
-            .map(|(i, c)| {
-                if i % 2 == 0 {
-                    c.to_ascii_uppercase()
-                } else {
-                    c
-                }
-            })
-            .collect();
-        for (variant, spelled) in [name.to_ascii_uppercase(), mixed].into_iter().enumerate() {
-            args.push("-H".to_owned());
-            args.push(format!("{spelled}: forged-{n}-{variant}"));
-        }
-    }
-    args
+            .flat_map(|(n, (name, _))| {
+                let mixed: String = name
+                    .chars()
+                    .enumerate()
+                    .map(|(i, c)| {
+                        if i % 2 == 0 {
+                            c.to_ascii_uppercase()
+                        } else {
+                            c
+                        }
+                    })
+                    .collect();
+                [name.to_ascii_uppercase(), mixed]
+                    .into_iter()
+                    .enumerate()
+                    .map(move |(variant, spelled)| (spelled, format!("forged-{n}-{variant}")))
+            }),
+    )
+}
+
+/// An RFC 9440 byte sequence (`:base64:`) as DER.
+fn sf_der(value: &str) -> Vec<u8> {
+    b64_der(
+        value
+            .strip_prefix(':')
+            .and_then(|v| v.strip_suffix(':'))
+            .expect("sf byte sequence"),
+    )
+}
+
+/// nginx's `$ssl_client_escaped_cert` (form-URL-encoded PEM) as DER.
+fn nginx_der(value: &str) -> Vec<u8> {
+    pem_der(&form_url_decode(value))
 }
 
 #[test]
@@ -107,10 +125,8 @@ fn edge_hands_the_verified_certificate_and_the_real_client_to_the_backend() {
     let lab = Lab::start("sle1", &[Listener::v4("kc", EDGE_PORT)]);
     let leaf_b64 = STANDARD.encode(lab.pki.client.der().as_ref());
     let chain_b64 = STANDARD.encode(lab.pki.client.intermediates()[0].as_ref());
-    for http in ["--http1.1", "--http2"] {
-        let mut extra = vec![http];
-        extra.extend_from_slice(&FORGED);
-        let body = lab.with_client_cert(edge4(), &extra);
+    for http in HTTP_VERSIONS {
+        let (body, h) = lab.echo(edge4(), http, Some(&lab.pki.client), &FORGED);
         assert!(body.starts_with("backend-"), "{http}: {body}");
         assert!(
             body.lines()
@@ -118,7 +134,6 @@ fn edge_hands_the_verified_certificate_and_the_real_client_to_the_backend() {
                 .is_some_and(|l| l.starts_with("GET /realms/x?y=1 HTTP/1.1")),
             "{http}: the path and query reach the backend unchanged: {body}"
         );
-        let h = headers(&body);
         assert_eq!(
             values(&h, "client-cert"),
             [format!(":{leaf_b64}:").as_str()],
@@ -135,10 +150,7 @@ fn edge_hands_the_verified_certificate_and_the_real_client_to_the_backend() {
             "{http}: {body}"
         );
         assert_eq!(values(&h, "ssl-client-cert").len(), 1, "{http}: {body}");
-        assert!(
-            !body.contains("forged") && !body.contains("Zm9yZ2Vk"),
-            "{http}: {body}"
-        );
+        assert!(!body.contains("Zm9yZ2Vk"), "{http}: {body}");
         assert!(
             !body.contains("203.0.113.66"),
             "{http}: forged addresses pass: {body}"
@@ -162,10 +174,7 @@ fn edge_hands_the_verified_certificate_and_the_real_client_to_the_backend() {
     }
 
     // Optional client auth without a certificate: served, and no certificate header at all.
-    let mut extra = vec!["--http1.1"];
-    extra.extend_from_slice(&FORGED);
-    let body = lab.curl(edge4(), &extra);
-    let h = headers(&body);
+    let (body, h) = lab.echo(edge4(), "--http1.1", None, &FORGED);
     assert!(values(&h, "client-cert").is_empty(), "{body}");
     assert!(values(&h, "client-cert-chain").is_empty(), "{body}");
     assert!(values(&h, "ssl-client-cert").is_empty(), "{body}");
@@ -187,30 +196,15 @@ fn required_client_auth_serves_only_verified_clients() {
     listener.client_auth = "required";
     let lab = Lab::start("sle2", &[listener]);
     let leaf = format!(":{}:", STANDARD.encode(lab.pki.client.der().as_ref()));
-    for http in ["--http1.1", "--http2"] {
-        let body = lab.with_client_cert(edge4(), &[http]);
+    for http in HTTP_VERSIONS {
+        let (body, h) = lab.echo::<&str>(edge4(), http, Some(&lab.pki.client), &[]);
         assert!(body.starts_with("backend-"), "{http}: {body}");
-        assert_eq!(
-            values(&headers(&body), "client-cert"),
-            [leaf.as_str()],
-            "{http}: {body}"
-        );
+        assert_eq!(values(&h, "client-cert"), [leaf.as_str()], "{http}: {body}");
     }
 
     let served = lab.backend_connections();
-    for http in ["--http1.1", "--http2"] {
-        let refused = [
-            ("no certificate", lab.try_curl(edge4(), &[http])),
-            (
-                "expired",
-                lab.try_curl_as(&lab.pki.expired_client, edge4(), &[http]),
-            ),
-            (
-                "unknown CA",
-                lab.try_curl_as(&lab.pki.unknown_ca_client, edge4(), &[http]),
-            ),
-        ];
-        for (who, result) in refused {
+    for http in HTTP_VERSIONS {
+        for (who, result) in lab.refused_clients(http) {
             let err = result
                 .err()
                 .unwrap_or_else(|| panic!("{http}: the {who} client was served"));
@@ -272,18 +266,10 @@ fn every_format_at_once_decodes_to_the_client_certificate_and_forgeries_never_pa
     let leaf = lab.pki.client.der().as_ref().to_vec();
     let inter = lab.pki.client.intermediates()[0].as_ref().to_vec();
     let forged = forge_every_managed_header();
-    for http in ["--http1.1", "--http2"] {
-        let mut extra = vec![http];
-        extra.extend(forged.iter().map(String::as_str));
-        let body = lab.with_client_cert(edge4(), &extra);
-        let h = headers(&body);
-
+    for http in HTTP_VERSIONS {
         // Forged copies, whatever their case or count, never reach the backend; each managed
         // header sluice sets arrives exactly once.
-        assert!(
-            !body.contains("forged"),
-            "{http}: a forged header passed:\n{body}"
-        );
+        let (body, h) = lab.echo(edge4(), http, Some(&lab.pki.client), &forged);
         for (name, set) in managed_names() {
             assert_eq!(
                 values(&h, &name).len(),
@@ -292,61 +278,40 @@ fn every_format_at_once_decodes_to_the_client_certificate_and_forgeries_never_pa
             );
         }
 
-        // rfc9440 (Rfc9440ClientCertificateLookup): byte sequences.
-        let seq = |v: &str| {
-            b64_der(
-                v.strip_prefix(':')
-                    .and_then(|v| v.strip_suffix(':'))
-                    .expect("sf byte sequence"),
-            )
-        };
-        assert_eq!(
-            seq(single(&h, "client-cert", &body)),
-            leaf,
-            "{http}: rfc9440"
+        // Each the way Keycloak's provider for it decodes it: rfc9440
+        // (Rfc9440ClientCertificateLookup) byte sequences; nginx
+        // (NginxProxySslClientCertificateLookup) form-URL-decoded PEM; apache
+        // (ApacheProxySslClientCertificateLookup) PEM leaf and chain headers; haproxy
+        // (HaProxySslClientCertificateLookup) bare base64 DER.
+        assert_decoded(
+            &h,
+            &body,
+            http,
+            &[
+                ("client-cert", sf_der, &leaf, "rfc9440"),
+                ("client-cert-chain", sf_der, &inter, "rfc9440 chain"),
+                ("ssl-client-cert", nginx_der, &leaf, "nginx"),
+                ("ssl_client_cert", pem_der, &leaf, "apache"),
+                ("cert_chain_0", pem_der, &inter, "apache chain"),
+                ("x-ssl-client-cert", b64_der, &leaf, "haproxy"),
+                (
+                    "x-ssl-client-cert-chain_0",
+                    b64_der,
+                    &inter,
+                    "haproxy chain",
+                ),
+            ],
         );
-        assert_eq!(
-            seq(single(&h, "client-cert-chain", &body)),
-            inter,
-            "{http}: rfc9440 chain"
-        );
-
-        // nginx (NginxProxySslClientCertificateLookup): form-URL-decode, then PEM.
         let nginx = single(&h, "ssl-client-cert", &body);
         assert!(
             !nginx.contains(['+', '/', '=', ' ']),
             "{http}: nginx escaping: {nginx}"
         );
-        assert_eq!(pem_der(&form_url_decode(nginx)), leaf, "{http}: nginx");
         assert_eq!(single(&h, "ssl-client-verify", &body), "SUCCESS");
         let subject = single(&h, "ssl-client-subject-dn", &body);
         assert!(
             subject.contains("Doe") && subject.contains("Example"),
             "{http}: {subject}"
-        );
-
-        // apache (ApacheProxySslClientCertificateLookup): PEM leaf, PEM chain headers.
-        assert_eq!(
-            pem_der(single(&h, "ssl_client_cert", &body)),
-            leaf,
-            "{http}: apache"
-        );
-        assert_eq!(
-            pem_der(single(&h, "cert_chain_0", &body)),
-            inter,
-            "{http}: apache chain"
-        );
-
-        // haproxy (HaProxySslClientCertificateLookup): bare base64 DER.
-        assert_eq!(
-            b64_der(single(&h, "x-ssl-client-cert", &body)),
-            leaf,
-            "{http}: haproxy"
-        );
-        assert_eq!(
-            b64_der(single(&h, "x-ssl-client-cert-chain_0", &body)),
-            inter,
-            "{http}: haproxy chain"
         );
 
         // traefik (TraefikProxySslClientCertificateLookup): bare base64 DER split on ','.
@@ -390,11 +355,7 @@ fn every_format_at_once_decodes_to_the_client_certificate_and_forgeries_never_pa
     }
 
     // Without a certificate (optional): none of the certificate headers, whatever was forged.
-    let mut extra = vec!["--http1.1"];
-    extra.extend(forged.iter().map(String::as_str));
-    let body = lab.curl(edge4(), &extra);
-    assert!(!body.contains("forged"), "{body}");
-    let h = headers(&body);
+    let (body, h) = lab.echo(edge4(), "--http1.1", None, &forged);
     for (name, _) in managed_names() {
         let want = usize::from(WITHOUT_CERT.contains(&name.as_str()));
         assert_eq!(values(&h, &name).len(), want, "{name}:\n{body}");
@@ -416,11 +377,8 @@ fn a_trusted_peers_forwarded_headers_are_kept_and_extended() {
     let mut trusted = Listener::v4("trusted", EDGE_PORT);
     trusted.trusted_proxies = vec![format!("{CLIENT_ADDR4}/32")];
     let lab = Lab::start("sle4", &[trusted]);
-    for http in ["--http1.1", "--http2"] {
-        let mut extra = vec![http];
-        extra.extend_from_slice(&THEIRS);
-        let body = lab.curl(edge4(), &extra);
-        let h = headers(&body);
+    for http in HTTP_VERSIONS {
+        let (body, h) = lab.echo(edge4(), http, None, &THEIRS);
         assert_eq!(
             values(&h, "x-forwarded-for"),
             [format!("198.51.100.9, {CLIENT_ADDR4}").as_str()],
@@ -444,11 +402,8 @@ fn untrusted_and_ipv6_clients_get_forwarded_headers_of_their_own() {
     v6.address = SocketAddr::new(IpAddr::V6(GW_CLIENT_ADDR6), EDGE_PORT + 1);
     let v6_at = v6.address;
     let lab = Lab::start("sle6", &[untrusted, v6]);
-    for http in ["--http1.1", "--http2"] {
-        let mut extra = vec![http];
-        extra.extend_from_slice(&THEIRS);
-        let body = lab.curl(edge4(), &extra);
-        let h = headers(&body);
+    for http in HTTP_VERSIONS {
+        let (body, h) = lab.echo(edge4(), http, None, &THEIRS);
         assert!(
             !body.contains("198.51.100.9"),
             "{http}: kept from an untrusted peer:\n{body}"
@@ -463,8 +418,7 @@ fn untrusted_and_ipv6_clients_get_forwarded_headers_of_their_own() {
             "{http}: {body}"
         );
 
-        let body = lab.curl(v6_at, &extra);
-        let h = headers(&body);
+        let (body, h) = lab.echo(v6_at, http, None, &THEIRS);
         assert!(!body.contains("198.51.100.9"), "{http}: {body}");
         assert_eq!(
             values(&h, "x-forwarded-for"),
@@ -614,41 +568,22 @@ fn custom_certificate_header_names_reach_the_backend() {
     let lab = Lab::start("slecfg1", &[listener]);
     let leaf = lab.pki.client.der().as_ref().to_vec();
     let inter = lab.pki.client.intermediates()[0].as_ref().to_vec();
-    let mut forged = Vec::new();
-    for (i, name) in FORGED_NAMES.iter().enumerate() {
-        for spelled in [name.to_ascii_uppercase(), name.to_ascii_lowercase()] {
-            forged.push("-H".to_owned());
-            forged.push(format!("{spelled}: forged-{i}"));
-        }
-    }
-    for http in ["--http1.1", "--http2"] {
-        let mut extra = vec![http];
-        extra.extend(forged.iter().map(String::as_str));
-        let body = lab.with_client_cert(edge4(), &extra);
-        let h = headers(&body);
-        assert!(
-            !body.contains("forged"),
-            "{http}: a forged header passed:\n{body}"
-        );
-        assert_eq!(
-            pem_der(single(&h, "x-client-pem", &body)),
-            leaf,
-            "{http}: apache leaf under its configured name"
-        );
-        assert_eq!(
-            pem_der(single(&h, "x-client-chain_0", &body)),
-            inter,
-            "{http}: apache chain under its configured prefix"
-        );
-        assert_eq!(
-            b64_der(single(&h, "x-client-der", &body)),
-            leaf,
-            "{http}: haproxy leaf under its configured name"
-        );
-        assert_eq!(
-            b64_der(single(&h, "x-client-der-chain_0", &body)),
-            inter,
-            "{http}: haproxy chain under its configured prefix"
+    let forged = header_args(FORGED_NAMES.iter().enumerate().flat_map(|(i, name)| {
+        [name.to_ascii_uppercase(), name.to_ascii_lowercase()]
+            .map(|spelled| (spelled, format!("forged-{i}")))
+    }));
+    for http in HTTP_VERSIONS {
+        let (body, h) = lab.echo(edge4(), http, Some(&lab.pki.client), &forged);
+        assert_decoded(
+            &h,
+            &body,
+            http,
+            &[
+                ("x-client-pem", pem_der, &leaf, "apache"),
+                ("x-client-chain_0", pem_der, &inter, "apache chain"),
+                ("x-client-der", b64_der, &leaf, "haproxy"),
+                ("x-client-der-chain_0", b64_der, &inter, "haproxy chain"),
+            ],
         );
         for absent in [
             "x-client-chain_1",
@@ -666,12 +601,8 @@ fn custom_certificate_header_names_reach_the_backend() {
     }
 
     // Without a certificate none of them is set, and no forgery passes either.
-    let mut extra = vec!["--http1.1"];
-    extra.extend(forged.iter().map(String::as_str));
-    let body = lab.curl(edge4(), &extra);
+    let (body, h) = lab.echo(edge4(), "--http1.1", None, &forged);
     assert!(body.starts_with("backend-"), "{body}");
-    assert!(!body.contains("forged"), "{body}");
-    let h = headers(&body);
     for name in FORGED_NAMES {
         assert!(
             values(&h, &name.to_ascii_lowercase()).is_empty(),
@@ -686,7 +617,7 @@ fn path_prefix_serves_only_its_paths_and_removes_it() {
     let mut listener = Listener::v4("kc", EDGE_PORT);
     listener.settings = vec!["path_prefix = \"/auth\"".to_owned()];
     let lab = Lab::start("slecfg2", &[listener]);
-    for http in ["--http1.1", "--http2"] {
+    for http in HTTP_VERSIONS {
         let (code, body) = lab.fetch(
             edge4(),
             "/auth/realms/x?y=1",
@@ -812,18 +743,7 @@ fn edge_metrics_count_responses_handshakes_and_client_certificates_across_a_relo
     good(&lab, 2);
 
     // Handshakes the verifier refuses.
-    let refused = [
-        ("no certificate", lab.try_curl(edge4(), &["--http1.1"])),
-        (
-            "expired",
-            lab.try_curl_as(&lab.pki.expired_client, edge4(), &["--http1.1"]),
-        ),
-        (
-            "unknown CA",
-            lab.try_curl_as(&lab.pki.unknown_ca_client, edge4(), &["--http1.1"]),
-        ),
-    ];
-    for (who, result) in refused {
+    for (who, result) in lab.refused_clients("--http1.1") {
         assert!(result.is_err(), "the {who} client was served");
     }
 

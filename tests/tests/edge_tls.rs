@@ -10,7 +10,7 @@
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,6 +18,7 @@ use std::time::Duration;
 use lb_userspace::config::tls::{CertFiles, ClientAuth, TlsSettings};
 use lb_userspace::edge::tls::{server_config, Reloadable};
 use sluice_tests::certs::{Identity, TestPki};
+use tempfile::TempDir;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
@@ -30,7 +31,7 @@ const BODY: &str = "edge tls ok";
 
 /// A scratch directory with a fresh PKI, removed on drop.
 struct Fixture {
-    dir: PathBuf,
+    dir: TempDir,
     pki: TestPki,
     /// A second server certificate ("beta.test", "*.wild.test").
     beta: Identity,
@@ -38,10 +39,11 @@ struct Fixture {
 
 impl Fixture {
     fn new(tag: &str) -> Fixture {
-        let dir =
-            std::env::temp_dir().join(format!("sluice-edge-tls-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        let pki = TestPki::generate(&dir, &["alpha.test", "localhost", "127.0.0.1"]).unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("sluice-edge-tls-{tag}-"))
+            .tempdir()
+            .unwrap();
+        let pki = TestPki::generate(dir.path(), &["alpha.test", "localhost", "127.0.0.1"]).unwrap();
         let beta = pki
             .issue_server("beta", &["beta.test", "*.wild.test"])
             .unwrap();
@@ -64,12 +66,6 @@ impl Fixture {
         s.client_ca = Some(self.pki.ca_cert().to_path_buf());
         s.max_chain_depth = max_chain_depth;
         s
-    }
-}
-
-impl Drop for Fixture {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
@@ -364,6 +360,22 @@ fn assert_refused(reason: &str, expect: &[&str]) {
     );
 }
 
+/// curl over HTTP/1.1, then `openssl s_client`, each presenting `client` (or no certificate):
+/// the server refuses both handshakes for a reason that mentions one of `reasons`, and curl
+/// fails.
+async fn assert_curl_and_s_client_refused(
+    server: &mut Server,
+    ca: &Path,
+    client: Option<&Identity>,
+    reasons: &[&str],
+) {
+    let out = curl(server.port(), client, ca, &["--http1.1"]).await;
+    assert_refused(&server.refused().await, reasons);
+    assert!(!out.status.success(), "{}", text(&out));
+    let _ = s_client(server.port(), Some("localhost"), client, ca, &[]).await;
+    assert_refused(&server.refused().await, reasons);
+}
+
 // ---- tests -----------------------------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread")]
@@ -520,87 +532,32 @@ async fn optional_without_certificate_is_let_in_with_none() {
     assert!(out.status.success(), "{}", text(&out));
     assert!(h.peer.is_some_and(|(leaf, _)| leaf == *f.pki.client.der()));
     // ...and a bad one is refused, not downgraded to "no certificate".
-    let out = curl(
-        server.port(),
-        Some(&f.pki.expired_client),
-        ca,
-        &["--http1.1"],
-    )
-    .await;
-    assert_refused(&server.refused().await, &["expired"]);
-    assert!(!out.status.success(), "{}", text(&out));
+    let expired = Some(&f.pki.expired_client);
+    assert_curl_and_s_client_refused(&mut server, ca, expired, &["expired"]).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn required_without_certificate_is_refused() {
     let f = Fixture::new("required-none");
     let mut server = Server::start(&f.settings(ClientAuth::Required, 4)).await;
-    let ca = f.pki.ca_cert();
-
-    let out = curl(server.port(), None, ca, &["--http1.1"]).await;
-    assert_refused(&server.refused().await, &["no certificate"]);
-    assert!(!out.status.success(), "{}", text(&out));
-
-    let _ = s_client(server.port(), Some("localhost"), None, ca, &[]).await;
-    assert_refused(&server.refused().await, &["no certificate"]);
+    assert_curl_and_s_client_refused(&mut server, f.pki.ca_cert(), None, &["no certificate"]).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn expired_client_is_refused() {
     let f = Fixture::new("expired");
     let mut server = Server::start(&f.settings(ClientAuth::Required, 4)).await;
-    let ca = f.pki.ca_cert();
-    let out = curl(
-        server.port(),
-        Some(&f.pki.expired_client),
-        ca,
-        &["--http1.1"],
-    )
-    .await;
-    assert_refused(&server.refused().await, &["expired"]);
-    assert!(!out.status.success(), "{}", text(&out));
-
-    let _ = s_client(
-        server.port(),
-        Some("localhost"),
-        Some(&f.pki.expired_client),
-        ca,
-        &[],
-    )
-    .await;
-    assert_refused(&server.refused().await, &["expired"]);
+    let (ca, client) = (f.pki.ca_cert(), Some(&f.pki.expired_client));
+    assert_curl_and_s_client_refused(&mut server, ca, client, &["expired"]).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn unknown_ca_client_is_refused() {
     let f = Fixture::new("unknown-ca");
     let mut server = Server::start(&f.settings(ClientAuth::Required, 4)).await;
-    let ca = f.pki.ca_cert();
-    let out = curl(
-        server.port(),
-        Some(&f.pki.unknown_ca_client),
-        ca,
-        &["--http1.1"],
-    )
-    .await;
-    assert_refused(
-        &server.refused().await,
-        &["unknownissuer", "unknown issuer"],
-    );
-    assert!(!out.status.success(), "{}", text(&out));
-
-    let _ = s_client(
-        server.port(),
-        Some("localhost"),
-        Some(&f.pki.unknown_ca_client),
-        ca,
-        &[],
-    )
-    .await;
-    assert_refused(
-        &server.refused().await,
-        &["unknownissuer", "unknown issuer"],
-    );
+    let (ca, client) = (f.pki.ca_cert(), Some(&f.pki.unknown_ca_client));
+    let reasons = ["unknownissuer", "unknown issuer"];
+    assert_curl_and_s_client_refused(&mut server, ca, client, &reasons).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -609,18 +566,8 @@ async fn chain_deeper_than_max_chain_depth_is_refused() {
     let ca = f.pki.ca_cert();
     {
         let mut server = Server::start(&f.settings(ClientAuth::Required, 1)).await;
-        let out = curl(server.port(), Some(&f.pki.deep_client), ca, &["--http1.1"]).await;
-        assert_refused(&server.refused().await, &["too deep"]);
-        assert!(!out.status.success(), "{}", text(&out));
-        let _ = s_client(
-            server.port(),
-            Some("localhost"),
-            Some(&f.pki.deep_client),
-            ca,
-            &[],
-        )
-        .await;
-        assert_refused(&server.refused().await, &["too deep"]);
+        let deep = Some(&f.pki.deep_client);
+        assert_curl_and_s_client_refused(&mut server, ca, deep, &["too deep"]).await;
         // One intermediate is within the limit.
         let out = curl(server.port(), Some(&f.pki.client), ca, &["--http1.1"]).await;
         assert!(server.accepted().await.peer.is_some());
@@ -654,7 +601,7 @@ async fn reload_applies_to_new_handshakes_only_when_valid() {
     let mut beta_only = settings.clone();
     beta_only.certificates.remove(0);
     let mut broken = beta_only.clone();
-    broken.certificates[0].key = f.dir.join("missing.key");
+    broken.certificates[0].key = f.dir.path().join("missing.key");
     assert!(server.tls.reload(&broken).is_err());
     let out = s_client(server.port(), Some("alpha.test"), None, ca, &[]).await;
     server.accepted().await;
