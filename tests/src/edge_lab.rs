@@ -354,12 +354,15 @@ pub fn header_args(headers: impl IntoIterator<Item = (String, String)>) -> Vec<S
         .collect()
 }
 
+/// How a header format turns a header value back into DER.
+pub type Decode = fn(&str) -> Vec<u8>;
+
 /// Each `(name, decode, want, what)`: the only value of `name` decodes to exactly `want`.
 pub fn assert_decoded(
     h: &[String],
     body: &str,
     http: &str,
-    expect: &[(&str, fn(&str) -> Vec<u8>, &[u8], &str)],
+    expect: &[(&str, Decode, &[u8], &str)],
 ) {
     for (name, decode, want, what) in expect {
         assert_eq!(
