@@ -18,6 +18,8 @@ pub mod management;
 pub mod metrics;
 pub mod observe;
 pub mod shutdown;
+#[cfg(test)]
+mod test_support;
 
 /// The XDP programs (`sluice_xdp`, `sluice_decap`), built by build.rs for the BPF target.
 pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/sluice"));

@@ -10,6 +10,7 @@ use crate::admin::{
     protocol::Response,
     server::{AdminServer, Handler},
 };
+use crate::test_support::Scratch;
 
 #[derive(Parser)]
 struct Cli {
@@ -90,13 +91,12 @@ struct FakeDaemon {
     runtime: tokio::runtime::Runtime,
     server: Option<AdminServer>,
     seen: Arc<Mutex<Vec<Request>>>,
-    dir: PathBuf,
+    dir: Scratch,
 }
 
 impl FakeDaemon {
-    fn start(name: &str, answer: fn(&Request) -> Response) -> FakeDaemon {
-        let dir = std::env::temp_dir().join(format!("sluice-cli-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
+    fn start(answer: fn(&Request) -> Response) -> FakeDaemon {
+        let dir = Scratch::new();
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
@@ -110,7 +110,7 @@ impl FakeDaemon {
             response
         });
         let server = runtime
-            .block_on(AdminServer::bind(&dir.join("admin.sock"), handler))
+            .block_on(AdminServer::bind(&dir.path("admin.sock"), handler))
             .unwrap();
         FakeDaemon {
             runtime,
@@ -121,7 +121,7 @@ impl FakeDaemon {
     }
 
     fn socket(&self) -> PathBuf {
-        self.dir.join("admin.sock")
+        self.dir.path("admin.sock")
     }
 }
 
@@ -129,13 +129,12 @@ impl Drop for FakeDaemon {
     fn drop(&mut self) {
         let _guard = self.runtime.enter();
         drop(self.server.take());
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
 #[test]
 fn commands_send_their_requests_and_succeed() {
-    let daemon = FakeDaemon::start("ok", |request| match request {
+    let daemon = FakeDaemon::start(|request| match request {
         Request::Reload => Response::data(&ReloadOutcome {
             vips: 2,
             backends: 7,
@@ -217,7 +216,7 @@ fn commands_send_their_requests_and_succeed() {
 
 #[test]
 fn daemon_refusal_exits_1() {
-    let daemon = FakeDaemon::start("refused", |_| Response::error("no VIP named api"));
+    let daemon = FakeDaemon::start(|_| Response::error("no VIP named api"));
     let command = AdminCommand::Drain {
         vip: "api".into(),
         backend: "198.18.10.2".parse().unwrap(),
@@ -234,7 +233,7 @@ fn daemon_refusal_exits_1() {
 
 #[test]
 fn version_skew_is_reported() {
-    let daemon = FakeDaemon::start("skew", |_| Response::data(&"surprise"));
+    let daemon = FakeDaemon::start(|_| Response::data(&"surprise"));
     let err = dispatch(&daemon.socket(), false, AdminCommand::Status { to: to() }).unwrap_err();
     assert!(
         err.to_string()
@@ -247,7 +246,8 @@ fn version_skew_is_reported() {
 
 #[test]
 fn no_daemon_exits_1_with_one_line() {
-    let socket = std::env::temp_dir().join(format!("sluice-cli-{}-none.sock", std::process::id()));
+    let dir = Scratch::new();
+    let socket = dir.path("none.sock");
     let err = dispatch(&socket, false, AdminCommand::Status { to: to() }).unwrap_err();
     assert_eq!(
         err.to_string(),

@@ -3,12 +3,9 @@
 
 mod broken;
 
-use std::{
-    net::IpAddr,
-    path::Path,
-    sync::atomic::{AtomicUsize, Ordering},
-    time::Duration,
-};
+use std::{net::IpAddr, path::Path, time::Duration};
+
+use crate::test_support::Scratch;
 
 use super::{
     client_cert::{Format, Names},
@@ -234,15 +231,9 @@ fn every_error_is_reported_in_file_order() {
 
 /// The errors `Config::load` gives for `text` written to a file, and the file's name.
 fn load_errors(text: &str) -> (ConfigErrors, String) {
-    static COUNT: AtomicUsize = AtomicUsize::new(0);
-    let n = COUNT.fetch_add(1, Ordering::Relaxed);
-    let path = std::env::temp_dir().join(format!(
-        "sluice-config-test-{}-{n}.toml",
-        std::process::id()
-    ));
-    std::fs::write(&path, text).unwrap();
+    let dir = Scratch::new();
+    let path = dir.write("sluice.toml", text);
     let result = Config::load(&path);
-    std::fs::remove_file(&path).unwrap();
     (result.unwrap_err(), path.display().to_string())
 }
 

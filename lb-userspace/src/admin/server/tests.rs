@@ -2,7 +2,6 @@ use std::{
     io::{BufRead as _, BufReader, Write as _},
     net::IpAddr,
     os::unix::net::{UnixListener as StdListener, UnixStream as StdStream},
-    sync::atomic::{AtomicUsize, Ordering},
 };
 
 use super::*;
@@ -10,29 +9,11 @@ use crate::admin::{
     client,
     protocol::{FlowQuery, FlowSort},
 };
+use crate::test_support::Scratch;
 
-/// A directory unique to this process and test, removed when the test ends.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new() -> TempDir {
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let dir = std::env::temp_dir().join(format!("sluice-admin-{}-{n}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
-
-    fn socket(&self) -> PathBuf {
-        self.0.join("admin.sock")
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
+/// The admin socket's path in `dir`.
+fn socket(dir: &Scratch) -> PathBuf {
+    dir.path("admin.sock")
 }
 
 /// Answers every request with the request itself, so a round trip proves both directions.
@@ -65,8 +46,8 @@ async fn raw(path: &Path, bytes: &'static [u8]) -> Response {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn every_request_round_trips() {
-    let dir = TempDir::new();
-    let server = AdminServer::bind(&dir.socket(), echo()).await.unwrap();
+    let dir = Scratch::new();
+    let server = AdminServer::bind(&socket(&dir), echo()).await.unwrap();
     let backend: IpAddr = "198.18.10.2".parse().unwrap();
     let requests = [
         Request::Status,
@@ -104,18 +85,18 @@ async fn every_request_round_trips() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn handler_errors_reach_the_client() {
-    let dir = TempDir::new();
+    let dir = Scratch::new();
     let handler: Arc<dyn Handler> = Arc::new(|_: Request| Response::error("no VIP named api"));
-    let server = AdminServer::bind(&dir.socket(), handler).await.unwrap();
+    let server = AdminServer::bind(&socket(&dir), handler).await.unwrap();
     let response = ask(server.path(), Request::Backends).await.unwrap();
     assert_eq!(response, Response::error("no VIP named api"));
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn panicking_handler_answers_internal_error() {
-    let dir = TempDir::new();
+    let dir = Scratch::new();
     let handler: Arc<dyn Handler> = Arc::new(|_: Request| -> Response { panic!("boom") });
-    let server = AdminServer::bind(&dir.socket(), handler).await.unwrap();
+    let server = AdminServer::bind(&socket(&dir), handler).await.unwrap();
     let response = ask(server.path(), Request::Status).await.unwrap();
     assert!(!response.ok);
     assert!(response.error.unwrap().starts_with("internal error"));
@@ -125,8 +106,8 @@ async fn panicking_handler_answers_internal_error() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn socket_is_owner_only_and_parent_is_created_0700() {
-    let dir = TempDir::new();
-    let path = dir.0.join("run").join("sluice").join("admin.sock");
+    let dir = Scratch::new();
+    let path = dir.path("run").join("sluice").join("admin.sock");
     let server = AdminServer::bind(&path, echo()).await.unwrap();
     let mode = std::fs::metadata(server.path())
         .unwrap()
@@ -140,8 +121,8 @@ async fn socket_is_owner_only_and_parent_is_created_0700() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn stale_socket_is_replaced() {
-    let dir = TempDir::new();
-    let path = dir.socket();
+    let dir = Scratch::new();
+    let path = socket(&dir);
     // A killed daemon leaves its socket file behind: nothing accepts on it any more.
     drop(StdListener::bind(&path).unwrap());
     assert!(path.exists());
@@ -151,8 +132,8 @@ async fn stale_socket_is_replaced() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn second_daemon_is_refused() {
-    let dir = TempDir::new();
-    let path = dir.socket();
+    let dir = Scratch::new();
+    let path = socket(&dir);
     let first = AdminServer::bind(&path, echo()).await.unwrap();
     let Err(err) = AdminServer::bind(&path, echo()).await else {
         panic!("a second bind on a live socket succeeded");
@@ -171,8 +152,8 @@ async fn second_daemon_is_refused() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn regular_file_is_left_alone() {
-    let dir = TempDir::new();
-    let path = dir.socket();
+    let dir = Scratch::new();
+    let path = socket(&dir);
     std::fs::write(&path, "precious").unwrap();
     let Err(err) = AdminServer::bind(&path, echo()).await else {
         panic!("bind replaced a regular file");
@@ -184,8 +165,8 @@ async fn regular_file_is_left_alone() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn malformed_requests_get_bad_request() {
-    let dir = TempDir::new();
-    let server = AdminServer::bind(&dir.socket(), echo()).await.unwrap();
+    let dir = Scratch::new();
+    let server = AdminServer::bind(&socket(&dir), echo()).await.unwrap();
     for bytes in [&b"not json\n"[..], b"{\"command\":\"explode\"}\n", b"\n"] {
         let response = raw(server.path(), bytes).await;
         assert!(!response.ok);
@@ -200,8 +181,8 @@ async fn malformed_requests_get_bad_request() {
 #[tokio::test(flavor = "multi_thread")]
 async fn oversized_request_is_refused() {
     static HUGE: [u8; 70 * 1024] = [b' '; 70 * 1024];
-    let dir = TempDir::new();
-    let server = AdminServer::bind(&dir.socket(), echo()).await.unwrap();
+    let dir = Scratch::new();
+    let server = AdminServer::bind(&socket(&dir), echo()).await.unwrap();
     let response = raw(server.path(), &HUGE).await;
     assert_eq!(
         response.error.unwrap(),
@@ -211,8 +192,8 @@ async fn oversized_request_is_refused() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn drop_and_shutdown_remove_the_socket() {
-    let dir = TempDir::new();
-    let path = dir.socket();
+    let dir = Scratch::new();
+    let path = socket(&dir);
     drop(AdminServer::bind(&path, echo()).await.unwrap());
     assert!(!path.exists());
     AdminServer::bind(&path, echo())
@@ -233,8 +214,8 @@ async fn drop_and_shutdown_remove_the_socket() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn drop_spares_a_successors_socket() {
-    let dir = TempDir::new();
-    let path = dir.socket();
+    let dir = Scratch::new();
+    let path = socket(&dir);
     let old = AdminServer::bind(&path, echo()).await.unwrap();
     // Someone replaced the file under the old server (e.g. the operator removed it and a new
     // daemon bound); the old server's Drop must not unlink the new socket.

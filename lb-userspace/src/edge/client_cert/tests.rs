@@ -4,13 +4,11 @@
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
-use rcgen::{
-    BasicConstraints, CertificateParams, CertifiedIssuer, DistinguishedName, DnType, IsCa, KeyPair,
-    SanType,
-};
+use rcgen::{CertificateParams, DistinguishedName, DnType, KeyPair, SanType};
 
 use super::*;
 use crate::config::client_cert::{managed, ChainPrefix, MAX_CHAIN};
+use crate::test_support::ca;
 
 struct Chain {
     leaf: Vec<u8>,
@@ -19,23 +17,8 @@ struct Chain {
 }
 
 fn chain() -> Chain {
-    let ca_key = KeyPair::generate().expect("ca key");
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("ca params");
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params.distinguished_name = DistinguishedName::new();
-    ca_params
-        .distinguished_name
-        .push(DnType::CommonName, "sluice test CA");
-    let ca = CertifiedIssuer::self_signed(ca_params, ca_key).expect("ca");
-
-    let inter_key = KeyPair::generate().expect("intermediate key");
-    let mut inter_params = CertificateParams::new(Vec::<String>::new()).expect("params");
-    inter_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    inter_params.distinguished_name = DistinguishedName::new();
-    inter_params
-        .distinguished_name
-        .push(DnType::CommonName, "sluice test intermediate");
-    let inter = CertifiedIssuer::signed_by(inter_params, inter_key, &ca).expect("intermediate");
+    let root = ca("sluice test CA", None);
+    let inter = ca("sluice test intermediate", Some(&root));
 
     let leaf_key = KeyPair::generate().expect("leaf key");
     let mut leaf_params =
@@ -54,7 +37,7 @@ fn chain() -> Chain {
     Chain {
         leaf: leaf.der().to_vec(),
         inter: inter.der().to_vec(),
-        ca: ca.der().to_vec(),
+        ca: root.der().to_vec(),
     }
 }
 
@@ -558,10 +541,7 @@ fn keycloak_xfcc_map(xfcc: &str) -> Result<std::collections::HashMap<&str, &str>
 fn envoy_certificate_with_two_sans_of_each_kind_decodes_in_keycloak() {
     let c = chain();
     // Re-issue the leaf with two DNS and two URI SANs (SPIFFE-style), under a fresh CA.
-    let ca_key = KeyPair::generate().expect("key");
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("params");
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca = CertifiedIssuer::self_signed(ca_params, ca_key).expect("ca");
+    let ca = ca("another CA", None);
     let mut params = CertificateParams::new(vec![
         "first.example.com".to_owned(),
         "second.example.com".to_owned(),
@@ -724,10 +704,7 @@ fn rfc9440_provider_refuses_a_chain_longer_than_its_length() {
 
 #[test]
 fn envoy_san_that_would_repeat_a_key_for_keycloak_is_left_out() {
-    let ca_key = KeyPair::generate().expect("key");
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("params");
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca = CertifiedIssuer::self_signed(ca_params, ca_key).expect("ca");
+    let ca = ca("another CA", None);
     let mut params = CertificateParams::new(vec!["ok.example.com".to_owned()]).expect("params");
     params.subject_alt_names.push(SanType::URI(
         "spiffe://example.com/a;DNS=evil.example.com"

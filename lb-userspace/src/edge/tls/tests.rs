@@ -1,39 +1,12 @@
 //! Broken inputs: each must fail with an error that names the file (or setting) at fault.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+use rcgen::{CertificateParams, KeyPair};
 
 use super::{server_config, Reloadable, TlsError};
 use crate::config::tls::{CertFiles, ClientAuth, TlsSettings};
-
-/// A scratch directory removed on drop.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(tag: &str) -> Scratch {
-        let dir = std::env::temp_dir().join(format!(
-            "sluice-tls-unit-{tag}-{}-{:?}",
-            std::process::id(),
-            std::thread::current().id()
-        ));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        Scratch(dir)
-    }
-
-    fn write(&self, name: &str, contents: impl AsRef<[u8]>) -> PathBuf {
-        let path = self.0.join(name);
-        std::fs::write(&path, contents).unwrap();
-        path
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+use crate::test_support::{ca, Scratch};
 
 /// A self-signed server certificate for `name`: (cert PEM, key PEM).
 fn self_signed(name: &str) -> (String, String) {
@@ -46,13 +19,7 @@ fn self_signed(name: &str) -> (String, String) {
 }
 
 fn ca_pem() -> String {
-    let key = KeyPair::generate().unwrap();
-    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params
-        .distinguished_name
-        .push(DnType::CommonName, "unit test CA");
-    params.self_signed(&key).unwrap().pem()
+    ca("unit test CA", None).pem()
 }
 
 /// A directory with a good server certificate and key; returns the settings that use them.
@@ -80,7 +47,7 @@ fn assert_names(e: &TlsError, path: &Path, what: &str) {
 
 #[test]
 fn good_settings_build() {
-    let dir = Scratch::new("good");
+    let dir = Scratch::new();
     let s = good(&dir);
     let config = server_config(&s).unwrap().config();
     assert_eq!(
@@ -91,22 +58,22 @@ fn good_settings_build() {
 
 #[test]
 fn missing_file() {
-    let dir = Scratch::new("missing");
+    let dir = Scratch::new();
     let mut s = good(&dir);
-    s.certificates[0].cert = dir.0.join("nope.crt");
+    s.certificates[0].cert = dir.path("nope.crt");
     let e = err(&s);
     assert!(matches!(e, TlsError::Read { .. }), "{e:?}");
     assert_names(&e, &s.certificates[0].cert, "cannot read");
 
     let mut s = good(&dir);
-    s.certificates[0].key = dir.0.join("nope.key");
+    s.certificates[0].key = dir.path("nope.key");
     let e = err(&s);
     assert_names(&e, &s.certificates[0].key, "cannot read");
 }
 
 #[test]
 fn not_pem() {
-    let dir = Scratch::new("notpem");
+    let dir = Scratch::new();
     let mut s = good(&dir);
     s.certificates[0].cert = dir.write("garbage.crt", b"\x30\x82\x01\x0a binary DER, not PEM");
     let e = err(&s);
@@ -125,7 +92,7 @@ fn not_pem() {
 
 #[test]
 fn no_certificate_and_no_key() {
-    let dir = Scratch::new("nocert");
+    let dir = Scratch::new();
     let (_, key) = self_signed("a.example.com");
     let mut s = good(&dir);
     // The key file given as the certificate: PEM, but no CERTIFICATE in it.
@@ -144,7 +111,7 @@ fn no_certificate_and_no_key() {
 
 #[test]
 fn key_does_not_match_certificate() {
-    let dir = Scratch::new("mismatch");
+    let dir = Scratch::new();
     let mut s = good(&dir);
     let (_, other_key) = self_signed("other.example.com");
     s.certificates[0].key = dir.write("other.key", other_key);
@@ -156,7 +123,7 @@ fn key_does_not_match_certificate() {
 
 #[test]
 fn client_auth_needs_client_ca() {
-    let dir = Scratch::new("noca");
+    let dir = Scratch::new();
     for mode in [ClientAuth::Required, ClientAuth::Optional] {
         let mut s = good(&dir);
         s.client_auth = mode;
@@ -172,7 +139,7 @@ fn client_auth_needs_client_ca() {
 
 #[test]
 fn empty_ca_bundle() {
-    let dir = Scratch::new("emptyca");
+    let dir = Scratch::new();
     let mut s = good(&dir);
     s.client_auth = ClientAuth::Required;
     // PEM, but only a key in it: no CA certificate.
@@ -190,14 +157,14 @@ fn empty_ca_bundle() {
 
 #[test]
 fn good_client_ca_builds_and_reload_keeps_old_config_on_error() {
-    let dir = Scratch::new("reload");
+    let dir = Scratch::new();
     let mut s = good(&dir);
     s.client_auth = ClientAuth::Required;
     s.client_ca = Some(dir.write("ca.pem", ca_pem()));
     let r = Reloadable::new(server_config(&s).unwrap());
     let before = r.get().config();
     let mut broken = s.clone();
-    broken.certificates[0].key = dir.0.join("gone.key");
+    broken.certificates[0].key = dir.path("gone.key");
     assert!(r.reload(&broken).is_err());
     assert!(std::sync::Arc::ptr_eq(&before, &r.get().config()));
     r.reload(&s).unwrap();
@@ -208,7 +175,7 @@ fn good_client_ca_builds_and_reload_keeps_old_config_on_error() {
 fn no_certificates_and_bad_alpn() {
     let e = err(&TlsSettings::new(Vec::new()));
     assert!(matches!(e, TlsError::NoCertificates), "{e:?}");
-    let dir = Scratch::new("alpn");
+    let dir = Scratch::new();
     let mut s = good(&dir);
     s.alpn = vec![Vec::new()];
     assert!(matches!(err(&s), TlsError::BadAlpn { len: 0 }));

@@ -3,14 +3,10 @@
 //! [`ChainDepthVerifier`](super::super::ChainDepthVerifier)).
 
 use std::io;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rcgen::{
-    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
-    KeyPair, KeyUsagePurpose,
-};
+use rcgen::{CertificateParams, DnType, ExtendedKeyUsagePurpose, KeyPair};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{AlertDescription, CertificateError, Error, OtherError, PeerIncompatible};
 use tokio::io::AsyncWriteExt as _;
@@ -19,6 +15,7 @@ use tokio::net::{TcpListener, TcpStream};
 use super::super::{handshake, server_config, ChainTooDeep, HandshakeError};
 use super::HandshakeOutcome;
 use crate::config::tls::{CertFiles, ClientAuth, TlsSettings};
+use crate::test_support::{ca, Ca, Scratch};
 
 fn of(e: Error) -> HandshakeOutcome {
     HandshakeOutcome::of_io(&io::Error::new(io::ErrorKind::InvalidData, e))
@@ -123,63 +120,13 @@ fn every_class_has_its_own_label() {
 
 // ---- real handshakes -------------------------------------------------------------------
 
-/// A scratch directory removed on drop.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(tag: &str) -> Scratch {
-        let dir = std::env::temp_dir().join(format!(
-            "sluice-outcome-unit-{tag}-{}-{:?}",
-            std::process::id(),
-            std::thread::current().id()
-        ));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        Scratch(dir)
-    }
-
-    fn write(&self, name: &str, contents: &str) -> PathBuf {
-        let path = self.0.join(name);
-        std::fs::write(&path, contents).unwrap();
-        path
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn ca(
-    cn: &str,
-    parent: Option<&CertifiedIssuer<'static, KeyPair>>,
-) -> CertifiedIssuer<'static, KeyPair> {
-    let mut params = CertificateParams::default();
-    params.distinguished_name.push(DnType::CommonName, cn);
-    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params.key_usages = vec![
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::DigitalSignature,
-    ];
-    let key = KeyPair::generate().unwrap();
-    match parent {
-        Some(p) => CertifiedIssuer::signed_by(params, key, p).unwrap(),
-        None => CertifiedIssuer::self_signed(params, key).unwrap(),
-    }
-}
-
 /// A client leaf: its chain (leaf, then `presented`) and key.
 struct Client {
     chain: Vec<CertificateDer<'static>>,
     key: KeyPair,
 }
 
-fn client(
-    signer: &CertifiedIssuer<'static, KeyPair>,
-    presented: &[&CertifiedIssuer<'static, KeyPair>],
-    expired: bool,
-) -> Client {
+fn client(signer: &Ca, presented: &[&Ca], expired: bool) -> Client {
     let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
     params.distinguished_name.push(DnType::CommonName, "client");
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
@@ -197,13 +144,13 @@ fn client(
 /// A root CA with a server leaf for `localhost`; `client_ca` is the root.
 struct Pki {
     _dir: Scratch,
-    root: CertifiedIssuer<'static, KeyPair>,
+    root: Ca,
     settings: TlsSettings,
 }
 
 impl Pki {
-    fn new(tag: &str, client_auth: ClientAuth) -> Pki {
-        let dir = Scratch::new(tag);
+    fn new(client_auth: ClientAuth) -> Pki {
+        let dir = Scratch::new();
         let root = ca("unit root", None);
         let mut params = CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
@@ -269,7 +216,7 @@ impl Pki {
 
 #[tokio::test]
 async fn the_listeners_verifier_refusals_are_classified() {
-    let pki = Pki::new("required", ClientAuth::Required);
+    let pki = Pki::new(ClientAuth::Required);
     let good = client(&pki.root, &[], false);
     assert_eq!(pki.outcome(Some(&good), true).await, HandshakeOutcome::Ok);
     assert_eq!(
@@ -303,7 +250,7 @@ async fn the_listeners_verifier_refusals_are_classified() {
 
 #[tokio::test]
 async fn a_client_that_stalls_times_out_and_one_that_leaves_is_eof() {
-    let pki = Pki::new("stall", ClientAuth::None);
+    let pki = Pki::new(ClientAuth::None);
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
 

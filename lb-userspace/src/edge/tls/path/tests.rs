@@ -5,14 +5,12 @@
 
 use std::sync::Arc;
 
-use rcgen::{
-    BasicConstraints, CertificateParams, CertifiedIssuer, DistinguishedName, DnType,
-    ExtendedKeyUsagePurpose, IsCa, KeyPair,
-};
+use rcgen::{CertificateParams, ExtendedKeyUsagePurpose, KeyPair};
 use rustls::pki_types::{CertificateDer, UnixTime};
 use rustls::RootCertStore;
 
 use super::{Paths, TrustPath, CACHE_ENTRIES};
+use crate::test_support::ca;
 
 pub(in crate::edge::tls) struct Pki {
     pub(in crate::edge::tls) root: CertificateDer<'static>,
@@ -27,43 +25,18 @@ pub(in crate::edge::tls) struct Pki {
     pub(in crate::edge::tls) stranger_ca: CertificateDer<'static>,
 }
 
-fn ca_params(cn: &str) -> CertificateParams {
-    let mut params = CertificateParams::default();
-    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params.distinguished_name = DistinguishedName::new();
-    params.distinguished_name.push(DnType::CommonName, cn);
-    params
-}
-
 pub(in crate::edge::tls) fn pki() -> Pki {
-    let root =
-        CertifiedIssuer::self_signed(ca_params("path root"), KeyPair::generate().unwrap()).unwrap();
-    let int1 = CertifiedIssuer::signed_by(
-        ca_params("path intermediate 1"),
-        KeyPair::generate().unwrap(),
-        &root,
-    )
-    .unwrap();
-    let int2 = CertifiedIssuer::signed_by(
-        ca_params("path intermediate 2"),
-        KeyPair::generate().unwrap(),
-        &int1,
-    )
-    .unwrap();
+    let root = ca("path root", None);
+    let int1 = ca("path intermediate 1", Some(&root));
+    let int2 = ca("path intermediate 2", Some(&int1));
     let mut leaf_params = CertificateParams::new(vec!["client.example".to_owned()]).unwrap();
     leaf_params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
     let leaf = leaf_params
         .signed_by(&KeyPair::generate().unwrap(), &int2)
         .unwrap();
     // Same subject as the real root, other key: it must never pass for it.
-    let stranger_root =
-        CertifiedIssuer::self_signed(ca_params("path root"), KeyPair::generate().unwrap()).unwrap();
-    let stranger_ca = CertifiedIssuer::signed_by(
-        ca_params("path intermediate 1"),
-        KeyPair::generate().unwrap(),
-        &stranger_root,
-    )
-    .unwrap();
+    let stranger_root = ca("path root", None);
+    let stranger_ca = ca("path intermediate 1", Some(&stranger_root));
     Pki {
         root: root.der().clone(),
         int1: int1.der().clone(),
