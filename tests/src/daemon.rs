@@ -8,10 +8,10 @@
 use std::fs::{self, File};
 use std::io::{Read as _, Write as _};
 use std::net::{SocketAddr, TcpStream};
-use std::os::fd::AsRawFd as _;
+use std::os::fd::AsRawFd;
 use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus, Output, Stdio};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -45,6 +45,38 @@ pub fn sluice_bin() -> Result<PathBuf> {
     }
     // `ip netns exec` runs it from another working directory.
     fs::canonicalize(&path).with_context(|| format!("resolving {}", path.display()))
+}
+
+/// Spawns `cmd` as a child tied to this process: it starts with no signal blocked (the demo
+/// blocks SIGINT and SIGTERM in its own threads, and std keeps the mask across exec, but sluice
+/// must get them to detach its programs), and the kernel sends it SIGTERM if this process dies
+/// outright, so it still stops. With `netns`, it enters that network namespace first (only
+/// the network namespace, unlike `ip netns exec`: a daemon must see the host's bpffs).
+pub fn spawn_tied(cmd: &mut Command, netns: Option<&File>) -> std::io::Result<Child> {
+    let netns = netns.map(AsRawFd::as_raw_fd);
+    // SAFETY: only async-signal-safe calls (setns, sigemptyset, pthread_sigmask, prctl) on
+    // the child's own state between fork and exec; `netns` stays open until `spawn` returns,
+    // after the exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            if let Some(fd) = netns {
+                if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            let mut empty = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
+            libc::sigemptyset(empty.as_mut_ptr());
+            if libc::pthread_sigmask(libc::SIG_SETMASK, empty.as_ptr(), std::ptr::null_mut()) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // `ip netns exec` execs its command, which keeps the setting.
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    cmd.spawn()
 }
 
 /// A scratch directory `/tmp/sluice-test-<name>`, emptied first and removed on drop.
@@ -169,22 +201,7 @@ impl Daemon {
             .stdin(Stdio::null())
             .stdout(out.try_clone()?)
             .stderr(out);
-        // SAFETY: only async-signal-safe calls (setns, prctl) between fork and exec, on a
-        // descriptor that stays open until the child has exec'd.
-        unsafe {
-            cmd.pre_exec(move || {
-                if libc::setns(netns.as_raw_fd(), libc::CLONE_NEWNET) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                // A test process that dies outright still stops its daemons.
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-        let child = cmd
-            .spawn()
+        let child = spawn_tied(&mut cmd, Some(&netns))
             .with_context(|| format!("starting sluice in {}", self.ns_name))?;
         self.guard = Some(ChildGuard::new(child));
         let deadline = Instant::now() + START_TIMEOUT;

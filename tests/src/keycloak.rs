@@ -17,6 +17,7 @@ use anyhow::{bail, Context as _, Result};
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 
+use crate::daemon::spawn_tied;
 use crate::netns::{ChildGuard, NetNs};
 
 /// The bootstrap administrator of the master realm (only reachable inside the test network).
@@ -168,19 +169,9 @@ impl Keycloak {
             .stderr(out)
             // kc.sh and the JVM it starts share a group, so a stop can reach both.
             .process_group(0);
-        // SAFETY: prctl only, between fork and exec. `ip netns exec` execs kc.sh in this
-        // process, which keeps the setting: a test process that dies outright still stops
-        // kc.sh, and kc.sh stops the JVM.
-        unsafe {
-            cmd.pre_exec(|| {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-        let child = cmd
-            .spawn()
+        // `ip netns exec` execs kc.sh in this process, which keeps the death signal: a test
+        // process that dies outright still stops kc.sh, and kc.sh stops the JVM.
+        let child = spawn_tied(&mut cmd, None)
             .with_context(|| format!("starting Keycloak in {}", ns.name()))?;
         Ok(Keycloak {
             guard: Some(ChildGuard::new(child)),

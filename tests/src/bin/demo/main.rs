@@ -20,7 +20,6 @@ use std::fmt::Write as _;
 
 use std::fs::{self, File};
 use std::net::SocketAddr;
-use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -35,6 +34,7 @@ use nix::sys::signal::{kill, SigSet, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 use sluice_tests::certs::TestPki;
+use sluice_tests::daemon::{sluice_bin, spawn_tied};
 use sluice_tests::netns::run_cmd;
 use sluice_tests::topology::{backend_addr4, BACKEND_IFNAME, CLIENT_ADDR4, GW_CLIENT_IFNAME};
 use sluice_tests::{http_backend, http_get_many, is_root, ChildGuard, NetNs, Topology, VIP4};
@@ -313,26 +313,6 @@ fn percent(part: usize, whole: usize) -> f64 {
     100.0 * part as f64 / whole as f64
 }
 
-/// `SLUICE_BIN`, or `sluice` in the directory of this program (`target/debug`).
-fn sluice_bin() -> Result<PathBuf> {
-    let path = if let Some(path) = std::env::var_os("SLUICE_BIN") {
-        PathBuf::from(path)
-    } else {
-        let exe = std::env::current_exe().context("locating the demo binary")?;
-        exe.parent()
-            .map(|dir| dir.join("sluice"))
-            .context("the demo binary has no parent directory")?
-    };
-    if !path.is_file() {
-        bail!(
-            "sluice binary {} not found: set SLUICE_BIN or run `cargo build -p lb-userspace`",
-            path.display()
-        );
-    }
-    // `ip netns exec` runs it from another working directory.
-    fs::canonicalize(&path).with_context(|| format!("resolving {}", path.display()))
-}
-
 /// `line` without ANSI colour sequences (`ESC [ ... m`).
 fn without_colours(line: &str) -> String {
     let mut out = String::with_capacity(line.len());
@@ -422,28 +402,7 @@ impl Daemon {
         cmd.stdin(Stdio::null())
             .stdout(out.try_clone()?)
             .stderr(out);
-        // SAFETY: between fork and exec only async-signal-safe calls on the child's own state.
-        unsafe {
-            cmd.pre_exec(|| {
-                // std keeps the parent's signal mask across exec, and the demo blocks SIGINT and
-                // SIGTERM (see `install_signal_handler`): sluice must get them to detach.
-                let mut empty = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
-                libc::sigemptyset(empty.as_mut_ptr());
-                if libc::pthread_sigmask(libc::SIG_SETMASK, empty.as_ptr(), std::ptr::null_mut())
-                    != 0
-                {
-                    return Err(std::io::Error::last_os_error());
-                }
-                // If the demo is killed outright (SIGKILL), the kernel sends sluice SIGTERM so
-                // it still detaches. `ip netns exec` execs sluice, which keeps the setting.
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-        let child = cmd
-            .spawn()
+        let child = spawn_tied(&mut cmd, None)
             .with_context(|| format!("starting {argv:?} in {}", ns.name()))?;
         let pid = i32::try_from(child.id()).context("pid out of range")?;
         cleanup_list().pids.push(pid);

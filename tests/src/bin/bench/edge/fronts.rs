@@ -9,12 +9,12 @@
 
 use std::fs;
 use std::net::SocketAddr;
-use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _, Result};
+use sluice_tests::daemon::spawn_tied;
 use sluice_tests::{
     certs::TestPki,
     daemon::Daemon,
@@ -308,17 +308,7 @@ fn spawn_in(ns: &NetNs, args: &[&str], log: &Path) -> Result<ChildGuard> {
     cmd.stdin(Stdio::null())
         .stdout(out.try_clone()?)
         .stderr(out);
-    // SAFETY: prctl is async-signal-safe.
-    unsafe {
-        cmd.pre_exec(|| {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    let child = cmd
-        .spawn()
+    let child = spawn_tied(&mut cmd, None)
         .with_context(|| format!("starting {args:?} in {}", ns.name()))?;
     Ok(ChildGuard::new(child))
 }
