@@ -249,24 +249,28 @@ impl Daemon {
             .with_context(|| format!("running sluice {args:?}"))
     }
 
+    /// Runs the CLI ([`Daemon::cli`]) and returns what it printed; fails with its stderr and
+    /// the daemon's log unless it exited 0.
+    pub fn cli_ok(&self, args: &[&str]) -> Result<String> {
+        let out = self.cli(args)?;
+        if !out.status.success() {
+            bail!(
+                "sluice {args:?} failed ({}): {}\nlog:\n{}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr),
+                self.log_text()
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
     /// Runs the CLI with `--json` and returns the parsed output; fails unless it exited 0.
     pub fn cli_json(&self, args: &[&str]) -> Result<serde_json::Value> {
         let mut all = vec!["--json"];
         all.extend_from_slice(args);
-        let out = self.cli(&all)?;
-        if !out.status.success() {
-            bail!(
-                "sluice {args:?} failed ({}): {}",
-                out.status,
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        serde_json::from_slice(&out.stdout).with_context(|| {
-            format!(
-                "sluice {args:?} printed no JSON: {}",
-                String::from_utf8_lossy(&out.stdout)
-            )
-        })
+        let out = self.cli_ok(&all)?;
+        serde_json::from_str(&out)
+            .with_context(|| format!("sluice {args:?} printed no JSON: {out}"))
     }
 
     /// The daemon's process id while it runs.

@@ -27,6 +27,30 @@ pub const HTTP_VERSIONS: [&str; 2] = ["--http1.1", "--http2"];
 /// Every client certificate header format sluice knows.
 pub const ALL_FORMATS: [&str; 6] = ["rfc9440", "nginx", "apache", "haproxy", "traefik", "envoy"];
 
+/// The certificate headers sluice sets, under their default names, for a client with a
+/// verified certificate when every format in [`ALL_FORMATS`] is selected: the leaf's (chain
+/// headers come with intermediates).
+pub const LEAF_CERT_HEADERS: [&str; 9] = [
+    "client-cert",
+    "ssl-client-cert",
+    "ssl-client-verify",
+    "ssl-client-subject-dn",
+    "ssl-client-issuer-dn",
+    "ssl_client_cert",
+    "x-ssl-client-cert",
+    "x-forwarded-tls-client-cert",
+    "x-forwarded-client-cert",
+];
+/// The forwarding headers sluice sets on every request (no path prefix).
+pub const FORWARDED_HEADERS: [&str; 6] = [
+    "forwarded",
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "x-forwarded-port",
+    "x-real-ip",
+];
+
 /// One `[[edge]]` listener of a lab.
 pub struct Listener {
     pub name: &'static str,
@@ -118,15 +142,7 @@ impl Lab {
         }
         let daemon = Daemon::start(topo.gateway(), scratch.path(), &instance, &text)
             .expect("start sluice run with edge listeners");
-        let servers = topo
-            .backends()
-            .iter()
-            .enumerate()
-            .map(|(i, ns)| {
-                http_headers_backend(ns, &format!("backend-{i}"), BACKEND_PORT)
-                    .expect("header-echo backend")
-            })
-            .collect();
+        let servers = header_echo_backends(&topo, BACKEND_PORT);
         Lab {
             daemon,
             servers,
@@ -315,6 +331,17 @@ impl Lab {
     pub fn reload(&self) -> std::process::Output {
         self.daemon.cli(&["reload"]).expect("run sluice reload")
     }
+}
+
+/// A header-echo backend `backend-<i>` on `port` in each backend namespace of `topo`.
+pub fn header_echo_backends(topo: &Topology, port: u16) -> Vec<ServerHandle> {
+    topo.backends()
+        .iter()
+        .enumerate()
+        .map(|(i, ns)| {
+            http_headers_backend(ns, &format!("backend-{i}"), port).expect("header-echo backend")
+        })
+        .collect()
 }
 
 /// The gateway address of the default listener.

@@ -152,14 +152,9 @@ impl Lab {
     }
 
     fn cli_ok(&self, args: &[&str]) -> String {
-        let out = self.daemon.cli(args).expect("run the CLI");
-        assert!(
-            out.status.success(),
-            "sluice {args:?} failed: {}\n{}",
-            String::from_utf8_lossy(&out.stderr),
-            self.daemon.log_text()
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        self.daemon
+            .cli_ok(args)
+            .unwrap_or_else(|err| panic!("{err:#}"))
     }
 
     fn json(&self, args: &[&str]) -> serde_json::Value {

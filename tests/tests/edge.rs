@@ -14,7 +14,7 @@ use base64::{engine::general_purpose::STANDARD, Engine as _};
 use sluice_tests::{
     edge_lab::{
         assert_decoded, backend_of, edge4, header_args, headers, single, values, Lab, Listener,
-        ALL_FORMATS, EDGE_PORT, HTTP_VERSIONS, SERVER_NAME,
+        ALL_FORMATS, EDGE_PORT, FORWARDED_HEADERS, HTTP_VERSIONS, LEAF_CERT_HEADERS, SERVER_NAME,
     },
     keycloak_decode::{b64_der, form_url_decode, pem_der, xfcc_pairs},
     require_root,
@@ -37,27 +37,12 @@ const FORGED: [&str; 8] = [
 /// forwarded ones, lowercase; `true` if sluice sets it for a client with a one-intermediate
 /// chain (over TLS, no path prefix).
 fn managed_names() -> Vec<(String, bool)> {
-    let mut out: Vec<(String, bool)> = [
-        "client-cert",
-        "client-cert-chain",
-        "ssl-client-cert",
-        "ssl-client-verify",
-        "ssl-client-subject-dn",
-        "ssl-client-issuer-dn",
-        "ssl_client_cert",
-        "x-ssl-client-cert",
-        "x-forwarded-tls-client-cert",
-        "x-forwarded-client-cert",
-        "forwarded",
-        "x-forwarded-for",
-        "x-forwarded-proto",
-        "x-forwarded-host",
-        "x-forwarded-port",
-        "x-real-ip",
-    ]
-    .iter()
-    .map(|n| ((*n).to_owned(), true))
-    .collect();
+    let mut out: Vec<(String, bool)> = LEAF_CERT_HEADERS
+        .into_iter()
+        .chain(["client-cert-chain"])
+        .chain(FORWARDED_HEADERS)
+        .map(|n| (n.to_owned(), true))
+        .collect();
     out.push(("x-forwarded-prefix".to_owned(), false));
     for i in 0..10 {
         out.push((format!("cert_chain_{i}"), i == 0));
@@ -66,16 +51,11 @@ fn managed_names() -> Vec<(String, bool)> {
     out
 }
 
-/// The managed headers sluice sets for a client without a certificate (all formats selected).
-const WITHOUT_CERT: [&str; 7] = [
-    "ssl-client-verify",
-    "forwarded",
-    "x-forwarded-for",
-    "x-forwarded-proto",
-    "x-forwarded-host",
-    "x-forwarded-port",
-    "x-real-ip",
-];
+/// Whether sluice sets the managed header `name` for a client without a certificate (all
+/// formats selected).
+fn set_without_cert(name: &str) -> bool {
+    name == "ssl-client-verify" || FORWARDED_HEADERS.contains(&name)
+}
 
 /// Two `-H` per managed name, one upper case and one in alternating case, each with a value
 /// that contains "forged".
@@ -357,7 +337,7 @@ fn every_format_at_once_decodes_to_the_client_certificate_and_forgeries_never_pa
     // Without a certificate (optional): none of the certificate headers, whatever was forged.
     let (body, h) = lab.echo(edge4(), "--http1.1", None, &forged);
     for (name, _) in managed_names() {
-        let want = usize::from(WITHOUT_CERT.contains(&name.as_str()));
+        let want = usize::from(set_without_cert(&name));
         assert_eq!(values(&h, &name).len(), want, "{name}:\n{body}");
     }
     assert_eq!(values(&h, "ssl-client-verify"), ["NONE"], "{body}");
@@ -468,26 +448,18 @@ fn a_drained_backend_gets_no_more_edge_requests() {
         .unwrap_or_else(|| panic!("not a backend name: {chosen}"));
     let addr = backend_addr4(index).to_string();
 
-    let out = lab
-        .daemon
-        .cli(&["drain", "web", &addr])
-        .expect("sluice drain");
-    assert!(
-        out.status.success(),
-        "sluice drain: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    lab.daemon
+        .cli_ok(&["drain", "web", &addr])
+        .unwrap_or_else(|err| panic!("{err:#}"));
     let during = ask(6);
     assert!(
         during.iter().all(|b| *b != chosen),
         "{chosen} was drained but still served: {during:?}"
     );
 
-    let out = lab
-        .daemon
-        .cli(&["undrain", "web", &addr])
-        .expect("sluice undrain");
-    assert!(out.status.success());
+    lab.daemon
+        .cli_ok(&["undrain", "web", &addr])
+        .unwrap_or_else(|err| panic!("{err:#}"));
     let after = ask(2);
     assert!(
         after.iter().all(|b| *b == chosen),

@@ -26,8 +26,8 @@ use sluice_tests::{
     certs::TestPki,
     curl::Curl,
     daemon::{Daemon, Scratch},
+    edge_lab::header_echo_backends,
     gateway_config::web_gateway,
-    http_headers_backend,
     keycloak_decode::{b64_der, form_url_decode, keycloak_xfcc, pem_der},
     require_root,
     topology::{GW_CLIENT_ADDR4, GW_CLIENT_IFNAME},
@@ -152,15 +152,7 @@ impl Lab {
         }
         let daemon = Daemon::start(topo.gateway(), scratch.path(), &instance, &text)
             .expect("start sluice run with edge listeners");
-        let servers = topo
-            .backends()
-            .iter()
-            .enumerate()
-            .map(|(i, ns)| {
-                http_headers_backend(ns, &format!("backend-{i}"), BACKEND_PORT)
-                    .expect("header-echo backend")
-            })
-            .collect();
+        let servers = header_echo_backends(&topo, BACKEND_PORT);
         Lab {
             daemon,
             _servers: servers,

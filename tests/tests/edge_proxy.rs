@@ -21,9 +21,10 @@ use sluice_tests::{
     certs::TestPki,
     curl::Curl,
     daemon::{Daemon, Scratch},
+    edge_lab::{header_echo_backends, HTTP_VERSIONS},
     gateway_config::web_gateway,
     haproxy::{Haproxy, HaproxySpec},
-    http_headers_backend, require_root,
+    require_root,
     servers::http_proxy_headers_backend,
     topology::{CLIENT_ADDR4, GW_CLIENT_ADDR4, GW_CLIENT_IFNAME, GW_PROXY_IFNAME, PROXY_ADDR4},
     ServerHandle, Topology,
@@ -95,19 +96,11 @@ impl Lab {
         );
         let daemon = Daemon::start(topo.gateway(), scratch.path(), &instance, &text)
             .expect("start sluice run with edge listeners");
-        let servers = topo
-            .backends()
-            .iter()
-            .enumerate()
-            .flat_map(|(i, ns)| {
-                [
-                    http_headers_backend(ns, &format!("backend-{i}"), BACKEND_PORT)
-                        .expect("header-echo backend"),
-                    http_proxy_headers_backend(ns, &format!("backend-{i}"), PROXY_BACKEND_PORT)
-                        .expect("PROXY-reading header-echo backend"),
-                ]
-            })
-            .collect();
+        let mut servers = header_echo_backends(&topo, BACKEND_PORT);
+        servers.extend(topo.backends().iter().enumerate().map(|(i, ns)| {
+            http_proxy_headers_backend(ns, &format!("backend-{i}"), PROXY_BACKEND_PORT)
+                .expect("PROXY-reading header-echo backend")
+        }));
         let spec = HaproxySpec {
             frontend: SocketAddr::new(PROXY_ADDR4.into(), FRONTEND_PORT),
             server: SocketAddr::new(GW_CLIENT_ADDR4.into(), REQUIRED_PORT),
@@ -207,7 +200,7 @@ fn edge_takes_the_client_from_a_trusted_proxys_header_and_from_no_one_else() {
         "-H",
         "Forwarded: for=203.0.113.66",
     ];
-    for http in ["--http1.1", "--http2"] {
+    for http in HTTP_VERSIONS {
         let s = lab.served(PROXY_ADDR4, FRONTEND_PORT, &[&[http][..], &forged].concat());
         assert_eq!(
             s.values("x-forwarded-proto"),
@@ -329,7 +322,7 @@ fn backends_that_ask_for_it_get_a_proxy_header_naming_the_client_on_every_connec
     let url = format!("https://{SERVER_NAME}:{RELAY_PORT}/who");
     // Two requests on one client connection: the backend closes after each answer, so each
     // needs a backend connection of its own, and each starts with the header.
-    for http in ["--http1.1", "--http2"] {
+    for http in HTTP_VERSIONS {
         let out = lab
             .curl(GW_CLIENT_ADDR4, RELAY_PORT, &[http, &url])
             .unwrap_or_else(|e| panic!("{http}: {e:#}\n{}", lab.logs()));
@@ -364,7 +357,7 @@ fn the_listener_counts_the_proxy_headers_it_read() {
             .metric(lab.topo.gateway(), management, name, labels)
             .unwrap_or_else(|e| panic!("scrape /metrics: {e:#}"))
     };
-    for http in ["--http1.1", "--http2"] {
+    for http in HTTP_VERSIONS {
         let s = lab.served(PROXY_ADDR4, FRONTEND_PORT, &[http]);
         assert!(s.body.starts_with("backend-"), "{http}: {}", s.body);
     }

@@ -11,7 +11,7 @@
 use std::thread;
 
 use sluice_tests::{
-    edge_lab::{edge4, Lab, Listener, BACKEND_PORT, EDGE_PORT, SERVER_NAME},
+    edge_lab::{edge4, Lab, Listener, BACKEND_PORT, EDGE_PORT, HTTP_VERSIONS, SERVER_NAME},
     require_root,
     servers::http_keepalive_backend,
 };
@@ -107,7 +107,7 @@ fn sequential_requests_on_one_client_connection_share_one_backend_connection() {
 fn concurrent_client_connections_need_no_more_backend_connections_than_clients() {
     require_root();
     let lab = lab("sereuse2");
-    for http in ["--http1.1", "--http2"] {
+    for http in HTTP_VERSIONS {
         thread::scope(|s| {
             for _ in 0..CLIENTS {
                 s.spawn(|| sequential(&lab, http));

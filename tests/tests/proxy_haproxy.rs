@@ -456,13 +456,9 @@ fn denied_real_clients_are_dropped_and_allow_lists_apply_on_reload() {
     };
     let text = config_text(&lab.instance, &lab.scratch, 2, &allow_b);
     std::fs::write(lab.daemon.config_path(), text).expect("write config");
-    let out = lab.daemon.cli(&["reload"]).expect("run sluice reload");
-    assert!(
-        out.status.success(),
-        "reload: {}\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        lab.daemon.log_text()
-    );
+    lab.daemon
+        .cli_ok(&["reload"])
+        .unwrap_or_else(|err| panic!("{err:#}"));
     let before = lab.stats();
     let (_b, local_b, _) = lab.served_through_haproxy(CLIENT_B);
     assert_eq!(local_b.ip(), IpAddr::V4(CLIENT_B));
