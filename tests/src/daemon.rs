@@ -6,8 +6,7 @@
 //! when the test failed.
 
 use std::fs::{self, File};
-use std::io::{Read as _, Write as _};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
@@ -17,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _, Result};
 
+use crate::http1::get_closing;
 use crate::netns::{ChildGuard, NetNs};
 
 /// How long a daemon gets to come up (load, verify, attach, first health round).
@@ -340,25 +340,8 @@ impl Daemon {
         addr: SocketAddr,
         path: &str,
     ) -> Result<(u16, String)> {
-        let path = path.to_string();
-        ns.exec(move || -> Result<(u16, String)> {
-            let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
-                .with_context(|| format!("connecting to the management port {addr}"))?;
-            s.set_read_timeout(Some(Duration::from_secs(5)))?;
-            write!(
-                s,
-                "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-            )?;
-            let mut raw = String::new();
-            s.read_to_string(&mut raw)?;
-            let (head, body) = raw.split_once("\r\n\r\n").context("no end of headers")?;
-            let status = head
-                .split_whitespace()
-                .nth(1)
-                .and_then(|c| c.parse().ok())
-                .context("no status code")?;
-            Ok((status, body.to_string()))
-        })?
+        let reply = ns.exec(|| get_closing(addr, path, &[], Duration::from_secs(5)))??;
+        Ok((reply.status, reply.body))
     }
 
     /// The sum of the `/metrics` samples called `name` (a counter's name includes `_total`)

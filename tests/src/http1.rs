@@ -4,6 +4,7 @@
 
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
 use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context as _, Result};
 
@@ -36,6 +37,47 @@ impl Reply {
             .flat_map(|(_, v)| v.split(','))
             .any(|t| t.trim().eq_ignore_ascii_case("close"))
     }
+}
+
+/// `GET path` from the calling thread's namespace on a new connection to `addr` with
+/// `Connection: close` and the `extra` headers, the answer read to the end (the body as sent,
+/// not decoded), each step within `timeout`.
+pub fn get_closing(
+    addr: SocketAddr,
+    path: &str,
+    extra: &[(&str, &str)],
+    timeout: Duration,
+) -> Result<Reply> {
+    let mut s = TcpStream::connect_timeout(&addr, timeout)
+        .with_context(|| format!("connecting to {addr}"))?;
+    s.set_read_timeout(Some(timeout))?;
+    let mut request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n");
+    for (name, value) in extra {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("Connection: close\r\n\r\n");
+    s.write_all(request.as_bytes())?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw)?;
+    let raw = String::from_utf8_lossy(&raw);
+    let (head, body) = raw
+        .split_once("\r\n\r\n")
+        .with_context(|| format!("GET {path}: no end of headers in {raw:?}"))?;
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|c| c.parse().ok())
+        .with_context(|| format!("GET {path}: no status in {head:?}"))?;
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_owned(), v.trim().to_owned()))
+        .collect();
+    Ok(Reply {
+        status,
+        headers,
+        body: body.to_owned(),
+    })
 }
 
 /// A keep-alive connection: requests one after the other, each answer read to its end.

@@ -56,6 +56,15 @@ pub fn expected_deltas(
     m
 }
 
+/// A row's result from the problems found with it: passed when there are none.
+pub fn row_result(errors: &[String]) -> Result<(), String> {
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(errors.join("; "))
+    }
+}
+
 /// Prints one line per row and panics listing all failures.
 pub fn report<N: std::fmt::Display>(table: &str, results: &[(N, Result<(), String>)]) {
     let failed: Vec<String> = results

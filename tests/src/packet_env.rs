@@ -48,6 +48,10 @@ pub const NEIGH0_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0xa, 0, 0, 0, 0, 2)
 pub const NEIGH1_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0xb, 0, 0, 0, 0, 2);
 /// On gw0's subnet but without a neighbour entry.
 pub const UNRESOLVED_V4: Ipv4Addr = Ipv4Addr::new(198, 18, 10, 3);
+/// The client the packet tables send from, on gw0's side.
+pub const CLIENT_MAC: Mac = [0x02, 0, 0, 0, 0x00, 0xc1];
+pub const CLIENT4: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
+pub const CLIENT6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 2);
 /// MTU of both gateway interfaces (the veth default).
 pub const MTU: usize = 1500;
 

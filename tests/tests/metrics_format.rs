@@ -5,12 +5,13 @@
 //!
 //! Run with `cargo test -p sluice-tests --test metrics_format -- --test-threads=1`.
 
-use std::io::{Read as _, Write as _};
-use std::net::{SocketAddr, TcpStream};
+use std::io::Write as _;
+use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use sluice_tests::daemon::{Daemon, Scratch};
+use sluice_tests::http1::get_closing;
 use sluice_tests::topology::{backend_addr4, GW_CLIENT_IFNAME};
 use sluice_tests::{require_root, NetNs, Topology, VIP4};
 
@@ -19,33 +20,13 @@ const MANAGEMENT: &str = "127.0.0.1:9043";
 /// `GET /metrics` with `accept` (if any): the content type and the body.
 fn scrape(gateway: &NetNs, accept: Option<&str>) -> (String, String) {
     let addr: SocketAddr = MANAGEMENT.parse().expect("address");
-    let accept = accept.map_or(String::new(), |a| format!("Accept: {a}\r\n"));
-    gateway
-        .exec(move || {
-            let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
-            s.set_read_timeout(Some(Duration::from_secs(5)))?;
-            write!(
-                s,
-                "GET /metrics HTTP/1.1\r\nHost: {addr}\r\n{accept}Connection: close\r\n\r\n"
-            )?;
-            let mut raw = String::new();
-            s.read_to_string(&mut raw)?;
-            Ok::<_, std::io::Error>(raw)
-        })
+    let extra: Vec<(&str, &str)> = accept.map(|a| ("Accept", a)).into_iter().collect();
+    let reply = gateway
+        .exec(|| get_closing(addr, "/metrics", &extra, Duration::from_secs(5)))
         .expect("gateway namespace")
-        .map(|raw| {
-            let (head, body) = raw.split_once("\r\n\r\n").expect("a response head");
-            let content_type = head
-                .lines()
-                .find_map(|l| {
-                    l.to_ascii_lowercase()
-                        .strip_prefix("content-type:")
-                        .map(|v| v.trim().to_owned())
-                })
-                .unwrap_or_default();
-            (content_type, body.to_owned())
-        })
-        .expect("scrape /metrics")
+        .expect("scrape /metrics");
+    let content_type = reply.header("content-type").unwrap_or_default().to_owned();
+    (content_type, reply.body)
 }
 
 /// `promtool check metrics` on `text`: its exit status and what it said.

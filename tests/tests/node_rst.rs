@@ -28,20 +28,17 @@ use lb_userspace::config::{Config, XdpMode};
 use lb_userspace::dataplane::{Dataplane, Options};
 use lb_userspace::shutdown::NodeState;
 use sluice_tests::packet_builder::{
-    diff, ethernet_vlan, ext_header, internet_checksum, pad_to_min, Ipv4, Ipv6, Mac, ETH_P_8021AD,
+    diff, ethernet_vlan, ext_header, internet_checksum, pad_to_min, Ipv4, Ipv6, ETH_P_8021AD,
     ETH_P_8021Q, ETH_P_IP, ETH_P_IPV6, IPPROTO_DSTOPTS, IPPROTO_TCP, TCP_ACK, TCP_FIN, TCP_PSH,
     TCP_RST, TCP_SYN,
 };
 use sluice_tests::packet_check::{
-    action_name, check_forward, deltas, expected_deltas, report, XDP_PASS, XDP_TX,
+    action_name, check_forward, deltas, expected_deltas, report, row_result, XDP_PASS, XDP_TX,
 };
-use sluice_tests::packet_env::{PacketEnv, GW0, GW0_MAC, NEIGH0_V4};
+use sluice_tests::packet_env::{PacketEnv, CLIENT4, CLIENT6, CLIENT_MAC, GW0, GW0_MAC, NEIGH0_V4};
 use sluice_tests::topology::{GW_CLIENT_ADDR4, GW_CLIENT_ADDR6};
 use sluice_tests::{require_root, NetNs, Topology};
 
-const CLIENT_MAC: Mac = [0x02, 0, 0, 0, 0x00, 0xc1];
-const CLIENT4: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
-const CLIENT6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 2);
 /// An L4 VIP whose one backend is behind gw0 (its packets leave by `XDP_TX`).
 const L4_VIP4: Ipv4Addr = Ipv4Addr::new(198, 19, 0, 10);
 const EDGE4: Ipv4Addr = Ipv4Addr::new(198, 19, 1, 10);
@@ -580,11 +577,7 @@ fn check(env: &mut PacketEnv, row: &Row) -> Result<(), String> {
     if got != want_counters {
         errors.push(format!("counter deltas {got:?}, want {want_counters:?}"));
     }
-    if errors.is_empty() {
-        Ok(())
-    } else {
-        Err(errors.join("; "))
-    }
+    row_result(&errors)
 }
 
 #[test]

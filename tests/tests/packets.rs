@@ -29,18 +29,15 @@ use sluice_tests::packet_builder::{
     IPPROTO_UDP, IP_MF, TCP_ACK, TCP_FIN, TCP_PSH, TCP_RST, TCP_SYN,
 };
 use sluice_tests::packet_check::{
-    action_name, check_forward, deltas, expected_deltas, report, tunnel_destination, XDP_DROP,
-    XDP_PASS,
+    action_name, check_forward, deltas, expected_deltas, report, row_result, tunnel_destination,
+    XDP_DROP, XDP_PASS,
 };
 use sluice_tests::packet_env::{
-    errno, DecapProgram, PacketEnv, GW0, GW0_MAC, GW1, MTU, NEIGH0_V4, NEIGH0_V6, NEIGH1_V4,
-    NEIGH1_V6, UNRESOLVED_V4,
+    errno, DecapProgram, PacketEnv, CLIENT4, CLIENT6, CLIENT_MAC, GW0, GW0_MAC, GW1, MTU,
+    NEIGH0_V4, NEIGH0_V6, NEIGH1_V4, NEIGH1_V6, UNRESOLVED_V4,
 };
 use sluice_tests::{require_root, NetNs};
 
-const CLIENT_MAC: Mac = [0x02, 0, 0, 0, 0x00, 0xc1];
-const CLIENT4: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
-const CLIENT6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 2);
 /// A router on the return path that reports errors about VIP flows.
 const ROUTER4: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 254);
 const ROUTER6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0xfe);
@@ -1482,11 +1479,7 @@ impl Runner<'_> {
                 if let Err(e) = check_counters(expected_deltas(counters.iter().map(|c| c.name()))) {
                     errors.push(e);
                 }
-                if errors.is_empty() {
-                    Ok(())
-                } else {
-                    Err(errors.join("; "))
-                }
+                row_result(&errors)
             }
             Expect::Steer(s) => {
                 let (got_action, out) = result.map_err(|e| format!("test run failed: {e:#}"))?;
@@ -1593,11 +1586,7 @@ impl Runner<'_> {
             self.chosen.insert(name, outer_dst);
         }
         self.seen.entry(s.vip).or_default().insert(outer_dst);
-        if errors.is_empty() {
-            Ok(())
-        } else {
-            Err(errors.join("; "))
-        }
+        row_result(&errors)
     }
 }
 
@@ -1927,11 +1916,7 @@ fn sluice_decap_table() {
                 if got != want_counters {
                     errors.push(format!("counter deltas {got:?}, want {want_counters:?}"));
                 }
-                if errors.is_empty() {
-                    Ok(())
-                } else {
-                    Err(errors.join("; "))
-                }
+                row_result(&errors)
             }
         };
         results.push((r.name, outcome));

@@ -25,19 +25,20 @@ use lb_common::proxy::{ProxyOutcome, FLOW_ALLOWED, FLOW_AWAIT_HEADER, FLOW_REFUS
 use lb_common::{Counter, FlowKey, ProxyFlow, FAMILY_V4, FAMILY_V6, PROTO_TCP};
 use lb_userspace::dataplane::Options;
 use sluice_tests::packet_builder::{
-    diff, ethernet, tcp_seq, Ipv4, Ipv6, Mac, ETH_P_IP, ETH_P_IPV6, IPPROTO_TCP, TCP_ACK, TCP_PSH,
+    diff, ethernet, tcp_seq, Ipv4, Ipv6, ETH_P_IP, ETH_P_IPV6, IPPROTO_TCP, TCP_ACK, TCP_PSH,
     TCP_SYN,
 };
 use sluice_tests::packet_check::{
-    action_name, check_forward, deltas, expected_deltas, report, XDP_DROP, XDP_PASS,
+    action_name, check_forward, deltas, expected_deltas, report, row_result, XDP_DROP, XDP_PASS,
 };
-use sluice_tests::packet_env::{PacketEnv, GW0, GW0_MAC, NEIGH0_V4, NEIGH0_V6, NEIGH1_V4};
+use sluice_tests::packet_env::{
+    PacketEnv, CLIENT4, CLIENT6, CLIENT_MAC, GW0, GW0_MAC, NEIGH0_V4, NEIGH0_V6, NEIGH1_V4,
+};
 use sluice_tests::{require_root, NetNs};
 
-const CLIENT_MAC: Mac = [0x02, 0, 0, 0, 0x00, 0xc1];
-/// Upstream balancers listed in every VIP's `trusted_proxies`.
-const PROXY4: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
-const PROXY6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 2);
+/// Upstream balancers listed in every VIP's `trusted_proxies`: the tables' client.
+const PROXY4: Ipv4Addr = CLIENT4;
+const PROXY6: Ipv6Addr = CLIENT6;
 /// A host that is in no `trusted_proxies`.
 const UNTRUSTED4: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 3);
 
@@ -900,11 +901,7 @@ impl Runner<'_> {
                 a.real_client,
             ));
         }
-        if errors.is_empty() {
-            Ok(())
-        } else {
-            Err(errors.join("; "))
-        }
+        row_result(&errors)
     }
 }
 
@@ -1060,11 +1057,7 @@ impl Runner<'_> {
                 st.real_client,
             ));
         }
-        if errors.is_empty() {
-            Ok(())
-        } else {
-            Err(errors.join("; "))
-        }
+        row_result(&errors)
     }
 }
 

@@ -149,6 +149,34 @@ fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
     }
 }
 
+/// Waits until `balancer` at `frontend` has answered `client` through both instances (their
+/// backends' names start `a-` and `b-`).
+fn wait_for_both_instances(balancer: &str, client: &NetNs, frontend: SocketAddr) {
+    let mut seen = [false, false];
+    wait_for(
+        &format!("{balancer} to answer through both instances"),
+        || {
+            if let Ok(reply) = get_once(client, frontend, "/") {
+                seen[0] |= reply.body.starts_with("a-");
+                seen[1] |= reply.body.starts_with("b-");
+            }
+            seen == [true, true]
+        },
+    );
+}
+
+/// Four clients on the client's address asking `frontend` for `/` every 10 ms for `duration`.
+fn steady_load(frontend: SocketAddr, duration: Duration) -> Load {
+    Load {
+        target: frontend,
+        sources: vec![IpAddr::V4(CLIENT_ADDR4); 4],
+        path: "/".into(),
+        duration,
+        pause: Duration::from_millis(10),
+        max_requests: 2000,
+    }
+}
+
 /// Two instances on one gateway, `names.0` on the client side and `names.1` on the proxy side,
 /// each with its own edge over `backends` backends (on [`PORT_A`] / [`PORT_B`]), and the proxy
 /// host.
@@ -216,23 +244,9 @@ fn haproxy_in_front_loses_no_request_while_one_instance_stops() {
         Haproxy::start_http(topo.proxy(), haproxy_dir.path(), &spec).expect("start haproxy");
 
     // Both instances in rotation before the load starts.
-    let mut seen = [false, false];
-    wait_for("haproxy to answer through both instances", || {
-        if let Ok(reply) = get_once(topo.client(), frontend, "/") {
-            seen[0] |= reply.body.starts_with("a-");
-            seen[1] |= reply.body.starts_with("b-");
-        }
-        seen == [true, true]
-    });
+    wait_for_both_instances("haproxy", topo.client(), frontend);
 
-    let load = Load {
-        target: frontend,
-        sources: vec![IpAddr::V4(CLIENT_ADDR4); 4],
-        path: "/".into(),
-        duration: Duration::from_secs(6),
-        pause: Duration::from_millis(10),
-        max_requests: 2000,
-    };
+    let load = steady_load(frontend, Duration::from_secs(6));
     let (report, (sigterm, exited, status)) = load::run(topo.client(), &load, || {
         thread::sleep(Duration::from_millis(1500));
         let sigterm = Instant::now();
@@ -527,23 +541,9 @@ fn nginx_in_front_never_waits_for_a_connect_timeout_while_one_instance_stops() {
         },
     )
     .expect("start nginx");
-    let mut seen = [false, false];
-    wait_for("nginx to answer through both instances", || {
-        if let Ok(reply) = get_once(topo.client(), frontend, "/") {
-            seen[0] |= reply.body.starts_with("a-");
-            seen[1] |= reply.body.starts_with("b-");
-        }
-        seen == [true, true]
-    });
+    wait_for_both_instances("nginx", topo.client(), frontend);
 
-    let load = Load {
-        target: frontend,
-        sources: vec![IpAddr::V4(CLIENT_ADDR4); 4],
-        path: "/".into(),
-        duration: Duration::from_secs(5),
-        pause: Duration::from_millis(10),
-        max_requests: 2000,
-    };
+    let load = steady_load(frontend, Duration::from_secs(5));
     let client = topo.client();
     let b_edge = b.edge;
     let (report, status) = load::run(client, &load, || {

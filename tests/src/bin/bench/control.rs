@@ -9,8 +9,7 @@
 //! while scrapes and `backends` run.
 
 use std::{
-    io::{Read as _, Write as _},
-    net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream},
+    net::{IpAddr, Ipv4Addr, SocketAddr},
     path::Path,
     sync::{
         atomic::{AtomicBool, Ordering},
@@ -26,6 +25,7 @@ use aya_obj::programs::XdpAttachType;
 use lb_userspace::admin::{client, protocol::BackendRow, protocol::Request};
 use sluice_tests::{
     daemon::{pin_dir, Daemon, Scrape, Scratch},
+    http1::{get_closing, Reply},
     packet_env::{setup_namespace, test_run_repeat, GW0},
     NetNs,
 };
@@ -229,35 +229,17 @@ fn get(ns: &NetNs, addr: SocketAddr, path: &str) -> Result<u16> {
 
 /// `GET path` inside the namespace: the body of a 200.
 fn get_body(ns: &NetNs, addr: SocketAddr, path: &str) -> Result<String> {
-    ns.exec(|| -> Result<String> {
-        let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
-        s.set_read_timeout(Some(Duration::from_secs(30)))?;
-        write!(
-            s,
-            "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-        )?;
-        let mut raw = String::new();
-        s.read_to_string(&mut raw)?;
-        let (head, body) = raw.split_once("\r\n\r\n").context("no end of headers")?;
-        ensure!(head.starts_with("HTTP/1.1 200"), "{path}: {head}");
-        Ok(body.to_owned())
-    })?
+    let reply = ns.exec(|| get_here_reply(addr, path))??;
+    ensure!(reply.status == 200, "{path}: {}", reply.status);
+    Ok(reply.body)
 }
 
 fn get_here(addr: SocketAddr, path: &str) -> Result<u16> {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
-    s.set_read_timeout(Some(Duration::from_secs(30)))?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw)?;
-    let head = String::from_utf8_lossy(&raw[..raw.len().min(32)]).into_owned();
-    head.split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .with_context(|| format!("no status in {head:?}"))
+    Ok(get_here_reply(addr, path)?.status)
+}
+
+fn get_here_reply(addr: SocketAddr, path: &str) -> Result<Reply> {
+    get_closing(addr, path, &[], Duration::from_secs(30))
 }
 
 /// Runs `f` `n` times; the latencies, sorted.
