@@ -3,7 +3,6 @@
 //! on [`VIP4`]`:80` over the first backends of the topology. Each lab appends its own
 //! `[[edge]]` tables.
 
-use std::fmt::Write as _;
 use std::path::Path;
 
 use crate::daemon::Daemon;
@@ -34,12 +33,13 @@ pub fn web_gateway(
          address = \"{VIP4}:80\"\ntable_size = 251\n{vip_tables}",
         Daemon::socket_in(scratch).display(),
     );
-    for i in 0..backends {
-        let _ = write!(
-            text,
-            "[[vip.backend]]\naddress = \"{}\"\n",
-            backend_addr4(i)
-        );
-    }
+    text.push_str(&backend_tables(backends));
     text
+}
+
+/// A `[[vip.backend]]` table for each of the first `backends` backends of the topology.
+pub fn backend_tables(backends: usize) -> String {
+    (0..backends)
+        .map(|i| format!("[[vip.backend]]\naddress = \"{}\"\n", backend_addr4(i)))
+        .collect()
 }

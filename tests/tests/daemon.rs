@@ -12,6 +12,7 @@ use anyhow::{bail, Result};
 use lb_userspace::config::XdpMode;
 use lb_userspace::dataplane::Decap;
 use sluice_tests::daemon::{pin_dir, Daemon, Scrape, Scratch};
+use sluice_tests::gateway_config::backend_tables;
 use sluice_tests::topology::backend_addr4;
 use sluice_tests::{
     echo_greetings, http_backend, http_get_many, require_root, tcp_echo_backend, EchoConn, NetNs,
@@ -77,13 +78,7 @@ fn config_text(instance: &str, scratch: &Scratch, spec: &Spec) -> String {
                  timeout = \"150ms\"\nrise = 2\nfall = 2\n",
             );
         }
-        for i in 0..spec.backends {
-            let _ = write!(
-                text,
-                "[[vip.backend]]\naddress = \"{}\"\n",
-                backend_addr4(i)
-            );
-        }
+        text.push_str(&backend_tables(spec.backends));
     }
     text
 }

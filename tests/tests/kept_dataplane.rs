@@ -6,7 +6,6 @@
 //!
 //! Run with `cargo test -p sluice-tests --test kept_dataplane -- --test-threads=1`.
 
-use std::fmt::Write as _;
 use std::fs::File;
 use std::process::Stdio;
 use std::thread;
@@ -15,7 +14,8 @@ use std::time::{Duration, Instant};
 use lb_userspace::config::XdpMode;
 use lb_userspace::dataplane::Decap;
 use sluice_tests::daemon::{pin_dir, sluice_bin, Daemon, Scratch};
-use sluice_tests::topology::{backend_addr4, GW_CLIENT_IFNAME};
+use sluice_tests::gateway_config::backend_tables;
+use sluice_tests::topology::GW_CLIENT_IFNAME;
 use sluice_tests::{require_root, tcp_echo_backend, ChildGuard, EchoConn, NetNs, Topology, VIP4};
 
 const ECHO_PORT: u16 = 7;
@@ -29,13 +29,7 @@ fn config(instance: &str, scratch: &Scratch, mode: &str) -> String {
          address = \"{VIP4}:{ECHO_PORT}\"\ntable_size = 251\n",
         Daemon::socket_in(scratch.path()).display()
     );
-    for i in 0..2 {
-        let _ = write!(
-            text,
-            "[[vip.backend]]\naddress = \"{}\"\n",
-            backend_addr4(i)
-        );
-    }
+    text.push_str(&backend_tables(2));
     text
 }
 

@@ -6,7 +6,6 @@
 //! The one duration asserted is the liveness bound: no stream waits longer than
 //! [`MAX_GAP`] for an echo.
 
-use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
@@ -15,6 +14,7 @@ use std::time::Duration;
 use lb_userspace::config::XdpMode;
 use lb_userspace::dataplane::Decap;
 use sluice_tests::daemon::{pin_dir, Daemon, Scratch};
+use sluice_tests::gateway_config::backend_tables;
 use sluice_tests::streams::{Stream, Tally};
 use sluice_tests::topology::{backend_addr4, GW_CLIENT_IFNAME};
 use sluice_tests::{echo_greetings, require_root, tcp_echo_backend, ServerHandle, Topology, VIP4};
@@ -44,13 +44,7 @@ fn config_text(instance: &str, scratch: &Scratch, backends: usize) -> String {
         Daemon::socket_in(scratch.path()).display(),
         vip(),
     );
-    for i in 0..backends {
-        let _ = write!(
-            text,
-            "[[vip.backend]]\naddress = \"{}\"\n",
-            backend_addr4(i)
-        );
-    }
+    text.push_str(&backend_tables(backends));
     text
 }
 

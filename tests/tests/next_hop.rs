@@ -16,7 +16,6 @@
 //! Run with `cargo test -p sluice-tests --test next_hop -- --test-threads=1`. Needs root.
 
 use std::collections::HashMap;
-use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::os::fd::AsRawFd as _;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -33,6 +32,7 @@ use nix::sys::socket::{
 };
 use nix::sys::time::TimeVal;
 use sluice_tests::daemon::{remove_pins, Daemon, Scratch};
+use sluice_tests::gateway_config::backend_tables;
 use sluice_tests::packet_builder::{ethernet, tcp, Ipv4, Ipv6, ETH_P_IP, ETH_P_IPV6, IPPROTO_TCP};
 use sluice_tests::packet_env::{
     PacketEnv, GW0_MAC, GW1, GW1_MAC, NEIGH0_MAC, NEIGH0_V4, NEIGH1_MAC,
@@ -235,11 +235,7 @@ fn daemon_config(instance: &str, scratch: &Scratch) -> String {
          [[vip]]\nname = \"echo\"\naddress = \"{VIP4}:{ECHO_PORT}\"\ntable_size = 251\n",
         Daemon::socket_in(scratch.path()).display()
     );
-    let _ = write!(
-        text,
-        "[[vip.backend]]\naddress = \"{}\"\n",
-        backend_addr4(0)
-    );
+    text.push_str(&backend_tables(1));
     text
 }
 

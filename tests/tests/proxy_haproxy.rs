@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use lb_userspace::config::XdpMode;
 use lb_userspace::dataplane::Decap;
 use sluice_tests::daemon::{Daemon, Scratch};
+use sluice_tests::gateway_config::backend_tables;
 use sluice_tests::haproxy::{Haproxy, HaproxySpec};
 use sluice_tests::proxy_backend::{send_and_read_line, Header, ProxyBackend, Reply, Seen};
 use sluice_tests::topology::{
@@ -76,13 +77,7 @@ fn config_text(instance: &str, scratch: &Scratch, backends: usize, policy: &Poli
     if !policy.deny.is_empty() {
         let _ = writeln!(text, "deny_clients = [{}]", list(&policy.deny));
     }
-    for i in 0..backends {
-        let _ = write!(
-            text,
-            "[[vip.backend]]\naddress = \"{}\"\n",
-            backend_addr4(i)
-        );
-    }
+    text.push_str(&backend_tables(backends));
     text
 }
 

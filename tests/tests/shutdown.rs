@@ -19,6 +19,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use sluice_tests::daemon::{Daemon, Scratch};
+use sluice_tests::gateway_config::backend_tables;
 use sluice_tests::haproxy::{CheckedServer, Haproxy, HttpBalancerSpec};
 use sluice_tests::http1::{KeepAlive, Reply};
 use sluice_tests::load::{self, Load};
@@ -84,13 +85,7 @@ impl Node {
             spec.interface,
             Daemon::socket_in(scratch.path()).display(),
         );
-        for i in 0..spec.backends {
-            let _ = write!(
-                text,
-                "[[vip.backend]]\naddress = \"{}\"\n",
-                backend_addr4(i)
-            );
-        }
+        text.push_str(&backend_tables(spec.backends));
         let _ = write!(
             text,
             "\n[[edge]]\nname = \"plain\"\naddress = \"{edge}\"\npool = \"web\"\n\

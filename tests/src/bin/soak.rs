@@ -28,6 +28,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _, Result};
 use lb_userspace::{config::XdpMode, dataplane::Decap};
+use sluice_tests::gateway_config::backend_tables;
 use sluice_tests::{
     certs::TestPki,
     daemon::{Daemon, Scratch},
@@ -117,9 +118,7 @@ fn config(lab_dir: &Path, pki: &TestPki, with_extra: bool) -> String {
         Daemon::socket_in(lab_dir).display()
     );
     let n = if with_extra { BACKENDS } else { BACKENDS - 1 };
-    for i in 0..n {
-        let _ = write!(c, "[[vip.backend]]\naddress = \"{}\"\n", backend_addr4(i));
-    }
+    c.push_str(&backend_tables(n));
     let live = lab_dir.join("live");
     let _ = write!(
         c,
