@@ -107,3 +107,23 @@ impl Curl {
         Ok((code, body.to_owned()))
     }
 }
+
+/// `GET url` with curl in `ns`, for its status only (a health check's view); curl's failure
+/// when nothing answered within `max_time` seconds.
+pub fn http_status(ns: &NetNs, url: &str, max_time: u32) -> Result<u16> {
+    let max_time = max_time.to_string();
+    let code = ns.run(&[
+        "curl",
+        "-s",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        "--max-time",
+        &max_time,
+        url,
+    ])?;
+    code.trim()
+        .parse()
+        .map_err(|_| anyhow::anyhow!("curl {url}: no status in {code:?}"))
+}

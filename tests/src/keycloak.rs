@@ -17,6 +17,7 @@ use anyhow::{bail, Context as _, Result};
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 
+use crate::curl::http_status;
 use crate::daemon::spawn_tied;
 use crate::netns::{ChildGuard, NetNs};
 
@@ -194,18 +195,7 @@ impl Keycloak {
                     );
                 }
             }
-            let code = ns.run(&[
-                "curl",
-                "-s",
-                "-o",
-                "/dev/null",
-                "-w",
-                "%{http_code}",
-                "--max-time",
-                "5",
-                &url,
-            ]);
-            if code.is_ok_and(|c| c.trim() == "200") {
+            if http_status(ns, &url, 5).is_ok_and(|code| code == 200) {
                 return Ok(self.started.elapsed());
             }
             if self.started.elapsed() > READY_TIMEOUT {

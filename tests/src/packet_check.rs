@@ -6,9 +6,9 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use lb_common::flow_hash::five_tuple_hash;
-use lb_common::{Counter, FlowKey};
+use lb_common::{Counter, FlowKey, FAMILY_V4, FAMILY_V6, PROTO_TCP, PROTO_UDP};
 
-use crate::packet_builder::{checksum_ok, diff, ip_tos, Mac, Tunnel};
+use crate::packet_builder::{checksum_ok, diff, ip_tos, Mac, Tunnel, IPPROTO_TCP};
 use crate::packet_env::{next_hop, tunnel_source, NextHop, MTU};
 
 pub const XDP_ABORTED: u32 = 0;
@@ -54,6 +54,30 @@ pub fn expected_deltas(
         *m.entry(n).or_insert(0) += 1;
     }
     m
+}
+
+/// An address's bytes in wire order.
+pub fn octets(ip: IpAddr) -> Vec<u8> {
+    match ip {
+        IpAddr::V4(a) => a.octets().to_vec(),
+        IpAddr::V6(a) => a.octets().to_vec(),
+    }
+}
+
+/// The conntrack key of the flow `client:cport` → `vip:vport` over `proto` (`IPPROTO_TCP` or
+/// `IPPROTO_UDP`), built the documented way: wire-order address bytes into `FlowKey::new`.
+pub fn flow_key(proto: u8, client: IpAddr, cport: u16, vip: IpAddr, vport: u16) -> FlowKey {
+    let family = if client.is_ipv4() {
+        FAMILY_V4
+    } else {
+        FAMILY_V6
+    };
+    let proto = if proto == IPPROTO_TCP {
+        PROTO_TCP
+    } else {
+        PROTO_UDP
+    };
+    FlowKey::new(family, proto, &octets(client), cport, &octets(vip), vport)
 }
 
 /// A row's result from the problems found with it: passed when there are none.

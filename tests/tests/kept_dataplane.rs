@@ -61,13 +61,18 @@ fn pinned_links(instance: &str) -> Vec<String> {
     names
 }
 
+/// The instance name, a two-backend topology and the scratch directory of the test `prefix`.
+fn lab(prefix: &str) -> (String, Topology, Scratch) {
+    let topo = Topology::build(prefix, 2).expect("build topology");
+    let scratch = Scratch::create(prefix).expect("scratch directory");
+    (format!("test-{prefix}"), topo, scratch)
+}
+
 #[test]
 fn an_adopted_dataplane_is_reattached_in_the_configured_xdp_mode() {
     require_root();
     let prefix = "slmode";
-    let instance = format!("test-{prefix}");
-    let topo = Topology::build(prefix, 2).expect("build topology");
-    let scratch = Scratch::create(prefix).expect("scratch directory");
+    let (instance, topo, scratch) = lab(prefix);
     let _backends: Vec<_> = (0..2)
         .map(|i| {
             let ns = topo.backend(i);
@@ -135,9 +140,7 @@ const MOUNTED_OWN: &str = "no bpffs was mounted here, so sluice mounted one";
 fn a_daemon_in_a_private_mount_namespace_warns_that_its_pins_die_with_it() {
     require_root();
     let prefix = "slmnt";
-    let instance = format!("test-{prefix}");
-    let topo = Topology::build(prefix, 2).expect("build topology");
-    let scratch = Scratch::create(prefix).expect("scratch directory");
+    let (instance, topo, scratch) = lab(prefix);
     let cfg = scratch.path().join("sluice.toml");
     std::fs::write(&cfg, config(&instance, &scratch, "native")).expect("write config");
     let log_path = scratch.path().join("sluice.log");

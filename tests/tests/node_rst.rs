@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result};
 use aya::maps::{Array, Map, MapData};
-use lb_common::{names, Counter, FlowKey, NodeEntry, FAMILY_V4, FAMILY_V6, PROTO_TCP};
+use lb_common::{names, Counter, FlowKey, NodeEntry};
 use lb_userspace::config::{Config, XdpMode};
 use lb_userspace::dataplane::{Dataplane, Options};
 use lb_userspace::shutdown::NodeState;
@@ -33,7 +33,8 @@ use sluice_tests::packet_builder::{
     TCP_RST, TCP_SYN,
 };
 use sluice_tests::packet_check::{
-    action_name, check_forward, deltas, expected_deltas, report, row_result, XDP_PASS, XDP_TX,
+    action_name, check_forward, deltas, expected_deltas, flow_key, octets, report, row_result,
+    XDP_PASS, XDP_TX,
 };
 use sluice_tests::packet_env::{PacketEnv, CLIENT4, CLIENT6, CLIENT_MAC, GW0, GW0_MAC, NEIGH0_V4};
 use sluice_tests::topology::{GW_CLIENT_ADDR4, GW_CLIENT_ADDR6};
@@ -64,13 +65,6 @@ fn config() -> String {
 
 // ---------------------------------------------------------------------------------------------
 // Frames, from the RFCs
-
-fn octets(ip: IpAddr) -> Vec<u8> {
-    match ip {
-        IpAddr::V4(a) => a.octets().to_vec(),
-        IpAddr::V6(a) => a.octets().to_vec(),
-    }
-}
 
 /// The TCP pseudo-header (RFC 9293 3.1 for IPv4, RFC 8200 8.1 for IPv6).
 fn pseudo(src: IpAddr, dst: IpAddr, tcp_len: usize) -> Vec<u8> {
@@ -150,19 +144,7 @@ impl Seg<'_> {
     }
 
     fn key(&self) -> FlowKey {
-        let family = if self.client.is_ipv4() {
-            FAMILY_V4
-        } else {
-            FAMILY_V6
-        };
-        FlowKey::new(
-            family,
-            PROTO_TCP,
-            &octets(self.client),
-            self.cport,
-            &octets(self.vip),
-            self.vport,
-        )
+        flow_key(IPPROTO_TCP, self.client, self.cport, self.vip, self.vport)
     }
 }
 

@@ -16,9 +16,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use lb_common::{
-    Counter, FlowKey, BACKEND_DOWN, BACKEND_DRAINING, FAMILY_V4, FAMILY_V6, PROTO_TCP, PROTO_UDP,
-};
+use lb_common::{Counter, FlowKey, BACKEND_DOWN, BACKEND_DRAINING};
 use lb_userspace::config::XdpMode;
 use lb_userspace::dataplane::{Decap, Options};
 use sluice_tests::packet_builder::{
@@ -29,8 +27,8 @@ use sluice_tests::packet_builder::{
     IPPROTO_UDP, IP_MF, TCP_ACK, TCP_FIN, TCP_PSH, TCP_RST, TCP_SYN,
 };
 use sluice_tests::packet_check::{
-    action_name, check_forward, deltas, expected_deltas, report, row_result, tunnel_destination,
-    XDP_DROP, XDP_PASS,
+    action_name, check_forward, deltas, expected_deltas, flow_key, report, row_result,
+    tunnel_destination, XDP_DROP, XDP_PASS,
 };
 use sluice_tests::packet_env::{
     errno, DecapProgram, PacketEnv, CLIENT4, CLIENT6, CLIENT_MAC, GW0, GW0_MAC, GW1, MTU,
@@ -175,13 +173,6 @@ fn udp6(cport: u16) -> Flow {
     }
 }
 
-fn octets(ip: IpAddr) -> Vec<u8> {
-    match ip {
-        IpAddr::V4(a) => a.octets().to_vec(),
-        IpAddr::V6(a) => a.octets().to_vec(),
-    }
-}
-
 fn v4(ip: IpAddr) -> Ipv4Addr {
     match ip {
         IpAddr::V4(a) => a,
@@ -199,24 +190,7 @@ fn v6(ip: IpAddr) -> Ipv6Addr {
 impl Flow {
     /// The conntrack key, built the documented way (wire-order bytes, `FlowKey::new`).
     fn key(&self) -> FlowKey {
-        let family = if self.client.is_ipv4() {
-            FAMILY_V4
-        } else {
-            FAMILY_V6
-        };
-        let proto = if self.proto == IPPROTO_TCP {
-            PROTO_TCP
-        } else {
-            PROTO_UDP
-        };
-        FlowKey::new(
-            family,
-            proto,
-            &octets(self.client),
-            self.cport,
-            &octets(self.vip),
-            self.vport,
-        )
+        flow_key(self.proto, self.client, self.cport, self.vip, self.vport)
     }
 
     fn with_port(mut self, cport: u16) -> Self {

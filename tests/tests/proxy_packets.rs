@@ -22,14 +22,15 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use lb_common::proxy::parse::{segment_verdict, SegmentVerdict};
 use lb_common::proxy::{ProxyOutcome, FLOW_ALLOWED, FLOW_AWAIT_HEADER, FLOW_REFUSED};
-use lb_common::{Counter, FlowKey, ProxyFlow, FAMILY_V4, FAMILY_V6, PROTO_TCP};
+use lb_common::{Counter, FlowKey, ProxyFlow, FAMILY_V4};
 use lb_userspace::dataplane::Options;
 use sluice_tests::packet_builder::{
     diff, ethernet, tcp_seq, Ipv4, Ipv6, ETH_P_IP, ETH_P_IPV6, IPPROTO_TCP, TCP_ACK, TCP_PSH,
     TCP_SYN,
 };
 use sluice_tests::packet_check::{
-    action_name, check_forward, deltas, expected_deltas, report, row_result, XDP_DROP, XDP_PASS,
+    action_name, check_forward, deltas, expected_deltas, flow_key, octets, report, row_result,
+    XDP_DROP, XDP_PASS,
 };
 use sluice_tests::packet_env::{
     PacketEnv, CLIENT4, CLIENT6, CLIENT_MAC, GW0, GW0_MAC, NEIGH0_V4, NEIGH0_V6, NEIGH1_V4,
@@ -162,13 +163,6 @@ fn sa(ip: impl Into<IpAddr>, port: u16) -> SocketAddr {
     SocketAddr::new(ip.into(), port)
 }
 
-fn octets(ip: IpAddr) -> Vec<u8> {
-    match ip {
-        IpAddr::V4(a) => a.octets().to_vec(),
-        IpAddr::V6(a) => a.octets().to_vec(),
-    }
-}
-
 // ---------------------------------------------------------------------------------------------
 // Frames
 
@@ -186,19 +180,7 @@ const VPORT: u16 = 80;
 
 impl Conn {
     fn key(&self) -> FlowKey {
-        let family = if self.client.is_ipv4() {
-            FAMILY_V4
-        } else {
-            FAMILY_V6
-        };
-        FlowKey::new(
-            family,
-            PROTO_TCP,
-            &octets(self.client),
-            self.cport,
-            &octets(self.vip),
-            VPORT,
-        )
+        flow_key(IPPROTO_TCP, self.client, self.cport, self.vip, VPORT)
     }
 
     /// The client's IP packet.

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _, Result};
 use sluice_tests::certs::TestPki;
-use sluice_tests::curl::Curl;
+use sluice_tests::curl::{http_status, Curl};
 use sluice_tests::load::{self, Load};
 use sluice_tests::topology::{backend_addr4, CLIENT_ADDR4, GW_CLIENT_ADDR4};
 use sluice_tests::{http_headers_backend, NetNs, ServerHandle, Topology};
@@ -246,19 +246,8 @@ pub fn shutdown(gateway: &NetNs, stop: impl FnOnce() -> Result<()>) -> Result<()
 
 /// What an upstream balancer's health check sees right now.
 fn probe(gateway: &NetNs) -> String {
-    let ready = gateway
-        .run(&[
-            "curl",
-            "-s",
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_code}",
-            "--max-time",
-            "1",
-            &format!("http://{MANAGEMENT}/health/ready"),
-        ])
-        .map_or_else(|_| "no answer".to_owned(), |code| code.trim().to_owned());
+    let ready = http_status(gateway, &format!("http://{MANAGEMENT}/health/ready"), 1)
+        .map_or_else(|_| "no answer".to_owned(), |code| code.to_string());
     match ready.as_str() {
         "200" => "serving: /health/ready 200".to_owned(),
         "503" => {
