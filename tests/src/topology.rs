@@ -18,9 +18,11 @@
 //! The gateway routes between its subnets but has no route for the VIPs: steering VIP
 //! traffic is the job of the XDP program under test.
 
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use anyhow::{bail, Result};
+use lb_userspace::config::XdpMode;
+use lb_userspace::dataplane::Decap;
 
 use crate::netns::NetNs;
 
@@ -300,6 +302,15 @@ impl Topology {
     /// If `i >= backend_count()`.
     pub fn backend(&self, i: usize) -> &NetNs {
         &self.backends[i]
+    }
+
+    /// `sluice_decap` in native mode on backend `i`'s [`BACKEND_IFNAME`] for `vips`, as the
+    /// daemon's `sluice decap attach` does; detached when dropped. Panics if it cannot attach.
+    pub fn attach_decap(&self, i: usize, vips: &[IpAddr]) -> Decap {
+        self.backends[i]
+            .exec(|| Decap::attach(BACKEND_IFNAME, XdpMode::Native, vips))
+            .and_then(|r| Ok(r?))
+            .unwrap_or_else(|err| panic!("attach sluice_decap on backend {i}: {err:#}"))
     }
 
     /// All backends, in index order.

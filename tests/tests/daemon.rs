@@ -9,7 +9,6 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
-use lb_userspace::config::XdpMode;
 use lb_userspace::dataplane::Decap;
 use sluice_tests::daemon::{pin_dir, Daemon, Scrape, Scratch};
 use sluice_tests::gateway_config::backend_tables;
@@ -120,10 +119,7 @@ impl Lab {
 
     fn start_backend(&mut self, i: usize) {
         let ns = self.topo.backend(i);
-        let decap = ns
-            .exec(|| Decap::attach("eth0", XdpMode::Native, &[VIP4.into()]))
-            .and_then(|r| Ok(r?))
-            .unwrap_or_else(|err| panic!("attach sluice_decap on backend {i}: {err:#}"));
+        let decap = self.topo.attach_decap(i, &[VIP4.into()]);
         self.decaps.push(decap);
         let echo = tcp_echo_backend(ns, &format!("backend-{i}"), ECHO_PORT)
             .unwrap_or_else(|err| panic!("echo server on backend {i}: {err:#}"));

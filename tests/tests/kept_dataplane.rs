@@ -11,8 +11,6 @@ use std::process::Stdio;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use lb_userspace::config::XdpMode;
-use lb_userspace::dataplane::Decap;
 use sluice_tests::daemon::{pin_dir, sluice_bin, Daemon, Scratch};
 use sluice_tests::gateway_config::backend_tables;
 use sluice_tests::topology::GW_CLIENT_IFNAME;
@@ -76,10 +74,7 @@ fn an_adopted_dataplane_is_reattached_in_the_configured_xdp_mode() {
     let _backends: Vec<_> = (0..2)
         .map(|i| {
             let ns = topo.backend(i);
-            let decap = ns
-                .exec(|| Decap::attach("eth0", XdpMode::Native, &[VIP4.into()]))
-                .and_then(|r| Ok(r?))
-                .expect("attach sluice_decap");
+            let decap = topo.attach_decap(i, &[VIP4.into()]);
             let echo = tcp_echo_backend(ns, &format!("backend-{i}"), ECHO_PORT).expect("echo");
             (decap, echo)
         })

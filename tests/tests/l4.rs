@@ -124,10 +124,7 @@ impl Lab {
     /// Attaches `sluice_decap` and starts the servers on backend `i`.
     fn start_backend(&mut self, i: usize) {
         let ns = self.topo.backend(i);
-        let decap = ns
-            .exec(|| Decap::attach("eth0", XdpMode::Native, &[VIP4.into(), VIP6.into()]))
-            .and_then(|r| Ok(r?))
-            .unwrap_or_else(|err| panic!("attach sluice_decap on backend {i}: {err:#}"));
+        let decap = self.topo.attach_decap(i, &[VIP4.into(), VIP6.into()]);
         self.decaps.push(decap);
         let name = backend_name(i);
         for server in [

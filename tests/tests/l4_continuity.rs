@@ -11,8 +11,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::Duration;
 
-use lb_userspace::config::XdpMode;
-use lb_userspace::dataplane::Decap;
 use sluice_tests::daemon::{pin_dir, Daemon, Scratch};
 use sluice_tests::gateway_config::backend_tables;
 use sluice_tests::streams::{Stream, Tally};
@@ -74,10 +72,7 @@ fn streams_keep_flowing_through_a_restart_a_drain_and_a_new_backend() {
     let mut decaps = Vec::new();
     let mut servers: Vec<ServerHandle> = Vec::new();
     for (i, ns) in topo.backends().iter().enumerate() {
-        let decap = ns
-            .exec(|| Decap::attach("eth0", XdpMode::Native, &[VIP4.into()]))
-            .and_then(|r| Ok(r?))
-            .unwrap_or_else(|err| panic!("attach sluice_decap on backend {i}: {err:#}"));
+        let decap = topo.attach_decap(i, &[VIP4.into()]);
         decaps.push(decap);
         servers.push(
             tcp_echo_backend(ns, &format!("backend-{i}"), ECHO_PORT)

@@ -16,7 +16,6 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use lb_userspace::config::XdpMode;
 use lb_userspace::dataplane::Decap;
 use sluice_tests::daemon::{Daemon, Scratch};
 use sluice_tests::gateway_config::backend_tables;
@@ -112,10 +111,7 @@ impl Lab {
         let mut decaps = Vec::new();
         let mut servers = Vec::new();
         for (i, ns) in topo.backends().iter().enumerate() {
-            let decap = ns
-                .exec(|| Decap::attach("eth0", XdpMode::Native, &[VIP4.into()]))
-                .and_then(|r| Ok(r?))
-                .unwrap_or_else(|err| panic!("attach sluice_decap on backend {i}: {err:#}"));
+            let decap = topo.attach_decap(i, &[VIP4.into()]);
             decaps.push(decap);
             let server = ProxyBackend::start(ns, i, VIP_PORT)
                 .unwrap_or_else(|err| panic!("PROXY backend {i}: {err:#}"));

@@ -160,6 +160,15 @@ fn wait_for_both_instances(balancer: &str, client: &NetNs, frontend: SocketAddr)
     );
 }
 
+/// An HTTP backend `backend-<i>` on [`EDGE_PORT`] in each backend namespace.
+fn http_backends(topo: &Topology) -> Vec<ServerHandle> {
+    topo.backends()
+        .iter()
+        .enumerate()
+        .map(|(i, ns)| http_backend(ns, &format!("backend-{i}"), EDGE_PORT).expect("backend"))
+        .collect()
+}
+
 /// Four clients on the client's address asking `frontend` for `/` every 10 ms for `duration`.
 fn steady_load(frontend: SocketAddr, duration: Duration) -> Load {
     Load {
@@ -374,12 +383,7 @@ fn draining_turns_not_ready_at_once_and_asks_keep_alive_clients_to_close() {
             shutdown_timeout: "1s",
         },
     );
-    let _servers: Vec<ServerHandle> = topo
-        .backends()
-        .iter()
-        .enumerate()
-        .map(|(i, ns)| http_backend(ns, &format!("backend-{i}"), EDGE_PORT).expect("backend"))
-        .collect();
+    let _servers = http_backends(&topo);
     let (client, gateway) = (topo.client(), topo.gateway());
     let mut conn = keep_alive(client, node.edge);
     let first = conn.get("/").expect("a request while serving");
@@ -455,12 +459,7 @@ fn drained_edge_backend_gets_no_request_after_the_drain_is_acknowledged() {
             shutdown_timeout: "1s",
         },
     );
-    let servers: Vec<ServerHandle> = topo
-        .backends()
-        .iter()
-        .enumerate()
-        .map(|(i, ns)| http_backend(ns, &format!("backend-{i}"), EDGE_PORT).expect("backend"))
-        .collect();
+    let servers = http_backends(&topo);
     let load = Load {
         target: node.edge,
         sources,
