@@ -122,15 +122,24 @@ fn core(runtime: &tokio::runtime::Runtime, fake: &Arc<FakeConntrack>) -> Arc<Cor
     Arc::new(core)
 }
 
-#[test]
-fn probes_status_and_the_phase_answer_while_the_lock_is_held_and_a_walk_runs() {
+/// A started core over a fake conntrack on a runtime of its own; `None`, and the test skips,
+/// without root, which loading sluice_xdp needs.
+fn rooted_core() -> Option<(tokio::runtime::Runtime, Arc<FakeConntrack>, Arc<Core>)> {
     if !is_root() {
         eprintln!("skipped: loading sluice_xdp needs root");
-        return;
+        return None;
     }
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let fake = Arc::new(FakeConntrack::default());
     let core = core(&runtime, &fake);
+    Some((runtime, fake, core))
+}
+
+#[test]
+fn probes_status_and_the_phase_answer_while_the_lock_is_held_and_a_walk_runs() {
+    let Some((_runtime, fake, core)) = rooted_core() else {
+        return;
+    };
 
     // A walk that does not end until the test says so.
     let (release, gate) = mpsc::channel();
@@ -182,13 +191,9 @@ fn probes_status_and_the_phase_answer_while_the_lock_is_held_and_a_walk_runs() {
 
 #[test]
 fn backends_count_live_flows_and_forget_idle_ones() {
-    if !is_root() {
-        eprintln!("skipped: loading sluice_xdp needs root");
+    let Some((_runtime, fake, core)) = rooted_core() else {
         return;
-    }
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    let fake = Arc::new(FakeConntrack::default());
-    let core = core(&runtime, &fake);
+    };
     let id = |addr: &str| {
         core.lock()
             .dp

@@ -65,6 +65,22 @@ fn accept_forever(listener: TcpListener, accepted: Arc<AtomicUsize>) -> JoinHand
 }
 
 /// Stops `task` and waits until its listener is closed (the task's future is dropped).
+/// A checker and the receiver of its transitions.
+fn checker() -> (Checker, UnboundedReceiver<Transition>) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    (Checker::new(tx), rx)
+}
+
+/// A listener on localhost that accepts every connection ([`accept_forever`]): its port, the
+/// number accepted so far, its task.
+async fn counting_server() -> (u16, Arc<AtomicUsize>, JoinHandle<()>) {
+    let listener = TcpListener::bind((LOCALHOST, 0)).await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let server = accept_forever(listener, Arc::clone(&accepted));
+    (port, accepted, server)
+}
+
 async fn stop(task: JoinHandle<()>) {
     task.abort();
     assert!(task.await.unwrap_err().is_cancelled());
@@ -122,12 +138,8 @@ fn tracker_counts_consecutive_contrary_probes() {
 /// `rise` probes succeed.
 #[tokio::test]
 async fn a_target_can_start_unhealthy_and_rise() {
-    let listener = TcpListener::bind((LOCALHOST, 0)).await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let accepted = Arc::new(AtomicUsize::new(0));
-    let server = accept_forever(listener, Arc::clone(&accepted));
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    let mut checker = Checker::new(tx);
+    let (port, accepted, server) = counting_server().await;
+    let (mut checker, mut rx) = checker();
     let mut t = target(check(CheckKind::Tcp, port, 3, 1));
     t.start_healthy = false;
     checker.update(vec![t]);
@@ -143,12 +155,8 @@ async fn a_target_can_start_unhealthy_and_rise() {
 
 #[tokio::test]
 async fn tcp_open_port_stays_healthy() {
-    let listener = TcpListener::bind((LOCALHOST, 0)).await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let accepted = Arc::new(AtomicUsize::new(0));
-    let server = accept_forever(listener, Arc::clone(&accepted));
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    let mut checker = Checker::new(tx);
+    let (port, accepted, server) = counting_server().await;
+    let (mut checker, mut rx) = checker();
     checker.update(vec![target(check(CheckKind::Tcp, port, 2, 2))]);
 
     let probed = async {
@@ -169,11 +177,8 @@ async fn tcp_open_port_stays_healthy() {
 
 #[tokio::test]
 async fn tcp_closed_port_goes_unhealthy_then_recovers_on_reopen() {
-    let listener = TcpListener::bind((LOCALHOST, 0)).await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let server = accept_forever(listener, Arc::default());
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    let mut checker = Checker::new(tx);
+    let (port, _, server) = counting_server().await;
+    let (mut checker, mut rx) = checker();
     checker.update(vec![target(check(CheckKind::Tcp, port, 2, 3))]);
 
     stop(server).await;
@@ -197,8 +202,7 @@ async fn tcp_closed_port_goes_unhealthy_then_recovers_on_reopen() {
 #[tokio::test]
 async fn http_503_goes_unhealthy() {
     let (port, _heads) = http_server("503 Service Unavailable").await;
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    let mut checker = Checker::new(tx);
+    let (mut checker, mut rx) = checker();
     checker.update(vec![target(http_check(port))]);
     let down = next(&mut rx).await;
     assert!(!down.healthy);
@@ -242,8 +246,7 @@ async fn http_probe_times_out_on_a_silent_server() {
 #[tokio::test]
 async fn update_keeps_unchanged_targets_and_stops_removed_ones() {
     let port = closed_port().await;
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    let mut checker = Checker::new(tx);
+    let (mut checker, mut rx) = checker();
     let refused = target(check(CheckKind::Tcp, port, 1, 1));
     checker.update(vec![refused.clone()]);
     let down = next(&mut rx).await;
@@ -271,8 +274,7 @@ async fn update_keeps_unchanged_targets_and_stops_removed_ones() {
 #[tokio::test]
 async fn a_changed_check_restarts_with_the_current_health() {
     let port = closed_port().await;
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    let mut checker = Checker::new(tx);
+    let (mut checker, mut rx) = checker();
     let mut refused = target(check(CheckKind::Tcp, port, 1, 1));
     checker.update(vec![refused.clone()]);
     assert!(!next(&mut rx).await.healthy);
