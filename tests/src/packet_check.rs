@@ -80,6 +80,19 @@ pub fn flow_key(proto: u8, client: IpAddr, cport: u16, vip: IpAddr, vport: u16) 
     FlowKey::new(family, proto, &octets(client), cport, &octets(vip), vport)
 }
 
+/// "action X, want Y" when the verdict is not the expected one.
+pub fn action_mismatch(got: u32, want: u32) -> Option<String> {
+    (got != want).then(|| format!("action {}, want {}", action_name(got), action_name(want)))
+}
+
+/// "counter deltas …, want …" when the counters did not move exactly as expected.
+pub fn counters_mismatch(
+    got: &BTreeMap<&'static str, i128>,
+    want: &BTreeMap<&'static str, i128>,
+) -> Option<String> {
+    (got != want).then(|| format!("counter deltas {got:?}, want {want:?}"))
+}
+
 /// A row's result from the problems found with it: passed when there are none.
 pub fn row_result(errors: &[String]) -> Result<(), String> {
     if errors.is_empty() {
@@ -161,13 +174,7 @@ pub fn check_forward(
     };
     let want = tunnel.frame(inner);
     let mut errors = Vec::new();
-    if action != want_action {
-        errors.push(format!(
-            "action {}, want {}",
-            action_name(action),
-            action_name(want_action)
-        ));
-    }
+    errors.extend(action_mismatch(action, want_action));
     if out != want.as_slice() {
         errors.push(format!(
             "to {backend}: output differs: {}",

@@ -43,6 +43,29 @@ pub struct ServerHandle {
 }
 
 impl ServerHandle {
+    /// Runs `serve(stop, served)` on a thread named `thread_name`: it serves on `port` until
+    /// `stop` is set, counting what it served in `served`.
+    fn spawn(
+        port: u16,
+        thread_name: String,
+        serve: impl FnOnce(Arc<AtomicBool>, Arc<AtomicU64>) + Send + 'static,
+    ) -> Result<ServerHandle> {
+        let (stop, served) = (
+            Arc::new(AtomicBool::new(false)),
+            Arc::new(AtomicU64::new(0)),
+        );
+        let (stop2, served2) = (stop.clone(), served.clone());
+        let thread = thread::Builder::new()
+            .name(thread_name)
+            .spawn(move || serve(stop2, served2))?;
+        Ok(ServerHandle {
+            port,
+            stop,
+            served,
+            thread: Some(thread),
+        })
+    }
+
     /// The port the server listens on (useful when it was started with port 0).
     pub fn port(&self) -> u16 {
         self.port
@@ -199,29 +222,17 @@ pub fn udp_backend(ns: &NetNs, name: &str, port: u16) -> Result<ServerHandle> {
         Ok(fd)
     })??;
     let port = UdpSocket::from(fd.try_clone()?).local_addr()?.port();
-    let (stop, served) = (
-        Arc::new(AtomicBool::new(false)),
-        Arc::new(AtomicU64::new(0)),
-    );
-    let (stop2, served2, reply) = (stop.clone(), served.clone(), name.as_bytes().to_vec());
-    let thread = thread::Builder::new()
-        .name(format!("udp-{name}"))
-        .spawn(move || {
-            while !stop2.load(Ordering::Relaxed) {
-                match udp_answer(&fd, &reply) {
-                    Ok(true) => {
-                        served2.fetch_add(1, Ordering::Relaxed);
-                    }
-                    Ok(false) => {}
-                    Err(err) => eprintln!("udp backend: {err:#}"),
+    let reply = name.as_bytes().to_vec();
+    ServerHandle::spawn(port, format!("udp-{name}"), move |stop, served| {
+        while !stop.load(Ordering::Relaxed) {
+            match udp_answer(&fd, &reply) {
+                Ok(true) => {
+                    served.fetch_add(1, Ordering::Relaxed);
                 }
+                Ok(false) => {}
+                Err(err) => eprintln!("udp backend: {err:#}"),
             }
-        })?;
-    Ok(ServerHandle {
-        port,
-        stop,
-        served,
-        thread: Some(thread),
+        }
     })
 }
 
@@ -280,41 +291,29 @@ where
         Ok(TcpListener::from(fd))
     })??;
     let port = listener.local_addr()?.port();
-    let (stop, served) = (
-        Arc::new(AtomicBool::new(false)),
-        Arc::new(AtomicU64::new(0)),
-    );
-    let (stop2, served2, name) = (stop.clone(), served.clone(), Arc::<str>::from(name));
-    let thread = thread::Builder::new()
-        .name(format!("tcp-{name}"))
-        .spawn(move || {
-            while !stop2.load(Ordering::Relaxed) {
-                let stream = match listener.accept() {
-                    Ok((stream, _)) => stream,
-                    Err(err) if is_timeout(&err) => continue,
-                    Err(err) => {
-                        eprintln!("tcp backend {name}: accept: {err}");
-                        thread::sleep(POLL);
-                        continue;
-                    }
-                };
-                served2.fetch_add(1, Ordering::Relaxed);
-                let (name, handler) = (name.clone(), handler.clone());
-                let spawned = thread::Builder::new().spawn(move || {
-                    // Clients cut connections short on purpose in some tests.
-                    let _ = stream.set_read_timeout(Some(CONN_TIMEOUT));
-                    let _ = handler(stream, &name);
-                });
-                if let Err(err) = spawned {
-                    eprintln!("tcp backend: spawning a connection thread: {err}");
+    let name = Arc::<str>::from(name);
+    ServerHandle::spawn(port, format!("tcp-{name}"), move |stop, served| {
+        while !stop.load(Ordering::Relaxed) {
+            let stream = match listener.accept() {
+                Ok((stream, _)) => stream,
+                Err(err) if is_timeout(&err) => continue,
+                Err(err) => {
+                    eprintln!("tcp backend {name}: accept: {err}");
+                    thread::sleep(POLL);
+                    continue;
                 }
+            };
+            served.fetch_add(1, Ordering::Relaxed);
+            let (name, handler) = (name.clone(), handler.clone());
+            let spawned = thread::Builder::new().spawn(move || {
+                // Clients cut connections short on purpose in some tests.
+                let _ = stream.set_read_timeout(Some(CONN_TIMEOUT));
+                let _ = handler(stream, &name);
+            });
+            if let Err(err) = spawned {
+                eprintln!("tcp backend: spawning a connection thread: {err}");
             }
-        })?;
-    Ok(ServerHandle {
-        port,
-        stop,
-        served,
-        thread: Some(thread),
+        }
     })
 }
 

@@ -66,6 +66,12 @@ fn lab(prefix: &str) -> (String, Topology, Scratch) {
     (format!("test-{prefix}"), topo, scratch)
 }
 
+/// The test's daemon with `xdp_mode = "native"`.
+fn start_native(topo: &Topology, scratch: &Scratch, instance: &str) -> Daemon {
+    let text = config(instance, scratch, "native");
+    Daemon::start(topo.gateway(), scratch.path(), instance, &text).expect("start sluice run")
+}
+
 #[test]
 fn an_adopted_dataplane_is_reattached_in_the_configured_xdp_mode() {
     require_root();
@@ -79,13 +85,7 @@ fn an_adopted_dataplane_is_reattached_in_the_configured_xdp_mode() {
             (decap, echo)
         })
         .collect();
-    let mut daemon = Daemon::start(
-        topo.gateway(),
-        scratch.path(),
-        &instance,
-        &config(&instance, &scratch, "native"),
-    )
-    .expect("start sluice run");
+    let mut daemon = start_native(&topo, &scratch, &instance);
     assert_eq!(attached_mode(topo.gateway()), "native");
     assert_eq!(
         pinned_links(&instance),
@@ -251,13 +251,7 @@ fn a_previous_conntrack_layout_is_never_read_and_its_pin_is_freed() {
     let scratch = Scratch::create(prefix).expect("scratch directory");
     let old_client = std::net::Ipv4Addr::new(198, 18, 99, 1);
     // A kept dataplane (the test's daemon clears pins when it starts, so one runs first).
-    let mut daemon = Daemon::start(
-        topo.gateway(),
-        scratch.path(),
-        &instance,
-        &config(&instance, &scratch, "native"),
-    )
-    .expect("start sluice run");
+    let mut daemon = start_native(&topo, &scratch, &instance);
     let status = daemon.stop().expect("stop");
     assert!(status.success(), "exit {status}\n{}", daemon.log_text());
     pin_previous_conntrack(&instance, old_client);

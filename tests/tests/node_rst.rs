@@ -33,8 +33,8 @@ use sluice_tests::packet_builder::{
     TCP_RST, TCP_SYN,
 };
 use sluice_tests::packet_check::{
-    action_name, check_forward, deltas, expected_deltas, flow_key, octets, report, row_result,
-    XDP_PASS, XDP_TX,
+    action_mismatch, check_forward, counters_mismatch, deltas, expected_deltas, flow_key, octets,
+    report, row_result, XDP_PASS, XDP_TX,
 };
 use sluice_tests::packet_env::{PacketEnv, CLIENT4, CLIENT6, CLIENT_MAC, GW0, GW0_MAC, NEIGH0_V4};
 use sluice_tests::topology::{GW_CLIENT_ADDR4, GW_CLIENT_ADDR6};
@@ -549,16 +549,8 @@ fn check(env: &mut PacketEnv, row: &Row) -> Result<(), String> {
             )
         }
     };
-    if action != want_action {
-        errors.push(format!(
-            "action {}, want {}",
-            action_name(action),
-            action_name(want_action)
-        ));
-    }
-    if got != want_counters {
-        errors.push(format!("counter deltas {got:?}, want {want_counters:?}"));
-    }
+    errors.extend(action_mismatch(action, want_action));
+    errors.extend(counters_mismatch(&got, &want_counters));
     row_result(&errors)
 }
 

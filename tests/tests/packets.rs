@@ -27,8 +27,8 @@ use sluice_tests::packet_builder::{
     IPPROTO_UDP, IP_MF, TCP_ACK, TCP_FIN, TCP_PSH, TCP_RST, TCP_SYN,
 };
 use sluice_tests::packet_check::{
-    action_name, check_forward, deltas, expected_deltas, flow_key, report, row_result,
-    tunnel_destination, XDP_DROP, XDP_PASS,
+    action_mismatch, action_name, check_forward, counters_mismatch, deltas, expected_deltas,
+    flow_key, report, row_result, tunnel_destination, XDP_DROP, XDP_PASS,
 };
 use sluice_tests::packet_env::{
     errno, DecapProgram, PacketEnv, CLIENT4, CLIENT6, CLIENT_MAC, GW0, GW0_MAC, GW1, MTU,
@@ -1436,13 +1436,7 @@ impl Runner<'_> {
             } => {
                 let (got_action, out) = result.map_err(|e| format!("test run failed: {e:#}"))?;
                 let mut errors = Vec::new();
-                if got_action != *action {
-                    errors.push(format!(
-                        "action {}, want {}",
-                        action_name(got_action),
-                        action_name(*action)
-                    ));
-                }
+                errors.extend(action_mismatch(got_action, *action));
                 let want_out = match output {
                     Output::Unchanged => &row.frame,
                     Output::Exact(b) => b,
@@ -1537,9 +1531,7 @@ impl Runner<'_> {
         );
         errors.extend(more);
         let want_counters = expected_deltas(s.counters.iter().chain([&verdict]).map(|c| c.name()));
-        if *got != want_counters {
-            errors.push(format!("counter deltas {got:?}, want {want_counters:?}"));
-        }
+        errors.extend(counters_mismatch(got, &want_counters));
         let ct = self.env.dp.flow_backend(&s.key);
         match s.ct {
             Ct::Unchecked => {}
@@ -1872,13 +1864,7 @@ fn sluice_decap_table() {
             (Some(_), Err(e)) => Err(format!("test run failed: {e:#}")),
             (Some(want), Ok((action, out))) => {
                 let mut errors = Vec::new();
-                if action != want {
-                    errors.push(format!(
-                        "action {}, want {}",
-                        action_name(action),
-                        action_name(want)
-                    ));
-                }
+                errors.extend(action_mismatch(action, want));
                 let want_out = match &r.output {
                     Output::Unchanged => &r.frame,
                     Output::Exact(b) => b,
@@ -1887,9 +1873,7 @@ fn sluice_decap_table() {
                     errors.push(format!("output differs: {}", diff(&out, want_out)));
                 }
                 let want_counters = expected_deltas([r.counter]);
-                if got != want_counters {
-                    errors.push(format!("counter deltas {got:?}, want {want_counters:?}"));
-                }
+                errors.extend(counters_mismatch(&got, &want_counters));
                 row_result(&errors)
             }
         };

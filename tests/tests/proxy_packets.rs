@@ -29,8 +29,8 @@ use sluice_tests::packet_builder::{
     TCP_SYN,
 };
 use sluice_tests::packet_check::{
-    action_name, check_forward, deltas, expected_deltas, flow_key, octets, report, row_result,
-    XDP_DROP, XDP_PASS,
+    action_mismatch, action_name, check_forward, counters_mismatch, deltas, expected_deltas,
+    flow_key, octets, report, row_result, XDP_DROP, XDP_PASS,
 };
 use sluice_tests::packet_env::{
     PacketEnv, CLIENT4, CLIENT6, CLIENT_MAC, GW0, GW0_MAC, NEIGH0_V4, NEIGH0_V6, NEIGH1_V4,
@@ -733,9 +733,7 @@ impl Runner<'_> {
         };
         let got = deltas(&before.0, &after.0);
         let want = expected_deltas(lookup.iter().chain([&verdict]).map(|c| c.name()));
-        if got != want {
-            errors.push(format!("counter deltas {got:?}, want {want:?}"));
-        }
+        errors.extend(counters_mismatch(&got, &want));
         let got: BTreeMap<_, i128> = after
             .1
             .iter()
@@ -1574,21 +1572,13 @@ fn edge_step(env: &PacketEnv, edge: &str, st: &EdgeStep) -> Vec<String> {
         let after = snapshot()?;
         let mut errors = Vec::new();
         let want_action = if st.pass { XDP_PASS } else { XDP_DROP };
-        if action != want_action {
-            errors.push(format!(
-                "action {}, want {}",
-                action_name(action),
-                action_name(want_action)
-            ));
-        }
+        errors.extend(action_mismatch(action, want_action));
         if out != frame {
             errors.push(format!("frame changed: {}", diff(&out, &frame)));
         }
         let got = deltas(&before.0, &after.0);
         let want = expected_deltas(st.counters.iter().map(|c| c.name()));
-        if got != want {
-            errors.push(format!("counter deltas {got:?}, want {want:?}"));
-        }
+        errors.extend(counters_mismatch(&got, &want));
         let got: BTreeMap<&String, u64> = after
             .1
             .iter()
