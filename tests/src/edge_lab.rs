@@ -112,6 +112,60 @@ impl Listener {
     }
 }
 
+/// What every edge lab starts from: the topology, a scratch directory with the test PKI for
+/// [`SERVER_NAME`] in it, and the daemon's instance name.
+pub struct LabBase {
+    pub topo: Topology,
+    pub scratch: Scratch,
+    pub pki: TestPki,
+    /// `test-<prefix>`.
+    pub instance: String,
+}
+
+impl LabBase {
+    /// A topology of `backends` backends named by `prefix`, with the proxy host if `proxy`.
+    pub fn new(prefix: &str, backends: usize, proxy: bool) -> LabBase {
+        let mut topo = Topology::build(prefix, backends).expect("build topology");
+        if proxy {
+            topo.add_proxy().expect("add the proxy host");
+        }
+        let scratch = Scratch::create(prefix).expect("scratch directory");
+        let pki = TestPki::generate(&scratch.path().join("pki"), &[SERVER_NAME])
+            .expect("generate the test PKI");
+        LabBase {
+            topo,
+            scratch,
+            pki,
+            instance: format!("test-{prefix}"),
+        }
+    }
+
+    /// [`web_gateway`] for this lab: on `interfaces`, with the management port at
+    /// `management`, the VIP over every backend.
+    pub fn gateway_config(&self, interfaces: &[&str], management: &str) -> String {
+        let backends = self.topo.backends().len();
+        web_gateway(
+            &self.instance,
+            interfaces,
+            self.scratch.path(),
+            management,
+            "",
+            backends,
+        )
+    }
+
+    /// `sluice run` with the configuration `text` in the gateway.
+    pub fn start_daemon(&self, text: &str) -> Daemon {
+        Daemon::start(
+            self.topo.gateway(),
+            self.scratch.path(),
+            &self.instance,
+            text,
+        )
+        .expect("start sluice run with edge listeners")
+    }
+}
+
 /// Client, gateway running sluice with some edge listeners, header-echoing backends
 /// (`backend-<i>`).
 pub struct Lab {
@@ -124,24 +178,15 @@ pub struct Lab {
 
 impl Lab {
     pub fn start(prefix: &str, listeners: &[Listener]) -> Lab {
-        let topo = Topology::build(prefix, BACKENDS).expect("build topology");
-        let scratch = Scratch::create(prefix).expect("scratch directory");
-        let pki = TestPki::generate(&scratch.path().join("pki"), &[SERVER_NAME])
-            .expect("generate the test PKI");
-        let instance = format!("test-{prefix}");
-        let mut text = web_gateway(
-            &instance,
-            &[GW_CLIENT_IFNAME],
-            scratch.path(),
-            "127.0.0.1:9019",
-            "",
-            BACKENDS,
-        );
+        let base = LabBase::new(prefix, BACKENDS, false);
+        let mut text = base.gateway_config(&[GW_CLIENT_IFNAME], "127.0.0.1:9019");
         for listener in listeners {
-            text.push_str(&listener.toml(&pki));
+            text.push_str(&listener.toml(&base.pki));
         }
-        let daemon = Daemon::start(topo.gateway(), scratch.path(), &instance, &text)
-            .expect("start sluice run with edge listeners");
+        let daemon = base.start_daemon(&text);
+        let LabBase {
+            topo, scratch, pki, ..
+        } = base;
         let servers = header_echo_backends(&topo, BACKEND_PORT);
         Lab {
             daemon,

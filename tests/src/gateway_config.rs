@@ -3,6 +3,7 @@
 //! on [`VIP4`]`:80` over the first backends of the topology. Each lab appends its own
 //! `[[edge]]` tables.
 
+use std::fmt::Write as _;
 use std::path::Path;
 
 use crate::daemon::Daemon;
@@ -39,7 +40,13 @@ pub fn web_gateway(
 
 /// A `[[vip.backend]]` table for each of the first `backends` backends of the topology.
 pub fn backend_tables(backends: usize) -> String {
-    (0..backends)
-        .map(|i| format!("[[vip.backend]]\naddress = \"{}\"\n", backend_addr4(i)))
-        .collect()
+    let mut text = String::new();
+    for i in 0..backends {
+        let _ = write!(
+            text,
+            "[[vip.backend]]\naddress = \"{}\"\n",
+            backend_addr4(i)
+        );
+    }
+    text
 }

@@ -2,6 +2,7 @@
 //! upstream balancers keep theirs: the kind of client a graceful shutdown must not break. It
 //! keeps every response header, so a test can see `Connection: close`.
 
+use std::fmt::Write as _;
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
@@ -53,7 +54,7 @@ pub fn get_closing(
     s.set_read_timeout(Some(timeout))?;
     let mut request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n");
     for (name, value) in extra {
-        request.push_str(&format!("{name}: {value}\r\n"));
+        let _ = write!(request, "{name}: {value}\r\n");
     }
     request.push_str("Connection: close\r\n\r\n");
     s.write_all(request.as_bytes())?;

@@ -27,7 +27,7 @@ use sluice_tests::{
     curl::Curl,
     daemon::{Daemon, Scratch},
     edge_lab::header_echo_backends,
-    gateway_config::web_gateway,
+    edge_lab::LabBase,
     keycloak_decode::{b64_der, form_url_decode, keycloak_xfcc, pem_der},
     require_root,
     topology::{GW_CLIENT_ADDR4, GW_CLIENT_IFNAME},
@@ -115,10 +115,8 @@ struct Lab {
 
 impl Lab {
     fn start(prefix: &str, listeners: &[Listener]) -> Lab {
-        let topo = Topology::build(prefix, BACKENDS).expect("build topology");
-        let scratch = Scratch::create(prefix).expect("scratch directory");
-        let pki = TestPki::generate(&scratch.path().join("pki"), &[SERVER_NAME])
-            .expect("generate the test PKI");
+        let base = LabBase::new(prefix, BACKENDS, false);
+        let pki = &base.pki;
         let spiffe = spiffe_pki(pki.dir());
         // Two anchors: the path must end at the right one.
         let bundle = pki.dir().join("client-ca-bundle.crt");
@@ -126,15 +124,7 @@ impl Lab {
             .map(|p| std::fs::read_to_string(p).unwrap())
             .concat();
         std::fs::write(&bundle, text).unwrap();
-        let instance = format!("test-{prefix}");
-        let mut text = web_gateway(
-            &instance,
-            &[GW_CLIENT_IFNAME],
-            scratch.path(),
-            "127.0.0.1:9019",
-            "",
-            BACKENDS,
-        );
+        let mut text = base.gateway_config(&[GW_CLIENT_IFNAME], "127.0.0.1:9019");
         for l in listeners {
             let _ = write!(
                 text,
@@ -150,8 +140,10 @@ impl Lab {
                 bundle.display(),
             );
         }
-        let daemon = Daemon::start(topo.gateway(), scratch.path(), &instance, &text)
-            .expect("start sluice run with edge listeners");
+        let daemon = base.start_daemon(&text);
+        let LabBase {
+            topo, scratch, pki, ..
+        } = base;
         let servers = header_echo_backends(&topo, BACKEND_PORT);
         Lab {
             daemon,

@@ -21,8 +21,8 @@ use sluice_tests::{
     certs::TestPki,
     curl::Curl,
     daemon::{Daemon, Scratch},
+    edge_lab::LabBase,
     edge_lab::{header_echo_backends, HTTP_VERSIONS},
-    gateway_config::web_gateway,
     haproxy::{Haproxy, HaproxySpec},
     require_root,
     servers::http_proxy_headers_backend,
@@ -58,20 +58,9 @@ struct Lab {
 
 impl Lab {
     fn start(prefix: &str) -> Lab {
-        let mut topo = Topology::build(prefix, BACKENDS).expect("build topology");
-        topo.add_proxy().expect("add the proxy host");
-        let scratch = Scratch::create(prefix).expect("scratch directory");
-        let pki = TestPki::generate(&scratch.path().join("pki"), &[SERVER_NAME])
-            .expect("generate the test PKI");
-        let instance = format!("test-{prefix}");
-        let mut text = web_gateway(
-            &instance,
-            &[GW_CLIENT_IFNAME, GW_PROXY_IFNAME],
-            scratch.path(),
-            MANAGEMENT,
-            "",
-            BACKENDS,
-        );
+        let base = LabBase::new(prefix, BACKENDS, true);
+        let pki = &base.pki;
+        let mut text = base.gateway_config(&[GW_CLIENT_IFNAME, GW_PROXY_IFNAME], MANAGEMENT);
         for (name, port, policy) in [
             ("required", REQUIRED_PORT, "required"),
             ("optional", OPTIONAL_PORT, "optional"),
@@ -94,8 +83,10 @@ impl Lab {
             pki.server.chain().display(),
             pki.server.key().display(),
         );
-        let daemon = Daemon::start(topo.gateway(), scratch.path(), &instance, &text)
-            .expect("start sluice run with edge listeners");
+        let daemon = base.start_daemon(&text);
+        let LabBase {
+            topo, scratch, pki, ..
+        } = base;
         let mut servers = header_echo_backends(&topo, BACKEND_PORT);
         servers.extend(topo.backends().iter().enumerate().map(|(i, ns)| {
             http_proxy_headers_backend(ns, &format!("backend-{i}"), PROXY_BACKEND_PORT)

@@ -123,7 +123,7 @@ fn core(runtime: &tokio::runtime::Runtime, fake: &Arc<FakeConntrack>) -> Arc<Cor
 }
 
 /// A started core over a fake conntrack on a runtime of its own; `None`, and the test skips,
-/// without root, which loading sluice_xdp needs.
+/// without root, which loading `sluice_xdp` needs.
 fn rooted_core() -> Option<(tokio::runtime::Runtime, Arc<FakeConntrack>, Arc<Core>)> {
     if !is_root() {
         eprintln!("skipped: loading sluice_xdp needs root");

@@ -157,11 +157,11 @@ impl Pki {
         let key = KeyPair::generate().unwrap();
         let server = params.signed_by(&key, &root).unwrap();
         let mut settings = TlsSettings::new(vec![CertFiles {
-            cert: dir.write("server.crt", &server.pem()),
-            key: dir.write("server.key", &key.serialize_pem()),
+            cert: dir.write("server.crt", server.pem()),
+            key: dir.write("server.key", key.serialize_pem()),
         }]);
         settings.client_auth = client_auth;
-        settings.client_ca = Some(dir.write("ca.crt", &root.pem()));
+        settings.client_ca = Some(dir.write("ca.crt", root.pem()));
         settings.max_chain_depth = 0;
         Pki {
             _dir: dir,
