@@ -15,6 +15,7 @@
 
 use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::process::ExitStatus;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -22,7 +23,7 @@ use sluice_tests::daemon::{Daemon, Scratch};
 use sluice_tests::gateway_config::backend_tables;
 use sluice_tests::haproxy::{CheckedServer, Haproxy, HttpBalancerSpec};
 use sluice_tests::http1::{KeepAlive, Reply};
-use sluice_tests::load::{self, Load};
+use sluice_tests::load::{self, Load, Report};
 use sluice_tests::nginx::{Nginx, PassiveBalancerSpec};
 use sluice_tests::topology::{
     backend_addr4, CLIENT_ADDR4, GW_CLIENT_ADDR4, GW_CLIENT_IFNAME, GW_PROXY_ADDR4,
@@ -181,6 +182,13 @@ fn steady_load(frontend: SocketAddr, duration: Duration) -> Load {
     }
 }
 
+/// The load behind the balancer lost no request, and sluice b, stopped under it, exited 0;
+/// `logs` go with either failure.
+fn assert_no_request_lost_and_b_exited_cleanly(report: &Report, status: ExitStatus, logs: &str) {
+    assert!(report.failures().is_empty(), "{report}{logs}");
+    assert!(status.success(), "sluice b exited with {status}\n{logs}");
+}
+
 /// Two instances on one gateway, `names.0` on the client side and `names.1` on the proxy side,
 /// each with its own edge over `backends` backends (on [`PORT_A`] / [`PORT_B`]), and the proxy
 /// host.
@@ -273,12 +281,7 @@ fn haproxy_in_front_loses_no_request_while_one_instance_stops() {
             haproxy.log_text()
         )
     };
-    assert!(report.failures().is_empty(), "{report}{}", logs());
-    assert!(
-        status.success(),
-        "sluice b exited with {status}\n{}",
-        logs()
-    );
+    assert_no_request_lost_and_b_exited_cleanly(&report, status, &logs());
     assert!(
         exited - sigterm < Duration::from_secs(2 + 1) + SLACK,
         "sluice b took {:?} to exit with a 2 s delay and a 1 s timeout\n{}",
@@ -553,12 +556,7 @@ fn nginx_in_front_never_waits_for_a_connect_timeout_while_one_instance_stops() {
     let errors = nginx.error_log();
     let upstream_lines: Vec<&str> = errors.lines().filter(|l| l.contains("upstream")).collect();
     let logs = || format!("nginx:\n{errors}\nsluice b:\n{}", b.daemon.log_text());
-    assert!(report.failures().is_empty(), "{report}{}", logs());
-    assert!(
-        status.success(),
-        "sluice b exited with {status}\n{}",
-        logs()
-    );
+    assert_no_request_lost_and_b_exited_cleanly(&report, status, &logs());
     assert!(
         upstream_lines.iter().all(|l| !l.contains("timed out")),
         "nginx waited for a connect timeout:\n{}",
