@@ -274,23 +274,56 @@ fn row(
     }
 }
 
-#[allow(clippy::too_many_lines)]
-fn rows() -> Vec<Row> {
-    use ProxyOutcome::{
-        Absent, Accepted, BadCommand, BadFamily, BadVersion, ClientDenied, Local, Missing,
-        ShortAddress, Truncated, Untrusted, V1,
-    };
-    let real4 = sa(REAL4, 51000);
-    let real6 = sa(REAL6, 51001);
-    let to4 = |vip: Ipv4Addr| sa(vip, VPORT);
-    let tcp4_hdr = |src: SocketAddr, vip: Ipv4Addr| v2(PROXY, TCP4, &addrs(src, to4(vip)));
-    let with_http = |h: Vec<u8>| cat(&[&h, HTTP_GET]);
-    let valid4 = tcp4_hdr(real4, REQ4);
-    let mut off_by_one = valid4.clone();
-    off_by_one[11] = 0x0B;
-    let v1_line = format!("PROXY TCP4 {REAL4} {REQ4} 51000 80\r\n");
+/// The real clients the upstream balancer reports, and the valid header that carries the
+/// first: what the groups of rows share.
+struct Given {
+    real4: SocketAddr,
+    real6: SocketAddr,
+    valid4: Vec<u8>,
+}
 
-    let mut rows = vec![
+fn to4(vip: Ipv4Addr) -> SocketAddr {
+    sa(vip, VPORT)
+}
+
+/// A PROXY TCP4 header from `src` to `vip`.
+fn tcp4_hdr(src: SocketAddr, vip: Ipv4Addr) -> Vec<u8> {
+    v2(PROXY, TCP4, &addrs(src, to4(vip)))
+}
+
+/// `h` followed by an HTTP request.
+fn with_http(mut h: Vec<u8>) -> Vec<u8> {
+    h.extend_from_slice(HTTP_GET);
+    h
+}
+
+/// Every row of the `proxy_v2` table, grouped by what they exercise.
+fn rows() -> Vec<Row> {
+    let real4 = sa(REAL4, 51000);
+    let given = Given {
+        real4,
+        real6: sa(REAL6, 51001),
+        valid4: tcp4_hdr(real4, REQ4),
+    };
+    [
+        valid_rows(&given),
+        untrusted_rows(&given),
+        malformed_rows(&given),
+        missing_rows(&given),
+        client_policy_rows(&given),
+        split_rows(&given),
+        tuple_reuse_rows(&given),
+    ]
+    .concat()
+}
+
+/// Valid headers from a trusted upstream: the real client is recorded (LOCAL: none).
+fn valid_rows(given: &Given) -> Vec<Row> {
+    use ProxyOutcome::{Accepted, Local};
+    let real4 = given.real4;
+    let real6 = given.real6;
+    let valid4 = &given.valid4;
+    vec![
         row(
             "valid TCP4 header: Accepted, real client recorded",
             "req4",
@@ -379,6 +412,15 @@ fn rows() -> Vec<Row> {
             Accepted,
             Some(real6),
         ),
+    ]
+}
+
+/// A valid header from a sender outside `trusted_proxies`.
+fn untrusted_rows(given: &Given) -> Vec<Row> {
+    use ProxyOutcome::Untrusted;
+    let real4 = given.real4;
+    let valid4 = &given.valid4;
+    vec![
         row(
             "valid header from an untrusted sender: Untrusted",
             "req4",
@@ -397,6 +439,14 @@ fn rows() -> Vec<Row> {
             Untrusted,
             None,
         ),
+    ]
+}
+
+/// Malformed binary headers: each field the parser checks (RFC: PROXY protocol v2, section 2.2).
+fn malformed_rows(given: &Given) -> Vec<Row> {
+    use ProxyOutcome::{BadCommand, BadFamily, BadVersion, ShortAddress, Truncated};
+    let real4 = given.real4;
+    vec![
         row(
             "version 1 in the binary header (0x11): BadVersion",
             "req4",
@@ -478,6 +528,16 @@ fn rows() -> Vec<Row> {
             Truncated,
             None,
         ),
+    ]
+}
+
+/// No v2 header at the stream's start: a near-miss signature, a v1 line, plain HTTP.
+fn missing_rows(given: &Given) -> Vec<Row> {
+    use ProxyOutcome::{Absent, Missing, V1};
+    let mut off_by_one = given.valid4.clone();
+    off_by_one[11] = 0x0B;
+    let v1_line = format!("PROXY TCP4 {REAL4} {REQ4} 51000 80\r\n");
+    vec![
         row(
             "signature off by one byte under required: Missing",
             "req4",
@@ -541,6 +601,15 @@ fn rows() -> Vec<Row> {
             Missing,
             None,
         ),
+    ]
+}
+
+/// `allow_clients` and `deny_clients` judge the real client the header names.
+fn client_policy_rows(given: &Given) -> Vec<Row> {
+    use ProxyOutcome::{Accepted, ClientDenied};
+    let real4 = given.real4;
+    let real6 = given.real6;
+    vec![
         row(
             "real client inside deny_clients: ClientDenied",
             "deny4",
@@ -595,6 +664,14 @@ fn rows() -> Vec<Row> {
             ClientDenied,
             Some(sa(OUTSIDE6, 51004)),
         ),
+    ]
+}
+
+/// A header cut short by the segment boundary.
+fn split_rows(given: &Given) -> Vec<Row> {
+    use ProxyOutcome::Truncated;
+    let valid4 = &given.valid4;
+    vec![
         row(
             "header split: first segment holds 8 signature bytes: Truncated",
             "req4",
@@ -622,28 +699,36 @@ fn rows() -> Vec<Row> {
             Truncated,
             None,
         ),
-    ];
-    rows.push(Row {
-        name: "new SYN reusing the tuple of a refused flow is judged afresh",
-        vip: "req4",
-        client: PROXY4.into(),
-        vip_addr: REQ4.into(),
-        attempts: vec![
-            attempt(HTTP_GET.to_vec(), Missing, None),
-            attempt(with_http(valid4.clone()), Accepted, Some(real4)),
-        ],
-    });
-    rows.push(Row {
-        name: "new SYN reusing the tuple of an accepted flow is judged afresh",
-        vip: "req4",
-        client: PROXY4.into(),
-        vip_addr: REQ4.into(),
-        attempts: vec![
-            attempt(with_http(valid4), Accepted, Some(real4)),
-            attempt(v2(0x22, TCP4, &addrs(real4, to4(REQ4))), BadCommand, None),
-        ],
-    });
-    rows
+    ]
+}
+
+/// A new SYN on the tuple of a judged flow is judged afresh.
+fn tuple_reuse_rows(given: &Given) -> Vec<Row> {
+    use ProxyOutcome::{Accepted, BadCommand, Missing};
+    let real4 = given.real4;
+    let valid4 = &given.valid4;
+    vec![
+        Row {
+            name: "new SYN reusing the tuple of a refused flow is judged afresh",
+            vip: "req4",
+            client: PROXY4.into(),
+            vip_addr: REQ4.into(),
+            attempts: vec![
+                attempt(HTTP_GET.to_vec(), Missing, None),
+                attempt(with_http(valid4.clone()), Accepted, Some(real4)),
+            ],
+        },
+        Row {
+            name: "new SYN reusing the tuple of an accepted flow is judged afresh",
+            vip: "req4",
+            client: PROXY4.into(),
+            vip_addr: REQ4.into(),
+            attempts: vec![
+                attempt(with_http(valid4.clone()), Accepted, Some(real4)),
+                attempt(v2(0x22, TCP4, &addrs(real4, to4(REQ4))), BadCommand, None),
+            ],
+        },
+    ]
 }
 
 // ---------------------------------------------------------------------------------------------
