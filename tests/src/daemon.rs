@@ -79,7 +79,10 @@ pub fn spawn_tied(cmd: &mut Command, netns: Option<&File>) -> std::io::Result<Ch
     cmd.spawn()
 }
 
-/// A scratch directory `/tmp/sluice-test-<name>`, emptied first and removed on drop.
+/// A scratch directory `/tmp/sluice-test-<name>`, emptied first and removed on drop. Named
+/// after the test rather than random (unlike a `tempfile::TempDir`): what a run killed
+/// outright leaves behind is removed by the next run of the same test, or by name by
+/// `bench`'s clean-up of dead runs.
 #[derive(Debug)]
 pub struct Scratch(PathBuf);
 
