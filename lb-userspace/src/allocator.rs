@@ -15,10 +15,7 @@ const MMAP_THRESHOLD: i32 = 128 * 1024;
 pub fn return_large_blocks_to_the_system() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
-        // SAFETY: mallopt only sets an allocator parameter; it takes no pointers.
-        #[allow(unsafe_code)]
-        let ok = unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD) };
-        if ok != 1 {
+        if !crate::ffi::set_mmap_threshold(MMAP_THRESHOLD) {
             tracing::warn!("mallopt(M_MMAP_THRESHOLD) refused: RSS may grow across reloads");
         }
     }

@@ -5,8 +5,8 @@
 //! turns them into `Config`, whose values can no longer be wrong. Validation collects every
 //! error, each with its line, field and a hint, instead of stopping at the first.
 //!
-//! Later features slot in as new optional tables (`[[edge]]`, per-VIP `proxy_protocol`) with
-//! defaults, so a file written for this version keeps its meaning.
+//! Every table and key added since the first release (`[[edge]]`, per-VIP `proxy_protocol`, ...)
+//! is optional with a default, so an older file keeps its meaning.
 
 mod cert_chain;
 mod cert_names;

@@ -1,6 +1,8 @@
 //! The `sluice` command: the daemon (`run`), config checking, backend-side decap, and the
 //! operator subcommands that talk to a running daemon.
 
+#![forbid(unsafe_code)]
+
 use std::{io::IsTerminal as _, net::IpAddr, path::PathBuf, process::ExitCode, time::Duration};
 
 use anyhow::Context as _;

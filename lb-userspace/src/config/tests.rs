@@ -456,3 +456,16 @@ fn format_and_style_names_parse_only_as_written() {
         assert!(Config::parse(&text).is_err(), "{wrong:?}");
     }
 }
+
+/// `TlsSettings::new` and a config that leaves `max_chain_depth` out agree (they once said 4
+/// and 3).
+#[test]
+fn new_tls_settings_have_the_configs_default_chain_depth() {
+    let config = Config::parse(&with_edge("")).unwrap_or_else(|e| panic!("{e}"));
+    let configured = config.edges[0].tls.as_ref().expect("tls").max_chain_depth;
+    assert_eq!(
+        super::tls::TlsSettings::new(Vec::new()).max_chain_depth,
+        configured
+    );
+    assert_eq!(configured, 3);
+}

@@ -38,8 +38,9 @@ pub struct CertFiles {
     pub key: PathBuf,
 }
 
-/// The default for [`TlsSettings::max_chain_depth`].
-pub const DEFAULT_MAX_CHAIN_DEPTH: u8 = 4;
+/// The default for [`TlsSettings::max_chain_depth`], and `max_chain_depth` when an
+/// `[edge.tls]` leaves it out (one value: they once said 4 and 3).
+pub const DEFAULT_MAX_CHAIN_DEPTH: u8 = 3;
 
 /// The TLS part of an edge listener's configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -90,10 +90,7 @@ fn flow(port: u16, backend: u32, idle: Duration) -> (FlowKey, FlowEntry) {
 }
 
 fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    #[allow(unsafe_code)]
-    let euid = unsafe { libc::geteuid() };
-    euid == 0
+    nix::unistd::geteuid().is_root()
 }
 
 /// A Core over a freshly loaded, unattached dataplane, with `fake` as its conntrack.

@@ -204,10 +204,7 @@ mod tests {
     use crate::dataplane::Options;
 
     fn is_root() -> bool {
-        // SAFETY: geteuid has no preconditions.
-        #[allow(unsafe_code)]
-        let euid = unsafe { libc::geteuid() };
-        euid == 0
+        nix::unistd::geteuid().is_root()
     }
 
     fn key(i: u32) -> FlowKey {

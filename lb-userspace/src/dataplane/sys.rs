@@ -1,245 +1,34 @@
-//! The few syscalls the dataplane needs that std does not wrap: mounting bpffs, and the clock
-//! `bpf_ktime_get_ns` reads.
+//! The few system calls the dataplane needs beyond aya: mounting bpffs, the clock
+//! `bpf_ktime_get_ns` reads (both through `nix`), and the bpf(2) map commands aya 0.14 does not
+//! wrap (in [`crate::ffi`], the crate's one module with `unsafe`).
 
-use std::{ffi::CString, io, os::unix::ffi::OsStrExt as _, path::Path};
+use std::{io, path::Path};
 
-/// `BPF_FS_MAGIC` from linux/magic.h.
-const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
+use nix::{
+    mount::MsFlags,
+    sys::statfs::{statfs, BPF_FS_MAGIC},
+    time::{clock_gettime, ClockId},
+};
+
+pub use crate::ffi::{delete_batch, lookup, lookup_batch, BatchCursor};
 
 /// Mounts bpffs at `path` unless one is already there (systemd mounts it on most hosts; a bare
 /// container or test VM may not). `true` when it had to mount one.
 pub fn ensure_mounted(path: &Path) -> io::Result<bool> {
     std::fs::create_dir_all(path)?;
-    if is_bpffs(path)? {
+    if statfs(path)?.filesystem_type() == BPF_FS_MAGIC {
         return Ok(false);
     }
-    let target = c_path(path)?;
-    let fstype = c"bpf";
-    // SAFETY: every pointer is a valid NUL-terminated string that outlives the call; `data` may
-    // be null for bpffs.
-    #[allow(unsafe_code)]
-    let rc = unsafe {
-        libc::mount(
-            fstype.as_ptr(),
-            target.as_ptr(),
-            fstype.as_ptr(),
-            0,
-            std::ptr::null(),
-        )
-    };
-    if rc == 0 {
-        Ok(true)
-    } else {
-        Err(io::Error::last_os_error())
-    }
-}
-
-fn is_bpffs(path: &Path) -> io::Result<bool> {
-    let p = c_path(path)?;
-    // SAFETY: `statfs` is plain old data, so all-zero is a valid value for the kernel to fill.
-    #[allow(unsafe_code)]
-    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
-    // SAFETY: `p` is a valid NUL-terminated path and `st` a valid, writable statfs.
-    #[allow(unsafe_code)]
-    let rc = unsafe { libc::statfs(p.as_ptr(), &raw mut st) };
-    if rc != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    #[allow(
-        clippy::unnecessary_cast,
-        reason = "f_type's width differs between libcs"
-    )]
-    Ok(st.f_type as i64 == BPF_FS_MAGIC)
-}
-
-fn c_path(path: &Path) -> io::Result<CString> {
-    CString::new(path.as_os_str().as_bytes())
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains a NUL byte"))
+    nix::mount::mount(Some("bpf"), path, Some("bpf"), MsFlags::empty(), None::<&str>)?;
+    Ok(true)
 }
 
 /// `CLOCK_MONOTONIC` in nanoseconds: the clock conntrack timestamps (`bpf_ktime_get_ns`) use.
 pub fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid, writable timespec; CLOCK_MONOTONIC always exists on Linux.
-    #[allow(unsafe_code)]
-    unsafe {
-        libc::clock_gettime(libc::CLOCK_MONOTONIC, &raw mut ts);
-    }
-    u64::try_from(ts.tv_sec).unwrap_or(0) * 1_000_000_000 + u64::try_from(ts.tv_nsec).unwrap_or(0)
-}
-
-/// `BPF_MAP_LOOKUP_BATCH` and `BPF_MAP_DELETE_BATCH` (uapi `enum bpf_cmd`). aya 0.14 wraps
-/// neither; one call moves thousands of entries where per-key iteration costs two syscalls
-/// each (2 million for a full conntrack table).
-const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
-const BPF_MAP_DELETE_BATCH: libc::c_long = 27;
-
-/// The `batch` member of uapi `union bpf_attr`.
-#[repr(C)]
-#[derive(Default)]
-struct BatchAttr {
-    in_batch: u64,
-    out_batch: u64,
-    keys: u64,
-    values: u64,
-    count: u32,
-    map_fd: u32,
-    elem_flags: u64,
-    flags: u64,
-}
-
-fn bpf_batch(cmd: libc::c_long, attr: &mut BatchAttr) -> io::Result<()> {
-    // SAFETY: `attr` is a valid `bpf_attr` prefix of the size passed; the pointers in it come
-    // from the callers' live, correctly sized buffers.
-    #[allow(unsafe_code)]
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            cmd,
-            std::ptr::from_mut(attr),
-            std::mem::size_of::<BatchAttr>(),
-        )
-    };
-    if rc < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(())
-    }
-}
-
-/// `BPF_MAP_LOOKUP_ELEM` (uapi `enum bpf_cmd`).
-const BPF_MAP_LOOKUP_ELEM: libc::c_long = 1;
-
-/// The element-command member of uapi `union bpf_attr`.
-#[repr(C)]
-#[derive(Default)]
-struct ElemAttr {
-    map_fd: u32,
-    _pad: u32,
-    key: u64,
-    value: u64,
-    flags: u64,
-}
-
-/// The value under `key` in the map `fd`, `None` when there is none.
-pub fn lookup<K: aya::Pod, V: aya::Pod>(
-    fd: std::os::fd::BorrowedFd<'_>,
-    key: &K,
-) -> io::Result<Option<V>> {
-    use std::os::fd::AsRawFd as _;
-    let mut value = std::mem::MaybeUninit::<V>::uninit();
-    let mut attr = ElemAttr {
-        map_fd: u32::try_from(fd.as_raw_fd()).unwrap_or(u32::MAX),
-        key: std::ptr::from_ref(key) as u64,
-        value: value.as_mut_ptr() as u64,
-        ..ElemAttr::default()
-    };
-    // SAFETY: `attr` is a valid `bpf_attr` prefix of the size passed; `key` and `value` point
-    // at live objects of the map's key and value sizes (the caller's types, which are the
-    // map's).
-    #[allow(unsafe_code)]
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_MAP_LOOKUP_ELEM,
-            std::ptr::from_mut(&mut attr),
-            std::mem::size_of::<ElemAttr>(),
-        )
-    };
-    if rc < 0 {
-        let e = io::Error::last_os_error();
-        return if e.raw_os_error() == Some(libc::ENOENT) {
-            Ok(None)
-        } else {
-            Err(e)
-        };
-    }
-    // SAFETY: the kernel filled all `size_of::<V>()` bytes, and `V` is `Pod` (any bytes valid).
-    #[allow(unsafe_code)]
-    Ok(Some(unsafe { value.assume_init() }))
-}
-
-/// Where a batch walk of a hash map stands: the kernel's opaque resume token.
-#[derive(Default)]
-pub struct BatchCursor {
-    token: [u8; 8],
-    started: bool,
-    done: bool,
-}
-
-impl BatchCursor {
-    pub fn done(&self) -> bool {
-        self.done
-    }
-}
-
-/// Reads the next entries of the hash map `fd` into `keys`/`values` (up to their common
-/// length) and returns how many were read; the cursor says when the walk is complete.
-pub fn lookup_batch<K: aya::Pod, V: aya::Pod>(
-    fd: std::os::fd::BorrowedFd<'_>,
-    cursor: &mut BatchCursor,
-    keys: &mut [K],
-    values: &mut [V],
-) -> io::Result<usize> {
-    use std::os::fd::AsRawFd as _;
-    if cursor.done {
-        return Ok(0);
-    }
-    let room = keys.len().min(values.len());
-    let mut out = [0u8; 8];
-    let mut attr = BatchAttr {
-        in_batch: if cursor.started {
-            cursor.token.as_ptr() as u64
-        } else {
-            0
-        },
-        out_batch: out.as_mut_ptr() as u64,
-        keys: keys.as_mut_ptr() as u64,
-        values: values.as_mut_ptr() as u64,
-        count: u32::try_from(room).unwrap_or(u32::MAX),
-        map_fd: u32::try_from(fd.as_raw_fd()).unwrap_or(u32::MAX),
-        ..BatchAttr::default()
-    };
-    let result = bpf_batch(BPF_MAP_LOOKUP_BATCH, &mut attr);
-    let n = usize::try_from(attr.count).unwrap_or(0).min(room);
-    match result {
-        Ok(()) => {}
-        // The end of the map: `count` still says how many this last call read.
-        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => cursor.done = true,
-        Err(e) => return Err(e),
-    }
-    cursor.token = out;
-    cursor.started = true;
-    Ok(n)
-}
-
-/// Deletes `keys` from the hash map `fd`; a key already gone (an LRU eviction, the program)
-/// is skipped. Returns how many were deleted.
-pub fn delete_batch<K: aya::Pod>(fd: std::os::fd::BorrowedFd<'_>, keys: &[K]) -> io::Result<usize> {
-    use std::os::fd::AsRawFd as _;
-    let mut deleted = 0;
-    let mut rest = keys;
-    while !rest.is_empty() {
-        let mut attr = BatchAttr {
-            keys: rest.as_ptr() as u64,
-            count: u32::try_from(rest.len()).unwrap_or(u32::MAX),
-            map_fd: u32::try_from(fd.as_raw_fd()).unwrap_or(u32::MAX),
-            ..BatchAttr::default()
-        };
-        let result = bpf_batch(BPF_MAP_DELETE_BATCH, &mut attr);
-        let n = usize::try_from(attr.count).unwrap_or(0).min(rest.len());
-        deleted += n;
-        match result {
-            Ok(()) => rest = &rest[n..],
-            // The key at `n` is gone already: skip it and go on with the rest.
-            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
-                rest = rest.get(n + 1..).unwrap_or(&[]);
-            }
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(deleted)
+    // CLOCK_MONOTONIC exists on every Linux; a failure is impossible short of a broken libc,
+    // and 0 (the boot) then makes every flow look old rather than panicking the daemon.
+    clock_gettime(ClockId::CLOCK_MONOTONIC).map_or(0, |ts| {
+        u64::try_from(ts.tv_sec()).unwrap_or(0) * 1_000_000_000
+            + u64::try_from(ts.tv_nsec()).unwrap_or(0)
+    })
 }
