@@ -14,16 +14,17 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
-use crate::{observe::Snapshot, shutdown::NodeState};
+use crate::{
+    admin::protocol::{BackendState, CounterKind},
+    observe::Snapshot,
+    shutdown::NodeState,
+};
 
 mod edge;
 pub mod exposition;
 
 /// What `/metrics` answers with: the type [`text::encode`] writes.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
-
-/// The states a backend can have in the kernel map (`BackendRow::state`).
-const BACKEND_STATES: [&str; 3] = ["up", "draining", "down"];
 
 type U64Gauge = Gauge<u64, AtomicU64>;
 
@@ -107,8 +108,8 @@ fn register_daemon(registry: &mut Registry, snapshot: &Snapshot) {
         "1 for the node's current phase: serving, draining (shutting down, still serving) or \
          closed (new connections refused, in-flight requests finishing)",
         NodeState::ALL.map(|p| {
+            let current = u64::from(status.phase == p);
             let phase = p.name().to_owned();
-            let current = u64::from(status.phase == phase);
             (PhaseLabels { phase }, current)
         }),
     );
@@ -254,21 +255,25 @@ fn register_backends(registry: &mut Registry, snapshot: &Snapshot) {
         registry,
         "backend_up",
         "1 when the kernel map has the backend up",
-        rows.iter()
-            .map(|r| (labels(&r.vip, &r.address), u64::from(r.state == "up"))),
+        rows.iter().map(|r| {
+            (
+                labels(&r.vip, &r.address),
+                u64::from(r.state == BackendState::Up),
+            )
+        }),
     );
     gauges(
         registry,
         "backend_state",
         "Kernel map state of the backend: 1 for the current state",
         rows.iter().flat_map(|r| {
-            BACKEND_STATES.iter().map(move |state| {
+            BackendState::ALL.map(move |state| {
                 let labels = StateLabels {
                     vip: r.vip.clone(),
                     backend: r.address.to_string(),
-                    state: (*state).to_owned(),
+                    state: state.name().to_owned(),
                 };
-                (labels, u64::from(r.state == *state))
+                (labels, u64::from(r.state == state))
             })
         }),
     );
@@ -291,7 +296,7 @@ fn register_backends(registry: &mut Registry, snapshot: &Snapshot) {
 
 fn register_xdp(registry: &mut Registry, snapshot: &Snapshot) {
     let all = &snapshot.stats.counters;
-    let of_kind = |kind: &'static str| all.iter().filter(move |c| c.kind == kind);
+    let of_kind = |kind: CounterKind| all.iter().filter(move |c| c.kind == kind);
     // The kind already says drop or pass, so the label keeps only the reason proper.
     let reason = |name: &str, prefix: &str| ReasonLabels {
         reason: name.strip_prefix(prefix).unwrap_or(name).to_owned(),
@@ -300,24 +305,22 @@ fn register_xdp(registry: &mut Registry, snapshot: &Snapshot) {
         registry,
         "xdp_drops",
         "Packets sluice_xdp dropped, by reason",
-        of_kind("drop").map(|c| (reason(&c.name, "drop_"), c.value)),
+        of_kind(CounterKind::Drop).map(|c| (reason(&c.name, "drop_"), c.value)),
     );
     counters(
         registry,
         "xdp_passes",
         "Packets sluice_xdp passed to the network stack, by reason",
-        of_kind("pass").map(|c| (reason(&c.name, "pass_"), c.value)),
+        of_kind(CounterKind::Pass).map(|c| (reason(&c.name, "pass_"), c.value)),
     );
     counters(
         registry,
         "xdp_events",
         "Other sluice_xdp events (tx, redirect, conntrack, ...)",
-        all.iter()
-            .filter(|c| c.kind != "drop" && c.kind != "pass")
-            .map(|c| {
-                let event = c.name.clone();
-                (EventLabels { event }, c.value)
-            }),
+        of_kind(CounterKind::Event).map(|c| {
+            let event = c.name.clone();
+            (EventLabels { event }, c.value)
+        }),
     );
     let value_of = |name: &str| all.iter().filter(|c| c.name == name).map(|c| c.value).sum();
     let hits = Counter::<u64>::default();

@@ -3,7 +3,10 @@
 
 use std::net::{IpAddr, SocketAddr};
 
+use lb_common::{BACKEND_DRAINING, BACKEND_UP};
 use serde::{Deserialize, Serialize};
+
+use crate::shutdown::NodeState;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "command", rename_all = "kebab-case")]
@@ -49,15 +52,16 @@ impl Response {
 }
 
 /// `sluice status`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Status {
     pub instance: String,
     pub version: String,
     pub pid: u32,
     pub uptime_secs: u64,
     pub config: String,
-    /// `starting` | `serving` | `draining` | `closed`.
-    pub phase: String,
+    /// `serving` | `draining` | `closed` on the wire.
+    #[serde(with = "phase_name")]
+    pub phase: NodeState,
     pub ready: bool,
     pub interfaces: Vec<String>,
     pub pin_dir: String,
@@ -90,10 +94,9 @@ pub struct BackendRow {
     pub vip: String,
     pub address: IpAddr,
     pub weight: u32,
-    /// What the kernel map says: `up` | `draining` | `down`.
-    pub state: String,
-    /// `healthy` | `unhealthy` | `unchecked`.
-    pub health: String,
+    /// What the kernel map says.
+    pub state: BackendState,
+    pub health: Health,
     /// Why the last health transition happened (e.g. "connect: connection refused").
     pub health_reason: Option<String>,
     /// The operator drained it (`sluice drain`).
@@ -205,8 +208,7 @@ pub struct ProxyRow {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NamedCounter {
     pub name: String,
-    /// `drop` | `pass` | `event`.
-    pub kind: String,
+    pub kind: CounterKind,
     pub value: u64,
 }
 
@@ -225,4 +227,136 @@ pub struct TrafficRow {
 pub struct ReloadOutcome {
     pub vips: usize,
     pub backends: usize,
+}
+
+/// A backend's state in the kernel map: whether `sluice_xdp` gives it new flows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendState {
+    /// Takes new flows.
+    Up,
+    /// Drained by the operator: no new flows, established ones go on.
+    Draining,
+    /// Failed its health checks: no new flows.
+    Down,
+}
+
+impl BackendState {
+    pub const ALL: [BackendState; 3] =
+        [BackendState::Up, BackendState::Draining, BackendState::Down];
+
+    /// The value stored in the backend map.
+    pub const fn code(self) -> u8 {
+        match self {
+            BackendState::Up => BACKEND_UP,
+            BackendState::Draining => BACKEND_DRAINING,
+            BackendState::Down => lb_common::BACKEND_DOWN,
+        }
+    }
+
+    /// What `sluice_xdp` makes of a stored value: anything but up or draining takes no new
+    /// flows, so it reads as down.
+    pub const fn from_code(code: u8) -> BackendState {
+        match code {
+            BACKEND_UP => BackendState::Up,
+            BACKEND_DRAINING => BackendState::Draining,
+            _ => BackendState::Down,
+        }
+    }
+
+    /// The name in `sluice backends`, JSON and metric labels.
+    pub const fn name(self) -> &'static str {
+        match self {
+            BackendState::Up => "up",
+            BackendState::Draining => "draining",
+            BackendState::Down => "down",
+        }
+    }
+}
+
+impl std::fmt::Display for BackendState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The last health-check verdict on a backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Health {
+    Healthy,
+    Unhealthy,
+    /// The backend has no health check.
+    Unchecked,
+}
+
+impl Health {
+    pub const fn name(self) -> &'static str {
+        match self {
+            Health::Healthy => "healthy",
+            Health::Unhealthy => "unhealthy",
+            Health::Unchecked => "unchecked",
+        }
+    }
+}
+
+impl std::fmt::Display for Health {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// What a `sluice_xdp` counter counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CounterKind {
+    /// Packets dropped, by reason.
+    Drop,
+    /// Packets passed to the network stack, by reason.
+    Pass,
+    /// Anything else (tx, redirect, conntrack hits, ...).
+    Event,
+}
+
+impl CounterKind {
+    pub const fn name(self) -> &'static str {
+        match self {
+            CounterKind::Drop => "drop",
+            CounterKind::Pass => "pass",
+            CounterKind::Event => "event",
+        }
+    }
+}
+
+impl std::fmt::Display for CounterKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// [`NodeState`] on the wire by its name.
+mod phase_name {
+    use serde::{de::Error as _, Deserialize as _, Deserializer, Serializer};
+
+    use crate::shutdown::NodeState;
+
+    pub fn serialize<S: Serializer>(phase: &NodeState, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(phase.name())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<NodeState, D::Error> {
+        let name = String::deserialize(d)?;
+        NodeState::ALL
+            .into_iter()
+            .find(|p| p.name() == name)
+            .ok_or_else(|| D::Error::custom(format!("unknown phase \"{name}\"")))
+    }
+}
+
+/// A wire enum from its name, through the one parser the admin socket uses (serde), for tests
+/// that write rows by hand.
+#[cfg(test)]
+pub(crate) fn from_name<T: serde::de::DeserializeOwned>(name: &str) -> T {
+    serde_json::from_value(serde_json::Value::String(name.into()))
+        .unwrap_or_else(|e| panic!("{name}: {e}"))
 }

@@ -6,7 +6,7 @@ use super::{
     table::{key_values, Align, Table},
 };
 use crate::admin::protocol::{
-    BackendRow, FlowRow, NamedCounter, ProxyRow, Stats, Status, TrafficRow,
+    BackendRow, FlowRow, Health, NamedCounter, ProxyRow, Stats, Status, TrafficRow,
 };
 
 pub fn status(s: &Status) -> String {
@@ -15,7 +15,7 @@ pub fn status(s: &Status) -> String {
         ("version", s.version.clone()),
         ("pid", s.pid.to_string()),
         ("uptime", format::uptime(s.uptime_secs)),
-        ("phase", s.phase.clone()),
+        ("phase", s.phase.to_string()),
         ("ready", format::yes_no(s.ready)),
         ("config", s.config.clone()),
         ("interfaces", or_dash(&s.interfaces.join(", "))),
@@ -76,11 +76,11 @@ pub fn backends(rows: &[BackendRow]) -> String {
         let state = if row.drained {
             format!("{} (operator)", row.state)
         } else {
-            row.state.clone()
+            row.state.to_string()
         };
         let health = match &row.health_reason {
-            Some(reason) if row.health != "healthy" => format!("{} ({reason})", row.health),
-            _ => row.health.clone(),
+            Some(reason) if row.health != Health::Healthy => format!("{} ({reason})", row.health),
+            _ => row.health.to_string(),
         };
         table.row(vec![
             row.vip.clone(),
@@ -172,7 +172,11 @@ fn counters(counters: &[NamedCounter]) -> String {
         ("VALUE", Align::Right),
     ]);
     for c in counters.iter().filter(|c| c.value != 0) {
-        table.row(vec![c.name.clone(), c.kind.clone(), c.value.to_string()]);
+        table.row(vec![
+            c.name.clone(),
+            c.kind.to_string(),
+            c.value.to_string(),
+        ]);
     }
     if table.is_empty() {
         return "(every counter is zero)\n".to_owned();

@@ -15,7 +15,7 @@ use super::{
     table::{Align, Table},
     Failure, QUERY_TIMEOUT,
 };
-use crate::admin::protocol::{Request, Stats, TrafficRow};
+use crate::admin::protocol::{CounterKind, Request, Stats, TrafficRow};
 
 /// Home the cursor and clear the screen, as `top` and `watch` do.
 const CLEAR: &str = "\x1b[H\x1b[2J";
@@ -34,7 +34,7 @@ pub struct Rates {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct CounterRate {
     pub name: String,
-    pub kind: String,
+    pub kind: CounterKind,
     pub total: u64,
     pub per_sec: f64,
 }
@@ -84,7 +84,7 @@ pub fn rates(prev: &Stats, cur: &Stats) -> Option<Rates> {
         .iter()
         .map(|c| CounterRate {
             name: c.name.clone(),
-            kind: c.kind.clone(),
+            kind: c.kind,
             total: c.value,
             per_sec: per_sec(c.value, before.get(c.name.as_str()).copied()),
         })
@@ -179,7 +179,7 @@ fn render(rates: Option<&Rates>, interval: Duration, uptime_ms: u64) -> String {
     for c in rates.counters.iter().filter(|c| c.total != 0) {
         counters.row(vec![
             c.name.clone(),
-            c.kind.clone(),
+            c.kind.to_string(),
             format::rate(c.per_sec),
             c.total.to_string(),
         ]);

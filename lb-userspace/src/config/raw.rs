@@ -371,7 +371,7 @@ pub mod defaults {
         unwritten("none".into())
     }
     pub fn max_chain_depth() -> Spanned<i64> {
-        unwritten(i64::from(super::tls::DEFAULT_MAX_CHAIN_DEPTH))
+        unwritten(i64::from(crate::config::tls::DEFAULT_MAX_CHAIN_DEPTH))
     }
     pub fn connect_timeout() -> Spanned<String> {
         unwritten("2s".into())

@@ -36,7 +36,11 @@ use super::{
     restart_only::{restart_only, NeedsRestart},
     state::{BackendMeta, Metas},
 };
-use crate::{admin::protocol::BackendRow, config::Shutdown, dataplane::NodeSwitch};
+use crate::{
+    admin::protocol::{BackendRow, BackendState},
+    config::Shutdown,
+    dataplane::NodeSwitch,
+};
 
 /// What the daemon's last change left, for the readers that must never wait for its lock
 /// (probes, `status`, the stop signal). Replaced whole after every change, under the lock.
@@ -130,11 +134,14 @@ impl Core {
         for vip in &inner.config.vips {
             for b in &vip.backends {
                 let mut meta = BackendMeta::new(b.health.is_some());
-                let adopted = inner.dp.backend_state(&vip.name, b.address);
-                meta.drained = adopted == Some(lb_common::BACKEND_DRAINING);
+                let adopted = inner
+                    .dp
+                    .backend_state(&vip.name, b.address)
+                    .map(BackendState::from_code);
+                meta.drained = adopted == Some(BackendState::Draining);
                 // A checked backend the previous daemon had taken down stays down until its
                 // checks pass again, rather than taking new flows for `fall` rounds.
-                meta.healthy = !(meta.checked && adopted == Some(lb_common::BACKEND_DOWN));
+                meta.healthy = !(meta.checked && adopted == Some(BackendState::Down));
                 metas.insert((vip.name.clone(), b.address), meta);
             }
         }
@@ -160,8 +167,9 @@ impl Core {
             last_reload_error: Mutex::new(None),
             census,
             node,
+            // Replaced at once below, from `inner`.
             published: Mutex::new(Arc::new(Published {
-                status: crate::admin::protocol::Status::default(),
+                status: Core::empty_status(),
                 backends: Vec::new(),
                 shutdown,
             })),
@@ -340,7 +348,7 @@ impl Core {
             .ok_or_else(|| unknown(&vips, vip, backend))?;
         meta.drained = drained;
         let state = meta.kernel_state();
-        let written = inner.dp.set_backend_state(vip, backend, state);
+        let written = inner.dp.set_backend_state(vip, backend, state.code());
         inner.refresh_pools();
         // Published whether or not the write took: the drain flag changed either way.
         self.publish(&inner);
@@ -362,7 +370,7 @@ impl Core {
             meta.to_unhealthy += 1;
         }
         let state = meta.kernel_state();
-        if let Err(error) = inner.dp.set_backend_state(&t.vip, t.backend, state) {
+        if let Err(error) = inner.dp.set_backend_state(&t.vip, t.backend, state.code()) {
             tracing::error!(vip = t.vip, backend = %t.backend, %error, "could not apply a health transition");
         }
         inner.refresh_pools();
@@ -375,7 +383,7 @@ fn sync_kernel_states(inner: &mut Inner) -> Result<(), CoreError> {
     let wanted: Vec<(String, IpAddr, u8)> = inner
         .metas
         .iter()
-        .map(|((v, b), m)| (v.clone(), *b, m.kernel_state()))
+        .map(|((v, b), m)| (v.clone(), *b, m.kernel_state().code()))
         .collect();
     for (vip, backend, state) in wanted {
         if inner.dp.backend_state(&vip, backend) != Some(state) {

@@ -3,7 +3,7 @@
 
 use std::{collections::HashMap, net::IpAddr};
 
-use lb_common::{BACKEND_DOWN, BACKEND_DRAINING, BACKEND_UP};
+use crate::admin::protocol::{BackendState, Health};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BackendMeta {
@@ -31,26 +31,26 @@ impl BackendMeta {
 
     /// A drain outranks health: a drained backend stays out of new flows whatever its checks
     /// say, and its established flows keep going until they end.
-    pub fn kernel_state(&self) -> u8 {
+    pub fn kernel_state(&self) -> BackendState {
         if self.drained {
-            BACKEND_DRAINING
+            BackendState::Draining
         } else if self.healthy {
-            BACKEND_UP
+            BackendState::Up
         } else {
-            BACKEND_DOWN
+            BackendState::Down
+        }
+    }
+
+    pub fn health(&self) -> Health {
+        match (self.checked, self.healthy) {
+            (false, _) => Health::Unchecked,
+            (true, true) => Health::Healthy,
+            (true, false) => Health::Unhealthy,
         }
     }
 }
 
 pub type Metas = HashMap<(String, IpAddr), BackendMeta>;
-
-pub fn state_name(state: u8) -> &'static str {
-    match state {
-        BACKEND_UP => "up",
-        BACKEND_DRAINING => "draining",
-        _ => "down",
-    }
-}
 
 #[cfg(test)]
 mod tests {
@@ -59,12 +59,12 @@ mod tests {
     #[test]
     fn drain_outranks_health() {
         let mut m = BackendMeta::new(true);
-        assert_eq!(m.kernel_state(), BACKEND_UP);
+        assert_eq!(m.kernel_state(), BackendState::Up);
         m.healthy = false;
-        assert_eq!(m.kernel_state(), BACKEND_DOWN);
+        assert_eq!(m.kernel_state(), BackendState::Down);
         m.drained = true;
-        assert_eq!(m.kernel_state(), BACKEND_DRAINING);
+        assert_eq!(m.kernel_state(), BackendState::Draining);
         m.healthy = true;
-        assert_eq!(m.kernel_state(), BACKEND_DRAINING);
+        assert_eq!(m.kernel_state(), BackendState::Draining);
     }
 }

@@ -2,18 +2,18 @@
 
 use std::{collections::HashMap, net::SocketAddr, sync::atomic::Ordering};
 
-use lb_common::{Counter, BACKEND_UP, PROTO_TCP};
+use lb_common::{Counter, PROTO_TCP};
 
 use super::{
     core::{Core, CoreError, Inner},
     flow_query,
-    state::state_name,
 };
 use crate::{
     admin::{
         protocol::{
-            BackendRow, FlowQuery, FlowRow, NamedCounter, NextHopView, ProxyRow, ReloadOutcome,
-            Request, Response, Stats, Status, TrafficRow, VipSummary,
+            BackendRow, BackendState, CounterKind, FlowQuery, FlowRow, Health, NamedCounter,
+            NextHopView, ProxyRow, ReloadOutcome, Request, Response, Stats, Status, TrafficRow,
+            VipSummary,
         },
         server::Handler,
     },
@@ -31,13 +31,18 @@ impl Core {
         self.status_in(self.phase())
     }
 
-    /// The status with `phase` as the node's phase, so a snapshot reads the phase once.
+    /// The published status with `phase` as the node's phase.
     fn status_in(&self, phase: NodeState) -> Status {
-        let mut status = self.published().status.clone();
+        self.with_live_fields(self.published().status.clone(), phase)
+    }
+
+    /// `status` (from `status_of`) with the fields read at answer time: `phase`, readiness,
+    /// uptime and the reload counters.
+    fn with_live_fields(&self, mut status: Status, phase: NodeState) -> Status {
         // A VIP whose every backend is down, drained or weighted 0 drops every new flow.
         status.ready = phase == NodeState::Serving
             && status.vips.iter().all(|v| v.backends_taking_new_flows > 0);
-        status.phase = phase.name().into();
+        status.phase = phase;
         status.uptime_secs = self.uptime().as_secs();
         status.reloads_ok = self.reloads_ok.load(Ordering::Relaxed);
         status.reloads_failed = self.reloads_failed.load(Ordering::Relaxed);
@@ -50,8 +55,36 @@ impl Core {
         status
     }
 
-    /// What `inner` says for `status` (see [`Core::status_in`] for the fields read later).
+    /// A status with nothing in it, until the first [`Core::publish`].
+    pub(super) fn empty_status() -> Status {
+        Status {
+            instance: String::new(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            pid: std::process::id(),
+            uptime_secs: 0,
+            config: String::new(),
+            phase: NodeState::Serving,
+            ready: false,
+            interfaces: Vec::new(),
+            pin_dir: String::new(),
+            adopted: false,
+            keep_dataplane: false,
+            reloads_ok: 0,
+            reloads_failed: 0,
+            last_reload_error: None,
+            vips: Vec::new(),
+        }
+    }
+
+    /// What `inner` says for `status` (see [`Core::with_live_fields`] for the fields read
+    /// later).
     pub(super) fn status_of(&self, inner: &Inner) -> Status {
+        let state = |vip: &str, backend| {
+            inner
+                .dp
+                .backend_state(vip, backend)
+                .map(BackendState::from_code)
+        };
         let vips: Vec<VipSummary> = inner
             .config
             .vips
@@ -63,16 +96,13 @@ impl Core {
                 backends_up: v
                     .backends
                     .iter()
-                    .filter(|b| inner.dp.backend_state(&v.name, b.address) == Some(BACKEND_UP))
+                    .filter(|b| state(&v.name, b.address) == Some(BackendState::Up))
                     .count(),
                 backends_total: v.backends.len(),
                 backends_taking_new_flows: v
                     .backends
                     .iter()
-                    .filter(|b| {
-                        b.weight > 0
-                            && inner.dp.backend_state(&v.name, b.address) == Some(BACKEND_UP)
-                    })
+                    .filter(|b| b.weight > 0 && state(&v.name, b.address) == Some(BackendState::Up))
                     .count(),
             })
             .collect();
@@ -82,7 +112,7 @@ impl Core {
             pid: std::process::id(),
             uptime_secs: 0,
             config: self.config_path.display().to_string(),
-            phase: String::new(),
+            phase: NodeState::Serving,
             ready: false,
             interfaces: inner.config.interfaces.clone(),
             pin_dir: inner
@@ -120,16 +150,11 @@ impl Core {
             .map(|b| {
                 let meta = inner.metas.get(&(b.vip.clone(), b.address));
                 BackendRow {
-                    health: match meta {
-                        Some(m) if m.checked && m.healthy => "healthy",
-                        Some(m) if m.checked => "unhealthy",
-                        _ => "unchecked",
-                    }
-                    .into(),
+                    health: meta.map_or(Health::Unchecked, super::state::BackendMeta::health),
                     health_reason: meta.and_then(|m| m.reason.clone()),
                     drained: meta.is_some_and(|m| m.drained),
                     flows: counts.get(&b.id).copied().unwrap_or(0),
-                    state: state_name(b.state).into(),
+                    state: BackendState::from_code(b.state),
                     vip: b.vip,
                     address: b.address,
                     weight: b.weight,
@@ -203,14 +228,17 @@ impl Core {
     }
 
     pub fn stats(&self) -> Result<Stats, CoreError> {
-        let inner = self.lock();
+        self.stats_of(&self.lock())
+    }
+
+    fn stats_of(&self, inner: &Inner) -> Result<Stats, CoreError> {
         let counters = inner
             .dp
             .counters()?
             .into_iter()
             .map(|(c, value)| NamedCounter {
                 name: c.name().into(),
-                kind: counter_kind(c).into(),
+                kind: counter_kind(c),
                 value,
             })
             .collect();
@@ -270,42 +298,40 @@ impl Core {
             edge_proxy,
         })
     }
+}
 
-    /// What every configured edge listener counted; an edge without counters yet (not
-    /// started) is left out.
-    fn edge_counts(&self) -> Vec<EdgeCounts> {
-        let inner = self.lock();
-        inner
-            .config
-            .edges
-            .iter()
-            .filter_map(|e| {
-                let stats = inner.edge_stats.get(&e.name)?;
-                Some(stats.counts(
-                    &e.name,
-                    e.tls.is_some(),
-                    e.proxy_protocol != ProxyProtocol::Off,
-                ))
-            })
-            .collect()
-    }
+/// What every configured edge listener counted; an edge without counters yet (not started) is
+/// left out.
+fn edge_counts(inner: &Inner) -> Vec<EdgeCounts> {
+    inner
+        .config
+        .edges
+        .iter()
+        .filter_map(|e| {
+            let stats = inner.edge_stats.get(&e.name)?;
+            Some(stats.counts(
+                &e.name,
+                e.tls.is_some(),
+                e.proxy_protocol != ProxyProtocol::Off,
+            ))
+        })
+        .collect()
+}
 
-    fn health_transitions(&self) -> Vec<HealthTransitions> {
-        let inner = self.lock();
-        let mut out: Vec<HealthTransitions> = inner
-            .metas
-            .iter()
-            .filter(|(_, m)| m.checked)
-            .map(|((vip, backend), m)| HealthTransitions {
-                vip: vip.clone(),
-                backend: *backend,
-                to_healthy: m.to_healthy,
-                to_unhealthy: m.to_unhealthy,
-            })
-            .collect();
-        out.sort_by(|a, b| (&a.vip, a.backend).cmp(&(&b.vip, b.backend)));
-        out
-    }
+fn health_transitions(inner: &Inner) -> Vec<HealthTransitions> {
+    let mut out: Vec<HealthTransitions> = inner
+        .metas
+        .iter()
+        .filter(|(_, m)| m.checked)
+        .map(|((vip, backend), m)| HealthTransitions {
+            vip: vip.clone(),
+            backend: *backend,
+            to_healthy: m.to_healthy,
+            to_unhealthy: m.to_unhealthy,
+        })
+        .collect();
+    out.sort_by(|a, b| (&a.vip, a.backend).cmp(&(&b.vip, b.backend)));
+    out
 }
 
 impl Handler for Core {
@@ -335,25 +361,31 @@ impl Handler for Core {
 
 impl Observe for Core {
     fn snapshot(&self) -> Result<Snapshot, String> {
-        // Each call below takes and releases the lock on its own; none runs while another
-        // holds a guard (a guard kept across a call that locks again is how a probe once
-        // deadlocked SIGTERM).
+        // The census (which may walk conntrack) and the phase first, then everything else
+        // under one hold of the lock, so no change lands between two parts of the snapshot.
+        // Nothing here locks again while the guard is held (a guard kept across a call that
+        // locks again is how a probe once deadlocked SIGTERM).
+        let census = self.census.current().map_err(|e| e.to_string())?;
         let phase = self.phase();
-        let backends = self.backend_rows().map_err(|e| e.to_string())?;
-        let census = self.census.latest();
+        let inner = self.lock();
+        let backends = Core::rows_of(&inner, &census.per_backend).map_err(|e| e.to_string())?;
+        let stats = self.stats_of(&inner).map_err(|e| e.to_string())?;
+        let status = self.status_of(&inner);
+        let health_transitions = health_transitions(&inner);
+        let edges = edge_counts(&inner);
+        drop(inner);
         let conntrack = census.at.map(|at| ConntrackWalk {
             entries: census.entries,
             took_seconds: census.took.as_secs_f64(),
             age_seconds: at.elapsed().as_secs_f64(),
         });
-        let traffic = self.stats().map_err(|e| e.to_string())?;
         Ok(Snapshot {
             shutting_down: phase != NodeState::Serving,
-            status: self.status_in(phase),
+            status: self.with_live_fields(status, phase),
             backends,
-            stats: traffic,
-            health_transitions: self.health_transitions(),
-            edges: self.edge_counts(),
+            stats,
+            health_transitions,
+            edges,
             // A Core exists only once the first config is written and every interface attached.
             maps_written: true,
             attached: true,
@@ -381,13 +413,13 @@ impl Observe for Core {
     }
 }
 
-fn counter_kind(c: Counter) -> &'static str {
+fn counter_kind(c: Counter) -> CounterKind {
     if c.is_drop() {
-        "drop"
+        CounterKind::Drop
     } else if c.name().starts_with("pass_") {
-        "pass"
+        CounterKind::Pass
     } else {
-        "event"
+        CounterKind::Event
     }
 }
 

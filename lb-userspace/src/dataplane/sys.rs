@@ -19,7 +19,13 @@ pub fn ensure_mounted(path: &Path) -> io::Result<bool> {
     if statfs(path)?.filesystem_type() == BPF_FS_MAGIC {
         return Ok(false);
     }
-    nix::mount::mount(Some("bpf"), path, Some("bpf"), MsFlags::empty(), None::<&str>)?;
+    nix::mount::mount(
+        Some("bpf"),
+        path,
+        Some("bpf"),
+        MsFlags::empty(),
+        None::<&str>,
+    )?;
     Ok(true)
 }
 

@@ -5,7 +5,7 @@
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use crate::observe::Snapshot;
+use crate::{admin::protocol::BackendState, observe::Snapshot};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Probe {
@@ -98,7 +98,7 @@ fn live(s: &Snapshot) -> Check {
     let data = json!({
         "instance": s.status.instance,
         "version": s.status.version,
-        "phase": s.status.phase,
+        "phase": s.status.phase.name(),
         "uptime_secs": s.status.uptime_secs,
     });
     Check::new("sluice daemon", true, data)
@@ -117,7 +117,7 @@ fn ready(s: &Snapshot) -> Vec<Check> {
         // no slot in the table.
         let rows = s.backends.iter().filter(|b| b.vip == vip.name);
         let (up, taking, total) = rows.fold((0usize, 0usize, 0usize), |(up, taking, total), b| {
-            let is_up = b.state == "up";
+            let is_up = b.state == BackendState::Up;
             (
                 up + usize::from(is_up),
                 taking + usize::from(is_up && b.weight > 0),
@@ -131,7 +131,7 @@ fn ready(s: &Snapshot) -> Vec<Check> {
         });
         checks.push(Check::new(format!("vip {}", vip.name), taking > 0, data));
     }
-    let data = json!({ "phase": s.status.phase });
+    let data = json!({ "phase": s.status.phase.name() });
     checks.push(Check::new("shutdown", !s.shutting_down, data));
     checks
 }

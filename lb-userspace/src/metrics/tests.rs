@@ -1,3 +1,5 @@
+use crate::admin::protocol::from_name;
+use crate::admin::protocol::Health;
 use std::net::IpAddr;
 
 use prometheus_parse::{Scrape, Value};
@@ -19,8 +21,8 @@ fn backend(vip: &str, address: &str, state: &str, flows: u64, packets: u64) -> B
         vip: vip.into(),
         address: ip(address),
         weight: 1,
-        state: state.into(),
-        health: "healthy".into(),
+        state: from_name(state),
+        health: Health::Healthy,
         health_reason: None,
         drained: state == "draining",
         flows,
@@ -34,7 +36,7 @@ fn backend(vip: &str, address: &str, state: &str, flows: u64, packets: u64) -> B
 fn counter(name: &str, kind: &str, value: u64) -> NamedCounter {
     NamedCounter {
         name: name.into(),
-        kind: kind.into(),
+        kind: from_name(kind),
         value,
     }
 }
@@ -63,7 +65,7 @@ pub(crate) fn snapshot() -> Snapshot {
             pid: 42,
             uptime_secs: 60,
             config: "/etc/sluice.toml".into(),
-            phase: "serving".into(),
+            phase: crate::shutdown::NodeState::Serving,
             ready: true,
             interfaces: vec!["eth0".into()],
             pin_dir: "/sys/fs/bpf/sluice/edge1".into(),

@@ -1,4 +1,5 @@
 use super::*;
+use crate::admin::protocol::from_name;
 use crate::admin::protocol::{NextHopView, VipSummary};
 
 fn backend(address: &str, state: &str, health: &str, reason: Option<&str>) -> BackendRow {
@@ -6,8 +7,8 @@ fn backend(address: &str, state: &str, health: &str, reason: Option<&str>) -> Ba
         vip: "web".into(),
         address: address.parse().unwrap(),
         weight: 100,
-        state: state.into(),
-        health: health.into(),
+        state: from_name(state),
+        health: from_name(health),
         health_reason: reason.map(Into::into),
         drained: false,
         flows: 0,
@@ -75,7 +76,7 @@ fn status_summary() {
         pid: 4242,
         uptime_secs: 7_501,
         config: "/etc/sluice/sluice.toml".into(),
-        phase: "serving".into(),
+        phase: crate::shutdown::NodeState::Serving,
         ready: true,
         interfaces: vec!["eth0".into(), "eth1".into()],
         pin_dir: "/sys/fs/bpf/sluice".into(),
@@ -176,12 +177,12 @@ fn stats_hide_zero_counters() {
         counters: vec![
             NamedCounter {
                 name: "conntrack_hit".into(),
-                kind: "event".into(),
+                kind: from_name("event"),
                 value: 1_000,
             },
             NamedCounter {
                 name: "drop_no_backend".into(),
-                kind: "drop".into(),
+                kind: from_name("drop"),
                 value: 0,
             },
         ],

@@ -4,6 +4,7 @@
 )]
 
 use super::*;
+use crate::admin::protocol::from_name;
 use crate::admin::protocol::NamedCounter;
 
 fn sample(uptime_ms: u64, hits: u64, vip_packets: u64, backends: &[(&str, u64, u64)]) -> Stats {
@@ -11,7 +12,7 @@ fn sample(uptime_ms: u64, hits: u64, vip_packets: u64, backends: &[(&str, u64, u
         uptime_ms,
         counters: vec![NamedCounter {
             name: "conntrack_hit".into(),
-            kind: "event".into(),
+            kind: from_name("event"),
             value: hits,
         }],
         vips: vec![TrafficRow {
