@@ -134,11 +134,25 @@ enum Failure {
     #[error("{0}")]
     Daemon(String),
     #[error("unexpected answer from the daemon (is it a different sluice version?): {0}")]
-    Decode(#[from] serde_json::Error),
+    Decode(serde_json::Error),
     #[error("{0}")]
     Usage(String),
     #[error("writing the output: {0}")]
-    Output(#[from] io::Error),
+    Output(io::Error),
+}
+
+// By hand, not `#[from]` (which would also make the cause the `source()`): the messages above
+// print their cause, so exposing it too would print it twice in a chain.
+impl From<serde_json::Error> for Failure {
+    fn from(error: serde_json::Error) -> Failure {
+        Failure::Decode(error)
+    }
+}
+
+impl From<io::Error> for Failure {
+    fn from(error: io::Error) -> Failure {
+        Failure::Output(error)
+    }
 }
 
 /// Runs one admin subcommand against the daemon at its `--socket`. Failures are reported on

@@ -6,7 +6,7 @@
 //! then serves until SIGINT/SIGTERM, reloading on SIGHUP, and shuts down gracefully (see
 //! `crate::shutdown`).
 
-mod core;
+pub(crate) mod core;
 mod flow_census;
 mod flow_query;
 mod instance_lock;

@@ -4,6 +4,12 @@
 //! Everything here is safe Rust except [`ffi`]: the bpf(2) map commands aya does not wrap and
 //! glibc's `mallopt`. `unsafe_code` is denied everywhere else (`deny`, not `forbid`, so that
 //! one module can allow it).
+//!
+//! Errors: a `thiserror` enum per module. A variant with a cause prints it in its message
+//! (`"binding the admin socket {path}: {error}"`) and does not also return it from `source()`
+//! (no `#[source]`, no `#[from]`, no field named `source`); a variant that only wraps another
+//! error is `#[error(transparent)]`. So a chain printed whole (`{:#}` at the top, `%error` in a
+//! log line, the admin socket's answer) names every cause exactly once.
 #![deny(unsafe_code)]
 
 pub mod admin;
@@ -14,7 +20,6 @@ pub mod config;
 pub mod daemon;
 pub mod dataplane;
 pub mod edge;
-pub mod error_chain;
 #[allow(unsafe_code)]
 mod ffi;
 pub mod health;
@@ -24,6 +29,9 @@ pub mod observe;
 pub mod shutdown;
 #[cfg(test)]
 mod test_support;
+
+#[cfg(test)]
+mod errors_print_once;
 
 /// The XDP programs (`sluice_xdp`, `sluice_decap`), built by build.rs for the BPF target.
 pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/sluice"));

@@ -13,7 +13,6 @@ use lb_userspace::{
     config::XdpMode,
     daemon,
     dataplane::Decap,
-    error_chain,
 };
 
 #[derive(Parser)]
@@ -104,8 +103,8 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
-            // Each cause once: many errors already carry their cause in their own message.
-            eprintln!("sluice: {}", error_chain::one_line(e.as_ref()));
+            // The whole chain; each error names its own cause once (see the crate's doc).
+            eprintln!("sluice: {e:#}");
             ExitCode::FAILURE
         }
     }

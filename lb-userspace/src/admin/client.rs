@@ -15,18 +15,18 @@ pub enum ClientError {
     NotRunning { path: PathBuf },
     #[error("permission denied on {} (the admin socket is root-only; run as root)", path.display())]
     PermissionDenied { path: PathBuf },
-    #[error("connecting to the sluice daemon on {}: {source}", path.display())]
-    Connect { path: PathBuf, source: io::Error },
+    #[error("connecting to the sluice daemon on {}: {error}", path.display())]
+    Connect { path: PathBuf, error: io::Error },
     #[error("the sluice daemon on {} did not answer within {}", path.display(), humantime::format_duration(*timeout))]
     Timeout { path: PathBuf, timeout: Duration },
-    #[error("talking to the sluice daemon on {}: {source}", path.display())]
-    Io { path: PathBuf, source: io::Error },
+    #[error("talking to the sluice daemon on {}: {error}", path.display())]
+    Io { path: PathBuf, error: io::Error },
     #[error("the sluice daemon on {} closed the connection without answering", path.display())]
     NoAnswer { path: PathBuf },
-    #[error("unreadable answer from the sluice daemon on {}: {source}", path.display())]
+    #[error("unreadable answer from the sluice daemon on {}: {error}", path.display())]
     BadResponse {
         path: PathBuf,
-        source: serde_json::Error,
+        error: serde_json::Error,
     },
 }
 
@@ -35,20 +35,20 @@ pub enum ClientError {
 pub fn request(path: &Path, request: &Request, timeout: Duration) -> Result<Response, ClientError> {
     let deadline = Instant::now() + timeout;
     let mut stream = UnixStream::connect(path).map_err(|e| connect_error(path, e))?;
-    let io_error = |source: io::Error| match source.kind() {
+    let io_error = |error: io::Error| match error.kind() {
         io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => ClientError::Timeout {
             path: path.to_owned(),
             timeout,
         },
         _ => ClientError::Io {
             path: path.to_owned(),
-            source,
+            error,
         },
     };
 
     let mut line = serde_json::to_vec(request).map_err(|e| ClientError::Io {
         path: path.to_owned(),
-        source: e.into(),
+        error: e.into(),
     })?;
     line.push(b'\n');
     stream
@@ -82,9 +82,9 @@ pub fn request(path: &Path, request: &Request, timeout: Duration) -> Result<Resp
             path: path.to_owned(),
         });
     }
-    serde_json::from_slice(&answer).map_err(|source| ClientError::BadResponse {
+    serde_json::from_slice(&answer).map_err(|error| ClientError::BadResponse {
         path: path.to_owned(),
-        source,
+        error,
     })
 }
 
@@ -100,15 +100,15 @@ fn remaining(deadline: Instant, path: &Path, timeout: Duration) -> Result<Durati
 }
 
 /// Turns a failed connect into what the operator should do about it.
-fn connect_error(path: &Path, source: io::Error) -> ClientError {
+fn connect_error(path: &Path, error: io::Error) -> ClientError {
     let path = path.to_owned();
-    match source.kind() {
+    match error.kind() {
         // Missing file: never started or cleanly stopped. Refused: killed, socket left behind.
         io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused => {
             ClientError::NotRunning { path }
         }
         io::ErrorKind::PermissionDenied => ClientError::PermissionDenied { path },
-        _ => ClientError::Connect { path, source },
+        _ => ClientError::Connect { path, error },
     }
 }
 

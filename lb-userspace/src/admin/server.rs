@@ -44,8 +44,8 @@ where
 
 #[derive(Debug, thiserror::Error)]
 pub enum AdminError {
-    #[error("creating the admin socket directory {}: {source}", dir.display())]
-    CreateDir { dir: PathBuf, source: io::Error },
+    #[error("creating the admin socket directory {}: {error}", dir.display())]
+    CreateDir { dir: PathBuf, error: io::Error },
     #[error(
         "{} exists and is not a socket; refusing to replace it (move it away or configure another admin socket path)",
         path.display()
@@ -53,14 +53,14 @@ pub enum AdminError {
     NotASocket { path: PathBuf },
     #[error("another sluice daemon is listening on {} (stop it first, or give this one another admin socket path)", path.display())]
     AlreadyRunning { path: PathBuf },
-    #[error("checking the existing admin socket {}: {source}", path.display())]
-    Probe { path: PathBuf, source: io::Error },
-    #[error("removing the stale admin socket {}: {source}", path.display())]
-    RemoveStale { path: PathBuf, source: io::Error },
-    #[error("binding the admin socket {}: {source}", path.display())]
-    Bind { path: PathBuf, source: io::Error },
-    #[error("restricting the admin socket {} to mode 0600: {source}", path.display())]
-    Chmod { path: PathBuf, source: io::Error },
+    #[error("checking the existing admin socket {}: {error}", path.display())]
+    Probe { path: PathBuf, error: io::Error },
+    #[error("removing the stale admin socket {}: {error}", path.display())]
+    RemoveStale { path: PathBuf, error: io::Error },
+    #[error("binding the admin socket {}: {error}", path.display())]
+    Bind { path: PathBuf, error: io::Error },
+    #[error("restricting the admin socket {} to mode 0600: {error}", path.display())]
+    Chmod { path: PathBuf, error: io::Error },
 }
 
 /// The listening admin socket. Dropping it stops serving and removes the socket file.
@@ -82,26 +82,26 @@ impl AdminServer {
     pub async fn bind(path: &Path, handler: Arc<dyn Handler>) -> Result<AdminServer, AdminError> {
         create_parent(path)?;
         clear_stale(path).await?;
-        let listener = UnixListener::bind(path).map_err(|source| match source.kind() {
+        let listener = UnixListener::bind(path).map_err(|error| match error.kind() {
             // Someone bound it between our probe and our bind.
             io::ErrorKind::AddrInUse => AdminError::AlreadyRunning {
                 path: path.to_owned(),
             },
             _ => AdminError::Bind {
                 path: path.to_owned(),
-                source,
+                error,
             },
         })?;
         // Between bind and chmod the socket has the umask's mode; the 0700 parent directory
         // (when we created it) keeps others out of that window.
         let meta = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
             .and_then(|()| std::fs::metadata(path))
-            .map_err(|source| {
+            .map_err(|error| {
                 // Leave no socket with the wrong mode behind.
                 let _ = std::fs::remove_file(path);
                 AdminError::Chmod {
                     path: path.to_owned(),
-                    source,
+                    error,
                 }
             })?;
         let (stop, stopped) = oneshot::channel();
@@ -165,9 +165,9 @@ fn create_parent(path: &Path) -> Result<(), AdminError> {
         .recursive(true)
         .mode(0o700)
         .create(dir)
-        .map_err(|source| AdminError::CreateDir {
+        .map_err(|error| AdminError::CreateDir {
             dir: dir.to_owned(),
-            source,
+            error,
         })
 }
 
@@ -176,10 +176,10 @@ async fn clear_stale(path: &Path) -> Result<(), AdminError> {
     let meta = match std::fs::symlink_metadata(path) {
         Ok(meta) => meta,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-        Err(source) => {
+        Err(error) => {
             return Err(AdminError::Probe {
                 path: path.to_owned(),
-                source,
+                error,
             })
         }
     };
@@ -195,14 +195,14 @@ async fn clear_stale(path: &Path) -> Result<(), AdminError> {
         }),
         Ok(Err(e)) if e.kind() == io::ErrorKind::ConnectionRefused => {
             tracing::info!(path = %path.display(), "removing the stale admin socket of a previous daemon");
-            std::fs::remove_file(path).map_err(|source| AdminError::RemoveStale {
+            std::fs::remove_file(path).map_err(|error| AdminError::RemoveStale {
                 path: path.to_owned(),
-                source,
+                error,
             })
         }
-        Ok(Err(source)) => Err(AdminError::Probe {
+        Ok(Err(error)) => Err(AdminError::Probe {
             path: path.to_owned(),
-            source,
+            error,
         }),
     }
 }

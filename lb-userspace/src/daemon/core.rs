@@ -19,12 +19,12 @@ use std::{
 };
 
 use crate::{
-    config::Config,
+    config::{Config, ConfigErrors},
     dataplane::{Dataplane, DataplaneError},
     edge::{
         pool::Pool,
         stats::EdgeStats,
-        tls::{server_config, Reloadable},
+        tls::{server_config, Reloadable, TlsError},
         upstream::Upstream,
     },
     health::{Checker, Target, Transition},
@@ -107,9 +107,11 @@ pub struct Core {
 
 #[derive(Debug, thiserror::Error)]
 pub enum CoreError {
-    #[error("{0}")]
-    Config(String),
-    #[error("{0}")]
+    #[error(transparent)]
+    Config(#[from] ConfigErrors),
+    #[error("edge \"{edge}\": {error}")]
+    EdgeTls { edge: String, error: TlsError },
+    #[error(transparent)]
     Dataplane(#[from] DataplaneError),
     #[error(transparent)]
     NeedsRestart(#[from] NeedsRestart),
@@ -286,8 +288,7 @@ impl Core {
     }
 
     fn try_reload(&self) -> Result<(usize, usize), CoreError> {
-        let config =
-            Config::load(&self.config_path).map_err(|e| CoreError::Config(e.to_string()))?;
+        let config = Config::load(&self.config_path)?;
         for warning in config.warnings() {
             tracing::warn!("{}: {warning}", self.config_path.display());
         }
@@ -298,8 +299,10 @@ impl Core {
         let mut certificates = Vec::new();
         for e in &config.edges {
             if let (Some(settings), Some(current)) = (&e.tls, inner.edge_tls.get(&e.name)) {
-                let fresh = server_config(settings)
-                    .map_err(|error| CoreError::Config(format!("edge \"{}\": {error}", e.name)))?;
+                let fresh = server_config(settings).map_err(|error| CoreError::EdgeTls {
+                    edge: e.name.clone(),
+                    error,
+                })?;
                 certificates.push((Arc::clone(current), fresh));
             }
         }

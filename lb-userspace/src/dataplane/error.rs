@@ -3,7 +3,7 @@ use lb_common::maglev::MaglevError;
 #[derive(Debug, thiserror::Error)]
 pub enum DataplaneError {
     #[error("loading the XDP object failed: {0}")]
-    Load(#[from] aya::EbpfError),
+    Load(aya::EbpfError),
     #[error("program {name}: {error}")]
     Program {
         name: &'static str,
@@ -55,6 +55,14 @@ pub enum DataplaneError {
         vip: String,
         backend: std::net::IpAddr,
     },
+}
+
+// By hand, not `#[from]`: the message prints the cause, so it is not also the `source()` (a
+// chain printed as a whole would repeat it).
+impl From<aya::EbpfError> for DataplaneError {
+    fn from(error: aya::EbpfError) -> DataplaneError {
+        DataplaneError::Load(error)
+    }
 }
 
 pub(crate) fn map_err(name: &'static str) -> impl Fn(aya::maps::MapError) -> DataplaneError {

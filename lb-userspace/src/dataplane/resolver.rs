@@ -35,11 +35,11 @@ use super::next_hop::Hop;
 #[derive(Debug, thiserror::Error)]
 pub enum ResolveError {
     #[error("rtnetlink socket: {0} (is this a Linux kernel with rtnetlink?)")]
-    Socket(#[source] io::Error),
+    Socket(io::Error),
     #[error("rtnetlink answer to {request} could not be parsed: {error}")]
     Decode {
         request: &'static str,
-        error: String,
+        error: netlink_packet_core::DecodeError,
     },
     #[error("the kernel refused {request}: {error}")]
     Kernel {
@@ -313,10 +313,7 @@ impl Resolver {
             while offset < size {
                 let parsed =
                     NetlinkMessage::<RouteNetlinkMessage>::deserialize(&self.buf[offset..size])
-                        .map_err(|e| ResolveError::Decode {
-                            request,
-                            error: e.to_string(),
-                        })?;
+                        .map_err(|error| ResolveError::Decode { request, error })?;
                 let len = parsed.header.length as usize;
                 let ours = parsed.header.sequence_number == self.seq;
                 let multipart = parsed.header.flags & NLM_F_MULTIPART != 0;

@@ -43,13 +43,20 @@ pub enum Error {
     #[error("connection closed after {0} bytes, before the PROXY header was complete")]
     Closed(usize),
     #[error("reading the PROXY header: {0}")]
-    Io(#[from] std::io::Error),
+    Io(std::io::Error),
     #[error("{0}")]
     Invalid(parse::Error),
     #[error("PROXY v2 header announces a datagram transport on a TCP stream")]
     Datagram,
     #[error("peer outside trusted_proxies on a listener with proxy_protocol = \"required\"")]
     Untrusted,
+}
+
+// By hand, not `#[from]`: the message prints the cause, so it is not also the `source()`.
+impl From<std::io::Error> for Error {
+    fn from(error: std::io::Error) -> Error {
+        Error::Io(error)
+    }
 }
 
 /// Per-listener counts of what happened to PROXY headers.

@@ -42,10 +42,10 @@ use crate::config::tls::{ClientAuth, TlsSettings};
 /// Why a TLS configuration could not be built. Every variant names the file or setting at fault.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
-    #[error("{}: cannot read: {source}", path.display())]
+    #[error("{}: cannot read: {error}", path.display())]
     Read {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("{}: not PEM ({reason})", path.display())]
     NotPem { path: PathBuf, reason: String },
@@ -207,10 +207,10 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 pub enum HandshakeError {
     #[error("no TLS handshake within {0:?}")]
     Timeout(Duration),
-    #[error("TLS handshake failed ({outcome}): {source}")]
+    #[error("TLS handshake failed ({outcome}): {error}")]
     Failed {
         outcome: HandshakeOutcome,
-        source: std::io::Error,
+        error: std::io::Error,
     },
 }
 
@@ -235,9 +235,9 @@ where
 {
     match tokio::time::timeout(limit, TlsAcceptor::from(config).accept(io)).await {
         Ok(Ok(stream)) => Ok(stream),
-        Ok(Err(source)) => Err(HandshakeError::Failed {
-            outcome: HandshakeOutcome::of_io(&source),
-            source,
+        Ok(Err(error)) => Err(HandshakeError::Failed {
+            outcome: HandshakeOutcome::of_io(&error),
+            error,
         }),
         Err(_) => Err(HandshakeError::Timeout(limit)),
     }

@@ -28,11 +28,11 @@ pub fn check_files(settings: &TlsSettings) -> Vec<(String, TlsError)> {
             // A bad certificate stops `certified_key` before it reads the key: read the key
             // anyway, so a missing one is not found only by the next run.
             if which == "cert" {
-                if let Err(source) = std::fs::read(&c.key) {
+                if let Err(error) = std::fs::read(&c.key) {
                     let path = c.key.clone();
                     problems.push((
                         format!("certificates[{i}].key"),
-                        TlsError::Read { path, source },
+                        TlsError::Read { path, error },
                     ));
                 }
             }

@@ -14,9 +14,9 @@ use super::TlsError;
 /// Every PEM section of a file, in order. A file without any section (or with a malformed
 /// one) is "not PEM".
 fn sections(path: &Path) -> Result<Vec<(SectionKind, Vec<u8>)>, TlsError> {
-    let bytes = std::fs::read(path).map_err(|source| TlsError::Read {
+    let bytes = std::fs::read(path).map_err(|error| TlsError::Read {
         path: path.to_path_buf(),
-        source,
+        error,
     })?;
     let sections = <(SectionKind, Vec<u8>)>::pem_slice_iter(&bytes)
         .collect::<Result<Vec<_>, _>>()
