@@ -22,6 +22,7 @@ use tokio::{
     signal::unix::{signal, Signal, SignalKind},
     sync::{mpsc, watch},
 };
+use tracing::Instrument as _;
 
 use self::core::{Core, Inner};
 use self::instance_lock::InstanceLock;
@@ -163,14 +164,15 @@ async fn serve(path: &Path, config: Config, overrides: Overrides) -> anyhow::Res
     shut_down(&core, &mut signals, overrides, &mut edges).await;
     // The config as last reloaded decides, so an operator can flip it before a stop.
     let keep = core.lock().config.keep_dataplane;
-    tracing::info!(keep_dataplane = keep, "stopping");
+    let stopping = tracing::info_span!("shutdown", phase = "stopping");
+    stopping.in_scope(|| tracing::info!(keep_dataplane = keep, "stopping"));
     let _ = shutdown_tx.send(true);
     for e in edges {
         e.task.abort();
     }
     let _ = mgmt.await;
     drop(admin);
-    stop(&core, keep);
+    stopping.in_scope(|| stop(&core, keep));
     Ok(())
 }
 
@@ -371,16 +373,38 @@ async fn shut_down(
 ) {
     // The published settings, not the lock: the stop signal never waits for anything.
     let (delay, timeout) = overrides.apply(&core.published().shutdown);
-    tracing::info!(
-        delay = %humantime::format_duration(delay),
-        timeout = %humantime::format_duration(timeout),
-        "stop signal: draining; not ready, still serving"
-    );
-    core.set_phase(NodeState::Draining);
-    let hurried = tokio::select! {
-        () = tokio::time::sleep(delay) => false,
-        () = signals.stop() => true,
-    };
+    let hurried = async {
+        tracing::info!(
+            delay = %humantime::format_duration(delay),
+            timeout = %humantime::format_duration(timeout),
+            "stop signal: draining; not ready, still serving"
+        );
+        core.set_phase(NodeState::Draining);
+        tokio::select! {
+            () = tokio::time::sleep(delay) => false,
+            () = signals.stop() => true,
+        }
+    }
+    .instrument(phase_span(NodeState::Draining))
+    .await;
+    closed(core, signals, timeout, edges, hurried)
+        .instrument(phase_span(NodeState::Closed))
+        .await;
+}
+
+/// The span of one shutdown phase: `shutdown{phase=draining}`.
+fn phase_span(phase: NodeState) -> tracing::Span {
+    tracing::info_span!("shutdown", phase = phase.name())
+}
+
+/// The `closed` phase: in-flight requests get up to `timeout` (none when `hurried`).
+async fn closed(
+    core: &Arc<Core>,
+    signals: &mut Signals,
+    timeout: Duration,
+    edges: &mut [Edge],
+    hurried: bool,
+) {
     core.set_phase(NodeState::Closed);
     let in_flight = |edges: &[Edge]| edges.iter().map(|e| e.stats.in_flight()).sum::<u64>();
     tracing::info!(

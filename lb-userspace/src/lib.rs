@@ -32,6 +32,8 @@ mod test_support;
 
 #[cfg(test)]
 mod errors_print_once;
+#[cfg(test)]
+pub(crate) mod test_log;
 
 /// The XDP programs (`sluice_xdp`, `sluice_decap`), built by build.rs for the BPF target.
 pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/sluice"));

@@ -96,6 +96,9 @@ pub struct Core {
     phase: tokio::sync::watch::Sender<NodeState>,
     pub reloads_ok: AtomicU64,
     pub reloads_failed: AtomicU64,
+    /// Reloads tried so far (SIGHUP or `sluice reload`): the `generation` of the reload span
+    /// every log line of a reload carries.
+    reload_generation: AtomicU64,
     pub last_reload_error: Mutex<Option<String>>,
     /// Live flows per backend and the idle sweep: one paced walk, off the lock.
     pub census: FlowCensus,
@@ -166,6 +169,7 @@ impl Core {
             phase: tokio::sync::watch::Sender::new(NodeState::Serving),
             reloads_ok: AtomicU64::new(0),
             reloads_failed: AtomicU64::new(0),
+            reload_generation: AtomicU64::new(0),
             last_reload_error: Mutex::new(None),
             census,
             node,
@@ -259,6 +263,9 @@ impl Core {
 
     /// Reads the config file again and applies it, all or nothing.
     pub fn reload(&self) -> Result<(usize, usize), CoreError> {
+        let generation = self.reload_generation.fetch_add(1, Ordering::Relaxed) + 1;
+        // Synchronous throughout (no await), so the guard spans exactly this reload.
+        let _span = tracing::info_span!("reload", generation).entered();
         let result = self.try_reload();
         if result.is_err() {
             // A reload that failed after the maps changed (a backend state write) left a

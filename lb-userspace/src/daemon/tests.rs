@@ -280,3 +280,28 @@ fn a_snapshot_is_one_moment_while_drains_change_it() {
     toggler.join().unwrap();
     assert_eq!(disagreements, 0, "snapshots whose parts disagree, of 2000");
 }
+
+/// Every log line of a reload carries its generation, so two reloads' lines never mix.
+#[test]
+fn log_lines_of_a_reload_carry_its_generation() {
+    use tracing::level_filters::LevelFilter;
+    if !is_root() {
+        eprintln!("skipped: loading sluice_xdp needs root");
+        return;
+    }
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let fake = Arc::new(FakeConntrack::default());
+    let core = core(&runtime, &fake);
+    // The test's config path does not exist: each reload is rejected, and says so.
+    let (results, log) = crate::test_log::captured(LevelFilter::INFO, || {
+        (core.reload().is_err(), core.reload().is_err())
+    });
+    assert_eq!(results, (true, true));
+    let rejected: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("reload rejected"))
+        .collect();
+    assert_eq!(rejected.len(), 2, "{log}");
+    assert!(rejected[0].contains(" reload{generation=1}: "), "{log}");
+    assert!(rejected[1].contains(" reload{generation=2}: "), "{log}");
+}

@@ -6,7 +6,15 @@
 //! in any spelling (`managed`), before sluice adds its own: a backend behind sluice can take
 //! them at face value.
 
-use std::{convert::Infallible, net::SocketAddr, sync::Arc, time::Duration};
+use std::{
+    convert::Infallible,
+    net::SocketAddr,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
 
 use bytes::Bytes;
 use http_body_util::{combinators::BoxBody, BodyExt as _, Full};
@@ -26,6 +34,7 @@ use tokio::{
     net::{TcpListener, TcpStream},
     sync::watch,
 };
+use tracing::Instrument as _;
 
 use crate::{
     config::{
@@ -185,14 +194,33 @@ fn admit(stream: TcpStream, peer: SocketAddr, listener: &Arc<Listener>, managed:
         tracing::debug!(listener = %listener.name, %peer, "max_connections open: refused");
         return;
     };
+    let span = connection_span(&listener.name, peer);
     let listener = Arc::clone(listener);
     let managed = Arc::clone(managed);
-    tokio::spawn(async move {
-        let _open = open;
-        if let Err(error) = connection(stream, peer, listener, managed).await {
-            tracing::debug!(%peer, %error, "edge connection ended with an error");
+    tokio::spawn(
+        async move {
+            let _open = open;
+            if let Err(error) = connection(stream, peer, listener, managed).await {
+                tracing::debug!(%error, "edge connection ended with an error");
+            }
         }
-    });
+        .instrument(span),
+    );
+}
+
+/// The span every log line of one edge connection carries: `conn{listener=idp peer=... id=7}`.
+/// Created once per connection (not per request), so keep-alive requests pay nothing for it.
+fn connection_span(listener: &str, peer: SocketAddr) -> tracing::Span {
+    static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+    let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+    tracing::info_span!("conn", %listener, %peer, id)
+}
+
+/// The span of one request within its connection's: `request{method=GET path=/x}`. At debug
+/// level only: below it `debug_span!` is a cached callsite check that evaluates no field
+/// and returns a disabled span, so the keep-alive hot path pays nothing for it.
+fn request_span<B>(req: &Request<B>) -> tracing::Span {
+    tracing::debug_span!("request", method = %req.method(), path = %req.uri().path())
 }
 
 /// Closes the listening socket, first taking every connection the kernel already completed.
@@ -339,9 +367,10 @@ where
         let conn = Arc::clone(&conn);
         // From the complete head until the response body is done: no client limit runs.
         let busy = activity.busy();
+        let span = request_span(&req);
         async move {
             let http1 = req.version() < hyper::Version::HTTP_2;
-            let mut resp = measured(req, &conn).await;
+            let mut resp = measured(req, &conn).instrument(span).await;
             // Draining: the client reconnects for its next request, through whichever
             // balancer now avoids this node. (An upgrade's 101 keeps its `Connection: upgrade`.)
             let draining = *conn.listener.phase.borrow() != NodeState::Serving;

@@ -43,3 +43,43 @@ async fn closing_takes_the_connections_the_kernel_completed_instead_of_resetting
         "the listening socket is closed: later connections are refused"
     );
 }
+
+/// A log line inside a request names its connection (listener, peer, id) and the request
+/// (method, path); the request span exists at debug level only, so the keep-alive path
+/// builds none at the default `info`.
+#[test]
+fn log_lines_name_their_connection_and_request() {
+    use tracing::level_filters::LevelFilter;
+
+    use crate::test_log::captured;
+
+    let peer: SocketAddr = "198.51.100.7:40001".parse().unwrap();
+    let req = Request::get("/realms/x?y=1").body(()).unwrap();
+    let ((), debug) = captured(LevelFilter::DEBUG, || {
+        let conn = connection_span("idp", peer);
+        conn.in_scope(|| {
+            request_span(&req).in_scope(|| tracing::info!("backend request failed"));
+        });
+    });
+    let line = debug.lines().next().unwrap_or_default();
+    assert!(
+        line.contains("conn{listener=idp peer=198.51.100.7:40001 id=")
+            && line.contains("}:request{method=GET path=/realms/x}: backend request failed"),
+        "{debug}"
+    );
+
+    let (disabled, info) = captured(LevelFilter::INFO, || {
+        let conn = connection_span("idp", peer);
+        conn.in_scope(|| {
+            let request = request_span(&req);
+            tracing::info!("backend request failed");
+            request.is_disabled()
+        })
+    });
+    assert!(disabled, "no request span at info");
+    assert!(
+        info.contains("conn{listener=idp peer=198.51.100.7:40001 id=")
+            && !info.contains("request{"),
+        "{info}"
+    );
+}
