@@ -340,6 +340,10 @@ mod phase_name {
 
     use crate::shutdown::NodeState;
 
+    #[expect(
+        clippy::trivially_copy_pass_by_ref,
+        reason = "the signature serde's `with` calls"
+    )]
     pub fn serialize<S: Serializer>(phase: &NodeState, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(phase.name())
     }

@@ -369,7 +369,7 @@ impl Observe for Core {
         let phase = self.phase();
         let inner = self.lock();
         let backends = Core::rows_of(&inner, &census.per_backend).map_err(|e| e.to_string())?;
-        let stats = self.stats_of(&inner).map_err(|e| e.to_string())?;
+        let traffic = self.stats_of(&inner).map_err(|e| e.to_string())?;
         let status = self.status_of(&inner);
         let health_transitions = health_transitions(&inner);
         let edges = edge_counts(&inner);
@@ -383,7 +383,7 @@ impl Observe for Core {
             shutting_down: phase != NodeState::Serving,
             status: self.with_live_fields(status, phase),
             backends,
-            stats,
+            stats: traffic,
             health_transitions,
             edges,
             // A Core exists only once the first config is written and every interface attached.
