@@ -164,7 +164,7 @@ async fn serve(path: &Path, config: Config, overrides: Overrides) -> anyhow::Res
     shut_down(&core, &mut signals, overrides, &mut edges).await;
     // The config as last reloaded decides, so an operator can flip it before a stop.
     let keep = core.lock().config.keep_dataplane;
-    let stopping = tracing::info_span!("shutdown", phase = "stopping");
+    let stopping = tracing::info_span!("shutdown", phase = %"stopping");
     stopping.in_scope(|| tracing::info!(keep_dataplane = keep, "stopping"));
     let _ = shutdown_tx.send(true);
     for e in edges {
@@ -394,7 +394,7 @@ async fn shut_down(
 
 /// The span of one shutdown phase: `shutdown{phase=draining}`.
 fn phase_span(phase: NodeState) -> tracing::Span {
-    tracing::info_span!("shutdown", phase = phase.name())
+    tracing::info_span!("shutdown", %phase)
 }
 
 /// The `closed` phase: in-flight requests get up to `timeout` (none when `hurried`).
