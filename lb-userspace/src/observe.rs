@@ -1,5 +1,6 @@
-//! What the management port and the metrics read from the daemon: one consistent snapshot per
-//! request, so a scrape never mixes two states.
+//! What the management port and the metrics read from the daemon: one snapshot per request,
+//! taken under one hold of the daemon's lock (the probes' lighter view takes none), so a
+//! scrape never mixes two states.
 
 use std::net::IpAddr;
 

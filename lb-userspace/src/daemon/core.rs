@@ -113,7 +113,11 @@ pub enum CoreError {
     #[error(transparent)]
     Config(#[from] ConfigErrors),
     #[error("edge \"{edge}\": {error}")]
-    EdgeTls { edge: String, error: TlsError },
+    EdgeTls {
+        edge: String,
+        // Boxed: rustls' errors would make every `CoreError` (and its `Result`s) large.
+        error: Box<TlsError>,
+    },
     #[error(transparent)]
     Dataplane(#[from] DataplaneError),
     #[error(transparent)]
@@ -308,7 +312,7 @@ impl Core {
             if let (Some(settings), Some(current)) = (&e.tls, inner.edge_tls.get(&e.name)) {
                 let fresh = server_config(settings).map_err(|error| CoreError::EdgeTls {
                     edge: e.name.clone(),
-                    error,
+                    error: Box::new(error),
                 })?;
                 certificates.push((Arc::clone(current), fresh));
             }

@@ -62,17 +62,17 @@ pub enum TlsError {
         path.display()
     )]
     NoKey { path: PathBuf },
-    #[error("{}: unusable private key: {reason}", path.display())]
-    BadKey { path: PathBuf, reason: String },
+    #[error("{}: unusable private key: {error}", path.display())]
+    BadKey { path: PathBuf, error: rustls::Error },
     #[error("{}: key does not match the certificate in {}", key.display(), cert.display())]
     KeyMismatch { cert: PathBuf, key: PathBuf },
     #[error("{}: CA bundle is empty (no PEM `CERTIFICATE` section)", path.display())]
     EmptyCaBundle { path: PathBuf },
-    #[error("{}: CA certificate {index} is not usable as a trust anchor: {reason}", path.display())]
+    #[error("{}: CA certificate {index} is not usable as a trust anchor: {error}", path.display())]
     BadCa {
         path: PathBuf,
         index: usize,
-        reason: String,
+        error: rustls::Error,
     },
     #[error("client_auth = \"{}\" needs client_ca (a PEM CA bundle)", mode.as_str())]
     ClientCaMissing { mode: ClientAuth },
@@ -80,10 +80,13 @@ pub enum TlsError {
     NoCertificates,
     #[error("alpn: protocol names must be 1 to 255 bytes, got {len}")]
     BadAlpn { len: usize },
-    #[error("{}: cannot verify clients with this CA bundle: {reason}", path.display())]
-    Verifier { path: PathBuf, reason: String },
-    #[error("TLS configuration: {reason}")]
-    Rustls { reason: String },
+    #[error("{}: cannot verify clients with this CA bundle: {error}", path.display())]
+    Verifier {
+        path: PathBuf,
+        error: rustls::server::VerifierBuilderError,
+    },
+    #[error("TLS configuration: {error}")]
+    Rustls { error: rustls::Error },
 }
 
 fn provider() -> Arc<CryptoProvider> {
@@ -151,9 +154,7 @@ pub fn server_config(s: &TlsSettings) -> Result<ServerTls, TlsError> {
 
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
-        .map_err(|e| TlsError::Rustls {
-            reason: e.to_string(),
-        })?
+        .map_err(|error| TlsError::Rustls { error })?
         .with_client_cert_verifier(verifier)
         .with_cert_resolver(Arc::new(resolver));
     config.alpn_protocols.clone_from(&s.alpn);
@@ -190,9 +191,9 @@ fn client_verifier(
     if s.client_auth == ClientAuth::Optional {
         builder = builder.allow_unauthenticated();
     }
-    let inner = builder.build().map_err(|e| TlsError::Verifier {
+    let inner = builder.build().map_err(|error| TlsError::Verifier {
         path: s.client_ca.clone().unwrap_or_default(),
-        reason: e.to_string(),
+        error,
     })?;
     let verifier = ChainDepthVerifier::new(inner, s.max_chain_depth, Arc::clone(&paths));
     Ok((Arc::new(verifier), Some(paths)))

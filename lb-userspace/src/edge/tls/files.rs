@@ -65,9 +65,9 @@ pub(super) fn certified_key(cert: &Path, key: &Path) -> Result<CertifiedKey, Tls
         .ok_or_else(|| TlsError::NoKey {
             path: key.to_path_buf(),
         })?;
-    let signing_key = any_supported_type(&der).map_err(|e| TlsError::BadKey {
+    let signing_key = any_supported_type(&der).map_err(|error| TlsError::BadKey {
         path: key.to_path_buf(),
-        reason: e.to_string(),
+        error,
     })?;
     let certified = CertifiedKey::new(chain, signing_key);
     match certified.keys_match() {
@@ -99,10 +99,10 @@ pub(super) fn ca_bundle(
     }
     let mut roots = RootCertStore::empty();
     for (index, cert) in certs.iter().enumerate() {
-        roots.add(cert.clone()).map_err(|e| TlsError::BadCa {
+        roots.add(cert.clone()).map_err(|error| TlsError::BadCa {
             path: path.to_path_buf(),
             index,
-            reason: e.to_string(),
+            error,
         })?;
     }
     Ok((roots, certs))
