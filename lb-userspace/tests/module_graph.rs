@@ -43,8 +43,9 @@ const MAY_IMPORT: &[(&str, &[&str])] = &[
     // `edge::pool::Pool::update` (plain addresses), so they import nothing of it.
     ("edge", &["config", "shutdown"]),
     // The kernel side: the programs it embeds (`lib`), the config it writes, the phase it
-    // stores.
-    ("dataplane", &["config", "shutdown", "lib"]),
+    // stores, and the bpf(2) map commands aya lacks from `ffi` (the crate's one module with
+    // `unsafe`, a leaf).
+    ("dataplane", &["config", "shutdown", "lib", "ffi"]),
 ];
 
 fn name(m: &[String]) -> String {
