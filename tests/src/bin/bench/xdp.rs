@@ -30,6 +30,38 @@ const CONNTRACK: u32 = 1 << 20;
 /// Repeats of the `repeat` cross-check.
 const REPEAT: u32 = 5_000_000;
 
+/// What to run: by default every path, both passes, the cross-checks and live frames.
+/// `bench xdp --only NAME [--rounds N]` runs the paths whose name contains `NAME` (and the
+/// baseline) for `N` duration rounds (default 20), prints their table and nothing else: a
+/// long run of one path for `perf record -e cpu-clock`, which then attributes the path's time
+/// to the program and to the kernel functions it calls (this machine has no hardware counters
+/// for `bpftool prog profile`).
+struct Args {
+    only: Option<String>,
+    rounds: usize,
+}
+
+impl Args {
+    fn parse() -> Result<Args> {
+        let mut args = Args {
+            only: None,
+            rounds: ROUNDS,
+        };
+        let mut it = std::env::args().skip(2);
+        while let Some(a) = it.next() {
+            let mut value = || it.next().with_context(|| format!("{a} needs a value"));
+            match a.as_str() {
+                "--only" => args.only = Some(value()?),
+                "--rounds" => args.rounds = value()?.parse().context("--rounds")?,
+                other => {
+                    anyhow::bail!("bench xdp: unknown argument {other:?} (--only NAME, --rounds N)")
+                }
+            }
+        }
+        Ok(args)
+    }
+}
+
 /// Loads the trivial programs' object with `names` loaded.
 fn baseline(names: &[&str]) -> Result<Ebpf> {
     let mut ebpf = EbpfLoader::new()
@@ -53,6 +85,7 @@ fn xdp<'a>(ebpf: &'a Ebpf, name: &str) -> Result<&'a Xdp> {
 }
 
 pub fn run() -> Result<()> {
+    let args = Args::parse()?;
     let cpus = machine::cpus();
     let load_start = machine::load_1min()?;
     let stats_sysctl = machine::stats_sysctl()?;
@@ -92,12 +125,32 @@ pub fn run() -> Result<()> {
     let results = env.ns().exec(|| -> Result<report::Results> {
         let cpu = machine::pin_to_last_cpu()?;
         let mut paths = paths::paths();
+        if let Some(only) = &args.only {
+            paths.retain(|p| p.prog == paths::Prog::Baseline || p.name.contains(only.as_str()));
+        }
         bench.prepare(&paths)?;
         let base_cnt = bench.baseline.info()?.run_count();
-        let durations = measure::pass(&bench, &mut paths, Pass::Duration, ROUNDS, CHUNK)?;
+        let durations = measure::pass(&bench, &mut paths, Pass::Duration, args.rounds, CHUNK)?;
         // bpf_stats counts only while someone has it on: a grown count means this pass
         // paid for it.
         let stats_leak = bench.baseline.info()?.run_count() != base_cnt;
+        if args.only.is_some() {
+            return Ok(report::Results {
+                cpu,
+                cpus,
+                kernel: machine::kernel(),
+                load_start,
+                load_end: machine::load_1min()?,
+                stats_sysctl,
+                stats_leak,
+                stats: paths.iter().map(|_| measure::Tally::default()).collect(),
+                paths,
+                durations,
+                rounds: args.rounds,
+                repeat: None,
+                live: None,
+            });
+        }
         let stats = {
             let _on =
                 aya::sys::enable_stats(aya::sys::Stats::RunTime).context("BPF_ENABLE_STATS")?;
@@ -118,9 +171,10 @@ pub fn run() -> Result<()> {
             stats_leak,
             paths,
             durations,
+            rounds: args.rounds,
             stats,
-            repeat,
-            live,
+            repeat: Some(repeat),
+            live: Some(live),
         })
     })??;
     report::print(&results);

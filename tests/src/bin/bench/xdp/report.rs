@@ -6,7 +6,7 @@ use super::live::{self, LiveRow};
 use super::machine::BUSY_LOAD;
 use super::measure::{stats_ns, Summary, Tally, OUTLIER_NS, WARMUP};
 use super::paths::{Goal, Path, Proof};
-use super::{CHUNK, REPEAT, ROUNDS, STATS_CHUNK, STATS_ROUNDS};
+use super::{CHUNK, REPEAT, STATS_CHUNK, STATS_ROUNDS};
 
 /// Everything one run of the bench found.
 pub struct Results {
@@ -21,9 +21,11 @@ pub struct Results {
     pub paths: Vec<Path>,
     pub durations: Vec<Tally>,
     pub stats: Vec<Tally>,
-    /// ns per run with `repeat`: baseline, non-VIP pass.
-    pub repeat: [f64; 2],
-    pub live: [LiveRow; 2],
+    /// Duration-pass rounds.
+    pub rounds: usize,
+    /// ns per run with `repeat`: baseline, non-VIP pass (`None` with `--only`, as below).
+    pub repeat: Option<[f64; 2]>,
+    pub live: Option<[LiveRow; 2]>,
 }
 
 /// What the printing needs, computed once.
@@ -32,8 +34,8 @@ struct Figures<'a> {
     /// Per path: durations with stats off, `bpf_stats` ns per run.
     sum: Vec<Summary>,
     stats: Vec<f64>,
-    /// The baseline's durations in the stats pass.
-    base_stats_on: Summary,
+    /// The baseline's durations in the stats pass (`None` without one, with `--only`).
+    base_stats_on: Option<Summary>,
     /// Index of IPv4 established (PROXY's goal and the explanations refer to it).
     established: usize,
 }
@@ -48,8 +50,8 @@ impl Figures<'_> {
     }
 
     /// The part of the baseline's one-run median that is the test-run loop, not the program.
-    fn loop_ns(&self) -> f64 {
-        self.base().median - self.r.repeat[0]
+    fn loop_ns(&self, repeat: [f64; 2]) -> f64 {
+        self.base().median - repeat[0]
     }
 }
 
@@ -66,7 +68,8 @@ pub fn print(r: &Results) {
             .iter()
             .map(|t| stats_ns(t).unwrap_or(f64::NAN))
             .collect(),
-        base_stats_on: Summary::of(&r.stats[0].durations),
+        base_stats_on: (!r.stats[0].durations.is_empty())
+            .then(|| Summary::of(&r.stats[0].durations)),
         established: r
             .paths
             .iter()
@@ -74,10 +77,16 @@ pub fn print(r: &Results) {
             .unwrap_or(0),
     };
     header(&f);
-    why_figures_differ(&f);
+    let (Some(repeat), Some(live), Some(base_stats_on)) = (r.repeat, &r.live, f.base_stats_on)
+    else {
+        // `--only`: the table of the chosen paths, for A/B runs and profiles.
+        table(&f);
+        return;
+    };
+    why_figures_differ(&f, repeat, base_stats_on);
     table(&f);
-    cross_checks(&f);
-    live_rates(&r.live);
+    cross_checks(&f, repeat, base_stats_on);
+    live_rates(live);
     reading();
 }
 
@@ -88,15 +97,18 @@ fn header(f: &Figures<'_>) {
         r.kernel
     );
     println!(
-        "  duration pass: {} sampled runs per path in {ROUNDS} interleaved rounds (the baseline in \
+        "  duration pass: {} sampled runs per path in {} interleaved rounds (the baseline in \
          every round, {WARMUP} unsampled warm-up runs per chunk), bpf_stats off",
-        ROUNDS * CHUNK
+        r.rounds * CHUNK,
+        r.rounds
     );
-    println!(
-        "  stats pass: {} runs per path in {STATS_ROUNDS} rounds, bpf_stats on (a BPF_ENABLE_STATS \
-         fd held for this pass only)",
-        STATS_ROUNDS * STATS_CHUNK
-    );
+    if r.live.is_some() {
+        println!(
+            "  stats pass: {} runs per path in {STATS_ROUNDS} rounds, bpf_stats on (a \
+             BPF_ENABLE_STATS fd held for this pass only)",
+            STATS_ROUNDS * STATS_CHUNK
+        );
+    }
     println!(
         "  bench thread pinned to CPU {} of {}; load average (1 min) {:.2} at start, {:.2} at end",
         r.cpu, r.cpus, r.load_start, r.load_end
@@ -119,7 +131,7 @@ fn header(f: &Figures<'_>) {
 
 /// Each effect that separates these figures from other harnesses' (and from what this bench
 /// printed before it took medians), with this run's own size of it.
-fn why_figures_differ(f: &Figures<'_>) {
+fn why_figures_differ(f: &Figures<'_>, repeat: [f64; 2], base_stats_on: Summary) {
     let (base, est) = (f.base(), f.sum[f.established]);
     let outliers: usize = f.sum.iter().map(|s| s.outliers).sum();
     let sampled: usize = f.r.durations.iter().map(|t| t.durations.len()).sum();
@@ -142,7 +154,7 @@ fn why_figures_differ(f: &Figures<'_>) {
          BPF_ENABLE_STATS fd) every run of every program pays two clock reads: the baseline's median \
          is {:.0} ns with them and {:.0} without. Durations come from a pass with them off ({}), the \
          stats column from its own pass.",
-        f.base_stats_on.median,
+        base_stats_on.median,
         base.median,
         if f.r.stats_leak || f.r.stats_sysctl {
             "NOT off this time, see the warning"
@@ -155,9 +167,9 @@ fn why_figures_differ(f: &Figures<'_>) {
          disable/enable; the program alone costs {:.1} ns, see the cross-checks), in every path's \
          gross too, and sized by the machine's clock and CPU. So gross figures differ between machines \
          and hours; compare nets, and ratios only within one run.",
-        f.loop_ns(),
+        f.loop_ns(repeat),
         base.median,
-        f.r.repeat[0]
+        repeat[0]
     );
     println!(
         "  - Frames and set-up: established flows send ACK + 64 B (as that harness), SYNs no payload; \
@@ -216,21 +228,21 @@ fn table(f: &Figures<'_>) {
     }
 }
 
-fn cross_checks(f: &Figures<'_>) {
+fn cross_checks(f: &Figures<'_>, repeat: [f64; 2], base_stats_on: Summary) {
     let r = f.r;
     println!();
     println!(
         "cross-checks: with repeat = {REPEAT} in one syscall the baseline costs {:.1} ns per run and \
          the non-VIP pass {:.1} ({:.1} net, beside {:.0} net above); with bpf_stats on the baseline's \
          duration median is {:.0} ns (off: {:.0})",
-        r.repeat[0],
-        r.repeat[1],
-        r.repeat[1] - r.repeat[0],
+        repeat[0],
+        repeat[1],
+        repeat[1] - repeat[0],
         r.paths
             .iter()
             .position(|p| p.name == "non-VIP pass")
             .map_or(f64::NAN, |i| f.net(i)),
-        f.base_stats_on.median,
+        base_stats_on.median,
         f.base().median
     );
 }
