@@ -31,14 +31,16 @@ const CONNTRACK: u32 = 1 << 20;
 const REPEAT: u32 = 5_000_000;
 
 /// What to run: by default every path, both passes, the cross-checks and live frames.
-/// `bench xdp --only NAME [--rounds N]` runs the paths whose name contains `NAME` (and the
+/// `bench xdp --only NAME [--rounds N] [--conntrack N]` runs the paths whose name contains `NAME` (and the
 /// baseline) for `N` duration rounds (default 20), prints their table and nothing else: a
 /// long run of one path for `perf record -e cpu-clock`, which then attributes the path's time
 /// to the program and to the kernel functions it calls (this machine has no hardware counters
-/// for `bpftool prog profile`).
+/// for `bpftool prog profile`). `--conntrack` sizes the conntrack map (default [`CONNTRACK`]):
+/// a small one fills up, so new flows then evict, as on a gateway in steady state.
 struct Args {
     only: Option<String>,
     rounds: usize,
+    conntrack: u32,
 }
 
 impl Args {
@@ -46,6 +48,7 @@ impl Args {
         let mut args = Args {
             only: None,
             rounds: ROUNDS,
+            conntrack: CONNTRACK,
         };
         let mut it = std::env::args().skip(2);
         while let Some(a) = it.next() {
@@ -53,8 +56,9 @@ impl Args {
             match a.as_str() {
                 "--only" => args.only = Some(value()?),
                 "--rounds" => args.rounds = value()?.parse().context("--rounds")?,
+                "--conntrack" => args.conntrack = value()?.parse().context("--conntrack")?,
                 other => {
-                    anyhow::bail!("bench xdp: unknown argument {other:?} (--only NAME, --rounds N)")
+                    anyhow::bail!("bench xdp: unknown argument {other:?} (--only NAME, --rounds N, --conntrack N)")
                 }
             }
         }
@@ -92,7 +96,7 @@ pub fn run() -> Result<()> {
     let ring = paths::VIPS * 2 * DEFAULT_RING_SIZE;
     let mut env = PacketEnv::new(
         NAMESPACE,
-        &Options::unpinned(CONNTRACK, ring),
+        &Options::unpinned(args.conntrack, ring),
         paths::CONFIG,
     )?;
     // Only the edge row is affected: a closed node refuses SYNs to edge VIPs, L4 VIPs forward.
