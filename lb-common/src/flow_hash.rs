@@ -64,6 +64,22 @@ pub const fn five_tuple_hash(key: &FlowKey) -> u32 {
     finish(h, 44)
 }
 
+/// The hash that picks a tunnel packet's outer source address (and IPv6 flow label), so a
+/// backend's NIC spreads decapsulation over its RSS queues. It runs on every forwarded
+/// packet, where the Maglev hash above runs only when conntrack has no entry, so it is
+/// cheaper: the words are folded with xor and only the fold is mixed (`MurmurHash3`'s
+/// finaliser), about a quarter of [`five_tuple_hash`]'s work. Folding makes some distinct
+/// flows collide (the same words in other fields), which costs nothing here: outer sources
+/// only have to spread flows, not tell them apart. Every packet of a flow gets the same one.
+#[inline(always)]
+pub const fn encap_hash(key: &FlowKey) -> u32 {
+    let (s, d) = (&key.src_be, &key.dst_be);
+    let ports = ((key.sport_be as u32) << 16) | key.dport_be as u32;
+    // Rotated so a client's address and the VIP's do not cancel when they are alike.
+    let x = (s[0] ^ s[1] ^ s[2] ^ s[3]) ^ (d[0] ^ d[1] ^ d[2] ^ d[3]).rotate_left(16) ^ ports;
+    finish(x ^ SEED, u32::from_ne_bytes([key.proto, key.family, 0, 0]))
+}
+
 /// The hash for a VIP's `hash_key` mode (`HASH_FIVE_TUPLE` or `HASH_SOURCE_IP`).
 #[inline(always)]
 pub const fn flow_hash(key: &FlowKey, hash_key: u8) -> u32 {
@@ -118,6 +134,25 @@ mod tests {
     }
     const FROZEN_FIVE_TUPLE: u32 = 1_367_892_168;
     const FROZEN_SOURCE_IP: u32 = 2_867_921_583;
+
+    #[test]
+    fn encap_hash_spreads_a_clients_ports_and_clients() {
+        // One client's connections (sequential ports) and many clients' must both spread over
+        // the low bits that pick the outer source (a /24 of sources uses 8).
+        let mut by_port = [0u32; 8];
+        let mut by_client = [0u32; 8];
+        for i in 0..8000u16 {
+            by_port[(encap_hash(&v4([198, 18, 0, 2], i)) % 8) as usize] += 1;
+            let [a, b] = i.to_be_bytes();
+            by_client[(encap_hash(&v4([198, 18, a, b], 40000)) % 8) as usize] += 1;
+        }
+        for b in by_port.into_iter().chain(by_client) {
+            assert!((900..1100).contains(&b), "{by_port:?} {by_client:?}");
+        }
+        let k = v4([198, 18, 0, 2], 40000);
+        assert_eq!(encap_hash(&k), FROZEN_ENCAP, "outer sources would move");
+    }
+    const FROZEN_ENCAP: u32 = 1_496_149_772;
 
     #[test]
     fn source_ip_ignores_ports_and_protocol() {

@@ -2,7 +2,7 @@
 
 use aya_ebpf::helpers::bpf_ktime_get_coarse_ns;
 use lb_common::{
-    flow_hash::source_ip_hash,
+    flow_hash::{five_tuple_hash, source_ip_hash},
     proxy::{FLOW_ALLOWED, FLOW_REFUSED, FLOW_UNPOLICED},
     BackendEntry, Counter, FlowEntry, FlowKey, VipEntry, BACKEND_DOWN, BACKEND_UP, HASH_SOURCE_IP,
     NO_BACKEND, PROXY_OFF, RING_PROBES,
@@ -42,22 +42,20 @@ pub enum Opens {
 
 /// The backend for `key`.
 ///
-/// `tuple_hash` is the flow's 5-tuple hash, which the caller also needs for the tunnel header,
-/// so it is computed once per packet. `opening` fills a new flow's policy fields and says
+/// `opening` fills a new flow's policy fields and says
 /// whether the flow may go on; a refused flow is still recorded, so its retransmissions are
 /// refused by one lookup.
 #[inline(always)]
 pub fn backend(
     vip: &VipEntry,
     key: &FlowKey,
-    tuple_hash: u32,
     opens: Opens,
     stats: VipCounters,
     opening: impl FnOnce(&mut FlowEntry) -> bool,
 ) -> Result<Choice, Counter> {
     let now = now();
     if opens == Opens::Syn && !proxy_v2::policed(vip) {
-        if let Some(choice) = syn_insert(vip, key, tuple_hash, now, stats) {
+        if let Some(choice) = syn_insert(vip, key, now, stats) {
             return Ok(choice);
         }
     }
@@ -88,7 +86,7 @@ pub fn backend(
         }
     }
     stats.miss();
-    let (id, backend) = maglev(vip, key, tuple_hash)?;
+    let (id, backend) = maglev(vip, key)?;
     let create = opens != Opens::No;
     if create {
         let mut entry = FlowEntry {
@@ -139,14 +137,8 @@ pub fn refresh(last_seen_ns: &mut u64, now: u64) {
 /// backend (an existing flow's backend may still be `up`). A policed VIP's SYN takes the
 /// lookup first: a header it carries (TCP Fast Open) is judged only on a flow known to be new.
 #[inline(always)]
-fn syn_insert(
-    vip: &VipEntry,
-    key: &FlowKey,
-    tuple_hash: u32,
-    now: u64,
-    stats: VipCounters,
-) -> Option<Choice> {
-    let (id, backend) = maglev(vip, key, tuple_hash).ok()?;
+fn syn_insert(vip: &VipEntry, key: &FlowKey, now: u64, stats: VipCounters) -> Option<Choice> {
+    let (id, backend) = maglev(vip, key).ok()?;
     let entry = FlowEntry {
         backend: id,
         // Below MAX_VIPS (256), see `FlowEntry::vip_index`.
@@ -184,9 +176,10 @@ pub fn record(key: &FlowKey, entry: &FlowEntry, stats: VipCounters) {
 }
 
 /// `ring[hash % M]`, probing the next few slots when that backend is not `up` (userspace
-/// rebuilds the table without it; this covers the moment in between).
+/// rebuilds the table without it; this covers the moment in between). Only flows conntrack
+/// does not steer get here, so only they pay for the hash.
 #[inline(always)]
-fn maglev(vip: &VipEntry, key: &FlowKey, tuple_hash: u32) -> Result<(u32, BackendEntry), Counter> {
+fn maglev(vip: &VipEntry, key: &FlowKey) -> Result<(u32, BackendEntry), Counter> {
     let m = vip.ring_size;
     if m == 0 {
         return Err(Counter::DropNoBackend);
@@ -194,7 +187,7 @@ fn maglev(vip: &VipEntry, key: &FlowKey, tuple_hash: u32) -> Result<(u32, Backen
     let hash = if vip.hash_key == HASH_SOURCE_IP {
         source_ip_hash(key)
     } else {
-        tuple_hash
+        five_tuple_hash(key)
     };
     let mut slot = hash % m;
     for _ in 0..RING_PROBES {

@@ -1,9 +1,7 @@
 //! `sluice_xdp`: parse, find the VIP, choose the backend, encapsulate, forward.
 
 use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
-use lb_common::{
-    flow_hash::five_tuple_hash, Counter, VipKey, NO_BACKEND, PROTO_UDP, VIP_KIND_EDGE,
-};
+use lb_common::{flow_hash::encap_hash, Counter, VipKey, NO_BACKEND, PROTO_UDP, VIP_KIND_EDGE};
 
 use crate::{
     edge, encap, fib,
@@ -65,8 +63,7 @@ fn steer(ctx: &XdpContext) -> Result<u32, Counter> {
     } else {
         Opens::No
     };
-    let tuple_hash = five_tuple_hash(&p.key);
-    let choice = lookup::backend(&vip, &p.key, tuple_hash, opens, stats, |e| {
+    let choice = lookup::backend(&vip, &p.key, opens, stats, |e| {
         proxy_v2::opening(ctx, &p, &vip, e)
     })?;
     let untracked = if choice.flow.is_null() {
@@ -81,6 +78,6 @@ fn steer(ctx: &XdpContext) -> Result<u32, Counter> {
     if p.icmp_error {
         count(Counter::IcmpSteered);
     }
-    let outer = encap::encap(ctx, &p, &choice.backend, tuple_hash)?;
+    let outer = encap::encap(ctx, &p, &choice.backend, encap_hash(&p.key))?;
     fib::forward(ctx, &outer, choice.id, stats)
 }

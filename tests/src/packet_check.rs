@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
-use lb_common::flow_hash::five_tuple_hash;
+use lb_common::flow_hash::encap_hash;
 use lb_common::{Counter, FlowKey, FAMILY_V4, FAMILY_V6, PROTO_TCP, PROTO_UDP};
 
 use crate::packet_builder::{checksum_ok, diff, ip_tos, Mac, Tunnel, IPPROTO_TCP};
@@ -147,7 +147,7 @@ pub fn check_forward(
     action: u32,
     out: &[u8],
 ) -> (Counter, Vec<String>) {
-    let hash = five_tuple_hash(key);
+    let hash = encap_hash(key);
     let outer_len = if backend.is_ipv6() { 40 } else { 20 } + inner.len();
     let mac = |b: &[u8]| <Mac>::try_from(b).unwrap_or_default();
     let orig = (mac(&frame[0..6]), mac(&frame[6..12]));

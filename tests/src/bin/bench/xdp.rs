@@ -24,8 +24,8 @@ const ROUNDS: usize = 20;
 const CHUNK: usize = 5_000;
 const STATS_ROUNDS: usize = 10;
 const STATS_CHUNK: usize = 3_000;
-/// Conntrack entries: the daemon's default. Its LRU lists are per CPU and the bench runs on
-/// one, which gets half: enough for every new flow of both passes without an eviction.
+/// Conntrack entries: the daemon's default, enough for every new flow of both passes without
+/// an eviction.
 const CONNTRACK: u32 = 1 << 20;
 /// Repeats of the `repeat` cross-check.
 const REPEAT: u32 = 5_000_000;
