@@ -17,7 +17,7 @@ use anyhow::{ensure, Context as _, Result};
 use aya::programs::Xdp;
 use sluice_tests::packet_env::{test_run_repeat, PacketEnv};
 
-use super::paths::{Path, Prog};
+use super::paths::{Path, Prog, Setup};
 
 /// Runs before each chunk that are not sampled: the first runs after switching paths find
 /// the other path's data in the caches. They still count for the proofs.
@@ -112,17 +112,25 @@ fn run_chunk(
 ) -> Result<()> {
     let runs = path.runs(WARMUP + chunk);
     // Setup frames (a PROXY flow's SYN) go first, so the stats window below holds only
-    // measured runs of the program.
-    for r in &runs {
-        if let Some(s) = &r.setup {
-            bench.run(path, s).context("setup frame")?;
+    // measured runs of the program, unless the path wants each right before its run.
+    let just_before = path.setup == Setup::JustBefore;
+    if !just_before {
+        for r in &runs {
+            if let Some(s) = &r.setup {
+                bench.run(path, s).context("setup frame")?;
+            }
         }
     }
     let prog = bench.prog(path.prog);
     let proof_before = path.proof.read(bench.env)?;
-    let info_before = (which == Pass::Stats).then(|| prog.info()).transpose()?;
+    let info_before = (which == Pass::Stats && !just_before)
+        .then(|| prog.info())
+        .transpose()?;
     tally.durations.reserve(chunk);
     for (j, r) in runs.iter().enumerate() {
+        if let (true, Some(s)) = (just_before, &r.setup) {
+            bench.run(path, s).context("setup frame")?;
+        }
         let ns = bench.run(path, &r.frame)?;
         if j >= WARMUP {
             tally.durations.push(ns);

@@ -205,8 +205,16 @@ fn table(f: &Figures<'_>) {
             Proof::Action => format!("XDP_PASS returned {runs} times"),
             other => format!("{} +{grew}", other.name()),
         };
+        // No stats figure: a `--only` run, or a path whose setup frames share its window.
+        let stats = if f.stats[i].is_nan() {
+            "-".to_owned()
+        } else {
+            format!("{:.1}", f.stats[i])
+        };
         let (net, s_net) = if i == 0 {
             ("-".to_owned(), "-".to_owned())
+        } else if f.stats[i].is_nan() {
+            (format!("{:.0}", f.net(i)), "-".to_owned())
         } else {
             (
                 format!("{:.0}", f.net(i)),
@@ -214,14 +222,14 @@ fn table(f: &Figures<'_>) {
             )
         };
         println!(
-            "{:<24} {:>7.0} {:>7.0} {:>7.1} {:>7} {:>7.2} {:>7.1} {:>7}  {:<22} {proof}",
+            "{:<24} {:>7.0} {:>7.0} {:>7.1} {:>7} {:>7.2} {:>7} {:>7}  {:<22} {proof}",
             p.name,
             s.median,
             s.p90,
             s.mean,
             net,
             s.median / f.base().median,
-            f.stats[i],
+            stats,
             s_net,
             goal(p.goal, f.net(i), f.net(f.established)),
         );
