@@ -9,9 +9,9 @@ use aya_ebpf::{bindings::xdp_action, helpers::bpf_xdp_adjust_head, programs::Xdp
 use lb_common::{DecapCounter, DecapKey, FAMILY_V4, FAMILY_V6, PROTO_IPIP, PROTO_IPV6_IN_IP};
 
 use crate::{
+    headers::{addr4, addr6, ETH_LEN, ETH_P_IP, ETH_P_IPV6, IPV4_LEN, IPV6_LEN},
     maps::DECAP_VIPS,
     packet::{read, read_u16_be, write},
-    parse::{addr4, addr6, ETH_LEN, ETH_P_IP, ETH_P_IPV6, IPV4_LEN, IPV6_LEN},
     stats::count_decap,
 };
 

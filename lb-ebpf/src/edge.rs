@@ -7,9 +7,10 @@
 use lb_common::{proxy::FLOW_UNPOLICED, Counter, FlowEntry, VipEntry, NO_BACKEND};
 
 use crate::{
+    headers::{TCP_ACK, TCP_SYN},
     lookup::{judged_afresh, now, record, refresh},
     maps::CONNTRACK,
-    parse::{Parsed, TCP_ACK, TCP_SYN},
+    parsed::Parsed,
     proxy_v2,
     stats::VipCounters,
 };

@@ -14,9 +14,10 @@ use lb_common::{
 
 use crate::{
     csum,
+    headers::{ETH_LEN, ETH_P_IP, ETH_P_IPV6, IPV4_LEN, IPV6_LEN},
     maps::SETTINGS,
     packet::{len, read, write},
-    parse::{Parsed, ETH_LEN, ETH_P_IP, ETH_P_IPV6, IPV4_LEN, IPV6_LEN},
+    parsed::Parsed,
 };
 
 /// Hop limit of the outer header.

@@ -9,8 +9,8 @@ use aya_ebpf::programs::XdpContext;
 use lb_common::{Counter, FlowKey, FAMILY_V4, FAMILY_V6, PROTO_TCP, PROTO_UDP};
 
 use crate::{
+    headers::{addr4, addr6, IPV4_LEN, IPV6_LEN},
     packet::read,
-    parse::{addr4, addr6, IPV4_LEN, IPV6_LEN},
 };
 
 /// ICMP header (type, code, checksum, 4 bytes of rest) before the quoted packet.

@@ -1,7 +1,7 @@
 //! The maps `sluice_xdp` and `sluice_decap` share with userspace. Names come from lb-common so
 //! the loader and the pinned files can never disagree.
 
-use crate::parse::Parsed;
+use crate::parsed::Parsed;
 use aya_ebpf::{
     macros::map,
     maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray},

@@ -10,44 +10,17 @@ use lb_common::{
 };
 
 use crate::{
+    headers::{addr4, addr6, ETH_LEN, ETH_P_IP, ETH_P_IPV6, IPV4_LEN, IPV6_LEN},
     icmp,
     maps::SCRATCH,
     packet::{len, ptr_at, read, read_u16_be},
+    parsed::Parsed,
 };
 
-pub const ETH_LEN: usize = 14;
-pub const ETH_P_IP: u16 = 0x0800;
-pub const ETH_P_IPV6: u16 = 0x86dd;
 const ETH_P_8021Q: u16 = 0x8100;
 const ETH_P_8021AD: u16 = 0x88a8;
-pub const IPV4_LEN: usize = 20;
-pub const IPV6_LEN: usize = 40;
 /// IPv6 extension headers followed before giving up (RFC 8200 recommends few, attackers send many).
 const MAX_EXT_HEADERS: usize = 4;
-pub const TCP_FIN: u8 = 0x01;
-pub const TCP_SYN: u8 = 0x02;
-pub const TCP_RST: u8 = 0x04;
-pub const TCP_ACK: u8 = 0x10;
-
-/// A packet sluice may steer.
-pub struct Parsed {
-    /// Offset of the IP header (after Ethernet and VLAN tags).
-    pub l3_off: usize,
-    /// IP total length: header(s) plus payload, without Ethernet padding.
-    pub ip_len: usize,
-    /// The flow as the client sent it (for ICMP errors: the flow the quoted packet belongs to).
-    pub key: FlowKey,
-    /// DSCP/ECN byte, copied to the outer header.
-    pub tos: u8,
-    pub tcp_flags: u8,
-    /// TCP sequence number (0 for UDP and ICMP errors).
-    pub tcp_seq: u32,
-    /// Where the TCP/UDP payload starts and how long it is (0 for ICMP errors).
-    pub payload_off: usize,
-    pub payload_len: usize,
-    /// The key came from an ICMP error's quoted packet.
-    pub icmp_error: bool,
-}
 
 /// A TCP/UDP segment's flags and payload.
 struct L4 {
@@ -107,17 +80,6 @@ fn set_key(out: &mut Parsed, key: FlowKey) {
 }
 
 #[inline(always)]
-pub fn addr4(b: [u8; 4]) -> [u32; 4] {
-    [u32::from_ne_bytes(b), 0, 0, 0]
-}
-
-#[inline(always)]
-pub fn addr6(b: &[u8], at: usize) -> [u32; 4] {
-    let w = |i: usize| u32::from_ne_bytes([b[at + i], b[at + i + 1], b[at + i + 2], b[at + i + 3]]);
-    [w(0), w(4), w(8), w(12)]
-}
-
-#[inline(always)]
 fn ipv4(ctx: &XdpContext, l3: usize, out: &mut Parsed) -> Result<(), Counter> {
     let h: [u8; IPV4_LEN] = read(ctx, l3).map_err(|_| Counter::PassBadL3)?;
     let ihl = usize::from(h[0] & 0x0f) * 4;
@@ -132,39 +94,23 @@ fn ipv4(ctx: &XdpContext, l3: usize, out: &mut Parsed) -> Result<(), Counter> {
     if u16::from_be_bytes([h[6], h[7]]) & 0x3fff != 0 {
         return Err(Counter::PassFragment);
     }
-    let l4 = l3 + ihl;
-    let end = l3 + ip_len;
-    out.icmp_error = h[9] == PROTO_ICMP;
-    let seg = if out.icmp_error {
-        set_key(out, icmp::quoted_v4(ctx, l4, end)?);
-        L4 {
-            tcp_flags: 0,
-            tcp_seq: 0,
-            payload_off: end,
-        }
-    } else {
-        set_key(
-            out,
-            FlowKey {
-                src_be: addr4([h[12], h[13], h[14], h[15]]),
-                dst_be: addr4([h[16], h[17], h[18], h[19]]),
-                sport_be: 0,
-                dport_be: 0,
-                proto: h[9],
-                family: FAMILY_V4,
-                _pad: [0, 0],
-            },
-        );
-        ports(ctx, &mut out.key, l4, end)?
+    let ip = Ip {
+        l3,
+        ip_len,
+        l4: l3 + ihl,
+        tos: h[1],
     };
-    out.l3_off = l3;
-    out.ip_len = ip_len;
-    out.tos = h[1];
-    out.tcp_flags = seg.tcp_flags;
-    out.tcp_seq = seg.tcp_seq;
-    out.payload_off = seg.payload_off;
-    out.payload_len = end - seg.payload_off;
-    Ok(())
+    segment(ctx, out, &ip, h[9] == PROTO_ICMP, icmp::quoted_v4, || {
+        FlowKey {
+            src_be: addr4([h[12], h[13], h[14], h[15]]),
+            dst_be: addr4([h[16], h[17], h[18], h[19]]),
+            sport_be: 0,
+            dport_be: 0,
+            proto: h[9],
+            family: FAMILY_V4,
+            _pad: [0, 0],
+        }
+    })
 }
 
 #[inline(always)]
@@ -207,32 +153,62 @@ fn ipv6(ctx: &XdpContext, l3: usize, out: &mut Parsed) -> Result<(), Counter> {
         // More extension headers than we follow.
         return Err(Counter::PassBadL3);
     }
-    out.icmp_error = nh == PROTO_ICMPV6;
-    let seg = if out.icmp_error {
-        set_key(out, icmp::quoted_v6(ctx, l4, end)?);
+    let ip = Ip {
+        l3,
+        ip_len,
+        l4,
+        tos: (h[0] << 4) | (h[1] >> 4),
+    };
+    segment(ctx, out, &ip, nh == PROTO_ICMPV6, icmp::quoted_v6, || {
+        FlowKey {
+            src_be: addr6(&h, 8),
+            dst_be: addr6(&h, 24),
+            sport_be: 0,
+            dport_be: 0,
+            proto: nh,
+            family: FAMILY_V6,
+            _pad: [0, 0],
+        }
+    })
+}
+
+/// Where an IP header put the rest of the packet, as the IPv4 and IPv6 parsers found it.
+struct Ip {
+    l3: usize,
+    /// Header(s) plus payload.
+    ip_len: usize,
+    /// Where the L4 header (or the ICMP message) starts.
+    l4: usize,
+    tos: u8,
+}
+
+/// The end both IP parsers share: the flow key (an ICMP error's is the quoted flow's, which
+/// `quoted` reads; otherwise `key`'s with the ports filled in) and the segment's fields.
+#[inline(always)]
+fn segment(
+    ctx: &XdpContext,
+    out: &mut Parsed,
+    ip: &Ip,
+    icmp_error: bool,
+    quoted: impl FnOnce(&XdpContext, usize, usize) -> Result<FlowKey, Counter>,
+    key: impl FnOnce() -> FlowKey,
+) -> Result<(), Counter> {
+    let end = ip.l3 + ip.ip_len;
+    out.icmp_error = icmp_error;
+    let seg = if icmp_error {
+        set_key(out, quoted(ctx, ip.l4, end)?);
         L4 {
             tcp_flags: 0,
             tcp_seq: 0,
             payload_off: end,
         }
     } else {
-        set_key(
-            out,
-            FlowKey {
-                src_be: addr6(&h, 8),
-                dst_be: addr6(&h, 24),
-                sport_be: 0,
-                dport_be: 0,
-                proto: nh,
-                family: FAMILY_V6,
-                _pad: [0, 0],
-            },
-        );
-        ports(ctx, &mut out.key, l4, end)?
+        set_key(out, key());
+        ports(ctx, &mut out.key, ip.l4, end)?
     };
-    out.l3_off = l3;
-    out.ip_len = ip_len;
-    out.tos = (h[0] << 4) | (h[1] >> 4);
+    out.l3_off = ip.l3;
+    out.ip_len = ip.ip_len;
+    out.tos = ip.tos;
     out.tcp_flags = seg.tcp_flags;
     out.tcp_seq = seg.tcp_seq;
     out.payload_off = seg.payload_off;

@@ -31,9 +31,10 @@ use lb_common::{
 };
 
 use crate::{
+    headers::{addr4, addr6, TCP_SYN},
     maps::{CIDRS, PROXY_FLOWS},
     packet::read,
-    parse::{addr4, addr6, Parsed, TCP_SYN},
+    parsed::Parsed,
     stats::count_outcome,
 };
 

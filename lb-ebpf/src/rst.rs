@@ -18,9 +18,10 @@ use lb_common::{Counter, CLOSED_REPLY_XDP, FAMILY_V6, NODE_CLOSED, PROTO_TCP};
 
 use crate::{
     csum,
+    headers::{IPV4_LEN, IPV6_LEN, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
     maps::NODE,
     packet::{len, ptr_at, read, write},
-    parse::{Parsed, IPV4_LEN, IPV6_LEN, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
+    parsed::Parsed,
     stats::count,
 };
 

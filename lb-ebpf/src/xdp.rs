@@ -5,11 +5,11 @@ use lb_common::{flow_hash::encap_hash, Counter, VipKey, NO_BACKEND, PROTO_UDP, V
 
 use crate::{
     edge, encap, fib,
+    headers::{TCP_ACK, TCP_SYN},
     lookup::{self, Opens},
     maps::VIPS,
     packet::len,
-    parse::{self, TCP_ACK, TCP_SYN},
-    proxy_v2, rst,
+    parse, proxy_v2, rst,
     stats::{count, VipCounters},
 };
 
