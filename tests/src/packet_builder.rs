@@ -334,6 +334,40 @@ pub fn tcp(src: IpAddr, dst: IpAddr, sport: u16, dport: u16, flags: u8, payload:
     tcp_seq(src, dst, sport, dport, flags, seq, 0, payload)
 }
 
+/// A [`tcp`] segment from `src` to `dst` in its IPv4 or IPv6 packet, in an Ethernet frame from
+/// `src_mac` to `dst_mac`: what a client sends a gateway.
+///
+/// # Panics
+/// When `src` and `dst` are of different families.
+#[allow(clippy::too_many_arguments)]
+pub fn tcp_frame(
+    dst_mac: Mac,
+    src_mac: Mac,
+    src: IpAddr,
+    dst: IpAddr,
+    sport: u16,
+    dport: u16,
+    flags: u8,
+    payload: &[u8],
+) -> Vec<u8> {
+    let seg = tcp(src, dst, sport, dport, flags, payload);
+    match (src, dst) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => ethernet(
+            dst_mac,
+            src_mac,
+            ETH_P_IP,
+            &Ipv4::new(IPPROTO_TCP, s, d).packet(&seg),
+        ),
+        (IpAddr::V6(s), IpAddr::V6(d)) => ethernet(
+            dst_mac,
+            src_mac,
+            ETH_P_IPV6,
+            &Ipv6::new(IPPROTO_TCP, s, d).packet(&seg),
+        ),
+        _ => panic!("{src} -> {dst}: one family per packet"),
+    }
+}
+
 /// Like [`tcp`] with explicit sequence and acknowledgement numbers.
 #[allow(clippy::too_many_arguments)]
 pub fn tcp_seq(

@@ -9,7 +9,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use anyhow::Result;
 use lb_common::{proxy::ProxyOutcome, Counter};
 use sluice_tests::{
-    packet_builder::{ethernet, tcp, Ipv4, Ipv6, ETH_P_IP, ETH_P_IPV6, IPPROTO_TCP},
+    packet_builder::tcp_frame,
     packet_env::{PacketEnv, GW0_MAC},
 };
 
@@ -105,22 +105,7 @@ pub fn frame(
     flags: u8,
     payload: &[u8],
 ) -> Vec<u8> {
-    let seg = tcp(src, dst, sport, dport, flags, payload);
-    match (src, dst) {
-        (IpAddr::V4(s), IpAddr::V4(d)) => ethernet(
-            GW0_MAC,
-            CLIENT_MAC,
-            ETH_P_IP,
-            &Ipv4::new(IPPROTO_TCP, s, d).packet(&seg),
-        ),
-        (IpAddr::V6(s), IpAddr::V6(d)) => ethernet(
-            GW0_MAC,
-            CLIENT_MAC,
-            ETH_P_IPV6,
-            &Ipv6::new(IPPROTO_TCP, s, d).packet(&seg),
-        ),
-        _ => unreachable!("one family per frame"),
-    }
+    tcp_frame(GW0_MAC, CLIENT_MAC, src, dst, sport, dport, flags, payload)
 }
 
 /// An established flow's data segment: ACK with 64 bytes of payload (what the independent
@@ -274,16 +259,17 @@ fn same(frame: Vec<u8>) -> Box<dyn Fn(usize) -> Run + Send + Sync> {
     })
 }
 
-/// Every path, the baseline first. IPv4 established must stay in (PROXY's goal refers to it).
-pub fn paths() -> Vec<Path> {
-    let (c4, v4, c6, v6) = (
-        IpAddr::V4(CLIENT4),
-        IpAddr::V4(VIP4),
-        IpAddr::V6(CLIENT6),
-        IpAddr::V6(VIP6),
-    );
-    let syn = |c, v| frame(c, v, 40_000, 80, SYN, &[]);
-    let path = |name, prog, actions, proof, goal, prepare, make| Path {
+/// A path with setup frames (if any) [`Setup::Ahead`].
+fn path(
+    name: &'static str,
+    prog: Prog,
+    actions: &'static [u32],
+    proof: Proof,
+    goal: Goal,
+    prepare: Option<Vec<u8>>,
+    make: Box<dyn Fn(usize) -> Run + Send + Sync>,
+) -> Path {
+    Path {
         name,
         prog,
         actions,
@@ -293,14 +279,68 @@ pub fn paths() -> Vec<Path> {
         setup: Setup::Ahead,
         make,
         next: 0,
-    };
-    let proxy_first = move |i| {
-        let (c, p) = client4(i);
-        Run {
-            setup: Some(frame(c, v4, p, 81, SYN, &[])),
-            frame: frame(c, v4, p, 81, ACK | PSH, &proxy_payload(p)),
-        }
-    };
+    }
+}
+
+/// One flow from `client` to `vip`, its SYN sent once ahead, then its data segments.
+fn established(name: &'static str, client: IpAddr, vip: IpAddr) -> Path {
+    path(
+        name,
+        Prog::Sluice,
+        FORWARDED,
+        Proof::Counter(Counter::ConntrackHit),
+        Goal::NetAtMost(90.0),
+        Some(frame(client, vip, 40_000, 80, SYN, &[])),
+        same(ack64(client, vip)),
+    )
+}
+
+/// A SYN of a flow never seen on each run, from `client(i)` to `vip`.
+fn new_flow(name: &'static str, client: fn(usize) -> (IpAddr, u16), vip: IpAddr) -> Path {
+    path(
+        name,
+        Prog::Sluice,
+        FORWARDED,
+        Proof::Counter(Counter::FlowCreated),
+        Goal::NetAtMost(350.0),
+        None,
+        Box::new(move |i| {
+            let (c, p) = client(i);
+            Run {
+                setup: None,
+                frame: frame(c, vip, p, 80, SYN, &[]),
+            }
+        }),
+    )
+}
+
+/// A new flow's first segment to the PROXY VIP, a trusted sender's v2 header in front of its
+/// data; its SYN is the setup frame.
+fn proxy_first(name: &'static str, setup: Setup) -> Path {
+    let vip = IpAddr::V4(VIP4);
+    Path {
+        setup,
+        ..path(
+            name,
+            Prog::Sluice,
+            FORWARDED,
+            Proof::ProxyAccepted("proxy4"),
+            Goal::TimesEstablished(1.5),
+            None,
+            Box::new(move |i| {
+                let (c, p) = client4(i);
+                Run {
+                    setup: Some(frame(c, vip, p, 81, SYN, &[])),
+                    frame: frame(c, vip, p, 81, ACK | PSH, &proxy_payload(p)),
+                }
+            }),
+        )
+    }
+}
+
+/// Every path, the baseline first. IPv4 established must stay in (PROXY's goal refers to it).
+pub fn paths() -> Vec<Path> {
+    let (c4, v4) = (IpAddr::V4(CLIENT4), IpAddr::V4(VIP4));
     vec![
         path(
             "baseline XDP_PASS",
@@ -320,77 +360,14 @@ pub fn paths() -> Vec<Path> {
             None,
             same(ack64(c4, IpAddr::V4(NOT_A_VIP))),
         ),
-        path(
-            "IPv4 established",
-            Prog::Sluice,
-            FORWARDED,
-            Proof::Counter(Counter::ConntrackHit),
-            Goal::NetAtMost(90.0),
-            Some(syn(c4, v4)),
-            same(ack64(c4, v4)),
-        ),
-        path(
-            "IPv4 new flow (SYN)",
-            Prog::Sluice,
-            FORWARDED,
-            Proof::Counter(Counter::FlowCreated),
-            Goal::NetAtMost(350.0),
-            None,
-            Box::new(move |i| {
-                let (c, p) = client4(i);
-                Run {
-                    setup: None,
-                    frame: frame(c, v4, p, 80, SYN, &[]),
-                }
-            }),
-        ),
-        path(
-            "IPv6 established",
-            Prog::Sluice,
-            FORWARDED,
-            Proof::Counter(Counter::ConntrackHit),
-            Goal::NetAtMost(90.0),
-            Some(syn(c6, v6)),
-            same(ack64(c6, v6)),
-        ),
-        path(
-            "IPv6 new flow (SYN)",
-            Prog::Sluice,
-            FORWARDED,
-            Proof::Counter(Counter::FlowCreated),
-            Goal::NetAtMost(350.0),
-            None,
-            Box::new(move |i| {
-                let (c, p) = client6(i);
-                Run {
-                    setup: None,
-                    frame: frame(c, v6, p, 80, SYN, &[]),
-                }
-            }),
-        ),
-        path(
-            "PROXY v2 first segment",
-            Prog::Sluice,
-            FORWARDED,
-            Proof::ProxyAccepted("proxy4"),
-            Goal::TimesEstablished(1.5),
-            None,
-            Box::new(proxy_first),
-        ),
+        established("IPv4 established", c4, v4),
+        new_flow("IPv4 new flow (SYN)", client4, v4),
+        established("IPv6 established", IpAddr::V6(CLIENT6), IpAddr::V6(VIP6)),
+        new_flow("IPv6 new flow (SYN)", client6, IpAddr::V6(VIP6)),
+        proxy_first("PROXY v2 first segment", Setup::Ahead),
         // The same, its SYN just before it: the PROXY work alone, caches as warm as
         // established's (the row above adds what cold conntrack and PROXY-map entries cost).
-        Path {
-            setup: Setup::JustBefore,
-            ..path(
-                "PROXY v2 first, warm",
-                Prog::Sluice,
-                FORWARDED,
-                Proof::ProxyAccepted("proxy4"),
-                Goal::TimesEstablished(1.5),
-                None,
-                Box::new(proxy_first),
-            )
-        },
+        proxy_first("PROXY v2 first, warm", Setup::JustBefore),
         // Each run gets the SYN afresh (one syscall per run), so rewriting it into the RST
         // is fine.
         path(
