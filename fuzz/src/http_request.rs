@@ -20,7 +20,9 @@ use lb_userspace::config::client_cert::{ChainLengths, Format, Names};
 use lb_userspace::config::forwarded::{self as forwarded_headers, Style};
 use lb_userspace::edge::client_cert::{headers, ClientCert};
 use lb_userspace::edge::forwarded::{self, Hop, Policy};
+use lb_userspace::config::route::{Action, Route, RoutePath};
 use lb_userspace::edge::managed::Managed;
+use lb_userspace::edge::route::Table;
 use rcgen::{CertificateParams, KeyPair, PKCS_ECDSA_P256_SHA256};
 
 type CertHeaders = Result<Vec<(HeaderName, HeaderValue)>, String>;
@@ -51,6 +53,23 @@ fn cert_headers() -> &'static CertHeaders {
 fn managed() -> &'static Managed {
     static MANAGED: OnceLock<Managed> = OnceLock::new();
     MANAGED.get_or_init(|| Managed::new(&Names::default()))
+}
+
+/// One route proxying every path, as a listener without routes has.
+fn routes() -> &'static Table {
+    static ROUTES: OnceLock<Table> = OnceLock::new();
+    ROUTES.get_or_init(|| {
+        let all = Route {
+            name: "all".into(),
+            path: RoutePath::All,
+            host: None,
+            action: Action::Proxy {
+                strip_prefix: false,
+                add_prefix: None,
+            },
+        };
+        Table::new(&[all], |_| std::sync::Arc::default())
+    })
 }
 
 /// Hop-by-hop headers no backend may get from a client (RFC 9110 7.6.1 and the h2c ones).
@@ -138,11 +157,12 @@ pub fn check(data: &[u8]) {
         hop,
         untrusted: untrusted.as_ref(),
         own_authority: "idp.example",
-        path_prefix: None,
+        routes: routes(),
+        sni: None,
     };
     let websocket = match rewrite(&mut parts, &vouched) {
         Ok(websocket) => websocket,
-        Err(NotForwarded::Refused(_)) => return,
+        Err(NotForwarded::Refused(_) | NotForwarded::Unrouted(_)) => return,
         Err(other) => panic!("forwarded nothing for an unexpected reason: {other:?}"),
     };
     let out = &parts.headers;

@@ -19,6 +19,7 @@ mod health;
 pub mod http;
 pub mod path_prefix;
 mod raw;
+pub mod route;
 mod schema;
 #[cfg(test)]
 pub(crate) mod tests;
@@ -76,8 +77,8 @@ pub struct Edge {
     pub proxy_protocol: ProxyProtocol,
     /// What starts each backend connection.
     pub send_proxy: SendProxy,
-    /// `None`: every path is proxied as it is.
-    pub path_prefix: Option<path_prefix::PathPrefix>,
+    /// Ordered, never empty: the first that matches a request decides it (see `route`).
+    pub routes: Vec<route::Route>,
     /// A backend that does not accept within it is skipped for another.
     pub connect_timeout: Duration,
     /// A backend that does not start its response within it gets the client a 504.

@@ -34,6 +34,7 @@ use crate::{
         self,
         forwarded::Policy,
         pool::Pool,
+        route::Table,
         server::Listener,
         stats::EdgeStats,
         tls::{server_config, Reloadable},
@@ -248,9 +249,10 @@ fn start_edges(core: &Arc<Core>, prepared: Vec<PreparedEdge>) -> Vec<Edge> {
             forwarded: Policy {
                 styles: e.forwarded_headers.clone(),
                 trusted_proxies: e.trusted_proxies.clone(),
-                prefix: e.path_prefix.as_ref().map(|p| p.as_str().to_owned()),
+                // Each route that strips a prefix names it (`edge::route`).
+                prefix: None,
             },
-            path_prefix: e.path_prefix.clone(),
+            routes: Table::new(&e.routes, |name| stats.route(name)),
             pool: Arc::clone(&inner.pools[&e.pool]),
             upstream,
             proxy_protocol: e.proxy_protocol,

@@ -16,6 +16,7 @@ pub mod managed;
 pub mod pool;
 pub mod proxy_header;
 pub mod request_head;
+pub mod route;
 pub mod server;
 pub mod stats;
 pub mod tls;

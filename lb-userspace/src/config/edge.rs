@@ -15,7 +15,7 @@ use super::{
 use super::{
     client_cert::Format,
     forwarded::Style,
-    path_prefix::PathPrefix,
+    route,
     tls::{CertFiles, ClientAuth, TlsSettings},
     Limits,
 };
@@ -185,10 +185,7 @@ fn edge(
         &field("send_proxy_protocol"),
         &[("off", SendProxy::Off), ("v2", SendProxy::V2)],
     );
-    let path_prefix = match &e.path_prefix {
-        Some(p) => path_prefix(r, p, &field("path_prefix")).map(Some),
-        None => Some(None),
-    };
+    let routes = route::routes(r, e, table.span(), &field);
     let (connect_timeout, response_timeout) = timeouts(r, e, &field);
     let (client_limits, max_connections) = clients(r, e, &field);
     let tls = match &e.tls {
@@ -226,7 +223,7 @@ fn edge(
         trusted_proxies: trusted_proxies?,
         proxy_protocol: proxy_protocol?,
         send_proxy: send_proxy?,
-        path_prefix: path_prefix?,
+        routes: routes?,
         connect_timeout: connect_timeout?,
         response_timeout: response_timeout?,
         client_limits: client_limits?,
@@ -316,16 +313,6 @@ fn clients(
             idle,
         });
     (limits, max_connections)
-}
-
-fn path_prefix(r: &mut Report, v: &Spanned<String>, field: &str) -> Option<PathPrefix> {
-    match v.get_ref().parse() {
-        Ok(prefix) => Some(prefix),
-        Err(error) => {
-            r.invalid(v.span(), field, format!("\"{}\" {error}", v.get_ref()));
-            None
-        }
-    }
 }
 
 /// The config names are the formats' own (`Format::as_str`): the one parser of a format.

@@ -112,6 +112,14 @@ pub struct Edge {
     /// 404 from sluice. A plain path: no trailing `/`, `?`, `#`, `%`, `//` or dot segments.
     /// Default: every path, unchanged.
     pub path_prefix: Option<Spanned<String>>,
+    /// A ready-made route table: `keycloak` (the public paths of Keycloak's reverse-proxy
+    /// guide: `/realms`, `/resources`, `/.well-known`) or `keycloak-admin` (those and `/admin`,
+    /// for the listener the admin console is reached on). Not with `route` or `path_prefix`.
+    pub preset: Option<Spanned<String>>,
+    /// Ordered routes (`[[edge.route]]`): the first that matches a request's normalised path
+    /// (and host) decides it; no match is 404. Default: one route proxying every path.
+    #[serde(rename = "route")]
+    pub routes: Option<Spanned<Vec<Spanned<Route>>>>,
     /// How long a backend may take to accept a connection before another backend is tried
     /// (`"500ms"`, `"2s"`; at least 1ms). Default 2s.
     #[serde(default = "defaults::connect_timeout")]
@@ -137,6 +145,30 @@ pub struct Edge {
     pub max_connections: Spanned<i64>,
     /// TLS termination; without it the listener speaks plain HTTP.
     pub tls: Option<Spanned<EdgeTls>>,
+}
+
+/// One `[[edge.route]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Route {
+    /// The route's label on `/metrics` (letters, digits, `-`, `_`, `.`). Default `route<i>`.
+    pub name: Option<Spanned<String>>,
+    /// Path prefix, matched segment by segment on the normalised path (`/realms` matches
+    /// `/realms` and `/realms/x`, never `/realmsx`); `/` matches every path.
+    pub path: Spanned<String>,
+    /// Host name (no port) the request must name, case-insensitive. Default: any host.
+    pub host: Option<Spanned<String>>,
+    /// `proxy` (default), `status` or `redirect`.
+    #[serde(default = "defaults::route_action")]
+    pub action: Spanned<String>,
+    /// `proxy` only: remove `path` before the backend (named in `X-Forwarded-Prefix`).
+    pub strip_prefix: Option<Spanned<bool>>,
+    /// `proxy` only: put this path in front of what the backend receives.
+    pub add_prefix: Option<Spanned<String>>,
+    /// `status`: 403 or 404; `redirect`: 301, 302, 303, 307 or 308 (default 302).
+    pub status: Option<Spanned<i64>>,
+    /// `redirect` only: the `Location` sent.
+    pub location: Option<Spanned<String>>,
 }
 
 /// Each value is the exact setting of the Keycloak provider of that format
@@ -331,6 +363,9 @@ pub mod defaults {
         Spanned::new(0..0, value)
     }
 
+    pub fn route_action() -> Spanned<String> {
+        unwritten("proxy".into())
+    }
     pub fn instance() -> Spanned<String> {
         unwritten("default".into())
     }

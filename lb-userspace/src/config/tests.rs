@@ -10,7 +10,7 @@ use crate::test_support::Scratch;
 use super::{
     client_cert::{Format, Names},
     forwarded::Style,
-    path_prefix::PathPrefix,
+    route::{Action, RoutePath},
     Limits,
 };
 use super::{
@@ -367,7 +367,16 @@ fn edge_names_prefix_and_timeouts_default() {
         e.client_cert_names.haproxy_chain.as_str(),
         "X-SSL-Client-Cert-Chain"
     );
-    assert_eq!(e.path_prefix, None);
+    // No routes: one that proxies every path as it is.
+    assert_eq!(e.routes.len(), 1);
+    assert_eq!(e.routes[0].path, RoutePath::All);
+    assert_eq!(
+        e.routes[0].action,
+        Action::Proxy {
+            strip_prefix: false,
+            add_prefix: None
+        }
+    );
     assert_eq!(e.connect_timeout, Duration::from_secs(2));
     assert_eq!(e.response_timeout, Duration::from_mins(1));
     assert_eq!(
@@ -400,9 +409,16 @@ fn edge_names_prefix_and_timeouts_as_written() {
             haproxy_chain: "X-SSL-Client-Cert-Chain".parse().unwrap(),
         }
     );
+    // path_prefix is the one route that strips it.
+    assert_eq!(e.routes.len(), 1);
+    assert_eq!(e.routes[0].name, "path_prefix");
+    assert_eq!(e.routes[0].path.as_str(), "/auth");
     assert_eq!(
-        e.path_prefix.as_ref().map(PathPrefix::as_str),
-        Some("/auth")
+        e.routes[0].action,
+        Action::Proxy {
+            strip_prefix: true,
+            add_prefix: None
+        }
     );
     assert_eq!(e.connect_timeout, Duration::from_millis(500));
     assert_eq!(e.response_timeout, Duration::from_mins(1));

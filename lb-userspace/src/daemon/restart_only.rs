@@ -92,7 +92,8 @@ fn edge(i: usize, o: &Edge, n: &Edge) -> Result<(), NeedsRestart> {
         &n.proxy_protocol,
     )?;
     same(field("send_proxy_protocol"), &o.send_proxy, &n.send_proxy)?;
-    same(field("path_prefix"), &o.path_prefix, &n.path_prefix)?;
+    // The route table is compiled into the listener, which a reload keeps.
+    same(field("route"), &o.routes, &n.routes)?;
     same(
         field("connect_timeout"),
         &o.connect_timeout,

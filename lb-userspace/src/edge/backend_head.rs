@@ -5,16 +5,16 @@
 
 use hyper::{
     header::{self, HeaderName, HeaderValue},
-    http::{request, uri},
-    Uri, Version,
+    http::request,
+    StatusCode, Uri, Version,
 };
 
 use super::{
     forwarded::{self, Hop, Policy, Untrusted},
     managed::Managed,
     request_head::{self, Refused},
+    route::{Names, Routed, Table, Unrouted},
 };
-use crate::config::path_prefix::PathPrefix;
 
 /// What one connection contributes to each request it carries.
 pub struct Vouched<'a> {
@@ -29,8 +29,11 @@ pub struct Vouched<'a> {
     pub untrusted: Option<&'a Untrusted>,
     /// The authority requests without one (HTTP/1.0) are served under.
     pub own_authority: &'a str,
-    /// Only requests under it are proxied, without it.
-    pub path_prefix: Option<&'a PathPrefix>,
+    /// The listener's routes: they decide whether and where the request goes.
+    pub routes: &'a Table,
+    /// The TLS server name the client sent, which must agree with the request's host when a
+    /// route names hosts.
+    pub sni: Option<&'a str>,
 }
 
 /// Why a request is answered by sluice instead of being forwarded.
@@ -38,8 +41,13 @@ pub struct Vouched<'a> {
 pub enum NotForwarded {
     /// The head itself is refused (400, or 405 for CONNECT).
     Refused(Refused),
-    /// Outside the listener's path prefix: 404.
-    OutsidePrefix,
+    /// No route takes it (400 for a path without a safe normal form, 421, 404).
+    Unrouted(Unrouted),
+    /// A route answers it itself (`status` or `redirect`).
+    Answer {
+        status: StatusCode,
+        location: Option<HeaderValue>,
+    },
     /// The connection's certificate headers could not be built: 502.
     CertHeaders(String),
 }
@@ -55,15 +63,26 @@ pub fn rewrite(parts: &mut request::Parts, v: &Vouched<'_>) -> Result<bool, NotF
         v.own_authority,
     )
     .map_err(NotForwarded::Refused)?;
-    let target = match v.path_prefix {
-        Some(prefix) => {
-            let path = parts
-                .uri
-                .path_and_query()
-                .map_or("/", uri::PathAndQuery::as_str);
-            Target::Stripped(prefix.strip(path).ok_or(NotForwarded::OutsidePrefix)?)
+    let names = Names {
+        authority: &host,
+        host_header: parts.headers.get(header::HOST),
+        sni: v.sni,
+    };
+    let (target, forwarded_prefix) = match v
+        .routes
+        .route(&parts.uri, &names)
+        .map_err(NotForwarded::Unrouted)?
+    {
+        Routed::Proxy {
+            target,
+            forwarded_prefix,
+        } => (target, forwarded_prefix),
+        Routed::Answer { status, location } => {
+            return Err(NotForwarded::Answer {
+                status,
+                location: location.cloned(),
+            })
         }
-        None => Target::Same,
     };
     let websocket = request_head::websocket(&parts.headers);
     // The client's connection-scoped headers go first, so that nothing it names in
@@ -81,6 +100,9 @@ pub fn rewrite(parts: &mut request::Parts, v: &Vouched<'_>) -> Result<bool, NotF
         Some(untrusted) => untrusted.apply(&mut parts.headers, Some(&host)),
         None => forwarded::apply(&mut parts.headers, v.forwarded, &v.hop, Some(&host)),
     }
+    if let Some(prefix) = forwarded_prefix {
+        forwarded::route_prefix(&mut parts.headers, v.forwarded, prefix);
+    }
     let host =
         HeaderValue::from_str(&host).map_err(|_| NotForwarded::Refused(Refused::BadAuthority))?;
     parts.headers.insert(header::HOST, host);
@@ -91,32 +113,11 @@ pub fn rewrite(parts: &mut request::Parts, v: &Vouched<'_>) -> Result<bool, NotF
             .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         parts.headers.insert(header::UPGRADE, to);
     }
-    parts.uri = target.uri(&parts.uri);
+    // The normalised path the route matched (a valid origin-form target: normalising only
+    // removes, decodes unreserved characters or upper-cases hex).
+    parts.uri = target
+        .parse::<Uri>()
+        .map_err(|_| NotForwarded::Unrouted(Unrouted::BadPath(super::route::BadPath::NotAbsolute)))?;
     parts.version = Version::HTTP_11;
     Ok(upgrade)
-}
-
-/// The request target sent to the backend.
-enum Target {
-    /// The client's path and query (or `/` without one).
-    Same,
-    /// What is left under the listener's path prefix.
-    Stripped(String),
-}
-
-impl Target {
-    /// The origin-form target for the backend, from the client's `uri`.
-    fn uri(self, uri: &Uri) -> Uri {
-        match self {
-            // The client's own path and query, shared rather than parsed again.
-            Target::Same => {
-                let mut target = uri::Parts::default();
-                target.path_and_query = uri.path_and_query().cloned();
-                Uri::from_parts(target).unwrap_or_else(|_| Uri::from_static("/"))
-            }
-            Target::Stripped(path) => path
-                .parse::<Uri>()
-                .unwrap_or_else(|_| Uri::from_static("/")),
-        }
-    }
 }

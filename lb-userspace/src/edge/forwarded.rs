@@ -199,11 +199,7 @@ pub fn apply(headers: &mut HeaderMap, policy: &Policy, hop: &Hop, host: Option<&
                     headers.append(managed()[X_FORWARDED_PREFIX].clone(), value.clone());
                 }
             }
-            (Some(ours), [theirs]) if is_plain_prefix(theirs.as_bytes()) => {
-                let joined = join_prefix(theirs.as_bytes(), ours.as_bytes());
-                insert(headers, X_FORWARDED_PREFIX, &joined);
-            }
-            (Some(ours), _) => insert(headers, X_FORWARDED_PREFIX, ours.as_bytes()),
+            (Some(ours), theirs) => put_prefix(headers, theirs, ours),
         }
 
         let real = match incoming(X_REAL_IP) {
@@ -212,6 +208,30 @@ pub fn apply(headers: &mut HeaderMap, policy: &Policy, hop: &Hop, host: Option<&
         }
         .unwrap_or_else(|| real_ip(kept, client.ip(), policy));
         insert(headers, X_REAL_IP, real.to_string().as_bytes());
+    }
+}
+
+/// `X-Forwarded-Prefix` for a request whose route strips `ours`, once [`apply`] or
+/// [`Untrusted::apply`] ran under a policy without a prefix of its own: the copies they left
+/// (a trusted peer's; an untrusted one's are gone) are joined with ours as `apply` joins them.
+pub fn route_prefix(headers: &mut HeaderMap, policy: &Policy, ours: &str) {
+    if !policy.writes(Style::XForwarded) {
+        return;
+    }
+    let name = &managed()[X_FORWARDED_PREFIX];
+    let theirs: Vec<HeaderValue> = headers.get_all(name).iter().cloned().collect();
+    headers.remove(name);
+    put_prefix(headers, &theirs, ours);
+}
+
+/// Ours joined to the peer's single plain prefix, or ours alone.
+fn put_prefix(headers: &mut HeaderMap, theirs: &[HeaderValue], ours: &str) {
+    match theirs {
+        [theirs] if is_plain_prefix(theirs.as_bytes()) => {
+            let joined = join_prefix(theirs.as_bytes(), ours.as_bytes());
+            insert(headers, X_FORWARDED_PREFIX, &joined);
+        }
+        _ => insert(headers, X_FORWARDED_PREFIX, ours.as_bytes()),
     }
 }
 

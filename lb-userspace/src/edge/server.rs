@@ -39,7 +39,6 @@ use tracing::Instrument as _;
 use crate::{
     config::{
         client_cert::{ChainSettings, Format, Names},
-        path_prefix::PathPrefix,
         Limits, ProxyProtocol,
     },
     shutdown::NodeState,
@@ -55,6 +54,7 @@ use super::{
     pool::Pool,
     proxy_header,
     request_head::{self, Refused},
+    route::Table,
     stats::{EdgeStats, Metered},
     tls::{PathError, Reloadable, VerifiedChain, HANDSHAKE_TIMEOUT},
     upstream::{Origin, Upstream},
@@ -70,10 +70,10 @@ pub struct Listener {
     pub names: Names,
     /// What of a verified client certificate's path the chain headers carry.
     pub chain: ChainSettings,
-    /// `forwarded.prefix` is this prefix's text, for `X-Forwarded-Prefix`.
+    /// `forwarded.prefix` is `None`: each route that strips a prefix names it itself.
     pub forwarded: Policy,
-    /// Only requests under it are proxied, without it; the rest get 404.
-    pub path_prefix: Option<PathPrefix>,
+    /// Which requests are proxied, where, and which sluice answers itself.
+    pub routes: Table,
     pub pool: Arc<Pool>,
     pub upstream: Arc<Upstream>,
     /// PROXY headers before TLS, read from `forwarded.trusted_proxies` only.
@@ -111,6 +111,8 @@ struct Conn {
     /// The forwarded headers for an untrusted client, built once (`None`: a trusted one, whose
     /// requests' own forwarded headers are read each time).
     untrusted: Option<Untrusted>,
+    /// The TLS server name the client sent.
+    sni: Option<String>,
 }
 
 impl Conn {
@@ -122,6 +124,7 @@ impl Conn {
         cert_headers: Result<Vec<(HeaderName, HeaderValue)>, String>,
         own_authority: String,
         public_port: u16,
+        sni: Option<String>,
     ) -> Conn {
         let mut conn = Conn {
             listener,
@@ -132,6 +135,7 @@ impl Conn {
             own_authority,
             public_port,
             untrusted: None,
+            sni,
         };
         conn.untrusted = Untrusted::for_connection(&conn.listener.forwarded, &conn.hop());
         conn
@@ -282,6 +286,7 @@ async fn connection(
             cert_headers(&listener, None),
             request_head::own_authority(None, reached, false),
             public_port,
+            None,
         ));
         return http(stream, conn, false).await;
     };
@@ -304,6 +309,7 @@ async fn connection(
         cert_headers(&listener, chain.as_ref()),
         request_head::own_authority(server_name, reached, true),
         public_port,
+        server_name.map(str::to_owned),
     ));
     http(stream, conn, h2).await
 }
@@ -432,13 +438,25 @@ async fn handle(req: Request<Incoming>, conn: &Conn) -> Response<Body> {
         hop: conn.hop(),
         untrusted: conn.untrusted.as_ref(),
         own_authority: &conn.own_authority,
-        path_prefix: l.path_prefix.as_ref(),
+        routes: &l.routes,
+        sni: conn.sni.as_deref(),
     };
     let websocket = match backend_head::rewrite(&mut parts, &vouched) {
         Ok(websocket) => websocket,
         Err(NotForwarded::Refused(refused)) => return refuse(l, refused),
-        // Outside the prefix nothing is proxied: the backend never sees such a request.
-        Err(NotForwarded::OutsidePrefix) => return status(StatusCode::NOT_FOUND),
+        // No route, or a route sluice answers itself: the backend never sees such a request.
+        Err(NotForwarded::Unrouted(unrouted)) => {
+            tracing::debug!(listener = %l.name, ?unrouted, "request matched no route");
+            l.stats.unrouted(unrouted);
+            return status(unrouted.status());
+        }
+        Err(NotForwarded::Answer { status: code, location }) => {
+            let mut resp = status(code);
+            if let Some(location) = location {
+                resp.headers_mut().insert(header::LOCATION, location);
+            }
+            return resp;
+        }
         Err(NotForwarded::CertHeaders(error)) => {
             tracing::warn!(listener = %l.name, %error, "client certificate headers");
             return status(StatusCode::BAD_GATEWAY);

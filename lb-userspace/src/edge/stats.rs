@@ -15,14 +15,14 @@ mod tests;
 use std::{
     sync::{
         atomic::{AtomicU64, Ordering},
-        Arc,
+        Arc, Mutex, PoisonError,
     },
     time::{Duration, Instant},
 };
 
 use hyper::StatusCode;
 
-use super::{client_timeouts::Expired, proxy_header, tls::HandshakeOutcome};
+use super::{client_timeouts::Expired, proxy_header, route::Unrouted, tls::HandshakeOutcome};
 
 /// Upper bounds (seconds) of the request-duration buckets, from 1 ms to the backend's one
 /// minute to start a response; slower answers land in `+Inf`.
@@ -55,6 +55,11 @@ pub struct EdgeStats {
     /// Backend connections opened, and requests sent over one kept open.
     backend_opened: AtomicU64,
     backend_reused: AtomicU64,
+    /// Requests each route decided, by route name, in the order the names were first seen
+    /// (a route table takes its counters once, when it is compiled).
+    routes: Mutex<Vec<(String, Arc<AtomicU64>)>>,
+    /// Requests no route took, by [`Unrouted::index`].
+    unrouted: [AtomicU64; Unrouted::OUTCOMES.len()],
     /// Woken when the last open connection closes.
     closed: tokio::sync::Notify,
 }
@@ -75,6 +80,8 @@ impl Default for EdgeStats {
             refused_limit: AtomicU64::new(0),
             backend_opened: AtomicU64::new(0),
             backend_reused: AtomicU64::new(0),
+            routes: Mutex::default(),
+            unrouted: std::array::from_fn(|_| AtomicU64::new(0)),
             closed: tokio::sync::Notify::new(),
         }
     }
@@ -121,6 +128,25 @@ impl EdgeStats {
     /// Counts a request sent over a backend connection kept open from an earlier one.
     pub fn backend_reused(&self) {
         add(&self.backend_reused);
+    }
+
+    /// The counter of the route `name`: the same one for every table that names it, so a
+    /// route's count survives a reload.
+    pub fn route(&self, name: &str) -> Arc<AtomicU64> {
+        let mut routes = self.routes.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some((_, c)) = routes.iter().find(|(n, _)| n == name) {
+            return Arc::clone(c);
+        }
+        let counter = Arc::new(AtomicU64::new(0));
+        routes.push((name.to_owned(), Arc::clone(&counter)));
+        counter
+    }
+
+    /// Counts a request no route took.
+    pub fn unrouted(&self, why: Unrouted) {
+        if let Some(c) = self.unrouted.get(why.index()) {
+            add(c);
+        }
     }
 
     /// Counts a connection cut because its client overstayed a limit.
@@ -246,6 +272,18 @@ impl EdgeStats {
                 ("opened", read(&self.backend_opened)),
                 ("reused", read(&self.backend_reused)),
             ],
+            routes: self
+                .routes
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .iter()
+                .map(|(name, c)| (name.clone(), read(c)))
+                .collect(),
+            unrouted: Unrouted::OUTCOMES
+                .iter()
+                .zip(&self.unrouted)
+                .map(|(o, c)| (*o, read(c)))
+                .collect(),
         }
     }
 }
@@ -304,6 +342,10 @@ pub struct EdgeCounts {
     /// Requests sent to a backend by how their connection came: `opened` for it, or
     /// `reused` (kept open after an earlier request).
     pub backend: Vec<(&'static str, u64)>,
+    /// Requests each route decided, by route name.
+    pub routes: Vec<(String, u64)>,
+    /// Requests no route took, by outcome (`bad_path`, `misdirected`, `no_route`).
+    pub unrouted: Vec<(&'static str, u64)>,
 }
 
 /// The time to response headers as a histogram.

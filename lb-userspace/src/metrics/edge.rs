@@ -34,6 +34,12 @@ struct ConnectionLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabels {
+    edge: String,
+    route: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReasonLabels {
     edge: String,
     reason: String,
@@ -145,6 +151,33 @@ pub(super) fn register(registry: &mut Registry, edges: &[EdgeCounts]) {
         }),
     );
     register_backend(registry, edges);
+    register_routes(registry, edges);
+}
+
+fn register_routes(registry: &mut Registry, edges: &[EdgeCounts]) {
+    counters(
+        registry,
+        "edge_route_requests",
+        "Requests each route of the edge listener decided (proxied or answered), by route name",
+        edges.iter().flat_map(|e| {
+            e.routes.iter().map(|(route, n)| {
+                let labels = RouteLabels {
+                    edge: e.edge.clone(),
+                    route: route.clone(),
+                };
+                (labels, *n)
+            })
+        }),
+    );
+    counters(
+        registry,
+        "edge_unrouted_requests",
+        "Requests the edge listener answered without a route, by outcome (bad_path: 400, \
+         misdirected: 421, no_route: 404)",
+        edges
+            .iter()
+            .flat_map(|e| e.unrouted.iter().map(move |(o, n)| (outcome(e, o), *n))),
+    );
 }
 
 fn register_backend(registry: &mut Registry, edges: &[EdgeCounts]) {

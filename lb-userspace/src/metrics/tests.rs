@@ -174,6 +174,8 @@ fn edges() -> Vec<EdgeCounts> {
             timeouts: vec![("request_header", 9), ("idle", 4)],
             refused: vec![("limit", 11)],
             backend: vec![("opened", 5), ("reused", 95)],
+            routes: vec![("realms".into(), 8), ("admin".into(), 2)],
+            unrouted: vec![("bad_path", 3), ("misdirected", 1), ("no_route", 6)],
         },
         EdgeCounts {
             edge: "plain".into(),
@@ -189,6 +191,8 @@ fn edges() -> Vec<EdgeCounts> {
             timeouts: vec![("request_header", 0), ("idle", 0)],
             refused: vec![("limit", 0)],
             backend: vec![("opened", 0), ("reused", 0)],
+            routes: vec![("all".into(), 0)],
+            unrouted: vec![("bad_path", 0), ("misdirected", 0), ("no_route", 0)],
         },
     ]
 }
@@ -542,6 +546,28 @@ fn encode_exposes_backend_connections_opened_and_reused() {
 }
 
 #[test]
+#[allow(clippy::float_cmp)] // every value is a small integer, exact in f64
+fn encode_exposes_requests_by_route_and_unrouted_outcome() {
+    let s = parse(&encode(&snapshot()).unwrap());
+    for (edge, route, n) in [("idp", "realms", 8.0), ("idp", "admin", 2.0), ("plain", "all", 0.0)] {
+        let labels = [("edge", edge), ("route", route)];
+        assert_eq!(
+            value(&s, "sluice_edge_route_requests_total", &labels),
+            n,
+            "{edge} {route}"
+        );
+    }
+    for (outcome, n) in [("bad_path", 3.0), ("misdirected", 1.0), ("no_route", 6.0)] {
+        let labels = [("edge", "idp"), ("outcome", outcome)];
+        assert_eq!(
+            value(&s, "sluice_edge_unrouted_requests_total", &labels),
+            n,
+            "{outcome}"
+        );
+    }
+}
+
+#[test]
 fn encode_without_edges_has_no_edge_families() {
     let mut none = snapshot();
     none.edges.clear();
@@ -556,6 +582,8 @@ fn encode_without_edges_has_no_edge_families() {
         "sluice_edge_proxy_headers",
         "sluice_edge_timeouts",
         "sluice_edge_connections_refused",
+        "sluice_edge_route_requests",
+        "sluice_edge_unrouted_requests",
         "sluice_edge_backend_requests",
     ] {
         assert!(

@@ -533,6 +533,147 @@ const CASES: &[Case] = &[
         message: "edge[0].path_prefix: \"/kc/..\" holds a \".\" or \"..\" segment",
     },
     Case {
+        name: "route with an unknown action",
+        edits: &[(39, edge!("[[edge.route]]", "path = \"/realms\"", "action = \"drop\""))],
+        line: 47,
+        message: "edge[0].route[0].action: \"drop\" is not a valid choice; use \"proxy\", \
+                  \"status\" or \"redirect\"",
+    },
+    Case {
+        name: "route an earlier one shadows",
+        edits: &[(
+            39,
+            edge!(
+                "[[edge.route]]",
+                "path = \"/realms\"",
+                "[[edge.route]]",
+                "path = \"/realms/main\""
+            ),
+        )],
+        line: 48,
+        message: "edge[0].route[1].path: can never match: route[0] (path = \"/realms\") comes \
+                  first and takes every request this route would; move this route above it, or \
+                  remove it",
+    },
+    Case {
+        name: "route after a catch-all",
+        edits: &[(
+            39,
+            edge!(
+                "[[edge.route]]",
+                "path = \"/\"",
+                "[[edge.route]]",
+                "path = \"/admin\"",
+                "action = \"status\"",
+                "status = 404"
+            ),
+        )],
+        line: 48,
+        message: "edge[0].route[1].path: can never match: route[0] (path = \"/\") comes first",
+    },
+    Case {
+        name: "route host with a port",
+        edits: &[(
+            39,
+            edge!("[[edge.route]]", "path = \"/\"", "host = \"kc.example.com:443\"")
+        )],
+        line: 47,
+        message: "edge[0].route[0].host: \"kc.example.com:443\" holds a port; a route matches \
+                  the host name alone (the port is the listener's): write host = \
+                  \"kc.example.com\"",
+    },
+    Case {
+        name: "route path without a leading slash",
+        edits: &[(39, edge!("[[edge.route]]", "path = \"realms\""))],
+        line: 46,
+        message: "edge[0].route[0].path: \"realms\" does not start with '/'",
+    },
+    Case {
+        name: "route path with a trailing slash",
+        edits: &[(39, edge!("[[edge.route]]", "path = \"/realms/\""))],
+        line: 46,
+        message: "edge[0].route[0].path: \"/realms/\" ends with '/'; leave that off \
+                  (\"/realms\" matches itself and every path below it)",
+    },
+    Case {
+        name: "path_prefix beside routes",
+        edits: &[(
+            39,
+            edge!("path_prefix = \"/auth\"", "[[edge.route]]", "path = \"/\"")
+        )],
+        line: 45,
+        message: "edge[0].path_prefix: is set beside [[edge.route]]; path_prefix is the route \
+                  { path = \"/auth\", strip_prefix = true }: add that as the first \
+                  [[edge.route]] and remove path_prefix",
+    },
+    Case {
+        name: "empty route list",
+        edits: &[(39, edge!("route = []"))],
+        line: 45,
+        message: "edge[0].route: is empty, so every request would get 404; add a \
+                  [[edge.route]] with path = \"/\" to proxy every path, or leave route out",
+    },
+    Case {
+        name: "unknown preset",
+        edits: &[(39, edge!("preset = \"keycloak-25\""))],
+        line: 45,
+        message: "edge[0].preset: \"keycloak-25\" is not a valid choice; use \"keycloak\" or \
+                  \"keycloak-admin\"",
+    },
+    Case {
+        name: "preset beside routes",
+        edits: &[(
+            39,
+            edge!("preset = \"keycloak\"", "[[edge.route]]", "path = \"/admin\"")
+        )],
+        line: 45,
+        message: "edge[0].preset: is set beside [[edge.route]]; a preset is a whole route \
+                  table",
+    },
+    Case {
+        name: "status route without a status",
+        edits: &[(
+            39,
+            edge!("[[edge.route]]", "path = \"/admin\"", "action = \"status\"")
+        )],
+        line: 45,
+        message: "edge[0].route[0].status: is needed: one of 403, 404",
+    },
+    Case {
+        name: "status route with a status it cannot answer",
+        edits: &[(
+            39,
+            edge!("[[edge.route]]", "path = \"/admin\"", "action = \"status\"", "status = 200")
+        )],
+        line: 48,
+        message: "edge[0].route[0].status: 200 is not one of 403, 404",
+    },
+    Case {
+        name: "redirect without a location",
+        edits: &[(
+            39,
+            edge!("[[edge.route]]", "path = \"/\"", "action = \"redirect\"")
+        )],
+        line: 45,
+        message: "edge[0].route[0].location: action = \"redirect\" needs location",
+    },
+    Case {
+        name: "proxy key on a status route",
+        edits: &[(
+            39,
+            edge!(
+                "[[edge.route]]",
+                "path = \"/admin\"",
+                "action = \"status\"",
+                "status = 403",
+                "strip_prefix = true"
+            )
+        )],
+        line: 49,
+        message: "edge[0].route[0].strip_prefix: has no effect with action = \"status\"; it \
+                  belongs to action = \"proxy\": remove it or change the action",
+    },
+    Case {
         name: "zero connect timeout",
         edits: &[(39, edge!("connect_timeout = \"0s\""))],
         line: 45,

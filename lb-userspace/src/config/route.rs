@@ -1,0 +1,508 @@
+//! A listener's routes: `[[edge.route]]`, `preset` and the older `path_prefix`, read into one
+//! ordered list. The first route whose path (and host, when it names one) matches a request
+//! decides it; a request no route matches gets 404 from sluice. The edge compiles the list
+//! once per listener (`edge::route`) and normalises each request's path before matching.
+//!
+//! - `path_prefix = "/auth"` is the single route `{ path = "/auth", strip_prefix = true }`
+//!   (named `path_prefix`), so old configs keep their meaning; it cannot be combined with
+//!   routes or a preset (the error says how to move it into the list).
+//! - Neither routes, preset nor `path_prefix`: the single route `{ path = "/" }` (`all`).
+//! - A route that an earlier one always takes first can never match, and is refused.
+
+use toml::Spanned;
+
+use super::{
+    errors::{written_or, Report},
+    fields,
+    path_prefix::{self, PathPrefix},
+    raw,
+};
+
+/// One route, checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    /// Its label on `/metrics`.
+    pub name: String,
+    pub path: RoutePath,
+    /// Lowercase host name without port or trailing dot; `None`: any host.
+    pub host: Option<String>,
+    pub action: Action,
+}
+
+/// The paths a route matches, segment by segment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RoutePath {
+    /// `/`: every path.
+    All,
+    /// The prefix itself and everything below it.
+    Under(PathPrefix),
+}
+
+impl RoutePath {
+    /// Whether every path `other` matches is matched by `self` too.
+    pub fn covers(&self, other: &RoutePath) -> bool {
+        match (self, other) {
+            (RoutePath::All, _) => true,
+            (RoutePath::Under(_), RoutePath::All) => false,
+            (RoutePath::Under(a), RoutePath::Under(b)) => {
+                let (a, b) = (a.as_str(), b.as_str());
+                b == a || b.strip_prefix(a).is_some_and(|rest| rest.starts_with('/'))
+            }
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        match self {
+            RoutePath::All => "/",
+            RoutePath::Under(p) => p.as_str(),
+        }
+    }
+}
+
+/// What a matched request gets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Sent to the listener's pool. `strip_prefix` removes the route's path (the backend sees
+    /// the rest, `/` for the path itself) and names it in `X-Forwarded-Prefix`; `add_prefix`
+    /// is put in front of what is sent.
+    Proxy {
+        strip_prefix: bool,
+        add_prefix: Option<PathPrefix>,
+    },
+    /// sluice answers with this status (403 or 404); the backend never sees the request.
+    Status(u16),
+    /// sluice answers with a redirect to `location`.
+    Redirect { status: u16, location: String },
+}
+
+/// Ready-made route tables.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Preset {
+    /// The public paths of Keycloak's reverse-proxy guide ("Exposed path recommendations",
+    /// Keycloak 26.x): `/realms/`, `/resources/`, `/.well-known/`. `/`, `/admin/`,
+    /// `/metrics` and `/health` are not exposed (404).
+    Keycloak,
+    /// [`Preset::Keycloak`] and `/admin/`: for the listener the admin console is reached on
+    /// (an internal address); still never `/metrics` or `/health`.
+    KeycloakAdmin,
+}
+
+const PRESETS: [(&str, Preset); 2] = [
+    ("keycloak", Preset::Keycloak),
+    ("keycloak-admin", Preset::KeycloakAdmin),
+];
+
+impl Preset {
+    /// The routes the preset stands for.
+    pub fn routes(self) -> Vec<Route> {
+        let public = [
+            ("realms", "/realms"),
+            ("resources", "/resources"),
+            ("well-known", "/.well-known"),
+        ];
+        let admin = match self {
+            Preset::Keycloak => None,
+            Preset::KeycloakAdmin => Some(("admin", "/admin")),
+        };
+        public
+            .into_iter()
+            .chain(admin)
+            .filter_map(|(name, path)| {
+                Some(Route {
+                    name: name.to_owned(),
+                    path: RoutePath::Under(path.parse().ok()?),
+                    host: None,
+                    action: Action::Proxy {
+                        strip_prefix: false,
+                        add_prefix: None,
+                    },
+                })
+            })
+            .collect()
+    }
+}
+
+const STATUSES: [i64; 2] = [403, 404];
+const REDIRECTS: [i64; 5] = [301, 302, 303, 307, 308];
+
+/// The listener's routes from `path_prefix`, `preset` and `[[edge.route]]`.
+pub(super) fn routes(
+    r: &mut Report,
+    e: &raw::Edge,
+    table: std::ops::Range<usize>,
+    field: &dyn Fn(&str) -> String,
+) -> Option<Vec<Route>> {
+    let listed = e.routes.as_ref();
+    if let (Some(prefix), true) = (&e.path_prefix, listed.is_some() || e.preset.is_some()) {
+        r.invalid(
+            prefix.span(),
+            field("path_prefix"),
+            format!(
+                "is set beside {}; path_prefix is the route {{ path = \"{}\", strip_prefix = \
+                 true }}: add that as the first [[edge.route]] and remove path_prefix",
+                if listed.is_some() {
+                    "[[edge.route]]"
+                } else {
+                    "preset"
+                },
+                prefix.get_ref()
+            ),
+        );
+        return None;
+    }
+    if let (Some(preset), Some(_)) = (&e.preset, listed) {
+        r.invalid(
+            preset.span(),
+            field("preset"),
+            "is set beside [[edge.route]]; a preset is a whole route table: remove preset \
+             and list its routes (path = \"/realms\", \"/resources\", \"/.well-known\") \
+             among yours",
+        );
+        return None;
+    }
+    if let Some(preset) = &e.preset {
+        return fields::choice(r, preset, &field("preset"), &PRESETS).map(Preset::routes);
+    }
+    if let Some(prefix) = &e.path_prefix {
+        let prefix = parse_prefix(r, prefix, &field("path_prefix"))?;
+        return Some(vec![Route {
+            name: "path_prefix".to_owned(),
+            path: RoutePath::Under(prefix),
+            host: None,
+            action: Action::Proxy {
+                strip_prefix: true,
+                add_prefix: None,
+            },
+        }]);
+    }
+    let Some(listed) = listed else {
+        return Some(vec![Route {
+            name: "all".to_owned(),
+            path: RoutePath::All,
+            host: None,
+            action: Action::Proxy {
+                strip_prefix: false,
+                add_prefix: None,
+            },
+        }]);
+    };
+    if listed.get_ref().is_empty() {
+        r.invalid(
+            written_or(listed.span(), table),
+            field("route"),
+            "is empty, so every request would get 404; add a [[edge.route]] with path = \"/\" \
+             to proxy every path, or leave route out",
+        );
+        return None;
+    }
+    let checked: Vec<Option<Route>> = listed
+        .get_ref()
+        .iter()
+        .enumerate()
+        .map(|(i, route)| one(r, i, route, &field(&format!("route[{i}]"))))
+        .collect();
+    let checked: Vec<Route> = checked.into_iter().collect::<Option<_>>()?;
+    let mut ok = true;
+    for (j, later) in checked.iter().enumerate() {
+        let raw = listed.get_ref()[j].get_ref();
+        if let Some(i) = checked[..j].iter().position(|earlier| shadows(earlier, later)) {
+            r.invalid(
+                raw.path.span(),
+                field(&format!("route[{j}].path")),
+                format!(
+                    "can never match: route[{i}] (path = \"{}\"{}) comes first and takes every \
+                     request this route would; move this route above it, or remove it",
+                    checked[i].path.as_str(),
+                    checked[i]
+                        .host
+                        .as_ref()
+                        .map_or(String::new(), |h| format!(", host = \"{h}\"")),
+                ),
+            );
+            ok = false;
+        }
+        if let Some(i) = checked[..j].iter().position(|e| e.name == later.name) {
+            r.invalid(
+                raw.name.as_ref().map_or(raw.path.span(), Spanned::span),
+                field(&format!("route[{j}].name")),
+                format!(
+                    "\"{}\" is already the name of route[{i}]; route names label /metrics and \
+                     must be unique",
+                    later.name
+                ),
+            );
+            ok = false;
+        }
+    }
+    ok.then_some(checked)
+}
+
+/// Whether `earlier` takes every request `later` would match.
+fn shadows(earlier: &Route, later: &Route) -> bool {
+    let host = match (&earlier.host, &later.host) {
+        (None, _) => true,
+        (Some(a), Some(b)) => a == b,
+        (Some(_), None) => false,
+    };
+    host && earlier.path.covers(&later.path)
+}
+
+fn parse_prefix(r: &mut Report, v: &Spanned<String>, field: &str) -> Option<PathPrefix> {
+    match v.get_ref().parse() {
+        Ok(prefix) => Some(prefix),
+        Err(error) => {
+            r.invalid(v.span(), field, format!("\"{}\" {error}", v.get_ref()));
+            None
+        }
+    }
+}
+
+fn one(r: &mut Report, i: usize, route: &Spanned<raw::Route>, field: &str) -> Option<Route> {
+    let v = route.get_ref();
+    let f = |key: &str| format!("{field}.{key}");
+    let name = match &v.name {
+        Some(n) => name(r, n, &f("name")),
+        None => Some(format!("route{i}")),
+    };
+    let path = match v.path.get_ref().as_str() {
+        "/" => Some(RoutePath::All),
+        _ => match v.path.get_ref().parse::<PathPrefix>() {
+            Ok(p) => Some(RoutePath::Under(p)),
+            // A route's "/" is every path; the prefix rules' other refusals stand.
+            Err(path_prefix::Error::TrailingSlash) => {
+                r.invalid(
+                    v.path.span(),
+                    f("path"),
+                    format!(
+                        "\"{}\" ends with '/'; leave that off (\"{}\" matches itself and every \
+                         path below it)",
+                        v.path.get_ref(),
+                        v.path.get_ref().trim_end_matches('/')
+                    ),
+                );
+                None
+            }
+            Err(error) => {
+                r.invalid(
+                    v.path.span(),
+                    f("path"),
+                    format!("\"{}\" {error}", v.path.get_ref()),
+                );
+                None
+            }
+        },
+    };
+    let host = match &v.host {
+        Some(h) => host(r, h, &f("host")).map(Some),
+        None => Some(None),
+    };
+    let action = action(r, v, route.span(), path.as_ref(), &f);
+    Some(Route {
+        name: name?,
+        path: path?,
+        host: host?,
+        action: action?,
+    })
+}
+
+fn name(r: &mut Report, v: &Spanned<String>, field: &str) -> Option<String> {
+    let n = v.get_ref();
+    let fine = !n.is_empty()
+        && n.len() <= 64
+        && n
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+    if fine {
+        return Some(n.clone());
+    }
+    r.invalid(
+        v.span(),
+        field,
+        format!(
+            "\"{n}\" is not a route name; use 1 to 64 letters, digits, '-', '_' or '.', e.g. \
+             \"realms\""
+        ),
+    );
+    None
+}
+
+/// A host name or IPv4 address, without port; lowercased, trailing dot dropped.
+fn host(r: &mut Report, v: &Spanned<String>, field: &str) -> Option<String> {
+    let text = v.get_ref();
+    if let Some((name, port)) = text.rsplit_once(':') {
+        if !name.is_empty() && !name.contains(':') && port.bytes().all(|b| b.is_ascii_digit()) {
+            r.invalid(
+                v.span(),
+                field,
+                format!(
+                    "\"{text}\" holds a port; a route matches the host name alone (the port \
+                     is the listener's): write host = \"{name}\""
+                ),
+            );
+            return None;
+        }
+    }
+    let name = text.strip_suffix('.').unwrap_or(text).to_ascii_lowercase();
+    let label_ok = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    };
+    if name.len() <= 253 && name.split('.').all(label_ok) {
+        return Some(name);
+    }
+    r.invalid(
+        v.span(),
+        field,
+        format!(
+            "\"{text}\" is not a host name; write a DNS name or IPv4 address without scheme, \
+             port or path, e.g. \"kc.example.com\""
+        ),
+    );
+    None
+}
+
+fn action(
+    r: &mut Report,
+    v: &raw::Route,
+    table: std::ops::Range<usize>,
+    path: Option<&RoutePath>,
+    f: &dyn Fn(&str) -> String,
+) -> Option<Action> {
+    let kind = fields::choice(
+        r,
+        &v.action,
+        &f("action"),
+        &[("proxy", 0u8), ("status", 1), ("redirect", 2)],
+    )?;
+    // Keys that belong to another action would be silently ignored: refuse them.
+    let misplaced = |r: &mut Report, key: &str, span: std::ops::Range<usize>, owner: &str| {
+        r.invalid(
+            span,
+            f(key),
+            format!(
+                "has no effect with action = \"{}\"; it belongs to action = \"{owner}\": \
+                 remove it or change the action",
+                v.action.get_ref()
+            ),
+        );
+    };
+    let mut ok = true;
+    if kind != 0 {
+        if let Some(s) = &v.strip_prefix {
+            misplaced(r, "strip_prefix", s.span(), "proxy");
+            ok = false;
+        }
+        if let Some(s) = &v.add_prefix {
+            misplaced(r, "add_prefix", s.span(), "proxy");
+            ok = false;
+        }
+    }
+    if kind != 2 {
+        if let Some(s) = &v.location {
+            misplaced(r, "location", s.span(), "redirect");
+            ok = false;
+        }
+    }
+    if kind == 0 {
+        if let Some(s) = &v.status {
+            misplaced(r, "status", s.span(), "status\" or \"redirect");
+            ok = false;
+        }
+    }
+    match kind {
+        0 => {
+            let strip_prefix = v.strip_prefix.as_ref().is_some_and(|s| *s.get_ref());
+            if strip_prefix && path == Some(&RoutePath::All) {
+                if let Some(s) = &v.strip_prefix {
+                    r.invalid(
+                        s.span(),
+                        f("strip_prefix"),
+                        "the route's path is \"/\", so there is no prefix to strip; remove \
+                         strip_prefix",
+                    );
+                }
+                return None;
+            }
+            let add_prefix = match &v.add_prefix {
+                Some(p) => Some(parse_prefix(r, p, &f("add_prefix"))?),
+                None => None,
+            };
+            ok.then_some(Action::Proxy {
+                strip_prefix,
+                add_prefix,
+            })
+        }
+        1 => {
+            let status = code(r, v.status.as_ref(), table, &f("status"), &STATUSES, None)?;
+            ok.then_some(Action::Status(status))
+        }
+        _ => {
+            let status = code(r, v.status.as_ref(), table.clone(), &f("status"), &REDIRECTS, Some(302))?;
+            let Some(location) = &v.location else {
+                r.invalid(
+                    table,
+                    f("location"),
+                    "action = \"redirect\" needs location, e.g. location = \
+                     \"https://kc.example.com/realms/main/account\"",
+                );
+                return None;
+            };
+            let l = location.get_ref();
+            let fine = (l.starts_with('/') && !l.starts_with("//"))
+                || l.starts_with("https://")
+                || l.starts_with("http://");
+            if !fine || l.bytes().any(|b| !(0x21..0x7f).contains(&b)) {
+                r.invalid(
+                    location.span(),
+                    f("location"),
+                    format!(
+                        "\"{l}\" is not a redirect target; write an absolute URL \
+                         (\"https://kc.example.com/realms/main\") or a path from the root \
+                         (\"/realms/main\"), without spaces, percent-encoding anything else"
+                    ),
+                );
+                return None;
+            }
+            ok.then(|| Action::Redirect {
+                status,
+                location: l.clone(),
+            })
+        }
+    }
+}
+
+/// A status among `allowed`, or `default` when left out.
+fn code(
+    r: &mut Report,
+    v: Option<&Spanned<i64>>,
+    table: std::ops::Range<usize>,
+    field: &str,
+    allowed: &[i64],
+    default: Option<u16>,
+) -> Option<u16> {
+    let list = allowed
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ");
+    match v {
+        None => {
+            if default.is_none() {
+                r.invalid(table, field, format!("is needed: one of {list}"));
+            }
+            default
+        }
+        Some(s) if allowed.contains(s.get_ref()) => u16::try_from(*s.get_ref()).ok(),
+        Some(s) => {
+            r.invalid(
+                s.span(),
+                field,
+                format!("{} is not one of {list}", s.get_ref()),
+            );
+            None
+        }
+    }
+}
