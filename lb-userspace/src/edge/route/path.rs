@@ -5,7 +5,7 @@
 //! | Input | Result |
 //! |---|---|
 //! | `%XX` of an unreserved character (`A-Z a-z 0-9 - . _ ~`), hex in either case | decoded (`/%72ealms` = `/realms`, `%2e%2E` = `..`) |
-//! | `%XX` of any other byte | kept, hex upper-cased (`%c3%a9` = `%C3%A9`); decoded once only, so `%252e` stays `%252E` |
+//! | `%XX` of any other byte | kept, hex upper-cased (`%c3%a9` = `%C3%A9`); decoded once only, so `%252e` stays `%252e` |
 //! | `%2F`, `%5C` (encoded `/` and `\`) | 400: backends disagree on whether it splits a segment |
 //! | `%00`-`%1F`, `%7F` | 400 |
 //! | `%` not followed by two hex digits | 400 |

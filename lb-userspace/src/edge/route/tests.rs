@@ -62,7 +62,7 @@ fn normal_forms() {
         ("/%72ealms", "/realms"),
         ("/%7e%7E%2D%5f", "/~~-_"),
         ("/realms/%c3%a9", "/realms/%C3%A9"),
-        ("/realms/%252e%252e", "/realms/%252E%252E"),
+        ("/realms/%252e%252e", "/realms/%252e%252e"),
         ("/realms/%3b", "/realms/%3B"),
         ("/Realms", "/Realms"),
     ];
