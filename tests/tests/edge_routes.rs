@@ -61,7 +61,9 @@ fn request_line(body: &str) -> &str {
 
 /// Spellings of Keycloak's hidden paths, each sent as written, and sluice's answer: none of
 /// them may reach a backend.
-const BYPASS: [(&str, u16); 17] = [
+const BYPASS: [(&str, u16); 19] = [
+    ("//admin/", 404),
+    ("/realms//../admin/", 404),
     ("/admin/master/console/", 404),
     ("/admin", 404),
     ("/metrics", 404),
