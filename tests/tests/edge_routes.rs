@@ -9,6 +9,8 @@
 //!
 //! Needs root. Run with `cargo test -p sluice-tests --test edge_routes -- --test-threads=1`.
 
+#![allow(clippy::float_cmp)] // every metric compared is a small integer count, exact in f64
+
 use std::net::SocketAddr;
 
 use sluice_tests::{
@@ -90,7 +92,10 @@ fn keycloak_preset_exposes_only_public_paths_and_no_spelling_reaches_the_rest() 
     for http in HTTP {
         let exposed = [
             ("/realms/main/account?x=1", "/realms/main/account?x=1"),
-            ("/resources/abc/login/style.css", "/resources/abc/login/style.css"),
+            (
+                "/resources/abc/login/style.css",
+                "/resources/abc/login/style.css",
+            ),
             (
                 "/.well-known/openid-configuration",
                 "/.well-known/openid-configuration",
@@ -180,7 +185,11 @@ fn routes_strip_prefixes_redirect_answer_and_refuse_in_order() {
             let (code, body) = lab.fetch(edge4(), outside, &[http]);
             assert_eq!(code, 404, "{http} {outside}: {body}");
         }
-        assert_eq!(backend_requests(&lab), sent, "{http}: an answered request reached a backend");
+        assert_eq!(
+            backend_requests(&lab),
+            sent,
+            "{http}: an answered request reached a backend"
+        );
     }
     assert_eq!(route_hits(&lab, "auth"), 4.0);
     assert_eq!(route_hits(&lab, "old"), 2.0);
@@ -229,10 +238,7 @@ fn pipelined_requests_and_upgrades_are_routed_one_by_one() {
         .client()
         .run(&["sh", "-c", &script])
         .expect("openssl s_client");
-    let statuses: Vec<&str> = out
-        .lines()
-        .filter(|l| l.starts_with("HTTP/1.1 "))
-        .collect();
+    let statuses: Vec<&str> = out.lines().filter(|l| l.starts_with("HTTP/1.1 ")).collect();
     assert_eq!(
         statuses.len(),
         3,

@@ -201,10 +201,24 @@ pub(super) fn routes(
         .map(|(i, route)| one(r, i, route, &field(&format!("route[{i}]"))))
         .collect();
     let checked: Vec<Route> = checked.into_iter().collect::<Option<_>>()?;
+    in_order(r, listed.get_ref(), checked, field)
+}
+
+/// `checked` (the routes of `listed`) when none is shadowed by an earlier one and no name is
+/// used twice.
+fn in_order(
+    r: &mut Report,
+    listed: &[Spanned<raw::Route>],
+    checked: Vec<Route>,
+    field: &dyn Fn(&str) -> String,
+) -> Option<Vec<Route>> {
     let mut ok = true;
     for (j, later) in checked.iter().enumerate() {
-        let raw = listed.get_ref()[j].get_ref();
-        if let Some(i) = checked[..j].iter().position(|earlier| shadows(earlier, later)) {
+        let raw = listed[j].get_ref();
+        if let Some(i) = checked[..j]
+            .iter()
+            .position(|earlier| shadows(earlier, later))
+        {
             r.invalid(
                 raw.path.span(),
                 field(&format!("route[{j}].path")),
@@ -256,46 +270,46 @@ fn parse_prefix(r: &mut Report, v: &Spanned<String>, field: &str) -> Option<Path
     }
 }
 
-fn one(r: &mut Report, i: usize, route: &Spanned<raw::Route>, field: &str) -> Option<Route> {
-    let v = route.get_ref();
+fn one(r: &mut Report, index: usize, route: &Spanned<raw::Route>, field: &str) -> Option<Route> {
+    let spec = route.get_ref();
     let f = |key: &str| format!("{field}.{key}");
-    let name = match &v.name {
+    let name = match &spec.name {
         Some(n) => name(r, n, &f("name")),
-        None => Some(format!("route{i}")),
+        None => Some(format!("route{index}")),
     };
-    let path = match v.path.get_ref().as_str() {
+    let path = match spec.path.get_ref().as_str() {
         "/" => Some(RoutePath::All),
-        _ => match v.path.get_ref().parse::<PathPrefix>() {
+        _ => match spec.path.get_ref().parse::<PathPrefix>() {
             Ok(p) => Some(RoutePath::Under(p)),
             // A route's "/" is every path; the prefix rules' other refusals stand.
             Err(path_prefix::Error::TrailingSlash) => {
                 r.invalid(
-                    v.path.span(),
+                    spec.path.span(),
                     f("path"),
                     format!(
                         "\"{}\" ends with '/'; leave that off (\"{}\" matches itself and every \
                          path below it)",
-                        v.path.get_ref(),
-                        v.path.get_ref().trim_end_matches('/')
+                        spec.path.get_ref(),
+                        spec.path.get_ref().trim_end_matches('/')
                     ),
                 );
                 None
             }
             Err(error) => {
                 r.invalid(
-                    v.path.span(),
+                    spec.path.span(),
                     f("path"),
-                    format!("\"{}\" {error}", v.path.get_ref()),
+                    format!("\"{}\" {error}", spec.path.get_ref()),
                 );
                 None
             }
         },
     };
-    let host = match &v.host {
+    let host = match &spec.host {
         Some(h) => host(r, h, &f("host")).map(Some),
         None => Some(None),
     };
-    let action = action::action(r, v, route.span(), path.as_ref(), &f);
+    let action = action::action(r, spec, route.span(), path.as_ref(), &f);
     Some(Route {
         name: name?,
         path: path?,
@@ -308,8 +322,7 @@ fn name(r: &mut Report, v: &Spanned<String>, field: &str) -> Option<String> {
     let n = v.get_ref();
     let fine = !n.is_empty()
         && n.len() <= 64
-        && n
-            .chars()
+        && n.chars()
             .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
     if fine {
         return Some(n.clone());

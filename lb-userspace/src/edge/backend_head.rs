@@ -115,9 +115,9 @@ pub fn rewrite(parts: &mut request::Parts, v: &Vouched<'_>) -> Result<bool, NotF
     }
     // The normalised path the route matched (a valid origin-form target: normalising only
     // removes, decodes unreserved characters or upper-cases hex).
-    parts.uri = target
-        .parse::<Uri>()
-        .map_err(|_| NotForwarded::Unrouted(Unrouted::BadPath(super::route::BadPath::NotAbsolute)))?;
+    parts.uri = target.parse::<Uri>().map_err(|_| {
+        NotForwarded::Unrouted(Unrouted::BadPath(super::route::BadPath::NotAbsolute))
+    })?;
     parts.version = Version::HTTP_11;
     Ok(upgrade)
 }

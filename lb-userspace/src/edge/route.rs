@@ -136,7 +136,10 @@ impl Table {
                         status: status(*code),
                         location: None,
                     },
-                    Action::Redirect { status: code, location } => Do::Answer {
+                    Action::Redirect {
+                        status: code,
+                        location,
+                    } => Do::Answer {
                         status: status(*code),
                         // Config admits visible ASCII only, which is always a header value.
                         location: HeaderValue::from_str(location).ok(),
@@ -167,7 +170,9 @@ impl Table {
             .routes
             .iter()
             .find(|r| {
-                r.host.as_deref().is_none_or(|h| h.eq_ignore_ascii_case(host))
+                r.host
+                    .as_deref()
+                    .is_none_or(|h| h.eq_ignore_ascii_case(host))
                     && covers(&r.path, &path)
             })
             .ok_or(Unrouted::NoRoute)?;
@@ -186,7 +191,9 @@ impl Table {
                     None => path.as_str(),
                 };
                 let mut target = String::with_capacity(
-                    add.as_ref().map_or(0, String::len) + rest.len() + uri.query().map_or(0, |q| q.len() + 1),
+                    add.as_ref().map_or(0, String::len)
+                        + rest.len()
+                        + uri.query().map_or(0, |q| q.len() + 1),
                 );
                 if let Some(add) = add {
                     target.push_str(add);
@@ -215,7 +222,7 @@ fn covers(route: &RoutePath, path: &str) -> bool {
     }
 }
 
-/// The host of a `host[:port]` authority (request_head checked its form), without a trailing
+/// The host of a `host[:port]` authority (`request_head` checked its form), without a trailing
 /// dot.
 fn host_name(authority: &str) -> &str {
     let host = match authority.strip_prefix('[') {

@@ -124,7 +124,6 @@ impl Conn {
         cert_headers: Result<Vec<(HeaderName, HeaderValue)>, String>,
         own_authority: String,
         public_port: u16,
-        sni: Option<String>,
     ) -> Conn {
         let mut conn = Conn {
             listener,
@@ -135,7 +134,7 @@ impl Conn {
             own_authority,
             public_port,
             untrusted: None,
-            sni,
+            sni: None,
         };
         conn.untrusted = Untrusted::for_connection(&conn.listener.forwarded, &conn.hop());
         conn
@@ -286,7 +285,6 @@ async fn connection(
             cert_headers(&listener, None),
             request_head::own_authority(None, reached, false),
             public_port,
-            None,
         ));
         return http(stream, conn, false).await;
     };
@@ -301,7 +299,7 @@ async fn connection(
     listener.stats.handshake_ok(chain.is_some());
     let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
     let server_name = stream.get_ref().1.server_name();
-    let conn = Arc::new(Conn::new(
+    let mut conn = Conn::new(
         Arc::clone(&listener),
         peer,
         origin(client, local),
@@ -309,9 +307,9 @@ async fn connection(
         cert_headers(&listener, chain.as_ref()),
         request_head::own_authority(server_name, reached, true),
         public_port,
-        server_name.map(str::to_owned),
-    ));
-    http(stream, conn, h2).await
+    );
+    conn.sni = server_name.map(str::to_owned);
+    http(stream, Arc::new(conn), h2).await
 }
 
 fn origin(client: SocketAddr, local: SocketAddr) -> Origin {
@@ -450,7 +448,10 @@ async fn handle(req: Request<Incoming>, conn: &Conn) -> Response<Body> {
             l.stats.unrouted(unrouted);
             return status(unrouted.status());
         }
-        Err(NotForwarded::Answer { status: code, location }) => {
+        Err(NotForwarded::Answer {
+            status: code,
+            location,
+        }) => {
             let mut resp = status(code);
             if let Some(location) = location {
                 resp.headers_mut().insert(header::LOCATION, location);

@@ -549,7 +549,11 @@ fn encode_exposes_backend_connections_opened_and_reused() {
 #[allow(clippy::float_cmp)] // every value is a small integer, exact in f64
 fn encode_exposes_requests_by_route_and_unrouted_outcome() {
     let s = parse(&encode(&snapshot()).unwrap());
-    for (edge, route, n) in [("idp", "realms", 8.0), ("idp", "admin", 2.0), ("plain", "all", 0.0)] {
+    for (edge, route, n) in [
+        ("idp", "realms", 8.0),
+        ("idp", "admin", 2.0),
+        ("plain", "all", 0.0),
+    ] {
         let labels = [("edge", edge), ("route", route)];
         assert_eq!(
             value(&s, "sluice_edge_route_requests_total", &labels),

@@ -85,39 +85,54 @@ pub(super) fn action(
             let status = code(r, v.status.as_ref(), table, &f("status"), &STATUSES, None)?;
             ok.then_some(Action::Status(status))
         }
-        _ => {
-            let status = code(r, v.status.as_ref(), table.clone(), &f("status"), &REDIRECTS, Some(302))?;
-            let Some(location) = &v.location else {
-                r.invalid(
-                    table,
-                    f("location"),
-                    "action = \"redirect\" needs location, e.g. location = \
-                     \"https://kc.example.com/realms/main/account\"",
-                );
-                return None;
-            };
-            let l = location.get_ref();
-            let fine = (l.starts_with('/') && !l.starts_with("//"))
-                || l.starts_with("https://")
-                || l.starts_with("http://");
-            if !fine || l.bytes().any(|b| !(0x21..0x7f).contains(&b)) {
-                r.invalid(
-                    location.span(),
-                    f("location"),
-                    format!(
-                        "\"{l}\" is not a redirect target; write an absolute URL \
-                         (\"https://kc.example.com/realms/main\") or a path from the root \
-                         (\"/realms/main\"), without spaces, percent-encoding anything else"
-                    ),
-                );
-                return None;
-            }
-            ok.then(|| Action::Redirect {
-                status,
-                location: l.clone(),
-            })
-        }
+        _ => redirect(r, v, table, f).filter(|_| ok),
     }
+}
+
+/// `status` (default 302) and `location` of a redirect.
+fn redirect(
+    r: &mut Report,
+    v: &raw::Route,
+    table: std::ops::Range<usize>,
+    f: &dyn Fn(&str) -> String,
+) -> Option<Action> {
+    let status = code(
+        r,
+        v.status.as_ref(),
+        table.clone(),
+        &f("status"),
+        &REDIRECTS,
+        Some(302),
+    )?;
+    let Some(location) = &v.location else {
+        r.invalid(
+            table,
+            f("location"),
+            "action = \"redirect\" needs location, e.g. location = \
+             \"https://kc.example.com/realms/main/account\"",
+        );
+        return None;
+    };
+    let l = location.get_ref();
+    let fine = (l.starts_with('/') && !l.starts_with("//"))
+        || l.starts_with("https://")
+        || l.starts_with("http://");
+    if !fine || l.bytes().any(|b| !(0x21..0x7f).contains(&b)) {
+        r.invalid(
+            location.span(),
+            f("location"),
+            format!(
+                "\"{l}\" is not a redirect target; write an absolute URL \
+                 (\"https://kc.example.com/realms/main\") or a path from the root \
+                 (\"/realms/main\"), visible ASCII only (percent-encode the rest)"
+            ),
+        );
+        return None;
+    }
+    Some(Action::Redirect {
+        status,
+        location: l.clone(),
+    })
 }
 
 /// A status among `allowed`, or `default` when left out.

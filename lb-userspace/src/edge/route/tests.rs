@@ -119,7 +119,10 @@ fn bypass_attempts_against_the_keycloak_preset() {
             To("/.well-known/openid-configuration"),
         ),
         ("/%2e%77ell-known/x", To("/.well-known/x")),
-        ("/realms/x?redirect=/admin/", To("/realms/x?redirect=/admin/")),
+        (
+            "/realms/x?redirect=/admin/",
+            To("/realms/x?redirect=/admin/"),
+        ),
         ("/admin/master/console/", NotFound),
         ("/admin", NotFound),
         ("/metrics", NotFound),
@@ -190,8 +193,14 @@ fn prefixes_match_whole_segments_and_are_stripped_and_added() {
     ]);
     assert_eq!(decide(&t, "/auth").as_deref(), Ok("/"));
     assert_eq!(decide(&t, "/auth/").as_deref(), Ok("/"));
-    assert_eq!(decide(&t, "/auth/realms/x?y=1").as_deref(), Ok("/realms/x?y=1"));
-    assert_eq!(decide(&t, "/auth/../authx").as_deref(), Err(&Unrouted::NoRoute));
+    assert_eq!(
+        decide(&t, "/auth/realms/x?y=1").as_deref(),
+        Ok("/realms/x?y=1")
+    );
+    assert_eq!(
+        decide(&t, "/auth/../authx").as_deref(),
+        Err(&Unrouted::NoRoute)
+    );
     assert_eq!(decide(&t, "/authx").as_deref(), Err(&Unrouted::NoRoute));
     assert_eq!(decide(&t, "/app/x").as_deref(), Ok("/kc/x"));
     assert_eq!(decide(&t, "/old/x").as_deref(), Ok("answer 403"));
