@@ -11,7 +11,7 @@ use arbitrary::Arbitrary;
 use hyper::header::{HeaderMap, HeaderName, HeaderValue};
 use ipnet::IpNet;
 use lb_userspace::config::forwarded::{managed, Style};
-use lb_userspace::edge::forwarded::{apply, node, Hop, Policy};
+use lb_userspace::edge::forwarded::{apply, node, route_prefix, Hop, Policy};
 
 #[derive(Arbitrary, Debug)]
 pub struct Input {
@@ -84,7 +84,6 @@ pub fn check(input: &Input) {
     let policy = Policy {
         styles,
         trusted_proxies,
-        prefix: input.prefix.clone(),
     };
     let proto = if input.https { "https" } else { "http" };
     let hop = Hop {
@@ -103,6 +102,10 @@ pub fn check(input: &Input) {
     }
     let before = headers.clone();
     apply(&mut headers, &policy, &hop, input.host.as_deref());
+    // As the listener does for a route that strips a prefix.
+    if let Some(prefix) = &input.prefix {
+        route_prefix(&mut headers, &policy, prefix);
+    }
 
     let in_list = |ip: IpAddr| {
         let ip = ip.to_canonical();

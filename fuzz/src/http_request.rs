@@ -139,7 +139,6 @@ pub fn check(data: &[u8]) {
         } else {
             Vec::new()
         },
-        prefix: None,
     };
     let hop = Hop {
         peer,

@@ -249,8 +249,6 @@ fn start_edges(core: &Arc<Core>, prepared: Vec<PreparedEdge>) -> Vec<Edge> {
             forwarded: Policy {
                 styles: e.forwarded_headers.clone(),
                 trusted_proxies: e.trusted_proxies.clone(),
-                // Each route that strips a prefix names it (`edge::route`).
-                prefix: None,
             },
             routes: Table::new(&e.routes, |name| stats.route(name)),
             pool: Arc::clone(&inner.pools[&e.pool]),

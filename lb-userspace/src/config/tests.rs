@@ -2,6 +2,7 @@
 //! file; broken configs are in `broken`.
 
 mod broken;
+mod routes;
 
 use std::{net::IpAddr, path::Path, time::Duration};
 

@@ -194,6 +194,15 @@ mod tests {
     }
 
     #[test]
+    fn a_changed_route_table_is_refused_as_a_whole() {
+        let old = config();
+        let mut new = old.clone();
+        new.edges[1].routes = crate::config::route::Preset::Keycloak.routes();
+        let e = restart_only(&old, &new).unwrap_err().to_string();
+        assert!(e.starts_with("edge[1].route changed"), "{e}");
+    }
+
+    #[test]
     fn listeners_added_or_removed_are_named() {
         let old = config();
         let mut new = old.clone();

@@ -19,7 +19,7 @@
 //! | `Forwarded` | one element for this hop | incoming elements kept (several lines merged into one list, in order) and this hop's element appended |
 //! | `X-Forwarded-For` | the client address | incoming list kept, `, <client>` appended |
 //! | `X-Forwarded-Proto` / `-Host` / `-Port` | set from this hop | kept **as a group**: if the peer sent any of the three, all three are passed on exactly as the peer sent them (absent ones stay absent); if it sent none, all three are set from this hop |
-//! | `X-Forwarded-Prefix` | the configured prefix, else absent | no prefix configured: kept as sent; prefix configured: the peer's single prefix joined with ours (`/a` + `/b` = `/a/b`), or ours alone if the peer's value is absent or not one plain path |
+//! | `X-Forwarded-Prefix` | the prefix the request's route strips, else absent | the route strips none: kept as sent; it strips one: the peer's single prefix joined with ours (`/a` + `/b` = `/a/b`), or ours alone if the peer's value is absent or not one plain path ([`route_prefix`], after [`apply`]) |
 //! | `X-Real-IP` | the client address | kept if the peer sent exactly one IP address; otherwise the rightmost address of `X-Forwarded-For` + client that is not a trusted proxy |
 //!
 //! Why the group rule for proto/host/port: the first hop saw the URL the user typed, so its view
@@ -81,8 +81,6 @@ pub struct Policy {
     pub styles: Vec<Style>,
     /// TCP peers whose forwarding headers are believed and extended.
     pub trusted_proxies: Vec<IpNet>,
-    /// The path prefix stripped before the backend, sent as `X-Forwarded-Prefix`.
-    pub prefix: Option<String>,
 }
 
 impl Policy {
@@ -193,13 +191,9 @@ pub fn apply(headers: &mut HeaderMap, policy: &Policy, hop: &Hop, host: Option<&
             );
         }
 
-        match (&policy.prefix, incoming(X_FORWARDED_PREFIX)) {
-            (None, theirs) => {
-                for value in theirs {
-                    headers.append(managed()[X_FORWARDED_PREFIX].clone(), value.clone());
-                }
-            }
-            (Some(ours), theirs) => put_prefix(headers, theirs, ours),
+        // Kept as sent: a route that strips a prefix joins ours to it (`route_prefix`).
+        for value in incoming(X_FORWARDED_PREFIX) {
+            headers.append(managed()[X_FORWARDED_PREFIX].clone(), value.clone());
         }
 
         let real = match incoming(X_REAL_IP) {
@@ -212,8 +206,8 @@ pub fn apply(headers: &mut HeaderMap, policy: &Policy, hop: &Hop, host: Option<&
 }
 
 /// `X-Forwarded-Prefix` for a request whose route strips `ours`, once [`apply`] or
-/// [`Untrusted::apply`] ran under a policy without a prefix of its own: the copies they left
-/// (a trusted peer's; an untrusted one's are gone) are joined with ours as `apply` joins them.
+/// [`Untrusted::apply`] ran: the copies they left (a trusted peer's; an untrusted one's are
+/// gone) are replaced by ours joined to the peer's single plain prefix, or by ours alone.
 pub fn route_prefix(headers: &mut HeaderMap, policy: &Policy, ours: &str) {
     if !policy.writes(Style::XForwarded) {
         return;
@@ -221,12 +215,7 @@ pub fn route_prefix(headers: &mut HeaderMap, policy: &Policy, ours: &str) {
     let name = &managed()[X_FORWARDED_PREFIX];
     let theirs: Vec<HeaderValue> = headers.get_all(name).iter().cloned().collect();
     headers.remove(name);
-    put_prefix(headers, &theirs, ours);
-}
-
-/// Ours joined to the peer's single plain prefix, or ours alone.
-fn put_prefix(headers: &mut HeaderMap, theirs: &[HeaderValue], ours: &str) {
-    match theirs {
+    match theirs.as_slice() {
         [theirs] if is_plain_prefix(theirs.as_bytes()) => {
             let joined = join_prefix(theirs.as_bytes(), ours.as_bytes());
             insert(headers, X_FORWARDED_PREFIX, &joined);
@@ -248,7 +237,6 @@ pub struct Untrusted {
     x_forwarded_for: Option<HeaderValue>,
     x_forwarded_proto: Option<HeaderValue>,
     x_forwarded_port: Option<HeaderValue>,
-    x_forwarded_prefix: Option<HeaderValue>,
     x_real_ip: Option<HeaderValue>,
 }
 
@@ -285,7 +273,6 @@ impl Untrusted {
                 .then(|| value(hop.proto.as_bytes()))
                 .flatten(),
             x_forwarded_port: value(hop.listener_port.to_string().as_bytes()),
-            x_forwarded_prefix: policy.prefix.as_ref().and_then(|p| value(p.as_bytes())),
             // An untrusted client's own address (see `real_ip`).
             x_real_ip: value(ip.as_bytes()),
         }
@@ -325,7 +312,6 @@ impl Untrusted {
             insert(headers, X_FORWARDED_HOST, host.as_bytes());
         }
         put(headers, X_FORWARDED_PORT, &self.x_forwarded_port);
-        put(headers, X_FORWARDED_PREFIX, &self.x_forwarded_prefix);
         put(headers, X_REAL_IP, &self.x_real_ip);
     }
 }

@@ -70,7 +70,7 @@ pub struct Listener {
     pub names: Names,
     /// What of a verified client certificate's path the chain headers carry.
     pub chain: ChainSettings,
-    /// `forwarded.prefix` is `None`: each route that strips a prefix names it itself.
+    /// Which forwarded headers are written, and whose are believed.
     pub forwarded: Policy,
     /// Which requests are proxied, where, and which sluice answers itself.
     pub routes: Table,

@@ -498,11 +498,10 @@ const CASES: &[Case] = &[
     },
 ];
 
-fn policy(styles: &[Style], prefix: Option<&str>) -> Policy {
+fn policy(styles: &[Style]) -> Policy {
     Policy {
         styles: styles.to_vec(),
         trusted_proxies: TRUSTED.iter().map(|n| n.parse().unwrap()).collect(),
-        prefix: prefix.map(str::to_owned),
     }
 }
 
@@ -537,12 +536,12 @@ fn table() {
             by: case.by.map(|b| b.parse().unwrap()),
         };
         let mut headers = header_map(case.incoming);
-        apply(
-            &mut headers,
-            &policy(case.styles, case.prefix),
-            &hop,
-            case.host,
-        );
+        let policy = policy(case.styles);
+        apply(&mut headers, &policy, &hop, case.host);
+        // As the listener does for a route that strips `prefix`.
+        if let Some(prefix) = case.prefix {
+            route_prefix(&mut headers, &policy, prefix);
+        }
         for name in managed() {
             let want: Vec<&str> = case
                 .expect
@@ -662,7 +661,7 @@ fn long_chains_drop_the_oldest_elements() {
     headers.insert("forwarded", HeaderValue::from_str(&fwd.join(",")).unwrap());
     apply(
         &mut headers,
-        &policy(BOTH, None),
+        &policy(BOTH),
         &trusted_hop(),
         Some("example.com"),
     );
@@ -691,7 +690,7 @@ fn an_element_longer_than_the_limit_is_dropped() {
     let mut headers = header_map(&[("forwarded", "for=192.0.2.1")]);
     headers.append("forwarded", HeaderValue::from_str(&huge).unwrap());
     headers.append("forwarded", HeaderValue::from_static("for=192.0.2.2"));
-    apply(&mut headers, &policy(FWD_ONLY, None), &trusted_hop(), None);
+    apply(&mut headers, &policy(FWD_ONLY), &trusted_hop(), None);
     assert_eq!(
         values(&headers, "forwarded"),
         [r#"for=192.0.2.2, for="10.0.0.2:40000";proto=https"#]
@@ -743,7 +742,7 @@ fn arbitrary_values_never_break_our_element() {
         state ^= state << 17;
         state
     };
-    let policy = policy(BOTH, Some("/p"));
+    let policy = policy(BOTH);
     for round in 0..2000 {
         let mut headers = HeaderMap::new();
         for name in managed() {
@@ -765,6 +764,7 @@ fn arbitrary_values_never_break_our_element() {
             hop.peer = "[2001:db8::1]:4711".parse().unwrap();
         }
         apply(&mut headers, &policy, &hop, Some("h\"o\\st"));
+        route_prefix(&mut headers, &policy, "/p");
         for value in headers.values() {
             assert!(
                 !value
