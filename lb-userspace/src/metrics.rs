@@ -122,19 +122,17 @@ fn register_daemon(registry: &mut Registry, snapshot: &Snapshot) {
             "Live conntrack entries at the end of the last walk (what backend_flows counts)",
             entries,
         );
-        let took = Gauge::<f64, AtomicU64>::default();
-        took.set(walk.took_seconds);
-        registry.register(
+        seconds(
+            registry,
             "conntrack_walk_duration_seconds",
             "How long the last conntrack walk took (walks are paced to about 0.5 % of a core)",
-            took,
+            walk.took_seconds,
         );
-        let age = Gauge::<f64, AtomicU64>::default();
-        age.set(walk.age_seconds);
-        registry.register(
+        seconds(
+            registry,
             "conntrack_walk_age_seconds",
             "How long ago the last conntrack walk ended: the age of backend_flows",
-            age,
+            walk.age_seconds,
         );
     }
 
@@ -353,6 +351,13 @@ fn counters<S>(
         family.get_or_create(&labels).inc_by(value);
     }
     registry.register(name, help, family);
+}
+
+/// Registers one gauge holding a duration or age in seconds.
+fn seconds(registry: &mut Registry, name: &str, help: &str, value: f64) {
+    let gauge = Gauge::<f64, AtomicU64>::default();
+    gauge.set(value);
+    registry.register(name, help, gauge);
 }
 
 /// Registers a gauge family holding `samples`.
