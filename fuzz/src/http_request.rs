@@ -66,6 +66,7 @@ fn routes() -> &'static Table {
             action: Action::Proxy {
                 strip_prefix: false,
                 add_prefix: None,
+                affinity: None,
             },
         };
         Table::new(&[all], |_| std::sync::Arc::default())
@@ -160,7 +161,7 @@ pub fn check(data: &[u8]) {
         sni: None,
     };
     let websocket = match rewrite(&mut parts, &vouched) {
-        Ok(websocket) => websocket,
+        Ok(forward) => forward.websocket,
         Err(NotForwarded::Refused(_) | NotForwarded::Unrouted(_)) => return,
         Err(other) => panic!("forwarded nothing for an unexpected reason: {other:?}"),
     };

@@ -8,6 +8,7 @@
 //! Every table and key added since the first release (`[[edge]]`, per-VIP `proxy_protocol`, ...)
 //! is optional with a default, so an older file keeps its meaning.
 
+pub mod affinity;
 mod cert_chain;
 mod cert_names;
 pub mod client_cert;

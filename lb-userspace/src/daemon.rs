@@ -250,7 +250,11 @@ fn start_edges(core: &Arc<Core>, prepared: Vec<PreparedEdge>) -> Vec<Edge> {
                 styles: e.forwarded_headers.clone(),
                 trusted_proxies: e.trusted_proxies.clone(),
             },
-            routes: Table::new(&e.routes, |name| stats.route(name)),
+            routes: Table::counted(
+                &e.routes,
+                |name| stats.route(name),
+                |name| stats.affinity(name),
+            ),
             pool: Arc::clone(&inner.pools[&e.pool]),
             upstream,
             proxy_protocol: e.proxy_protocol,

@@ -6,6 +6,7 @@
 //! backend table the daemon hands to [`pool::Pool::update`] (plain addresses): it imports
 //! nothing of the dataplane (`tests/module_graph.rs` checks this).
 
+pub mod affinity;
 pub mod backend_head;
 pub mod body_guard;
 pub mod client_cert;

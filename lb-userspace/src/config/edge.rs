@@ -185,7 +185,7 @@ fn edge(
         &field("send_proxy_protocol"),
         &[("off", SendProxy::Off), ("v2", SendProxy::V2)],
     );
-    let routes = route::routes(r, e, table.span(), &field);
+    let routes = route::routes(r, e, table.span(), pool, &field);
     let (connect_timeout, response_timeout) = timeouts(r, e, &field);
     let (client_limits, max_connections) = clients(r, e, &field);
     let tls = match &e.tls {

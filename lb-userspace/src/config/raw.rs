@@ -169,6 +169,20 @@ pub struct Route {
     pub status: Option<Spanned<i64>>,
     /// `redirect` only: the `Location` sent.
     pub location: Option<Spanned<String>>,
+    /// `proxy` only: which backend a client session stays on (see `Affinity`).
+    pub affinity: Option<Spanned<Affinity>>,
+}
+
+/// A proxy route's `affinity = { mode = ..., ... }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Affinity {
+    /// `auth-session-route` (Keycloak's `AUTH_SESSION_ID` route suffix) or `cookie-hash`.
+    pub mode: Spanned<String>,
+    /// `auth-session-route`: Keycloak route name → backend address of the pool.
+    pub routes: Option<Spanned<std::collections::BTreeMap<String, Spanned<String>>>>,
+    /// `cookie-hash`: the cookie whose value is hashed onto the pool.
+    pub cookie: Option<Spanned<String>>,
 }
 
 /// Each value is the exact setting of the Keycloak provider of that format

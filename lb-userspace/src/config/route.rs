@@ -14,10 +14,11 @@ mod action;
 use toml::Spanned;
 
 use super::{
+    affinity::Affinity,
     errors::{written_or, Report},
     fields,
     path_prefix::{self, PathPrefix},
-    raw,
+    raw, Vip,
 };
 
 /// One route, checked.
@@ -70,6 +71,9 @@ pub enum Action {
     Proxy {
         strip_prefix: bool,
         add_prefix: Option<PathPrefix>,
+        /// Which backend a client session stays on; `None`: the pool's choice by client
+        /// address.
+        affinity: Option<Affinity>,
     },
     /// sluice answers with this status (403 or 404); the backend never sees the request.
     Status(u16),
@@ -117,6 +121,7 @@ impl Preset {
                     action: Action::Proxy {
                         strip_prefix: false,
                         add_prefix: None,
+                        affinity: None,
                     },
                 })
             })
@@ -129,6 +134,7 @@ pub(super) fn routes(
     r: &mut Report,
     e: &raw::Edge,
     table: std::ops::Range<usize>,
+    pool: Option<&Vip>,
     field: &dyn Fn(&str) -> String,
 ) -> Option<Vec<Route>> {
     let listed = e.routes.as_ref();
@@ -171,6 +177,7 @@ pub(super) fn routes(
             action: Action::Proxy {
                 strip_prefix: true,
                 add_prefix: None,
+                affinity: None,
             },
         }]);
     }
@@ -182,6 +189,7 @@ pub(super) fn routes(
             action: Action::Proxy {
                 strip_prefix: false,
                 add_prefix: None,
+                affinity: None,
             },
         }]);
     };
@@ -198,7 +206,7 @@ pub(super) fn routes(
         .get_ref()
         .iter()
         .enumerate()
-        .map(|(i, route)| one(r, i, route, &field(&format!("route[{i}]"))))
+        .map(|(i, route)| one(r, i, route, pool, &field(&format!("route[{i}]"))))
         .collect();
     let checked: Vec<Route> = checked.into_iter().collect::<Option<_>>()?;
     in_order(r, listed.get_ref(), checked, field)
@@ -270,7 +278,13 @@ fn parse_prefix(r: &mut Report, v: &Spanned<String>, field: &str) -> Option<Path
     }
 }
 
-fn one(r: &mut Report, index: usize, route: &Spanned<raw::Route>, field: &str) -> Option<Route> {
+fn one(
+    r: &mut Report,
+    index: usize,
+    route: &Spanned<raw::Route>,
+    pool: Option<&Vip>,
+    field: &str,
+) -> Option<Route> {
     let spec = route.get_ref();
     let f = |key: &str| format!("{field}.{key}");
     let name = match &spec.name {
@@ -309,7 +323,7 @@ fn one(r: &mut Report, index: usize, route: &Spanned<raw::Route>, field: &str) -
         Some(h) => host(r, h, &f("host")).map(Some),
         None => Some(None),
     };
-    let action = action::action(r, spec, route.span(), path.as_ref(), &f);
+    let action = action::action(r, spec, route.span(), path.as_ref(), pool, &f);
     Some(Route {
         name: name?,
         path: path?,

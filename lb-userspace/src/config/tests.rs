@@ -375,7 +375,8 @@ fn edge_names_prefix_and_timeouts_default() {
         e.routes[0].action,
         Action::Proxy {
             strip_prefix: false,
-            add_prefix: None
+            add_prefix: None,
+            affinity: None
         }
     );
     assert_eq!(e.connect_timeout, Duration::from_secs(2));
@@ -418,7 +419,8 @@ fn edge_names_prefix_and_timeouts_as_written() {
         e.routes[0].action,
         Action::Proxy {
             strip_prefix: true,
-            add_prefix: None
+            add_prefix: None,
+            affinity: None
         }
     );
     assert_eq!(e.connect_timeout, Duration::from_millis(500));

@@ -155,6 +155,17 @@ impl Dataplane {
         )
     }
 
+    /// The backends of `vip` that are up or draining (a session may stay on them).
+    pub fn pool_sessions(&self, vip: &str) -> Vec<IpAddr> {
+        self.state.vips.get(vip).map_or_else(Vec::new, |v| {
+            v.backends
+                .iter()
+                .filter(|b| b.state != lb_common::BACKEND_DOWN)
+                .map(|b| b.address)
+                .collect()
+        })
+    }
+
     /// Kernel id of a backend (what conntrack entries and `flow_backend` name).
     pub fn backend_id(&self, vip: &str, backend: IpAddr) -> Option<u32> {
         self.state.backend(vip, backend).map(|b| b.id)

@@ -10,6 +10,7 @@ use hyper::{
 };
 
 use super::{
+    affinity::Sticky,
     forwarded::{self, Hop, Policy, Untrusted},
     managed::Managed,
     request_head::{self, Refused},
@@ -52,9 +53,20 @@ pub enum NotForwarded {
     CertHeaders(String),
 }
 
-/// Rewrites `parts` (a client's request head) into the backend's. Returns whether it is a
-/// WebSocket upgrade (the only upgrade forwarded).
-pub fn rewrite(parts: &mut request::Parts, v: &Vouched<'_>) -> Result<bool, NotForwarded> {
+/// A request to forward.
+#[derive(Debug)]
+pub struct Forward<'t> {
+    /// It is a WebSocket upgrade (the only upgrade forwarded).
+    pub websocket: bool,
+    /// Its route's affinity, which picks the backend with the pool.
+    pub sticky: Option<&'t Sticky>,
+}
+
+/// Rewrites `parts` (a client's request head) into the backend's.
+pub fn rewrite<'t>(
+    parts: &mut request::Parts,
+    v: &Vouched<'t>,
+) -> Result<Forward<'t>, NotForwarded> {
     let host = request_head::authority(
         &parts.method,
         parts.version,
@@ -68,7 +80,7 @@ pub fn rewrite(parts: &mut request::Parts, v: &Vouched<'_>) -> Result<bool, NotF
         host_header: parts.headers.get(header::HOST),
         sni: v.sni,
     };
-    let (target, forwarded_prefix) = match v
+    let (target, forwarded_prefix, sticky) = match v
         .routes
         .route(&parts.uri, &names)
         .map_err(NotForwarded::Unrouted)?
@@ -76,7 +88,8 @@ pub fn rewrite(parts: &mut request::Parts, v: &Vouched<'_>) -> Result<bool, NotF
         Routed::Proxy {
             target,
             forwarded_prefix,
-        } => (target, forwarded_prefix),
+            sticky,
+        } => (target, forwarded_prefix, sticky),
         Routed::Answer { status, location } => {
             return Err(NotForwarded::Answer {
                 status,
@@ -119,5 +132,8 @@ pub fn rewrite(parts: &mut request::Parts, v: &Vouched<'_>) -> Result<bool, NotF
         NotForwarded::Unrouted(Unrouted::BadPath(super::route::BadPath::NotAbsolute))
     })?;
     parts.version = Version::HTTP_11;
-    Ok(upgrade)
+    Ok(Forward {
+        websocket: upgrade,
+        sticky,
+    })
 }

@@ -2,7 +2,9 @@
 //!
 //! The table is the one the kernel steers that VIP's flows with (only backends that take new
 //! flows), hashed by source address like `hash = "source-ip"`, so an edge request and an L4
-//! flow from the same client land on the same backend.
+//! flow from the same client land on the same backend. A route's affinity may pick by another
+//! hash over the same table (`cookie-hash`), or name a backend itself (`auth-session-route`),
+//! which it may while the backend still keeps sessions (up or draining).
 
 use std::{
     net::IpAddr,
@@ -16,27 +18,59 @@ const PROBES: usize = 64;
 
 #[derive(Debug, Default)]
 pub struct Pool {
-    table: RwLock<Arc<Vec<IpAddr>>>,
+    now: RwLock<Arc<Snapshot>>,
+}
+
+#[derive(Debug, Default)]
+struct Snapshot {
+    /// Slot → backend address.
+    table: Vec<IpAddr>,
+    /// Backends up or draining: the ones a session may stay on.
+    sessions: Vec<IpAddr>,
+}
+
+/// What picks the slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Key {
+    /// The client's address, hashed as the kernel hashes it.
+    Client(IpAddr),
+    /// A hash of something else the request carries (a cookie's value).
+    Hash(u32),
 }
 
 impl Pool {
-    /// Replaces the table (slot → backend address); an empty table serves nobody.
-    pub fn update(&self, table: Vec<IpAddr>) {
-        *self.table.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(table);
+    /// Replaces the table (slot → backend address; an empty table serves nobody) and the
+    /// backends that keep their sessions.
+    pub fn update(&self, table: Vec<IpAddr>, sessions: Vec<IpAddr>) {
+        *self.now.write().unwrap_or_else(PoisonError::into_inner) =
+            Arc::new(Snapshot { table, sessions });
     }
 
-    /// The client's backend; with `exclude` (a backend that just failed), the next other one.
-    pub fn pick(&self, client: IpAddr, exclude: Option<IpAddr>) -> Option<IpAddr> {
-        let table = Arc::clone(&self.table.read().unwrap_or_else(PoisonError::into_inner));
+    /// Whether `backend` is up or draining, so a session may stay on it.
+    pub fn keeps_sessions(&self, backend: IpAddr) -> bool {
+        let now = self.now.read().unwrap_or_else(PoisonError::into_inner);
+        now.sessions.contains(&backend)
+    }
+
+    /// The backend for `key`; with `exclude` (a backend that just failed), the next other one.
+    pub fn pick(&self, key: Key, exclude: Option<IpAddr>) -> Option<IpAddr> {
+        let now = Arc::clone(&self.now.read().unwrap_or_else(PoisonError::into_inner));
+        let table = &now.table;
         if table.is_empty() {
             return None;
         }
-        let (family, octets) = match client {
-            IpAddr::V4(a) => (FAMILY_V4, a.octets().to_vec()),
-            IpAddr::V6(a) => (FAMILY_V6, a.octets().to_vec()),
+        let hash = match key {
+            Key::Client(client) => {
+                let (family, octets) = match client {
+                    IpAddr::V4(a) => (FAMILY_V4, a.octets().to_vec()),
+                    IpAddr::V6(a) => (FAMILY_V6, a.octets().to_vec()),
+                };
+                let key = FlowKey::new(family, PROTO_TCP, &octets, 0, &octets, 0);
+                source_ip_hash(&key)
+            }
+            Key::Hash(h) => h,
         };
-        let key = FlowKey::new(family, PROTO_TCP, &octets, 0, &octets, 0);
-        let start = source_ip_hash(&key) as usize % table.len();
+        let start = hash as usize % table.len();
         table
             .iter()
             .cycle()
@@ -58,24 +92,30 @@ mod tests {
     #[test]
     fn same_client_same_backend_and_exclusion_moves_on() {
         let pool = Pool::default();
-        assert_eq!(pool.pick(ip("198.18.0.2"), None), None);
+        assert_eq!(pool.pick(Key::Client(ip("198.18.0.2")), None), None);
         let (a, b) = (ip("198.18.10.2"), ip("198.18.11.2"));
-        pool.update((0..251).map(|i| if i % 2 == 0 { a } else { b }).collect());
-        let first = pool.pick(ip("198.18.0.2"), None).unwrap();
-        assert_eq!(pool.pick(ip("198.18.0.2"), None), Some(first));
-        let other = pool.pick(ip("198.18.0.2"), Some(first)).unwrap();
+        pool.update(
+            (0..251).map(|i| if i % 2 == 0 { a } else { b }).collect(),
+            vec![a, b],
+        );
+        let first = pool.pick(Key::Client(ip("198.18.0.2")), None).unwrap();
+        assert_eq!(pool.pick(Key::Client(ip("198.18.0.2")), None), Some(first));
+        let other = pool.pick(Key::Client(ip("198.18.0.2")), Some(first)).unwrap();
         assert_ne!(other, first);
-        pool.update(vec![a; 7]);
-        assert_eq!(pool.pick(ip("2001:db8::2"), Some(a)), None);
+        pool.update(vec![a; 7], vec![a]);
+        assert_eq!(pool.pick(Key::Client(ip("2001:db8::2")), Some(a)), None);
     }
 
     #[test]
     fn clients_spread_over_the_table() {
         let pool = Pool::default();
         let (a, b) = (ip("198.18.10.2"), ip("198.18.11.2"));
-        pool.update((0..251).map(|i| if i % 2 == 0 { a } else { b }).collect());
+        pool.update(
+            (0..251).map(|i| if i % 2 == 0 { a } else { b }).collect(),
+            vec![a, b],
+        );
         let to_a = (0..200u8)
-            .filter(|i| pool.pick(IpAddr::from([198, 18, 1, *i]), None) == Some(a))
+            .filter(|i| pool.pick(Key::Client(IpAddr::from([198, 18, 1, *i])), None) == Some(a))
             .count();
         assert!(
             (60..=140).contains(&to_a),

@@ -26,6 +26,7 @@ use std::sync::{
 
 use hyper::{header::HeaderValue, StatusCode, Uri};
 
+use super::affinity::{Counters, Sticky};
 use crate::config::route::{Action, Route, RoutePath};
 
 pub use path::BadPath;
@@ -68,6 +69,8 @@ pub enum Routed<'t> {
     Proxy {
         target: String,
         forwarded_prefix: Option<&'t str>,
+        /// The route's affinity, which may ask for a backend.
+        sticky: Option<&'t Sticky>,
     },
     /// sluice answers with `status` (and `location`).
     Answer {
@@ -109,6 +112,7 @@ enum Do {
         /// The route's path, removed before the backend.
         strip: Option<String>,
         add: Option<String>,
+        sticky: Option<Sticky>,
     },
     Answer {
         status: StatusCode,
@@ -119,6 +123,15 @@ enum Do {
 impl Table {
     /// Compiles `routes` (config checked them); `counter` gives each route name its counter.
     pub fn new(routes: &[Route], counter: impl Fn(&str) -> Arc<AtomicU64>) -> Table {
+        Table::counted(routes, counter, |_| Arc::default())
+    }
+
+    /// [`Table::new`], with `affinity` giving each route name its affinity outcome counters.
+    pub fn counted(
+        routes: &[Route],
+        counter: impl Fn(&str) -> Arc<AtomicU64>,
+        affinity: impl Fn(&str) -> Counters,
+    ) -> Table {
         let routes: Box<[Compiled]> = routes
             .iter()
             .map(|r| Compiled {
@@ -128,9 +141,11 @@ impl Table {
                     Action::Proxy {
                         strip_prefix,
                         add_prefix,
+                        affinity: sticky,
                     } => Do::Proxy {
                         strip: strip_prefix.then(|| r.path.as_str().to_owned()),
                         add: add_prefix.as_ref().map(|p| p.as_str().to_owned()),
+                        sticky: sticky.as_ref().map(|a| Sticky::new(a, affinity(&r.name))),
                     },
                     Action::Status(code) => Do::Answer {
                         status: status(*code),
@@ -182,7 +197,7 @@ impl Table {
                 status: *status,
                 location: location.as_ref(),
             }),
-            Do::Proxy { strip, add } => {
+            Do::Proxy { strip, add, sticky } => {
                 let rest = match strip {
                     Some(prefix) => match &path[prefix.len()..] {
                         "" => "/",
@@ -206,6 +221,7 @@ impl Table {
                 Ok(Routed::Proxy {
                     target,
                     forwarded_prefix: strip.as_deref(),
+                    sticky: sticky.as_ref(),
                 })
             }
         }

@@ -439,8 +439,8 @@ async fn handle(req: Request<Incoming>, conn: &Conn) -> Response<Body> {
         routes: &l.routes,
         sni: conn.sni.as_deref(),
     };
-    let websocket = match backend_head::rewrite(&mut parts, &vouched) {
-        Ok(websocket) => websocket,
+    let (websocket, sticky) = match backend_head::rewrite(&mut parts, &vouched) {
+        Ok(forward) => (forward.websocket, forward.sticky),
         Err(NotForwarded::Refused(refused)) => return refuse(l, refused),
         // No route, or a route sluice answers itself: the backend never sees such a request.
         Err(NotForwarded::Unrouted(unrouted)) => {
@@ -469,11 +469,13 @@ async fn handle(req: Request<Incoming>, conn: &Conn) -> Response<Body> {
     } else {
         None
     };
+    // The route's affinity first; else hashed by the real client, so a trusted proxy's
+    // clients spread like direct ones.
+    let prefer = sticky.and_then(|s| s.prefer(&parts.headers, &l.pool));
     let req = Request::from_parts(parts, body);
-    // Hashed by the real client, so a trusted proxy's clients spread like direct ones.
     let mut resp = match l
         .upstream
-        .send(&l.pool, &conn.origin, req, upgrade.is_some(), &l.stats)
+        .send(&l.pool, &conn.origin, prefer, req, upgrade.is_some(), &l.stats)
         .await
     {
         Ok(resp) => resp,

@@ -22,7 +22,9 @@ use std::{
 
 use hyper::StatusCode;
 
-use super::{client_timeouts::Expired, proxy_header, route::Unrouted, tls::HandshakeOutcome};
+use super::{
+    affinity::{Counters, Outcome},
+    client_timeouts::Expired, proxy_header, route::Unrouted, tls::HandshakeOutcome};
 
 /// Upper bounds (seconds) of the request-duration buckets, from 1 ms to the backend's one
 /// minute to start a response; slower answers land in `+Inf`.
@@ -60,6 +62,8 @@ pub struct EdgeStats {
     routes: Mutex<Vec<(String, Arc<AtomicU64>)>>,
     /// Requests no route took, by [`Unrouted::index`].
     unrouted: [AtomicU64; Unrouted::OUTCOMES.len()],
+    /// Affinity outcomes of each route that has one, by route name (kept like `routes`).
+    affinity: Mutex<Vec<(String, Counters)>>,
     /// Woken when the last open connection closes.
     closed: tokio::sync::Notify,
 }
@@ -82,6 +86,7 @@ impl Default for EdgeStats {
             backend_reused: AtomicU64::new(0),
             routes: Mutex::default(),
             unrouted: std::array::from_fn(|_| AtomicU64::new(0)),
+            affinity: Mutex::default(),
             closed: tokio::sync::Notify::new(),
         }
     }
@@ -140,6 +145,17 @@ impl EdgeStats {
         let counter = Arc::new(AtomicU64::new(0));
         routes.push((name.to_owned(), Arc::clone(&counter)));
         counter
+    }
+
+    /// The affinity outcome counters of the route `name`, shared like [`EdgeStats::route`]'s.
+    pub fn affinity(&self, name: &str) -> Counters {
+        let mut all = self.affinity.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some((_, c)) = all.iter().find(|(n, _)| n == name) {
+            return Arc::clone(c);
+        }
+        let counters = Counters::default();
+        all.push((name.to_owned(), Arc::clone(&counters)));
+        counters
     }
 
     /// Counts a request no route took.
@@ -284,6 +300,18 @@ impl EdgeStats {
                 .zip(&self.unrouted)
                 .map(|(o, c)| (*o, read(c)))
                 .collect(),
+            affinity: self
+                .affinity
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .iter()
+                .flat_map(|(name, c)| {
+                    Outcome::ALL
+                        .iter()
+                        .zip(c.iter())
+                        .map(|(o, n)| (name.clone(), o.as_str(), read(n)))
+                })
+                .collect(),
         }
     }
 }
@@ -346,6 +374,9 @@ pub struct EdgeCounts {
     pub routes: Vec<(String, u64)>,
     /// Requests no route took, by outcome (`bad_path`, `misdirected`, `no_route`).
     pub unrouted: Vec<(&'static str, u64)>,
+    /// Requests of routes with an affinity, by route name and outcome (`hit`,
+    /// `fallback_down`, `no_cookie`, `invalid`).
+    pub affinity: Vec<(String, &'static str, u64)>,
 }
 
 /// The time to response headers as a histogram.

@@ -32,7 +32,11 @@ use hyper_util::rt::TokioIo;
 use lb_common::proxy::parse::{write_v2, Command};
 use tokio::{io::AsyncWriteExt as _, net::TcpStream};
 
-use super::{pool::Pool, stats::EdgeStats};
+use super::{
+    affinity::Prefer,
+    pool::{Key, Pool},
+    stats::EdgeStats,
+};
 use crate::config::SendProxy;
 
 /// Idle connections kept per backend; more are closed when they come back. Each concurrent
@@ -91,6 +95,7 @@ impl Upstream {
         &self,
         pool: &Pool,
         origin: &Origin,
+        prefer: Option<Prefer>,
         req: Request<Incoming>,
         upgrade: bool,
         stats: &EdgeStats,
@@ -99,7 +104,9 @@ impl Upstream {
             SendProxy::Off => &self.shared,
             SendProxy::V2 => &origin.own,
         };
-        let (backend, mut sender) = self.sender(pool, origin, idle, upgrade, stats).await?;
+        let (backend, mut sender) = self
+            .sender(pool, origin, prefer, idle, upgrade, stats)
+            .await?;
         // Without a request body the connection is ready as soon as the response is read: the
         // response body may wait for that. With one, a backend that answered early waits for
         // the rest of it, which a client expecting `100 Continue` never sends.
@@ -137,14 +144,21 @@ impl Upstream {
         &self,
         pool: &Pool,
         origin: &Origin,
+        prefer: Option<Prefer>,
         idle: &Idle,
         fresh: bool,
         stats: &EdgeStats,
     ) -> Result<(SocketAddr, SendRequest<Incoming>), StatusCode> {
-        let client = origin.client.ip();
-        let first = pool
-            .pick(client, None)
-            .ok_or(StatusCode::SERVICE_UNAVAILABLE)?;
+        // The affinity's backend or key, else the client's; a failed first backend is
+        // replaced by the pool's next choice for the same key.
+        let key = match prefer {
+            Some(Prefer::Key(key)) => key,
+            _ => Key::Client(origin.client.ip()),
+        };
+        let first = match prefer {
+            Some(Prefer::Backend(b)) => b,
+            _ => pool.pick(key, None).ok_or(StatusCode::SERVICE_UNAVAILABLE)?,
+        };
         let first = SocketAddr::new(first, self.port);
         if !fresh {
             if let Some(s) = idle.take(first) {
@@ -166,7 +180,7 @@ impl Upstream {
             Err(error) => {
                 tracing::info!(backend = %first, %error, "backend connect failed; trying another");
                 let second = pool
-                    .pick(client, Some(first.ip()))
+                    .pick(key, Some(first.ip()))
                     .ok_or(StatusCode::BAD_GATEWAY)?;
                 let second = SocketAddr::new(second, self.port);
                 connect(second, header.as_deref(), timeout)

@@ -40,6 +40,13 @@ struct RouteLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AffinityLabels {
+    edge: String,
+    route: String,
+    outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReasonLabels {
     edge: String,
     reason: String,
@@ -177,6 +184,23 @@ fn register_routes(registry: &mut Registry, edges: &[EdgeCounts]) {
         edges
             .iter()
             .flat_map(|e| e.unrouted.iter().map(move |(o, n)| (outcome(e, o), *n))),
+    );
+    counters(
+        registry,
+        "edge_route_affinity",
+        "Requests of routes with an affinity, by route and outcome (hit: the cookie's backend \
+         or hash; fallback_down: its backend is down; no_cookie; invalid: a cookie naming no \
+         known backend); all but hit get the pool's choice by client address",
+        edges.iter().flat_map(|e| {
+            e.affinity.iter().map(|(route, o, n)| {
+                let labels = AffinityLabels {
+                    edge: e.edge.clone(),
+                    route: route.clone(),
+                    outcome: (*o).to_owned(),
+                };
+                (labels, *n)
+            })
+        }),
     );
 }
 

@@ -176,6 +176,7 @@ fn edges() -> Vec<EdgeCounts> {
             backend: vec![("opened", 5), ("reused", 95)],
             routes: vec![("realms".into(), 8), ("admin".into(), 2)],
             unrouted: vec![("bad_path", 3), ("misdirected", 1), ("no_route", 6)],
+            affinity: vec![("kc".into(), "hit", 4), ("kc".into(), "fallback_down", 1)],
         },
         EdgeCounts {
             edge: "plain".into(),
@@ -193,6 +194,7 @@ fn edges() -> Vec<EdgeCounts> {
             backend: vec![("opened", 0), ("reused", 0)],
             routes: vec![("all".into(), 0)],
             unrouted: vec![("bad_path", 0), ("misdirected", 0), ("no_route", 0)],
+            affinity: vec![],
         },
     ]
 }

@@ -5,7 +5,7 @@
 use toml::Spanned;
 
 use super::{parse_prefix, Action, RoutePath};
-use crate::config::{errors::Report, fields, raw};
+use crate::config::{affinity, errors::Report, fields, raw, Vip};
 
 const STATUSES: [i64; 2] = [403, 404];
 const REDIRECTS: [i64; 5] = [301, 302, 303, 307, 308];
@@ -15,6 +15,7 @@ pub(super) fn action(
     v: &raw::Route,
     table: std::ops::Range<usize>,
     path: Option<&RoutePath>,
+    pool: Option<&Vip>,
     f: &dyn Fn(&str) -> String,
 ) -> Option<Action> {
     let kind = fields::choice(
@@ -43,6 +44,10 @@ pub(super) fn action(
         }
         if let Some(s) = &v.add_prefix {
             misplaced(r, "add_prefix", s.span(), "proxy");
+            ok = false;
+        }
+        if let Some(s) = &v.affinity {
+            misplaced(r, "affinity", s.span(), "proxy");
             ok = false;
         }
     }
@@ -76,9 +81,14 @@ pub(super) fn action(
                 Some(p) => Some(parse_prefix(r, p, &f("add_prefix"))?),
                 None => None,
             };
+            let affinity = match &v.affinity {
+                Some(a) => Some(affinity::affinity(r, a, pool, &f("affinity"))?),
+                None => None,
+            };
             ok.then_some(Action::Proxy {
                 strip_prefix,
                 add_prefix,
+                affinity,
             })
         }
         1 => {

@@ -674,6 +674,81 @@ const CASES: &[Case] = &[
                   belongs to action = \"proxy\": remove it or change the action",
     },
     Case {
+        name: "affinity on a route sluice answers itself",
+        edits: &[(
+            39,
+            edge!(
+                "[[edge.route]]",
+                "path = \"/admin\"",
+                "action = \"status\"",
+                "status = 403",
+                "affinity = { mode = \"cookie-hash\", cookie = \"sid\" }"
+            )
+        )],
+        line: 49,
+        message: "edge[0].route[0].affinity: has no effect with action = \"status\"; it \
+                  belongs to action = \"proxy\": remove it or change the action",
+    },
+    Case {
+        name: "auth-session-route without a routes table",
+        edits: &[(
+            39,
+            edge!(
+                "[[edge.route]]",
+                "path = \"/realms\"",
+                "affinity = { mode = \"auth-session-route\" }"
+            )
+        )],
+        line: 47,
+        message: "edge[0].route[0].affinity.routes: is needed with mode = \
+                  \"auth-session-route\": map each Keycloak node's route name (the \
+                  AUTH_SESSION_ID suffix) to its backend, e.g. routes = { \"kc-0\" = \
+                  \"198.18.10.2\" }",
+    },
+    Case {
+        name: "auth-session-route naming a backend outside the pool",
+        edits: &[(
+            39,
+            edge!(
+                "[[edge.route]]",
+                "path = \"/realms\"",
+                "affinity = { mode = \"auth-session-route\", routes = { \"kc-0\" = \
+                 \"198.18.10.2\", \"kc-1\" = \"198.18.99.2\" } }"
+            )
+        )],
+        line: 47,
+        message: "edge[0].route[0].affinity.routes.\"kc-1\": 198.18.99.2 is not a backend of \
+                  vip \"web\", so no request could ever go there; name one of: 198.18.10.2, \
+                  198.18.10.3",
+    },
+    Case {
+        name: "unknown affinity mode",
+        edits: &[(
+            39,
+            edge!(
+                "[[edge.route]]",
+                "path = \"/\"",
+                "affinity = { mode = \"cookie\" }"
+            )
+        )],
+        line: 47,
+        message: "edge[0].route[0].affinity.mode: \"cookie\" is not a valid choice; use \
+                  \"auth-session-route\" or \"cookie-hash\"",
+    },
+    Case {
+        name: "cookie-hash without a cookie name",
+        edits: &[(
+            39,
+            edge!(
+                "[[edge.route]]",
+                "path = \"/\"",
+                "affinity = { mode = \"cookie-hash\" }"
+            )
+        )],
+        line: 47,
+        message: "edge[0].route[0].affinity.cookie: is needed with mode = \"cookie-hash\"",
+    },
+    Case {
         name: "zero connect timeout",
         edits: &[(39, edge!("connect_timeout = \"0s\""))],
         line: 45,

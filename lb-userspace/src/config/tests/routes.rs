@@ -38,6 +38,7 @@ fn routes_keep_their_order_names_hosts_and_actions() {
         Action::Proxy {
             strip_prefix: true,
             add_prefix: Some("/kc".parse().unwrap()),
+            affinity: None,
         }
     );
     assert_eq!(
@@ -65,9 +66,41 @@ fn keycloak_presets_expose_the_guides_paths_and_admin_only_when_named() {
             r.action,
             Action::Proxy {
                 strip_prefix: false,
-                add_prefix: None
+                add_prefix: None,
+                affinity: None
             }
         );
         assert!(r.host.is_none());
     }
+}
+
+#[test]
+fn affinities_are_read_per_proxy_route() {
+    use crate::config::affinity::Affinity;
+    let r = routes(
+        "[[edge.route]]\npath = \"/realms\"\n\
+         affinity = { mode = \"auth-session-route\", routes = { \"kc-0\" = \"198.18.10.2\", \
+         \"kc-1\" = \"198.18.10.3\" } }\n\
+         [[edge.route]]\npath = \"/\"\naffinity = { mode = \"cookie-hash\", cookie = \"JSESSIONID\" }",
+    );
+    let affinity = |i: usize| match &r[i].action {
+        Action::Proxy { affinity, .. } => affinity.clone(),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(
+        affinity(0),
+        Some(Affinity::AuthSessionRoute {
+            routes: [
+                ("kc-0".to_owned(), "198.18.10.2".parse().unwrap()),
+                ("kc-1".to_owned(), "198.18.10.3".parse().unwrap()),
+            ]
+            .into()
+        })
+    );
+    assert_eq!(
+        affinity(1),
+        Some(Affinity::CookieHash {
+            cookie: "JSESSIONID".to_owned()
+        })
+    );
 }

@@ -24,6 +24,7 @@ fn proxy() -> Action {
     Action::Proxy {
         strip_prefix: false,
         add_prefix: None,
+        affinity: None,
     }
 }
 
@@ -181,10 +182,12 @@ fn prefixes_match_whole_segments_and_are_stripped_and_added() {
     let strip = Action::Proxy {
         strip_prefix: true,
         add_prefix: None,
+        affinity: None,
     };
     let both = Action::Proxy {
         strip_prefix: true,
         add_prefix: Some("/kc".parse().unwrap()),
+        affinity: None,
     };
     let t = table(&[
         route("auth", "/auth", strip),

@@ -1,0 +1,305 @@
+//! Sticky sessions end to end: the real `sluice run` with a route `affinity` in front of three
+//! backends that name themselves, driven by the real curl over HTTP/1.1 and HTTP/2 from one
+//! client address (so the pool's normal choice, by client address, is one fixed backend and a
+//! cookie that sticks elsewhere is visible).
+//!
+//! Backends go down for real: the VIP's TCP health check sees a stopped backend and the kernel
+//! marks it down; `sluice drain` marks one draining, which keeps its sessions.
+//!
+//! Needs root. Run with `cargo test -p sluice-tests --test edge_affinity -- --test-threads=1`.
+
+#![allow(clippy::float_cmp)] // every metric compared is a small integer count, exact in f64
+
+use std::net::SocketAddr;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use sluice_tests::{
+    curl::Curl,
+    daemon::{Daemon, Scratch},
+    edge_lab::{
+        backend_of, edge4, header_echo_backends, LabBase, Listener, BACKEND_PORT, EDGE_PORT,
+        SERVER_NAME,
+    },
+    gateway_config::web_gateway,
+    http_headers_backend, require_root,
+    topology::{backend_addr4, GW_CLIENT_IFNAME},
+    ServerHandle, Topology,
+};
+
+const HTTP: [&str; 2] = ["--http1.1", "--http2"];
+const BACKENDS: usize = 3;
+const MANAGEMENT: &str = "127.0.0.1:9019";
+/// How long a backend's state change may take to show (health checks every 200 ms).
+const SETTLE: Duration = Duration::from_secs(20);
+
+/// Three header-echo backends behind one listener whose only route is `route_keys` (a
+/// `[[edge.route]]` named `kc`), with a TCP health check so a stopped backend goes down.
+struct AffLab {
+    daemon: Daemon,
+    /// `None` while the test has stopped that backend.
+    servers: Vec<Option<ServerHandle>>,
+    pki: sluice_tests::certs::TestPki,
+    topo: Topology,
+    _scratch: Scratch,
+}
+
+impl AffLab {
+    fn start(prefix: &str, affinity: &str) -> AffLab {
+        let base = LabBase::new(prefix, BACKENDS, false);
+        let health = format!(
+            "[vip.health_check]\nkind = \"tcp\"\nport = {BACKEND_PORT}\ninterval = \"200ms\"\n\
+             timeout = \"150ms\"\nrise = 1\nfall = 1\n"
+        );
+        let mut text = web_gateway(
+            &base.instance,
+            &[GW_CLIENT_IFNAME],
+            base.scratch.path(),
+            MANAGEMENT,
+            &health,
+            BACKENDS,
+        );
+        let mut listener = Listener::v4("kc", EDGE_PORT);
+        listener.settings = vec![format!(
+            "[[edge.route]]\nname = \"kc\"\npath = \"/\"\naffinity = {affinity}"
+        )];
+        text.push_str(&listener.toml(&base.pki));
+        let daemon = base.start_daemon(&text);
+        let LabBase {
+            topo, scratch, pki, ..
+        } = base;
+        let servers = header_echo_backends(&topo, BACKEND_PORT)
+            .into_iter()
+            .map(Some)
+            .collect();
+        AffLab {
+            daemon,
+            servers,
+            pki,
+            topo,
+            _scratch: scratch,
+        }
+    }
+
+    fn curl(&self, extra: &[&str]) -> Curl {
+        Curl::https(SERVER_NAME, edge4(), "/x", self.pki.ca_cert()).args(extra)
+    }
+
+    /// The backend of each of `times` requests over one connection, each of which must be
+    /// answered 200 by a backend.
+    fn backends(&self, times: usize, extra: &[&str]) -> Vec<String> {
+        let out = self
+            .curl(extra)
+            .fail()
+            .run_times(self.topo.client(), times)
+            .unwrap_or_else(|e| panic!("curl {extra:?}: {e:#}\n{}", self.daemon.log_text()));
+        let names: Vec<String> = out
+            .lines()
+            .filter(|l| l.starts_with("backend-"))
+            .map(str::to_owned)
+            .collect();
+        assert_eq!(names.len(), times, "{extra:?}: {out}");
+        names
+    }
+
+    /// The backend of one request, which must be answered 200; and the echo.
+    fn one(&self, extra: &[&str]) -> (String, String) {
+        let (code, body) = self
+            .curl(extra)
+            .status_and_body(self.topo.client())
+            .unwrap_or_else(|e| panic!("curl {extra:?}: {e:#}\n{}", self.daemon.log_text()));
+        assert_eq!(code, 200, "{extra:?}: {body}");
+        (backend_of(&body).to_owned(), body)
+    }
+
+    fn affinity(&self, outcome: &str) -> f64 {
+        let management: SocketAddr = MANAGEMENT.parse().expect("management address");
+        self.daemon
+            .metric(
+                self.topo.gateway(),
+                management,
+                "sluice_edge_route_affinity_total",
+                &[("edge", "kc"), ("route", "kc"), ("outcome", outcome)],
+            )
+            .unwrap_or_else(|e| panic!("scrape /metrics: {e:#}"))
+    }
+
+    fn stop(&mut self, i: usize) {
+        // Dropping the handle stops the server and closes its socket.
+        self.servers[i] = None;
+    }
+
+    fn restart(&mut self, i: usize) {
+        let server = http_headers_backend(self.topo.backend(i), &format!("backend-{i}"), BACKEND_PORT)
+            .expect("restart the header-echo backend");
+        self.servers[i] = Some(server);
+    }
+
+    fn reload_unchanged(&self) {
+        let out = self.daemon.cli(&["reload"]).expect("run sluice reload");
+        assert!(
+            out.status.success(),
+            "reload of the same config: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+fn name(i: usize) -> String {
+    format!("backend-{i}")
+}
+
+/// Polls until `f` holds, for at most [`SETTLE`].
+fn wait_until(what: &str, lab: &AffLab, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + SETTLE;
+    while !f() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}\n{}",
+            lab.daemon.log_text()
+        );
+        thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn session_table() -> String {
+    let routes: Vec<String> = (0..BACKENDS)
+        .map(|i| format!("\"kc-{i}\" = \"{}\"", backend_addr4(i)))
+        .collect();
+    format!(
+        "{{ mode = \"auth-session-route\", routes = {{ {} }} }}",
+        routes.join(", ")
+    )
+}
+
+#[test]
+fn auth_session_route_sticks_survives_drain_and_reload_falls_back_when_down() {
+    require_root();
+    let mut lab = AffLab::start("aff1", &session_table());
+    // The pool's normal choice for this client, and a session that lives elsewhere.
+    let (normal, _) = lab.one(&[]);
+    let normal_index: usize = normal["backend-".len()..].parse().expect("backend index");
+    let t = (normal_index + 1) % BACKENDS;
+    let cookie = format!("Cookie: AUTH_SESSION_ID=abc-123.kc-{t}");
+    for http in HTTP {
+        let seen = lab.backends(100, &[http, "-H", &cookie]);
+        assert!(seen.iter().all(|b| *b == name(t)), "{http}: {seen:?}");
+        // Split over two cookie headers (as HTTP/2 clients may send them), and the cookie
+        // reaches the backend as sent.
+        let (backend, body) = lab.one(&[http, "-H", "Cookie: theme=dark", "-H", &cookie]);
+        assert_eq!(backend, name(t), "{http}: {body}");
+        assert!(body.contains(&format!("AUTH_SESSION_ID=abc-123.kc-{t}")), "{body}");
+        // The legacy name of older Keycloak versions.
+        let legacy = format!("Cookie: AUTH_SESSION_ID_LEGACY=abc-123.kc-{t}");
+        assert_eq!(lab.one(&[http, "-H", &legacy]).0, name(t), "{http}");
+    }
+    assert_eq!(lab.affinity("hit"), 204.0);
+    assert_eq!(lab.affinity("no_cookie"), 1.0);
+
+    // Forged and malformed: never an error, always the pool's normal choice.
+    let forged = [
+        "Cookie: AUTH_SESSION_ID=".to_owned(),
+        "Cookie: AUTH_SESSION_ID=no-dot".to_owned(),
+        "Cookie: AUTH_SESSION_ID=abc.kc-9".to_owned(),
+        "Cookie: AUTH_SESSION_ID=abc.198.18.99.2".to_owned(),
+        format!("Cookie: AUTH_SESSION_ID=abc.{}", backend_addr4(t)),
+        format!("Cookie: AUTH_SESSION_ID=abc.kc-{t}.x"),
+        format!("Cookie: AUTH_SESSION_ID=\"abc.kc-{t}"),
+        format!("Cookie: AUTH_SESSION_ID=abc.KC-{t}"),
+        format!("Cookie: AUTH_SESSION_ID=abc.{}", "x".repeat(4000)),
+        format!("Cookie: auth_session_id=abc.kc-{t}"),
+    ];
+    for http in HTTP {
+        for c in &forged {
+            let (backend, body) = lab.one(&[http, "-H", c]);
+            assert_eq!(backend, normal, "{http} {c}: {body}");
+        }
+    }
+    assert_eq!(lab.affinity("invalid"), 16.0);
+
+    // Draining keeps the session; so does a reload that changes nothing.
+    let addr = backend_addr4(t).to_string();
+    lab.daemon
+        .cli_ok(&["drain", "web", &addr])
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    for http in HTTP {
+        let seen = lab.backends(20, &[http, "-H", &cookie]);
+        assert!(seen.iter().all(|b| *b == name(t)), "draining, {http}: {seen:?}");
+    }
+    lab.daemon
+        .cli_ok(&["undrain", "web", &addr])
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    lab.reload_unchanged();
+    for http in HTTP {
+        let seen = lab.backends(100, &[http, "-H", &cookie]);
+        assert!(seen.iter().all(|b| *b == name(t)), "reloaded, {http}: {seen:?}");
+    }
+
+    // Down: the pool's normal choice, counted as fallback_down.
+    lab.stop(t);
+    wait_until("the stopped backend to be down", &lab, || {
+        lab.one(&["-H", &cookie]);
+        lab.affinity("fallback_down") > 0.0
+    });
+    for http in HTTP {
+        let seen = lab.backends(20, &[http, "-H", &cookie]);
+        assert!(seen.iter().all(|b| *b == normal), "down, {http}: {seen:?}");
+    }
+    // Back: it sticks again.
+    lab.restart(t);
+    wait_until("the restarted backend to serve its session", &lab, || {
+        lab.one(&["-H", &cookie]).0 == name(t)
+    });
+    for http in HTTP {
+        let seen = lab.backends(100, &[http, "-H", &cookie]);
+        assert!(seen.iter().all(|b| *b == name(t)), "back, {http}: {seen:?}");
+    }
+}
+
+#[test]
+fn cookie_hash_sticks_per_value_over_both_protocols_and_a_reload() {
+    require_root();
+    let lab = AffLab::start("aff2", "{ mode = \"cookie-hash\", cookie = \"sid\" }");
+    let (normal, _) = lab.one(&[]);
+    let values: Vec<String> = (0..12).map(|i| format!("session-{i}")).collect();
+    let mut chosen = Vec::new();
+    for v in &values {
+        let cookie = format!("Cookie: a=1; sid={v}; b=2");
+        let mut first = None;
+        for http in HTTP {
+            let seen = lab.backends(100, &[http, "-H", &cookie]);
+            let one = first.get_or_insert_with(|| seen[0].clone()).clone();
+            assert!(seen.iter().all(|b| *b == one), "{v} {http}: {seen:?}");
+        }
+        chosen.push(first.expect("a backend"));
+    }
+    // Values spread: more than one backend serves them.
+    let mut distinct = chosen.clone();
+    distinct.sort();
+    distinct.dedup();
+    assert!(distinct.len() > 1, "every value on one backend: {chosen:?}");
+    assert_eq!(lab.affinity("hit"), 2400.0);
+
+    // Quoted, split over headers: the same value, the same backend.
+    for http in HTTP {
+        let quoted = format!("Cookie: sid=\"{}\"", values[0]);
+        assert_eq!(lab.one(&[http, "-H", &quoted]).0, chosen[0], "{http}");
+        let split = format!("Cookie: sid={}", values[1]);
+        assert_eq!(
+            lab.one(&[http, "-H", "Cookie: x=y", "-H", &split]).0,
+            chosen[1],
+            "{http}"
+        );
+        // No cookie (or another name): the pool's normal choice.
+        assert_eq!(lab.one(&[http, "-H", "Cookie: SID=x"]).0, normal, "{http}");
+    }
+    assert_eq!(lab.affinity("no_cookie"), 3.0);
+
+    lab.reload_unchanged();
+    for (v, want) in values.iter().zip(&chosen) {
+        let cookie = format!("Cookie: sid={v}");
+        let seen = lab.backends(10, &["--http2", "-H", &cookie]);
+        assert!(seen.iter().all(|b| b == want), "reloaded {v}: {seen:?}");
+    }
+}
