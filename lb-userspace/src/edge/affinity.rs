@@ -84,6 +84,15 @@ enum How {
     CookieHash(String),
 }
 
+/// The same route's affinity (what comparing a [`super::route::Routed`] asks).
+impl PartialEq for Sticky {
+    fn eq(&self, other: &Sticky) -> bool {
+        std::ptr::eq(self, other)
+    }
+}
+
+impl Eq for Sticky {}
+
 impl Sticky {
     pub fn new(affinity: &Affinity, counters: Counters) -> Sticky {
         let how = match affinity {
