@@ -59,6 +59,8 @@ impl AffLab {
             &health,
             BACKENDS,
         );
+        // Three backends need a bigger table than the shared gateway's (100 slots each).
+        text = text.replace("table_size = 251", "table_size = 307");
         let mut listener = Listener::v4("kc", EDGE_PORT);
         listener.settings = vec![format!(
             "[[edge.route]]\nname = \"kc\"\npath = \"/\"\naffinity = {affinity}"
@@ -72,13 +74,39 @@ impl AffLab {
             .into_iter()
             .map(Some)
             .collect();
-        AffLab {
+        let lab = AffLab {
             daemon,
             servers,
             pki,
             topo,
             _scratch: scratch,
+        };
+        // Backends count as down until their first health check passes.
+        for i in 0..BACKENDS {
+            lab.wait_for_state(i, "up");
         }
+        lab
+    }
+
+    /// Backend `i`'s state in the kernel (`sluice backends`).
+    fn state(&self, i: usize) -> String {
+        let addr = backend_addr4(i).to_string();
+        let rows = self
+            .daemon
+            .cli_json(&["backends"])
+            .unwrap_or_else(|e| panic!("sluice backends: {e:#}"));
+        rows.as_array()
+            .expect("backends is a list")
+            .iter()
+            .find(|r| r["vip"] == "web" && r["address"] == addr.as_str())
+            .and_then(|r| r["state"].as_str().map(str::to_owned))
+            .unwrap_or_else(|| panic!("no state for backend {addr}: {rows}"))
+    }
+
+    fn wait_for_state(&self, i: usize, state: &str) {
+        wait_until(&format!("backend {i} {state}"), self, || {
+            self.state(i) == state
+        });
     }
 
     fn curl(&self, extra: &[&str]) -> Curl {
@@ -130,8 +158,9 @@ impl AffLab {
     }
 
     fn restart(&mut self, i: usize) {
-        let server = http_headers_backend(self.topo.backend(i), &format!("backend-{i}"), BACKEND_PORT)
-            .expect("restart the header-echo backend");
+        let server =
+            http_headers_backend(self.topo.backend(i), &format!("backend-{i}"), BACKEND_PORT)
+                .expect("restart the header-echo backend");
         self.servers[i] = Some(server);
     }
 
@@ -189,7 +218,10 @@ fn auth_session_route_sticks_survives_drain_and_reload_falls_back_when_down() {
         // reaches the backend as sent.
         let (backend, body) = lab.one(&[http, "-H", "Cookie: theme=dark", "-H", &cookie]);
         assert_eq!(backend, name(t), "{http}: {body}");
-        assert!(body.contains(&format!("AUTH_SESSION_ID=abc-123.kc-{t}")), "{body}");
+        assert!(
+            body.contains(&format!("AUTH_SESSION_ID=abc-123.kc-{t}")),
+            "{body}"
+        );
         // The legacy name of older Keycloak versions.
         let legacy = format!("Cookie: AUTH_SESSION_ID_LEGACY=abc-123.kc-{t}");
         assert_eq!(lab.one(&[http, "-H", &legacy]).0, name(t), "{http}");
@@ -225,7 +257,10 @@ fn auth_session_route_sticks_survives_drain_and_reload_falls_back_when_down() {
         .unwrap_or_else(|e| panic!("{e:#}"));
     for http in HTTP {
         let seen = lab.backends(20, &[http, "-H", &cookie]);
-        assert!(seen.iter().all(|b| *b == name(t)), "draining, {http}: {seen:?}");
+        assert!(
+            seen.iter().all(|b| *b == name(t)),
+            "draining, {http}: {seen:?}"
+        );
     }
     lab.daemon
         .cli_ok(&["undrain", "web", &addr])
@@ -233,24 +268,23 @@ fn auth_session_route_sticks_survives_drain_and_reload_falls_back_when_down() {
     lab.reload_unchanged();
     for http in HTTP {
         let seen = lab.backends(100, &[http, "-H", &cookie]);
-        assert!(seen.iter().all(|b| *b == name(t)), "reloaded, {http}: {seen:?}");
+        assert!(
+            seen.iter().all(|b| *b == name(t)),
+            "reloaded, {http}: {seen:?}"
+        );
     }
 
     // Down: the pool's normal choice, counted as fallback_down.
     lab.stop(t);
-    wait_until("the stopped backend to be down", &lab, || {
-        lab.one(&["-H", &cookie]);
-        lab.affinity("fallback_down") > 0.0
-    });
+    lab.wait_for_state(t, "down");
     for http in HTTP {
         let seen = lab.backends(20, &[http, "-H", &cookie]);
         assert!(seen.iter().all(|b| *b == normal), "down, {http}: {seen:?}");
     }
+    assert_eq!(lab.affinity("fallback_down"), 40.0);
     // Back: it sticks again.
     lab.restart(t);
-    wait_until("the restarted backend to serve its session", &lab, || {
-        lab.one(&["-H", &cookie]).0 == name(t)
-    });
+    lab.wait_for_state(t, "up");
     for http in HTTP {
         let seen = lab.backends(100, &[http, "-H", &cookie]);
         assert!(seen.iter().all(|b| *b == name(t)), "back, {http}: {seen:?}");

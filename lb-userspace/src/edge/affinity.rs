@@ -136,9 +136,7 @@ impl Sticky {
                     .and_then(|(_, route)| routes.get(route));
                 match backend {
                     None => (Outcome::Invalid, None),
-                    Some(b) if pool.keeps_sessions(*b) => {
-                        (Outcome::Hit, Some(Prefer::Backend(*b)))
-                    }
+                    Some(b) if pool.keeps_sessions(*b) => (Outcome::Hit, Some(Prefer::Backend(*b))),
                     Some(_) => (Outcome::FallbackDown, None),
                 }
             }

@@ -100,7 +100,9 @@ mod tests {
         );
         let first = pool.pick(Key::Client(ip("198.18.0.2")), None).unwrap();
         assert_eq!(pool.pick(Key::Client(ip("198.18.0.2")), None), Some(first));
-        let other = pool.pick(Key::Client(ip("198.18.0.2")), Some(first)).unwrap();
+        let other = pool
+            .pick(Key::Client(ip("198.18.0.2")), Some(first))
+            .unwrap();
         assert_ne!(other, first);
         pool.update(vec![a; 7], vec![a]);
         assert_eq!(pool.pick(Key::Client(ip("2001:db8::2")), Some(a)), None);

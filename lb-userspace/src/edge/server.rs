@@ -475,7 +475,14 @@ async fn handle(req: Request<Incoming>, conn: &Conn) -> Response<Body> {
     let req = Request::from_parts(parts, body);
     let mut resp = match l
         .upstream
-        .send(&l.pool, &conn.origin, prefer, req, upgrade.is_some(), &l.stats)
+        .send(
+            &l.pool,
+            &conn.origin,
+            prefer,
+            req,
+            upgrade.is_some(),
+            &l.stats,
+        )
         .await
     {
         Ok(resp) => resp,

@@ -24,7 +24,11 @@ use hyper::StatusCode;
 
 use super::{
     affinity::{Counters, Outcome},
-    client_timeouts::Expired, proxy_header, route::Unrouted, tls::HandshakeOutcome};
+    client_timeouts::Expired,
+    proxy_header,
+    route::Unrouted,
+    tls::HandshakeOutcome,
+};
 
 /// Upper bounds (seconds) of the request-duration buckets, from 1 ms to the backend's one
 /// minute to start a response; slower answers land in `+Inf`.

@@ -157,7 +157,9 @@ impl Upstream {
         };
         let first = match prefer {
             Some(Prefer::Backend(b)) => b,
-            _ => pool.pick(key, None).ok_or(StatusCode::SERVICE_UNAVAILABLE)?,
+            _ => pool
+                .pick(key, None)
+                .ok_or(StatusCode::SERVICE_UNAVAILABLE)?,
         };
         let first = SocketAddr::new(first, self.port);
         if !fresh {

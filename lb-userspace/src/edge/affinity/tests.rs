@@ -26,8 +26,14 @@ fn cookies_are_found_in_every_header_quoted_or_not_first_copy_wins() {
     assert_eq!(cookie(&split, "sid"), Some("x"));
     assert_eq!(cookie(&headers(&["sid=\"quoted\""]), "sid"), Some("quoted"));
     assert_eq!(cookie(&headers(&["  sid =  v  ;x=1"]), "sid"), Some("v"));
-    assert_eq!(cookie(&headers(&["sid=first; sid=second"]), "sid"), Some("first"));
-    assert_eq!(cookie(&headers(&["sid=first", "sid=second"]), "sid"), Some("first"));
+    assert_eq!(
+        cookie(&headers(&["sid=first; sid=second"]), "sid"),
+        Some("first")
+    );
+    assert_eq!(
+        cookie(&headers(&["sid=first", "sid=second"]), "sid"),
+        Some("first")
+    );
     // Names are exact: no prefix, suffix or case matches.
     let near = headers(&["SID=1; sidx=2; xsid=3"]);
     assert_eq!(cookie(&near, "sid"), None);
@@ -41,11 +47,12 @@ fn cookies_are_found_in_every_header_quoted_or_not_first_copy_wins() {
 fn pool() -> Pool {
     let pool = Pool::default();
     let (a, b, c) = (ip("198.18.10.2"), ip("198.18.11.2"), ip("198.18.12.2"));
-    let table = (0..251)
-        .map(|i| [a, b, c][i % 3])
-        .collect::<Vec<IpAddr>>();
+    let table = (0..251).map(|i| [a, b, c][i % 3]).collect::<Vec<IpAddr>>();
     // c is draining: out of the table, still keeping sessions.
-    pool.update(table.into_iter().filter(|x| *x != c).collect(), vec![a, b, c]);
+    pool.update(
+        table.into_iter().filter(|x| *x != c).collect(),
+        vec![a, b, c],
+    );
     pool
 }
 
@@ -60,7 +67,10 @@ fn session() -> Sticky {
 }
 
 fn counts(s: &Sticky) -> Vec<u64> {
-    s.counters.iter().map(|c| c.load(Ordering::Relaxed)).collect()
+    s.counters
+        .iter()
+        .map(|c| c.load(Ordering::Relaxed))
+        .collect()
 }
 
 #[test]
@@ -84,7 +94,10 @@ fn auth_session_route_sticks_while_up_or_draining_and_falls_back_otherwise() {
     assert_eq!(s.prefer(&headers(&["AUTH_SESSION_ID=abc.kc-7"]), &p), None);
     assert_eq!(s.prefer(&headers(&["other=1"]), &p), None);
     // An unbalanced quote is no value, even though its suffix names a route.
-    assert_eq!(s.prefer(&headers(&["AUTH_SESSION_ID=\"abc.kc-0"]), &p), None);
+    assert_eq!(
+        s.prefer(&headers(&["AUTH_SESSION_ID=\"abc.kc-0"]), &p),
+        None
+    );
     assert_eq!(
         s.prefer(&headers(&["AUTH_SESSION_ID=\"abc.kc-0\""]), &p),
         want("198.18.10.2")
@@ -110,7 +123,10 @@ fn cookie_hash_is_the_same_for_the_same_value_and_spreads_values() {
     let to_a = (0..200)
         .filter(|i| pick(&format!("session-{i}")) == Some(ip("198.18.10.2")))
         .count();
-    assert!((60..=140).contains(&to_a), "{to_a} of 200 values on one backend");
+    assert!(
+        (60..=140).contains(&to_a),
+        "{to_a} of 200 values on one backend"
+    );
     assert_eq!(s.prefer(&headers(&["other=1"]), &p), None);
     assert_eq!(counts(&s), vec![202, 0, 1, 0]);
     // Fixed hash: a value's slot does not depend on this process.
