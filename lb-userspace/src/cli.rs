@@ -18,7 +18,9 @@ use serde::de::DeserializeOwned;
 
 use crate::admin::{
     client::{self, ClientError},
-    protocol::{BackendRow, FlowQuery, FlowRow, FlowSort, ReloadOutcome, Request, Stats, Status},
+    protocol::{
+        BackendRow, BgpAction, FlowQuery, FlowRow, FlowSort, ReloadOutcome, Request, Stats, Status,
+    },
 };
 
 /// Reads of daemon state answer in milliseconds; this only bounds a wedged daemon.
@@ -108,6 +110,15 @@ pub enum AdminCommand {
         #[command(flatten)]
         to: AdminArgs,
     },
+    /// Withdraw a VIP's BGP announcement for maintenance (`withdraw`), or let it be announced
+    /// again while it qualifies (`announce`).
+    Bgp {
+        action: BgpAction,
+        /// The VIP's name in the config.
+        vip: String,
+        #[command(flatten)]
+        to: AdminArgs,
+    },
 }
 
 impl AdminCommand {
@@ -120,7 +131,8 @@ impl AdminCommand {
             | AdminCommand::Undrain { to, .. }
             | AdminCommand::Flows { to, .. }
             | AdminCommand::Stats { to, .. }
-            | AdminCommand::Reload { to } => to,
+            | AdminCommand::Reload { to }
+            | AdminCommand::Bgp { to, .. } => to,
         }
     }
 }
@@ -208,6 +220,7 @@ fn dispatch(socket: &Path, json: bool, command: AdminCommand) -> Result<(), Fail
         ),
         AdminCommand::Stats { watch: false, .. } => (Request::Stats, QUERY_TIMEOUT),
         AdminCommand::Reload { .. } => (Request::Reload, RELOAD_TIMEOUT),
+        AdminCommand::Bgp { action, vip, .. } => (Request::Bgp { action, vip }, QUERY_TIMEOUT),
     };
     let data = ask(socket, &request, timeout)?;
     if json {
@@ -235,6 +248,14 @@ fn dispatch(socket: &Path, json: bool, command: AdminCommand) -> Result<(), Fail
         Request::Drain { vip, backend } => format!(
             "draining {backend} of {vip}: no new flows; established flows stay until they end\n"
         ),
+        Request::Bgp {
+            action: BgpAction::Withdraw,
+            vip,
+        } => format!("{vip}: withdrawn from every BGP peer until `sluice bgp announce {vip}`\n"),
+        Request::Bgp {
+            action: BgpAction::Announce,
+            vip,
+        } => format!("{vip}: announced again while it has a backend taking new flows\n"),
         Request::Undrain { vip, backend } => {
             format!("undrained {backend} of {vip}: it takes new flows again when healthy\n")
         }

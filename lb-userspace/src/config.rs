@@ -9,6 +9,7 @@
 //! is optional with a default, so an older file keeps its meaning.
 
 pub mod affinity;
+mod bgp;
 mod cert_chain;
 mod cert_names;
 pub mod client_cert;
@@ -35,6 +36,7 @@ use std::{
     time::Duration,
 };
 
+pub use bgp::{Bgp, BgpPeer};
 pub use errors::{ConfigError, ConfigErrors, Location, Position};
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
@@ -57,6 +59,8 @@ pub struct Config {
     pub encap: Encap,
     pub vips: Vec<Vip>,
     pub edges: Vec<Edge>,
+    /// `None`: no BGP speaker (the VIPs reach this host some other way).
+    pub bgp: Option<Bgp>,
 }
 
 /// An edge listener: TLS termination and HTTP proxying to a VIP's backends.

@@ -6,6 +6,7 @@
 //! then serves until SIGINT/SIGTERM, reloading on SIGHUP, and shuts down gracefully (see
 //! `crate::shutdown`).
 
+mod bgp_routes;
 pub(crate) mod core;
 mod flow_census;
 mod flow_query;
@@ -131,6 +132,9 @@ async fn serve(path: &Path, config: Config, overrides: Overrides) -> anyhow::Res
         }
     });
     next_hops::spawn(core.clone());
+    if let Some(bgp) = &config.bgp {
+        bgp_routes::spawn(&core, bgp);
+    }
     // One paced walk of conntrack counts live flows per backend and removes idle ones; it
     // holds no lock (see `flow_census`).
     let census_core = core.clone();
@@ -383,6 +387,8 @@ async fn shut_down(
             timeout = %humantime::format_duration(timeout),
             "stop signal: draining; not ready, still serving"
         );
+        // Routers first: they move new flows to the other gateways before readiness matters.
+        bgp_routes::withdraw_all(core).await;
         core.set_phase(NodeState::Draining);
         tokio::select! {
             () = tokio::time::sleep(delay) => false,

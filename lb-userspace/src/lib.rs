@@ -14,6 +14,7 @@
 
 pub mod admin;
 mod allocator;
+pub mod bgp;
 pub mod check;
 pub mod cli;
 pub mod config;

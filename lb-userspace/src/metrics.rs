@@ -83,6 +83,7 @@ pub fn encode(snapshot: &Snapshot) -> Result<String, std::fmt::Error> {
     register_backends(&mut registry, snapshot);
     register_xdp(&mut registry, snapshot);
     edge::register(&mut registry, &snapshot.edges);
+    register_bgp(&mut registry, snapshot);
     let mut out = String::new();
     text::encode(&mut out, &registry)?;
     Ok(out)
@@ -361,6 +362,67 @@ fn seconds(registry: &mut Registry, name: &str, help: &str, value: f64) {
 }
 
 /// Registers a gauge family holding `samples`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PeerLabels {
+    peer: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PrefixLabels {
+    peer: String,
+    prefix: String,
+}
+
+/// Only with `[bgp]`: a gateway without a speaker has no sessions to report.
+fn register_bgp(registry: &mut Registry, snapshot: &Snapshot) {
+    let Some(bgp) = &snapshot.status.bgp else {
+        return;
+    };
+    gauges(
+        registry,
+        "bgp_session_up",
+        "1 while the BGP session with the peer is established",
+        bgp.peers.iter().map(|p| {
+            (
+                PeerLabels {
+                    peer: p.peer.to_string(),
+                },
+                u64::from(p.state == "established"),
+            )
+        }),
+    );
+    gauges(
+        registry,
+        "bgp_announced_prefixes",
+        "VIP host routes the peer has from this gateway",
+        bgp.peers.iter().map(|p| {
+            (
+                PeerLabels {
+                    peer: p.peer.to_string(),
+                },
+                p.announced.len() as u64,
+            )
+        }),
+    );
+    gauges(
+        registry,
+        "bgp_announced",
+        "1 for each VIP host route (/32, /128) the peer has from this gateway",
+        bgp.peers.iter().flat_map(|p| {
+            p.announced.iter().map(|a| {
+                let len = if a.is_ipv4() { 32 } else { 128 };
+                (
+                    PrefixLabels {
+                        peer: p.peer.to_string(),
+                        prefix: format!("{a}/{len}"),
+                    },
+                    1,
+                )
+            })
+        }),
+    );
+}
+
 fn gauges<S>(
     registry: &mut Registry,
     name: &str,

@@ -46,6 +46,9 @@ const MAY_IMPORT: &[(&str, &[&str])] = &[
     // stores, and the bpf(2) map commands aya lacks from `ffi` (the crate's one module with
     // `unsafe`, a leaf).
     ("dataplane", &["config", "shutdown", "lib", "ffi"]),
+    // The BGP speaker: its settings from config; it knows nothing of the daemon, which tells
+    // it what to announce.
+    ("bgp", &["config"]),
 ];
 
 fn name(m: &[String]) -> String {

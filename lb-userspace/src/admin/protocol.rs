@@ -13,11 +13,32 @@ use crate::shutdown::NodeState;
 pub enum Request {
     Status,
     Backends,
-    Drain { vip: String, backend: IpAddr },
-    Undrain { vip: String, backend: IpAddr },
+    Drain {
+        vip: String,
+        backend: IpAddr,
+    },
+    Undrain {
+        vip: String,
+        backend: IpAddr,
+    },
     Flows(FlowQuery),
     Stats,
     Reload,
+    /// `sluice bgp withdraw|announce <vip>`.
+    Bgp {
+        action: BgpAction,
+        vip: String,
+    },
+}
+
+/// What `sluice bgp` does to a VIP's announcement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum BgpAction {
+    /// Withdraw it and keep it withdrawn, whatever its health (maintenance).
+    Withdraw,
+    /// Undo `withdraw`: announced again while it qualifies.
+    Announce,
 }
 
 /// `{"ok": true, "data": ...}` or `{"ok": false, "error": "..."}`.
@@ -72,6 +93,9 @@ pub struct Status {
     pub reloads_failed: u64,
     pub last_reload_error: Option<String>,
     pub vips: Vec<VipSummary>,
+    /// The BGP speaker's sessions and routes; `None` without `[bgp]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bgp: Option<crate::bgp::BgpStatus>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -55,6 +55,47 @@ pub fn status(s: &Status) -> String {
             vip.backends_taking_new_flows.to_string(),
         ]);
     }
+    let mut out = format!("{}\n{}", key_values(&pairs), table.render());
+    if let Some(bgp) = &s.bgp {
+        out.push('\n');
+        out.push_str(&bgp_status(bgp));
+    }
+    out
+}
+
+/// The BGP part of `status`: one row per peer with what it has from this gateway.
+fn bgp_status(b: &crate::bgp::BgpStatus) -> String {
+    let list = |a: &[std::net::IpAddr]| {
+        or_dash(
+            &a.iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", "),
+        )
+    };
+    let mut pairs = vec![("bgp wanted", list(&b.wanted))];
+    if !b.withdrawn_by_hand.is_empty() {
+        pairs.push(("bgp withdrawn by hand", b.withdrawn_by_hand.join(", ")));
+    }
+    let mut table = Table::new(&[
+        ("BGP PEER", Align::Left),
+        ("AS", Align::Right),
+        ("STATE", Align::Left),
+        ("UP", Align::Right),
+        ("ANNOUNCED", Align::Left),
+        ("LAST ERROR", Align::Left),
+    ]);
+    for p in &b.peers {
+        table.row(vec![
+            p.peer.to_string(),
+            p.remote_as.to_string(),
+            p.state.clone(),
+            p.established_secs
+                .map_or_else(|| "-".to_owned(), format::uptime),
+            list(&p.announced),
+            or_dash(p.last_error.as_deref().unwrap_or("")),
+        ]);
+    }
     format!("{}\n{}", key_values(&pairs), table.render())
 }
 

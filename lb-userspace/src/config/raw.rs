@@ -52,6 +52,8 @@ pub struct Config {
     /// Edge listeners: TLS termination and HTTP proxying to a VIP's backends.
     #[serde(default, rename = "edge")]
     pub edges: Vec<Spanned<Edge>>,
+    /// Announce the VIPs to routers over BGP (see `config::bgp`).
+    pub bgp: Option<Spanned<super::bgp::RawBgp>>,
 }
 
 #[derive(Debug, Deserialize)]

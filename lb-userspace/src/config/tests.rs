@@ -1,6 +1,7 @@
 //! The parser against good configs (typed values, defaults, resolved checks) and the example
 //! file; broken configs are in `broken`.
 
+mod bgp;
 mod broken;
 mod routes;
 

@@ -7,7 +7,7 @@ use std::{collections::HashMap, time::Duration};
 use toml::Spanned;
 
 use super::{
-    edge,
+    bgp, edge,
     errors::{ConfigErrors, Report},
     fields, raw, schema, vip, Admin, Config, Encap, Management, Shutdown, Vip, XdpMode,
 };
@@ -88,6 +88,7 @@ fn validate(r: &mut Report, raw: &raw::Config) -> Option<Config> {
     let vips = vip::vips(r, &raw.vips);
     let encap = encap(r, &raw.encap, &raw.vips, vips.as_deref());
     let edges = edge::edges(r, &raw.edges, vips.as_deref());
+    let bgp = raw.bgp.as_ref().map(|b| bgp::bgp(r, b, vips.as_deref()));
     Some(Config {
         instance: instance?,
         interfaces: interfaces?,
@@ -107,6 +108,10 @@ fn validate(r: &mut Report, raw: &raw::Config) -> Option<Config> {
         encap: encap?,
         vips: vips?,
         edges: edges?,
+        bgp: match bgp {
+            Some(b) => Some(b?),
+            None => None,
+        },
     })
 }
 

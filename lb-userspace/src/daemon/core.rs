@@ -106,6 +106,8 @@ pub struct Core {
     node: Mutex<NodeSwitch>,
     /// Held only to clone or replace the `Arc`, never across another lock.
     published: Mutex<Arc<Published>>,
+    /// The BGP speaker, once started (never with no `[bgp]`).
+    pub bgp: std::sync::OnceLock<Arc<crate::bgp::Speaker>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -183,6 +185,7 @@ impl Core {
                 backends: Vec::new(),
                 shutdown,
             })),
+            bgp: std::sync::OnceLock::new(),
         };
         core.publish(&core.lock());
         Ok(core)

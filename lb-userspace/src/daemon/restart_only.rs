@@ -35,6 +35,8 @@ pub fn restart_only(old: &Config, new: &Config) -> Result<(), NeedsRestart> {
     )?;
     same("worker_threads", &old.worker_threads, &new.worker_threads)?;
     same("bpffs", &old.bpffs, &new.bpffs)?;
+    // Sessions are opened with these at start.
+    same("bgp", &old.bgp, &new.bgp)?;
     same("admin.socket", &old.admin.socket, &new.admin.socket)?;
     same(
         "management.address",

@@ -11,9 +11,9 @@ use super::{
 use crate::{
     admin::{
         protocol::{
-            BackendRow, BackendState, CounterKind, FlowQuery, FlowRow, Health, NamedCounter,
-            NextHopView, ProxyRow, ReloadOutcome, Request, Response, Stats, Status, TrafficRow,
-            VipSummary,
+            BackendRow, BackendState, BgpAction, CounterKind, FlowQuery, FlowRow, Health,
+            NamedCounter, NextHopView, ProxyRow, ReloadOutcome, Request, Response, Stats, Status,
+            TrafficRow, VipSummary,
         },
         server::Handler,
     },
@@ -43,6 +43,7 @@ impl Core {
         status.ready = phase == NodeState::Serving
             && status.vips.iter().all(|v| v.backends_taking_new_flows > 0);
         status.phase = phase;
+        status.bgp = self.bgp.get().map(|s| s.status());
         status.uptime_secs = self.uptime().as_secs();
         status.reloads_ok = self.reloads_ok.load(Ordering::Relaxed);
         status.reloads_failed = self.reloads_failed.load(Ordering::Relaxed);
@@ -126,6 +127,8 @@ impl Core {
             reloads_failed: 0,
             last_reload_error: None,
             vips,
+            // Read at answer time (see `status_in`).
+            bgp: None,
         }
     }
 
@@ -351,6 +354,20 @@ impl Handler for Core {
             }),
             Request::Flows(query) => self.flow_rows(&query).map(|r| Response::data(&r)),
             Request::Stats => self.stats().map(|s| Response::data(&s)),
+            Request::Bgp { action, vip } => match self.bgp.get() {
+                None => Err(CoreError::Config(
+                    "BGP is not configured: add a [bgp] section and restart".into(),
+                )),
+                Some(speaker) => {
+                    let vips = self.lock().config.vips.clone();
+                    speaker
+                        .hold(&vip, action == BgpAction::Withdraw, &vips)
+                        .map(|()| {
+                            Response::data(&serde_json::json!({"vip": vip, "action": action}))
+                        })
+                        .map_err(|e| CoreError::Config(e.to_string()))
+                }
+            },
             Request::Reload => self
                 .reload()
                 .map(|(vips, backends)| Response::data(&ReloadOutcome { vips, backends })),

@@ -78,6 +78,7 @@ pub(crate) fn snapshot() -> Snapshot {
                 vip("web", "198.18.0.10:80", 1, 2),
                 vip("dns", "[2001:db8::53]:53", 0, 1),
             ],
+            bgp: None,
         },
         backends: vec![
             backend("web", "198.18.10.2", "up", 7, 1000),

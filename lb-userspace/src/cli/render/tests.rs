@@ -103,6 +103,7 @@ fn status_summary() {
                 backends_total: 4,
             },
         ],
+        bgp: None,
     };
     let text = status(&s);
     println!("{text}");

@@ -1,0 +1,286 @@
+//! `[bgp]`: the speaker that announces the VIPs to routers (see `crate::bgp`). Restart-only:
+//! sessions are opened with these settings at start, and a reload that changes them is
+//! refused with "restart to apply".
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+};
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::{errors::Report, fields, Vip};
+
+/// The section as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBgp {
+    /// This gateway's AS number (1 to 4294967295; 4-octet ASes are sent as RFC 6793 asks).
+    pub local_as: Spanned<i64>,
+    /// The BGP identifier, an IPv4 address unique among the peers' neighbours (usually this
+    /// host's address towards the router).
+    pub router_id: Spanned<String>,
+    /// The next hop announced with IPv4 VIPs: this host's address on the router's link.
+    /// Needed when a VIP is IPv4.
+    pub next_hop_v4: Option<Spanned<String>>,
+    /// The next hop announced with IPv6 VIPs (MP_REACH_NLRI, RFC 4760). Needed when a VIP is
+    /// IPv6.
+    pub next_hop_v6: Option<Spanned<String>>,
+    /// The routers: `{ address = "10.0.0.1", as = 65000 }`, optionally `port` (default 179)
+    /// and `hold_time` in seconds (0, or 3 and above; default 90).
+    #[serde(default, rename = "peer")]
+    pub peers: Vec<Spanned<RawPeer>>,
+    /// Communities (RFC 1997, `"ASN:value"`) announced with a VIP, by VIP name, e.g.
+    /// `web = ["65000:100"]`.
+    #[serde(default)]
+    pub communities: BTreeMap<String, Spanned<Vec<Spanned<String>>>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPeer {
+    pub address: Spanned<String>,
+    #[serde(rename = "as")]
+    pub remote_as: Spanned<i64>,
+    pub port: Option<Spanned<i64>>,
+    pub hold_time: Option<Spanned<i64>>,
+}
+
+/// The validated section.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bgp {
+    pub local_as: u32,
+    pub router_id: Ipv4Addr,
+    pub next_hop_v4: Option<Ipv4Addr>,
+    pub next_hop_v6: Option<Ipv6Addr>,
+    pub peers: Vec<BgpPeer>,
+    /// By VIP name; each community is `ASN << 16 | value`.
+    pub communities: BTreeMap<String, Vec<u32>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BgpPeer {
+    pub address: IpAddr,
+    pub remote_as: u32,
+    pub port: u16,
+    /// Seconds; 0 turns keepalives and the hold timer off.
+    pub hold_time: u16,
+}
+
+const DEFAULT_PORT: u16 = 179;
+const DEFAULT_HOLD_TIME: u16 = 90;
+
+pub(super) fn bgp(r: &mut Report, raw: &Spanned<RawBgp>, vips: Option<&[Vip]>) -> Option<Bgp> {
+    let b = raw.get_ref();
+    let mut ok = true;
+    let local_as = as_number(r, &b.local_as, "bgp.local_as");
+    let router_id = match b.router_id.get_ref().parse::<Ipv4Addr>() {
+        Ok(id) if !id.is_unspecified() => Some(id),
+        _ => {
+            r.invalid(
+                b.router_id.span(),
+                "bgp.router_id",
+                format!(
+                    "\"{}\" is not a usable router id; write a non-zero IPv4 address, usually \
+                     this host's address towards the router, e.g. \"10.0.0.2\"",
+                    b.router_id.get_ref()
+                ),
+            );
+            None
+        }
+    };
+    let next_hop_v4 = match &b.next_hop_v4 {
+        Some(v) => match v.get_ref().parse::<Ipv4Addr>() {
+            Ok(a) => Some(Some(a)),
+            Err(_) => {
+                r.invalid(
+                    v.span(),
+                    "bgp.next_hop_v4",
+                    format!(
+                        "\"{}\" is not an IPv4 address; write e.g. \"10.0.0.2\"",
+                        v.get_ref()
+                    ),
+                );
+                None
+            }
+        },
+        None => Some(None),
+    };
+    let next_hop_v6 = match &b.next_hop_v6 {
+        Some(v) => match v.get_ref().parse::<Ipv6Addr>() {
+            Ok(a) => Some(Some(a)),
+            Err(_) => {
+                r.invalid(
+                    v.span(),
+                    "bgp.next_hop_v6",
+                    format!(
+                        "\"{}\" is not an IPv6 address; write e.g. \"2001:db8::2\"",
+                        v.get_ref()
+                    ),
+                );
+                None
+            }
+        },
+        None => Some(None),
+    };
+    if b.peers.is_empty() {
+        r.invalid(
+            raw.span(),
+            "bgp.peer",
+            "add at least one [[bgp.peer]] with address and as, e.g. { address = \"10.0.0.1\", as = 65000 }",
+        );
+        ok = false;
+    }
+    let mut peers = Vec::new();
+    let mut seen = HashMap::new();
+    for (i, p) in b.peers.iter().enumerate() {
+        let Some(peer) = peer(r, i, p.get_ref()) else {
+            ok = false;
+            continue;
+        };
+        if let Some(first) = seen.insert((peer.address, peer.port), i) {
+            r.invalid(
+                p.get_ref().address.span(),
+                format!("bgp.peer[{i}].address"),
+                format!("bgp.peer[{first}] is already this peer; list each router once"),
+            );
+            ok = false;
+        }
+        peers.push(peer);
+    }
+    if let (Some(vips), Some(v4), Some(v6)) = (vips, &next_hop_v4, &next_hop_v6) {
+        for (want, have, key, example) in [
+            (true, v4.is_some(), "bgp.next_hop_v4", "10.0.0.2"),
+            (false, v6.is_some(), "bgp.next_hop_v6", "2001:db8::2"),
+        ] {
+            if let Some(vip) = vips.iter().find(|v| v.address.is_ipv4() == want) {
+                if !have {
+                    r.invalid(
+                        raw.span(),
+                        key,
+                        format!(
+                            "VIP \"{}\" is {}, so its announcements need a next hop: add \
+                             {key} = \"{example}\" (this host's address on the router's link)",
+                            vip.name,
+                            if want { "IPv4" } else { "IPv6" }
+                        ),
+                    );
+                    ok = false;
+                }
+            }
+        }
+    }
+    let mut communities = BTreeMap::new();
+    for (vip, list) in &b.communities {
+        let field = format!("bgp.communities.{vip}");
+        if let Some(vips) = vips {
+            if !vips.iter().any(|v| &v.name == vip) {
+                r.invalid(
+                    list.span(),
+                    &field,
+                    format!("there is no [[vip]] named \"{vip}\"; use a configured VIP's name"),
+                );
+                ok = false;
+                continue;
+            }
+        }
+        let mut values = Vec::new();
+        for c in list.get_ref() {
+            match community(c.get_ref()) {
+                Some(v) => values.push(v),
+                None => {
+                    r.invalid(
+                        c.span(),
+                        &field,
+                        format!(
+                            "\"{}\" is not a community; write \"ASN:value\" with each part \
+                             0 to 65535, e.g. \"65000:100\"",
+                            c.get_ref()
+                        ),
+                    );
+                    ok = false;
+                }
+            }
+        }
+        communities.insert(vip.clone(), values);
+    }
+    if !ok {
+        return None;
+    }
+    Some(Bgp {
+        local_as: local_as?,
+        router_id: router_id?,
+        next_hop_v4: next_hop_v4?,
+        next_hop_v6: next_hop_v6?,
+        peers,
+        communities,
+    })
+}
+
+fn as_number(r: &mut Report, v: &Spanned<i64>, field: &str) -> Option<u32> {
+    fields::int(
+        r,
+        v,
+        field,
+        1..=i64::from(u32::MAX),
+        "AS 0 is reserved (RFC 7607); private ASes are 64512-65534 and 4200000000-4294967294",
+    )
+}
+
+fn peer(r: &mut Report, i: usize, p: &RawPeer) -> Option<BgpPeer> {
+    let field = |k: &str| format!("bgp.peer[{i}].{k}");
+    let address = p.address.get_ref().parse::<IpAddr>();
+    if address.is_err() {
+        r.invalid(
+            p.address.span(),
+            field("address"),
+            format!(
+                "\"{}\" is not an IP address; write the router's address, e.g. \"10.0.0.1\" \
+                 (no port: that is `port`; host names are not resolved)",
+                p.address.get_ref()
+            ),
+        );
+    }
+    let remote_as = as_number(r, &p.remote_as, &field("as"));
+    let port = match &p.port {
+        Some(v) => fields::int(r, v, &field("port"), 1..=65535, "BGP listens on 179"),
+        None => Some(DEFAULT_PORT),
+    };
+    let hold_time = match &p.hold_time {
+        Some(v) if matches!(v.get_ref(), 1 | 2) => {
+            r.invalid(
+                v.span(),
+                field("hold_time"),
+                format!(
+                    "{} seconds is not allowed: RFC 4271 needs 0 (no keepalives) or at least 3; \
+                     write e.g. 3 for a fast failover or 90 (the default)",
+                    v.get_ref()
+                ),
+            );
+            None
+        }
+        Some(v) => fields::int(
+            r,
+            v,
+            &field("hold_time"),
+            0..=65535,
+            "seconds; 0, or at least 3",
+        ),
+        None => Some(DEFAULT_HOLD_TIME),
+    };
+    Some(BgpPeer {
+        address: address.ok()?,
+        remote_as: remote_as?,
+        port: port?,
+        hold_time: hold_time?,
+    })
+}
+
+/// `"65000:100"` → `65000 << 16 | 100`.
+fn community(text: &str) -> Option<u32> {
+    let (high, low) = text.split_once(':')?;
+    let high: u16 = high.parse().ok()?;
+    let low: u16 = low.parse().ok()?;
+    Some(u32::from(high) << 16 | u32::from(low))
+}

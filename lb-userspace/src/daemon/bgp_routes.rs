@@ -1,0 +1,63 @@
+//! Drives the BGP speaker from the daemon's state: after every change it might care about
+//! (a health transition, a drain, a reload, a phase change, `sluice bgp`) and at least every
+//! [`POLL`], it recomputes which VIPs to announce from the published status, which never waits
+//! for the daemon's lock.
+
+use std::{sync::Arc, time::Duration};
+
+use super::core::Core;
+use crate::{
+    bgp::{
+        routes::{wanted, VipState},
+        Speaker,
+    },
+    config::Bgp,
+    shutdown::NodeState,
+};
+
+/// The published status changes without a notification (health, drains, reloads): how long
+/// such a change can take to reach the routers.
+const POLL: Duration = Duration::from_millis(200);
+
+/// Starts the speaker for `config` and the task that keeps its routes current.
+pub fn spawn(core: &Arc<Core>, config: &Bgp) {
+    let speaker = Speaker::start(config, &core.lock().config.vips);
+    // `serve` calls this once, before anything else could have set it.
+    let _ = core.bgp.set(Arc::clone(&speaker));
+    let core = Arc::clone(core);
+    let communities = config.communities.clone();
+    tokio::spawn(async move {
+        let mut phase = core.watch_phase();
+        loop {
+            let status = core.published().status.clone();
+            let vips: Vec<VipState> = status
+                .vips
+                .iter()
+                .map(|v| VipState {
+                    name: v.name.clone(),
+                    address: v.address.ip(),
+                    backends_taking_new_flows: v.backends_taking_new_flows,
+                })
+                .collect();
+            let serving = core.phase() == NodeState::Serving;
+            speaker.set(wanted(serving, &vips, &speaker.held(), &communities));
+            tokio::select! {
+                () = tokio::time::sleep(POLL) => {}
+                () = speaker.changed.notified() => {}
+                _ = phase.changed() => {}
+            }
+        }
+    });
+}
+
+/// How long a stop waits for the withdrawals to be written to every established session.
+pub const WITHDRAW_WAIT: Duration = Duration::from_secs(2);
+
+/// The first step of a graceful stop: every route withdrawn, so routers move new flows to the
+/// other gateways before readiness even matters.
+pub async fn withdraw_all(core: &Core) {
+    if let Some(speaker) = core.bgp.get() {
+        tracing::info!("stop signal: withdrawing the BGP announcements");
+        speaker.withdraw_all(WITHDRAW_WAIT).await;
+    }
+}
