@@ -35,7 +35,11 @@ pub struct Desired {
 
 /// The running speaker.
 pub struct Speaker {
+    /// What the sessions are told; they each hold a receiver.
     desired: watch::Sender<Desired>,
+    /// The same value, for readers here: a `watch` borrow would be a read lock that blocks
+    /// the sender.
+    current: Mutex<Desired>,
     peers: Vec<(Peer, Arc<Mutex<PeerView>>)>,
     /// VIP names withdrawn by hand (`sluice bgp withdraw`), until `announce`.
     held: Mutex<BTreeSet<String>>,
@@ -97,6 +101,7 @@ impl Speaker {
         }
         Arc::new(Speaker {
             desired,
+            current: Mutex::new(Desired::default()),
             peers,
             held: Mutex::new(BTreeSet::new()),
             stopping: std::sync::atomic::AtomicBool::new(false),
@@ -111,14 +116,14 @@ impl Speaker {
         } else {
             routes
         };
-        self.desired.send_if_modified(|d| {
-            if d.routes == routes {
-                return false;
-            }
-            d.generation += 1;
-            d.routes = routes;
-            true
-        });
+        let mut current = lock(&self.current);
+        if current.routes == routes {
+            return;
+        }
+        current.generation += 1;
+        current.routes = routes;
+        // Under `current`'s lock, so the sessions see the generations in order.
+        self.desired.send_replace(current.clone());
     }
 
     fn stopping(&self) -> bool {
@@ -154,7 +159,7 @@ impl Speaker {
         self.stopping
             .store(true, std::sync::atomic::Ordering::SeqCst);
         self.set(BTreeMap::new());
-        let target = self.desired.borrow().generation;
+        let target = lock(&self.current).generation;
         let deadline = Instant::now() + wait;
         while Instant::now() < deadline {
             let pending = self.peers.iter().any(|(_, v)| {
@@ -171,7 +176,7 @@ impl Speaker {
 
     /// What `sluice status` shows.
     pub fn status(&self) -> BgpStatus {
-        let desired = self.desired.borrow().clone();
+        let desired = lock(&self.current).clone();
         BgpStatus {
             wanted: desired.routes.keys().copied().collect(),
             withdrawn_by_hand: self.held().into_iter().collect(),

@@ -15,6 +15,7 @@
 
 use std::{
     collections::BTreeSet,
+    fmt::Write as _,
     fs,
     net::SocketAddr,
     process::Command,
@@ -97,15 +98,16 @@ impl Frr {
         );
         for g in 0..GATEWAYS {
             let peer = gw_addr4(g);
-            conf.push_str(&format!(
+            let _ = write!(
+                conf,
                 " neighbor {peer} remote-as 65001\n neighbor {peer} timers 1 {HOLD_SECS}\n\
                   neighbor {peer} timers connect 1\n"
-            ));
+            );
         }
         conf.push_str(" address-family ipv4 unicast\n  maximum-paths 8\n exit-address-family\n");
         conf.push_str(" address-family ipv6 unicast\n  maximum-paths 8\n");
         for g in 0..GATEWAYS {
-            conf.push_str(&format!("  neighbor {} activate\n", gw_addr4(g)));
+            let _ = writeln!(conf, "  neighbor {} activate", gw_addr4(g));
         }
         conf.push_str(" exit-address-family\n");
         let path = run_dir.join("frr.conf");
@@ -113,8 +115,17 @@ impl Frr {
         run_cmd(Command::new("chown").args(["-R", "frr:frr"]).arg(&run_dir))?;
         for daemon in ["zebra", "bgpd"] {
             let bin = format!("/usr/lib/frr/{daemon}");
-            ns.run(&[&bin, "-d", "-N", PATHSPACE, "-F", "traditional", "-f", path.to_str().unwrap_or_default()])
-                .with_context(|| format!("starting FRR {daemon}"))?;
+            ns.run(&[
+                &bin,
+                "-d",
+                "-N",
+                PATHSPACE,
+                "-F",
+                "traditional",
+                "-f",
+                path.to_str().unwrap_or_default(),
+            ])
+            .with_context(|| format!("starting FRR {daemon}"))?;
         }
         Ok(frr)
     }
@@ -210,10 +221,16 @@ fn gateway_config(g: usize, scratch: &Scratch) -> String {
 fn link(router: &NetNs, rtr_if: &str, ns: &NetNs, net4: &str, net6: &str, mtu: u32) -> Result<()> {
     ip(
         router,
-        &format!("link add {rtr_if} mtu {mtu} type veth peer name eth0 mtu {mtu} netns {}", ns.name()),
+        &format!(
+            "link add {rtr_if} mtu {mtu} type veth peer name eth0 mtu {mtu} netns {}",
+            ns.name()
+        ),
     )?;
     ip(router, &format!("addr add {net4}.1/24 dev {rtr_if}"))?;
-    ip(router, &format!("-6 addr add {net6}::1/64 dev {rtr_if} nodad"))?;
+    ip(
+        router,
+        &format!("-6 addr add {net6}::1/64 dev {rtr_if} nodad"),
+    )?;
     ip(router, &format!("link set {rtr_if} up"))?;
     ip(ns, &format!("addr add {net4}.2/24 dev eth0"))?;
     ip(ns, &format!("-6 addr add {net6}::2/64 dev eth0 nodad"))?;
@@ -272,7 +289,15 @@ impl Lab {
             )?;
             // The router's IPv6 neighbour entry: BGP runs over IPv4, so nothing else would
             // resolve it before the first IPv6 flow needs it as the tunnel's next hop.
-            ns.run(&["ping", "-6", "-c", "1", "-W", "2", &format!("2001:db8:10{g}::1")])?;
+            ns.run(&[
+                "ping",
+                "-6",
+                "-c",
+                "1",
+                "-W",
+                "2",
+                &format!("2001:db8:10{g}::1"),
+            ])?;
             gw_ns.push(ns);
         }
         let frr = Frr::start(&router)?;
@@ -280,7 +305,12 @@ impl Lab {
         let mut gateways = Vec::new();
         for (g, ns) in gw_ns.iter().enumerate() {
             let dir = Scratch::create(&format!("bgp-gw{g}"))?;
-            let d = Daemon::start(ns, dir.path(), &format!("bgp-gw{g}"), &gateway_config(g, &dir))?;
+            let d = Daemon::start(
+                ns,
+                dir.path(),
+                &format!("bgp-gw{g}"),
+                &gateway_config(g, &dir),
+            )?;
             gateways.push(Some(d));
             scratch.push(dir);
         }
@@ -351,14 +381,17 @@ fn gateways_announce_to_frr_and_withdraw_on_sigterm_sigkill_and_by_hand() -> Res
         "sluice_bgp_session_up",
         &[("peer", "198.18.100.1:179")],
     )?;
-    assert_eq!(up, 1.0);
+    assert!((up - 1.0).abs() < f64::EPSILON, "session_up {up}");
     let announced = lab.gw(0).metric(
         &lab.gw_ns[0],
         management,
         "sluice_bgp_announced_prefixes",
         &[("peer", "198.18.100.1:179")],
     )?;
-    assert_eq!(announced, 2.0);
+    assert!(
+        (announced - 2.0).abs() < f64::EPSILON,
+        "announced {announced}"
+    );
 
     // By hand: gateway 2 withdraws the IPv4 VIP only, then announces it again.
     lab.gw(2).cli_ok(&["bgp", "withdraw", "web"])?;
@@ -370,7 +403,10 @@ fn gateways_announce_to_frr_and_withdraw_on_sigterm_sigkill_and_by_hand() -> Res
             assert_eq!(v6.len(), 3, "the IPv6 VIP stays announced: {v6:?}");
             break;
         }
-        assert!(start.elapsed() < Duration::from_secs(10), "not withdrawn: {v4:?}");
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "not withdrawn: {v4:?}"
+        );
         thread::sleep(Duration::from_millis(50));
     }
     lab.gw(2).cli_ok(&["bgp", "announce", "web"])?;
@@ -380,7 +416,10 @@ fn gateways_announce_to_frr_and_withdraw_on_sigterm_sigkill_and_by_hand() -> Res
     lab.gw(0).signal(libc::SIGTERM)?;
     lab.wait_for(&[1, 2], Duration::from_secs(3))?;
     let draining = lab.gw(0).cli_json(&["status"])?;
-    assert_eq!(draining["phase"], "draining", "routes withdrawn before the delay ended");
+    assert_eq!(
+        draining["phase"], "draining",
+        "routes withdrawn before the delay ended"
+    );
     let exit = lab.gateways[0]
         .as_mut()
         .expect("running")
@@ -423,7 +462,7 @@ fn new_flows(lab: &Lab, vip: &str) -> Result<Vec<u64>> {
 fn broken(conns: &mut [EchoConn]) -> usize {
     conns
         .iter_mut()
-        .map(|c| c.exchange())
+        .map(EchoConn::exchange)
         .filter(Result::is_err)
         .count()
 }
@@ -447,9 +486,15 @@ fn flows_spread_over_ecmp_gateways_and_survive_sigterm_and_sigkill() -> Result<(
     eprintln!("new flows per gateway: IPv4 {flows4:?}, IPv6 {flows6:?}");
     assert_eq!(flows4.iter().sum::<u64>(), 200, "{flows4:?}");
     assert_eq!(flows6.iter().sum::<u64>(), 100, "{flows6:?}");
-    assert!(flows4.iter().chain(&flows6).all(|&n| n > 0), "{flows4:?} {flows6:?}");
+    assert!(
+        flows4.iter().chain(&flows6).all(|&n| n > 0),
+        "{flows4:?} {flows6:?}"
+    );
     for b in 0..BACKENDS {
-        assert!(conns.iter().any(|c| c.backend == b), "backend {b} served none");
+        assert!(
+            conns.iter().any(|c| c.backend == b),
+            "backend {b} served none"
+        );
     }
 
     // SIGTERM: withdrawn first; the flows the router moves keep their backend.

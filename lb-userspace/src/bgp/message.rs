@@ -295,7 +295,7 @@ fn host_prefix(out: &mut Vec<u8>, address: IpAddr) {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Path {
     pub local_as: u32,
-    /// iBGP (peer AS = local AS): empty AS_PATH and a LOCAL_PREF, as RFC 4271 §5.1.2 and
+    /// iBGP (peer AS = local AS): empty `AS_PATH` and a `LOCAL_PREF`, as RFC 4271 §5.1.2 and
     /// §5.1.5 ask.
     pub internal: bool,
     pub next_hop_v4: Option<Ipv4Addr>,

@@ -13,7 +13,10 @@ use std::{
 
 use tokio::{
     io::{AsyncReadExt as _, AsyncWriteExt as _},
-    net::{tcp::OwnedReadHalf, TcpStream},
+    net::{
+        tcp::{OwnedReadHalf, OwnedWriteHalf},
+        TcpStream,
+    },
     sync::{mpsc, watch},
     time::sleep_until,
 };
@@ -199,50 +202,7 @@ async fn session(
     let _ = stream.set_nodelay(true);
     let (rd, mut wr) = stream.into_split();
     let mut rx = reader(rd);
-    let mut open = local.open.clone();
-    open.hold_time = peer.hold_time;
-    wr.write_all(&open.encode())
-        .await
-        .map_err(SessionError::Io)?;
-    set(view, |v| v.state = SessionState::OpenSent);
-
-    // OpenSent: the peer's OPEN, checked against what is configured.
-    let (kind, body) = next(&mut rx, OPEN_WAIT).await?;
-    if kind != message::OPEN {
-        return Err(refuse(&mut wr, message::FSM_ERROR).await);
-    }
-    let theirs = match message::parse_open(&body) {
-        Ok(o) => o,
-        Err(e) => return Err(refuse(&mut wr, e).await),
-    };
-    if !theirs.four_octet_as {
-        // The AS_PATH is encoded with 4-octet ASes; a 2-octet-only peer would misread it.
-        return Err(refuse(&mut wr, message::UNSUPPORTED_CAPABILITY).await);
-    }
-    if theirs.peer_as != peer.remote_as {
-        return Err(refuse(&mut wr, message::BAD_PEER_AS).await);
-    }
-    if theirs.hold_time == 1 || theirs.hold_time == 2 {
-        return Err(refuse(&mut wr, message::UNACCEPTABLE_HOLD_TIME).await);
-    }
-    let hold = Duration::from_secs(u64::from(peer.hold_time.min(theirs.hold_time)));
-    // RFC 4760 §8: a peer that sends no multiprotocol capability speaks IPv4 unicast only.
-    let families = if theirs.families.is_empty() {
-        vec![Family::Ipv4]
-    } else {
-        theirs.families.clone()
-    };
-    wr.write_all(&message::keepalive())
-        .await
-        .map_err(SessionError::Io)?;
-    set(view, |v| v.state = SessionState::OpenConfirm);
-
-    // OpenConfirm: the peer's KEEPALIVE.
-    let wait = if hold.is_zero() { OPEN_WAIT } else { hold };
-    let (kind, _) = next(&mut rx, wait).await?;
-    if kind != message::KEEPALIVE {
-        return Err(refuse(&mut wr, message::FSM_ERROR).await);
-    }
+    let (hold, families) = handshake(peer, local, &mut wr, &mut rx, view).await?;
     set(view, |v| {
         v.state = SessionState::Established;
         v.since = Some(Instant::now());
@@ -255,7 +215,8 @@ async fn session(
         ..local.path.clone()
     };
     let mut sent: BTreeMap<IpAddr, Vec<u32>> = BTreeMap::new();
-    let far = Duration::from_secs(86_400 * 365);
+    // Hold time 0: no keepalives and no hold timer, so "never".
+    let far = Duration::from_hours(24 * 365);
     let keepalive_every = if hold.is_zero() { far } else { hold / 3 };
     let mut keepalive = tokio::time::interval_at(
         tokio::time::Instant::now() + keepalive_every,
@@ -266,11 +227,11 @@ async fn session(
     loop {
         if dirty {
             dirty = false;
-            let want = desired.borrow_and_update().clone();
-            sync(&mut wr, &path, &families, &want, &mut sent).await?;
+            let latest = desired.borrow_and_update().clone();
+            sync(&mut wr, &path, &families, &latest, &mut sent).await?;
             set(view, |v| {
                 v.announced = sent.keys().copied().collect();
-                v.synced = want.generation;
+                v.synced = latest.generation;
             });
         }
         tokio::select! {
@@ -309,6 +270,62 @@ async fn session(
     }
 }
 
+/// OPEN, the peer's OPEN checked against the configuration, KEEPALIVE both ways: the hold
+/// time agreed on and the families the peer takes.
+async fn handshake(
+    peer: &Peer,
+    local: &Local,
+    wr: &mut OwnedWriteHalf,
+    rx: &mut mpsc::Receiver<Result<Message, SessionError>>,
+    view: &Mutex<PeerView>,
+) -> Result<(Duration, Vec<Family>), SessionError> {
+    let mut open = local.open.clone();
+    open.hold_time = peer.hold_time;
+    wr.write_all(&open.encode())
+        .await
+        .map_err(SessionError::Io)?;
+    set(view, |v| v.state = SessionState::OpenSent);
+
+    // OpenSent: the peer's OPEN, checked against what is configured.
+    let (kind, body) = next(rx, OPEN_WAIT).await?;
+    if kind != message::OPEN {
+        return Err(refuse(wr, message::FSM_ERROR).await);
+    }
+    let theirs = match message::parse_open(&body) {
+        Ok(o) => o,
+        Err(e) => return Err(refuse(wr, e).await),
+    };
+    if !theirs.four_octet_as {
+        // The AS_PATH is encoded with 4-octet ASes; a 2-octet-only peer would misread it.
+        return Err(refuse(wr, message::UNSUPPORTED_CAPABILITY).await);
+    }
+    if theirs.peer_as != peer.remote_as {
+        return Err(refuse(wr, message::BAD_PEER_AS).await);
+    }
+    if theirs.hold_time == 1 || theirs.hold_time == 2 {
+        return Err(refuse(wr, message::UNACCEPTABLE_HOLD_TIME).await);
+    }
+    let hold = Duration::from_secs(u64::from(peer.hold_time.min(theirs.hold_time)));
+    // RFC 4760 §8: a peer that sends no multiprotocol capability speaks IPv4 unicast only.
+    let families = if theirs.families.is_empty() {
+        vec![Family::Ipv4]
+    } else {
+        theirs.families
+    };
+    wr.write_all(&message::keepalive())
+        .await
+        .map_err(SessionError::Io)?;
+    set(view, |v| v.state = SessionState::OpenConfirm);
+
+    // OpenConfirm: the peer's KEEPALIVE.
+    let wait = if hold.is_zero() { OPEN_WAIT } else { hold };
+    let (kind, _) = next(rx, wait).await?;
+    if kind != message::KEEPALIVE {
+        return Err(refuse(wr, message::FSM_ERROR).await);
+    }
+    Ok((hold, families))
+}
+
 /// The next message within `wait`; a NOTIFICATION ends the session with its code.
 async fn next(
     rx: &mut mpsc::Receiver<Result<Message, SessionError>>,
@@ -331,7 +348,7 @@ fn notified(body: &[u8]) -> SessionError {
 }
 
 /// Sends the NOTIFICATION for `e` (best effort: the session ends either way).
-async fn refuse(wr: &mut tokio::net::tcp::OwnedWriteHalf, e: ProtocolError) -> SessionError {
+async fn refuse(wr: &mut OwnedWriteHalf, e: ProtocolError) -> SessionError {
     let _ = wr.write_all(&message::notification(e)).await;
     SessionError::Protocol(e)
 }
@@ -339,7 +356,7 @@ async fn refuse(wr: &mut tokio::net::tcp::OwnedWriteHalf, e: ProtocolError) -> S
 /// Sends what makes the peer's routes from this speaker equal `want` (in the families the
 /// session carries): withdrawals first, then announcements.
 async fn sync(
-    wr: &mut tokio::net::tcp::OwnedWriteHalf,
+    wr: &mut OwnedWriteHalf,
     path: &Path,
     families: &[Family],
     want: &Desired,

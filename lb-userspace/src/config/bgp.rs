@@ -24,7 +24,7 @@ pub struct RawBgp {
     /// The next hop announced with IPv4 VIPs: this host's address on the router's link.
     /// Needed when a VIP is IPv4.
     pub next_hop_v4: Option<Spanned<String>>,
-    /// The next hop announced with IPv6 VIPs (MP_REACH_NLRI, RFC 4760). Needed when a VIP is
+    /// The next hop announced with IPv6 VIPs (`MP_REACH_NLRI`, RFC 4760). Needed when a VIP is
     /// IPv6.
     pub next_hop_v6: Option<Spanned<String>>,
     /// The routers: `{ address = "10.0.0.1", as = 65000 }`, optionally `port` (default 179)
@@ -73,7 +73,6 @@ const DEFAULT_HOLD_TIME: u16 = 90;
 
 pub(super) fn bgp(r: &mut Report, raw: &Spanned<RawBgp>, vips: Option<&[Vip]>) -> Option<Bgp> {
     let b = raw.get_ref();
-    let mut ok = true;
     let local_as = as_number(r, &b.local_as, "bgp.local_as");
     let router_id = match b.router_id.get_ref().parse::<Ipv4Addr>() {
         Ok(id) if !id.is_unspecified() => Some(id),
@@ -90,40 +89,97 @@ pub(super) fn bgp(r: &mut Report, raw: &Spanned<RawBgp>, vips: Option<&[Vip]>) -
             None
         }
     };
-    let next_hop_v4 = match &b.next_hop_v4 {
-        Some(v) => match v.get_ref().parse::<Ipv4Addr>() {
-            Ok(a) => Some(Some(a)),
-            Err(_) => {
-                r.invalid(
-                    v.span(),
-                    "bgp.next_hop_v4",
-                    format!(
-                        "\"{}\" is not an IPv4 address; write e.g. \"10.0.0.2\"",
-                        v.get_ref()
-                    ),
-                );
-                None
-            }
-        },
-        None => Some(None),
-    };
-    let next_hop_v6 = match &b.next_hop_v6 {
-        Some(v) => match v.get_ref().parse::<Ipv6Addr>() {
-            Ok(a) => Some(Some(a)),
-            Err(_) => {
-                r.invalid(
-                    v.span(),
-                    "bgp.next_hop_v6",
-                    format!(
-                        "\"{}\" is not an IPv6 address; write e.g. \"2001:db8::2\"",
-                        v.get_ref()
-                    ),
-                );
-                None
-            }
-        },
-        None => Some(None),
-    };
+    let mut hops_ok = true;
+    let next_hop_v4 = next_hop::<Ipv4Addr>(
+        r,
+        b.next_hop_v4.as_ref(),
+        ("bgp.next_hop_v4", "IPv4", "10.0.0.2"),
+        &mut hops_ok,
+    );
+    let next_hop_v6 = next_hop::<Ipv6Addr>(
+        r,
+        b.next_hop_v6.as_ref(),
+        ("bgp.next_hop_v6", "IPv6", "2001:db8::2"),
+        &mut hops_ok,
+    );
+    let peers = peers(r, raw);
+    let mut ok = hops_ok;
+    if let (Some(vips), true) = (vips, hops_ok) {
+        ok &= next_hops_cover(r, raw, vips, next_hop_v4.is_some(), next_hop_v6.is_some());
+    }
+    let communities = communities(r, b, vips);
+    if !ok {
+        return None;
+    }
+    Some(Bgp {
+        local_as: local_as?,
+        router_id: router_id?,
+        next_hop_v4,
+        next_hop_v6,
+        peers: peers?,
+        communities: communities?,
+    })
+}
+
+/// `None` when left out or unusable (then `ok` is cleared).
+fn next_hop<T: std::str::FromStr>(
+    r: &mut Report,
+    v: Option<&Spanned<String>>,
+    (field, family, example): (&str, &str, &str),
+    ok: &mut bool,
+) -> Option<T> {
+    let v = v?;
+    if let Ok(a) = v.get_ref().parse::<T>() {
+        return Some(a);
+    }
+    r.invalid(
+        v.span(),
+        field,
+        format!(
+            "\"{}\" is not an {family} address; write e.g. \"{example}\"",
+            v.get_ref()
+        ),
+    );
+    *ok = false;
+    None
+}
+
+/// Each VIP's family needs its next hop: a route without one cannot be announced.
+fn next_hops_cover(
+    r: &mut Report,
+    raw: &Spanned<RawBgp>,
+    vips: &[Vip],
+    v4: bool,
+    v6: bool,
+) -> bool {
+    let mut ok = true;
+    for (ipv4, have, key, example) in [
+        (true, v4, "bgp.next_hop_v4", "10.0.0.2"),
+        (false, v6, "bgp.next_hop_v6", "2001:db8::2"),
+    ] {
+        let Some(vip) = vips.iter().find(|v| v.address.is_ipv4() == ipv4) else {
+            continue;
+        };
+        if !have {
+            r.invalid(
+                raw.span(),
+                key,
+                format!(
+                    "VIP \"{}\" is {}, so its announcements need a next hop: add \
+                     {key} = \"{example}\" (this host's address on the router's link)",
+                    vip.name,
+                    if ipv4 { "IPv4" } else { "IPv6" }
+                ),
+            );
+            ok = false;
+        }
+    }
+    ok
+}
+
+fn peers(r: &mut Report, raw: &Spanned<RawBgp>) -> Option<Vec<BgpPeer>> {
+    let b = raw.get_ref();
+    let mut ok = true;
     if b.peers.is_empty() {
         r.invalid(
             raw.span(),
@@ -149,28 +205,15 @@ pub(super) fn bgp(r: &mut Report, raw: &Spanned<RawBgp>, vips: Option<&[Vip]>) -
         }
         peers.push(peer);
     }
-    if let (Some(vips), Some(v4), Some(v6)) = (vips, &next_hop_v4, &next_hop_v6) {
-        for (want, have, key, example) in [
-            (true, v4.is_some(), "bgp.next_hop_v4", "10.0.0.2"),
-            (false, v6.is_some(), "bgp.next_hop_v6", "2001:db8::2"),
-        ] {
-            if let Some(vip) = vips.iter().find(|v| v.address.is_ipv4() == want) {
-                if !have {
-                    r.invalid(
-                        raw.span(),
-                        key,
-                        format!(
-                            "VIP \"{}\" is {}, so its announcements need a next hop: add \
-                             {key} = \"{example}\" (this host's address on the router's link)",
-                            vip.name,
-                            if want { "IPv4" } else { "IPv6" }
-                        ),
-                    );
-                    ok = false;
-                }
-            }
-        }
-    }
+    ok.then_some(peers)
+}
+
+fn communities(
+    r: &mut Report,
+    b: &RawBgp,
+    vips: Option<&[Vip]>,
+) -> Option<BTreeMap<String, Vec<u32>>> {
+    let mut ok = true;
     let mut communities = BTreeMap::new();
     for (vip, list) in &b.communities {
         let field = format!("bgp.communities.{vip}");
@@ -187,35 +230,24 @@ pub(super) fn bgp(r: &mut Report, raw: &Spanned<RawBgp>, vips: Option<&[Vip]>) -
         }
         let mut values = Vec::new();
         for c in list.get_ref() {
-            match community(c.get_ref()) {
-                Some(v) => values.push(v),
-                None => {
-                    r.invalid(
-                        c.span(),
-                        &field,
-                        format!(
-                            "\"{}\" is not a community; write \"ASN:value\" with each part \
-                             0 to 65535, e.g. \"65000:100\"",
-                            c.get_ref()
-                        ),
-                    );
-                    ok = false;
-                }
+            if let Some(v) = community(c.get_ref()) {
+                values.push(v);
+            } else {
+                r.invalid(
+                    c.span(),
+                    &field,
+                    format!(
+                        "\"{}\" is not a community; write \"ASN:value\" with each part \
+                         0 to 65535, e.g. \"65000:100\"",
+                        c.get_ref()
+                    ),
+                );
+                ok = false;
             }
         }
         communities.insert(vip.clone(), values);
     }
-    if !ok {
-        return None;
-    }
-    Some(Bgp {
-        local_as: local_as?,
-        router_id: router_id?,
-        next_hop_v4: next_hop_v4?,
-        next_hop_v6: next_hop_v6?,
-        peers,
-        communities,
-    })
+    ok.then_some(communities)
 }
 
 fn as_number(r: &mut Report, v: &Spanned<i64>, field: &str) -> Option<u32> {
