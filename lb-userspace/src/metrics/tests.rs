@@ -599,3 +599,40 @@ fn encode_without_edges_has_no_edge_families() {
         );
     }
 }
+
+#[test]
+#[allow(clippy::float_cmp)] // every value is exact in f64
+fn encode_exposes_bgp_sessions_and_announced_prefixes_only_with_bgp() {
+    let text = encode(&snapshot()).unwrap();
+    assert!(!text.contains("sluice_bgp_"), "{text}");
+    let mut with = snapshot();
+    let row = |peer: &str, state: &str, announced: &[&str]| crate::bgp::BgpPeerRow {
+        peer: peer.parse().unwrap(),
+        remote_as: 65000,
+        state: state.into(),
+        established_secs: None,
+        announced: announced.iter().map(|a| ip(a)).collect(),
+        last_error: None,
+    };
+    with.status.bgp = Some(crate::bgp::BgpStatus {
+        wanted: vec![ip("198.18.0.10"), ip("2001:db8::53")],
+        withdrawn_by_hand: Vec::new(),
+        peers: vec![
+            row(
+                "10.0.0.1:179",
+                "established",
+                &["198.18.0.10", "2001:db8::53"],
+            ),
+            row("10.0.0.9:179", "connect", &[]),
+        ],
+    });
+    let scrape = parse(&encode(&with).unwrap());
+    let up = |peer| value(&scrape, "sluice_bgp_session_up", &[("peer", peer)]);
+    assert_eq!((up("10.0.0.1:179"), up("10.0.0.9:179")), (1.0, 0.0));
+    let count = |peer| value(&scrape, "sluice_bgp_announced_prefixes", &[("peer", peer)]);
+    assert_eq!((count("10.0.0.1:179"), count("10.0.0.9:179")), (2.0, 0.0));
+    for prefix in ["198.18.0.10/32", "2001:db8::53/128"] {
+        let labels = [("peer", "10.0.0.1:179"), ("prefix", prefix)];
+        assert_eq!(value(&scrape, "sluice_bgp_announced", &labels), 1.0);
+    }
+}

@@ -244,3 +244,47 @@ edge/idp  untrusted          3
     };
     assert!(stats(&quiet).starts_with("(every counter is zero)\n"));
 }
+
+#[test]
+fn status_shows_each_bgp_peer_and_what_it_has() {
+    let s = Status {
+        phase: "serving".into(),
+        bgp: Some(crate::bgp::BgpStatus {
+            wanted: vec!["198.51.100.10".parse().unwrap()],
+            withdrawn_by_hand: vec!["web6".into()],
+            peers: vec![
+                crate::bgp::BgpPeerRow {
+                    peer: "10.0.0.1:179".parse().unwrap(),
+                    remote_as: 65000,
+                    state: "established".into(),
+                    established_secs: Some(61),
+                    announced: vec!["198.51.100.10".parse().unwrap()],
+                    last_error: None,
+                },
+                crate::bgp::BgpPeerRow {
+                    peer: "10.0.0.9:179".parse().unwrap(),
+                    remote_as: 65000,
+                    state: "connect".into(),
+                    established_secs: None,
+                    announced: Vec::new(),
+                    last_error: Some("connecting: connection refused".into()),
+                },
+            ],
+        }),
+        ..Status::default()
+    };
+    let text = status(&s);
+    let mut tail: Vec<&str> = text.lines().rev().take(6).collect();
+    tail.reverse();
+    assert_eq!(
+        tail.join("\n"),
+        "\
+bgp wanted:            198.51.100.10
+bgp withdrawn by hand: web6
+
+BGP PEER         AS  STATE           UP  ANNOUNCED      LAST ERROR
+10.0.0.1:179  65000  established  1m 1s  198.51.100.10  -
+10.0.0.9:179  65000  connect          -  -              connecting: connection refused",
+        "{text}"
+    );
+}
