@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use crate::config::{Bgp, Vip};
+
 use message::{Family, Open, Path};
 use session::{Local, Peer, PeerView, SessionState};
 
@@ -58,10 +59,10 @@ pub enum BgpError {
 impl Speaker {
     /// Starts one session task per peer (they connect at once and announce nothing until
     /// [`Speaker::set`] says what).
-    pub fn start(config: &Bgp, vips: &[Vip]) -> Arc<Speaker> {
-        let mut families: Vec<Family> = vips.iter().map(|v| Family::of(v.address)).collect();
-        families.sort();
-        families.dedup();
+    pub fn start(config: &Bgp) -> Arc<Speaker> {
+        // Both, whatever the VIPs are now: a reload may add a VIP of the other family, and a
+        // peer not configured for a family just leaves it out of the session.
+        let families = vec![Family::Ipv4, Family::Ipv6];
         let local = Local {
             open: Open {
                 local_as: config.local_as,

@@ -173,10 +173,20 @@ async fn read_message(rd: &mut OwnedReadHalf) -> Result<Message, SessionError> {
     Ok((kind, body))
 }
 
+/// The reader task, stopped when the session ends: a peer that vanished would otherwise keep
+/// it (and the socket) waiting forever.
+struct Reader(tokio::task::JoinHandle<()>);
+
+impl Drop for Reader {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// Reads messages into a channel, so the session's `select!` never cancels a half-read one.
-fn reader(mut rd: OwnedReadHalf) -> mpsc::Receiver<Result<Message, SessionError>> {
+fn reader(mut rd: OwnedReadHalf) -> (mpsc::Receiver<Result<Message, SessionError>>, Reader) {
     let (tx, rx) = mpsc::channel(16);
-    tokio::spawn(async move {
+    let task = tokio::spawn(async move {
         loop {
             let m = read_message(&mut rd).await;
             let stop = m.is_err();
@@ -185,7 +195,7 @@ fn reader(mut rd: OwnedReadHalf) -> mpsc::Receiver<Result<Message, SessionError>
             }
         }
     });
-    rx
+    (rx, Reader(task))
 }
 
 /// `Ok(())` only when the daemon dropped the speaker (it is exiting).
@@ -201,7 +211,7 @@ async fn session(
         .map_err(SessionError::Connect)?;
     let _ = stream.set_nodelay(true);
     let (rd, mut wr) = stream.into_split();
-    let mut rx = reader(rd);
+    let (mut rx, _reader) = reader(rd);
     let (hold, families) = handshake(peer, local, &mut wr, &mut rx, view).await?;
     set(view, |v| {
         v.state = SessionState::Established;

@@ -21,7 +21,7 @@ const POLL: Duration = Duration::from_millis(200);
 
 /// Starts the speaker for `config` and the task that keeps its routes current.
 pub fn spawn(core: &Arc<Core>, config: &Bgp) {
-    let speaker = Speaker::start(config, &core.lock().config.vips);
+    let speaker = Speaker::start(config);
     // `serve` calls this once, before anything else could have set it.
     let _ = core.bgp.set(Arc::clone(&speaker));
     let core = Arc::clone(core);
