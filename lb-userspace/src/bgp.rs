@@ -21,7 +21,7 @@ use std::{
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
-use crate::config::{Bgp, Vip};
+use crate::config::Bgp;
 
 use message::{Family, Open, Path};
 use session::{Local, Peer, PeerView, SessionState};
@@ -48,12 +48,6 @@ pub struct Speaker {
     stopping: std::sync::atomic::AtomicBool,
     /// Wakes the daemon's route driver after a hand-made change.
     pub changed: tokio::sync::Notify,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum BgpError {
-    #[error("VIP \"{0}\" is not configured")]
-    UnknownVip(String),
 }
 
 impl Speaker {
@@ -136,12 +130,9 @@ impl Speaker {
         lock(&self.held).clone()
     }
 
-    /// `sluice bgp withdraw|announce`: keeps `vip` withdrawn, or lets it be announced again
-    /// (when it qualifies).
-    pub fn hold(&self, vip: &str, withdrawn: bool, vips: &[Vip]) -> Result<(), BgpError> {
-        if !vips.iter().any(|v| v.name == vip) {
-            return Err(BgpError::UnknownVip(vip.to_owned()));
-        }
+    /// `sluice bgp withdraw|announce`: keeps the VIP named `vip` withdrawn, or lets it be
+    /// announced again (when it qualifies).
+    pub fn hold(&self, vip: &str, withdrawn: bool) {
         {
             let mut held = lock(&self.held);
             if withdrawn {
@@ -151,7 +142,6 @@ impl Speaker {
             }
         }
         self.changed.notify_one();
-        Ok(())
     }
 
     /// The first step of a graceful shutdown: withdraws everything, then waits (at most

@@ -128,6 +128,8 @@ pub enum CoreError {
     UnknownVip(String),
     #[error("VIP \"{vip}\" has no backend {backend}")]
     UnknownBackend { vip: String, backend: IpAddr },
+    #[error("BGP is not configured: add a [bgp] section and restart")]
+    NoBgp,
 }
 
 impl Core {

@@ -74,6 +74,8 @@ impl Core {
             reloads_failed: 0,
             last_reload_error: None,
             vips: Vec::new(),
+            // Read at answer time (see `with_live_fields`).
+            bgp: None,
         }
     }
 
@@ -355,17 +357,15 @@ impl Handler for Core {
             Request::Flows(query) => self.flow_rows(&query).map(|r| Response::data(&r)),
             Request::Stats => self.stats().map(|s| Response::data(&s)),
             Request::Bgp { action, vip } => match self.bgp.get() {
-                None => Err(CoreError::Config(
-                    "BGP is not configured: add a [bgp] section and restart".into(),
-                )),
+                None => Err(CoreError::NoBgp),
+                Some(_) if !self.lock().config.vips.iter().any(|v| v.name == vip) => {
+                    Err(CoreError::UnknownVip(vip))
+                }
                 Some(speaker) => {
-                    let vips = self.lock().config.vips.clone();
-                    speaker
-                        .hold(&vip, action == BgpAction::Withdraw, &vips)
-                        .map(|()| {
-                            Response::data(&serde_json::json!({"vip": vip, "action": action}))
-                        })
-                        .map_err(|e| CoreError::Config(e.to_string()))
+                    speaker.hold(&vip, action == BgpAction::Withdraw);
+                    Ok(Response::data(
+                        &serde_json::json!({"vip": vip, "action": action}),
+                    ))
                 }
             },
             Request::Reload => self

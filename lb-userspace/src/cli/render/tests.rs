@@ -248,7 +248,21 @@ edge/idp  untrusted          3
 #[test]
 fn status_shows_each_bgp_peer_and_what_it_has() {
     let s = Status {
-        phase: "serving".into(),
+        instance: "gw".into(),
+        version: "0.1.0".into(),
+        pid: 1,
+        uptime_secs: 1,
+        config: "/etc/sluice/sluice.toml".into(),
+        phase: crate::shutdown::NodeState::Serving,
+        ready: true,
+        interfaces: vec!["eth0".into()],
+        pin_dir: "/sys/fs/bpf/sluice/gw".into(),
+        adopted: false,
+        keep_dataplane: false,
+        reloads_ok: 0,
+        reloads_failed: 0,
+        last_reload_error: None,
+        vips: Vec::new(),
         bgp: Some(crate::bgp::BgpStatus {
             wanted: vec!["198.51.100.10".parse().unwrap()],
             withdrawn_by_hand: vec!["web6".into()],
@@ -271,7 +285,6 @@ fn status_shows_each_bgp_peer_and_what_it_has() {
                 },
             ],
         }),
-        ..Status::default()
     };
     let text = status(&s);
     let mut tail: Vec<&str> = text.lines().rev().take(6).collect();
