@@ -165,7 +165,13 @@ async fn serve(path: &Path, config: Config, overrides: Overrides) -> anyhow::Res
             "serving"
         );
     }
+    let notifier = crate::sd_notify::Notifier::from_env();
+    tokio::spawn(crate::sd_notify::ready_when_ready(
+        core.clone(),
+        notifier.clone(),
+    ));
     signals.until_stop(&core).await;
+    notifier.stopping();
     shut_down(&core, &mut signals, overrides, &mut edges).await;
     // The config as last reloaded decides, so an operator can flip it before a stop.
     let keep = core.lock().config.keep_dataplane;

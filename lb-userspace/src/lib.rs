@@ -27,6 +27,7 @@ pub mod health;
 pub mod management;
 pub mod metrics;
 pub mod observe;
+pub mod sd_notify;
 pub mod shutdown;
 #[cfg(test)]
 mod test_support;

@@ -73,6 +73,12 @@ pub fn route(method: &Method, path: &str, source: &dyn Observe) -> Reply {
     }
 }
 
+/// Whether `/health/ready` would answer UP now: the daemon tells systemd it is ready by the
+/// same checks (see `crate::sd_notify`).
+pub fn ready(source: &dyn Observe) -> bool {
+    probes::report(Probe::Ready, &source.health()).status == probes::Status::Up
+}
+
 fn health(probe: Probe, snapshot: &Result<Snapshot, String>) -> Reply {
     let report = probes::report(probe, snapshot);
     let status = match report.status {

@@ -58,6 +58,11 @@ impl Workspace {
         &self.root
     }
 
+    /// The target directory of the cargo runs this xtask starts.
+    pub fn target_dir(&self) -> &Path {
+        &self.target_dir
+    }
+
     /// Path of the `sluice` binary for a profile directory name (`debug` or `release`).
     pub fn sluice_bin(&self, profile_dir: &str) -> Result<PathBuf> {
         let bin = self.target_dir.join(profile_dir).join("sluice");

@@ -7,6 +7,7 @@ mod cargo;
 mod commands;
 mod fuzz;
 mod keycloak;
+mod package;
 mod process;
 mod setup;
 mod test_summary;
@@ -56,6 +57,9 @@ enum Command {
         #[arg(long, default_value_t = 10)]
         minutes: u64,
     },
+    /// Build the Debian package `target/debian/sluice_<version>_<arch>.deb` (release binary,
+    /// systemd unit, /etc/sluice/sluice.toml as a conffile).
+    Package,
     /// Fuzz one target (or all of them) from its seeds in fuzz/corpus/; fails on a crash.
     Fuzz {
         /// One of `proxy_parse`, `forwarded`, `client_cert`, `config`, `http_request`, `maglev`
@@ -92,6 +96,7 @@ fn run(command: Command) -> Result<ExitCode> {
         Command::Demo => commands::demo(&ws()?),
         Command::Bench { what } => commands::bench(&ws()?, &what),
         Command::Soak { minutes } => commands::soak(&ws()?, minutes),
+        Command::Package => package::command(&ws()?).map(|_| ExitCode::SUCCESS),
         Command::Fuzz { target, seconds } => {
             let ok = fuzz::command(&ws()?, target.as_deref(), seconds)?;
             Ok(if ok {

@@ -52,6 +52,10 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "maven",
     // The database the two clustered Keycloak nodes of the rolling-restart test share.
     "postgresql",
+    // `systemd-analyze verify` of deploy/systemd/sluice.service (tests/tests/deploy.rs).
+    "systemd",
+    // dpkg-shlibdeps, for the Debian package's Depends line (`cargo xtask package`).
+    "dpkg-dev",
 ];
 
 const BPFFS: &str = "/sys/fs/bpf";
