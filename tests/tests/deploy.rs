@@ -32,7 +32,8 @@ fn read(path: &str) -> String {
 /// The config the daemon runs with when a file sets nothing but what it must: its defaults.
 fn defaults() -> Config {
     Config::parse(
-        "interfaces = [\"eth0\"]\n[[vip]]\nname = \"v\"\naddress = \"198.19.0.10:80\"\n\
+        "interfaces = [\"eth0\"]\n[encap]\nsource_v4 = \"198.19.255.0/24\"\n\
+         [[vip]]\nname = \"v\"\naddress = \"198.19.0.10:80\"\n\
          [[vip.backend]]\naddress = \"198.18.10.2\"\n",
     )
     .expect("a minimal config parses")
@@ -245,14 +246,19 @@ fn deploy_daemonset_fields_match_the_daemon() {
         str_of(cm, "metadata.name")
     );
     let file_name = config_path.file_name().unwrap().to_str().unwrap();
-    let config = Config::parse(str_of(cm, &format!("data.{file_name}")))
+    // The key has a dot in it: looked up directly, not by path.
+    let text = get(cm, "data")
+        .get(file_name)
+        .and_then(Value::as_str)
+        .unwrap_or_else(|| panic!("no data.{file_name} in the ConfigMap"));
+    let config = Config::parse(text)
         .expect("the ConfigMap's sluice.toml is a valid config");
 
     // Pins in the host's bpffs (so a new pod adopts them), at the path the config pins under.
     let (bpffs_mount, bpffs_volume) = volume_at(&config.bpffs);
-    assert_eq!(
-        get(bpffs_mount, "readOnly").as_bool().unwrap_or(false),
-        false
+    assert!(
+        bpffs_mount.get("readOnly").and_then(Value::as_bool) != Some(true),
+        "the daemon pins under the bpffs: it must be writable"
     );
     assert_eq!(
         Path::new(str_of(bpffs_volume, "hostPath.path")),

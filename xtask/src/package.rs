@@ -203,7 +203,7 @@ mod tests {
             process::output(Command::new("dpkg-deb").arg("-I").arg(&deb).arg(file)).unwrap()
         };
         // Upgrades keep the operator's config; nothing else is a conffile.
-        assert_eq!(info("conffiles"), "/etc/sluice/sluice.toml\n");
+        assert_eq!(info("conffiles").trim(), "/etc/sluice/sluice.toml");
         for script in ["postinst", "prerm", "postrm"] {
             assert!(info(script).starts_with("#!/bin/sh"), "{script}");
         }
