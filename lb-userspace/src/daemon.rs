@@ -165,11 +165,7 @@ async fn serve(path: &Path, config: Config, overrides: Overrides) -> anyhow::Res
             "serving"
         );
     }
-    let notifier = crate::sd_notify::Notifier::from_env();
-    tokio::spawn(crate::sd_notify::ready_when_ready(
-        core.clone(),
-        notifier.clone(),
-    ));
+    let notifier = crate::sd_notify::Notifier::from_env().when_ready(core.clone());
     signals.until_stop(&core).await;
     notifier.stopping();
     shut_down(&core, &mut signals, overrides, &mut edges).await;

@@ -1,4 +1,4 @@
-//! systemd's readiness protocol (`Type=notify`, sd_notify(3)): one datagram of `KEY=value`
+//! systemd's readiness protocol (`Type=notify`, `sd_notify(3)`): one datagram of `KEY=value`
 //! lines to the socket named by `$NOTIFY_SOCKET`. The daemon sends `READY=1` the first time
 //! `/health/ready` would answer UP and `STOPPING=1` when a stop signal arrives. Without
 //! `$NOTIFY_SOCKET` (not started by systemd, or by a unit of another type) every call does
@@ -33,6 +33,13 @@ impl Notifier {
                 .ok()
                 .filter(|s| !s.is_empty()),
         }
+    }
+
+    /// Starts the task that sends `READY=1` once `source` is ready (see [`ready_when_ready`]);
+    /// returns the notifier for `STOPPING=1`.
+    pub fn when_ready(self, source: Arc<dyn Observe>) -> Notifier {
+        tokio::spawn(ready_when_ready(source, self.clone()));
+        self
     }
 
     /// The service is up: systemd finishes `systemctl start` and starts units ordered after it.

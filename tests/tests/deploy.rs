@@ -1,5 +1,5 @@
-//! The deployment: the systemd unit (`deploy/systemd/sluice.service`), the daemon's sd_notify
-//! readiness, the Kubernetes DaemonSet (`deploy/kubernetes/daemonset.yaml`) and the config the
+//! The deployment: the systemd unit (`deploy/systemd/sluice.service`), the daemon's `sd_notify`
+//! readiness, the Kubernetes `DaemonSet` (`deploy/kubernetes/daemonset.yaml`) and the config the
 //! Debian package ships. The package itself is checked by xtask's own test
 //! (`package_has_the_binary_the_unit_and_the_config_as_a_conffile`).
 //!
@@ -20,6 +20,9 @@ use serde_yaml_ng::Value;
 use sluice_tests::daemon::{remove_pins, sluice_bin, spawn_tied, Daemon, Scratch};
 use sluice_tests::topology::backend_addr4;
 use sluice_tests::{require_root, tcp_echo_backend, ChildGuard, Topology, VIP4};
+
+/// The backend port the sd_notify test's health check probes.
+const HEALTH_PORT: u16 = 8090;
 
 fn repo_file(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(path)
@@ -173,8 +176,8 @@ fn strings(v: &Value, path: &str) -> Vec<String> {
         .collect()
 }
 
-/// Every field of the DaemonSet the deployment relies on: host network, the unit's
-/// capabilities and no more, the host's bpffs, the config from the ConfigMap (which the daemon
+/// Every field of the `DaemonSet` the deployment relies on: host network, the unit's
+/// capabilities and no more, the host's bpffs, the config from the `ConfigMap` (which the daemon
 /// accepts), probes on the paths and port the daemon serves by default, and a grace period
 /// above the daemon's default stop.
 #[test]
@@ -251,8 +254,7 @@ fn deploy_daemonset_fields_match_the_daemon() {
         .get(file_name)
         .and_then(Value::as_str)
         .unwrap_or_else(|| panic!("no data.{file_name} in the ConfigMap"));
-    let config = Config::parse(text)
-        .expect("the ConfigMap's sluice.toml is a valid config");
+    let config = Config::parse(text).expect("the ConfigMap's sluice.toml is a valid config");
 
     // Pins in the host's bpffs (so a new pod adopts them), at the path the config pins under.
     let (bpffs_mount, bpffs_volume) = volume_at(&config.bpffs);
@@ -326,7 +328,6 @@ fn next_message(socket: &UnixDatagram, limit: Duration) -> Option<String> {
 #[test]
 fn deploy_sd_notify_ready_follows_health_ready_and_stopping_precedes_exit() {
     require_root();
-    const HEALTH_PORT: u16 = 8090;
     let topo = Topology::build("dplsd", 1).expect("topology");
     let scratch = Scratch::create("dplsd").expect("scratch");
     let instance = "test-dplsd";
