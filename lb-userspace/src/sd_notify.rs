@@ -37,6 +37,7 @@ impl Notifier {
 
     /// Starts the task that sends `READY=1` once `source` is ready (see [`ready_when_ready`]);
     /// returns the notifier for `STOPPING=1`.
+    #[must_use = "the notifier sends STOPPING=1 at the stop signal"]
     pub fn when_ready(self, source: Arc<dyn Observe>) -> Notifier {
         tokio::spawn(ready_when_ready(source, self.clone()));
         self

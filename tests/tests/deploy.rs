@@ -21,7 +21,7 @@ use sluice_tests::daemon::{remove_pins, sluice_bin, spawn_tied, Daemon, Scratch}
 use sluice_tests::topology::backend_addr4;
 use sluice_tests::{require_root, tcp_echo_backend, ChildGuard, Topology, VIP4};
 
-/// The backend port the sd_notify test's health check probes.
+/// The backend port the `sd_notify` test's health check probes.
 const HEALTH_PORT: u16 = 8090;
 
 fn repo_file(path: &str) -> PathBuf {
