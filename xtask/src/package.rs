@@ -97,7 +97,6 @@ fn control(version: &str, arch: &str, depends: &str, installed_kib: u64) -> Stri
          Priority: optional\n\
          Installed-Size: {installed_kib}\n\
          Depends: {depends}\n\
-         Homepage: https://aya-rs.dev\n\
          Description: XDP layer-4 load balancer with a TLS edge\n \
          sluice picks a backend per flow by Maglev hashing in XDP, forwards packets\n \
          encapsulated to backends that answer clients directly, and terminates TLS with\n \
