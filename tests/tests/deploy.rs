@@ -19,10 +19,7 @@ use lb_userspace::config::Config;
 use serde_yaml_ng::Value;
 use sluice_tests::daemon::{remove_pins, sluice_bin, spawn_tied, Daemon, Scratch};
 use sluice_tests::topology::backend_addr4;
-use sluice_tests::{require_root, tcp_echo_backend, ChildGuard, Topology, VIP4};
-
-/// The backend port the `sd_notify` test's health check probes.
-const HEALTH_PORT: u16 = 8090;
+use sluice_tests::{require_root, ChildGuard, Topology, VIP4};
 
 fn repo_file(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(path)
@@ -322,9 +319,9 @@ fn next_message(socket: &UnixDatagram, limit: Duration) -> Option<String> {
 }
 
 /// The daemon as systemd runs a `Type=notify` unit: `READY=1` comes only once
-/// `/health/ready` says UP (here: after the VIP's one backend passes its health check, which
-/// it cannot before its server starts), and `STOPPING=1` comes at SIGTERM while the daemon is
-/// still draining, before it exits.
+/// `/health/ready` says UP (here: the VIP's one backend weighs 0, so it takes no new flow and
+/// the daemon is not ready until a reload gives it weight 1), and `STOPPING=1` comes at
+/// SIGTERM while the daemon is still draining, before it exits.
 #[test]
 fn deploy_sd_notify_ready_follows_health_ready_and_stopping_precedes_exit() {
     require_root();
@@ -334,22 +331,19 @@ fn deploy_sd_notify_ready_follows_health_ready_and_stopping_precedes_exit() {
     remove_pins(instance);
     let management = "127.0.0.1:9000";
     let config = scratch.path().join("sluice.toml");
-    fs::write(
-        &config,
+    let config_text = |weight: u32| {
         format!(
             "instance = \"{instance}\"\ninterfaces = [\"gwc\"]\nconntrack_entries = 65536\n\
              shutdown_delay = \"2s\"\nshutdown_timeout = \"1s\"\n\n\
              [admin]\nsocket = \"{}\"\n\n[management]\naddress = \"{management}\"\n\n\
              [encap]\nsource_v4 = \"198.19.255.0/24\"\nsource_v6 = \"2001:db8:ffff::/96\"\n\n\
              [[vip]]\nname = \"web\"\naddress = \"{VIP4}:80\"\ntable_size = 251\n\
-             [vip.health_check]\nkind = \"tcp\"\nport = {HEALTH_PORT}\ninterval = \"200ms\"\n\
-             timeout = \"150ms\"\nrise = 1\nfall = 1\n\
-             [[vip.backend]]\naddress = \"{}\"\n",
+             [[vip.backend]]\naddress = \"{}\"\nweight = {weight}\n",
             Daemon::socket_in(scratch.path()).display(),
             backend_addr4(0),
-        ),
-    )
-    .unwrap();
+        )
+    };
+    fs::write(&config, config_text(0)).unwrap();
     let notify_path = scratch.path().join("notify.sock");
     let notify = UnixDatagram::bind(&notify_path).unwrap();
 
@@ -380,7 +374,7 @@ fn deploy_sd_notify_ready_follows_health_ready_and_stopping_precedes_exit() {
         reply.map(|r| r.status).ok() == Some(code)
     };
 
-    // Up and answering, but its only backend fails the check: not ready, and nothing said.
+    // Up and answering, but its only backend takes no new flow: not ready, and nothing said.
     let deadline = Instant::now() + Duration::from_secs(20);
     while !ready(503) {
         assert!(
@@ -395,7 +389,7 @@ fn deploy_sd_notify_ready_follows_health_ready_and_stopping_precedes_exit() {
         );
         thread::sleep(Duration::from_millis(50));
     }
-    // Several health rounds (200 ms each) with the backend down.
+    // Long enough for the ready watcher (every 50 ms) to have looked many times.
     assert_eq!(
         next_message(&notify, Duration::from_secs(2)),
         None,
@@ -403,14 +397,15 @@ fn deploy_sd_notify_ready_follows_health_ready_and_stopping_precedes_exit() {
     );
     assert!(ready(503));
 
-    // The backend's server starts: the next health round makes the VIP ready.
-    let _server = tcp_echo_backend(topo.backend(0), "b0", HEALTH_PORT).unwrap();
+    // A reload gives the backend weight 1: the VIP can take new flows, the daemon is ready.
+    fs::write(&config, config_text(1)).unwrap();
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(daemon.id().unwrap()).unwrap());
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGHUP).unwrap();
     let message = next_message(&notify, Duration::from_secs(10)).expect("READY=1 within 10s");
     assert!(message.lines().any(|l| l == "READY=1"), "{message:?}");
     assert!(ready(200), "READY=1 sent while /health/ready is not UP");
 
     // SIGTERM: STOPPING=1 while the daemon is still draining (shutdown_delay 2s).
-    let pid = nix::unistd::Pid::from_raw(i32::try_from(daemon.id().unwrap()).unwrap());
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
     let message = next_message(&notify, Duration::from_secs(2)).expect("STOPPING=1 at SIGTERM");
     assert!(message.lines().any(|l| l == "STOPPING=1"), "{message:?}");
