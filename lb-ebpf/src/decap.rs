@@ -10,6 +10,7 @@ use lb_common::{DecapCounter, DecapKey, FAMILY_V4, FAMILY_V6, PROTO_IPIP, PROTO_
 
 use crate::{
     headers::{addr4, addr6, ETH_LEN, ETH_P_IP, ETH_P_IPV6, IPV4_LEN, IPV6_LEN},
+    log,
     maps::DECAP_VIPS,
     packet::{read, read_u16_be, write},
     stats::count_decap,
@@ -23,6 +24,7 @@ pub fn run(ctx: &XdpContext) -> Result<u32, ()> {
         }
         Err(DecapCounter::DropAdjust) => {
             count_decap(DecapCounter::DropAdjust);
+            log::decap_dropped(ctx, DecapCounter::DropAdjust);
             Ok(xdp_action::XDP_DROP)
         }
         Err(c) => {

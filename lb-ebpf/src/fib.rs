@@ -13,6 +13,7 @@ use lb_common::{Counter, NextHop, FAMILY_V6, NEXT_HOP_HALF0, NEXT_HOP_HALF1};
 
 use crate::{
     encap::Outer,
+    log,
     maps::{NEXT_HOPS, NEXT_HOP_LIVE},
     packet::write,
     stats::{count, VipCounters},
@@ -43,6 +44,7 @@ pub fn forward(
         return send(ctx, hop.ifindex, hop.macs, stats);
     }
     stats.next_hop(false);
+    log::fib_fallback(ctx, backend);
     lookup(ctx, outer, stats)
 }
 
@@ -134,6 +136,7 @@ fn lookup(ctx: &XdpContext, outer: &Outer, stats: VipCounters) -> Result<u32, Co
         }
         BPF_FIB_LKUP_RET_NO_NEIGH => {
             count(Counter::PassNoNeigh);
+            log::no_neighbour(ctx);
             Ok(xdp_action::XDP_PASS)
         }
         BPF_FIB_LKUP_RET_FRAG_NEEDED => Err(Counter::DropMtu),

@@ -9,6 +9,7 @@ mod encap;
 mod fib;
 mod headers;
 mod icmp;
+mod log;
 mod lookup;
 mod maps;
 mod packet;

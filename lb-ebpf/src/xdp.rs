@@ -5,6 +5,7 @@ use lb_common::{flow_hash::encap_hash, Counter, VipKey, NO_BACKEND, PROTO_UDP, V
 
 use crate::{
     edge, encap, fib,
+    log,
     headers::{TCP_ACK, TCP_SYN},
     lookup::{self, Opens},
     maps::VIPS,
@@ -20,6 +21,7 @@ pub fn run(ctx: &XdpContext) -> u32 {
         Err(reason) => {
             count(reason);
             if reason.is_drop() {
+                log::dropped(ctx, reason);
                 xdp_action::XDP_DROP
             } else {
                 xdp_action::XDP_PASS

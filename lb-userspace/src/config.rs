@@ -51,6 +51,8 @@ pub struct Config {
     pub worker_threads: Option<usize>,
     /// Leave the XDP program, its maps and links pinned and forwarding when the daemon stops.
     pub keep_dataplane: bool,
+    /// What `sluice_xdp` reports through aya-log (restart-only: the level is fixed at load).
+    pub kernel_log: KernelLog,
     /// The bpffs directory everything is pinned under (`<bpffs>/sluice/<instance>/`).
     pub bpffs: PathBuf,
     pub admin: Admin,
@@ -146,6 +148,30 @@ impl XdpMode {
         match self {
             XdpMode::Native => "native",
             XdpMode::Skb => "skb",
+        }
+    }
+}
+
+/// Kernel diagnostics: which of `sluice_xdp`'s rare-path reports (drops, PROXY verdicts,
+/// unresolved next hops) reach the log, under the target `sluice::kernel`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum KernelLog {
+    /// None, and the verifier removes the reporting code (the default).
+    #[default]
+    Off,
+    /// Drops, PROXY and client-policy refusals, unresolved neighbours.
+    Info,
+    /// Also accepted PROXY headers and each route lookup taken for lack of a cached next hop.
+    Debug,
+}
+
+impl KernelLog {
+    /// The configuration spelling (`off`, `info`, `debug`).
+    pub const fn name(self) -> &'static str {
+        match self {
+            KernelLog::Off => "off",
+            KernelLog::Info => "info",
+            KernelLog::Debug => "debug",
         }
     }
 }

@@ -86,7 +86,13 @@ async fn serve(path: &Path, config: Config, overrides: Overrides) -> anyhow::Res
     // before the dataplane is touched.
     let prepared = prepare_edges(&config).await?;
     let (health_tx, mut health_rx) = mpsc::unbounded_channel();
-    let dp = start_dataplane(&config)?;
+    let mut dp = start_dataplane(&config)?;
+    if let Some(reader) = dp.take_kernel_log() {
+        reader
+            .spawn()
+            .context("starting the kernel_log reader thread")?;
+        tracing::info!(kernel_log = config.kernel_log.name(), "kernel reports forwarded to the log");
+    }
     let pools = config
         .edges
         .iter()
@@ -283,6 +289,7 @@ fn start_dataplane(config: &Config) -> anyhow::Result<Dataplane> {
         conntrack_entries: config.conntrack_entries,
         ring_slots: ring_slots(config),
         pins: Some((config.bpffs.clone(), config.pin_dir())),
+        kernel_log: config.kernel_log,
     })
     .context("loading sluice_xdp")?;
     let result = (|| -> anyhow::Result<()> {

@@ -11,6 +11,7 @@ mod conntrack;
 mod decap;
 mod error;
 mod gateway;
+pub mod kernel_log;
 mod maps;
 mod next_hop;
 mod node;

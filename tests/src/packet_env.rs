@@ -25,9 +25,9 @@ use aya::programs::{TestRun as _, TestRunAttrs, TestRunOptions, Xdp};
 use lb_common::{
     names, Counter, DecapCounter, DecapKey, FlowEntry, FlowKey, ProxyFlow, FAMILY_V4, FAMILY_V6,
 };
-use lb_userspace::config::Config;
+use lb_userspace::config::{Config, KernelLog};
 use lb_userspace::dataplane::resolver::{Resolver, Sources};
-use lb_userspace::dataplane::{Dataplane, Options};
+use lb_userspace::dataplane::{kernel_log, Dataplane, Options};
 
 use crate::netns::NetNs;
 use crate::packet_builder::Mac;
@@ -410,7 +410,7 @@ pub struct DecapProgram {
 
 impl DecapProgram {
     pub fn load(vips: &[IpAddr]) -> Result<Self> {
-        let mut ebpf = aya::EbpfLoader::new()
+        let mut ebpf = kernel_log::loader(KernelLog::Off)
             .map_max_entries(names::CONNTRACK, 1)
             .map_max_entries(names::PROXY_FLOWS, 1)
             .map_max_entries(names::RINGS, 1)

@@ -27,6 +27,9 @@ pub struct Config {
     /// Leave XDP forwarding running (programs, maps and links pinned) when the daemon stops.
     #[serde(default = "defaults::keep_dataplane")]
     pub keep_dataplane: bool,
+    /// Kernel diagnostics from `sluice_xdp`: `off` (default), `info` or `debug`.
+    #[serde(default = "defaults::kernel_log")]
+    pub kernel_log: Spanned<String>,
     /// The bpffs mount everything is pinned under.
     #[serde(default = "defaults::bpffs")]
     pub bpffs: Spanned<String>,
@@ -393,6 +396,9 @@ pub mod defaults {
     }
     pub fn keep_dataplane() -> bool {
         false
+    }
+    pub fn kernel_log() -> Spanned<String> {
+        unwritten("off".into())
     }
     pub fn bpffs() -> Spanned<String> {
         unwritten("/sys/fs/bpf".into())

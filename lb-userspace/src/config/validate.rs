@@ -9,7 +9,7 @@ use toml::Spanned;
 use super::{
     bgp, edge,
     errors::{ConfigErrors, Report},
-    fields, raw, schema, vip, Admin, Config, Encap, Management, Shutdown, Vip, XdpMode,
+    fields, raw, schema, vip, Admin, Config, Encap, KernelLog, Management, Shutdown, Vip, XdpMode,
 };
 
 /// `sun_path` holds 108 bytes including the terminating NUL.
@@ -60,6 +60,16 @@ fn validate(r: &mut Report, raw: &raw::Config) -> Option<Config> {
         "xdp_mode",
         &[("native", XdpMode::Native), ("skb", XdpMode::Skb)],
     );
+    let kernel_log = fields::choice(
+        r,
+        &raw.kernel_log,
+        "kernel_log",
+        &[
+            ("off", KernelLog::Off),
+            ("info", KernelLog::Info),
+            ("debug", KernelLog::Debug),
+        ],
+    );
     let conntrack_entries = fields::int(
         r,
         &raw.conntrack_entries,
@@ -99,6 +109,7 @@ fn validate(r: &mut Report, raw: &raw::Config) -> Option<Config> {
             None => None,
         },
         keep_dataplane: raw.keep_dataplane,
+        kernel_log: kernel_log?,
         bpffs: bpffs?,
         admin: admin?,
         management: Management {

@@ -28,6 +28,8 @@ pub fn restart_only(old: &Config, new: &Config) -> Result<(), NeedsRestart> {
     same("instance", &old.instance, &new.instance)?;
     same("interfaces", &old.interfaces, &new.interfaces)?;
     same("xdp_mode", &old.xdp_mode, &new.xdp_mode)?;
+    // The level is a constant the verifier folds in at load.
+    same("kernel_log", &old.kernel_log, &new.kernel_log)?;
     same(
         "conntrack_entries",
         &old.conntrack_entries,
@@ -180,6 +182,15 @@ mod tests {
             "edge[1].response_timeout cannot change on reload (it is 60s, the new config says \
              5s); restart the daemon to change it"
         );
+    }
+
+    #[test]
+    fn kernel_log_takes_a_restart() {
+        let old = config();
+        let mut new = old.clone();
+        new.kernel_log = crate::config::KernelLog::Info;
+        let e = restart_only(&old, &new).unwrap_err().to_string();
+        assert!(e.starts_with("kernel_log cannot change on reload"), "{e}");
     }
 
     #[test]

@@ -2,16 +2,19 @@
 
 use std::net::IpAddr;
 
-use aya::EbpfLoader;
 use lb_common::{names, DecapCounter, DecapKey};
 
 use super::{
     addr::family_and_words,
     error::map_err,
+    kernel_log,
     maps::{attach_xdp, load_xdp, per_cpu_sum, take, Hash, PerCpu},
     DataplaneError,
 };
-use crate::{config::XdpMode as Mode, EBPF_OBJECT};
+use crate::{
+    config::{KernelLog, XdpMode as Mode},
+    EBPF_OBJECT,
+};
 
 /// A loaded and attached `sluice_decap`; detached when dropped.
 pub struct Decap {
@@ -24,7 +27,8 @@ impl Decap {
     /// Loads `sluice_decap` and attaches it to `iface` in the calling thread's network namespace.
     pub fn attach(iface: &str, mode: Mode, vips: &[IpAddr]) -> Result<Decap, DataplaneError> {
         // The object also holds the gateway's maps; keep them tiny on a backend.
-        let mut ebpf = EbpfLoader::new()
+        // Reports are the gateway's; the decap program's one (a failed strip) stays off here.
+        let mut ebpf = kernel_log::loader(KernelLog::Off)
             .map_max_entries(names::CONNTRACK, 1)
             .map_max_entries(names::PROXY_FLOWS, 1)
             .map_max_entries(names::RINGS, 1)

@@ -4,6 +4,9 @@ use lb_common::maglev::MaglevError;
 pub enum DataplaneError {
     #[error("loading the XDP object failed: {0}")]
     Load(aya::EbpfError),
+    /// `kernel_log` is on but the object's report ring buffer could not be opened.
+    #[error("kernel_log: opening the report ring buffer failed: {0}")]
+    KernelLog(aya_log::Error),
     #[error("program {name}: {error}")]
     Program {
         name: &'static str,

@@ -12,7 +12,6 @@ use std::{
 use aya::{
     maps::IterableMap as _,
     programs::{links::FdLink, links::PinnedLink, xdp::XdpLink, Xdp},
-    EbpfLoader,
 };
 use lb_common::{
     names, proxy::ProxyOutcome, BackendEntry, FlowEntry, FlowKey, NodeEntry, ProxyFlow, Settings,
@@ -24,11 +23,16 @@ use super::{
     maps::{attach_xdp, load_xdp, take, xdp_mut, Arr, Cidrs, Hash, PerCpu},
     next_hop::NextHops,
     node::{self, ClosedReply, NodeSwitch},
+    kernel_log::{self, Reader},
     pins::{Pins, PreviousBackends},
     plan::{Adopted, State},
     DataplaneError,
 };
-use crate::{config::XdpMode as Mode, shutdown::NodeState, EBPF_OBJECT};
+use crate::{
+    config::{KernelLog, XdpMode as Mode},
+    shutdown::NodeState,
+    EBPF_OBJECT,
+};
 
 /// Sizes fixed when the maps are created, and where to pin.
 #[derive(Debug, Clone)]
@@ -39,6 +43,8 @@ pub struct Options {
     /// `(bpffs mount, pin directory)`: pin everything and adopt what a previous daemon left
     /// there. `None` keeps everything private to this process (tests, benchmarks).
     pub pins: Option<(PathBuf, PathBuf)>,
+    /// What the program reports through aya-log (`kernel_log`).
+    pub kernel_log: KernelLog,
 }
 
 impl Default for Options {
@@ -60,6 +66,7 @@ impl Options {
             conntrack_entries,
             ring_slots,
             pins: None,
+            kernel_log: KernelLog::Off,
         }
     }
 }
@@ -115,6 +122,8 @@ pub struct Dataplane {
     adopted: bool,
     /// Who refuses a closed node's SYNs, from the interfaces attached so far.
     pub(super) closed_reply: ClosedReply,
+    /// The reports' reader until the daemon takes it (`kernel_log` on).
+    kernel_log: Option<Reader>,
 }
 
 impl Dataplane {
@@ -129,7 +138,7 @@ impl Dataplane {
             Some(p) => p.previous_vip_indexes()?,
             None => HashMap::new(),
         };
-        let mut loader = EbpfLoader::new();
+        let mut loader = kernel_log::loader(opts.kernel_log);
         loader
             .map_max_entries(names::CONNTRACK, opts.conntrack_entries)
             .map_max_entries(names::PROXY_FLOWS, opts.proxy_flow_entries())
@@ -153,6 +162,10 @@ impl Dataplane {
         }
         let mut ebpf = loader.load(EBPF_OBJECT)?;
         load_xdp(&mut ebpf, names::PROG_XDP)?;
+        let kernel_log = match opts.kernel_log {
+            KernelLog::Off => None,
+            _ => Some(Reader::take(&mut ebpf).map_err(DataplaneError::KernelLog)?),
+        };
         let backends: Arr<BackendEntry> = take(&mut ebpf, names::BACKENDS)?;
         let previous = if pins.is_some() {
             PreviousBackends::from_entries(
@@ -195,11 +208,18 @@ impl Dataplane {
             links: Vec::new(),
             adopted,
             closed_reply: ClosedReply::Xdp,
+            kernel_log,
         };
         // The node map is this daemon's own (never adopted from pins): a daemon started after
         // a shutdown that closed the node serves again.
         dp.set_node_state(NodeState::Serving)?;
         Ok(dp)
+    }
+
+    /// The reader of the program's aya-log reports, when `kernel_log` is on; the caller runs
+    /// its `forward` on the runtime.
+    pub fn take_kernel_log(&mut self) -> Option<Reader> {
+        self.kernel_log.take()
     }
 
     /// A previous daemon's pinned dataplane was found and is being taken over.
