@@ -1,5 +1,12 @@
-//! Opt-in kernel diagnostics (aya-log) on rare paths only: drops, PROXY verdicts, unresolved
-//! next hops. Never on the established fast path.
+//! Opt-in kernel diagnostics (aya-log) on rare paths only: drops by reason and next hops the
+//! kernel must resolve. Never on the established fast path.
+//!
+//! PROXY verdicts are reported only as the drop they cause (`drop_proxy`; the outcome is in
+//! `sluice_vip_proxy_flows_total` / `sluice_edge_proxy_flows_total`). A report inside the
+//! policy code does not load: with the outcome alone the main frame grows to 496 bytes and the
+//! report's two frames on top of it exceed the verifier's 512-byte stack ("combined stack size
+//! of 3 calls is 528"); with the TCP peer's address as well, the verifier walks the report on
+//! every path through the policy and stops at its limit ("processed 1000001 insns").
 //!
 //! Each call first reads `AYA_LOG_LEVEL`, a global in `.rodata` that the daemon sets at load
 //! (`kernel_log`, off by default). The kernel freezes `.rodata` maps, so the verifier knows the
@@ -8,13 +15,12 @@
 //! as without them). Messages are literal per reason: a `&str` argument picked at run time would
 //! need a variable-length copy, which BPF has no instruction for.
 //!
-//! Levels: `info` for what drops or refuses a packet and for neighbours the kernel must
-//! resolve; `debug` adds accepted PROXY headers and route lookups taken for lack of a cached
-//! next hop (one a packet while it lasts).
+//! Levels: `info` for drops and for neighbours the kernel must resolve; `debug` adds the route
+//! lookups taken for lack of a cached next hop (one a packet while it lasts).
 
 use aya_ebpf::programs::XdpContext;
 use aya_log_ebpf::{debug, info};
-use lb_common::{proxy::ProxyOutcome, AddrBe, Counter, DecapCounter, FAMILY_V4};
+use lb_common::{Counter, DecapCounter};
 
 /// A packet `sluice_xdp` drops, by its counter.
 #[inline(always)]
@@ -36,41 +42,6 @@ pub fn decap_dropped(ctx: &XdpContext, reason: DecapCounter) {
     if reason == DecapCounter::DropAdjust {
         info!(ctx, "drop_adjust: stripping the tunnel header failed");
     }
-}
-
-/// A PROXY or client-policy verdict: refusals with the outcome (its index in
-/// `ProxyOutcome::ALL`; the daemon's log forwarder puts the name in its place) and the TCP
-/// peer; accepted headers with the real client they name.
-#[inline(always)]
-pub fn verdict(
-    ctx: &XdpContext,
-    outcome: ProxyOutcome,
-    peer: (u8, AddrBe),
-    client: Option<(u8, AddrBe, u16)>,
-) {
-    if outcome.refuses() {
-        let o = outcome as u32;
-        let (family, addr) = peer;
-        if family == FAMILY_V4 {
-            info!(ctx, "proxy refused: outcome {} from {:i}", o, u32::from_be(addr[0]));
-        } else {
-            info!(ctx, "proxy refused: outcome {} from {:i}", o, bytes(addr));
-        }
-    } else if let Some((family, addr, port)) = client {
-        let port = u16::from_be(port);
-        if family == FAMILY_V4 {
-            debug!(ctx, "proxy accepted: client {:i} port {}", u32::from_be(addr[0]), port);
-        } else {
-            debug!(ctx, "proxy accepted: client {:i} port {}", bytes(addr), port);
-        }
-    }
-}
-
-/// An IPv6 address as the packet holds it.
-#[inline(always)]
-fn bytes(addr: AddrBe) -> [u8; 16] {
-    // SAFETY: four words in memory are sixteen bytes in the same order; any bytes are valid.
-    unsafe { core::mem::transmute::<AddrBe, [u8; 16]>(addr) }
 }
 
 /// No cached next hop for `backend`: the route lookup decides (`debug`, a packet at a time).

@@ -32,7 +32,6 @@ use lb_common::{
 
 use crate::{
     headers::{addr4, addr6, TCP_SYN},
-    log,
     maps::{CIDRS, PROXY_FLOWS},
     packet::read,
     parsed::Parsed,
@@ -92,7 +91,7 @@ pub fn opening(ctx: &XdpContext, p: &Parsed, vip: &VipEntry, e: &mut FlowEntry) 
     if vip.proxy_policy == PROXY_OFF {
         // Client lists only: the direct client is judged now, once.
         let v = judge(ctx, p, vip);
-        record(ctx, p, e, None, vip, v);
+        record(e, None, vip, v);
         return !v.outcome.refuses();
     }
     let mut pf = core::mem::MaybeUninit::<ProxyFlow>::uninit();
@@ -120,7 +119,7 @@ pub fn opening(ctx: &XdpContext, p: &Parsed, vip: &VipEntry, e: &mut FlowEntry) 
         true
     } else {
         let v = judge(ctx, p, vip);
-        record(ctx, p, e, Some(&mut *pf), vip, v);
+        record(e, Some(&mut *pf), vip, v);
         !v.outcome.refuses()
     };
     if PROXY_FLOWS.insert(&p.key, pf, 0).is_ok() {
@@ -184,7 +183,7 @@ pub fn established(
     // A verdict already given is only ever tightened: an identical retransmission counts once.
     if state == FLOW_AWAIT_HEADER || v.outcome.refuses() {
         // SAFETY: as above.
-        record(ctx, p, unsafe { &mut *e }, Some(unsafe { &mut *pf }), vip, v);
+        record(unsafe { &mut *e }, Some(unsafe { &mut *pf }), vip, v);
     }
     if v.outcome.refuses() {
         Err(Counter::DropProxy)
@@ -221,7 +220,6 @@ pub fn untracked(ctx: &XdpContext, p: &Parsed, vip: &VipEntry) -> Result<(), Cou
         }
     };
     count_outcome(vip.index, outcome);
-    log::verdict(ctx, outcome, (p.key.family, p.key.src_be), None);
     if outcome.refuses() {
         Err(Counter::DropProxy)
     } else {
@@ -232,21 +230,8 @@ pub fn untracked(ctx: &XdpContext, p: &Parsed, vip: &VipEntry) -> Result<(), Cou
 /// Stores a verdict: the state in conntrack, the real client (if the header named one) in the
 /// flow's PROXY record.
 #[inline(always)]
-fn record(
-    ctx: &XdpContext,
-    p: &Parsed,
-    e: &mut FlowEntry,
-    pf: Option<&mut ProxyFlow>,
-    vip: &VipEntry,
-    v: Verdict,
-) {
+fn record(e: &mut FlowEntry, pf: Option<&mut ProxyFlow>, vip: &VipEntry, v: Verdict) {
     count_outcome(vip.index, v.outcome);
-    log::verdict(
-        ctx,
-        v.outcome,
-        (p.key.family, p.key.src_be),
-        v.client.map(|c| (c.family, c.addr_be, c.port_be)),
-    );
     e.proxy_state = if v.outcome.refuses() {
         FLOW_REFUSED
     } else {
