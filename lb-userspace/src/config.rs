@@ -152,16 +152,16 @@ impl XdpMode {
     }
 }
 
-/// Kernel diagnostics: which of `sluice_xdp`'s rare-path reports (drops, PROXY verdicts,
-/// unresolved next hops) reach the log, under the target `sluice::kernel`.
+/// Kernel diagnostics: which of `sluice_xdp`'s rare-path reports (drops, unresolved next hops)
+/// reach the log, under the target `sluice::kernel`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum KernelLog {
     /// None, and the verifier removes the reporting code (the default).
     #[default]
     Off,
-    /// Drops, PROXY and client-policy refusals, unresolved neighbours.
+    /// Drops by reason, unresolved neighbours.
     Info,
-    /// Also accepted PROXY headers and each route lookup taken for lack of a cached next hop.
+    /// Also each route lookup taken for lack of a cached next hop.
     Debug,
 }
 

@@ -9,7 +9,6 @@ use std::os::fd::AsFd as _;
 
 use aya::EbpfLoader;
 use aya_log::EbpfLogger;
-use lb_common::proxy::ProxyOutcome;
 use nix::{
     errno::Errno,
     poll::{poll, PollFd, PollFlags, PollTimeout},
@@ -69,45 +68,9 @@ impl log::Log for ToTracing {
     }
 
     fn log(&self, record: &log::Record<'_>) {
-        let message = named(record.args().to_string());
         let level = record.level().as_str().to_ascii_lowercase();
-        tracing::info!(target: "sluice::kernel", kernel_level = %level, "{message}");
+        tracing::info!(target: "sluice::kernel", kernel_level = %level, "{}", record.args());
     }
 
     fn flush(&self) {}
-}
-
-/// `proxy refused: outcome N ...` with the outcome's name in place of its index (the kernel
-/// cannot pick a string at run time, see lb-ebpf's `log.rs`).
-pub fn named(message: String) -> String {
-    let Some(rest) = message.strip_prefix("proxy refused: outcome ") else {
-        return message;
-    };
-    let (index, tail) = rest.split_once(' ').unwrap_or((rest, ""));
-    match index
-        .parse::<usize>()
-        .ok()
-        .and_then(|i| ProxyOutcome::ALL.get(i))
-    {
-        Some(o) => format!("proxy refused: {} {tail}", o.name()).trim_end().to_owned(),
-        None => message,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::named;
-
-    #[test]
-    fn refusals_name_their_outcome() {
-        assert_eq!(
-            named("proxy refused: outcome 5 from 198.18.0.1".into()),
-            "proxy refused: untrusted from 198.18.0.1"
-        );
-        assert_eq!(
-            named("proxy refused: outcome 99 from 198.18.0.1".into()),
-            "proxy refused: outcome 99 from 198.18.0.1"
-        );
-        assert_eq!(named("drop_mtu: x".into()), "drop_mtu: x");
-    }
 }
