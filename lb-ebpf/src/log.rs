@@ -30,7 +30,10 @@ pub fn dropped(ctx: &XdpContext, reason: Counter) {
         Counter::DropEncap => info!(ctx, "drop_encap: growing the packet for the tunnel failed"),
         Counter::DropNoRoute => info!(ctx, "drop_no_route: no route to the backend"),
         Counter::DropMtu => info!(ctx, "drop_mtu: encapsulated packet above the egress MTU"),
-        Counter::DropProxy => info!(ctx, "drop_proxy: refused by the VIP's PROXY or client policy"),
+        Counter::DropProxy => info!(
+            ctx,
+            "drop_proxy: refused by the VIP's PROXY or client policy"
+        ),
         Counter::DropInternal => info!(ctx, "drop_internal: inconsistent maps or failed rewrite"),
         _ => {}
     }
@@ -47,11 +50,17 @@ pub fn decap_dropped(ctx: &XdpContext, reason: DecapCounter) {
 /// No cached next hop for `backend`: the route lookup decides (`debug`, a packet at a time).
 #[inline(always)]
 pub fn fib_fallback(ctx: &XdpContext, backend: u32) {
-    debug!(ctx, "next hop: none cached for backend {}, route lookup", backend);
+    debug!(
+        ctx,
+        "next hop: none cached for backend {}, route lookup", backend
+    );
 }
 
 /// The route's neighbour is unresolved: passed to the stack, which resolves it.
 #[inline(always)]
 pub fn no_neighbour(ctx: &XdpContext) {
-    info!(ctx, "pass_no_neigh: next hop unresolved, passed to the stack to resolve it");
+    info!(
+        ctx,
+        "pass_no_neigh: next hop unresolved, passed to the stack to resolve it"
+    );
 }

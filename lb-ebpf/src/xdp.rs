@@ -5,8 +5,8 @@ use lb_common::{flow_hash::encap_hash, Counter, VipKey, NO_BACKEND, PROTO_UDP, V
 
 use crate::{
     edge, encap, fib,
-    log,
     headers::{TCP_ACK, TCP_SYN},
+    log,
     lookup::{self, Opens},
     maps::VIPS,
     packet::len,

@@ -91,7 +91,10 @@ async fn serve(path: &Path, config: Config, overrides: Overrides) -> anyhow::Res
         reader
             .spawn()
             .context("starting the kernel_log reader thread")?;
-        tracing::info!(kernel_log = config.kernel_log.name(), "kernel reports forwarded to the log");
+        tracing::info!(
+            kernel_log = config.kernel_log.name(),
+            "kernel reports forwarded to the log"
+        );
     }
     let pools = config
         .edges

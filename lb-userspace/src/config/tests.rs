@@ -16,8 +16,8 @@ use super::{
     Limits,
 };
 use super::{
-    CheckKind, Config, ConfigError, ConfigErrors, HashKey, HealthCheck, KernelLog, Position, Protocol,
-    XdpMode,
+    CheckKind, Config, ConfigError, ConfigErrors, HashKey, HealthCheck, KernelLog, Position,
+    Protocol, XdpMode,
 };
 use hyper::header::HeaderName;
 
@@ -177,17 +177,26 @@ fn encap_prefixes_are_needed_only_for_the_backends_families() {
 
 #[test]
 fn kernel_log_is_off_unless_asked_for() {
-    let parse = |text: &str| Config::parse(text).unwrap_or_else(|e| panic!("{e}")).kernel_log;
+    let parse = |text: &str| {
+        Config::parse(text)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .kernel_log
+    };
     assert_eq!(parse("interfaces = [\"eth0\"]\n"), KernelLog::Off);
     for level in [KernelLog::Off, KernelLog::Info, KernelLog::Debug] {
-        let text = format!("kernel_log = \"{}\"\ninterfaces = [\"eth0\"]\n", level.name());
+        let text = format!(
+            "kernel_log = \"{}\"\ninterfaces = [\"eth0\"]\n",
+            level.name()
+        );
         assert_eq!(parse(&text), level);
     }
     let e = Config::parse("kernel_log = \"trace\"\ninterfaces = [\"eth0\"]\n")
         .unwrap_err()
         .to_string();
     assert!(
-        e.contains("kernel_log: \"trace\" is not a valid choice; use \"off\", \"info\" or \"debug\""),
+        e.contains(
+            "kernel_log: \"trace\" is not a valid choice; use \"off\", \"info\" or \"debug\""
+        ),
         "{e}"
     );
 }

@@ -20,10 +20,10 @@ use lb_common::{
 
 use super::{
     error::map_err,
+    kernel_log::{self, Reader},
     maps::{attach_xdp, load_xdp, take, xdp_mut, Arr, Cidrs, Hash, PerCpu},
     next_hop::NextHops,
     node::{self, ClosedReply, NodeSwitch},
-    kernel_log::{self, Reader},
     pins::{Pins, PreviousBackends},
     plan::{Adopted, State},
     DataplaneError,
