@@ -86,16 +86,7 @@ async fn serve(path: &Path, config: Config, overrides: Overrides) -> anyhow::Res
     // before the dataplane is touched.
     let prepared = prepare_edges(&config).await?;
     let (health_tx, mut health_rx) = mpsc::unbounded_channel();
-    let mut dp = start_dataplane(&config)?;
-    if let Some(reader) = dp.take_kernel_log() {
-        reader
-            .spawn()
-            .context("starting the kernel_log reader thread")?;
-        tracing::info!(
-            kernel_log = config.kernel_log.name(),
-            "kernel reports forwarded to the log"
-        );
-    }
+    let dp = start_dataplane(&config)?;
     let pools = config
         .edges
         .iter()
@@ -302,7 +293,17 @@ fn start_dataplane(config: &Config) -> anyhow::Result<Dataplane> {
                 .with_context(|| format!("attaching to {iface}"))?;
         }
         dp.finish_pinning(&config.interfaces)
-            .context("pinning the dataplane")
+            .context("pinning the dataplane")?;
+        if let Some(reader) = dp.take_kernel_log() {
+            reader
+                .spawn()
+                .context("starting the kernel_log reader thread")?;
+            tracing::info!(
+                kernel_log = config.kernel_log.name(),
+                "kernel reports forwarded to the log"
+            );
+        }
+        Ok(())
     })();
     match result {
         Ok(()) => {
