@@ -10,9 +10,9 @@
 //!
 //! Each call first reads `AYA_LOG_LEVEL`, a global in `.rodata` that the daemon sets at load
 //! (`kernel_log`, off by default). The kernel freezes `.rodata` maps, so the verifier knows the
-//! value: with logging off every call here is a branch it proves dead and removes, and the
-//! program it runs is as if none were written (`bpftool prog show` reports the same xlated size
-//! as without them). Messages are literal per reason: a `&str` argument picked at run time would
+//! value: with logging off every call here is a branch it proves dead and removes; what is
+//! left is the level's load and the drop-reason dispatch, on these rare paths only (10,109
+//! xlated instructions against 10,074 without the reports; 12,103 at `info`). Messages are literal per reason: a `&str` argument picked at run time would
 //! need a variable-length copy, which BPF has no instruction for.
 //!
 //! Levels: `info` for drops and for neighbours the kernel must resolve; `debug` adds the route
