@@ -274,3 +274,57 @@ fn a_previous_conntrack_layout_is_never_read_and_its_pin_is_freed() {
         daemon.log_text()
     );
 }
+
+/// A start whose program the kernel refuses leaves no pins behind: the maps a load creates
+/// and pins before the verifier runs are removed again, or the next start would adopt them
+/// as a previous daemon's flows. Without `CAP_PERFMON` (and `CAP_SYS_ADMIN`, which implies it)
+/// the verifier refuses `sluice_xdp`'s pointer arithmetic, after the maps exist.
+#[test]
+fn a_start_whose_program_is_refused_leaves_no_pins() {
+    require_root();
+    let prefix = "slfail";
+    let (instance, topo, scratch) = lab(prefix);
+    sluice_tests::daemon::remove_pins(&instance);
+    let cfg = scratch.path().join("sluice.toml");
+    std::fs::write(&cfg, config(&instance, &scratch, "native")).expect("write config");
+    let log_path = scratch.path().join("sluice.log");
+    let log = File::create(&log_path).expect("log file");
+    let netns = File::open(topo.gateway().path()).expect("gateway namespace");
+    let mut cmd = std::process::Command::new("setpriv");
+    cmd.args(["--inh-caps=-all", "--bounding-set=-perfmon,-sys_admin"])
+        .arg(sluice_bin().expect("sluice binary"))
+        .args(["run", "-c"])
+        .arg(&cfg)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().expect("log"))
+        .stderr(log);
+    let child = sluice_tests::daemon::spawn_tied(&mut cmd, Some(&netns)).expect("start sluice");
+    let mut guard = ChildGuard::new(child);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        let child = guard.child_mut().expect("child");
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "sluice did not exit");
+        thread::sleep(Duration::from_millis(50));
+    };
+    let text = std::fs::read_to_string(&log_path).unwrap_or_default();
+    assert!(!status.success(), "the start must fail:\n{text}");
+    assert!(
+        text.contains("sluice_xdp"),
+        "the error names the program:\n{text}"
+    );
+    let left: Vec<String> = std::fs::read_dir(pin_dir(&instance))
+        .map(|d| {
+            d.filter_map(Result::ok)
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    sluice_tests::daemon::remove_pins(&instance);
+    assert!(
+        left.is_empty(),
+        "pins left by a failed start: {left:?}\n{text}"
+    );
+}

@@ -24,7 +24,7 @@ use super::{
     maps::{attach_xdp, load_xdp, take, xdp_mut, Arr, Cidrs, Hash, PerCpu},
     next_hop::NextHops,
     node::{self, ClosedReply, NodeSwitch},
-    pins::{Pins, PreviousBackends},
+    pins::{FreshPins, Pins, PreviousBackends},
     plan::{Adopted, State},
     DataplaneError,
 };
@@ -150,6 +150,14 @@ impl Dataplane {
                 p.path(names::BACKENDS),
             )
         });
+        let fresh = match &reused {
+            Some((conntrack, proxy_flows, backends)) => FreshPins::among(&[
+                conntrack.as_path(),
+                proxy_flows.as_path(),
+                backends.as_path(),
+            ]),
+            None => FreshPins::among(&[]),
+        };
         if let Some((conntrack, proxy_flows, backends)) = &reused {
             // Opened when present, created and pinned when not: flows and backend ids outlive
             // the daemon. A pin of an older layout has another name (`names::RETIRED`), so it
@@ -213,6 +221,7 @@ impl Dataplane {
         // The node map is this daemon's own (never adopted from pins): a daemon started after
         // a shutdown that closed the node serves again.
         dp.set_node_state(NodeState::Serving)?;
+        fresh.keep();
         Ok(dp)
     }
 

@@ -197,3 +197,36 @@ fn pin_err(path: &Path, error: &impl std::fmt::Display) -> DataplaneError {
         error: error.to_string(),
     }
 }
+
+/// Pins a load is about to create, removed again if the load fails: a start that never got
+/// its program verified must not leave maps behind that the next start would adopt as a
+/// previous daemon's flows. Pins that already existed are a previous daemon's and stay.
+pub struct FreshPins(Vec<PathBuf>);
+
+impl FreshPins {
+    /// Of `paths`, those that do not exist yet.
+    pub fn among(paths: &[&Path]) -> FreshPins {
+        FreshPins(
+            paths
+                .iter()
+                .filter(|p| !p.exists())
+                .map(|p| p.to_path_buf())
+                .collect(),
+        )
+    }
+
+    /// The load succeeded: the pins are the dataplane's now.
+    pub fn keep(mut self) {
+        self.0.clear();
+    }
+}
+
+impl Drop for FreshPins {
+    fn drop(&mut self) {
+        for path in &self.0 {
+            if let Err(error) = remove_if_present(path) {
+                tracing::warn!(pin = %path.display(), %error, "removing a pin of a failed load");
+            }
+        }
+    }
+}
