@@ -66,7 +66,12 @@ address = "2001:db8:a::2"
 
 /// `GOOD` with each `(line, text)` replacing that (1-based) line.
 pub(super) fn edit(edits: &[(usize, &str)]) -> String {
-    let mut lines: Vec<&str> = GOOD.lines().collect();
+    edit_lines(GOOD, edits)
+}
+
+/// `base` with each `(line, text)` replacing that (1-based) line.
+pub(super) fn edit_lines(base: &str, edits: &[(usize, &str)]) -> String {
+    let mut lines: Vec<&str> = base.lines().collect();
     for &(line, text) in edits {
         lines[line - 1] = text;
     }

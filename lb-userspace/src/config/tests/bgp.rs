@@ -3,6 +3,8 @@
 use std::collections::BTreeMap;
 
 use super::super::{Bgp, BgpPeer, Config};
+use super::broken::{check_cases, Case};
+use super::edit_lines;
 
 /// Line numbers matter: the cases below edit single lines.
 const BASE: &str = r#"instance = "gw1"
@@ -40,11 +42,7 @@ port = 1179
 "#;
 
 fn edit(edits: &[(usize, &str)]) -> String {
-    let mut lines: Vec<&str> = BASE.lines().collect();
-    for &(line, text) in edits {
-        lines[line - 1] = text;
-    }
-    lines.join("\n") + "\n"
+    edit_lines(BASE, edits)
 }
 
 #[test]
@@ -72,13 +70,6 @@ fn a_good_section_has_typed_values_and_defaults() {
     assert_eq!((peer.port, peer.hold_time), (179, 90));
     let none: String = BASE.lines().take(19).collect::<Vec<_>>().join("\n");
     assert_eq!(Config::parse(&none).unwrap().bgp, None);
-}
-
-struct Case {
-    name: &'static str,
-    edits: &'static [(usize, &'static str)],
-    line: usize,
-    message: &'static str,
 }
 
 const CASES: &[Case] = &[
@@ -201,30 +192,5 @@ const CASES: &[Case] = &[
 
 #[test]
 fn broken_sections_give_line_field_and_fix() {
-    let mut failures = Vec::new();
-    for case in CASES {
-        let text = edit(case.edits);
-        let Err(errors) = Config::parse(&text) else {
-            failures.push(format!("{}: accepted", case.name));
-            continue;
-        };
-        let [error] = &errors.0[..] else {
-            failures.push(format!("{}: expected one error, got:\n{errors}", case.name));
-            continue;
-        };
-        let shown = error.to_string();
-        if error.line() != Some(case.line) {
-            failures.push(format!(
-                "{}: expected line {}: {shown}",
-                case.name, case.line
-            ));
-        }
-        if !shown.contains(case.message) {
-            failures.push(format!(
-                "{}: expected {:?} in: {shown}",
-                case.name, case.message
-            ));
-        }
-    }
-    assert!(failures.is_empty(), "\n{}", failures.join("\n"));
+    check_cases(CASES, edit);
 }

@@ -27,13 +27,14 @@ macro_rules! names {
     };
 }
 
-struct Case {
-    name: &'static str,
-    /// Lines of `GOOD` to replace.
-    edits: &'static [(usize, &'static str)],
-    line: usize,
+/// A broken config: its base text with some lines replaced, and the one error it must give.
+pub(super) struct Case {
+    pub(super) name: &'static str,
+    /// Lines of the base text (`GOOD` here) to replace.
+    pub(super) edits: &'static [(usize, &'static str)],
+    pub(super) line: usize,
     /// Part of the error as displayed (`line L, column C: ` then this).
-    message: &'static str,
+    pub(super) message: &'static str,
 }
 
 const CASES: &[Case] = &[
@@ -790,10 +791,11 @@ const CASES: &[Case] = &[
     },
 ];
 
-#[test]
-fn broken_configs_give_line_field_and_fix() {
+/// Parses `edit(case.edits)` for each case and checks it gives exactly one error, placed on
+/// the case's line and saying its message; reports every mismatch at once.
+pub(super) fn check_cases(cases: &[Case], edit: fn(&[(usize, &str)]) -> String) {
     let mut failures = Vec::new();
-    for case in CASES {
+    for case in cases {
         let text = edit(case.edits);
         let Err(errors) = Config::parse(&text) else {
             failures.push(format!("{}: accepted", case.name));
@@ -819,4 +821,9 @@ fn broken_configs_give_line_field_and_fix() {
         }
     }
     assert!(failures.is_empty(), "\n{}", failures.join("\n"));
+}
+
+#[test]
+fn broken_configs_give_line_field_and_fix() {
+    check_cases(CASES, edit);
 }
