@@ -72,6 +72,12 @@ impl PathPrefix {
         &self.0
     }
 
+    /// Whether `path` is the prefix itself or below it (`/auth`, `/auth/x`; never `/authx`).
+    pub fn covers(&self, path: &str) -> bool {
+        path.strip_prefix(self.0.as_str())
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+    }
+
     /// The backend's path and query for a request's `path_and_query`, or `None` when the
     /// path is not the prefix itself or below it (`/auth`, `/auth/x`; never `/authx`). The
     /// prefix alone becomes `/`; the query is kept as it was.
@@ -80,11 +86,12 @@ impl PathPrefix {
             Some((path, query)) => (path, Some(query)),
             None => (path_and_query, None),
         };
-        let rest = path.strip_prefix(self.0.as_str())?;
-        let mut out = match rest {
+        if !self.covers(path) {
+            return None;
+        }
+        let mut out = match &path[self.0.len()..] {
             "" => "/".to_owned(),
-            _ if rest.starts_with('/') => rest.to_owned(),
-            _ => return None,
+            rest => rest.to_owned(),
         };
         if let Some(query) = query {
             out.push('?');

@@ -232,9 +232,7 @@ impl Table {
 fn covers(route: &RoutePath, path: &str) -> bool {
     match route {
         RoutePath::All => true,
-        RoutePath::Under(prefix) => path
-            .strip_prefix(prefix.as_str())
-            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/')),
+        RoutePath::Under(prefix) => prefix.covers(path),
     }
 }
 
