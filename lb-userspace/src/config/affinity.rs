@@ -4,16 +4,21 @@
 //! |---|---|---|
 //! | `auth-session-route` | Keycloak's `AUTH_SESSION_ID=<id>.<route>` cookie (or `AUTH_SESSION_ID_LEGACY`) | the backend `routes` maps `<route>` (the part after the first dot) to, while it is up or draining |
 //! | `cookie-hash` | the cookie named `cookie` | the backend the pool's Maglev table gives its value's hash: every gateway agrees, without shared state |
+//! | `cookie` | sluice's own cookie (`cookie`, default `SLUICE_AFFINITY`), set by sluice | the backend whose keyed MAC it holds, while it is up or draining (see [`cookie`]) |
 //!
 //! Anything else (no cookie, an unknown route, its backend down) gets the pool's normal choice
-//! by client address; sluice never rewrites the cookie. Settings are read at start: a reload
-//! that changes them is refused, like any change of the route table.
+//! by client address; sluice never rewrites the first two modes' cookies. Settings are read at
+//! start: a reload that changes them is refused, like any change of the route table.
+
+mod cookie;
 
 use std::{collections::BTreeMap, net::IpAddr};
 
 use toml::Spanned;
 
 use super::{errors::Report, fields, raw, Vip};
+
+pub use cookie::{CookieKey, CookieSettings, SameSite, DEFAULT_COOKIE};
 
 /// A route's affinity, checked against its pool.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,46 +27,40 @@ pub enum Affinity {
     AuthSessionRoute { routes: BTreeMap<String, IpAddr> },
     /// The cookie whose value is hashed onto the pool.
     CookieHash { cookie: String },
+    /// sluice's own affinity cookie.
+    Cookie(CookieSettings),
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Mode {
     AuthSessionRoute,
     CookieHash,
+    Cookie,
 }
 
-const MODES: [(&str, Mode); 2] = [
+const MODES: [(&str, Mode); 3] = [
     ("auth-session-route", Mode::AuthSessionRoute),
     ("cookie-hash", Mode::CookieHash),
+    ("cookie", Mode::Cookie),
 ];
 
-/// `v` checked; `pool` is the listener's `[[vip]]` (`None` when it is broken, reported already).
+/// `v` checked; `pool` is the listener's `[[vip]]` (`None` when it is broken, reported
+/// already), `path` the route's path (`None`: broken, reported already).
 pub(super) fn affinity(
     r: &mut Report,
     v: &Spanned<raw::Affinity>,
     pool: Option<&Vip>,
+    path: Option<&str>,
     field: &str,
 ) -> Option<Affinity> {
     let a = v.get_ref();
     let f = |key: &str| format!("{field}.{key}");
     let mode = fields::choice(r, &a.mode, &f("mode"), &MODES)?;
-    let misplaced = |r: &mut Report, key: &str, span: std::ops::Range<usize>, owner: &str| {
-        r.invalid(
-            span,
-            f(key),
-            format!(
-                "has no effect with mode = \"{}\"; it belongs to mode = \"{owner}\": remove it \
-                 or change the mode",
-                a.mode.get_ref()
-            ),
-        );
-    };
+    if !only_keys_of(r, a, mode, &f) {
+        return None;
+    }
     match mode {
         Mode::AuthSessionRoute => {
-            if let Some(c) = &a.cookie {
-                misplaced(r, "cookie", c.span(), "cookie-hash");
-                return None;
-            }
             let Some(routes) = &a.routes else {
                 r.invalid(
                     v.span(),
@@ -76,10 +75,6 @@ pub(super) fn affinity(
                 .map(|routes| Affinity::AuthSessionRoute { routes })
         }
         Mode::CookieHash => {
-            if let Some(t) = &a.routes {
-                misplaced(r, "routes", t.span(), "auth-session-route");
-                return None;
-            }
             let Some(cookie) = &a.cookie else {
                 r.invalid(
                     v.span(),
@@ -89,23 +84,95 @@ pub(super) fn affinity(
                 );
                 return None;
             };
-            let name = cookie.get_ref();
-            if name.is_empty() || !name.bytes().all(is_token) {
-                r.invalid(
-                    cookie.span(),
-                    f("cookie"),
-                    format!(
-                        "\"{name}\" is not a cookie name; use letters, digits and \
-                         !#$%&'*+-.^_`|~ only, e.g. \"JSESSIONID\""
-                    ),
-                );
-                return None;
-            }
-            Some(Affinity::CookieHash {
-                cookie: name.clone(),
-            })
+            cookie_name(r, cookie, &f("cookie")).map(|cookie| Affinity::CookieHash { cookie })
         }
+        Mode::Cookie => cookie::settings(r, a, path, &f).map(Affinity::Cookie),
     }
+}
+
+/// Whether `a` holds only keys of `mode` (each other one is reported: it would be ignored).
+fn only_keys_of(r: &mut Report, a: &raw::Affinity, mode: Mode, f: &dyn Fn(&str) -> String) -> bool {
+    use std::ops::Range;
+    // Each key, where it is written, and the modes it belongs to.
+    let keys: [(&str, Option<Range<usize>>, &[Mode]); 8] = [
+        (
+            "routes",
+            a.routes.as_ref().map(Spanned::span),
+            &[Mode::AuthSessionRoute],
+        ),
+        (
+            "cookie",
+            a.cookie.as_ref().map(Spanned::span),
+            &[Mode::CookieHash, Mode::Cookie],
+        ),
+        (
+            "secure",
+            a.secure.as_ref().map(Spanned::span),
+            &[Mode::Cookie],
+        ),
+        (
+            "http_only",
+            a.http_only.as_ref().map(Spanned::span),
+            &[Mode::Cookie],
+        ),
+        (
+            "same_site",
+            a.same_site.as_ref().map(Spanned::span),
+            &[Mode::Cookie],
+        ),
+        (
+            "max_age",
+            a.max_age.as_ref().map(Spanned::span),
+            &[Mode::Cookie],
+        ),
+        ("path", a.path.as_ref().map(Spanned::span), &[Mode::Cookie]),
+        (
+            "key_file",
+            a.key_file.as_ref().map(Spanned::span),
+            &[Mode::Cookie],
+        ),
+    ];
+    let mut ok = true;
+    for (key, at, modes) in keys {
+        let Some(at) = at else { continue };
+        if modes.contains(&mode) {
+            continue;
+        }
+        let owners: Vec<String> = MODES
+            .iter()
+            .filter(|(_, m)| modes.contains(m))
+            .map(|(n, _)| format!("mode = \"{n}\""))
+            .collect();
+        r.invalid(
+            at,
+            f(key),
+            format!(
+                "has no effect with mode = \"{}\"; it belongs to {}: remove it or change the \
+                 mode",
+                a.mode.get_ref(),
+                owners.join(" or ")
+            ),
+        );
+        ok = false;
+    }
+    ok
+}
+
+/// A cookie name (an RFC 9110 token).
+fn cookie_name(r: &mut Report, cookie: &Spanned<String>, field: &str) -> Option<String> {
+    let name = cookie.get_ref();
+    if name.is_empty() || !name.bytes().all(is_token) {
+        r.invalid(
+            cookie.span(),
+            field,
+            format!(
+                "\"{name}\" is not a cookie name; use letters, digits and \
+                 !#$%&'*+-.^_`|~ only, e.g. \"JSESSIONID\""
+            ),
+        );
+        return None;
+    }
+    Some(name.clone())
 }
 
 /// The `routes` table: names a cookie value can carry, addresses of the pool's backends.

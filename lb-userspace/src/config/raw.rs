@@ -182,12 +182,27 @@ pub struct Route {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Affinity {
-    /// `auth-session-route` (Keycloak's `AUTH_SESSION_ID` route suffix) or `cookie-hash`.
+    /// `auth-session-route` (Keycloak's `AUTH_SESSION_ID` route suffix), `cookie-hash` or
+    /// `cookie` (sluice's own keyed cookie).
     pub mode: Spanned<String>,
     /// `auth-session-route`: Keycloak route name → backend address of the pool.
     pub routes: Option<Spanned<std::collections::BTreeMap<String, Spanned<String>>>>,
-    /// `cookie-hash`: the cookie whose value is hashed onto the pool.
+    /// `cookie-hash`: the cookie whose value is hashed onto the pool; `cookie`: the name of
+    /// sluice's own cookie (default `SLUICE_AFFINITY`).
     pub cookie: Option<Spanned<String>>,
+    /// `cookie` only: `Secure` (default true).
+    pub secure: Option<Spanned<bool>>,
+    /// `cookie` only: `HttpOnly` (default true).
+    pub http_only: Option<Spanned<bool>>,
+    /// `cookie` only: `SameSite`, `Lax` (default), `Strict` or `None` (needs `secure`).
+    pub same_site: Option<Spanned<String>>,
+    /// `cookie` only: `Max-Age` as a duration (`"8h"`); default none, a session cookie.
+    pub max_age: Option<Spanned<String>>,
+    /// `cookie` only: the cookie's `Path`; default the route's path.
+    pub path: Option<Spanned<String>>,
+    /// `cookie` only: the HMAC key (at least 32 bytes, not readable by every user); default a
+    /// random key made at start.
+    pub key_file: Option<Spanned<String>>,
 }
 
 /// Each value is the exact setting of the Keycloak provider of that format

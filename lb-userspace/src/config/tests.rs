@@ -3,6 +3,7 @@
 
 mod bgp;
 mod broken;
+mod cookie;
 mod routes;
 
 use std::{net::IpAddr, path::Path, time::Duration};

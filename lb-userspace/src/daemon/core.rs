@@ -80,7 +80,7 @@ impl Inner {
             for u in self.upstreams.get(vip).into_iter().flatten() {
                 u.retain(|b| serving.contains(&b));
             }
-            pool.update(table, self.dp.pool_sessions(vip));
+            pool.update(table, self.dp.pool_sessions(vip), self.dp.pool_members(vip));
         }
     }
 }

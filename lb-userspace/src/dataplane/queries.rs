@@ -166,6 +166,14 @@ impl Dataplane {
         })
     }
 
+    /// Every backend of the VIP named `vip`, whatever its state (empty for an unknown VIP).
+    pub fn pool_members(&self, vip: &str) -> Vec<IpAddr> {
+        self.state
+            .vips
+            .get(vip)
+            .map_or_else(Vec::new, |v| v.backends.iter().map(|b| b.address).collect())
+    }
+
     /// Kernel id of a backend (what conntrack entries and `flow_backend` name).
     pub fn backend_id(&self, vip: &str, backend: IpAddr) -> Option<u32> {
         self.state.backend(vip, backend).map(|b| b.id)

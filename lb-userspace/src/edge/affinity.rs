@@ -9,11 +9,18 @@
 //! | `auth-session-route` | no dot, or a suffix no route names | the pool's choice | `invalid` |
 //! | any | a value that is no RFC 6265 cookie value (unbalanced quote, space, comma, ...) | the pool's choice | `invalid` |
 //! | `cookie-hash` | the named cookie | the pool's Maglev table at the FNV-1a hash of its value | `hit` |
+//! | `cookie` | sluice's cookie naming a backend of the pool that is up or draining | that backend | `hit` |
+//! | `cookie` | sluice's cookie naming a backend of the pool that is down | the pool's choice, and a new cookie | `fallback_down` |
+//! | `cookie` | anything else under its name: forged, malformed, another route's or key's, a removed backend's | the pool's choice, and a new cookie | `invalid` |
+//!
+//! (`cookie` mode: see [`cookie`] for the value, and when `Set-Cookie` is sent.)
 //!
 //! Cookies are read from every `cookie` header (HTTP/2 may split them, RFC 9113 8.2.3), pairs
 //! split on `;`, names compared exactly, values with optional DQUOTEs (RFC 6265 4.1.1) removed;
 //! of a name sent twice the first counts (what browsers send first is the most specific path).
 //! The cookie itself is passed on untouched.
+
+pub mod cookie;
 
 use std::{
     collections::BTreeMap,
@@ -28,6 +35,7 @@ use hyper::{header, HeaderMap};
 
 use super::pool::{Key, Pool};
 use crate::config::affinity::Affinity;
+use cookie::{Cookie, Read};
 
 /// Keycloak's sticky-session cookie, and the copy older Keycloak versions (before 24) also set.
 const AUTH_SESSION_COOKIES: [&str; 2] = ["AUTH_SESSION_ID", "AUTH_SESSION_ID_LEGACY"];
@@ -82,6 +90,18 @@ pub struct Sticky {
 enum How {
     AuthSession(BTreeMap<String, IpAddr>),
     CookieHash(String),
+    Cookie(Box<Cookie>),
+}
+
+/// What a route's affinity decided for one request, kept until its response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Choice {
+    /// Where the request should go, before the pool's own choice.
+    pub prefer: Option<Prefer>,
+    /// `cookie` mode: the backend the request's cookie validly named and that may keep the
+    /// session (`Some(None)`: none, so the response places the session). `None`: another mode,
+    /// which never sets a cookie.
+    placed: Option<Option<IpAddr>>,
 }
 
 /// The same route's affinity (what comparing a [`super::route::Routed`] asks).
@@ -94,17 +114,36 @@ impl PartialEq for Sticky {
 impl Eq for Sticky {}
 
 impl Sticky {
-    pub fn new(affinity: &Affinity, counters: Counters) -> Sticky {
+    /// The affinity of the route named `route` (a `cookie` mode's cookies are bound to it).
+    pub fn new(affinity: &Affinity, route: &str, counters: Counters) -> Sticky {
         let how = match affinity {
             Affinity::AuthSessionRoute { routes } => How::AuthSession(routes.clone()),
             Affinity::CookieHash { cookie } => How::CookieHash(cookie.clone()),
+            Affinity::Cookie(settings) => How::Cookie(Box::new(Cookie::new(settings, route))),
         };
         Sticky { how, counters }
     }
 
     /// The backend the request's cookie asks for, counted; `None`: the pool's normal choice.
     pub fn prefer(&self, headers: &HeaderMap, pool: &Pool) -> Option<Prefer> {
-        let (outcome, prefer) = self.decide(headers, pool);
+        self.choose(headers, pool).prefer
+    }
+
+    /// [`Sticky::prefer`], and what [`Sticky::answer`] needs to place the session.
+    pub fn choose(&self, headers: &HeaderMap, pool: &Pool) -> Choice {
+        let (outcome, choice) = match &self.how {
+            How::Cookie(c) => Self::by_cookie(c, headers, pool),
+            _ => {
+                let (outcome, prefer) = self.decide(headers, pool);
+                (
+                    outcome,
+                    Choice {
+                        prefer,
+                        placed: None,
+                    },
+                )
+            }
+        };
         if let Some(c) = Outcome::ALL
             .iter()
             .position(|o| *o == outcome)
@@ -112,7 +151,40 @@ impl Sticky {
         {
             c.fetch_add(1, Ordering::Relaxed);
         }
-        prefer
+        choice
+    }
+
+    /// The `Set-Cookie` a response from `served` needs, if any: only when the request's cookie
+    /// did not already name it (`cookie` mode only).
+    pub fn answer(
+        &self,
+        choice: &Choice,
+        served: IpAddr,
+        pool: &Pool,
+    ) -> Option<header::HeaderValue> {
+        let (How::Cookie(c), Some(placed)) = (&self.how, choice.placed) else {
+            return None;
+        };
+        (placed != Some(served))
+            .then(|| c.set_cookie(served, &pool.snapshot()))
+            .flatten()
+    }
+
+    fn by_cookie(c: &Cookie, headers: &HeaderMap, pool: &Pool) -> (Outcome, Choice) {
+        let snapshot = pool.snapshot();
+        let (outcome, backend) = match c.read(cookie(headers, c.name()), &snapshot) {
+            Read::Missing => (Outcome::NoCookie, None),
+            Read::Up(b) => (Outcome::Hit, Some(b)),
+            Read::Down(_) => (Outcome::FallbackDown, None),
+            Read::Invalid => (Outcome::Invalid, None),
+        };
+        (
+            outcome,
+            Choice {
+                prefer: backend.map(Prefer::Backend),
+                placed: Some(backend),
+            },
+        )
     }
 
     fn decide(&self, headers: &HeaderMap, pool: &Pool) -> (Outcome, Option<Prefer>) {
@@ -121,6 +193,7 @@ impl Sticky {
                 .iter()
                 .find_map(|name| cookie(headers, name)),
             How::CookieHash(name) => cookie(headers, name),
+            How::Cookie(_) => return (Outcome::Invalid, None),
         };
         let Some(value) = value else {
             return (Outcome::NoCookie, None);
@@ -144,6 +217,7 @@ impl Sticky {
                 Outcome::Hit,
                 Some(Prefer::Key(Key::Hash(fnv1a(value.as_bytes())))),
             ),
+            How::Cookie(_) => (Outcome::Invalid, None),
         }
     }
 }

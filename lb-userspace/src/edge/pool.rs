@@ -21,12 +21,28 @@ pub struct Pool {
     now: RwLock<Arc<Snapshot>>,
 }
 
+/// The pool at one moment; replaced whole by [`Pool::update`], so a reader holding one sees a
+/// consistent view (and can tell, by pointer, whether the pool changed since).
 #[derive(Debug, Default)]
-struct Snapshot {
+pub struct Snapshot {
     /// Slot → backend address.
     table: Vec<IpAddr>,
     /// Backends up or draining: the ones a session may stay on.
     sessions: Vec<IpAddr>,
+    /// Every backend of the VIP, down ones too.
+    members: Vec<IpAddr>,
+}
+
+impl Snapshot {
+    /// Every backend of the VIP (up, draining or down).
+    pub fn members(&self) -> &[IpAddr] {
+        &self.members
+    }
+
+    /// Whether `backend` is up or draining, so a session may stay on it.
+    pub fn keeps_sessions(&self, backend: IpAddr) -> bool {
+        self.sessions.contains(&backend)
+    }
 }
 
 /// What picks the slot.
@@ -39,17 +55,27 @@ pub enum Key {
 }
 
 impl Pool {
-    /// Replaces the table (slot → backend address; an empty table serves nobody) and the
-    /// backends that keep their sessions.
-    pub fn update(&self, table: Vec<IpAddr>, sessions: Vec<IpAddr>) {
-        *self.now.write().unwrap_or_else(PoisonError::into_inner) =
-            Arc::new(Snapshot { table, sessions });
+    /// Replaces the table (slot → backend address; an empty table serves nobody), the
+    /// backends that keep their sessions and every backend of the VIP (`members`, down ones
+    /// too: an affinity cookie naming one of them is a session whose backend is down, naming
+    /// any other a forged or stale one).
+    pub fn update(&self, table: Vec<IpAddr>, sessions: Vec<IpAddr>, members: Vec<IpAddr>) {
+        *self.now.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(Snapshot {
+            table,
+            sessions,
+            members,
+        });
     }
 
     /// Whether `backend` is up or draining, so a session may stay on it.
     pub fn keeps_sessions(&self, backend: IpAddr) -> bool {
         let now = self.now.read().unwrap_or_else(PoisonError::into_inner);
-        now.sessions.contains(&backend)
+        now.keeps_sessions(backend)
+    }
+
+    /// The pool as it is now.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        Arc::clone(&self.now.read().unwrap_or_else(PoisonError::into_inner))
     }
 
     /// The backend for `key`; with `exclude` (a backend that just failed), the next other one.
@@ -97,6 +123,7 @@ mod tests {
         pool.update(
             (0..251).map(|i| if i % 2 == 0 { a } else { b }).collect(),
             vec![a, b],
+            vec![a, b],
         );
         let first = pool.pick(Key::Client(ip("198.18.0.2")), None).unwrap();
         assert_eq!(pool.pick(Key::Client(ip("198.18.0.2")), None), Some(first));
@@ -104,7 +131,7 @@ mod tests {
             .pick(Key::Client(ip("198.18.0.2")), Some(first))
             .unwrap();
         assert_ne!(other, first);
-        pool.update(vec![a; 7], vec![a]);
+        pool.update(vec![a; 7], vec![a], vec![a, b]);
         assert_eq!(pool.pick(Key::Client(ip("2001:db8::2")), Some(a)), None);
     }
 
@@ -114,6 +141,7 @@ mod tests {
         let (a, b) = (ip("198.18.10.2"), ip("198.18.11.2"));
         pool.update(
             (0..251).map(|i| if i % 2 == 0 { a } else { b }).collect(),
+            vec![a, b],
             vec![a, b],
         );
         let to_a = (0..200u8)

@@ -145,7 +145,9 @@ impl Table {
                     } => Do::Proxy {
                         strip: strip_prefix.then(|| r.path.as_str().to_owned()),
                         add: add_prefix.as_ref().map(|p| p.as_str().to_owned()),
-                        sticky: sticky.as_ref().map(|a| Sticky::new(a, affinity(&r.name))),
+                        sticky: sticky
+                            .as_ref()
+                            .map(|a| Sticky::new(a, &r.name, affinity(&r.name))),
                     },
                     Action::Status(code) => Do::Answer {
                         status: status(*code),

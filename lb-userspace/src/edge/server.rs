@@ -57,7 +57,7 @@ use super::{
     route::Table,
     stats::{EdgeStats, Metered},
     tls::{PathError, Reloadable, VerifiedChain, HANDSHAKE_TIMEOUT},
-    upstream::{Origin, Upstream},
+    upstream::{Origin, Served, Upstream},
 };
 
 type Body = BoxBody<Bytes, hyper::Error>;
@@ -471,7 +471,8 @@ async fn handle(req: Request<Incoming>, conn: &Conn) -> Response<Body> {
     };
     // The route's affinity first; else hashed by the real client, so a trusted proxy's
     // clients spread like direct ones.
-    let prefer = sticky.and_then(|s| s.prefer(&parts.headers, &l.pool));
+    let choice = sticky.map(|s| (s, s.choose(&parts.headers, &l.pool)));
+    let prefer = choice.and_then(|(_, c)| c.prefer);
     let req = Request::from_parts(parts, body);
     let mut resp = match l
         .upstream
@@ -488,6 +489,12 @@ async fn handle(req: Request<Incoming>, conn: &Conn) -> Response<Body> {
         Ok(resp) => resp,
         Err(code) => return status(code),
     };
+    // An affinity cookie places the session on the backend that answered.
+    if let (Some((sticky, choice)), Some(served)) = (choice, resp.extensions().get::<Served>()) {
+        if let Some(set) = sticky.answer(&choice, served.0.ip(), &l.pool) {
+            resp.headers_mut().append(header::SET_COOKIE, set);
+        }
+    }
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
         // Only to the WebSocket upgrade asked for: a 101 to anything else (or to nothing)
         // would hand the client a tunnel past every header rule.

@@ -68,6 +68,10 @@ pub struct Upstream {
 #[derive(Default)]
 pub struct Idle(Mutex<HashMap<SocketAddr, Vec<SendRequest<Incoming>>>>);
 
+/// The backend that answered, in its response's extensions (an affinity cookie names it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Served(pub SocketAddr);
+
 /// Where a request comes from.
 pub struct Origin {
     /// The real client: the backend is picked by its address, and a PROXY header names it.
@@ -111,7 +115,7 @@ impl Upstream {
         // response body may wait for that. With one, a backend that answered early waits for
         // the rest of it, which a client expecting `100 Continue` never sends.
         let bodiless = req.body().is_end_stream();
-        let resp = match tokio::time::timeout(self.timeouts.response, sender.send_request(req))
+        let mut resp = match tokio::time::timeout(self.timeouts.response, sender.send_request(req))
             .await
         {
             Ok(Ok(resp)) => resp,
@@ -124,6 +128,7 @@ impl Upstream {
                 return Err(StatusCode::GATEWAY_TIMEOUT);
             }
         };
+        resp.extensions_mut().insert(Served(backend));
         let back = (!upgrade).then(|| Back {
             idle: Arc::clone(idle),
             backend,

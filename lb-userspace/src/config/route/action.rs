@@ -82,7 +82,13 @@ pub(super) fn action(
                 None => None,
             };
             let affinity = match &v.affinity {
-                Some(a) => Some(affinity::affinity(r, a, pool, &f("affinity"))?),
+                Some(a) => Some(affinity::affinity(
+                    r,
+                    a,
+                    pool,
+                    path.map(RoutePath::as_str),
+                    &f("affinity"),
+                )?),
                 None => None,
             };
             ok.then_some(Action::Proxy {

@@ -729,12 +729,12 @@ const CASES: &[Case] = &[
             edge!(
                 "[[edge.route]]",
                 "path = \"/\"",
-                "affinity = { mode = \"cookie\" }"
+                "affinity = { mode = \"cookies\" }"
             )
         )],
         line: 47,
-        message: "edge[0].route[0].affinity.mode: \"cookie\" is not a valid choice; use \
-                  \"auth-session-route\" or \"cookie-hash\"",
+        message: "edge[0].route[0].affinity.mode: \"cookies\" is not a valid choice; use \
+                  \"auth-session-route\", \"cookie-hash\" or \"cookie\"",
     },
     Case {
         name: "cookie-hash without a cookie name",
@@ -748,6 +748,188 @@ const CASES: &[Case] = &[
         )],
         line: 47,
         message: "edge[0].route[0].affinity.cookie: is needed with mode = \"cookie-hash\"",
+    },
+    Case {
+        name: "cookie SameSite=None without Secure",
+        edits: &[(
+            39,
+            edge!(
+                "[[edge.route]]",
+                "path = \"/realms\"",
+                "affinity = { mode = \"cookie\", secure = false, same_site = \"None\" }"
+            )
+        )],
+        line: 47,
+        message: "edge[0].route[0].affinity.same_site: \"None\" needs secure = true: browsers drop a SameSite=None cookie without Secure, so no session would stick; remove secure = false, or use \"Lax\"",
+    },
+    Case {
+        name: "cookie SameSite spelled in lower case",
+        edits: &[(
+            39,
+            edge!(
+                "[[edge.route]]",
+                "path = \"/realms\"",
+                "affinity = { mode = \"cookie\", same_site = \"lax\" }"
+            )
+        )],
+        line: 47,
+        message: "edge[0].route[0].affinity.same_site: \"lax\" is not a valid choice; use \"Lax\", \"Strict\" or \"None\"",
+    },
+    Case {
+        name: "cookie max_age of zero",
+        edits: &[(
+            39,
+            edge!(
+                "[[edge.route]]",
+                "path = \"/realms\"",
+                "affinity = { mode = \"cookie\", max_age = \"0s\" }"
+            )
+        )],
+        line: 47,
+        message: "edge[0].route[0].affinity.max_age: \"0s\" is too short: must be at least 1s; it is how long the browser keeps the cookie (leave max_age out for a cookie that ends with the browser session)",
+    },
+    Case {
+        name: "cookie max_age that is no duration",
+        edits: &[(
+            39,
+            edge!(
+                "[[edge.route]]",
+                "path = \"/realms\"",
+                "affinity = { mode = \"cookie\", max_age = \"3600\" }"
+            )
+        )],
+        line: 47,
+        message: "edge[0].route[0].affinity.max_age: \"3600\" is not a duration",
+    },
+    Case {
+        name: "cookie path not from the root",
+        edits: &[(
+            39,
+            edge!(
+                "[[edge.route]]",
+                "path = \"/realms\"",
+                "affinity = { mode = \"cookie\", path = \"realms\" }"
+            )
+        )],
+        line: 47,
+        message: "edge[0].route[0].affinity.path: \"realms\" is not a cookie path; write a path from the root without spaces or \';\', e.g. \"/realms\" (or leave path out: the route\'s path)",
+    },
+    Case {
+        name: "cookie path that would end the attribute",
+        edits: &[(
+            39,
+            edge!(
+                "[[edge.route]]",
+                "path = \"/realms\"",
+                "affinity = { mode = \"cookie\", path = \"/realms; Domain=evil.test\" }"
+            )
+        )],
+        line: 47,
+        message: "edge[0].route[0].affinity.path: \"/realms; Domain=evil.test\" is not a cookie path",
+    },
+    Case {
+        name: "cookie name that is no token",
+        edits: &[(
+            39,
+            edge!(
+                "[[edge.route]]",
+                "path = \"/realms\"",
+                "affinity = { mode = \"cookie\", cookie = \"my cookie\" }"
+            )
+        )],
+        line: 47,
+        message: "edge[0].route[0].affinity.cookie: \"my cookie\" is not a cookie name; use letters, digits and !#$%&\'*+-.^_`|~ only, e.g. \"JSESSIONID\"",
+    },
+    Case {
+        name: "cookie __Host- prefix off the root path",
+        edits: &[(
+            39,
+            edge!(
+                "[[edge.route]]",
+                "path = \"/realms\"",
+                "affinity = { mode = \"cookie\", cookie = \"__Host-kc\" }"
+            )
+        )],
+        line: 47,
+        message: "edge[0].route[0].affinity.cookie: \"__Host-kc\" has a prefix browsers accept only with secure = true and path = \"/\" (RFC 6265bis 4.1.3), so the cookie would never come back; set secure = true and path = \"/\", or use a name without the prefix",
+    },
+    Case {
+        name: "cookie __Secure- prefix without Secure",
+        edits: &[(
+            39,
+            edge!(
+                "[[edge.route]]",
+                "path = \"/realms\"",
+                "affinity = { mode = \"cookie\", cookie = \"__Secure-kc\", secure = false }"
+            )
+        )],
+        line: 47,
+        message: "edge[0].route[0].affinity.cookie: \"__Secure-kc\" has a prefix browsers accept only with secure = true",
+    },
+    Case {
+        name: "cookie key_file relative",
+        edits: &[(
+            39,
+            edge!(
+                "[[edge.route]]",
+                "path = \"/realms\"",
+                "affinity = { mode = \"cookie\", key_file = \"affinity.key\" }"
+            )
+        )],
+        line: 47,
+        message: "edge[0].route[0].affinity.key_file: \"affinity.key\" is not an absolute path; write it from the root, e.g. \"/etc/sluice/affinity.key\"",
+    },
+    Case {
+        name: "cookie key_file missing",
+        edits: &[(
+            39,
+            edge!(
+                "[[edge.route]]",
+                "path = \"/realms\"",
+                "affinity = { mode = \"cookie\", key_file = \"/nonexistent/sluice/affinity.key\" }"
+            )
+        )],
+        line: 47,
+        message: "edge[0].route[0].affinity.key_file: \"/nonexistent/sluice/affinity.key\" cannot be read (No such file or directory (os error 2)); point key_file at the key file, or create it with `openssl rand -out FILE 32; chmod 600 FILE`",
+    },
+    Case {
+        name: "cookie settings on cookie-hash",
+        edits: &[(
+            39,
+            edge!(
+                "[[edge.route]]",
+                "path = \"/realms\"",
+                "affinity = { mode = \"cookie-hash\", cookie = \"sid\", max_age = \"1h\" }"
+            )
+        )],
+        line: 47,
+        message: "edge[0].route[0].affinity.max_age: has no effect with mode = \"cookie-hash\"; it belongs to mode = \"cookie\": remove it or change the mode",
+    },
+    Case {
+        name: "auth-session-route routes on cookie",
+        edits: &[(
+            39,
+            edge!(
+                "[[edge.route]]",
+                "path = \"/realms\"",
+                "affinity = { mode = \"cookie\", routes = { \"kc-0\" = \"198.18.10.2\" } }"
+            )
+        )],
+        line: 47,
+        message: "edge[0].route[0].affinity.routes: has no effect with mode = \"cookie\"; it belongs to mode = \"auth-session-route\": remove it or change the mode",
+    },
+    Case {
+        name: "cookie name on auth-session-route",
+        edits: &[(
+            39,
+            edge!(
+                "[[edge.route]]",
+                "path = \"/realms\"",
+                "affinity = { mode = \"auth-session-route\", cookie = \"sid\", routes = { \"kc-0\" = \"198.18.10.2\" } }"
+            )
+        )],
+        line: 47,
+        message: "edge[0].route[0].affinity.cookie: has no effect with mode = \"auth-session-route\"; it belongs to mode = \"cookie-hash\" or mode = \"cookie\": remove it or change the mode",
     },
     Case {
         name: "zero connect timeout",

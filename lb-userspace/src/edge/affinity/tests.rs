@@ -52,6 +52,7 @@ fn pool() -> Pool {
     pool.update(
         table.into_iter().filter(|x| *x != c).collect(),
         vec![a, b, c],
+        vec![a, b, c, ip("198.18.19.2")],
     );
     pool
 }
@@ -63,7 +64,11 @@ fn session() -> Sticky {
         ("kc-9".to_owned(), ip("198.18.19.2")),
     ]
     .into();
-    Sticky::new(&Affinity::AuthSessionRoute { routes }, Counters::default())
+    Sticky::new(
+        &Affinity::AuthSessionRoute { routes },
+        "kc",
+        Counters::default(),
+    )
 }
 
 fn counts(s: &Sticky) -> Vec<u64> {
@@ -112,6 +117,7 @@ fn cookie_hash_is_the_same_for_the_same_value_and_spreads_values() {
         &Affinity::CookieHash {
             cookie: "sid".to_owned(),
         },
+        "kc",
         Counters::default(),
     );
     let p = pool();
@@ -131,4 +137,85 @@ fn cookie_hash_is_the_same_for_the_same_value_and_spreads_values() {
     assert_eq!(counts(&s), vec![202, 0, 1, 0]);
     // Fixed hash: a value's slot does not depend on this process.
     assert_eq!(fnv1a(b""), 0xcbf2_9ce4 ^ 0x8422_2325);
+}
+
+fn own_cookie() -> (Sticky, cookie::Cookie) {
+    use crate::config::affinity::{CookieKey, CookieSettings, SameSite};
+    let settings = CookieSettings {
+        name: "SLUICE_AFFINITY".to_owned(),
+        secure: true,
+        http_only: true,
+        same_site: SameSite::Lax,
+        max_age: None,
+        path: "/".to_owned(),
+        key: CookieKey::Random,
+    };
+    let key = [9u8; 32];
+    let sticky = Sticky {
+        how: How::Cookie(Box::new(cookie::with_key(&settings, "kc", &key))),
+        counters: Counters::default(),
+    };
+    (sticky, cookie::with_key(&settings, "kc", &key))
+}
+
+#[test]
+fn own_cookie_is_set_only_when_the_answering_backend_is_not_the_one_it_names() {
+    let (s, twin) = own_cookie();
+    let p = pool();
+    let (a, b) = (ip("198.18.10.2"), ip("198.18.11.2"));
+    let cookie_for =
+        |backend: IpAddr| format!("SLUICE_AFFINITY={}", cookie::encode(&twin.tag(backend)));
+    let set_for = |backend: IpAddr| {
+        format!(
+            "SLUICE_AFFINITY={}; Path=/; Secure; HttpOnly; SameSite=Lax",
+            cookie::encode(&twin.tag(backend))
+        )
+    };
+    // No cookie: the pool's choice, and the answering backend's cookie.
+    let c = s.choose(&headers(&["theme=dark"]), &p);
+    assert_eq!(c.prefer, None);
+    assert_eq!(s.answer(&c, a, &p).unwrap(), set_for(a).as_str());
+    // A valid one: that backend, and no new cookie...
+    let c = s.choose(&headers(&["x=1", &cookie_for(b)]), &p);
+    assert_eq!(c.prefer, Some(Prefer::Backend(b)));
+    assert_eq!(s.answer(&c, b, &p), None);
+    // ...unless another backend answered (it refused the connection).
+    assert_eq!(s.answer(&c, a, &p).unwrap(), set_for(a).as_str());
+    // Draining keeps its sessions.
+    let draining = ip("198.18.12.2");
+    let c = s.choose(&headers(&[&cookie_for(draining)]), &p);
+    assert_eq!(c.prefer, Some(Prefer::Backend(draining)));
+    // Down (a member, not keeping sessions): the pool's choice, and a new cookie.
+    let down = ip("198.18.19.2");
+    let c = s.choose(&headers(&[&cookie_for(down)]), &p);
+    assert_eq!(c.prefer, None);
+    assert_eq!(s.answer(&c, a, &p).unwrap(), set_for(a).as_str());
+    // Forged, another route's, a non-member's, garbage: the pool's choice, a new cookie.
+    let mut forged = twin.tag(a);
+    forged[15] ^= 1;
+    let invalid = [
+        format!("SLUICE_AFFINITY={}", cookie::encode(&forged)),
+        format!("SLUICE_AFFINITY={}", cookie::encode(&[0; 16])),
+        format!(
+            "SLUICE_AFFINITY={}",
+            cookie::encode(&twin.tag(ip("198.18.99.2")))
+        ),
+        "SLUICE_AFFINITY=198.18.10.2".to_owned(),
+        format!("SLUICE_AFFINITY={}", "A".repeat(4000)),
+        "SLUICE_AFFINITY=\"unbalanced".to_owned(),
+    ];
+    for v in &invalid {
+        let c = s.choose(&headers(&[v]), &p);
+        assert_eq!(c.prefer, None, "{v}");
+        assert_eq!(s.answer(&c, b, &p).unwrap(), set_for(b).as_str(), "{v}");
+    }
+    // An empty value is no cookie.
+    let c = s.choose(&headers(&["SLUICE_AFFINITY="]), &p);
+    assert_eq!(s.answer(&c, a, &p).unwrap(), set_for(a).as_str());
+    // hit, fallback_down, no_cookie, invalid
+    assert_eq!(counts(&s), vec![2, 1, 2, 6]);
+    // The other modes never set a cookie.
+    let session = session();
+    let c = session.choose(&headers(&["AUTH_SESSION_ID=abc.kc-0"]), &p);
+    assert_eq!(session.answer(&c, b, &p), None);
 }
