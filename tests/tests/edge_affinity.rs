@@ -11,6 +11,7 @@
 #![allow(clippy::float_cmp)] // every metric compared is a small integer count, exact in f64
 
 use std::net::SocketAddr;
+use std::path::Path;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -46,6 +47,16 @@ struct AffLab {
 
 impl AffLab {
     fn start(prefix: &str, affinity: &str) -> AffLab {
+        AffLab::start_with(prefix, |_| {
+            vec![format!(
+                "[[edge.route]]\nname = \"kc\"\npath = \"/\"\naffinity = {affinity}"
+            )]
+        })
+    }
+
+    /// [`AffLab::start`] with the routes `routes` writes, given the scratch directory (for key
+    /// files).
+    fn start_with(prefix: &str, routes: impl FnOnce(&Path) -> Vec<String>) -> AffLab {
         let base = LabBase::new(prefix, BACKENDS, false);
         let health = format!(
             "[vip.health_check]\nkind = \"tcp\"\nport = {BACKEND_PORT}\ninterval = \"200ms\"\n\
@@ -62,9 +73,7 @@ impl AffLab {
         // Three backends need a bigger table than the shared gateway's (100 slots each).
         text = text.replace("table_size = 251", "table_size = 307");
         let mut listener = Listener::v4("kc", EDGE_PORT);
-        listener.settings = vec![format!(
-            "[[edge.route]]\nname = \"kc\"\npath = \"/\"\naffinity = {affinity}"
-        )];
+        listener.settings = routes(base.scratch.path());
         text.push_str(&listener.toml(&base.pki));
         let daemon = base.start_daemon(&text);
         let LabBase {
@@ -141,15 +150,64 @@ impl AffLab {
     }
 
     fn affinity(&self, outcome: &str) -> f64 {
+        self.affinity_on("kc", outcome)
+    }
+
+    /// Route `route`'s affinity outcomes counted as `outcome` on `/metrics`.
+    fn affinity_on(&self, route: &str, outcome: &str) -> f64 {
         let management: SocketAddr = MANAGEMENT.parse().expect("management address");
         self.daemon
             .metric(
                 self.topo.gateway(),
                 management,
                 "sluice_edge_route_affinity_total",
-                &[("edge", "kc"), ("route", "kc"), ("outcome", outcome)],
+                &[("edge", "kc"), ("route", route), ("outcome", outcome)],
             )
             .unwrap_or_else(|e| panic!("scrape /metrics: {e:#}"))
+    }
+
+    /// One request for `path`, which must be answered 200 by a backend: the backend, and the
+    /// `Set-Cookie` header values of the response.
+    fn answer(&self, path: &str, extra: &[&str]) -> Answer {
+        let out = Curl::https(SERVER_NAME, edge4(), path, self.pki.ca_cert())
+            .fail()
+            .args(&["-D", "-"])
+            .args(extra)
+            .run(self.topo.client())
+            .unwrap_or_else(|e| panic!("curl {path} {extra:?}: {e:#}\n{}", self.daemon.log_text()));
+        let (head, body) = out
+            .split_once("\r\n\r\n")
+            .unwrap_or_else(|| panic!("no response head in {out}"));
+        Answer {
+            backend: backend_of(body).to_owned(),
+            set_cookies: set_cookies(head),
+        }
+    }
+
+    /// [`AffLab::backends`] for `times` requests over one connection, and how many
+    /// `Set-Cookie` headers their responses carried.
+    fn sticky_run(&self, times: usize, extra: &[&str]) -> (Vec<String>, usize) {
+        let out = self
+            .curl(extra)
+            .fail()
+            .args(&["-D", "-"])
+            .run_times(self.topo.client(), times)
+            .unwrap_or_else(|e| panic!("curl {extra:?}: {e:#}\n{}", self.daemon.log_text()));
+        let names: Vec<String> = out
+            .lines()
+            .filter(|l| l.starts_with("backend-"))
+            .map(str::to_owned)
+            .collect();
+        assert_eq!(names.len(), times, "{extra:?}: {out}");
+        (names, set_cookies(&out).len())
+    }
+
+    /// Rewrites the daemon's config file with `edit` and reloads it, which must succeed.
+    fn reload_with(&self, edit: impl FnOnce(String) -> String) {
+        let path = self.daemon.config_path();
+        let text = std::fs::read_to_string(path).expect("read the daemon's config");
+        std::fs::write(path, edit(text)).expect("write the daemon's config");
+        self.reload_unchanged();
     }
 
     fn stop(&mut self, i: usize) {
@@ -173,6 +231,38 @@ impl AffLab {
             String::from_utf8_lossy(&out.stderr)
         );
     }
+}
+
+/// What one response said about the session.
+struct Answer {
+    backend: String,
+    /// Its `Set-Cookie` values.
+    set_cookies: Vec<String>,
+}
+
+impl Answer {
+    /// The value of the one `Set-Cookie` for `cookie`, which must carry exactly `attributes`.
+    fn placed(&self, cookie: &str, attributes: &str) -> String {
+        let [one] = &self.set_cookies[..] else {
+            panic!("want one Set-Cookie, got {:?}", self.set_cookies)
+        };
+        let rest = one
+            .strip_prefix(&format!("{cookie}="))
+            .unwrap_or_else(|| panic!("not {cookie}: {one}"));
+        let (value, attrs) = rest.split_once(';').unwrap_or((rest, ""));
+        assert_eq!(attrs, attributes, "{one}");
+        value.to_owned()
+    }
+}
+
+/// The `Set-Cookie` values among response head lines (any case, HTTP/1.1 or HTTP/2).
+fn set_cookies(heads: &str) -> Vec<String> {
+    heads
+        .lines()
+        .filter_map(|l| l.split_once(':'))
+        .filter(|(n, _)| n.eq_ignore_ascii_case("set-cookie"))
+        .map(|(_, v)| v.trim().to_owned())
+        .collect()
 }
 
 fn name(i: usize) -> String {
@@ -336,4 +426,225 @@ fn cookie_hash_sticks_per_value_over_both_protocols_and_a_reload() {
         let seen = lab.backends(10, &["--http2", "-H", &cookie]);
         assert!(seen.iter().all(|b| b == want), "reloaded {v}: {seen:?}");
     }
+}
+
+/// What sluice's cookie carries on the `kc` route (path `/`), after its value.
+const KC_ATTRIBUTES: &str = " Path=/; Secure; HttpOnly; SameSite=Lax";
+
+/// A route `other` on `/other` and the route `kc` on everything else, both with sluice's own
+/// cookie under one key file (written into `scratch`, mode 600).
+fn own_cookie_routes(scratch: &Path) -> Vec<String> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let key = scratch.join("affinity.key");
+    std::fs::write(&key, [0x5a; 32]).expect("write the key file");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).expect("chmod 600");
+    let affinity = format!("{{ mode = \"cookie\", key_file = \"{}\" }}", key.display());
+    vec![
+        format!("[[edge.route]]\nname = \"other\"\npath = \"/other\"\naffinity = {affinity}"),
+        format!("[[edge.route]]\nname = \"kc\"\npath = \"/\"\naffinity = {affinity}"),
+    ]
+}
+
+fn index(backend: &str) -> usize {
+    backend["backend-".len()..].parse().expect("backend index")
+}
+
+/// `value` with one bit of its MAC flipped (the last byte of the tag).
+fn flipped(value: &str) -> String {
+    use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine as _};
+    let mut bytes = URL_SAFE_NO_PAD
+        .decode(value)
+        .expect("a base64url cookie value");
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0x01;
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+#[test]
+fn own_cookie_places_sticks_moves_when_down_and_cannot_be_forged() {
+    require_root();
+    let mut lab = AffLab::start_with("ck1", own_cookie_routes);
+    let cookie = |v: &str| format!("Cookie: SLUICE_AFFINITY={v}");
+
+    // No cookie: the pool's normal choice, and a cookie that places the session there, the
+    // same over both protocols (the value depends on key, route and backend only).
+    let first = lab.answer("/x", &["--http1.1"]);
+    let normal = first.backend.clone();
+    let c_normal = first.placed("SLUICE_AFFINITY", KC_ATTRIBUTES);
+    assert_eq!(c_normal.len(), 23, "{c_normal}");
+    let again = lab.answer("/x", &["--http2"]);
+    assert_eq!(again.backend, normal);
+    assert_eq!(again.placed("SLUICE_AFFINITY", KC_ATTRIBUTES), c_normal);
+    assert_eq!(lab.affinity("no_cookie"), 2.0);
+
+    // Its backend goes down: the pool's choice, and a new cookie for the backend that answered.
+    let n = index(&normal);
+    lab.stop(n);
+    lab.wait_for_state(n, "down");
+    let mut c_moved = None;
+    for http in HTTP {
+        let a = lab.answer("/x", &[http, "-H", &cookie(&c_normal)]);
+        assert_ne!(a.backend, normal, "{http}: answered by a down backend");
+        let v = a.placed("SLUICE_AFFINITY", KC_ATTRIBUTES);
+        let (backend, value) = c_moved.get_or_insert((a.backend.clone(), v.clone()));
+        assert_eq!((&a.backend, &v), (&*backend, &*value), "{http}");
+    }
+    let (moved, c_moved) = c_moved.expect("a fallback");
+    assert_ne!(c_moved, c_normal);
+    assert_eq!(lab.affinity("fallback_down"), 2.0);
+
+    // It comes back: the new cookie sticks to the backend it names (not the pool's normal
+    // choice, which is up again), 100 requests over one connection, no new cookie; a client
+    // that still holds the old cookie sticks to its backend again.
+    lab.restart(n);
+    lab.wait_for_state(n, "up");
+    for http in HTTP {
+        let (seen, set) = lab.sticky_run(100, &[http, "-H", &cookie(&c_moved)]);
+        assert!(seen.iter().all(|b| *b == moved), "back, {http}: {seen:?}");
+        assert_eq!(set, 0, "{http}: a hit sets no cookie");
+        // Split over two cookie headers, as HTTP/2 clients may send them.
+        let a = lab.answer(
+            "/x",
+            &[http, "-H", "Cookie: theme=dark", "-H", &cookie(&c_moved)],
+        );
+        assert_eq!(
+            (a.backend.as_str(), a.set_cookies.len()),
+            (moved.as_str(), 0)
+        );
+        let a = lab.answer("/x", &[http, "-H", &cookie(&c_normal)]);
+        assert_eq!(
+            (a.backend.as_str(), a.set_cookies.len()),
+            (normal.as_str(), 0)
+        );
+    }
+    assert_eq!(lab.affinity("hit"), 204.0);
+
+    // A reload of the same config (the key file read again) keeps every session; so does
+    // draining the session's backend.
+    lab.reload_unchanged();
+    for http in HTTP {
+        let (seen, set) = lab.sticky_run(100, &[http, "-H", &cookie(&c_moved)]);
+        assert!(
+            seen.iter().all(|b| *b == moved),
+            "reloaded, {http}: {seen:?}"
+        );
+        assert_eq!(set, 0, "reloaded, {http}");
+    }
+    let moved_addr = backend_addr4(index(&moved)).to_string();
+    lab.daemon
+        .cli_ok(&["drain", "web", &moved_addr])
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    for http in HTTP {
+        let (seen, set) = lab.sticky_run(20, &[http, "-H", &cookie(&c_moved)]);
+        assert!(
+            seen.iter().all(|b| *b == moved),
+            "draining, {http}: {seen:?}"
+        );
+        assert_eq!(set, 0, "draining, {http}");
+    }
+    lab.daemon
+        .cli_ok(&["undrain", "web", &moved_addr])
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    assert_eq!(lab.affinity("hit"), 444.0);
+
+    // Forged and malformed: never an error, never steered: the pool's normal choice, and
+    // the cookie for it.
+    let forged = [
+        flipped(&c_moved),
+        "A".repeat(23),
+        moved_addr.clone(),
+        format!("{c_moved}x"),
+        c_moved[..22].to_owned(),
+        format!("\"{c_moved}"),
+        "x".repeat(4000),
+        "not-a-cookie".to_owned(),
+    ];
+    for http in HTTP {
+        for v in &forged {
+            let a = lab.answer("/x", &[http, "-H", &cookie(v)]);
+            assert_eq!(a.backend, normal, "{http} {v}");
+            assert_eq!(
+                a.placed("SLUICE_AFFINITY", KC_ATTRIBUTES),
+                c_normal,
+                "{http} {v}"
+            );
+        }
+        // An empty value is no cookie.
+        let a = lab.answer("/x", &[http, "-H", "Cookie: SLUICE_AFFINITY="]);
+        assert_eq!(
+            a.placed("SLUICE_AFFINITY", KC_ATTRIBUTES),
+            c_normal,
+            "{http}"
+        );
+    }
+    assert_eq!(lab.affinity("invalid"), 16.0);
+    assert_eq!(lab.affinity("no_cookie"), 4.0);
+
+    // Another route's cookie: the other route places its own (under its own path), and a kc
+    // cookie sent to it is no session there.
+    for http in HTTP {
+        let a = lab.answer("/other/y", &[http, "-H", &cookie(&c_moved)]);
+        assert_eq!(a.backend, normal, "{http}: a kc cookie steered route other");
+        let c_other = a.placed(
+            "SLUICE_AFFINITY",
+            " Path=/other; Secure; HttpOnly; SameSite=Lax",
+        );
+        assert_ne!(
+            c_other, c_normal,
+            "{http}: cookies are bound to their route"
+        );
+    }
+    assert_eq!(lab.affinity_on("other", "invalid"), 2.0);
+
+    // A reload that removes the session's backend from the pool: its cookie is stale and
+    // never reaches it, although it still runs and answers.
+    let table = format!("[[vip.backend]]\naddress = \"{moved_addr}\"\n");
+    lab.reload_with(|text| {
+        assert!(text.contains(&table), "{text}");
+        text.replace(&table, "")
+    });
+    for http in HTTP {
+        let a = lab.answer("/x", &[http, "-H", &cookie(&c_moved)]);
+        assert_ne!(a.backend, moved, "{http}: a removed backend was reached");
+        let v = a.placed("SLUICE_AFFINITY", KC_ATTRIBUTES);
+        assert_ne!(v, c_moved, "{http}");
+        if a.backend == normal {
+            assert_eq!(v, c_normal, "{http}");
+        }
+    }
+    assert_eq!(lab.affinity("invalid"), 18.0);
+    assert_eq!(lab.affinity("fallback_down"), 2.0);
+}
+
+#[test]
+fn own_cookie_with_a_random_key_survives_a_reload_but_not_a_restart() {
+    require_root();
+    let mut lab = AffLab::start(
+        "ck2",
+        "{ mode = \"cookie\", cookie = \"kc_route\", max_age = \"8h\", same_site = \"Strict\" }",
+    );
+    let attributes = " Path=/; Max-Age=28800; Secure; HttpOnly; SameSite=Strict";
+    let first = lab.answer("/x", &["--http2"]);
+    let value = first.placed("kc_route", attributes);
+    let held = format!("Cookie: kc_route={value}");
+    lab.reload_unchanged();
+    for http in HTTP {
+        let (seen, set) = lab.sticky_run(10, &[http, "-H", &held]);
+        assert!(seen.iter().all(|b| *b == first.backend), "{http}: {seen:?}");
+        assert_eq!(set, 0, "{http}");
+    }
+    assert_eq!(lab.affinity("hit"), 20.0);
+    // A restart makes a new key: the old cookie is honoured no more, and the same backend
+    // gets another value.
+    lab.daemon.stop().unwrap_or_else(|e| panic!("stop: {e:#}"));
+    lab.daemon
+        .restart(lab.topo.gateway())
+        .unwrap_or_else(|e| panic!("restart: {e:#}"));
+    for i in 0..BACKENDS {
+        lab.wait_for_state(i, "up");
+    }
+    let a = lab.answer("/x", &["--http1.1", "-H", &held]);
+    assert_eq!(a.backend, first.backend);
+    assert_ne!(a.placed("kc_route", attributes), value);
+    assert_eq!(lab.affinity("invalid"), 1.0);
 }
