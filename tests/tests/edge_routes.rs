@@ -11,11 +11,26 @@
 
 #![allow(clippy::float_cmp)] // every metric compared is a small integer count, exact in f64
 
-use std::net::SocketAddr;
+use std::io::{Read as _, Write as _};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::process::Stdio;
+use std::sync::{
+    atomic::{AtomicBool, Ordering},
+    Arc, Mutex,
+};
+use std::thread;
+use std::time::Duration;
 
+use lb_common::proxy::parse::{write_v2, Command};
 use sluice_tests::{
-    edge_lab::{edge4, headers, values, Lab, Listener, EDGE_PORT, SERVER_NAME},
+    edge_lab::{
+        backend_of, edge4, headers, single, values, Lab, Listener, BACKEND_PORT, EDGE_PORT,
+        SERVER_NAME,
+    },
     require_root,
+    servers::tcp_server,
+    topology::{backend_addr4, CLIENT_ADDR4},
+    NetNs,
 };
 
 const HTTP: [&str; 2] = ["--http1.1", "--http2"];
@@ -271,4 +286,458 @@ fn pipelined_requests_and_upgrades_are_routed_one_by_one() {
     );
     assert_eq!(code, 404, "{body}");
     assert_eq!(backend_requests(&lab), 2.0, "the upgrade reached a backend");
+}
+
+/// Reads one request: the head, then a `Content-Length` or chunked body with its trailers.
+/// `None` when the connection ended first.
+fn read_request(stream: &mut TcpStream) -> std::io::Result<Option<Vec<u8>>> {
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        if let Some(end) = find(&raw, b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&raw[..end]).to_ascii_lowercase();
+            let body = &raw[end + 4..];
+            let complete = if head.contains("transfer-encoding: chunked") {
+                // The last chunk, then trailer lines, then an empty line.
+                find(body, b"0\r\n").is_some_and(|zero| {
+                    body[zero..].starts_with(b"0\r\n\r\n")
+                        || find(&body[zero..], b"\r\n\r\n").is_some()
+                })
+            } else {
+                let len = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .and_then(|v| v.trim().parse::<usize>().ok())
+                    .unwrap_or(0);
+                body.len() >= len
+            };
+            if complete {
+                return Ok(Some(raw));
+            }
+        }
+        let n = stream.read(&mut buf)?;
+        if n == 0 {
+            return Ok(None);
+        }
+        raw.extend_from_slice(&buf[..n]);
+    }
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+/// A keep-alive backend that names itself: each request gets `200` with `<name>\n` and the raw
+/// request (head, body and trailers) as its body; a request with an `Upgrade` header gets `101`
+/// to what it asked, naming the backend and the request line it received in `X-Backend` and
+/// `X-Request-Line`, after which every byte is echoed back prefixed with `TUNNEL:`.
+fn named_raw_backend(mut stream: TcpStream, name: &str) -> std::io::Result<()> {
+    while let Some(raw) = read_request(&mut stream)? {
+        let text = String::from_utf8_lossy(&raw).into_owned();
+        let upgrade = text
+            .lines()
+            .find_map(|l| {
+                l.split_once(':')
+                    .filter(|(n, _)| n.eq_ignore_ascii_case("upgrade"))
+            })
+            .map(|(_, v)| v.trim().to_owned());
+        if let Some(to) = upgrade {
+            let line = text.lines().next().unwrap_or_default().trim();
+            write!(
+                stream,
+                "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: {to}\r\n\
+                 X-Backend: {name}\r\nX-Request-Line: {line}\r\n\r\n"
+            )?;
+            let mut buf = [0u8; 4096];
+            loop {
+                let n = stream.read(&mut buf)?;
+                if n == 0 {
+                    return Ok(());
+                }
+                stream.write_all(b"TUNNEL:")?;
+                stream.write_all(&buf[..n])?;
+            }
+        }
+        let body = format!("{name}\n{text}");
+        write!(
+            stream,
+            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )?;
+    }
+    Ok(())
+}
+
+/// Sends `request` as is over TLS (HTTP/1.1, with the client certificate when `cert`) and
+/// returns all that came back until the server closed or 5 s passed.
+fn raw_tls(lab: &Lab, request: &str, cert: bool) -> String {
+    let connect = edge4().to_string();
+    let ca = lab.pki.ca_cert().display().to_string();
+    let id = &lab.pki.client;
+    let (leaf, key, chain) = (
+        id.leaf().display().to_string(),
+        id.key().display().to_string(),
+        id.intermediates_pem().display().to_string(),
+    );
+    let mut args = vec![
+        "timeout",
+        "5",
+        "openssl",
+        "s_client",
+        "-quiet",
+        "-ign_eof",
+        "-alpn",
+        "http/1.1",
+        "-connect",
+        &connect,
+        "-servername",
+        SERVER_NAME,
+        "-CAfile",
+        &ca,
+    ];
+    if cert {
+        args.extend(["-cert", &leaf, "-key", &key, "-cert_chain", &chain]);
+    }
+    let mut child = lab
+        .topo
+        .client()
+        .command(&args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run openssl s_client");
+    // s_client reads stdin only once the handshake is done; the pipe holds the request.
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(request.as_bytes())
+        .expect("write the request");
+    let out = child.wait_with_output().expect("openssl s_client output");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The bodies of the `200` answers in `raw` (a connection's responses, in order).
+fn answers(raw: &str) -> Vec<&str> {
+    raw.split("HTTP/1.1 200 OK\r\n")
+        .skip(1)
+        .map(|a| &a[a.find("\r\n\r\n").map_or(a.len(), |i| i + 4)..])
+        .collect()
+}
+
+/// A lab whose listener has the non-default routes `/app` (prefix stripped), `/one` and
+/// `/two` (prefix stripped, each keeping the Keycloak route `n` on its own backend: 0 and 1),
+/// in front of [`named_raw_backend`]s.
+fn routed_lab(prefix: &str) -> Lab {
+    let (b0, b1) = (backend_addr4(0), backend_addr4(1));
+    let mut lab = lab(
+        prefix,
+        &[
+            "[[edge.route]]\nname = \"app\"\npath = \"/app\"\nstrip_prefix = true",
+            &format!(
+                "[[edge.route]]\nname = \"one\"\npath = \"/one\"\nstrip_prefix = true\n\
+                 affinity = {{ mode = \"auth-session-route\", routes = {{ \"n\" = \"{b0}\" }} }}"
+            ),
+            &format!(
+                "[[edge.route]]\nname = \"two\"\npath = \"/two\"\nstrip_prefix = true\n\
+                 affinity = {{ mode = \"auth-session-route\", routes = {{ \"n\" = \"{b1}\" }} }}"
+            ),
+        ],
+    );
+    lab.replace_backends(|ns, i| {
+        tcp_server(ns, &format!("backend-{i}"), BACKEND_PORT, named_raw_backend)
+            .expect("named raw backend")
+    });
+    lab
+}
+
+#[test]
+fn upgrades_on_a_stripped_route_reach_its_backend_with_the_routed_path() {
+    require_root();
+    let lab = routed_lab("ck3");
+    // h2c: the upgrade is dropped, the request reaches the backend on the stripped path as a
+    // plain one, and the connection goes on carrying HTTP/1.1 (the next request is routed too).
+    let h2c =
+        "GET /app/h2c?q=1 HTTP/1.1\r\nHost: kc.test\r\nConnection: Upgrade, HTTP2-Settings\r\n\
+               Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\n\r\n\
+               GET /app/after HTTP/1.1\r\nHost: kc.test\r\nConnection: close\r\n\r\n";
+    let got = raw_tls(&lab, h2c, false);
+    let bodies = answers(&got);
+    assert_eq!(
+        bodies.len(),
+        2,
+        "two answers:\n{got}\n{}",
+        lab.daemon.log_text()
+    );
+    assert_eq!(
+        request_line(bodies[0]).trim(),
+        "GET /h2c?q=1 HTTP/1.1",
+        "{got}"
+    );
+    assert_eq!(
+        request_line(bodies[1]).trim(),
+        "GET /after HTTP/1.1",
+        "{got}"
+    );
+    let h = headers(bodies[0]);
+    assert!(values(&h, "upgrade").is_empty(), "{got}");
+    assert!(values(&h, "http2-settings").is_empty(), "{got}");
+    assert_eq!(values(&h, "x-forwarded-prefix"), ["/app"], "{got}");
+    assert!(!got.contains("TUNNEL:"), "a tunnel opened:\n{got}");
+
+    // WebSocket: the upgrade reaches the backend on the stripped path, and bytes sent after
+    // the head travel through the tunnel both ways.
+    let ws = "GET /app/chat?room=1 HTTP/1.1\r\nHost: kc.test\r\nConnection: Upgrade\r\n\
+              Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n\
+              Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\nping";
+    let got = raw_tls(&lab, ws, false);
+    assert!(
+        got.starts_with("HTTP/1.1 101 "),
+        "{got}\n{}",
+        lab.daemon.log_text()
+    );
+    let lower = got.to_ascii_lowercase();
+    assert!(
+        lower.contains("x-request-line: get /chat?room=1 http/1.1\r\n"),
+        "{got}"
+    );
+    assert!(got.contains("TUNNEL:ping"), "{got}");
+    assert_eq!(route_hits(&lab, "app"), 3.0);
+}
+
+#[test]
+fn trailers_and_the_connection_header_on_a_stripped_route() {
+    require_root();
+    let lab = routed_lab("ck4");
+    // A chunked body with trailers passes to the routed backend on the stripped path; its
+    // trailer fields stay behind (they would be headers the client set).
+    let request = "POST /app/t HTTP/1.1\r\nHost: kc.test\r\nTransfer-Encoding: chunked\r\n\
+                   TE: trailers\r\nTrailer: X-Forwarded-For, X-Forwarded-Prefix, X-Trailer\r\n\
+                   Connection: close\r\n\r\n\
+                   5\r\nhello\r\n6\r\n world\r\n0\r\nX-Forwarded-For: 203.0.113.66\r\n\
+                   X-Forwarded-Prefix: /forged\r\nX-Trailer: 1\r\n\r\n";
+    let got = raw_tls(&lab, request, false);
+    let bodies = answers(&got);
+    assert_eq!(bodies.len(), 1, "{got}\n{}", lab.daemon.log_text());
+    assert_eq!(request_line(bodies[0]).trim(), "POST /t HTTP/1.1", "{got}");
+    let h = headers(bodies[0]);
+    assert_eq!(
+        values(&h, "x-forwarded-for"),
+        [CLIENT_ADDR4.to_string()],
+        "{got}"
+    );
+    assert_eq!(values(&h, "x-forwarded-prefix"), ["/app"], "{got}");
+    assert!(bodies[0].contains("hello\r\n"), "the body arrives:\n{got}");
+    assert!(bodies[0].contains(" world\r\n"), "the body arrives:\n{got}");
+    for forged in ["203.0.113.66", "/forged", "X-Trailer", "x-trailer"] {
+        assert!(
+            !bodies[0].contains(forged),
+            "{forged} crossed in a trailer:\n{got}"
+        );
+    }
+
+    // Naming sluice's own headers in `Connection` removes none of them (the client's
+    // hop-by-hop headers go before sluice adds its own), on the routed path too.
+    let body = lab
+        .https(edge4(), "/app/x?y=1")
+        .fail()
+        .identity(&lab.pki.client)
+        .args(&[
+            "--http1.1",
+            "-H",
+            "Connection: keep-alive, X-Forwarded-For, X-Client-Cert, Client-Cert, \
+             X-Forwarded-Prefix, ssl-client-cert, ssl-client-verify, X-Forwarded-Proto, X-Gone",
+            "-H",
+            "X-Gone: 1",
+        ])
+        .run(lab.topo.client())
+        .unwrap_or_else(|e| panic!("curl: {e:#}\n{}", lab.daemon.log_text()));
+    assert_eq!(request_line(&body).trim(), "GET /x?y=1 HTTP/1.1", "{body}");
+    let h = headers(&body);
+    assert_eq!(
+        single(&h, "x-forwarded-for", &body),
+        CLIENT_ADDR4.to_string()
+    );
+    assert_eq!(single(&h, "x-forwarded-prefix", &body), "/app");
+    assert_eq!(single(&h, "x-forwarded-proto", &body), "https");
+    assert_eq!(single(&h, "ssl-client-verify", &body), "SUCCESS");
+    assert!(single(&h, "client-cert", &body).starts_with(':'), "{body}");
+    assert!(!single(&h, "ssl-client-cert", &body).is_empty(), "{body}");
+    assert!(values(&h, "x-gone").is_empty(), "{body}");
+    assert!(values(&h, "connection").is_empty(), "{body}");
+}
+
+#[test]
+fn pipelined_requests_for_two_routes_each_go_where_their_route_sends_them() {
+    require_root();
+    let lab = routed_lab("ck5");
+    // One connection, one write, two routes whose affinity sends the same session to
+    // different backends: each request is routed, stripped and placed on its own.
+    let pipelined = "GET /one/x HTTP/1.1\r\nHost: kc.test\r\nCookie: AUTH_SESSION_ID=s.n\r\n\r\n\
+                     GET /two/y HTTP/1.1\r\nHost: kc.test\r\nCookie: AUTH_SESSION_ID=s.n\r\n\r\n\
+                     GET /one/z HTTP/1.1\r\nHost: kc.test\r\nCookie: AUTH_SESSION_ID=s.n\r\n\
+                     Connection: close\r\n\r\n";
+    let got = raw_tls(&lab, pipelined, false);
+    let bodies = answers(&got);
+    assert_eq!(
+        bodies.len(),
+        3,
+        "three answers:\n{got}\n{}",
+        lab.daemon.log_text()
+    );
+    let seen: Vec<(&str, &str)> = bodies
+        .iter()
+        .map(|b| (backend_of(b), request_line(b).trim()))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("backend-0", "GET /x HTTP/1.1"),
+            ("backend-1", "GET /y HTTP/1.1"),
+            ("backend-0", "GET /z HTTP/1.1"),
+        ],
+        "{got}"
+    );
+    assert_eq!(route_hits(&lab, "one"), 2.0);
+    assert_eq!(route_hits(&lab, "two"), 1.0);
+}
+
+/// A PROXY v2 sender in the client namespace: each connection to `addr` is relayed to the
+/// edge after a v2 header naming `source` (which the test may change between connections)
+/// as the client.
+struct ProxyRelay {
+    addr: SocketAddr,
+    source: Arc<Mutex<SocketAddr>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl ProxyRelay {
+    fn start(ns: &NetNs, to: SocketAddr) -> ProxyRelay {
+        let listener = ns
+            .exec(|| TcpListener::bind("127.0.0.1:0"))
+            .expect("enter the client namespace")
+            .expect("bind the relay");
+        listener.set_nonblocking(true).expect("nonblocking");
+        let addr = listener.local_addr().expect("relay address");
+        let source = Arc::new(Mutex::new(SocketAddr::from((CLIENT_ADDR4, 40000))));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (s, halt) = (Arc::clone(&source), Arc::clone(&stop));
+        // The thread, and every thread it starts, connects from the client namespace.
+        ns.enter(move || {
+            while !halt.load(Ordering::Relaxed) {
+                let Ok((client, _)) = listener.accept() else {
+                    thread::sleep(Duration::from_millis(5));
+                    continue;
+                };
+                let from = *s.lock().expect("source");
+                thread::spawn(move || relay(client, to, from));
+            }
+        })
+        .expect("start the relay");
+        ProxyRelay { addr, source, stop }
+    }
+
+    fn set_source(&self, source: SocketAddr) {
+        *self.source.lock().expect("source") = source;
+    }
+}
+
+impl Drop for ProxyRelay {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+fn relay(client: TcpStream, to: SocketAddr, source: SocketAddr) {
+    let _ = client.set_nonblocking(false);
+    let Ok(mut edge) = TcpStream::connect(to) else {
+        return;
+    };
+    let mut header = [0u8; 64];
+    let Ok(n) = write_v2(&mut header, Command::Proxy, source, to, &[], false) else {
+        return;
+    };
+    if edge.write_all(&header[..n]).is_err() {
+        return;
+    }
+    let (Ok(mut edge_r), Ok(mut client_w)) = (edge.try_clone(), client.try_clone()) else {
+        return;
+    };
+    let back = thread::spawn(move || {
+        let _ = std::io::copy(&mut edge_r, &mut client_w);
+        let _ = client_w.shutdown(std::net::Shutdown::Write);
+    });
+    let mut client_r = client;
+    let _ = std::io::copy(&mut client_r, &mut edge);
+    let _ = edge.shutdown(std::net::Shutdown::Write);
+    let _ = back.join();
+}
+
+#[test]
+fn behind_a_proxy_header_cookie_hash_sticks_by_cookie_not_by_the_proxied_client() {
+    require_root();
+    let mut listener = Listener::v4("kc", EDGE_PORT);
+    listener.trusted_proxies = vec![format!("{CLIENT_ADDR4}/32")];
+    listener.settings = vec![
+        "proxy_protocol = \"required\"".to_owned(),
+        "[[edge.route]]\nname = \"kc\"\npath = \"/\"\n\
+         affinity = { mode = \"cookie-hash\", cookie = \"sid\" }"
+            .to_owned(),
+    ];
+    let lab = Lab::start("ck6", &[listener]);
+    let relay = ProxyRelay::start(lab.topo.client(), edge4());
+    let fetch = |source: u8, http: &str, cookie: Option<&str>| {
+        relay.set_source(SocketAddr::from((
+            Ipv4Addr::new(203, 0, 113, source),
+            50000,
+        )));
+        let mut curl =
+            sluice_tests::curl::Curl::https(SERVER_NAME, relay.addr, "/x", lab.pki.ca_cert())
+                .fail()
+                .args(&[http]);
+        let header = cookie.map(|c| format!("Cookie: a=1; sid={c}"));
+        if let Some(h) = &header {
+            curl = curl.args(&["-H", h]);
+        }
+        let body = curl
+            .run(lab.topo.client())
+            .unwrap_or_else(|e| panic!("curl via the relay: {e:#}\n{}", lab.daemon.log_text()));
+        let h = headers(&body);
+        // The proxied client is the client: the PROXY header's source, not the relay.
+        assert_eq!(
+            single(&h, "x-forwarded-for", &body),
+            format!("203.0.113.{source}"),
+            "{body}"
+        );
+        backend_of(&body).to_owned()
+    };
+    // Without a cookie the pool picks by the proxied client's address: sixteen clients land
+    // on both backends.
+    let by_client: Vec<String> = (1..=16).map(|s| fetch(s, "--http1.1", None)).collect();
+    let mut spread = by_client.clone();
+    spread.sort();
+    spread.dedup();
+    assert_eq!(spread.len(), 2, "{by_client:?}");
+    // With one: the cookie decides, whichever client the PROXY header names.
+    for value in ["alpha", "beta", "gamma", "delta"] {
+        let want = fetch(1, "--http1.1", Some(value));
+        for http in HTTP {
+            for source in 1..=16 {
+                assert_eq!(
+                    fetch(source, http, Some(value)),
+                    want,
+                    "{http} sid={value} from 203.0.113.{source}"
+                );
+            }
+        }
+    }
+    assert_eq!(
+        metric(
+            &lab,
+            "sluice_edge_route_affinity_total",
+            &[("edge", "kc"), ("outcome", "hit")]
+        ),
+        4.0 * 33.0
+    );
 }
