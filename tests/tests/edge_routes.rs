@@ -328,7 +328,8 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
 }
 
 /// A keep-alive backend that names itself: each request gets `200` with `<name>\n` and the raw
-/// request (head, body and trailers) as its body; a request with an `Upgrade` header gets `101`
+/// request (head, body and trailers) as its body, except `GET /trailer`, answered chunked with
+/// the name in the body and in an `X-Checksum` trailer; a request with an `Upgrade` header gets `101`
 /// to what it asked, naming the backend and the request line it received in `X-Backend` and
 /// `X-Request-Line`, after which every byte is echoed back prefixed with `TUNNEL:`.
 fn named_raw_backend(mut stream: TcpStream, name: &str) -> std::io::Result<()> {
@@ -357,6 +358,16 @@ fn named_raw_backend(mut stream: TcpStream, name: &str) -> std::io::Result<()> {
                 stream.write_all(b"TUNNEL:")?;
                 stream.write_all(&buf[..n])?;
             }
+        }
+        if text.starts_with("GET /trailer ") {
+            // A chunked answer whose trailer names the backend.
+            write!(
+                stream,
+                "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: X-Checksum\r\n\r\n\
+                 {:x}\r\n{name}\r\n0\r\nX-Checksum: {name}\r\n\r\n",
+                name.len()
+            )?;
+            continue;
         }
         let body = format!("{name}\n{text}");
         write!(
@@ -534,6 +545,34 @@ fn trailers_and_the_connection_header_on_a_stripped_route() {
         assert!(
             !bodies[0].contains(forged),
             "{forged} crossed in a trailer:\n{got}"
+        );
+    }
+
+    // A backend's response trailers reach the client, over HTTP/2 and over HTTP/1.1 when the
+    // client accepts them (`TE: trailers`).
+    for http in HTTP {
+        let out = lab
+            .https(edge4(), "/app/trailer")
+            .fail()
+            .args(&[http, "-D", "-", "-H", "TE: trailers"])
+            .run(lab.topo.client())
+            .unwrap_or_else(|e| panic!("curl {http}: {e:#}\n{}", lab.daemon.log_text()));
+        let (head, rest) = out
+            .split_once("\r\n\r\n")
+            .unwrap_or_else(|| panic!("{out}"));
+        // curl writes the trailer among the body bytes (HTTP/1.1 after them, HTTP/2 before).
+        let at = rest
+            .to_ascii_lowercase()
+            .find("x-checksum: ")
+            .unwrap_or_else(|| panic!("{http}: no trailer in\n{out}"));
+        let line_end = rest[at..].find("\r\n").map_or(rest.len(), |e| at + e);
+        let trailer = rest[at + "x-checksum: ".len()..line_end].trim();
+        let body = format!("{}{}", &rest[..at], &rest[line_end..]);
+        assert_eq!(body.trim(), trailer, "{http}: {out}");
+        assert!(trailer.starts_with("backend-"), "{http}: {out}");
+        assert!(
+            !head.to_ascii_lowercase().contains("x-checksum: "),
+            "{http}: {out}"
         );
     }
 

@@ -135,9 +135,23 @@ fn protected(name: &HeaderName, managed: &Managed) -> bool {
     *name == header::HOST || *name == header::CONTENT_LENGTH || managed.covers(name.as_str())
 }
 
-/// Removes a backend response's hop-by-hop headers and those its `Connection` names.
+/// Removes a backend response's hop-by-hop headers and those its `Connection` names, but
+/// keeps its `Trailer`: that is the backend's own list of its trailer fields (RFC 9110 §6.6.2
+/// does not count it hop-by-hop), and hyper's HTTP/1.1 server writes only the trailer fields
+/// it lists (to a client that sent `TE: trailers`), so without it a response's trailers reached
+/// HTTP/2 clients but never HTTP/1.1 ones. (A request's `Trailer` is still removed: no trailer
+/// field of a client's is ever forwarded.)
 pub fn remove_response_hop_by_hop(headers: &mut HeaderMap) {
+    let named = connection_tokens(headers).any(|t| t.eq_ignore_ascii_case("trailer"));
+    let declared: Vec<HeaderValue> = if named {
+        Vec::new()
+    } else {
+        headers.get_all(header::TRAILER).iter().cloned().collect()
+    };
     remove_hop_by_hop(headers, |_| false);
+    for value in declared {
+        headers.append(header::TRAILER, value);
+    }
 }
 
 /// Removes [`HOP_BY_HOP`] and what `Connection` names, except the names `keep` accepts.

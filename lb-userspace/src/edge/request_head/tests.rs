@@ -269,3 +269,32 @@ fn own_authority_names_the_listener() {
     assert_eq!(own_authority(None, l6, false), "[2001:db8::1]:443");
     assert_eq!(own_authority(None, mapped, false), "198.18.0.1");
 }
+
+#[test]
+fn a_response_keeps_its_trailer_list_unless_its_connection_names_it() {
+    let mut h = HeaderMap::new();
+    for (name, value) in [
+        ("trailer", "X-Checksum"),
+        ("connection", "keep-alive, X-Backend-Hop"),
+        ("x-backend-hop", "1"),
+        ("transfer-encoding", "chunked"),
+        ("keep-alive", "timeout=5"),
+        ("x-kept", "1"),
+    ] {
+        h.append(
+            HeaderName::from_static(name),
+            HeaderValue::from_static(value),
+        );
+    }
+    remove_response_hop_by_hop(&mut h);
+    let left: Vec<(&str, &str)> = h
+        .iter()
+        .map(|(n, v)| (n.as_str(), v.to_str().unwrap()))
+        .collect();
+    assert_eq!(left, [("x-kept", "1"), ("trailer", "X-Checksum")]);
+    let mut named = HeaderMap::new();
+    named.append(header::CONNECTION, HeaderValue::from_static("Trailer"));
+    named.append(header::TRAILER, HeaderValue::from_static("X-Checksum"));
+    remove_response_hop_by_hop(&mut named);
+    assert!(named.is_empty(), "{named:?}");
+}
