@@ -94,7 +94,8 @@ pub(super) fn affinity(
 fn only_keys_of(r: &mut Report, a: &raw::Affinity, mode: Mode, f: &dyn Fn(&str) -> String) -> bool {
     use std::ops::Range;
     // Each key, where it is written, and the modes it belongs to.
-    let keys: [(&str, Option<Range<usize>>, &[Mode]); 8] = [
+    type Key<'a> = (&'a str, Option<Range<usize>>, &'a [Mode]);
+    let keys: [Key; 8] = [
         (
             "routes",
             a.routes.as_ref().map(Spanned::span),

@@ -98,10 +98,19 @@ enum How {
 pub struct Choice {
     /// Where the request should go, before the pool's own choice.
     pub prefer: Option<Prefer>,
-    /// `cookie` mode: the backend the request's cookie validly named and that may keep the
-    /// session (`Some(None)`: none, so the response places the session). `None`: another mode,
-    /// which never sets a cookie.
-    placed: Option<Option<IpAddr>>,
+    placed: Placed,
+}
+
+/// Where a request's session is, as far as a cookie the response may set is concerned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Placed {
+    /// Not `cookie` mode: sluice never sets a cookie.
+    Never,
+    /// `cookie` mode, and no valid cookie for a backend keeping sessions: the response places
+    /// the session.
+    Nowhere,
+    /// `cookie` mode, on this backend (up or draining): only another backend's answer moves it.
+    On(IpAddr),
 }
 
 /// The same route's affinity (what comparing a [`super::route::Routed`] asks).
@@ -131,18 +140,17 @@ impl Sticky {
 
     /// [`Sticky::prefer`], and what [`Sticky::answer`] needs to place the session.
     pub fn choose(&self, headers: &HeaderMap, pool: &Pool) -> Choice {
-        let (outcome, choice) = match &self.how {
-            How::Cookie(c) => Self::by_cookie(c, headers, pool),
-            _ => {
-                let (outcome, prefer) = self.decide(headers, pool);
-                (
-                    outcome,
-                    Choice {
-                        prefer,
-                        placed: None,
-                    },
-                )
-            }
+        let (outcome, choice) = if let How::Cookie(c) = &self.how {
+            Self::by_cookie(c, headers, pool)
+        } else {
+            let (outcome, prefer) = self.decide(headers, pool);
+            (
+                outcome,
+                Choice {
+                    prefer,
+                    placed: Placed::Never,
+                },
+            )
         };
         if let Some(c) = Outcome::ALL
             .iter()
@@ -162,12 +170,14 @@ impl Sticky {
         served: IpAddr,
         pool: &Pool,
     ) -> Option<header::HeaderValue> {
-        let (How::Cookie(c), Some(placed)) = (&self.how, choice.placed) else {
+        let How::Cookie(c) = &self.how else {
             return None;
         };
-        (placed != Some(served))
-            .then(|| c.set_cookie(served, &pool.snapshot()))
-            .flatten()
+        match choice.placed {
+            Placed::Never => None,
+            Placed::On(b) if b == served => None,
+            Placed::On(_) | Placed::Nowhere => c.set_cookie(served, &pool.snapshot()),
+        }
     }
 
     fn by_cookie(c: &Cookie, headers: &HeaderMap, pool: &Pool) -> (Outcome, Choice) {
@@ -182,7 +192,7 @@ impl Sticky {
             outcome,
             Choice {
                 prefer: backend.map(Prefer::Backend),
-                placed: Some(backend),
+                placed: backend.map_or(Placed::Nowhere, Placed::On),
             },
         )
     }
@@ -193,6 +203,7 @@ impl Sticky {
                 .iter()
                 .find_map(|name| cookie(headers, name)),
             How::CookieHash(name) => cookie(headers, name),
+            // `choose` reads this mode itself (`by_cookie`).
             How::Cookie(_) => return (Outcome::Invalid, None),
         };
         let Some(value) = value else {

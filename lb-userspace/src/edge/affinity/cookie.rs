@@ -25,6 +25,7 @@
 //! from when the session was placed, not from the last request).
 
 use std::{
+    fmt::Write as _,
     net::IpAddr,
     sync::{Arc, PoisonError, RwLock},
 };
@@ -109,7 +110,7 @@ impl Cookie {
     fn with_key(settings: &CookieSettings, route: &str, key: hmac::Key) -> Cookie {
         let mut attributes = format!("; Path={}", settings.path);
         if let Some(age) = settings.max_age {
-            attributes.push_str(&format!("; Max-Age={age}"));
+            let _ = write!(attributes, "; Max-Age={age}");
         }
         if settings.secure {
             attributes.push_str("; Secure");

@@ -160,8 +160,8 @@ fn own_cookie() -> (Sticky, cookie::Cookie) {
 
 #[test]
 fn own_cookie_is_set_only_when_the_answering_backend_is_not_the_one_it_names() {
-    let (s, twin) = own_cookie();
-    let p = pool();
+    let (sticky, twin) = own_cookie();
+    let now = pool();
     let (a, b) = (ip("198.18.10.2"), ip("198.18.11.2"));
     let cookie_for =
         |backend: IpAddr| format!("SLUICE_AFFINITY={}", cookie::encode(&twin.tag(backend)));
@@ -172,24 +172,33 @@ fn own_cookie_is_set_only_when_the_answering_backend_is_not_the_one_it_names() {
         )
     };
     // No cookie: the pool's choice, and the answering backend's cookie.
-    let c = s.choose(&headers(&["theme=dark"]), &p);
-    assert_eq!(c.prefer, None);
-    assert_eq!(s.answer(&c, a, &p).unwrap(), set_for(a).as_str());
+    let choice = sticky.choose(&headers(&["theme=dark"]), &now);
+    assert_eq!(choice.prefer, None);
+    assert_eq!(
+        sticky.answer(&choice, a, &now).unwrap(),
+        set_for(a).as_str()
+    );
     // A valid one: that backend, and no new cookie...
-    let c = s.choose(&headers(&["x=1", &cookie_for(b)]), &p);
-    assert_eq!(c.prefer, Some(Prefer::Backend(b)));
-    assert_eq!(s.answer(&c, b, &p), None);
+    let choice = sticky.choose(&headers(&["x=1", &cookie_for(b)]), &now);
+    assert_eq!(choice.prefer, Some(Prefer::Backend(b)));
+    assert_eq!(sticky.answer(&choice, b, &now), None);
     // ...unless another backend answered (it refused the connection).
-    assert_eq!(s.answer(&c, a, &p).unwrap(), set_for(a).as_str());
+    assert_eq!(
+        sticky.answer(&choice, a, &now).unwrap(),
+        set_for(a).as_str()
+    );
     // Draining keeps its sessions.
     let draining = ip("198.18.12.2");
-    let c = s.choose(&headers(&[&cookie_for(draining)]), &p);
-    assert_eq!(c.prefer, Some(Prefer::Backend(draining)));
+    let choice = sticky.choose(&headers(&[&cookie_for(draining)]), &now);
+    assert_eq!(choice.prefer, Some(Prefer::Backend(draining)));
     // Down (a member, not keeping sessions): the pool's choice, and a new cookie.
     let down = ip("198.18.19.2");
-    let c = s.choose(&headers(&[&cookie_for(down)]), &p);
-    assert_eq!(c.prefer, None);
-    assert_eq!(s.answer(&c, a, &p).unwrap(), set_for(a).as_str());
+    let choice = sticky.choose(&headers(&[&cookie_for(down)]), &now);
+    assert_eq!(choice.prefer, None);
+    assert_eq!(
+        sticky.answer(&choice, a, &now).unwrap(),
+        set_for(a).as_str()
+    );
     // Forged, another route's, a non-member's, garbage: the pool's choice, a new cookie.
     let mut forged = twin.tag(a);
     forged[15] ^= 1;
@@ -205,17 +214,24 @@ fn own_cookie_is_set_only_when_the_answering_backend_is_not_the_one_it_names() {
         "SLUICE_AFFINITY=\"unbalanced".to_owned(),
     ];
     for v in &invalid {
-        let c = s.choose(&headers(&[v]), &p);
-        assert_eq!(c.prefer, None, "{v}");
-        assert_eq!(s.answer(&c, b, &p).unwrap(), set_for(b).as_str(), "{v}");
+        let choice = sticky.choose(&headers(&[v]), &now);
+        assert_eq!(choice.prefer, None, "{v}");
+        assert_eq!(
+            sticky.answer(&choice, b, &now).unwrap(),
+            set_for(b).as_str(),
+            "{v}"
+        );
     }
     // An empty value is no cookie.
-    let c = s.choose(&headers(&["SLUICE_AFFINITY="]), &p);
-    assert_eq!(s.answer(&c, a, &p).unwrap(), set_for(a).as_str());
+    let choice = sticky.choose(&headers(&["SLUICE_AFFINITY="]), &now);
+    assert_eq!(
+        sticky.answer(&choice, a, &now).unwrap(),
+        set_for(a).as_str()
+    );
     // hit, fallback_down, no_cookie, invalid
-    assert_eq!(counts(&s), vec![2, 1, 2, 6]);
+    assert_eq!(counts(&sticky), vec![2, 1, 2, 6]);
     // The other modes never set a cookie.
     let session = session();
-    let c = session.choose(&headers(&["AUTH_SESSION_ID=abc.kc-0"]), &p);
-    assert_eq!(session.answer(&c, b, &p), None);
+    let choice = session.choose(&headers(&["AUTH_SESSION_ID=abc.kc-0"]), &now);
+    assert_eq!(session.answer(&choice, b, &now), None);
 }

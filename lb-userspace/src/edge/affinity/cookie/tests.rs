@@ -111,7 +111,7 @@ fn values_round_trip_and_nothing_else_decodes() {
         format!("{value}A"),
         format!("{value}="),
         URL_SAFE_NO_PAD.encode(v2),
-        value.replace(|c| c == '-' || c == '_', "+"),
+        value.replace(['-', '_'], "+"),
         "x".repeat(4096),
         "é".repeat(11) + "x",
         loose,
