@@ -4,7 +4,12 @@
 //! cookie that sticks elsewhere is visible).
 //!
 //! Backends go down for real: the VIP's TCP health check sees a stopped backend and the kernel
-//! marks it down; `sluice drain` marks one draining, which keeps its sessions.
+//! marks it down; `sluice drain` marks one draining, which keeps its sessions; a reload that
+//! drops a `[[vip.backend]]` removes one from the pool while it still runs.
+//!
+//! sluice's own cookie (`mode = "cookie"`) is read from the responses' `Set-Cookie` (curl
+//! `-D -`) and sent back as a browser would; forged ones are made from real ones (a flipped
+//! bit, another route's) or from nothing.
 //!
 //! Needs root. Run with `cargo test -p sluice-tests --test edge_affinity -- --test-threads=1`.
 

@@ -7,6 +7,11 @@
 //! never reached one is read from `sluice_edge_backend_requests_total`, which counts every
 //! request sent to a backend whether its connection was opened for it or reused.
 //!
+//! The `ck` tests take the paths routes had not been tried on (upgrades, trailers, the
+//! `Connection` header, pipelining across routes) through a route with a stripped prefix, to
+//! backends that echo the raw request and name themselves, and a client behind a PROXY v2
+//! sender ([`ProxyRelay`], which can name any client) through a `cookie-hash` route.
+//!
 //! Needs root. Run with `cargo test -p sluice-tests --test edge_routes -- --test-threads=1`.
 
 #![allow(clippy::float_cmp)] // every metric compared is a small integer count, exact in f64
