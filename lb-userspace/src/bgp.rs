@@ -46,6 +46,11 @@ pub struct Speaker {
     held: Mutex<BTreeSet<String>>,
     /// Set by the shutdown: nothing is announced any more.
     stopping: std::sync::atomic::AtomicBool,
+    /// Set by the shutdown's first step when `graceful_shutdown` is on: every route carries
+    /// the GRACEFUL_SHUTDOWN community.
+    graceful: std::sync::atomic::AtomicBool,
+    /// `[bgp] graceful_shutdown`: how long that first step lasts (zero: skipped).
+    graceful_for: Duration,
     /// Wakes the daemon's route driver after a hand-made change.
     pub changed: tokio::sync::Notify,
 }
@@ -81,6 +86,7 @@ impl Speaker {
                         address: SocketAddr::new(p.address, p.port),
                         remote_as: p.remote_as,
                         hold_time: p.hold_time,
+                        password: p.password.clone(),
                     },
                     Arc::new(Mutex::new(PeerView::default())),
                 )
@@ -100,14 +106,19 @@ impl Speaker {
             peers,
             held: Mutex::new(BTreeSet::new()),
             stopping: std::sync::atomic::AtomicBool::new(false),
+            graceful: std::sync::atomic::AtomicBool::new(false),
+            graceful_for: config.graceful_shutdown,
             changed: tokio::sync::Notify::new(),
         })
     }
 
-    /// Makes `routes` what every peer should have (nothing once the shutdown began).
+    /// Makes `routes` what every peer should have (nothing once the withdrawal began, and
+    /// each with GRACEFUL_SHUTDOWN during the graceful step before it).
     pub fn set(&self, routes: BTreeMap<IpAddr, Vec<u32>>) {
         let routes = if self.stopping() {
             BTreeMap::new()
+        } else if self.graceful.load(std::sync::atomic::Ordering::SeqCst) {
+            with_graceful_shutdown(routes)
         } else {
             routes
         };
@@ -144,12 +155,45 @@ impl Speaker {
         self.changed.notify_one();
     }
 
-    /// The first step of a graceful shutdown: withdraws everything, then waits (at most
-    /// `wait`) until every established session has sent the withdrawals.
-    pub async fn withdraw_all(&self, wait: Duration) {
+    /// The first step of a graceful shutdown. With `graceful_shutdown` on, every route is
+    /// announced again with GRACEFUL_SHUTDOWN (RFC 8326) and kept for that long, or until
+    /// `hurry` completes (a second stop signal); then everything is withdrawn. Each change
+    /// waits (at most `wait`) until every established session has sent it. `true` when
+    /// hurried.
+    pub async fn shut_down(
+        &self,
+        wait: Duration,
+        hurry: impl std::future::Future<Output = ()>,
+    ) -> bool {
+        let mut hurried = false;
+        if !self.graceful_for.is_zero() {
+            tracing::info!(
+                wait = %humantime::format_duration(self.graceful_for),
+                "stop signal: announcing the VIPs with GRACEFUL_SHUTDOWN (65535:0) before the withdrawal"
+            );
+            self.graceful
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+            let routes = lock(&self.current).routes.clone();
+            self.set(routes);
+            let announced = async {
+                self.sent(wait).await;
+                tokio::time::sleep(self.graceful_for).await;
+            };
+            tokio::select! {
+                () = announced => {}
+                () = hurry => hurried = true,
+            }
+        }
+        tracing::info!("stop signal: withdrawing the BGP announcements");
         self.stopping
             .store(true, std::sync::atomic::Ordering::SeqCst);
         self.set(BTreeMap::new());
+        self.sent(wait).await;
+        hurried
+    }
+
+    /// Waits (at most `wait`) until every established session has sent the current routes.
+    async fn sent(&self, wait: Duration) {
         let target = lock(&self.current).generation;
         let deadline = Instant::now() + wait;
         while Instant::now() < deadline {
@@ -162,7 +206,7 @@ impl Speaker {
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        tracing::warn!("BGP withdrawals not confirmed sent within {wait:?}");
+        tracing::warn!("BGP updates not confirmed sent within {wait:?}");
     }
 
     /// What `sluice status` shows.
@@ -190,6 +234,18 @@ impl Speaker {
     }
 }
 
+/// `communities` with RFC 8326's GRACEFUL_SHUTDOWN added to every route (sorted, once).
+pub fn with_graceful_shutdown(
+    mut routes: BTreeMap<IpAddr, Vec<u32>>,
+) -> BTreeMap<IpAddr, Vec<u32>> {
+    for communities in routes.values_mut() {
+        communities.push(message::GRACEFUL_SHUTDOWN);
+        communities.sort_unstable();
+        communities.dedup();
+    }
+    routes
+}
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
@@ -215,4 +271,38 @@ pub struct BgpPeerRow {
     pub announced: Vec<IpAddr>,
     /// Why the last session ended.
     pub last_error: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn graceful_shutdown_is_added_to_every_route_once() {
+        let routes = BTreeMap::from([
+            ("198.51.100.10".parse().unwrap(), vec![0xfde8_0064]),
+            ("2001:db8::10".parse().unwrap(), vec![]),
+            (
+                "198.51.100.11".parse().unwrap(),
+                vec![message::GRACEFUL_SHUTDOWN],
+            ),
+        ]);
+        assert_eq!(
+            with_graceful_shutdown(routes),
+            BTreeMap::from([
+                (
+                    "198.51.100.10".parse().unwrap(),
+                    vec![0xfde8_0064, message::GRACEFUL_SHUTDOWN]
+                ),
+                (
+                    "2001:db8::10".parse().unwrap(),
+                    vec![message::GRACEFUL_SHUTDOWN]
+                ),
+                (
+                    "198.51.100.11".parse().unwrap(),
+                    vec![message::GRACEFUL_SHUTDOWN]
+                ),
+            ])
+        );
+    }
 }

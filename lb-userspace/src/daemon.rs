@@ -401,8 +401,11 @@ async fn shut_down(
             "stop signal: draining; not ready, still serving"
         );
         // Routers first: they move new flows to the other gateways before readiness matters.
-        bgp_routes::withdraw_all(core).await;
+        let hurried = bgp_routes::withdraw_all(core, signals.stop()).await;
         core.set_phase(NodeState::Draining);
+        if hurried {
+            return true;
+        }
         tokio::select! {
             () = tokio::time::sleep(delay) => false,
             () = signals.stop() => true,

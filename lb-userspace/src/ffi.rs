@@ -9,6 +9,8 @@
 //! - glibc's `mallopt`, which fixes the mmap threshold (why: [`crate::allocator`]). A
 //!   replacement allocator crate would avoid it, but this one call was measured to keep RSS
 //!   flat in the soak; the swap would need the same measurements.
+//! - setsockopt(2) `TCP_MD5SIG` (RFC 2385 keys on the BGP sessions): neither `nix` 0.29 nor
+//!   socket2 has it, and libc has the constant but not `struct tcp_md5sig`.
 //!
 //! Every `unsafe` block has a `SAFETY:` line; keep this module this small.
 
@@ -189,4 +191,80 @@ pub fn delete_batch<K: aya::Pod>(fd: std::os::fd::BorrowedFd<'_>, keys: &[K]) ->
         }
     }
     Ok(deleted)
+}
+
+/// uapi `struct tcp_md5sig` (linux/tcp.h): the peer's address as a
+/// `__kernel_sockaddr_storage` (128 bytes, pointer-aligned), then flags, prefix length, key
+/// length, interface and the key.
+#[repr(C, align(8))]
+struct TcpMd5Sig {
+    addr: [u8; 128],
+    flags: u8,
+    prefixlen: u8,
+    keylen: u16,
+    ifindex: libc::c_int,
+    key: [u8; libc::TCP_MD5SIG_MAXKEYLEN],
+}
+
+/// Signs every segment of `socket`'s connection to `peer` with `key` (TCP MD5, RFC 2385).
+/// Set before connect(2), so the SYN is signed too. `InvalidInput` for a key longer than
+/// `TCP_MD5SIG_MAXKEYLEN` (the config refuses those first).
+pub fn set_tcp_md5(
+    socket: std::os::fd::BorrowedFd<'_>,
+    peer: std::net::IpAddr,
+    key: &[u8],
+) -> io::Result<()> {
+    use std::os::fd::AsRawFd as _;
+    let mut sig = TcpMd5Sig {
+        addr: [0; 128],
+        flags: 0,
+        prefixlen: 0,
+        keylen: u16::try_from(key.len()).unwrap_or(u16::MAX),
+        ifindex: 0,
+        key: [0; libc::TCP_MD5SIG_MAXKEYLEN],
+    };
+    sig.key
+        .get_mut(..key.len())
+        .ok_or_else(|| io::Error::from(io::ErrorKind::InvalidInput))?
+        .copy_from_slice(key);
+    // `sockaddr_in` / `sockaddr_in6` written field by field (family in host order, port 0:
+    // the kernel matches the key by address alone).
+    match peer {
+        std::net::IpAddr::V4(a) => {
+            let family = u16::try_from(libc::AF_INET).unwrap_or_default();
+            sig.addr[..2].copy_from_slice(&family.to_ne_bytes());
+            sig.addr[4..8].copy_from_slice(&a.octets());
+        }
+        std::net::IpAddr::V6(a) => {
+            let family = u16::try_from(libc::AF_INET6).unwrap_or_default();
+            sig.addr[..2].copy_from_slice(&family.to_ne_bytes());
+            sig.addr[8..24].copy_from_slice(&a.octets());
+        }
+    }
+    // SAFETY: `sig` is a live, correctly laid out `struct tcp_md5sig` of the size passed; the
+    // kernel only reads it.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_MD5SIG,
+            std::ptr::from_ref(&sig).cast(),
+            libc::socklen_t::try_from(std::mem::size_of::<TcpMd5Sig>()).unwrap_or(0),
+        )
+    };
+    if rc < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// The kernel reads `struct tcp_md5sig` as 216 bytes (128 + 1 + 1 + 2 + 4 + 80).
+    #[test]
+    fn tcp_md5sig_has_the_kernel_layout() {
+        assert_eq!(std::mem::size_of::<super::TcpMd5Sig>(), 216);
+        assert_eq!(std::mem::offset_of!(super::TcpMd5Sig, key), 136);
+    }
 }

@@ -15,7 +15,7 @@ use tokio::{
     io::{AsyncReadExt as _, AsyncWriteExt as _},
     net::{
         tcp::{OwnedReadHalf, OwnedWriteHalf},
-        TcpStream,
+        TcpSocket, TcpStream,
     },
     sync::{mpsc, watch},
     time::sleep_until,
@@ -23,6 +23,7 @@ use tokio::{
 
 use super::message::{self, Family, Open, Path, ProtocolError};
 use super::Desired;
+use crate::config::Password;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// RFC 4271 §8: "a large value (... 4 minutes)" for the hold timer before the OPEN arrives.
@@ -82,8 +83,19 @@ impl Default for PeerView {
 pub enum SessionError {
     #[error("connecting: {0}")]
     Connect(std::io::Error),
-    #[error("connecting: no answer within {}s", CONNECT_TIMEOUT.as_secs())]
-    ConnectTimeout,
+    #[error(
+        "connecting: no answer within {}s{}",
+        CONNECT_TIMEOUT.as_secs(),
+        if *md5 {
+            "; with TCP MD5 on, a router that has another key (or none) for this neighbour \
+             drops the connection without a word: check the password on both sides"
+        } else {
+            ""
+        }
+    )]
+    ConnectTimeout { md5: bool },
+    #[error("setting the TCP MD5 key (TCP_MD5SIG): {0}")]
+    Md5(std::io::Error),
     #[error("the connection failed: {0}")]
     Io(std::io::Error),
     #[error("the peer closed the connection")]
@@ -110,6 +122,8 @@ pub struct Peer {
     pub address: SocketAddr,
     pub remote_as: u32,
     pub hold_time: u16,
+    /// The TCP MD5 key (its `Debug` is redacted).
+    pub password: Option<Password>,
 }
 
 /// Runs `peer`'s session, and runs it again after every failure, until the daemon exits
@@ -205,10 +219,11 @@ async fn session(
     desired: &mut watch::Receiver<Desired>,
     view: &Mutex<PeerView>,
 ) -> Result<(), SessionError> {
-    let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(peer.address))
+    let stream = tokio::time::timeout(CONNECT_TIMEOUT, connect(peer))
         .await
-        .map_err(|_| SessionError::ConnectTimeout)?
-        .map_err(SessionError::Connect)?;
+        .map_err(|_| SessionError::ConnectTimeout {
+            md5: peer.password.is_some(),
+        })??;
     let _ = stream.set_nodelay(true);
     let (rd, mut wr) = stream.into_split();
     let (mut rx, _reader) = reader(rd);
@@ -278,6 +293,24 @@ async fn session(
             }
         }
     }
+}
+
+/// A TCP connection to the peer, signed with its MD5 key from the SYN on when it has one.
+async fn connect(peer: &Peer) -> Result<TcpStream, SessionError> {
+    let socket = match peer.address {
+        SocketAddr::V4(_) => TcpSocket::new_v4(),
+        SocketAddr::V6(_) => TcpSocket::new_v6(),
+    }
+    .map_err(SessionError::Connect)?;
+    if let Some(key) = &peer.password {
+        use std::os::fd::AsFd as _;
+        crate::ffi::set_tcp_md5(socket.as_fd(), peer.address.ip(), key.bytes())
+            .map_err(SessionError::Md5)?;
+    }
+    socket
+        .connect(peer.address)
+        .await
+        .map_err(SessionError::Connect)
 }
 
 /// OPEN, the peer's OPEN checked against the configuration, KEEPALIVE both ways: the hold

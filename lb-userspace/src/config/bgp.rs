@@ -4,7 +4,9 @@
 
 use std::{
     collections::{BTreeMap, HashMap},
+    fmt,
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    time::Duration,
 };
 
 use serde::Deserialize;
@@ -35,6 +37,11 @@ pub struct RawBgp {
     /// `web = ["65000:100"]`.
     #[serde(default)]
     pub communities: BTreeMap<String, Spanned<Vec<Spanned<String>>>>,
+    /// RFC 8326: on a stop, announce every VIP again with the GRACEFUL_SHUTDOWN community
+    /// (65535:0) added and keep serving for this long before the withdrawal, so routers that
+    /// lower the preference of such routes move the traffic away first. A duration such as
+    /// `"5s"`; `"0s"` (the default) withdraws at once.
+    pub graceful_shutdown: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -45,6 +52,23 @@ pub struct RawPeer {
     pub remote_as: Spanned<i64>,
     pub port: Option<Spanned<i64>>,
     pub hold_time: Option<Spanned<i64>>,
+    /// TCP MD5 signatures (RFC 2385) on the session, with this key (1 to 80 bytes); the
+    /// router must have the same one for this neighbour.
+    pub password: Option<Spanned<RawSecret>>,
+    /// The same, read from this file (absolute path; one trailing newline is dropped), so the
+    /// key need not be in the config.
+    pub password_file: Option<Spanned<String>>,
+}
+
+/// A secret as written; its `Debug` never shows it.
+#[derive(Deserialize)]
+#[serde(transparent)]
+pub struct RawSecret(String);
+
+impl fmt::Debug for RawSecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("RawSecret(<redacted>)")
+    }
 }
 
 /// The validated section.
@@ -57,6 +81,8 @@ pub struct Bgp {
     pub peers: Vec<BgpPeer>,
     /// By VIP name; each community is `ASN << 16 | value`.
     pub communities: BTreeMap<String, Vec<u32>>,
+    /// How long a stop announces GRACEFUL_SHUTDOWN before withdrawing; zero: off.
+    pub graceful_shutdown: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,6 +92,28 @@ pub struct BgpPeer {
     pub port: u16,
     /// Seconds; 0 turns keepalives and the hold timer off.
     pub hold_time: u16,
+    /// The TCP MD5 key, from `password` or `password_file`.
+    pub password: Option<Password>,
+}
+
+/// Linux's `TCP_MD5SIG_MAXKEYLEN`: the longest key the kernel takes.
+pub const MAX_PASSWORD_LEN: usize = 80;
+
+/// A TCP MD5 key (RFC 2385), 1 to [`MAX_PASSWORD_LEN`] bytes. Its `Debug` never shows it, and
+/// nothing else prints it: status, logs and errors name the peer, never the key.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Password(Vec<u8>);
+
+impl Password {
+    pub fn bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Password {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Password(<redacted>)")
+    }
 }
 
 const DEFAULT_PORT: u16 = 179;
@@ -108,6 +156,16 @@ pub(super) fn bgp(r: &mut Report, raw: &Spanned<RawBgp>, vips: Option<&[Vip]>) -
         ok &= next_hops_cover(r, raw, vips, next_hop_v4.is_some(), next_hop_v6.is_some());
     }
     let communities = communities(r, b, vips);
+    let graceful_shutdown = match &b.graceful_shutdown {
+        Some(v) => fields::duration(
+            r,
+            v,
+            "bgp.graceful_shutdown",
+            Duration::ZERO,
+            "\"0s\" withdraws at once",
+        ),
+        None => Some(Duration::ZERO),
+    };
     if !ok {
         return None;
     }
@@ -118,6 +176,7 @@ pub(super) fn bgp(r: &mut Report, raw: &Spanned<RawBgp>, vips: Option<&[Vip]>) -
         next_hop_v6,
         peers: peers?,
         communities: communities?,
+        graceful_shutdown: graceful_shutdown?,
     })
 }
 
@@ -301,12 +360,88 @@ fn peer(r: &mut Report, i: usize, p: &RawPeer) -> Option<BgpPeer> {
         ),
         None => Some(DEFAULT_HOLD_TIME),
     };
+    let password = password(r, p, &field);
     Some(BgpPeer {
         address: address.ok()?,
         remote_as: remote_as?,
         port: port?,
         hold_time: hold_time?,
+        password: password?,
     })
+}
+
+/// `password` or `password_file` (not both): `Some(None)` when neither is given. Messages
+/// give the key's length, never the key.
+fn password(
+    r: &mut Report,
+    p: &RawPeer,
+    field: &dyn Fn(&str) -> String,
+) -> Option<Option<Password>> {
+    let (key, span, name) = match (&p.password, &p.password_file) {
+        (None, None) => return Some(None),
+        (Some(_), Some(file)) => {
+            r.invalid(
+                file.span(),
+                field("password_file"),
+                "give the key once: either password or password_file, not both",
+            );
+            return None;
+        }
+        (Some(v), None) => (v.get_ref().0.as_bytes().to_vec(), v.span(), "password"),
+        (None, Some(v)) => {
+            let path = fields::absolute_path(r, v, &field("password_file"), "/etc/sluice/bgp.key")?;
+            match std::fs::read(&path) {
+                Ok(mut bytes) => {
+                    // A file written by `echo` ends in a newline that is not part of the key.
+                    if bytes.ends_with(b"\n") {
+                        bytes.pop();
+                        if bytes.ends_with(b"\r") {
+                            bytes.pop();
+                        }
+                    }
+                    (bytes, v.span(), "password_file")
+                }
+                Err(e) => {
+                    r.invalid(
+                        v.span(),
+                        field("password_file"),
+                        format!(
+                            "cannot read {}: {e}; give a file the daemon can read (root, mode \
+                             0600), holding only the key",
+                            path.display()
+                        ),
+                    );
+                    return None;
+                }
+            }
+        }
+    };
+    let what = if name == "password" {
+        "the password"
+    } else {
+        "the key in the file"
+    };
+    if key.is_empty() {
+        r.invalid(
+            span,
+            field(name),
+            format!("{what} is empty; give the key the router has for this neighbour (1 to {MAX_PASSWORD_LEN} bytes), or leave {name} out for no TCP MD5"),
+        );
+        return None;
+    }
+    if key.len() > MAX_PASSWORD_LEN {
+        r.invalid(
+            span,
+            field(name),
+            format!(
+                "{what} is {} bytes long; Linux takes TCP MD5 keys of at most {MAX_PASSWORD_LEN} \
+                 bytes (TCP_MD5SIG_MAXKEYLEN): use a shorter key on both sides",
+                key.len()
+            ),
+        );
+        return None;
+    }
+    Some(Some(Password(key)))
 }
 
 /// `"65000:100"` → `65000 << 16 | 100`.

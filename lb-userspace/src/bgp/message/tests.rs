@@ -142,6 +142,36 @@ fn communities_follow_in_one_attribute() {
 }
 
 #[test]
+fn graceful_shutdown_alone_is_a_communities_attribute_of_one() {
+    // RFC 8326 §4: 65535:0 in an optional transitive COMMUNITIES attribute (RFC 1997, type 8),
+    // also on a VIP with no configured communities.
+    let vip: IpAddr = "198.51.100.10".parse().unwrap();
+    let expected = hex(&format!(
+        "{M} 0037 02 0000 001b \
+         40 01 01 00 \
+         40 02 06 02 01 0000fde9 \
+         40 03 04 0a000002 \
+         c0 08 04 ffff0000 \
+         20 c633640a"
+    ));
+    assert_eq!(announce(&ebgp(), vip, &[GRACEFUL_SHUTDOWN]), expected);
+}
+
+#[test]
+fn graceful_shutdown_on_an_ipv6_vip_follows_mp_reach_nlri() {
+    let vip: IpAddr = "2001:db8:100::10".parse().unwrap();
+    let expected = hex(&format!(
+        "{M} 0054 02 0000 003d \
+         40 01 01 00 \
+         40 02 06 02 01 0000fde9 \
+         80 0e 26 0002 01 10 20010db8000000000000000000000002 00 \
+                  80 20010db8010000000000000000000010 \
+         c0 08 04 ffff0000"
+    ));
+    assert_eq!(announce(&ebgp(), vip, &[GRACEFUL_SHUTDOWN]), expected);
+}
+
+#[test]
 fn ibgp_announcement_has_an_empty_as_path_and_local_pref() {
     let vip: IpAddr = "198.51.100.10".parse().unwrap();
     let path = Path {

@@ -1,6 +1,6 @@
 //! `[bgp]`: a good section's typed values, and each broken one with its line, field and fix.
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, time::Duration};
 
 use super::super::{Bgp, BgpPeer, Config};
 use super::broken::{check_cases, Case};
@@ -60,8 +60,10 @@ fn a_good_section_has_typed_values_and_defaults() {
                 remote_as: 65000,
                 port: 1179,
                 hold_time: 3,
+                password: None,
             }],
             communities: BTreeMap::from([("web".to_owned(), vec![0xfde8_0064, 0xffff_0000])]),
+            graceful_shutdown: Duration::ZERO,
         })
     );
     // Port and hold time default to 179 and 90; no [bgp] at all is no speaker.
@@ -70,6 +72,36 @@ fn a_good_section_has_typed_values_and_defaults() {
     assert_eq!((peer.port, peer.hold_time), (179, 90));
     let none: String = BASE.lines().take(19).collect::<Vec<_>>().join("\n");
     assert_eq!(Config::parse(&none).unwrap().bgp, None);
+}
+
+#[test]
+fn graceful_shutdown_and_tcp_md5_keys_are_read_and_never_shown() {
+    let dir = std::env::temp_dir().join(format!("sluice-bgp-key-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("router.key");
+    std::fs::write(&file, "from-a-file\n").unwrap();
+    let text = edit(&[
+        (26, "graceful_shutdown = \"5s\""),
+        (32, "port = 1179\npassword = \"s3cret-key\""),
+    ]) + &format!(
+        "[[bgp.peer]]\naddress = \"10.0.0.5\"\nas = 65000\npassword_file = \"{}\"\n",
+        file.display()
+    );
+    let bgp = Config::parse(&text).unwrap().bgp.unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert_eq!(bgp.graceful_shutdown, Duration::from_secs(5));
+    let keys: Vec<&[u8]> = bgp
+        .peers
+        .iter()
+        .map(|p| p.password.as_ref().unwrap().bytes())
+        .collect();
+    assert_eq!(keys, [&b"s3cret-key"[..], b"from-a-file"]);
+    let debug = format!("{bgp:?}");
+    assert!(
+        !debug.contains("s3cret") && !debug.contains("from-a-file"),
+        "{debug}"
+    );
+    assert!(debug.contains("Password(<redacted>)"), "{debug}");
 }
 
 const CASES: &[Case] = &[
@@ -187,6 +219,52 @@ const CASES: &[Case] = &[
         edits: &[(31, "hodl_time = 3")],
         line: 31,
         message: "bgp.peer[0].hodl_time: unknown key `hodl_time`; did you mean `hold_time`?",
+    },
+    Case {
+        name: "graceful shutdown not a duration",
+        edits: &[(26, "graceful_shutdown = \"5\"")],
+        line: 26,
+        message: "bgp.graceful_shutdown: \"5\" is not a duration",
+    },
+    Case {
+        name: "empty password",
+        edits: &[(32, "port = 1179\npassword = \"\"")],
+        line: 33,
+        message: "bgp.peer[0].password: the password is empty; give the key the router has for \
+                  this neighbour (1 to 80 bytes), or leave password out for no TCP MD5",
+    },
+    Case {
+        name: "password longer than TCP_MD5SIG_MAXKEYLEN",
+        edits: &[(
+            32,
+            "port = 1179\npassword = \"abcdefghijabcdefghijabcdefghijabcdefghijabcdefghijabcdefghijabcdefghijabcdefghijX\"",
+        )],
+        line: 33,
+        message: "bgp.peer[0].password: the password is 81 bytes long; Linux takes TCP MD5 keys \
+                  of at most 80 bytes (TCP_MD5SIG_MAXKEYLEN)",
+    },
+    Case {
+        name: "unreadable password file",
+        edits: &[(32, "port = 1179\npassword_file = \"/nonexistent/bgp.key\"")],
+        line: 33,
+        message: "bgp.peer[0].password_file: cannot read /nonexistent/bgp.key: No such file or \
+                  directory (os error 2); give a file the daemon can read",
+    },
+    Case {
+        name: "relative password file",
+        edits: &[(32, "port = 1179\npassword_file = \"bgp.key\"")],
+        line: 33,
+        message: "bgp.peer[0].password_file: \"bgp.key\" is not an absolute path",
+    },
+    Case {
+        name: "password and password file",
+        edits: &[(
+            32,
+            "port = 1179\npassword = \"k\"\npassword_file = \"/etc/sluice/bgp.key\"",
+        )],
+        line: 34,
+        message: "bgp.peer[0].password_file: give the key once: either password or \
+                  password_file, not both",
     },
 ];
 
