@@ -1,12 +1,6 @@
 //! The BGP speaker against a real router: FRR (`zebra` + `bgpd`, `maximum-paths`) in a
-//! namespace, peering with three gateways that run sluice with the same VIPs.
-//!
-//! ```text
-//!                 bgp-rtr (AS 65000, FRR)
-//!   g0 198.18.100.1 | g1 198.18.101.1 | g2 198.18.102.1     (2001:db8:10{g}::1)
-//!        |                  |                  |
-//!   bgp-gw0 eth0 .2    bgp-gw1 eth0 .2    bgp-gw2 eth0 .2    (AS 65001, sluice)
-//! ```
+//! namespace, peering with three gateways that run sluice with the same VIPs (the lab is
+//! `sluice_tests::bgp_lab`, shared with the BIRD test in bgp_bird.rs).
 //!
 //! What is proved: the router's FIB holds one next hop per announcing gateway for the IPv4
 //! and the IPv6 VIP; `sluice bgp withdraw/announce` moves one gateway out and back; SIGTERM
@@ -23,60 +17,19 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::{bail, Context as _, Result};
-use lb_userspace::{config::XdpMode, dataplane::Decap};
+use anyhow::{Context as _, Result};
 use sluice_tests::{
-    daemon::{Daemon, Scratch},
+    bgp_lab::{
+        broken, gw_addr4, vip4_prefix, vip6_prefix, GatewayExtra, Lab, Router, GATEWAYS,
+        HOLD_SECS, MANAGEMENT,
+    },
     netns::run_cmd,
-    require_root, tcp_echo_backend, EchoConn, NetNs, ServerHandle, VIP4, VIP6,
+    require_root, NetNs, VIP4, VIP6,
 };
 
 const PREFIX: &str = "bgp";
-const GATEWAYS: usize = 3;
-/// Short, so a killed gateway's routes go quickly: RFC 4271's smallest non-zero hold time.
-const HOLD_SECS: u64 = 3;
-const MANAGEMENT: &str = "127.0.0.1:9000";
 /// FRR's run directory for this test's router (`-N`).
 const PATHSPACE: &str = "bgp-rtr";
-const BACKENDS: usize = 2;
-/// Room for the tunnel header on every link the gateways' encapsulated packets cross.
-const MTU: u32 = 1600;
-/// The echo service on the backends (and the VIPs' port).
-const PORT: u16 = 80;
-
-fn router_addr4(g: usize) -> String {
-    format!("198.18.{}.1", 100 + g)
-}
-fn gw_addr4(g: usize) -> String {
-    format!("198.18.{}.2", 100 + g)
-}
-fn gw_addr6(g: usize) -> String {
-    format!("2001:db8:10{g}::2")
-}
-
-fn backend_addr4(i: usize) -> String {
-    format!("198.18.{}.2", 10 + i)
-}
-fn backend_addr6(i: usize) -> String {
-    format!("2001:db8:{:x}::2", 0xa + i)
-}
-
-fn ip(ns: &NetNs, cmd: &str) -> Result<String> {
-    ns.ip(&cmd.split_whitespace().collect::<Vec<_>>())
-}
-
-fn host(name: &str) -> Result<NetNs> {
-    let ns = NetNs::create(name)?;
-    for (k, v) in [
-        ("net.ipv6.conf.all.accept_dad", "0"),
-        ("net.ipv6.conf.default.accept_dad", "0"),
-        ("net.ipv4.conf.all.rp_filter", "0"),
-        ("net.ipv4.conf.default.rp_filter", "0"),
-    ] {
-        ns.sysctl(k, v)?;
-    }
-    Ok(ns)
-}
 
 /// FRR's zebra and bgpd in the router namespace; stopped and cleaned up on drop.
 struct Frr {
@@ -140,7 +93,7 @@ impl Frr {
     }
 
     /// The next hops the router's FIB has for `prefix` (empty when it has no route).
-    fn next_hops(ns: &NetNs, prefix: &str) -> Result<BTreeSet<String>> {
+    fn fib_next_hops(ns: &NetNs, prefix: &str) -> Result<BTreeSet<String>> {
         let family = if prefix.contains(':') { "ipv6" } else { "ip" };
         let table = Frr::vtysh(ns, &format!("show {family} route json"))?;
         let mut out = BTreeSet::new();
@@ -173,194 +126,32 @@ impl Frr {
     }
 }
 
+impl Router for Frr {
+    fn next_hops(&self, ns: &NetNs, prefix: &str) -> Result<BTreeSet<String>> {
+        Frr::fib_next_hops(ns, prefix)
+    }
+
+    fn summary(&self, ns: &NetNs) -> String {
+        Frr::vtysh(ns, "show bgp summary json")
+            .map(|v| v.to_string())
+            .unwrap_or_default()
+    }
+}
+
 impl Drop for Frr {
     fn drop(&mut self) {
         self.stop();
     }
 }
 
-struct Lab {
-    // Field order is drop order: the daemons, servers and FRR stop before their namespaces go.
-    gateways: Vec<Option<Daemon>>,
-    _servers: Vec<ServerHandle>,
-    _decaps: Vec<Decap>,
-    _frr: Frr,
-    _scratch: Vec<Scratch>,
-    gw_ns: Vec<NetNs>,
-    _backends: Vec<NetNs>,
-    client: NetNs,
-    router: NetNs,
-}
-
-fn gateway_config(g: usize, scratch: &Scratch) -> String {
-    format!(
-        "instance = \"bgp-gw{g}\"\ninterfaces = [\"eth0\"]\nconntrack_entries = 65536\n\
-         xdp_mode = \"skb\"\nshutdown_delay = \"4s\"\n\n\
-         [admin]\nsocket = \"{socket}\"\n\n[management]\naddress = \"{MANAGEMENT}\"\n\n\
-         [encap]\nsource_v4 = \"198.19.255.0/24\"\nsource_v6 = \"2001:db8:ffff::/96\"\n\n\
-         [[vip]]\nname = \"web\"\naddress = \"{VIP4}:{PORT}\"\ntable_size = 251\nseed = 7\n\
-         [[vip.backend]]\naddress = \"{b0}\"\n[[vip.backend]]\naddress = \"{b1}\"\n\n\
-         [[vip]]\nname = \"web6\"\naddress = \"[{VIP6}]:{PORT}\"\ntable_size = 251\nseed = 7\n\
-         [[vip.backend]]\naddress = \"{b6_0}\"\n[[vip.backend]]\naddress = \"{b6_1}\"\n\n\
-         [bgp]\nlocal_as = 65001\nrouter_id = \"{nh4}\"\nnext_hop_v4 = \"{nh4}\"\n\
-         next_hop_v6 = \"{nh6}\"\n\n\
-         [[bgp.peer]]\naddress = \"{peer}\"\nas = 65000\nhold_time = {HOLD_SECS}\n",
-        socket = Daemon::socket_in(scratch.path()).display(),
-        nh4 = gw_addr4(g),
-        nh6 = gw_addr6(g),
-        peer = router_addr4(g),
-        b0 = backend_addr4(0),
-        b1 = backend_addr4(1),
-        b6_0 = backend_addr6(0),
-        b6_1 = backend_addr6(1),
-    )
-}
-
-/// A veth from the router (`rtr_if`, `.1` / `::1`) to `ns` (`eth0`, `.2` / `::2`), both up;
-/// `ns` routes everything through the router.
-fn link(router: &NetNs, rtr_if: &str, ns: &NetNs, net4: &str, net6: &str, mtu: u32) -> Result<()> {
-    ip(
-        router,
-        &format!(
-            "link add {rtr_if} mtu {mtu} type veth peer name eth0 mtu {mtu} netns {}",
-            ns.name()
-        ),
-    )?;
-    ip(router, &format!("addr add {net4}.1/24 dev {rtr_if}"))?;
-    ip(
-        router,
-        &format!("-6 addr add {net6}::1/64 dev {rtr_if} nodad"),
-    )?;
-    ip(router, &format!("link set {rtr_if} up"))?;
-    ip(ns, &format!("addr add {net4}.2/24 dev eth0"))?;
-    ip(ns, &format!("-6 addr add {net6}::2/64 dev eth0 nodad"))?;
-    ip(ns, "link set eth0 up")?;
-    ip(ns, &format!("route add default via {net4}.1"))?;
-    ip(ns, &format!("-6 route add default via {net6}::1"))?;
-    Ok(())
-}
-
-impl Lab {
-    /// The router, a client and two backends running `sluice_decap` and an echo service on
-    /// the VIPs behind it, FRR on the router, and the three gateways running sluice.
-    fn build() -> Result<Lab> {
-        let router = host(&format!("{PREFIX}-rtr"))?;
-        router.sysctl("net.ipv4.ip_forward", "1")?;
-        router.sysctl("net.ipv6.conf.all.forwarding", "1")?;
-        // ECMP by the 5-tuple, so the flows of one client spread over the gateways.
-        router.sysctl("net.ipv4.fib_multipath_hash_policy", "1")?;
-        router.sysctl("net.ipv6.fib_multipath_hash_policy", "1")?;
-        let client = host(&format!("{PREFIX}-cl"))?;
-        link(&router, "cl", &client, "198.18.99", "2001:db8:99", 1500)?;
-        // No TSO: segments stay MTU-sized, so each one fits the tunnel.
-        client.run(&["ethtool", "-K", "eth0", "tx", "off"])?;
-        let mut backends = Vec::new();
-        let mut decaps = Vec::new();
-        let mut servers = Vec::new();
-        for i in 0..BACKENDS {
-            let ns = host(&format!("{PREFIX}-b{i}"))?;
-            ns.sysctl("net.ipv4.conf.all.arp_ignore", "1")?;
-            ns.sysctl("net.ipv4.conf.all.arp_announce", "2")?;
-            link(
-                &router,
-                &format!("b{i}"),
-                &ns,
-                &format!("198.18.{}", 10 + i),
-                &format!("2001:db8:{:x}", 0xa + i),
-                MTU,
-            )?;
-            ip(&ns, &format!("addr add {VIP4}/32 dev lo"))?;
-            ip(&ns, &format!("-6 addr add {VIP6}/128 dev lo nodad"))?;
-            let vips = [VIP4.into(), VIP6.into()];
-            decaps.push(ns.exec(|| Decap::attach("eth0", XdpMode::Native, &vips))??);
-            servers.push(tcp_echo_backend(&ns, &format!("backend-{i}"), PORT)?);
-            backends.push(ns);
-        }
-        let mut gw_ns = Vec::new();
-        for g in 0..GATEWAYS {
-            let ns = host(&format!("{PREFIX}-gw{g}"))?;
-            link(
-                &router,
-                &format!("g{g}"),
-                &ns,
-                &format!("198.18.{}", 100 + g),
-                &format!("2001:db8:10{g}"),
-                MTU,
-            )?;
-            // The router's IPv6 neighbour entry: BGP runs over IPv4, so nothing else would
-            // resolve it before the first IPv6 flow needs it as the tunnel's next hop.
-            ns.run(&[
-                "ping",
-                "-6",
-                "-c",
-                "1",
-                "-W",
-                "2",
-                &format!("2001:db8:10{g}::1"),
-            ])?;
-            gw_ns.push(ns);
-        }
-        let frr = Frr::start(&router)?;
-        let mut scratch = Vec::new();
-        let mut gateways = Vec::new();
-        for (g, ns) in gw_ns.iter().enumerate() {
-            let dir = Scratch::create(&format!("bgp-gw{g}"))?;
-            let d = Daemon::start(
-                ns,
-                dir.path(),
-                &format!("bgp-gw{g}"),
-                &gateway_config(g, &dir),
-            )?;
-            gateways.push(Some(d));
-            scratch.push(dir);
-        }
-        Ok(Lab {
-            gateways,
-            _servers: servers,
-            _decaps: decaps,
-            _frr: frr,
-            _scratch: scratch,
-            gw_ns,
-            _backends: backends,
-            client,
-            router,
-        })
-    }
-
-    fn gw(&self, g: usize) -> &Daemon {
-        self.gateways[g].as_ref().expect("gateway stopped")
-    }
-
-    /// Waits (up to `limit`) until the router's next hops for both VIPs are exactly those of
-    /// `gateways`; returns how long it took.
-    fn wait_for(&self, gateways: &[usize], limit: Duration) -> Result<Duration> {
-        let want4: BTreeSet<String> = gateways.iter().map(|&g| gw_addr4(g)).collect();
-        let want6: BTreeSet<String> = gateways.iter().map(|&g| gw_addr6(g)).collect();
-        let start = Instant::now();
-        loop {
-            let got4 = Frr::next_hops(&self.router, &format!("{VIP4}/32"))?;
-            let got6 = Frr::next_hops(&self.router, &format!("{VIP6}/128"))?;
-            if got4 == want4 && got6 == want6 {
-                return Ok(start.elapsed());
-            }
-            if start.elapsed() > limit {
-                bail!(
-                    "after {limit:?} the router has {got4:?} and {got6:?}, expected {want4:?} \
-                     and {want6:?}; bgp summary: {}",
-                    Frr::vtysh(&self.router, "show bgp summary json")
-                        .map(|v| v.to_string())
-                        .unwrap_or_default()
-                );
-            }
-            thread::sleep(Duration::from_millis(50));
-        }
-    }
+fn lab() -> Result<Lab<Frr>> {
+    Lab::build(PREFIX, Frr::start, |_| GatewayExtra::default())
 }
 
 #[test]
 fn gateways_announce_to_frr_and_withdraw_on_sigterm_sigkill_and_by_hand() -> Result<()> {
     require_root();
-    let mut lab = Lab::build()?;
+    let mut lab = lab()?;
     // Sessions come up within FRR's 1 s connect retry and the speaker's 1 s backoff.
     lab.wait_for(&[0, 1, 2], Duration::from_secs(20))?;
 
@@ -397,8 +188,8 @@ fn gateways_announce_to_frr_and_withdraw_on_sigterm_sigkill_and_by_hand() -> Res
     lab.gw(2).cli_ok(&["bgp", "withdraw", "web"])?;
     let start = Instant::now();
     loop {
-        let v4 = Frr::next_hops(&lab.router, &format!("{VIP4}/32"))?;
-        let v6 = Frr::next_hops(&lab.router, &format!("{VIP6}/128"))?;
+        let v4 = Frr::fib_next_hops(&lab.router, &vip4_prefix())?;
+        let v6 = Frr::fib_next_hops(&lab.router, &vip6_prefix())?;
         if v4 == BTreeSet::from([gw_addr4(0), gw_addr4(1)]) {
             assert_eq!(v6.len(), 3, "the IPv6 VIP stays announced: {v6:?}");
             break;
@@ -437,65 +228,12 @@ fn gateways_announce_to_frr_and_withdraw_on_sigterm_sigkill_and_by_hand() -> Res
     Ok(())
 }
 
-/// New flows `vip` took on each gateway still running (0 for a stopped one).
-fn new_flows(lab: &Lab, vip: &str) -> Result<Vec<u64>> {
-    let mut out = Vec::new();
-    for d in &lab.gateways {
-        let Some(d) = d else {
-            out.push(0);
-            continue;
-        };
-        let stats = d.cli_json(&["stats"])?;
-        let n = stats["vips"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter(|r| r["vip"] == vip)
-            .filter_map(|r| r["new_flows"].as_u64())
-            .sum();
-        out.push(n);
-    }
-    Ok(out)
-}
-
-/// One echo exchange on every connection; the number that failed.
-fn broken(conns: &mut [EchoConn]) -> usize {
-    conns
-        .iter_mut()
-        .map(EchoConn::exchange)
-        .filter(Result::is_err)
-        .count()
-}
-
 #[test]
 fn flows_spread_over_ecmp_gateways_and_survive_sigterm_and_sigkill() -> Result<()> {
     require_root();
-    let mut lab = Lab::build()?;
+    let mut lab = lab()?;
     lab.wait_for(&[0, 1, 2], Duration::from_secs(20))?;
-
-    let v4: SocketAddr = (VIP4, PORT).into();
-    let v6: SocketAddr = (VIP6, PORT).into();
-    let mut conns = Vec::new();
-    for k in 0..300 {
-        let vip = if k % 3 == 2 { v6 } else { v4 };
-        conns.push(EchoConn::open(&lab.client, vip).with_context(|| format!("connection {k}"))?);
-    }
-    // Every gateway took some of them, and every backend served some.
-    let flows4 = new_flows(&lab, "web")?;
-    let flows6 = new_flows(&lab, "web6")?;
-    eprintln!("new flows per gateway: IPv4 {flows4:?}, IPv6 {flows6:?}");
-    assert_eq!(flows4.iter().sum::<u64>(), 200, "{flows4:?}");
-    assert_eq!(flows6.iter().sum::<u64>(), 100, "{flows6:?}");
-    assert!(
-        flows4.iter().chain(&flows6).all(|&n| n > 0),
-        "{flows4:?} {flows6:?}"
-    );
-    for b in 0..BACKENDS {
-        assert!(
-            conns.iter().any(|c| c.backend == b),
-            "backend {b} served none"
-        );
-    }
+    let mut conns = lab.open_spread_connections()?;
 
     // SIGTERM: withdrawn first; the flows the router moves keep their backend.
     lab.gw(0).signal(libc::SIGTERM)?;
