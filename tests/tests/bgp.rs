@@ -207,9 +207,12 @@ fn gateways_announce_to_frr_and_withdraw_on_sigterm_sigkill_and_by_hand() -> Res
     lab.gw(0).signal(libc::SIGTERM)?;
     lab.wait_for(&[1, 2], Duration::from_secs(3))?;
     let draining = lab.gw(0).cli_json(&["status"])?;
-    assert_eq!(
-        draining["phase"], "draining",
-        "routes withdrawn before the delay ended"
+    // The withdrawal comes first and the drain right after it, so a fast router may see it
+    // a moment before the phase changes; either way before the 4 s delay ends.
+    assert!(
+        draining["phase"] == "serving" || draining["phase"] == "draining",
+        "routes withdrawn only at {}",
+        draining["phase"]
     );
     let exit = lab.gateways[0]
         .as_mut()

@@ -32,7 +32,7 @@ use sluice_tests::{
         broken, gw_addr4, gw_addr6, ip, vip4_prefix, vip6_prefix, GatewayExtra, Lab, Router,
         GATEWAYS, HOLD_SECS, ROUTER_AS,
     },
-    require_root, NetNs,
+    require_root, ChildGuard, NetNs,
 };
 
 const PREFIX: &str = "bd";
@@ -41,8 +41,10 @@ const GSHUT: &str = "(65535,0)";
 /// The TCP MD5 key BIRD has for every gateway.
 const KEY: &str = "bd-md5-key-7f3a";
 
-/// BIRD 2 in the router namespace; stopped and its files removed on drop.
+/// BIRD 2 in the router namespace, in the foreground as this test's child (so it is reaped);
+/// stopped and its files removed on drop.
 struct Bird {
+    child: ChildGuard,
     dir: PathBuf,
 }
 
@@ -52,8 +54,7 @@ impl Bird {
     /// every gateway when given.
     fn start(ns: &NetNs, password: Option<&str>) -> Result<Bird> {
         let dir = PathBuf::from(format!("/run/sluice-test-{PREFIX}-bird"));
-        let bird = Bird { dir: dir.clone() };
-        bird.stop();
+        let _ = fs::remove_dir_all(&dir);
         fs::create_dir_all(&dir)?;
         let mut conf = format!(
             "router id 198.18.100.1;\nlog \"{log}\" all;\n\
@@ -80,16 +81,29 @@ impl Bird {
         }
         let path = dir.join("bird.conf");
         fs::write(&path, conf)?;
-        ns.run(&[
-            "bird",
-            "-c",
-            path.to_str().unwrap_or_default(),
-            "-s",
-            bird.socket().to_str().unwrap_or_default(),
-            "-P",
-            dir.join("bird.pid").to_str().unwrap_or_default(),
-        ])
-        .context("starting BIRD")?;
+        let socket = dir.join("bird.ctl");
+        let child = ns
+            .spawn(&[
+                "bird",
+                "-f",
+                "-c",
+                path.to_str().unwrap_or_default(),
+                "-s",
+                socket.to_str().unwrap_or_default(),
+            ])
+            .context("starting BIRD")?;
+        let bird = Bird { child, dir };
+        let start = Instant::now();
+        while bird.birdc("show status").is_err() {
+            if start.elapsed() > Duration::from_secs(5) {
+                bail!(
+                    "BIRD did not open {} within 5s; its log: {}",
+                    socket.display(),
+                    fs::read_to_string(bird.dir.join("bird.log")).unwrap_or_default()
+                );
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
         Ok(bird)
     }
 
@@ -149,20 +163,12 @@ impl Bird {
             .collect())
     }
 
-    fn stop(&self) {
-        if let Ok(pid) = fs::read_to_string(self.dir.join("bird.pid")) {
-            if let Ok(pid) = pid.trim().parse::<i32>() {
-                // SAFETY: kill(2) on the pid BIRD wrote for this test's router.
-                unsafe { libc::kill(pid, libc::SIGKILL) };
-            }
-        }
-        let _ = fs::remove_dir_all(&self.dir);
-    }
 }
 
 impl Drop for Bird {
     fn drop(&mut self) {
-        self.stop();
+        let _ = self.child.terminate(ChildGuard::GRACE);
+        let _ = fs::remove_dir_all(&self.dir);
     }
 }
 
@@ -261,7 +267,12 @@ fn bird_merges_the_gateways_routes_and_flows_survive_sigterm_and_sigkill() -> Re
         "SIGTERM: routes withdrawn after {took:?} (gateway {phase}); broken connections \
          {after_withdrawal} after the withdrawal, {after_exit} after the exit"
     );
-    assert_eq!(phase, "draining", "routes withdrawn before the delay ended");
+    // The withdrawal comes first and the drain right after it, so the router may see it a
+    // moment before the phase changes; either way before the 4 s delay ends.
+    assert!(
+        phase == "serving" || phase == "draining",
+        "routes withdrawn only at {phase}"
+    );
     assert_eq!((after_withdrawal, after_exit), (0, 0));
 
     // SIGKILL: the session ends with the process; the route goes within the hold time.
