@@ -120,15 +120,22 @@ impl Bird {
             .output()
             .context("running birdc")?;
         let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        if !out.status.success() {
-            bail!("birdc {command}: {text}");
+        // birdc also exits 1 for an answer that is an error code, such as "Network not found".
+        if !out.status.success() && !text.starts_with("BIRD ") {
+            bail!(
+                "birdc {command}: {text}{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
         Ok(text)
     }
 
-    /// BIRD's routes for `prefix` (`show route <prefix> all`): next hop → communities.
+    /// BIRD's routes for `prefix` (`show route <prefix> all`), by next hop.
     fn routes(&self, prefix: &str) -> Result<BTreeMap<String, BirdRoute>> {
         let text = self.birdc(&format!("show route {prefix} all"))?;
+        if text.contains("Network not found") {
+            return Ok(BTreeMap::new());
+        }
         let mut out = BTreeMap::new();
         let mut current: Option<BirdRoute> = None;
         let mut via = None;
