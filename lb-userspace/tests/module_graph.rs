@@ -46,9 +46,10 @@ const MAY_IMPORT: &[(&str, &[&str])] = &[
     // stores, and the bpf(2) map commands aya lacks from `ffi` (the crate's one module with
     // `unsafe`, a leaf).
     ("dataplane", &["config", "shutdown", "lib", "ffi"]),
-    // The BGP speaker: its settings from config; it knows nothing of the daemon, which tells
-    // it what to announce.
-    ("bgp", &["config"]),
+    // The BGP speaker: its settings from config, and TCP_MD5SIG from `ffi` (setsockopt that
+    // neither nix nor socket2 wraps); it knows nothing of the daemon, which tells it what to
+    // announce.
+    ("bgp", &["config", "ffi"]),
 ];
 
 fn name(m: &[String]) -> String {

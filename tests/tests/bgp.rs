@@ -20,8 +20,8 @@ use std::{
 use anyhow::{Context as _, Result};
 use sluice_tests::{
     bgp_lab::{
-        broken, gw_addr4, vip4_prefix, vip6_prefix, GatewayExtra, Lab, Router, GATEWAYS,
-        HOLD_SECS, MANAGEMENT,
+        broken, gw_addr4, vip4_prefix, vip6_prefix, GatewayExtra, Lab, Router, GATEWAYS, HOLD_SECS,
+        MANAGEMENT,
     },
     netns::run_cmd,
     require_root, NetNs, VIP4, VIP6,

@@ -148,9 +148,11 @@ impl Bird {
                 current = Some(BirdRoute::default());
             } else if let Some(rest) = t.strip_prefix("via ") {
                 via = rest.split_whitespace().next().map(str::to_owned);
-            } else if let (Some(r), Some(c)) = (current.as_mut(), t.strip_prefix("BGP.community:")) {
+            } else if let (Some(r), Some(c)) = (current.as_mut(), t.strip_prefix("BGP.community:"))
+            {
                 r.communities = c.split_whitespace().map(str::to_owned).collect();
-            } else if let (Some(r), Some(p)) = (current.as_mut(), t.strip_prefix("BGP.local_pref:")) {
+            } else if let (Some(r), Some(p)) = (current.as_mut(), t.strip_prefix("BGP.local_pref:"))
+            {
                 r.local_pref = p.trim().parse().ok();
             }
         }
@@ -169,7 +171,6 @@ impl Bird {
             .filter_map(|l| l.split_whitespace().next().map(str::to_owned))
             .collect())
     }
-
 }
 
 impl Drop for Bird {
@@ -189,7 +190,10 @@ struct BirdRoute {
 /// a multipath route.
 fn kernel_next_hops(ns: &NetNs, prefix: &str) -> Result<BTreeSet<String>> {
     let family = if prefix.contains(':') { "-6" } else { "-4" };
-    let out = ip(ns, &format!("{family} -j route show exact {prefix} proto bird"))?;
+    let out = ip(
+        ns,
+        &format!("{family} -j route show exact {prefix} proto bird"),
+    )?;
     let routes: serde_json::Value = serde_json::from_str(&out).with_context(|| out.clone())?;
     let mut hops = BTreeSet::new();
     for r in routes.as_array().into_iter().flatten() {
@@ -220,7 +224,9 @@ impl Router for Bird {
         if bird == kernel {
             Ok(kernel)
         } else {
-            Ok(BTreeSet::from([format!("birdc {bird:?} != kernel {kernel:?}")]))
+            Ok(BTreeSet::from([format!(
+                "birdc {bird:?} != kernel {kernel:?}"
+            )]))
         }
     }
 
@@ -318,7 +324,10 @@ fn graceful_shutdown_community_reaches_bird_before_the_withdrawal() -> Result<()
             "{prefix}: {routes:?}"
         );
     }
-    assert_eq!(phase, "serving", "GRACEFUL_SHUTDOWN is announced before the drain");
+    assert_eq!(
+        phase, "serving",
+        "GRACEFUL_SHUTDOWN is announced before the drain"
+    );
     eprintln!("GRACEFUL_SHUTDOWN: gateway 0 left the kernel route after {took:?}, still serving");
 
     // Then the withdrawal (after the 3 s), and only then the drain.
@@ -332,7 +341,10 @@ fn graceful_shutdown_community_reaches_bird_before_the_withdrawal() -> Result<()
         if let Some(r) = v4.get(&gw_addr4(0)) {
             assert_eq!(r.communities, [GSHUT], "until withdrawn");
         }
-        assert!(start.elapsed() < Duration::from_secs(6), "not withdrawn: {v4:?} {v6:?}");
+        assert!(
+            start.elapsed() < Duration::from_secs(6),
+            "not withdrawn: {v4:?} {v6:?}"
+        );
         thread::sleep(Duration::from_millis(50));
     }
     let withdrawn_after = signalled.elapsed();

@@ -30,8 +30,10 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "openssl",
     // An independent PROXY protocol v2 sender for the interop tests.
     "haproxy",
-    // A real BGP router (zebra, bgpd, vtysh) the speaker's announcements are checked against.
+    // Real BGP routers (zebra, bgpd, vtysh; bird, birdc) the speaker's announcements are
+    // checked against.
     "frr",
+    "bird2",
     // The front ends and load tools `cargo xtask bench edge` compares against and beside.
     "nginx",
     "wrk",
