@@ -47,7 +47,7 @@ pub struct Speaker {
     /// Set by the shutdown: nothing is announced any more.
     stopping: std::sync::atomic::AtomicBool,
     /// Set by the shutdown's first step when `graceful_shutdown` is on: every route carries
-    /// the GRACEFUL_SHUTDOWN community.
+    /// the `GRACEFUL_SHUTDOWN` community.
     graceful: std::sync::atomic::AtomicBool,
     /// `[bgp] graceful_shutdown`: how long that first step lasts (zero: skipped).
     graceful_for: Duration,
@@ -113,7 +113,7 @@ impl Speaker {
     }
 
     /// Makes `routes` what every peer should have (nothing once the withdrawal began, and
-    /// each with GRACEFUL_SHUTDOWN during the graceful step before it).
+    /// each with `GRACEFUL_SHUTDOWN` during the graceful step before it).
     pub fn set(&self, routes: BTreeMap<IpAddr, Vec<u32>>) {
         let routes = if self.stopping() {
             BTreeMap::new()
@@ -156,7 +156,7 @@ impl Speaker {
     }
 
     /// The first step of a graceful shutdown. With `graceful_shutdown` on, every route is
-    /// announced again with GRACEFUL_SHUTDOWN (RFC 8326) and kept for that long, or until
+    /// announced again with `GRACEFUL_SHUTDOWN` (RFC 8326) and kept for that long, or until
     /// `hurry` completes (a second stop signal); then everything is withdrawn. Each change
     /// waits (at most `wait`) until every established session has sent it. `true` when
     /// hurried.
@@ -234,7 +234,7 @@ impl Speaker {
     }
 }
 
-/// `communities` with RFC 8326's GRACEFUL_SHUTDOWN added to every route (sorted, once).
+/// `communities` with RFC 8326's `GRACEFUL_SHUTDOWN` added to every route (sorted, once).
 pub fn with_graceful_shutdown(
     mut routes: BTreeMap<IpAddr, Vec<u32>>,
 ) -> BTreeMap<IpAddr, Vec<u32>> {

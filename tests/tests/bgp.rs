@@ -1,6 +1,6 @@
 //! The BGP speaker against a real router: FRR (`zebra` + `bgpd`, `maximum-paths`) in a
 //! namespace, peering with three gateways that run sluice with the same VIPs (the lab is
-//! `sluice_tests::bgp_lab`, shared with the BIRD test in bgp_bird.rs).
+//! `sluice_tests::bgp_lab`, shared with the BIRD test in `bgp_bird.rs`).
 //!
 //! What is proved: the router's FIB holds one next hop per announcing gateway for the IPv4
 //! and the IPv6 VIP; `sluice bgp withdraw/announce` moves one gateway out and back; SIGTERM

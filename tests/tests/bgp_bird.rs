@@ -8,8 +8,8 @@
 //!   multipath kernel route with one next hop per gateway; 300 connections spread over the
 //!   gateways and reach both backends; SIGTERM withdraws a gateway's routes first and breaks
 //!   none of them, nor does SIGKILL (the routes go within the hold time);
-//! - `[bgp] graceful_shutdown`: on SIGTERM the routes come back with the GRACEFUL_SHUTDOWN
-//!   community (65535:0), which BIRD's import filter turns into LOCAL_PREF 0 as RFC 8326 asks,
+//! - `[bgp] graceful_shutdown`: on SIGTERM the routes come back with the `GRACEFUL_SHUTDOWN`
+//!   community (65535:0), which BIRD's import filter turns into `LOCAL_PREF` 0 as RFC 8326 asks,
 //!   so the kernel route loses that gateway while its route is still there and the daemon is
 //!   still `serving`; only then are they withdrawn, and only then does draining start;
 //! - TCP MD5 (`password`, `password_file`): sessions whose key matches BIRD's come up; one
@@ -49,7 +49,7 @@ struct Bird {
 }
 
 impl Bird {
-    /// BIRD as an RFC 8326 router: routes carrying GRACEFUL_SHUTDOWN get LOCAL_PREF 0. It
+    /// BIRD as an RFC 8326 router: routes carrying `GRACEFUL_SHUTDOWN` get `LOCAL_PREF` 0. It
     /// only listens (`passive`: the speaker connects, never accepts), with `password` for
     /// every gateway when given.
     fn start(ns: &NetNs, password: Option<&str>) -> Result<Bird> {

@@ -37,7 +37,7 @@ pub struct RawBgp {
     /// `web = ["65000:100"]`.
     #[serde(default)]
     pub communities: BTreeMap<String, Spanned<Vec<Spanned<String>>>>,
-    /// RFC 8326: on a stop, announce every VIP again with the GRACEFUL_SHUTDOWN community
+    /// RFC 8326: on a stop, announce every VIP again with the `GRACEFUL_SHUTDOWN` community
     /// (65535:0) added and keep serving for this long before the withdrawal, so routers that
     /// lower the preference of such routes move the traffic away first. A duration such as
     /// `"5s"`; `"0s"` (the default) withdraws at once.
@@ -81,7 +81,7 @@ pub struct Bgp {
     pub peers: Vec<BgpPeer>,
     /// By VIP name; each community is `ASN << 16 | value`.
     pub communities: BTreeMap<String, Vec<u32>>,
-    /// How long a stop announces GRACEFUL_SHUTDOWN before withdrawing; zero: off.
+    /// How long a stop announces `GRACEFUL_SHUTDOWN` before withdrawing; zero: off.
     pub graceful_shutdown: Duration,
 }
 
@@ -360,7 +360,7 @@ fn peer(r: &mut Report, i: usize, p: &RawPeer) -> Option<BgpPeer> {
         ),
         None => Some(DEFAULT_HOLD_TIME),
     };
-    let password = password(r, p, &field);
+    let password = password(r, p, &field).ok();
     Some(BgpPeer {
         address: address.ok()?,
         remote_as: remote_as?,
@@ -370,26 +370,27 @@ fn peer(r: &mut Report, i: usize, p: &RawPeer) -> Option<BgpPeer> {
     })
 }
 
-/// `password` or `password_file` (not both): `Some(None)` when neither is given. Messages
-/// give the key's length, never the key.
+/// `password` or `password_file` (not both): `Ok(None)` when neither is given, `Err` when
+/// reported. Messages give the key's length, never the key.
 fn password(
     r: &mut Report,
     p: &RawPeer,
     field: &dyn Fn(&str) -> String,
-) -> Option<Option<Password>> {
+) -> Result<Option<Password>, ()> {
     let (key, span, name) = match (&p.password, &p.password_file) {
-        (None, None) => return Some(None),
+        (None, None) => return Ok(None),
         (Some(_), Some(file)) => {
             r.invalid(
                 file.span(),
                 field("password_file"),
                 "give the key once: either password or password_file, not both",
             );
-            return None;
+            return Err(());
         }
         (Some(v), None) => (v.get_ref().0.as_bytes().to_vec(), v.span(), "password"),
         (None, Some(v)) => {
-            let path = fields::absolute_path(r, v, &field("password_file"), "/etc/sluice/bgp.key")?;
+            let path = fields::absolute_path(r, v, &field("password_file"), "/etc/sluice/bgp.key")
+                .ok_or(())?;
             match std::fs::read(&path) {
                 Ok(mut bytes) => {
                     // A file written by `echo` ends in a newline that is not part of the key.
@@ -411,7 +412,7 @@ fn password(
                             path.display()
                         ),
                     );
-                    return None;
+                    return Err(());
                 }
             }
         }
@@ -427,7 +428,7 @@ fn password(
             field(name),
             format!("{what} is empty; give the key the router has for this neighbour (1 to {MAX_PASSWORD_LEN} bytes), or leave {name} out for no TCP MD5"),
         );
-        return None;
+        return Err(());
     }
     if key.len() > MAX_PASSWORD_LEN {
         r.invalid(
@@ -439,9 +440,9 @@ fn password(
                 key.len()
             ),
         );
-        return None;
+        return Err(());
     }
-    Some(Some(Password(key)))
+    Ok(Some(Password(key)))
 }
 
 /// `"65000:100"` → `65000 << 16 | 100`.
