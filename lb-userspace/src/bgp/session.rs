@@ -426,3 +426,6 @@ async fn sync(
     *sent = wanted;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests;

@@ -108,6 +108,12 @@ impl Password {
     pub fn bytes(&self) -> &[u8] {
         &self.0
     }
+
+    /// A key the config did not check, for tests of what uses it.
+    #[cfg(test)]
+    pub fn for_tests(key: &[u8]) -> Password {
+        Password(key.to_vec())
+    }
 }
 
 impl fmt::Debug for Password {
