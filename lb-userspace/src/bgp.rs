@@ -166,7 +166,9 @@ impl Speaker {
         hurry: impl std::future::Future<Output = ()>,
     ) -> bool {
         let mut hurried = false;
-        if !self.graceful_for.is_zero() {
+        // Nothing announced (no backend up, withdrawn by hand): nothing to move away first.
+        let announcing = !lock(&self.current).routes.is_empty();
+        if announcing && !self.graceful_for.is_zero() {
             tracing::info!(
                 wait = %humantime::format_duration(self.graceful_for),
                 "stop signal: announcing the VIPs with GRACEFUL_SHUTDOWN (65535:0) before the withdrawal"
@@ -275,7 +277,109 @@ pub struct BgpPeerRow {
 
 #[cfg(test)]
 mod tests {
+    use std::net::Ipv4Addr;
+
     use super::*;
+
+    /// A speaker without peers (no sessions to wait for), `graceful_shutdown` as given.
+    fn speaker(graceful_shutdown: Duration) -> Arc<Speaker> {
+        Speaker::start(&Bgp {
+            local_as: 65001,
+            router_id: Ipv4Addr::new(10, 0, 0, 2),
+            next_hop_v4: Some(Ipv4Addr::new(10, 0, 0, 2)),
+            next_hop_v6: None,
+            peers: vec![],
+            communities: BTreeMap::new(),
+            graceful_shutdown,
+        })
+    }
+
+    fn web() -> BTreeMap<IpAddr, Vec<u32>> {
+        BTreeMap::from([("198.51.100.10".parse().unwrap(), vec![0xfde8_0064])])
+    }
+
+    /// Every value the sessions are told, in order, until `until` completes.
+    async fn told(
+        speaker: &Speaker,
+        until: impl std::future::Future<Output = bool>,
+    ) -> (bool, Vec<BTreeMap<IpAddr, Vec<u32>>>) {
+        let mut rx = speaker.desired.subscribe();
+        let mut seen = Vec::new();
+        tokio::pin!(until);
+        loop {
+            tokio::select! {
+                biased;
+                _ = rx.changed() => seen.push(rx.borrow_and_update().routes.clone()),
+                hurried = &mut until => {
+                    if rx.has_changed().unwrap_or(false) {
+                        seen.push(rx.borrow_and_update().routes.clone());
+                    }
+                    return (hurried, seen);
+                }
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_stop_announces_graceful_shutdown_for_its_time_then_withdraws() {
+        let s = speaker(Duration::from_millis(300));
+        s.set(web());
+        let started = tokio::time::Instant::now();
+        let (hurried, seen) = told(
+            &s,
+            s.shut_down(Duration::from_secs(2), std::future::pending()),
+        )
+        .await;
+        assert!(!hurried);
+        assert_eq!(
+            seen,
+            [
+                BTreeMap::from([(
+                    "198.51.100.10".parse().unwrap(),
+                    vec![0xfde8_0064, message::GRACEFUL_SHUTDOWN]
+                )]),
+                BTreeMap::new(),
+            ]
+        );
+        assert!(started.elapsed() >= Duration::from_millis(300));
+        // Once stopping, what the daemon's driver still computes is not announced.
+        s.set(web());
+        assert_eq!(lock(&s.current).routes, BTreeMap::new());
+    }
+
+    #[tokio::test]
+    async fn a_second_signal_cuts_the_wait_short_but_not_the_withdrawal() {
+        let s = speaker(Duration::from_secs(600));
+        s.set(web());
+        let started = tokio::time::Instant::now();
+        let (hurried, seen) = told(
+            &s,
+            s.shut_down(Duration::from_secs(2), std::future::ready(())),
+        )
+        .await;
+        assert!(hurried);
+        assert_eq!(seen.last(), Some(&BTreeMap::new()));
+        assert!(started.elapsed() < Duration::from_secs(600));
+    }
+
+    #[tokio::test]
+    async fn without_graceful_shutdown_a_stop_withdraws_at_once() {
+        let s = speaker(Duration::ZERO);
+        s.set(web());
+        let (hurried, seen) = told(
+            &s,
+            s.shut_down(Duration::from_secs(2), std::future::pending()),
+        )
+        .await;
+        assert!(!hurried);
+        assert_eq!(seen, [BTreeMap::new()]);
+        // Nothing announced: nothing to move away, so no graceful wait either.
+        let idle = speaker(Duration::from_secs(600));
+        let stop = idle.shut_down(Duration::from_secs(2), std::future::pending());
+        assert!(tokio::time::timeout(Duration::from_secs(60), stop)
+            .await
+            .is_ok());
+    }
 
     #[test]
     fn graceful_shutdown_is_added_to_every_route_once() {
