@@ -348,10 +348,19 @@ fn graceful_shutdown_community_reaches_bird_before_the_withdrawal() -> Result<()
         thread::sleep(Duration::from_millis(50));
     }
     let withdrawn_after = signalled.elapsed();
-    let phase = lab.gw(0).cli_json(&["status"])?["phase"].clone();
+    // The drain follows the withdrawal (which the router may see a moment before the phase
+    // changes) and lasts shutdown_delay, 4 s.
+    let drain_start = Instant::now();
+    let phase = loop {
+        let phase = lab.gw(0).cli_json(&["status"])?["phase"].clone();
+        if phase != "serving" || drain_start.elapsed() > Duration::from_secs(2) {
+            break phase;
+        }
+        thread::sleep(Duration::from_millis(20));
+    };
     let after_withdrawal = broken(&mut conns);
     eprintln!(
-        "GRACEFUL_SHUTDOWN: withdrawn {withdrawn_after:?} after SIGTERM (gateway {phase}); \
+        "GRACEFUL_SHUTDOWN: withdrawn {withdrawn_after:?} after SIGTERM, then {phase}; \
          broken connections {after_withdrawal}"
     );
     assert!(
