@@ -36,7 +36,7 @@ use std::{
     time::Duration,
 };
 
-pub use bgp::{Bgp, BgpPeer, Password, MAX_PASSWORD_LEN};
+pub use bgp::{Bgp, BgpPeer, Password, MAX_PASSWORD_LEN, SEND_WAIT};
 pub use errors::{ConfigError, ConfigErrors, Location, Position};
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 

@@ -39,9 +39,13 @@ fn defaults() -> Config {
     .expect("a minimal config parses")
 }
 
-/// `delay + timeout` of the graceful stop of `config`.
+/// The longest graceful stop of `config`: the BGP steps, then `delay + timeout`.
 fn stop_budget(config: &Config) -> Duration {
-    config.shutdown.delay + config.shutdown.timeout
+    let bgp = config
+        .bgp
+        .as_ref()
+        .map_or(Duration::ZERO, |b| b.stop_wait());
+    bgp + config.shutdown.delay + config.shutdown.timeout
 }
 
 /// The unit's `Key=value` lines (the `[Service]` and other sections flattened; a key given

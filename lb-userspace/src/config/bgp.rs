@@ -85,6 +85,22 @@ pub struct Bgp {
     pub graceful_shutdown: Duration,
 }
 
+/// How long a stop waits for each change (the `GRACEFUL_SHUTDOWN` announcement, the
+/// withdrawals) to be written to every established session.
+pub const SEND_WAIT: Duration = Duration::from_secs(2);
+
+impl Bgp {
+    /// The longest the BGP steps can add to a graceful stop, before `shutdown_delay` starts:
+    /// what a service manager's stop timeout must leave room for.
+    pub fn stop_wait(&self) -> Duration {
+        if self.graceful_shutdown.is_zero() {
+            SEND_WAIT
+        } else {
+            SEND_WAIT + self.graceful_shutdown + SEND_WAIT
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BgpPeer {
     pub address: IpAddr,

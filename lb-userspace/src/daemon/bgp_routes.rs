@@ -11,7 +11,7 @@ use crate::{
         routes::{wanted, VipState},
         Speaker,
     },
-    config::Bgp,
+    config::{Bgp, SEND_WAIT},
     shutdown::NodeState,
 };
 
@@ -50,17 +50,13 @@ pub fn spawn(core: &Arc<Core>, config: &Bgp) {
     });
 }
 
-/// How long a stop waits for each change (the `GRACEFUL_SHUTDOWN` announcement, the
-/// withdrawals) to be written to every established session.
-pub const WITHDRAW_WAIT: Duration = Duration::from_secs(2);
-
 /// The first step of a graceful stop: every route withdrawn (after `graceful_shutdown` with
 /// the `GRACEFUL_SHUTDOWN` community, if set), so routers move new flows to the other gateways
 /// before readiness even matters. `hurry` (a second stop signal) cuts the graceful wait
 /// short, never the withdrawal; `true` when it did.
 pub async fn withdraw_all(core: &Core, hurry: impl std::future::Future<Output = ()>) -> bool {
     match core.bgp.get() {
-        Some(speaker) => speaker.shut_down(WITHDRAW_WAIT, hurry).await,
+        Some(speaker) => speaker.shut_down(SEND_WAIT, hurry).await,
         None => false,
     }
 }
