@@ -7,6 +7,7 @@ mod cargo;
 mod commands;
 mod fuzz;
 mod keycloak;
+mod oauth2_proxy;
 mod package;
 mod process;
 mod setup;
@@ -31,7 +32,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Install what building and testing needs (rust-src, bpf-linker, Debian packages, bpffs,
-    /// the Keycloak the interop tests run).
+    /// the Keycloak and oauth2-proxy the interop tests run).
     Setup,
     /// Build the workspace (debug, all targets; the eBPF object is built by lb-userspace's build.rs).
     Build,

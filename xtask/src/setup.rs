@@ -13,7 +13,7 @@ use std::{
 
 use anyhow::{bail, Context as _, Result};
 
-use crate::{keycloak, process};
+use crate::{keycloak, oauth2_proxy, process};
 
 /// bpf-linker release known to build against rustc's LLVM 22 (see TOOLCHAIN.md).
 const BPF_LINKER_VERSION: &str = "0.13.0";
@@ -86,6 +86,10 @@ pub fn run() -> Result<()> {
     step("bpffs", bpffs)?;
     // Without Keycloak only the Keycloak tests fail (saying why); everything else still runs.
     if let Err(err) = step("Keycloak", keycloak::ensure) {
+        eprintln!("[setup] warning: {err:#}");
+    }
+    // Likewise oauth2-proxy: only the tests that run it fail without it.
+    if let Err(err) = step("oauth2-proxy", oauth2_proxy::ensure) {
         eprintln!("[setup] warning: {err:#}");
     }
     eprintln!("[setup] done in {:.2} s", started.elapsed().as_secs_f64());
