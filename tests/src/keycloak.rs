@@ -96,7 +96,7 @@ impl Installation {
 }
 
 /// `$SLUICE_CACHE_DIR`, else `$HOME/.cache/sluice`, as in xtask.
-fn cache_dir() -> Result<PathBuf> {
+pub(crate) fn cache_dir() -> Result<PathBuf> {
     if let Some(dir) = std::env::var_os("SLUICE_CACHE_DIR").filter(|d| !d.is_empty()) {
         return Ok(PathBuf::from(dir));
     }

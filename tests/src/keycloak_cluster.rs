@@ -19,7 +19,6 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _, Result};
-use serde_json::json;
 
 use crate::{
     certs::TestPki,
@@ -27,6 +26,7 @@ use crate::{
     edge_lab::Listener,
     gateway_config::web_gateway,
     keycloak::{Installation, Keycloak, Spec, HTTP_PORT, MANAGEMENT_PORT},
+    keycloak_edge::{access_log_options, realm},
     netns::{run_cmd, ChildGuard, NetNs},
     topology::{backend_addr4, gw_backend_addr4, GW_CLIENT_IFNAME},
     Topology,
@@ -141,31 +141,13 @@ impl Postgres {
     }
 }
 
-/// The realm: `erin` with a password, a public client `app` allowed direct grants.
-fn realm() -> String {
-    json!({
-        "realm": "sluice",
-        "enabled": true,
-        // Cheap hashing: the load is logins, and two cores are shared by two JVMs.
-        "passwordPolicy": "hashAlgorithm(pbkdf2-sha256) and hashIterations(1000)",
-        "users": [{
-            "username": USER, "email": "erin@example.test", "emailVerified": true,
-            "firstName": "Erin", "lastName": "Test", "enabled": true,
-            "credentials": [{"type": "password", "value": PASSWORD, "temporary": false}]
-        }],
-        "clients": [{
-            "clientId": "app", "enabled": true, "publicClient": true,
-            "directAccessGrantsEnabled": true, "standardFlowEnabled": false
-        }]
-    })
-    .to_string()
-}
-
 /// Node `i`'s Keycloak: the shared database, the cluster bound to its own link address, the
 /// forwarded headers from sluice, and Keycloak's own graceful shutdown (`shutdown-delay`:
 /// not ready at once, still serving, so a health-checking balancer moves traffic first).
+/// Its cluster node name is [`node_name`]`(i)`, which Keycloak appends to `AUTH_SESSION_ID` as
+/// the route of the sessions it owns; its access log goes to its output.
 pub fn node_spec(i: usize) -> Spec {
-    Spec {
+    let mut spec = Spec {
         build: "postgres".into(),
         options: vec![
             "--http-enabled=true".into(),
@@ -186,9 +168,21 @@ pub fn node_spec(i: usize) -> Spec {
             "--shutdown-delay=8s".into(),
             "--shutdown-timeout=10s".into(),
             "--import-realm".into(),
+            // Keycloak 26 refuses `-Djboss.node.name` and names this option instead; without
+            // it the node name (and so the route) is generated at each start.
+            format!("--spi-cache-embedded-default-node-name={}", node_name(i)),
+            // The default, said out loud: sticky sessions on AUTH_SESSION_ID need it.
+            "--spi-sticky-session-encoder-infinispan-should-attach-route=true".into(),
         ],
         realms: vec![realm()],
-    }
+    };
+    spec.options.extend(access_log_options());
+    spec
+}
+
+/// Node `i`'s cluster node name: the route suffix of the `AUTH_SESSION_ID` it sets.
+pub fn node_name(i: usize) -> String {
+    format!("kc-{i}")
 }
 
 /// Fields drop in order: Keycloak nodes, sluice, `PostgreSQL`, then the namespaces.
@@ -204,6 +198,11 @@ pub struct Cluster {
 
 impl Cluster {
     pub fn start(prefix: &str) -> Cluster {
+        Cluster::start_with(prefix, &[])
+    }
+
+    /// [`Cluster::start`] with more `[[edge]]` settings (routes) on the listener.
+    pub fn start_with(prefix: &str, listener_settings: &[String]) -> Cluster {
         let install = Installation::find().unwrap_or_else(|err| panic!("{err:#}"));
         let topo = Topology::build(prefix, NODES).expect("build topology");
         let scratch = Scratch::create(prefix).expect("scratch directory");
@@ -232,6 +231,7 @@ impl Cluster {
             "connect_timeout = \"5s\"".into(),
             "response_timeout = \"120s\"".into(),
         ];
+        listener.settings.extend(listener_settings.iter().cloned());
         text.push_str(&listener.toml(&pki));
         let daemon = Daemon::start(topo.gateway(), scratch.path(), &instance, &text)
             .expect("start sluice run");
@@ -258,6 +258,11 @@ impl Cluster {
             );
         }
         cluster
+    }
+
+    /// Node `i`'s output of its latest start (its access log included).
+    pub fn node_log(&self, i: usize) -> PathBuf {
+        self.node_dir(i).join("keycloak.log")
     }
 
     fn node_dir(&self, i: usize) -> PathBuf {

@@ -102,8 +102,8 @@ fn build(root: &Path) -> Result<()> {
     let build_cache = root.join("go-build.tmp");
     fs::create_dir_all(&gopath).with_context(|| format!("cannot create {}", gopath.display()))?;
     eprintln!(
-        "[setup] building oauth2-proxy {VERSION} from the Go module proxy with {} (about 100 MB \
-         of modules, then a one-minute build)",
+        "[setup] building oauth2-proxy {VERSION} from the Go module proxy with {} (about 750 MB \
+         of modules unpacked, then a one-minute build)",
         go.display()
     );
     let result = process::run(
