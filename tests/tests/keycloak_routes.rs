@@ -259,7 +259,14 @@ fn keycloak_preset_exposes_realms_and_resources_and_nothing_else_reaches_keycloa
             ADMIN_PORT,
             "/admin",
             &flow,
-            &[http, "-o", "/dev/null", "-w", "%{redirect_url}"],
+            // Replaces `fetch`'s `-w`, still ending with the status line it reads.
+            &[
+                http,
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{redirect_url}\n%{http_code}",
+            ],
         );
         assert_eq!((code, location.trim()), (302, console.as_str()), "{http}");
         reached.push(flow);
