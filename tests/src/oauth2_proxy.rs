@@ -107,8 +107,8 @@ impl Spec {
             "--email-domain=*".into(),
             "--skip-provider-button".into(),
             "--code-challenge-method=S256".into(),
-            // 32 bytes: the session cookie is encrypted with AES-256.
-            "--cookie-secret=c2x1aWNlLXRlc3QtY29va2llLXNlY3JldC0zMmI=".into(),
+            // 32 bytes, taken as they are: the session cookie is encrypted with AES-256.
+            "--cookie-secret=sluice-test-cookie-secret-32byte".into(),
             "--cookie-secure=false".into(),
         ];
         args.extend(self.extra.iter().cloned());
