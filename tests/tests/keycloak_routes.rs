@@ -714,18 +714,27 @@ fn auth_session_route_keeps_100_browser_logins_on_their_node_through_a_drain() {
             let on = |i: usize| {
                 logs[i]
                     .iter()
-                    .filter(|l| l.0 == tag && l.1 == "POST" && l.2 == path)
+                    .filter(|l| l.0 == tag && l.1 == "POST" && l.2.split('?').next() == Some(path))
                     .count()
+            };
+            let seen = |i: usize| -> Vec<&(String, String, String, String)> {
+                logs[i].iter().filter(|l| l.0 == tag).collect()
             };
             assert_eq!(
                 (on(node), on(1 - node)),
                 (1, 0),
-                "flow {} ({} from {}): its {what} on {} and {} times elsewhere",
+                "flow {} ({} from {}): its {what} on {} and {} times elsewhere; its lines \
+                 on {}: {:?}; elsewhere: {:?} (of {} and {} lines)",
                 d.flow,
                 d.route,
                 d.source,
                 node_name(node),
-                on(1 - node)
+                on(1 - node),
+                node_name(node),
+                seen(node),
+                seen(1 - node),
+                logs[node].len(),
+                logs[1 - node].len()
             );
         }
     }
