@@ -8,6 +8,7 @@
 //! There is no stand-in: when oauth2-proxy is missing the tests fail and say why.
 
 use std::collections::BTreeMap;
+use std::fmt::Write as _;
 use std::fs::{self, File};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -197,7 +198,7 @@ impl NetnsHosts {
         fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         let mut text = String::from("127.0.0.1 localhost\n");
         for (addr, name) in entries {
-            text.push_str(&format!("{addr} {name}\n"));
+            let _ = writeln!(text, "{addr} {name}");
         }
         fs::write(dir.join("hosts"), text)?;
         Ok(NetnsHosts { dir })
