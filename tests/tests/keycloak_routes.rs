@@ -698,9 +698,26 @@ fn auth_session_route_keeps_100_browser_logins_on_their_node_through_a_drain() {
 
     // Each node's own access log: every request a flow made with its cookie (the form post
     // and the token exchange) reached the node the cookie names, and no other node.
-    let logs: Vec<Vec<(String, String, String, String)>> = (0..NODES)
-        .map(|i| access_lines(&cluster.node_log(i)))
-        .collect();
+    // Keycloak writes a line as it finishes the response: wait for the last ones.
+    let read_logs = || -> Vec<Vec<(String, String, String, String)>> {
+        (0..NODES)
+            .map(|i| access_lines(&cluster.node_log(i)))
+            .collect()
+    };
+    let exchanges = |logs: &[Vec<(String, String, String, String)>]| {
+        logs.iter()
+            .flatten()
+            .filter(|l| {
+                l.0.starts_with('f') && l.2 == "/realms/sluice/protocol/openid-connect/token"
+            })
+            .count()
+    };
+    let mut logs = read_logs();
+    let deadline = Instant::now() + std::time::Duration::from_secs(10);
+    while exchanges(&logs) < 100 && Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        logs = read_logs();
+    }
     for d in &done {
         let tag = format!("f{}", d.flow);
         let node = (0..NODES).find(|&i| node_name(i) == d.route).expect("node");
