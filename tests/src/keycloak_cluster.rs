@@ -35,8 +35,8 @@ use crate::{
 pub const SERVER_NAME: &str = "kc.test";
 pub const EDGE_PORT: u16 = 8443;
 pub const NODES: usize = 2;
-pub const USER: &str = "erin";
-pub const PASSWORD: &str = "erin-password";
+/// The user of the realm both nodes import ([`realm`]).
+pub use crate::keycloak_edge::{PASSWORD, USER};
 const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
 const PG_PORT: u16 = 5432;
 

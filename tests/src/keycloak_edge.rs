@@ -46,8 +46,9 @@ pub const PROXY_LISTEN: &str = "127.0.0.1:4180";
 /// Marks Keycloak's access log lines: `kc-access <X-Flow> <method> <path> <status>`.
 pub const ACCESS_MARK: &str = "kc-access";
 
-/// The realm: erin with a password; `web`, a public client with the browser flow (and direct
-/// grants); `oauth2-proxy`, a confidential client whose tokens name it as audience.
+/// The realm (also the two-node cluster's): erin with a password; `app`, a public client for
+/// direct grants only; `web`, a public client with the browser flow (and direct grants);
+/// `oauth2-proxy`, a confidential client whose tokens name it as audience.
 pub fn realm() -> String {
     json!({
         "realm": REALM,
