@@ -1,5 +1,5 @@
 //! Sticky sessions on Keycloak's `AUTH_SESSION_ID` against the real Keycloak (issue 20, item
-//! 5): two Keycloak nodes clustered on PostgreSQL, each named (`kc-0`, `kc-1`) so the route
+//! 5): two Keycloak nodes clustered on `PostgreSQL`, each named (`kc-0`, `kc-1`) so the route
 //! suffix it appends to `AUTH_SESSION_ID` is known, behind one `/realms` route with
 //! `affinity = "auth-session-route"` mapping each name to its node. 100 scripted browser logins
 //! (authorization request, login form, form post, code, token exchange; a cookie jar each)
@@ -66,7 +66,7 @@ fn auth_session_route_keeps_100_browser_logins_on_their_node_through_a_drain() {
     let ca = cluster.pki.ca_cert().to_path_buf();
     let jars = cluster.scratch.path().join("jars");
     std::fs::create_dir_all(&jars).expect("jar directory");
-    let base = format!("https://{SERVER_NAME}:{}", EDGE_PORT);
+    let base = format!("https://{SERVER_NAME}:{EDGE_PORT}");
     let browser = |flow: usize, source: Ipv4Addr| {
         Browser::new(&client, jars.join(format!("{flow}.jar")), &ca)
             .resolve(SERVER_NAME, EDGE_PORT, GW_CLIENT_ADDR4)
