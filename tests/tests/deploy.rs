@@ -15,7 +15,7 @@ use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use lb_userspace::config::Config;
+use lb_userspace::config::{Bgp, Config};
 use serde_yaml_ng::Value;
 use sluice_tests::daemon::{remove_pins, sluice_bin, spawn_tied, Daemon, Scratch};
 use sluice_tests::topology::backend_addr4;
@@ -44,7 +44,7 @@ fn stop_budget(config: &Config) -> Duration {
     let bgp = config
         .bgp
         .as_ref()
-        .map_or(Duration::ZERO, |b| b.stop_wait());
+        .map_or(Duration::ZERO, Bgp::stop_wait);
     bgp + config.shutdown.delay + config.shutdown.timeout
 }
 
