@@ -128,7 +128,7 @@ async fn serve(path: &Path, config: Config, overrides: Overrides) -> anyhow::Res
     tokio::spawn(async move {
         while let Some(t) = health_rx.recv().await {
             let core = health_core.clone();
-            let _ = tokio::task::spawn_blocking(move || core.health_transition(&t)).await;
+            let _ = tokio::task::spawn_blocking(move || core.health_event(&t)).await;
         }
     });
     next_hops::spawn(core.clone());

@@ -2,8 +2,10 @@
 //!
 //! A backend starts healthy, as `HAProxy` treats a fresh server, so starting or reloading the
 //! daemon never blackholes traffic while the first probes run. `fall` consecutive failures make
-//! it unhealthy and `rise` consecutive successes make it healthy again; only those transitions
-//! are reported, on the channel given to [`Checker::new`].
+//! it unhealthy and `rise` consecutive successes make it healthy again. Those transitions are
+//! reported on the channel given to [`Checker::new`], and so is a check's first probe that
+//! passes ([`Event::Passed`]): until then the backend takes flows but does not make its VIP
+//! ready (a backend that starts healthy may well be dead).
 
 mod probe;
 #[cfg(test)]
@@ -48,17 +50,32 @@ pub struct Transition {
     pub reason: String,
 }
 
+/// What a check reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// The check's first probe that passed (sent once per check task, whatever the health it
+    /// started from; a check restarted with the state of one that passed sends none).
+    Passed {
+        vip: String,
+        backend: IpAddr,
+    },
+    Transition(Transition),
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Verdict {
     healthy: bool,
     /// Why the last transition happened; `None` until there was one.
     reason: Option<String>,
+    /// A probe has passed (kept when a changed check restarts).
+    passed: bool,
 }
 
 impl Verdict {
     const FRESH: Verdict = Verdict {
         healthy: true,
         reason: None,
+        passed: false,
     };
 }
 
@@ -79,14 +96,14 @@ impl Drop for Running {
 /// Runs the checks of the current targets.
 pub struct Checker {
     runtime: Handle,
-    tx: UnboundedSender<Transition>,
+    tx: UnboundedSender<Event>,
     running: HashMap<(String, IpAddr), Running>,
 }
 
 impl Checker {
     /// # Panics
     /// Outside a tokio runtime: the checks run on the runtime that creates the checker.
-    pub fn new(tx: UnboundedSender<Transition>) -> Checker {
+    pub fn new(tx: UnboundedSender<Event>) -> Checker {
         Checker {
             runtime: Handle::current(),
             tx,
@@ -163,9 +180,12 @@ fn lock(verdict: &Mutex<Verdict>) -> MutexGuard<'_, Verdict> {
     verdict.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-async fn run(target: Target, verdict: Arc<Mutex<Verdict>>, tx: UnboundedSender<Transition>) {
+async fn run(target: Target, verdict: Arc<Mutex<Verdict>>, tx: UnboundedSender<Event>) {
     let check = &target.check;
-    let healthy = lock(&verdict).healthy;
+    let (healthy, mut passed) = {
+        let v = lock(&verdict);
+        (v.healthy, v.passed)
+    };
     let mut tracker = Tracker::new(healthy, check.rise, check.fall);
     // The first tick completes at once: a new backend is probed right away.
     let mut ticker = tokio::time::interval(check.interval.max(MIN_INTERVAL));
@@ -175,6 +195,17 @@ async fn run(target: Target, verdict: Arc<Mutex<Verdict>>, tx: UnboundedSender<T
     loop {
         ticker.tick().await;
         let outcome = probe::probe(target.backend, check).await;
+        if outcome.is_ok() && !passed {
+            passed = true;
+            lock(&verdict).passed = true;
+            let first = Event::Passed {
+                vip: target.vip.clone(),
+                backend: target.backend,
+            };
+            if tx.send(first).is_err() {
+                return;
+            }
+        }
         let Some(healthy) = tracker.observe(outcome.is_ok()) else {
             continue;
         };
@@ -182,6 +213,7 @@ async fn run(target: Target, verdict: Arc<Mutex<Verdict>>, tx: UnboundedSender<T
         *lock(&verdict) = Verdict {
             healthy,
             reason: Some(reason.clone()),
+            passed,
         };
         let (vip, backend) = (&target.vip, target.backend);
         if healthy {
@@ -195,7 +227,7 @@ async fn run(target: Target, verdict: Arc<Mutex<Verdict>>, tx: UnboundedSender<T
             healthy,
             reason,
         };
-        if tx.send(transition).is_err() {
+        if tx.send(Event::Transition(transition)).is_err() {
             // Nobody listens any more: the daemon is going away.
             return;
         }

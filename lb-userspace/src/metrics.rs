@@ -137,6 +137,15 @@ fn register_daemon(registry: &mut Registry, snapshot: &Snapshot) {
         );
     }
 
+    let resolves = Counter::<u64, AtomicU64>::default();
+    resolves.inc_by(snapshot.neighbour_resolves);
+    registry.register(
+        "next_hop_neighbour_resolves",
+        "Times the daemon made the kernel resolve a backend's next-hop neighbour (no entry, \
+         FAILED or STALE), so the first flow finds it cached",
+        resolves,
+    );
+
     counters(
         registry,
         "reloads",

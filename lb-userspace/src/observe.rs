@@ -38,6 +38,9 @@ pub struct Snapshot {
     pub shutting_down: bool,
     /// The conntrack walk the live-flow counts come from; `None` before the first one.
     pub conntrack: Option<ConntrackWalk>,
+    /// Next-hop neighbours the daemon asked the kernel to resolve (no entry, failed or stale)
+    /// since it started.
+    pub neighbour_resolves: u64,
 }
 
 /// The last walk of conntrack (live flows per backend are as of its end).

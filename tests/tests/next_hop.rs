@@ -13,6 +13,12 @@
 //!   capture on the backend shows every later packet arriving with the new MAC / on the new
 //!   interface, none at the old one, and every connection keeps working.
 //!
+//! - `first_flows_find_the_next_hop_resolved` (real daemon, IPv4 and IPv6 backends behind a
+//!   router namespace, the gateway's neighbour tables flushed, no traffic): the daemon makes
+//!   the kernel resolve the router itself, so within [`NEIGH_BOUND`] the gateway's entries are
+//!   usable and cached, and the very first SYN of each family leaves by the cached next hop
+//!   (`next_hop_fib` and `pass_no_neigh` stay 0).
+//!
 //! Run with `cargo test -p sluice-tests --test next_hop -- --test-threads=1`. Needs root.
 
 use std::collections::HashMap;
@@ -38,7 +44,7 @@ use sluice_tests::packet_env::{
     PacketEnv, GW0_MAC, GW1, GW1_MAC, NEIGH0_MAC, NEIGH0_V4, NEIGH1_MAC,
 };
 use sluice_tests::topology::{backend_addr4, GW_CLIENT_IFNAME};
-use sluice_tests::{require_root, tcp_echo_backend, EchoConn, NetNs, Topology, VIP4};
+use sluice_tests::{require_root, tcp_echo_backend, EchoConn, NetNs, Topology, VIP4, VIP6};
 
 const XDP_PASS: u32 = 2;
 const XDP_TX: u32 = 3;
@@ -608,5 +614,284 @@ fn packets_follow_neighbour_and_route_changes() {
             .count(),
         moved.len()
     );
+    drop(daemon);
+}
+
+/// How soon after the daemon answers its next-hop neighbours must be resolved with no traffic
+/// at all: one ARP or neighbour-solicitation round trip on a veth, plus IPv6's slower first
+/// solicitation (up to a second seen), with room for a loaded machine.
+const NEIGH_BOUND: Duration = Duration::from_secs(3);
+/// The gateway's link to the router, and the router's to the backend.
+const RTR_GW_IF: &str = "gwr";
+const GW_RTR4: &str = "198.18.200.1";
+const RTR_GW4: &str = "198.18.200.2";
+const GW_RTR6: &str = "2001:db8:c8::1";
+const RTR_GW6: &str = "2001:db8:c8::2";
+const RTR_B4: &str = "198.18.201.1";
+const B_RTR4: &str = "198.18.201.2";
+const RTR_B6: &str = "2001:db8:c9::1";
+const B_RTR6: &str = "2001:db8:c9::2";
+const ROUTED_MANAGEMENT: &str = "127.0.0.1:9042";
+
+fn routed_config(instance: &str, scratch: &Scratch) -> String {
+    format!(
+        "instance = \"{instance}\"\ninterfaces = [\"{GW_CLIENT_IFNAME}\"]\nxdp_mode = \"skb\"\n\
+         conntrack_entries = 4096\n\n[admin]\nsocket = \"{}\"\n\n\
+         [management]\naddress = \"{ROUTED_MANAGEMENT}\"\n\n[encap]\n\
+         source_v4 = \"198.19.255.0/24\"\nsource_v6 = \"2001:db8:ffff::/96\"\n\n\
+         [[vip]]\nname = \"echo4\"\naddress = \"{VIP4}:{ECHO_PORT}\"\ntable_size = 251\n\
+         [[vip.backend]]\naddress = \"{B_RTR4}\"\n\n\
+         [[vip]]\nname = \"echo6\"\naddress = \"[{VIP6}]:{ECHO_PORT}\"\ntable_size = 251\n\
+         [[vip.backend]]\naddress = \"{B_RTR6}\"\n",
+        Daemon::socket_in(scratch.path()).display()
+    )
+}
+
+/// A namespace with the settings of the topology's hosts (no DAD, no reverse-path filter).
+fn routed_host(name: &str) -> NetNs {
+    let ns = NetNs::create(name).expect("namespace");
+    for (key, value) in [
+        ("net.ipv6.conf.all.accept_dad", "0"),
+        ("net.ipv6.conf.default.accept_dad", "0"),
+        ("net.ipv4.conf.all.rp_filter", "0"),
+        ("net.ipv4.conf.default.rp_filter", "0"),
+    ] {
+        ns.sysctl(key, value).expect("sysctl");
+    }
+    ns
+}
+
+/// `a`'s `a_if` (`a4`, `a6`) to `b`'s `b_if` (`b4`, `b6`), /24 and /64, MTU 1600, both up.
+fn routed_link(
+    a: &NetNs,
+    a_if: &str,
+    (a4, a6): (&str, &str),
+    b: &NetNs,
+    b_if: &str,
+    (b4, b6): (&str, &str),
+) {
+    a.ip(&[
+        "link",
+        "add",
+        a_if,
+        "mtu",
+        "1600",
+        "type",
+        "veth",
+        "peer",
+        "name",
+        b_if,
+        "mtu",
+        "1600",
+        "netns",
+        b.name(),
+    ])
+    .expect("veth");
+    for (ns, ifname, v4, v6) in [(a, a_if, a4, a6), (b, b_if, b4, b6)] {
+        ns.ip(&["addr", "add", &format!("{v4}/24"), "dev", ifname])
+            .expect("address");
+        ns.ip(&[
+            "-6",
+            "addr",
+            "add",
+            &format!("{v6}/64"),
+            "dev",
+            ifname,
+            "nodad",
+        ])
+        .expect("address");
+        ns.ip(&["link", "set", ifname, "up"]).expect("up");
+    }
+}
+
+/// The gateway's neighbour entry for `address` on the router link: its state, or `None`.
+fn neighbour_state(gw: &NetNs, address: &str) -> Option<String> {
+    let out = gw
+        .ip(&["neigh", "show", address, "dev", RTR_GW_IF])
+        .expect("ip neigh show");
+    out.split_whitespace().last().map(str::to_owned)
+}
+
+/// Every backend's cached next hop as `sluice backends --json` shows it: address → dst MAC.
+fn cached_hops(daemon: &Daemon) -> HashMap<String, String> {
+    let rows = daemon.cli_json(&["backends"]).expect("sluice backends");
+    rows.as_array()
+        .expect("a list")
+        .iter()
+        .filter_map(|r| {
+            let mac = r.get("next_hop")?.get("dst_mac")?.as_str()?.to_owned();
+            Some((r["address"].as_str()?.to_owned(), mac))
+        })
+        .collect()
+}
+
+fn routed_counter(daemon: &Daemon, gw: &NetNs, name: &str, labels: &[(&str, &str)]) -> u64 {
+    let v = daemon
+        .metric(
+            gw,
+            ROUTED_MANAGEMENT.parse().expect("address"),
+            name,
+            labels,
+        )
+        .expect("metrics");
+    #[expect(
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        reason = "counts"
+    )]
+    let n = v as u64;
+    n
+}
+
+/// IPv4 and IPv6 backends behind a router, the gateway's neighbour tables flushed, the daemon
+/// started with no traffic at all: the daemon makes the kernel resolve the router (it used to
+/// wait for a packet to do it, and the packets it passed to the stack for that were dropped),
+/// so within [`NEIGH_BOUND`] the gateway's entries are usable and cached, and the very first
+/// SYN of each family leaves by the cached next hop: no route lookup, nothing passed.
+#[test]
+fn first_flows_find_the_next_hop_resolved() {
+    require_root();
+    let prefix = "dn";
+    let instance = format!("test-{prefix}");
+    remove_pins(&instance);
+    let topo = Topology::build(prefix, 0).expect("build topology");
+    let gw = topo.gateway();
+    let router = routed_host(&format!("{prefix}-rtr"));
+    router.sysctl("net.ipv4.ip_forward", "1").expect("sysctl");
+    router
+        .sysctl("net.ipv6.conf.all.forwarding", "1")
+        .expect("sysctl");
+    let backend = routed_host(&format!("{prefix}-b0"));
+    backend
+        .sysctl("net.ipv4.conf.all.arp_ignore", "1")
+        .expect("sysctl");
+    backend
+        .sysctl("net.ipv4.conf.all.arp_announce", "2")
+        .expect("sysctl");
+    routed_link(
+        gw,
+        RTR_GW_IF,
+        (GW_RTR4, GW_RTR6),
+        &router,
+        "eth0",
+        (RTR_GW4, RTR_GW6),
+    );
+    routed_link(
+        &router,
+        "rb0",
+        (RTR_B4, RTR_B6),
+        &backend,
+        "eth0",
+        (B_RTR4, B_RTR6),
+    );
+    for args in [
+        vec!["route", "add", "198.18.201.0/24", "via", RTR_GW4],
+        vec!["-6", "route", "add", "2001:db8:c9::/64", "via", RTR_GW6],
+    ] {
+        gw.ip(&args).expect("gateway route");
+    }
+    for args in [
+        vec!["route", "add", "default", "via", GW_RTR4],
+        vec!["-6", "route", "add", "default", "via", GW_RTR6],
+    ] {
+        router.ip(&args).expect("router route");
+    }
+    let (vip4, vip6) = (format!("{VIP4}/32"), format!("{VIP6}/128"));
+    for args in [
+        vec!["addr", "add", &vip4, "dev", "lo"],
+        vec!["-6", "addr", "add", &vip6, "dev", "lo", "nodad"],
+        vec!["route", "add", "default", "via", RTR_B4],
+        vec!["-6", "route", "add", "default", "via", RTR_B6],
+    ] {
+        backend.ip(&args).expect("backend address or route");
+    }
+    let _decap = backend
+        .exec(|| Decap::attach("eth0", XdpMode::Native, &[VIP4.into(), VIP6.into()]))
+        .and_then(|r| Ok(r?))
+        .expect("attach sluice_decap");
+    let _echo = tcp_echo_backend(&backend, "backend-0", ECHO_PORT).expect("echo backend");
+
+    // Nothing on the gateway knows the router's MAC, and no traffic will ask for it.
+    gw.ip(&["neigh", "flush", "all"]).expect("flush");
+    gw.ip(&["-6", "neigh", "flush", "all"]).expect("flush");
+    for a in [RTR_GW4, RTR_GW6] {
+        let state = neighbour_state(gw, a);
+        assert!(
+            matches!(state.as_deref(), None | Some("FAILED" | "INCOMPLETE")),
+            "flushed: {a} is {state:?}"
+        );
+    }
+    let scratch = Scratch::create(prefix).expect("scratch directory");
+    let daemon = Daemon::start(
+        gw,
+        scratch.path(),
+        &instance,
+        &routed_config(&instance, &scratch),
+    )
+    .expect("start sluice run");
+    let started = Instant::now();
+    let router_mac = mac_of(&router, "eth0");
+    let want: HashMap<String, String> = [
+        (B_RTR4.to_owned(), router_mac.clone()),
+        (B_RTR6.to_owned(), router_mac.clone()),
+    ]
+    .into();
+    let took = loop {
+        if cached_hops(&daemon) == want {
+            break started.elapsed();
+        }
+        assert!(
+            started.elapsed() < NEIGH_BOUND,
+            "no traffic, and after {NEIGH_BOUND:?} the cache has {:?} (want {want:?}); the \
+             gateway has {RTR_GW4} {:?}, {RTR_GW6} {:?}\n{}",
+            cached_hops(&daemon),
+            neighbour_state(gw, RTR_GW4),
+            neighbour_state(gw, RTR_GW6),
+            daemon.log_text()
+        );
+        thread::sleep(Duration::from_millis(20));
+    };
+    for a in [RTR_GW4, RTR_GW6] {
+        let state = neighbour_state(gw, a);
+        assert!(
+            matches!(
+                state.as_deref(),
+                Some("REACHABLE" | "STALE" | "DELAY" | "PROBE")
+            ),
+            "the gateway resolved {a}: {state:?}"
+        );
+    }
+    let resolves = routed_counter(&daemon, gw, "sluice_next_hop_neighbour_resolves_total", &[]);
+    assert!(
+        resolves >= 2,
+        "one resolution asked per family at least: {resolves}"
+    );
+
+    // The first connection of each family, and nothing before it: its SYN (and everything
+    // after) left by the cached next hop.
+    let mut v4 = EchoConn::open(topo.client(), SocketAddr::new(VIP4.into(), ECHO_PORT))
+        .unwrap_or_else(|e| panic!("first IPv4 connection: {e:#}\n{}", daemon.log_text()));
+    let mut v6 = EchoConn::open(topo.client(), SocketAddr::new(VIP6.into(), ECHO_PORT))
+        .unwrap_or_else(|e| panic!("first IPv6 connection: {e:#}\n{}", daemon.log_text()));
+    v4.exchange().expect("IPv4 exchange");
+    v6.exchange().expect("IPv6 exchange");
+    let events = |e: &str| routed_counter(&daemon, gw, "sluice_xdp_events_total", &[("event", e)]);
+    let passed_no_neigh = routed_counter(
+        &daemon,
+        gw,
+        "sluice_xdp_passes_total",
+        &[("reason", "no_neigh")],
+    );
+    let (cached, fib) = (events("next_hop_cached"), events("next_hop_fib"));
+    println!(
+        "next hops cached {took:?} after the start with no traffic; {resolves} resolutions \
+         asked; first connections: {cached} packets by the cache, {fib} by the route lookup"
+    );
+    assert_eq!(
+        (fib, passed_no_neigh),
+        (0, 0),
+        "no packet fell back to the route lookup or was passed for want of a neighbour"
+    );
+    assert!(cached >= 2, "both SYNs by the cached next hop: {cached}");
     drop(daemon);
 }

@@ -110,6 +110,19 @@ pub struct VipSummary {
     /// flow is dropped and the VIP is not ready.
     #[serde(default)]
     pub backends_taking_new_flows: usize,
+    /// Of those, the ones that make the VIP ready: unchecked, or passed a probe since the
+    /// daemon started or the backend was added (see [`makes_vip_ready`]). Readiness, `READY=1`
+    /// and the BGP announcement need one.
+    #[serde(default)]
+    pub backends_ready: usize,
+}
+
+/// Whether a backend makes its VIP ready: it takes new flows (up, weight above 0) and is
+/// unchecked or has passed a probe (`unproven` false). A checked backend starts up, so no flow
+/// is blackholed while the first probes run, but it vouches for nothing until one passes:
+/// otherwise a VIP whose only backend is dead would read ready for `fall` intervals.
+pub fn makes_vip_ready(state: BackendState, weight: u32, unproven: bool) -> bool {
+    state == BackendState::Up && weight > 0 && !unproven
 }
 
 /// One row of `sluice backends`.
@@ -125,6 +138,10 @@ pub struct BackendRow {
     pub health_reason: Option<String>,
     /// The operator drained it (`sluice drain`).
     pub drained: bool,
+    /// Checked, and no probe has passed since the daemon started or the backend was added: it
+    /// takes new flows if up, but does not make its VIP ready.
+    #[serde(default)]
+    pub unproven: bool,
     /// Conntrack entries pointing at this backend (live flows).
     pub flows: u64,
     pub packets: u64,
@@ -135,6 +152,13 @@ pub struct BackendRow {
     /// rtnetlink).
     #[serde(default)]
     pub next_hop: Option<NextHopView>,
+}
+
+impl BackendRow {
+    /// See [`makes_vip_ready`].
+    pub fn makes_vip_ready(&self) -> bool {
+        makes_vip_ready(self.state, self.weight, self.unproven)
+    }
 }
 
 /// A backend's cached next hop as `sluice backends` shows it.

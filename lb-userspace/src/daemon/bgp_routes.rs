@@ -36,7 +36,8 @@ pub fn spawn(core: &Arc<Core>, config: &Bgp) {
                 .map(|v| VipState {
                     name: v.name.clone(),
                     address: v.address.ip(),
-                    backends_taking_new_flows: v.backends_taking_new_flows,
+                    // Those that make the VIP ready, as `/health/ready` counts them.
+                    backends_taking_new_flows: v.backends_ready,
                 })
                 .collect();
             let serving = core.phase() == NodeState::Serving;

@@ -27,7 +27,7 @@ use crate::{
         tls::{server_config, Reloadable, TlsError},
         upstream::Upstream,
     },
-    health::{Checker, Target, Transition},
+    health::{Checker, Event, Target, Transition},
     shutdown::NodeState,
 };
 
@@ -108,6 +108,9 @@ pub struct Core {
     published: Mutex<Arc<Published>>,
     /// The BGP speaker, once started (never with no `[bgp]`).
     pub bgp: std::sync::OnceLock<Arc<crate::bgp::Speaker>>,
+    /// Neighbour resolutions the next-hop resolver made the kernel start (see
+    /// `dataplane::resolver`), for `/metrics`.
+    pub neighbour_resolves: AtomicU64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -188,6 +191,7 @@ impl Core {
                 shutdown,
             })),
             bgp: std::sync::OnceLock::new(),
+            neighbour_resolves: AtomicU64::new(0),
         };
         core.publish(&core.lock());
         Ok(core)
@@ -374,6 +378,28 @@ impl Core {
         written?;
         tracing::info!(vip, %backend, drained, "backend {}", if drained { "drained" } else { "undrained" });
         Ok(())
+    }
+
+    /// Applies what a health check reported.
+    pub fn health_event(&self, event: &Event) {
+        match event {
+            Event::Transition(t) => self.health_transition(t),
+            Event::Passed { vip, backend } => self.health_passed(vip, *backend),
+        }
+    }
+
+    /// A check's first passing probe: the backend now makes its VIP ready (if it takes flows).
+    fn health_passed(&self, vip: &str, backend: IpAddr) {
+        let mut inner = self.lock();
+        let Some(meta) = inner.metas.get_mut(&(vip.to_owned(), backend)) else {
+            return; // a check of a backend removed by a reload a moment ago
+        };
+        if meta.passed || !meta.checked {
+            return;
+        }
+        meta.passed = true;
+        tracing::debug!(vip, %backend, "first health probe passed");
+        self.publish(&inner);
     }
 
     pub fn health_transition(&self, t: &Transition) {

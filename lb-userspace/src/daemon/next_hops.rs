@@ -1,6 +1,8 @@
 //! Keeps the kernel's next-hop cache current: every backend's route and neighbour, resolved
 //! over rtnetlink (see `dataplane::resolver`) on every route, neighbour, link or address event,
-//! on every change of the backend set, and at least every [`RECHECK`].
+//! on every change of the backend set, and at least every [`RECHECK`]. Each of those passes
+//! also makes the kernel resolve a next hop whose neighbour is missing, failed or stale, so the
+//! first flow to a backend finds it cached rather than passed to a stack that drops it.
 //!
 //! Runs on a thread of its own (the netlink calls block); it takes the daemon's lock only to
 //! read the backend addresses and to write what changed, so a reload never interleaves with a
@@ -63,7 +65,10 @@ fn run(core: &Core) {
         }
         if dirty || last_pass.elapsed() >= RECHECK {
             last_pass = Instant::now();
-            match resolver.resolve(&addresses, sources) {
+            let resolved = resolver.resolve(&addresses, sources);
+            core.neighbour_resolves
+                .store(resolver.triggered(), std::sync::atomic::Ordering::Relaxed);
+            match resolved {
                 Ok(found) => {
                     let written = core.lock().dp.set_next_hops(&found);
                     match written {

@@ -12,6 +12,8 @@ pub struct BackendMeta {
     /// The last health verdict (true when unchecked).
     pub healthy: bool,
     pub checked: bool,
+    /// A probe passed since the daemon started or the backend was added (or its check).
+    pub passed: bool,
     pub reason: Option<String>,
     pub to_healthy: u64,
     pub to_unhealthy: u64,
@@ -23,6 +25,7 @@ impl BackendMeta {
             drained: false,
             healthy: true,
             checked,
+            passed: false,
             reason: None,
             to_healthy: 0,
             to_unhealthy: 0,
@@ -39,6 +42,11 @@ impl BackendMeta {
         } else {
             BackendState::Down
         }
+    }
+
+    /// Checked and no probe passed yet: up, but it does not make its VIP ready.
+    pub fn unproven(&self) -> bool {
+        self.checked && !self.passed
     }
 
     pub fn health(&self) -> Health {
@@ -66,5 +74,22 @@ mod tests {
         assert_eq!(m.kernel_state(), BackendState::Draining);
         m.healthy = true;
         assert_eq!(m.kernel_state(), BackendState::Draining);
+    }
+
+    #[test]
+    fn a_checked_backend_is_unproven_until_a_probe_passes() {
+        let mut m = BackendMeta::new(true);
+        assert_eq!(
+            m.kernel_state(),
+            BackendState::Up,
+            "takes flows from the start"
+        );
+        assert!(m.unproven());
+        m.passed = true;
+        assert!(!m.unproven());
+        assert!(
+            !BackendMeta::new(false).unproven(),
+            "unchecked: nothing to prove"
+        );
     }
 }

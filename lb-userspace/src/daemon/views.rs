@@ -11,9 +11,9 @@ use super::{
 use crate::{
     admin::{
         protocol::{
-            BackendRow, BackendState, BgpAction, CounterKind, FlowQuery, FlowRow, Health,
-            NamedCounter, NextHopView, ProxyRow, ReloadOutcome, Request, Response, Stats, Status,
-            TrafficRow, VipSummary,
+            makes_vip_ready, BackendRow, BackendState, BgpAction, CounterKind, FlowQuery, FlowRow,
+            Health, NamedCounter, NextHopView, ProxyRow, ReloadOutcome, Request, Response, Stats,
+            Status, TrafficRow, VipSummary,
         },
         server::Handler,
     },
@@ -39,9 +39,10 @@ impl Core {
     /// `status` (from `status_of`) with the fields read at answer time: `phase`, readiness,
     /// uptime and the reload counters.
     fn with_live_fields(&self, mut status: Status, phase: NodeState) -> Status {
-        // A VIP whose every backend is down, drained or weighted 0 drops every new flow.
-        status.ready = phase == NodeState::Serving
-            && status.vips.iter().all(|v| v.backends_taking_new_flows > 0);
+        // A VIP whose every backend is down, drained or weighted 0 drops every new flow; one
+        // whose only such backends are checked and never passed a probe may be dead.
+        status.ready =
+            phase == NodeState::Serving && status.vips.iter().all(|v| v.backends_ready > 0);
         status.phase = phase;
         status.bgp = self.bgp.get().map(|s| s.status());
         status.uptime_secs = self.uptime().as_secs();
@@ -107,6 +108,18 @@ impl Core {
                     .iter()
                     .filter(|b| b.weight > 0 && state(&v.name, b.address) == Some(BackendState::Up))
                     .count(),
+                backends_ready: v
+                    .backends
+                    .iter()
+                    .filter(|b| {
+                        let unproven = inner
+                            .metas
+                            .get(&(v.name.clone(), b.address))
+                            .is_some_and(super::state::BackendMeta::unproven);
+                        state(&v.name, b.address)
+                            .is_some_and(|s| makes_vip_ready(s, b.weight, unproven))
+                    })
+                    .count(),
             })
             .collect();
         Status {
@@ -158,6 +171,7 @@ impl Core {
                     health: meta.map_or(Health::Unchecked, super::state::BackendMeta::health),
                     health_reason: meta.and_then(|m| m.reason.clone()),
                     drained: meta.is_some_and(|m| m.drained),
+                    unproven: meta.is_some_and(super::state::BackendMeta::unproven),
                     flows: counts.get(&b.id).copied().unwrap_or(0),
                     state: BackendState::from_code(b.state),
                     vip: b.vip,
@@ -407,6 +421,7 @@ impl Observe for Core {
             maps_written: true,
             attached: true,
             conntrack,
+            neighbour_resolves: self.neighbour_resolves.load(Ordering::Relaxed),
         })
     }
 
@@ -426,6 +441,7 @@ impl Observe for Core {
             maps_written: true,
             attached: true,
             conntrack: None,
+            neighbour_resolves: 0,
         })
     }
 }

@@ -9,7 +9,18 @@
 //! is usable (`REACHABLE`, `STALE`, `DELAY`, `PROBE`, `PERMANENT`, `NOARP`). Anything else
 //! (no route, multipath, `INCOMPLETE`/`FAILED` neighbour, no entry yet) is `None`, and the
 //! kernel keeps looking the route up per packet, passing packets to the stack while the
-//! neighbour is unresolved, which makes the kernel resolve it.
+//! neighbour is unresolved.
+//!
+//! Passing is not enough to get the neighbour resolved: the stack does not forward VIP traffic,
+//! so nothing would ever ask for that address (the first flows of a fresh gateway failed until
+//! something else, a ping, resolved it). So the resolver asks the kernel itself: a next hop
+//! with no entry, or a `NONE`/`FAILED`/`STALE` one, gets an `RTM_NEWNEIGH` with `NTF_USE` (what
+//! `ip neigh replace ... use` sends), the kernel's "a packet wants this neighbour" trigger. It
+//! creates a missing entry and sends the ARP request / neighbour solicitation; a `STALE` entry
+//! (which XDP traffic never confirms: the kernel does not see those packets) goes through
+//! `DELAY`/`PROBE` back to `REACHABLE` instead of aging out. The answer arrives as a neighbour
+//! event, which makes the caller resolve again. `INCOMPLETE` is left alone: the kernel is
+//! resolving it already (a trigger would do nothing), and it ends `REACHABLE` or `FAILED`.
 
 use std::{
     collections::HashMap,
@@ -19,11 +30,14 @@ use std::{
 };
 
 use netlink_packet_core::{
-    NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_DUMP, NLM_F_MULTIPART, NLM_F_REQUEST,
+    NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP,
+    NLM_F_MULTIPART, NLM_F_REPLACE, NLM_F_REQUEST,
 };
 use netlink_packet_route::{
     link::{LinkAttribute, LinkFlags, LinkLayerType, LinkMessage},
-    neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourMessage, NeighbourState},
+    neighbour::{
+        NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState,
+    },
     route::{RouteAddress, RouteAttribute, RouteMessage, RouteMetric, RouteType},
     AddressFamily, RouteNetlinkMessage,
 };
@@ -64,6 +78,16 @@ pub struct Resolver {
     /// Sources the kernel refused in a route request (an IPv4 source that is not a local
     /// address is refused): asked without them from then on.
     refused_sources: Sources,
+    /// Neighbour resolutions this resolver made the kernel start (`NTF_USE` requests it
+    /// acknowledged), since it was created.
+    triggered: u64,
+}
+
+/// One neighbour entry: its state and link-layer address, if it has one.
+#[derive(Debug, Clone, Copy)]
+struct Neighbour {
+    state: NeighbourState,
+    mac: Option<[u8; 6]>,
 }
 
 /// A link's own data, from one dump.
@@ -86,10 +110,17 @@ impl Resolver {
             seq: 0,
             buf: vec![0; 1 << 16],
             refused_sources: Sources::default(),
+            triggered: 0,
         })
     }
 
-    /// The next hop of every address in `backends` (`None`: not usable from XDP now).
+    /// Neighbour resolutions started so far (see the module's documentation).
+    pub fn triggered(&self) -> u64 {
+        self.triggered
+    }
+
+    /// The next hop of every address in `backends` (`None`: not usable from XDP now). A next
+    /// hop whose neighbour is not resolved (or is `STALE`) is handed to the kernel to resolve.
     pub fn resolve(
         &mut self,
         backends: &[IpAddr],
@@ -98,11 +129,17 @@ impl Resolver {
         let links = self.links()?;
         let neighbours = self.neighbours()?;
         let mut out = HashMap::with_capacity(backends.len());
+        let mut to_resolve: Vec<(u32, IpAddr)> = Vec::new();
         for &backend in backends {
             let hop = self.route(backend, sources)?.and_then(|(oif, via, mtu)| {
                 let link = links.get(&oif).filter(|l| l.usable)?;
+                let neighbour = neighbours.get(&(oif, via));
+                if neighbour.is_none_or(|n| needs_use(n.state)) && !to_resolve.contains(&(oif, via))
+                {
+                    to_resolve.push((oif, via));
+                }
                 let src_mac = link.mac?;
-                let dst_mac = *neighbours.get(&(oif, via))?;
+                let dst_mac = neighbour.filter(|n| usable(n.state))?.mac?;
                 let mtu = match mtu {
                     Some(m) if m > 0 => m.min(link.mtu),
                     _ => link.mtu,
@@ -116,7 +153,42 @@ impl Resolver {
             });
             out.insert(backend, hop);
         }
+        for (ifindex, address) in to_resolve {
+            match self.use_neighbour(ifindex, address) {
+                Ok(()) => self.triggered += 1,
+                // Refused for this one next hop (e.g. the link went away meanwhile): the next
+                // event or re-check tries again; the other next hops are not held up.
+                Err(ResolveError::Kernel { error, .. }) => {
+                    tracing::debug!(%address, ifindex, %error, "the kernel refused to resolve a next hop");
+                }
+                Err(e) => return Err(e),
+            }
+        }
         Ok(out)
+    }
+
+    /// Makes the kernel resolve `address` on `ifindex` now (`NTF_USE`), creating the entry if
+    /// there is none. The state is `NONE`, not the `PERMANENT` `ip neigh` sends by default: a
+    /// new entry stays an ordinary one the kernel may age out.
+    fn use_neighbour(&mut self, ifindex: u32, address: IpAddr) -> Result<(), ResolveError> {
+        let mut msg = NeighbourMessage::default();
+        msg.header.family = match address {
+            IpAddr::V4(_) => AddressFamily::Inet,
+            IpAddr::V6(_) => AddressFamily::Inet6,
+        };
+        msg.header.ifindex = ifindex;
+        msg.header.state = NeighbourState::None;
+        msg.header.flags = NeighbourFlags::Use;
+        msg.attributes
+            .push(NeighbourAttribute::Destination(NeighbourAddress::from(
+                address,
+            )));
+        self.request(
+            RouteNetlinkMessage::NewNeighbour(msg),
+            NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE,
+            "a neighbour resolution (NTF_USE)",
+        )?;
+        Ok(())
     }
 
     /// `(egress ifindex, next-hop address, route MTU)` for `dst`, or `None` when the kernel
@@ -245,8 +317,8 @@ impl Resolver {
         Ok(out)
     }
 
-    /// Usable link-layer addresses of every neighbour entry, by `(ifindex, address)`.
-    fn neighbours(&mut self) -> Result<HashMap<(u32, IpAddr), [u8; 6]>, ResolveError> {
+    /// Every neighbour entry's state and link-layer address, by `(ifindex, address)`.
+    fn neighbours(&mut self) -> Result<HashMap<(u32, IpAddr), Neighbour>, ResolveError> {
         let answers = self.request(
             RouteNetlinkMessage::GetNeighbour(NeighbourMessage::default()),
             NLM_F_REQUEST | NLM_F_DUMP,
@@ -257,9 +329,6 @@ impl Resolver {
             let RouteNetlinkMessage::NewNeighbour(n) = m else {
                 continue;
             };
-            if !usable(n.header.state) {
-                continue;
-            }
             let mut dst = None;
             let mut mac = None;
             for a in &n.attributes {
@@ -276,8 +345,9 @@ impl Resolver {
                     _ => {}
                 }
             }
-            if let (Some(dst), Some(mac)) = (dst, mac) {
-                out.insert((n.header.ifindex, dst), mac);
+            if let Some(dst) = dst {
+                let state = n.header.state;
+                out.insert((n.header.ifindex, dst), Neighbour { state, mac });
             }
         }
         Ok(out)
@@ -359,6 +429,16 @@ fn usable(state: NeighbourState) -> bool {
             | NeighbourState::Probe
             | NeighbourState::Permanent
             | NeighbourState::Noarp
+    )
+}
+
+/// States the resolver asks the kernel to resolve: no usable address (`NONE`, `FAILED`), or
+/// `STALE`, which nothing else would confirm (the packets XDP sends never reach the kernel's
+/// neighbour code) and which the kernel may drop. Not `INCOMPLETE` (being resolved already).
+fn needs_use(state: NeighbourState) -> bool {
+    matches!(
+        state,
+        NeighbourState::None | NeighbourState::Failed | NeighbourState::Stale
     )
 }
 

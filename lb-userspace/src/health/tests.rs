@@ -9,7 +9,7 @@ use tokio::sync::mpsc::{self, error::TryRecvError, UnboundedReceiver};
 use tokio::task::JoinHandle;
 
 use super::probe::probe;
-use super::{Checker, Target, Tracker, Transition};
+use super::{Checker, Event, Target, Tracker, Transition};
 use crate::config::{CheckKind, HealthCheck};
 
 /// Bound on every wait: generous, so a loaded CI machine does not flake; tests finish long
@@ -46,11 +46,32 @@ fn target(check: HealthCheck) -> Target {
     }
 }
 
-async fn next(rx: &mut UnboundedReceiver<Transition>) -> Transition {
+/// The next transition; first-pass events before it are skipped.
+async fn next(rx: &mut UnboundedReceiver<Event>) -> Transition {
+    loop {
+        let event = tokio::time::timeout(PATIENCE, rx.recv())
+            .await
+            .expect("a transition in time")
+            .expect("checker alive");
+        if let Event::Transition(t) = event {
+            return t;
+        }
+    }
+}
+
+/// The next event, whatever it is.
+async fn next_event(rx: &mut UnboundedReceiver<Event>) -> Event {
     tokio::time::timeout(PATIENCE, rx.recv())
         .await
-        .expect("a transition in time")
+        .expect("an event in time")
         .expect("checker alive")
+}
+
+fn passed() -> Event {
+    Event::Passed {
+        vip: "web".into(),
+        backend: LOCALHOST,
+    }
 }
 
 /// Accepts (and drops) connections on `listener`, counting them, until aborted.
@@ -66,7 +87,7 @@ fn accept_forever(listener: TcpListener, accepted: Arc<AtomicUsize>) -> JoinHand
 
 /// Stops `task` and waits until its listener is closed (the task's future is dropped).
 /// A checker and the receiver of its transitions.
-fn checker() -> (Checker, UnboundedReceiver<Transition>) {
+fn checker() -> (Checker, UnboundedReceiver<Event>) {
     let (tx, rx) = mpsc::unbounded_channel();
     (Checker::new(tx), rx)
 }
@@ -167,6 +188,7 @@ async fn tcp_open_port_stays_healthy() {
     tokio::time::timeout(PATIENCE, probed)
         .await
         .expect("5 probes");
+    assert_eq!(rx.try_recv(), Ok(passed()), "the first pass, once");
     assert_eq!(rx.try_recv(), Err(TryRecvError::Empty), "no transition");
     assert_eq!(
         checker.states(),
@@ -290,5 +312,57 @@ async fn a_changed_check_restarts_with_the_current_health() {
     let listener = TcpListener::bind((LOCALHOST, port)).await.unwrap();
     let server = accept_forever(listener, Arc::default());
     assert!(next(&mut rx).await.healthy);
+    stop(server).await;
+}
+
+/// A checked backend starts healthy but has proven nothing: the first probe that passes is
+/// reported (once), and a dead one never reports it, only its fall.
+#[tokio::test]
+async fn the_first_passing_probe_is_reported_once_and_a_dead_backend_never_passes() {
+    let (port, accepted, server) = counting_server().await;
+    let (mut checker, mut rx) = checker();
+    checker.update(vec![target(check(CheckKind::Tcp, port, 2, 2))]);
+    assert_eq!(next_event(&mut rx).await, passed());
+    let probed = async {
+        while accepted.load(Ordering::SeqCst) < 4 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    tokio::time::timeout(PATIENCE, probed)
+        .await
+        .expect("4 probes");
+    assert_eq!(rx.try_recv(), Err(TryRecvError::Empty), "reported once");
+    stop(server).await;
+
+    let dead = closed_port().await;
+    let (mut checker, mut rx) = checker();
+    checker.update(vec![target(check(CheckKind::Tcp, dead, 2, 3))]);
+    match next_event(&mut rx).await {
+        Event::Transition(t) => assert!(!t.healthy, "{t:?}"),
+        other @ Event::Passed { .. } => panic!("a closed port passed: {other:?}"),
+    }
+}
+
+/// A changed check restarts with the state of the old one, including that it passed: the
+/// new task does not report a first pass again.
+#[tokio::test]
+async fn a_restarted_check_does_not_report_its_first_pass_again() {
+    let (port, accepted, server) = counting_server().await;
+    let (mut checker, mut rx) = checker();
+    let mut t = target(check(CheckKind::Tcp, port, 2, 2));
+    checker.update(vec![t.clone()]);
+    assert_eq!(next_event(&mut rx).await, passed());
+    t.check.rise = 3;
+    checker.update(vec![t]);
+    let before = accepted.load(Ordering::SeqCst);
+    let probed = async {
+        while accepted.load(Ordering::SeqCst) < before + 3 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    tokio::time::timeout(PATIENCE, probed)
+        .await
+        .expect("3 probes of the new check");
+    assert_eq!(rx.try_recv(), Err(TryRecvError::Empty));
     stop(server).await;
 }

@@ -114,22 +114,24 @@ fn ready(s: &Snapshot) -> Vec<Check> {
     for vip in &s.status.vips {
         // The kernel map's state, not the health verdict: a drained but healthy backend serves
         // no new flows, so it does not make the VIP ready; nor does one weighted 0, which has
-        // no slot in the table.
+        // no slot in the table; nor a checked one that has not passed a probe yet (it takes new
+        // flows, so none is blackholed while the first probes run, but it may be dead).
         let rows = s.backends.iter().filter(|b| b.vip == vip.name);
-        let (up, taking, total) = rows.fold((0usize, 0usize, 0usize), |(up, taking, total), b| {
+        let (mut up, mut taking, mut ready, mut total) = (0usize, 0usize, 0usize, 0usize);
+        for b in rows {
             let is_up = b.state == BackendState::Up;
-            (
-                up + usize::from(is_up),
-                taking + usize::from(is_up && b.weight > 0),
-                total + 1,
-            )
-        });
+            up += usize::from(is_up);
+            taking += usize::from(is_up && b.weight > 0);
+            ready += usize::from(b.makes_vip_ready());
+            total += 1;
+        }
         let data = json!({
             "backends_up": up,
             "backends_taking_new_flows": taking,
+            "backends_ready": ready,
             "backends_total": total,
         });
-        checks.push(Check::new(format!("vip {}", vip.name), taking > 0, data));
+        checks.push(Check::new(format!("vip {}", vip.name), ready > 0, data));
     }
     let data = json!({ "phase": s.status.phase.name() });
     checks.push(Check::new("shutdown", !s.shutting_down, data));

@@ -97,6 +97,40 @@ fn ready_has_one_check_per_vip() {
     assert_eq!(check(&body, "shutdown")["status"], "DOWN");
 }
 
+/// A checked backend is up from the start (no flow is blackholed while the first probes
+/// run) but makes its VIP ready only once a probe passed; an unchecked one needs none.
+#[test]
+fn a_vip_whose_only_taking_backend_has_passed_no_probe_is_not_ready() {
+    let source = healthy();
+    source.edit(|s| s.status.vips.retain(|v| v.name == "web"));
+    let (status, body) = get_json("/health/ready", &source);
+    assert_eq!(status, StatusCode::OK, "unchecked: ready at once: {body}");
+    assert_eq!(check(&body, "vip web")["data"]["backends_ready"], 1);
+    source.edit(|s| {
+        for b in s.backends.iter_mut().filter(|b| b.vip == "web") {
+            b.unproven = true;
+        }
+    });
+    let (status, body) = get_json("/health/ready", &source);
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    let web = check(&body, "vip web");
+    assert_eq!(web["status"], "DOWN", "{body}");
+    assert_eq!(
+        web["data"]["backends_taking_new_flows"], 1,
+        "it still takes flows"
+    );
+    assert_eq!(web["data"]["backends_ready"], 0);
+    assert!(!super::ready(&source), "sd_notify's READY=1 waits too");
+    // Its first probe passed.
+    source.edit(|s| {
+        for b in s.backends.iter_mut().filter(|b| b.vip == "web") {
+            b.unproven = false;
+        }
+    });
+    assert_eq!(get_json("/health/ready", &source).0, StatusCode::OK);
+    assert!(super::ready(&source));
+}
+
 #[test]
 fn a_vip_whose_up_backends_all_weigh_zero_is_not_ready() {
     let source = healthy();

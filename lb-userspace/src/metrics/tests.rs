@@ -25,6 +25,7 @@ fn backend(vip: &str, address: &str, state: &str, flows: u64, packets: u64) -> B
         health: Health::Healthy,
         health_reason: None,
         drained: state == "draining",
+        unproven: false,
         flows,
         packets,
         bytes: packets * 100,
@@ -50,6 +51,7 @@ pub(crate) fn snapshot() -> Snapshot {
         backends_up: up,
         backends_total: total,
         backends_taking_new_flows: up,
+        backends_ready: up,
     };
     let traffic = |vip: &str, packets| TrafficRow {
         vip: vip.into(),
@@ -129,6 +131,7 @@ pub(crate) fn snapshot() -> Snapshot {
             took_seconds: 0.25,
             age_seconds: 3.5,
         }),
+        neighbour_resolves: 4,
     }
 }
 
@@ -222,6 +225,16 @@ fn value(scrape: &Scrape, name: &str, labels: &[(&str, &str)]) -> f64 {
         .collect();
     assert_eq!(matching.len(), 1, "{name}{labels:?}: {matching:?}");
     matching[0]
+}
+
+#[test]
+#[allow(clippy::float_cmp)] // a small integer, exact in f64
+fn encode_counts_the_neighbour_resolutions() {
+    let s = parse(&encode(&snapshot()).unwrap());
+    assert_eq!(
+        value(&s, "sluice_next_hop_neighbour_resolves_total", &[]),
+        4.0
+    );
 }
 
 #[test]

@@ -11,6 +11,7 @@ fn backend(address: &str, state: &str, health: &str, reason: Option<&str>) -> Ba
         health: from_name(health),
         health_reason: reason.map(Into::into),
         drained: false,
+        unproven: false,
         flows: 0,
         packets: 0,
         bytes: 0,
@@ -39,6 +40,7 @@ fn backends_table() {
         },
         BackendRow {
             drained: true,
+            unproven: false,
             flows: 17,
             packets: 1_200,
             bytes: 1_258_291,
@@ -92,6 +94,7 @@ fn status_summary() {
                 protocol: "tcp".into(),
                 backends_up: 2,
                 backends_taking_new_flows: 1,
+                backends_ready: 1,
                 backends_total: 3,
             },
             VipSummary {
@@ -100,6 +103,7 @@ fn status_summary() {
                 protocol: "udp".into(),
                 backends_up: 4,
                 backends_taking_new_flows: 4,
+                backends_ready: 4,
                 backends_total: 4,
             },
         ],
