@@ -55,13 +55,13 @@ fn config(instance: &str, scratch: &Scratch, keep_dataplane: bool, fall: u32) ->
 
 /// One answer of `/health/ready`: the status code and the `vip web` check's data.
 #[derive(Debug)]
-struct Ready {
+struct VipAnswer {
     code: u16,
-    taking_new_flows: u64,
-    ready_backends: u64,
+    backends_taking_new_flows: u64,
+    backends_ready: u64,
 }
 
-fn ready(daemon: &Daemon, topo: &Topology) -> Ready {
+fn ready(daemon: &Daemon, topo: &Topology) -> VipAnswer {
     let (code, body) = daemon
         .management_get(
             topo.gateway(),
@@ -78,12 +78,12 @@ fn ready(daemon: &Daemon, topo: &Topology) -> Ready {
         .find(|c| c["name"] == "vip web")
         .cloned()
         .unwrap_or_else(|| panic!("no vip web check: {body}"));
-    Ready {
+    VipAnswer {
         code,
-        taking_new_flows: web["data"]["backends_taking_new_flows"]
+        backends_taking_new_flows: web["data"]["backends_taking_new_flows"]
             .as_u64()
             .expect("a count"),
-        ready_backends: web["data"]["backends_ready"].as_u64().unwrap_or(0),
+        backends_ready: web["data"]["backends_ready"].as_u64().unwrap_or(0),
     }
 }
 
@@ -93,7 +93,7 @@ fn row(daemon: &Daemon) -> serde_json::Value {
 }
 
 /// Every `/health/ready` answer for `how_long`, one every 50 ms.
-fn answers(daemon: &Daemon, topo: &Topology, how_long: Duration) -> Vec<Ready> {
+fn answers(daemon: &Daemon, topo: &Topology, how_long: Duration) -> Vec<VipAnswer> {
     let start = Instant::now();
     let mut out = Vec::new();
     while start.elapsed() < how_long {
@@ -122,20 +122,20 @@ fn dead_checked_backend_never_makes_the_vip_ready() {
     let seen = answers(&daemon, &topo, INTERVAL * (FALL + 2));
     let first = &seen[0];
     assert_eq!(
-        (first.code, first.ready_backends),
+        (first.code, first.backends_ready),
         (503, 0),
         "the first answer: {first:?}\n{}",
         daemon.log_text()
     );
     assert!(
-        seen.iter().all(|r| r.code == 503 && r.ready_backends == 0),
+        seen.iter().all(|r| r.code == 503 && r.backends_ready == 0),
         "every answer 503: {:?}",
         seen.iter().filter(|r| r.code != 503).collect::<Vec<_>>()
     );
     // It was 503 while the backend still took new flows (it starts up: nothing blackholed
     // while the first probes run), and after the fall it is down.
     assert!(
-        seen.iter().any(|r| r.taking_new_flows == 1),
+        seen.iter().any(|r| r.backends_taking_new_flows == 1),
         "the backend took new flows before its fall: {seen:?}"
     );
     let row = row(&daemon);
@@ -165,7 +165,11 @@ fn ready_once_the_first_probe_passes_also_after_a_restart_with_kept_pins() {
     // 1. The check port closed: up and taking new flows, but 503.
     let first = ready(&daemon, &topo);
     assert_eq!(
-        (first.code, first.taking_new_flows, first.ready_backends),
+        (
+            first.code,
+            first.backends_taking_new_flows,
+            first.backends_ready
+        ),
         (503, 1, 0),
         "{first:?}\n{}",
         daemon.log_text()
@@ -185,7 +189,7 @@ fn ready_once_the_first_probe_passes_also_after_a_restart_with_kept_pins() {
         if r.code == 200 {
             break r;
         }
-        assert_eq!(r.ready_backends, 0, "{r:?}");
+        assert_eq!(r.backends_ready, 0, "{r:?}");
         assert!(
             opened.elapsed() < PATIENCE,
             "not ready {:?} after the port opened: {r:?}\n{}",
@@ -194,7 +198,10 @@ fn ready_once_the_first_probe_passes_also_after_a_restart_with_kept_pins() {
         );
         thread::sleep(Duration::from_millis(50));
     };
-    assert_eq!((seen.taking_new_flows, seen.ready_backends), (1, 1));
+    assert_eq!(
+        (seen.backends_taking_new_flows, seen.backends_ready),
+        (1, 1)
+    );
     let row_now = row(&daemon);
     assert_eq!(
         (&row_now["state"], &row_now["health"], &row_now["unproven"]),
@@ -231,13 +238,13 @@ fn ready_once_the_first_probe_passes_also_after_a_restart_with_kept_pins() {
     assert_eq!(status["adopted"], true, "the pins were kept: {status}");
     let seen = answers(&daemon, &topo, INTERVAL * 2);
     assert!(
-        seen.iter().all(|r| r.code == 503 && r.ready_backends == 0),
+        seen.iter().all(|r| r.code == 503 && r.backends_ready == 0),
         "every answer 503 after the restart: {:?}\n{}",
         seen.iter().filter(|r| r.code != 503).collect::<Vec<_>>(),
         daemon.log_text()
     );
     assert!(
-        seen[0].taking_new_flows == 1,
+        seen[0].backends_taking_new_flows == 1,
         "adopted up, it takes new flows until its fall: {:?}",
         seen[0]
     );

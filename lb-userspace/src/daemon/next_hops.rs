@@ -65,10 +65,10 @@ fn run(core: &Core) {
         }
         if dirty || last_pass.elapsed() >= RECHECK {
             last_pass = Instant::now();
-            let resolved = resolver.resolve(&addresses, sources);
+            let answer = resolver.resolve(&addresses, sources);
             core.neighbour_resolves
                 .store(resolver.triggered(), std::sync::atomic::Ordering::Relaxed);
-            match resolved {
+            match answer {
                 Ok(found) => {
                     let written = core.lock().dp.set_next_hops(&found);
                     match written {

@@ -6,6 +6,10 @@ use std::{collections::HashMap, net::IpAddr};
 use crate::admin::protocol::{BackendState, Health};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[expect(
+    clippy::struct_excessive_bools,
+    reason = "independent facts set by different parties (the operator, the checks, the config)"
+)]
 pub struct BackendMeta {
     /// `sluice drain` was asked and not undone.
     pub drained: bool,

@@ -334,9 +334,10 @@ async fn the_first_passing_probe_is_reported_once_and_a_dead_backend_never_passe
     assert_eq!(rx.try_recv(), Err(TryRecvError::Empty), "reported once");
     stop(server).await;
 
+    drop(checker);
     let dead = closed_port().await;
-    let (mut checker, mut rx) = checker();
-    checker.update(vec![target(check(CheckKind::Tcp, dead, 2, 3))]);
+    let (mut dead_checker, mut rx) = self::checker();
+    dead_checker.update(vec![target(check(CheckKind::Tcp, dead, 2, 3))]);
     match next_event(&mut rx).await {
         Event::Transition(t) => assert!(!t.healthy, "{t:?}"),
         other @ Event::Passed { .. } => panic!("a closed port passed: {other:?}"),
