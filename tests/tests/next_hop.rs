@@ -463,8 +463,8 @@ fn packets_follow_neighbour_and_route_changes() {
     let mut conns: Vec<EchoConn> = (0..3)
         .map(|_| EchoConn::open(topo.client(), vip).expect("echo connection"))
         .collect();
-    // The first packets found no neighbour (the kernel resolved it): the cache fills from the
-    // event that followed.
+    // The daemon had the kernel resolve the backend at start (or the first packets did): the
+    // cache fills from the neighbour event that followed.
     let start = Instant::now();
     assert!(
         wait_for(&daemon, &("gwb0".into(), old_mac.clone()), start, 3 * BOUND).is_some(),
