@@ -41,10 +41,7 @@ fn defaults() -> Config {
 
 /// The longest graceful stop of `config`: the BGP steps, then `delay + timeout`.
 fn stop_budget(config: &Config) -> Duration {
-    let bgp = config
-        .bgp
-        .as_ref()
-        .map_or(Duration::ZERO, Bgp::stop_wait);
+    let bgp = config.bgp.as_ref().map_or(Duration::ZERO, Bgp::stop_wait);
     bgp + config.shutdown.delay + config.shutdown.timeout
 }
 
