@@ -260,7 +260,8 @@ fn start_edges(core: &Arc<Core>, prepared: Vec<PreparedEdge>) -> Vec<Edge> {
                 &e.routes,
                 |name| stats.route(name),
                 |name| stats.affinity(name),
-            ),
+            )
+            .auth_counted(|name| stats.auth(name)),
             pool: Arc::clone(&inner.pools[&e.pool]),
             upstream,
             proxy_protocol: e.proxy_protocol,

@@ -11,6 +11,7 @@ pub mod backend_head;
 pub mod body_guard;
 pub mod client_cert;
 pub mod client_timeouts;
+pub mod forward_auth;
 pub mod forwarded;
 pub mod graceful;
 pub mod managed;

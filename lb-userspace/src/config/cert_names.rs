@@ -192,7 +192,7 @@ fn headers(
 }
 
 /// Headers sluice sets or removes itself, and why.
-fn reserved() -> Vec<(HeaderName, String)> {
+pub(super) fn reserved() -> Vec<(HeaderName, String)> {
     let mut out = vec![
         (header::HOST, "the Host header".to_owned()),
         (

@@ -176,6 +176,31 @@ pub struct Route {
     pub location: Option<Spanned<String>>,
     /// `proxy` only: which backend a client session stays on (see `Affinity`).
     pub affinity: Option<Spanned<Affinity>>,
+    /// `proxy` only: ask this auth service first (see `ForwardAuth`).
+    pub auth: Option<Spanned<ForwardAuth>>,
+}
+
+/// A proxy route's `auth = { url = ..., ... }`: forward authentication, oauth2-proxy's
+/// `/oauth2/auth` contract (as nginx `auth_request` and Traefik `forwardAuth` use it).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ForwardAuth {
+    /// The auth endpoint, `http://host[:port]/path`, e.g. `http://127.0.0.1:4180/oauth2/auth`.
+    pub url: Spanned<String>,
+    /// Where a 401 sends the client (`rd=` is appended), e.g. `/oauth2/start`. Needed with
+    /// `on_unauthorized = "redirect"`.
+    pub signin_url: Option<Spanned<String>>,
+    /// `redirect` (default: a 302 to `signin_url`) or `pass` (the client gets the 401).
+    pub on_unauthorized: Option<Spanned<String>>,
+    /// How long the auth service may take to answer (connect included; at least 1ms).
+    /// Default 5s.
+    pub timeout: Option<Spanned<String>>,
+    /// Headers of the auth service's 2xx copied onto the request. Default oauth2-proxy's
+    /// `X-Auth-Request-User`, `-Email`, `-Groups`, `-Preferred-Username`, `-Access-Token` and
+    /// `Authorization`.
+    pub response_headers: Option<Spanned<Vec<Spanned<String>>>>,
+    /// Pass the auth service's `Set-Cookie` on to the client. Default false.
+    pub pass_set_cookie: Option<Spanned<bool>>,
 }
 
 /// A proxy route's `affinity = { mode = ..., ... }`.

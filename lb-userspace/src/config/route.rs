@@ -10,8 +10,11 @@
 //! - A route that an earlier one always takes first can never match, and is refused.
 
 mod action;
+pub mod auth;
 
 use toml::Spanned;
+
+pub use auth::ForwardAuth;
 
 use super::{
     affinity::Affinity,
@@ -74,6 +77,8 @@ pub enum Action {
         /// Which backend a client session stays on; `None`: the pool's choice by client
         /// address.
         affinity: Option<Affinity>,
+        /// Forward authentication before proxying; `None`: none.
+        auth: Option<ForwardAuth>,
     },
     /// sluice answers with this status (403 or 404); the backend never sees the request.
     Status(u16),
@@ -122,6 +127,7 @@ impl Preset {
                         strip_prefix: false,
                         add_prefix: None,
                         affinity: None,
+                        auth: None,
                     },
                 })
             })
@@ -178,6 +184,7 @@ pub(super) fn routes(
                 strip_prefix: true,
                 add_prefix: None,
                 affinity: None,
+                auth: None,
             },
         }]);
     }
@@ -190,6 +197,7 @@ pub(super) fn routes(
                 strip_prefix: false,
                 add_prefix: None,
                 affinity: None,
+                auth: None,
             },
         }]);
     };

@@ -1,6 +1,7 @@
 //! The parser against good configs (typed values, defaults, resolved checks) and the example
 //! file; broken configs are in `broken`.
 
+mod auth;
 mod bgp;
 mod broken;
 mod cookie;
@@ -410,7 +411,8 @@ fn edge_names_prefix_and_timeouts_default() {
         Action::Proxy {
             strip_prefix: false,
             add_prefix: None,
-            affinity: None
+            affinity: None,
+            auth: None,
         }
     );
     assert_eq!(e.connect_timeout, Duration::from_secs(2));
@@ -454,7 +456,8 @@ fn edge_names_prefix_and_timeouts_as_written() {
         Action::Proxy {
             strip_prefix: true,
             add_prefix: None,
-            affinity: None
+            affinity: None,
+            auth: None,
         }
     );
     assert_eq!(e.connect_timeout, Duration::from_millis(500));

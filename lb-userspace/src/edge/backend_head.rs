@@ -11,6 +11,7 @@ use hyper::{
 
 use super::{
     affinity::Sticky,
+    forward_auth::Check,
     forwarded::{self, Hop, Policy, Untrusted},
     managed::Managed,
     request_head::{self, Refused},
@@ -60,6 +61,8 @@ pub struct Forward<'t> {
     pub websocket: bool,
     /// Its route's affinity, which picks the backend with the pool.
     pub sticky: Option<&'t Sticky>,
+    /// Its route's forward authentication, to ask before it is sent.
+    pub auth: Option<Check<'t>>,
 }
 
 /// Rewrites `parts` (a client's request head) into the backend's.
@@ -80,7 +83,7 @@ pub fn rewrite<'t>(
         host_header: parts.headers.get(header::HOST),
         sni: v.sni,
     };
-    let (target, forwarded_prefix, sticky) = match v
+    let (target, forwarded_prefix, sticky, auth) = match v
         .routes
         .route(&parts.uri, &names)
         .map_err(NotForwarded::Unrouted)?
@@ -89,7 +92,8 @@ pub fn rewrite<'t>(
             target,
             forwarded_prefix,
             sticky,
-        } => (target, forwarded_prefix, sticky),
+            auth,
+        } => (target, forwarded_prefix, sticky, auth),
         Routed::Answer { status, location } => {
             return Err(NotForwarded::Answer {
                 status,
@@ -135,5 +139,11 @@ pub fn rewrite<'t>(
     Ok(Forward {
         websocket: upgrade,
         sticky,
+        auth: auth.map(|(gate, uri)| Check {
+            gate,
+            uri,
+            proto: v.hop.proto,
+            client: v.hop.client.ip(),
+        }),
     })
 }

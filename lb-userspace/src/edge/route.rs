@@ -26,7 +26,10 @@ use std::sync::{
 
 use hyper::{header::HeaderValue, StatusCode, Uri};
 
-use super::affinity::{Counters, Sticky};
+use super::{
+    affinity::{Counters, Sticky},
+    forward_auth::{self, Gate},
+};
 use crate::config::route::{Action, Route, RoutePath};
 
 pub use path::BadPath;
@@ -71,6 +74,9 @@ pub enum Routed<'t> {
         forwarded_prefix: Option<&'t str>,
         /// The route's affinity, which may ask for a backend.
         sticky: Option<&'t Sticky>,
+        /// The route's forward authentication, and what it is asked about: the normalised
+        /// path the route matched, with the query as sent (built only for such a route).
+        auth: Option<(&'t Gate, String)>,
     },
     /// sluice answers with `status` (and `location`).
     Answer {
@@ -104,6 +110,7 @@ struct Compiled {
     action: Do,
     /// Requests this route decided (shared with the listener's stats, across reloads).
     hits: Arc<AtomicU64>,
+    name: String,
 }
 
 #[derive(Debug)]
@@ -113,6 +120,7 @@ enum Do {
         strip: Option<String>,
         add: Option<String>,
         sticky: Option<Sticky>,
+        gate: Option<Gate>,
     },
     Answer {
         status: StatusCode,
@@ -142,12 +150,14 @@ impl Table {
                         strip_prefix,
                         add_prefix,
                         affinity: sticky,
+                        auth,
                     } => Do::Proxy {
                         strip: strip_prefix.then(|| r.path.as_str().to_owned()),
                         add: add_prefix.as_ref().map(|p| p.as_str().to_owned()),
                         sticky: sticky
                             .as_ref()
                             .map(|a| Sticky::new(a, &r.name, affinity(&r.name))),
+                        gate: auth.as_ref().map(|a| Gate::new(&r.name, a)),
                     },
                     Action::Status(code) => Do::Answer {
                         status: status(*code),
@@ -163,10 +173,25 @@ impl Table {
                     },
                 },
                 hits: counter(&r.name),
+                name: r.name.clone(),
             })
             .collect();
         let by_host = routes.iter().any(|r| r.host.is_some());
         Table { routes, by_host }
+    }
+
+    /// Counts each forward-auth route's outcomes in the counters `auth` gives its name.
+    #[must_use]
+    pub fn auth_counted(mut self, auth: impl Fn(&str) -> forward_auth::Counters) -> Table {
+        for r in &mut self.routes {
+            if let Do::Proxy {
+                gate: Some(gate), ..
+            } = &mut r.action
+            {
+                gate.count_in(auth(&r.name));
+            }
+        }
+        self
     }
 
     /// The route for a request to `uri` naming `names`.
@@ -199,7 +224,19 @@ impl Table {
                 status: *status,
                 location: location.as_ref(),
             }),
-            Do::Proxy { strip, add, sticky } => {
+            Do::Proxy {
+                strip,
+                add,
+                sticky,
+                gate,
+            } => {
+                let auth = gate.as_ref().map(|g| {
+                    let uri = match uri.query() {
+                        Some(q) => format!("{path}?{q}"),
+                        None => path.clone(),
+                    };
+                    (g, uri)
+                });
                 let rest = match strip {
                     Some(prefix) => match &path[prefix.len()..] {
                         "" => "/",
@@ -224,6 +261,7 @@ impl Table {
                     target,
                     forwarded_prefix: strip.as_deref(),
                     sticky: sticky.as_ref(),
+                    auth,
                 })
             }
         }

@@ -439,8 +439,8 @@ async fn handle(req: Request<Incoming>, conn: &Conn) -> Response<Body> {
         routes: &l.routes,
         sni: conn.sni.as_deref(),
     };
-    let (websocket, sticky) = match backend_head::rewrite(&mut parts, &vouched) {
-        Ok(forward) => (forward.websocket, forward.sticky),
+    let (websocket, sticky, auth) = match backend_head::rewrite(&mut parts, &vouched) {
+        Ok(forward) => (forward.websocket, forward.sticky, forward.auth),
         Err(NotForwarded::Refused(refused)) => return refuse(l, refused),
         // No route, or a route sluice answers itself: the backend never sees such a request.
         Err(NotForwarded::Unrouted(unrouted)) => {
@@ -462,6 +462,18 @@ async fn handle(req: Request<Incoming>, conn: &Conn) -> Response<Body> {
             tracing::warn!(listener = %l.name, %error, "client certificate headers");
             return status(StatusCode::BAD_GATEWAY);
         }
+    };
+    // Forward authentication: the auth service's answer decides, and what it passes on.
+    let set_cookies = match &auth {
+        Some(check) => match check.run(&mut parts).await {
+            Ok(cookies) => cookies,
+            Err(denied) => {
+                let mut resp = status(denied.status);
+                resp.headers_mut().extend(denied.headers);
+                return resp;
+            }
+        },
+        None => Vec::new(),
     };
     // A WebSocket upgrade: the backend's 101 hands both connections over to a byte copy.
     let upgrade = if websocket {
@@ -514,12 +526,21 @@ async fn handle(req: Request<Incoming>, conn: &Conn) -> Response<Body> {
                     tokio::io::copy_bidirectional(&mut TokioIo::new(c), &mut TokioIo::new(b)).await;
             }
         });
-        let (parts, body) = resp.into_parts();
+        let (mut parts, body) = resp.into_parts();
+        append_cookies(&mut parts.headers, set_cookies);
         return Response::from_parts(parts, body.boxed());
     }
     let (mut parts, body) = resp.into_parts();
     request_head::remove_response_hop_by_hop(&mut parts.headers);
+    append_cookies(&mut parts.headers, set_cookies);
     Response::from_parts(parts, body.boxed())
+}
+
+/// The auth service's `Set-Cookie` headers, beside the backend's.
+fn append_cookies(headers: &mut hyper::HeaderMap, cookies: Vec<HeaderValue>) {
+    for cookie in cookies {
+        headers.append(header::SET_COOKIE, cookie);
+    }
 }
 
 /// sluice's own answer to a request it will not forward.

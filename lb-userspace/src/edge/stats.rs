@@ -25,7 +25,7 @@ use hyper::StatusCode;
 use super::{
     affinity::{Counters, Outcome},
     client_timeouts::Expired,
-    proxy_header,
+    forward_auth, proxy_header,
     route::Unrouted,
     tls::HandshakeOutcome,
 };
@@ -68,6 +68,8 @@ pub struct EdgeStats {
     unrouted: [AtomicU64; Unrouted::OUTCOMES.len()],
     /// Affinity outcomes of each route that has one, by route name (kept like `routes`).
     affinity: Mutex<Vec<(String, Counters)>>,
+    /// Forward-auth outcomes of each route that has one, by route name (kept like `routes`).
+    auth: Mutex<Vec<(String, forward_auth::Counters)>>,
     /// Woken when the last open connection closes.
     closed: tokio::sync::Notify,
 }
@@ -91,6 +93,7 @@ impl Default for EdgeStats {
             routes: Mutex::default(),
             unrouted: std::array::from_fn(|_| AtomicU64::new(0)),
             affinity: Mutex::default(),
+            auth: Mutex::default(),
             closed: tokio::sync::Notify::new(),
         }
     }
@@ -158,6 +161,17 @@ impl EdgeStats {
             return Arc::clone(c);
         }
         let counters = Counters::default();
+        all.push((name.to_owned(), Arc::clone(&counters)));
+        counters
+    }
+
+    /// The forward-auth outcome counters of the route `name` (made on first use).
+    pub fn auth(&self, name: &str) -> forward_auth::Counters {
+        let mut all = self.auth.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some((_, c)) = all.iter().find(|(n, _)| n == name) {
+            return Arc::clone(c);
+        }
+        let counters = forward_auth::Counters::default();
         all.push((name.to_owned(), Arc::clone(&counters)));
         counters
     }
@@ -316,6 +330,18 @@ impl EdgeStats {
                         .map(|(o, n)| (name.clone(), o.as_str(), read(n)))
                 })
                 .collect(),
+            auth: self
+                .auth
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .iter()
+                .flat_map(|(name, c)| {
+                    forward_auth::Outcome::ALL
+                        .iter()
+                        .zip(c.iter())
+                        .map(|(o, n)| (name.clone(), o.as_str(), read(n)))
+                })
+                .collect(),
         }
     }
 }
@@ -381,6 +407,9 @@ pub struct EdgeCounts {
     /// Requests of routes with an affinity, by route name and outcome (`hit`,
     /// `fallback_down`, `no_cookie`, `invalid`).
     pub affinity: Vec<(String, &'static str, u64)>,
+    /// Requests of routes with forward authentication, by route name and outcome
+    /// (`allowed`, `unauthorized`, `forbidden`, `error`, `timeout`).
+    pub auth: Vec<(String, &'static str, u64)>,
 }
 
 /// The time to response headers as a histogram.

@@ -202,6 +202,23 @@ fn register_routes(registry: &mut Registry, edges: &[EdgeCounts]) {
             })
         }),
     );
+    counters(
+        registry,
+        "edge_route_auth",
+        "Requests of routes with forward authentication, by route and outcome (allowed: 2xx, \
+         proxied; unauthorized: 401, redirected to sign in or passed; forbidden: 403; error: \
+         any other answer or no connection, 503; timeout: no answer in time, 503)",
+        edges.iter().flat_map(|e| {
+            e.auth.iter().map(|(route, o, n)| {
+                let labels = AffinityLabels {
+                    edge: e.edge.clone(),
+                    route: route.clone(),
+                    outcome: (*o).to_owned(),
+                };
+                (labels, *n)
+            })
+        }),
+    );
 }
 
 fn register_backend(registry: &mut Registry, edges: &[EdgeCounts]) {

@@ -181,6 +181,7 @@ fn edges() -> Vec<EdgeCounts> {
             routes: vec![("realms".into(), 8), ("admin".into(), 2)],
             unrouted: vec![("bad_path", 3), ("misdirected", 1), ("no_route", 6)],
             affinity: vec![("kc".into(), "hit", 4), ("kc".into(), "fallback_down", 1)],
+            auth: vec![("app".into(), "allowed", 7), ("app".into(), "timeout", 2)],
         },
         EdgeCounts {
             edge: "plain".into(),
@@ -199,6 +200,7 @@ fn edges() -> Vec<EdgeCounts> {
             routes: vec![("all".into(), 0)],
             unrouted: vec![("bad_path", 0), ("misdirected", 0), ("no_route", 0)],
             affinity: vec![],
+            auth: vec![],
         },
     ]
 }

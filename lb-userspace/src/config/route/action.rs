@@ -4,7 +4,7 @@
 
 use toml::Spanned;
 
-use super::{parse_prefix, Action, RoutePath};
+use super::{auth, parse_prefix, Action, RoutePath};
 use crate::config::{affinity, errors::Report, fields, raw, Vip};
 
 const STATUSES: [i64; 2] = [403, 404];
@@ -50,6 +50,10 @@ pub(super) fn action(
             misplaced(r, "affinity", s.span(), "proxy");
             ok = false;
         }
+        if let Some(s) = &v.auth {
+            misplaced(r, "auth", s.span(), "proxy");
+            ok = false;
+        }
     }
     if kind != 2 {
         if let Some(s) = &v.location {
@@ -91,10 +95,15 @@ pub(super) fn action(
                 )?),
                 None => None,
             };
+            let auth = match &v.auth {
+                Some(a) => Some(auth::forward_auth(r, a, &f("auth"))?),
+                None => None,
+            };
             ok.then_some(Action::Proxy {
                 strip_prefix,
                 add_prefix,
                 affinity,
+                auth,
             })
         }
         1 => {

@@ -39,6 +39,7 @@ fn routes_keep_their_order_names_hosts_and_actions() {
             strip_prefix: true,
             add_prefix: Some("/kc".parse().unwrap()),
             affinity: None,
+            auth: None,
         }
     );
     assert_eq!(
@@ -67,7 +68,8 @@ fn keycloak_presets_expose_the_guides_paths_and_admin_only_when_named() {
             Action::Proxy {
                 strip_prefix: false,
                 add_prefix: None,
-                affinity: None
+                affinity: None,
+                auth: None,
             }
         );
         assert!(r.host.is_none());

@@ -25,6 +25,7 @@ fn proxy() -> Action {
         strip_prefix: false,
         add_prefix: None,
         affinity: None,
+        auth: None,
     }
 }
 
@@ -183,11 +184,13 @@ fn prefixes_match_whole_segments_and_are_stripped_and_added() {
         strip_prefix: true,
         add_prefix: None,
         affinity: None,
+        auth: None,
     };
     let both = Action::Proxy {
         strip_prefix: true,
         add_prefix: Some("/kc".parse().unwrap()),
         affinity: None,
+        auth: None,
     };
     let t = table(&[
         route("auth", "/auth", strip),
