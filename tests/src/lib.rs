@@ -6,6 +6,7 @@
 //! namespaces that the helpers create and delete again on drop, also on panic, and
 //! all addresses are from the benchmarking ranges `198.18.0.0/15` and `2001:db8::/32`.
 
+pub mod auth_service;
 pub mod bgp_lab;
 pub mod certs;
 pub mod clients;
