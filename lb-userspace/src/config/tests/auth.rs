@@ -274,3 +274,16 @@ const AUTH_CASES: &[Case] = &[
 fn broken_auth_settings_give_line_field_and_fix() {
     check_cases(AUTH_CASES, edit);
 }
+
+#[test]
+fn the_documented_auth_line_of_the_example_config_parses() {
+    let example = include_str!("../../../../examples/sluice.toml");
+    let line = example
+        .lines()
+        .find_map(|l| l.strip_prefix("# auth = {"))
+        .expect("examples/sluice.toml documents auth = { ... }");
+    let a = auth_of(&format!("[[edge.route]]\npath = \"/\"\nauth = {{{line}")).expect("auth");
+    assert!(a.pass_set_cookie);
+    assert_eq!(a.url.port, 4180);
+    assert_eq!(a.response_headers.len(), 6);
+}
