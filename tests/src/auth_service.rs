@@ -17,6 +17,7 @@
 //! | none, with `Authorization: Bearer svc-token` | 202 with `X-Auth-Request-User: svc` |
 //! | anything else | 401 |
 
+use std::fmt::Write as _;
 use std::io::{BufRead as _, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -158,7 +159,7 @@ fn serve(stream: TcpStream, seen: &Mutex<Vec<Seen>>, down: &AtomicBool) -> std::
         };
         let mut out = format!("HTTP/1.1 {status}\r\n");
         for (n, v) in headers {
-            out.push_str(&format!("{n}: {v}\r\n"));
+            let _ = write!(out, "{n}: {v}\r\n");
         }
         out.push_str("content-length: 0\r\n\r\n");
         if down.load(Ordering::Relaxed) {

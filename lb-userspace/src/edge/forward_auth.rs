@@ -226,30 +226,27 @@ impl Check<'_> {
             }
             StatusCode::UNAUTHORIZED => {
                 gate.count(Outcome::Unauthorized);
-                match (&gate.on_unauthorized, rd) {
-                    (OnUnauthorized::Redirect { signin_url }, Some(rd)) => {
-                        let location = signin_location(signin_url, &rd);
-                        match HeaderValue::from_str(&location) {
-                            Ok(l) => {
-                                headers.insert(header::LOCATION, l);
-                                Err(Denied {
-                                    status: StatusCode::FOUND,
-                                    headers,
-                                })
-                            }
-                            Err(_) => Err(unavailable()),
-                        }
-                    }
-                    _ => {
-                        for v in answer.headers.get_all(header::WWW_AUTHENTICATE) {
-                            headers.append(header::WWW_AUTHENTICATE, v.clone());
-                        }
-                        Err(Denied {
-                            status: StatusCode::UNAUTHORIZED,
-                            headers,
-                        })
-                    }
+                if let (OnUnauthorized::Redirect { signin_url }, Some(rd)) =
+                    (&gate.on_unauthorized, rd)
+                {
+                    // Config admits visible ASCII only, and rd is percent-encoded.
+                    let Ok(location) = HeaderValue::from_str(&signin_location(signin_url, &rd))
+                    else {
+                        return Err(unavailable());
+                    };
+                    headers.insert(header::LOCATION, location);
+                    return Err(Denied {
+                        status: StatusCode::FOUND,
+                        headers,
+                    });
                 }
+                for v in answer.headers.get_all(header::WWW_AUTHENTICATE) {
+                    headers.append(header::WWW_AUTHENTICATE, v.clone());
+                }
+                Err(Denied {
+                    status: StatusCode::UNAUTHORIZED,
+                    headers,
+                })
             }
             StatusCode::FORBIDDEN => {
                 gate.count(Outcome::Forbidden);

@@ -120,7 +120,8 @@ enum Do {
         strip: Option<String>,
         add: Option<String>,
         sticky: Option<Sticky>,
-        gate: Option<Gate>,
+        /// Boxed: most routes have none, and the table stays small.
+        gate: Option<Box<Gate>>,
     },
     Answer {
         status: StatusCode,
@@ -157,7 +158,7 @@ impl Table {
                         sticky: sticky
                             .as_ref()
                             .map(|a| Sticky::new(a, &r.name, affinity(&r.name))),
-                        gate: auth.as_ref().map(|a| Gate::new(&r.name, a)),
+                        gate: auth.as_ref().map(|a| Box::new(Gate::new(&r.name, a))),
                     },
                     Action::Status(code) => Do::Answer {
                         status: status(*code),
@@ -230,7 +231,7 @@ impl Table {
                 sticky,
                 gate,
             } => {
-                let auth = gate.as_ref().map(|g| {
+                let auth = gate.as_deref().map(|g| {
                     let uri = match uri.query() {
                         Some(q) => format!("{path}?{q}"),
                         None => path.clone(),

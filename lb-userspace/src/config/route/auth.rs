@@ -86,13 +86,13 @@ pub(super) fn forward_auth(
     v: &Spanned<raw::ForwardAuth>,
     field: &str,
 ) -> Option<ForwardAuth> {
-    let a = v.get_ref();
+    let spec = v.get_ref();
     let f = |key: &str| format!("{field}.{key}");
-    let url = url(r, &a.url, &f("url"));
-    let timeout = match &a.timeout {
-        Some(t) => fields::duration(
+    let url = url(r, &spec.url, &f("url"));
+    let timeout = match &spec.timeout {
+        Some(text) => fields::duration(
             r,
-            t,
+            text,
             &f("timeout"),
             Duration::from_millis(1),
             "it is how long the auth service gets to answer, connect included, before the \
@@ -100,7 +100,7 @@ pub(super) fn forward_auth(
         ),
         None => Some(DEFAULT_TIMEOUT),
     };
-    let mode = match &a.on_unauthorized {
+    let mode = match &spec.on_unauthorized {
         Some(m) => fields::choice(
             r,
             m,
@@ -109,7 +109,7 @@ pub(super) fn forward_auth(
         ),
         None => Some(Mode::Redirect),
     };
-    let on_unauthorized = match (mode, &a.signin_url) {
+    let on_unauthorized = match (mode, &spec.signin_url) {
         (Some(Mode::Redirect), Some(s)) => signin_url(r, s, &f("signin_url"))
             .map(|signin_url| OnUnauthorized::Redirect { signin_url }),
         (Some(Mode::Redirect), None) => {
@@ -134,7 +134,7 @@ pub(super) fn forward_auth(
         (Some(Mode::Pass), None) => Some(OnUnauthorized::Pass),
         (None, _) => None,
     };
-    let response_headers = match &a.response_headers {
+    let response_headers = match &spec.response_headers {
         Some(list) => response_headers(r, list, &f("response_headers")),
         None => Some(
             DEFAULT_RESPONSE_HEADERS
@@ -148,7 +148,7 @@ pub(super) fn forward_auth(
         timeout: timeout?,
         on_unauthorized: on_unauthorized?,
         response_headers: response_headers?,
-        pass_set_cookie: a.pass_set_cookie.as_ref().is_some_and(|p| *p.get_ref()),
+        pass_set_cookie: spec.pass_set_cookie.as_ref().is_some_and(|p| *p.get_ref()),
     })
 }
 
