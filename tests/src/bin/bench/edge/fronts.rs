@@ -7,6 +7,7 @@
 //! Each is left at what its operator's guide would set and otherwise at its defaults (worker
 //! processes / threads: one per CPU for all three).
 
+use std::fmt::Write as _;
 use std::fs;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -32,11 +33,26 @@ pub const CERT_HEADER: &str = "x-ssl-client-cert";
 /// Connections an edge must hold at once: the idle-connection measurement plus headroom.
 const MAX_CONNS: usize = 30_000;
 const START_TIMEOUT: Duration = Duration::from_secs(15);
+/// The forward-auth row's auth service: the backend nginx answering as oauth2-proxy's
+/// `/oauth2/auth` does (202 with `X-Auth-Request-*` and `Authorization` for the session
+/// cookie, 401 without), the same service for every edge.
+const AUTH_PORT: u16 = 4180;
+/// Routes (nginx: locations) of the forward-auth row's listener, each with cookie-hash
+/// affinity and forward auth.
+pub const AUTH_ROUTES: usize = 20;
+/// What the forward-auth row's client sends: a session cookie the auth service accepts and
+/// the affinity cookie.
+pub const AUTH_COOKIE: &str = "Cookie: _oauth2_proxy=alice; sid=4f2a9c17";
+/// The forward-auth row's path: under the last route, the worst case for a table scanned in
+/// order.
+pub const AUTH_PATH: &str = "/svc19/x";
 
 /// An edge under test: a process tree in the gateway namespace.
 pub struct Front {
     pub name: &'static str,
     pub addr: SocketAddr,
+    /// The listener with the forward-auth row's route table, when the edge has one.
+    pub auth_addr: Option<SocketAddr>,
     pub pid: u32,
     /// Where its errors go, to show when it does not start.
     pub log: PathBuf,
@@ -78,7 +94,21 @@ impl Backend {
              \x20   location = /hdr {{ return 200 \"{CERT_HEADER}=$http_x_ssl_client_cert\\n\
              x-forwarded-for=$http_x_forwarded_for\\nx-forwarded-proto=$http_x_forwarded_proto\\n\
              x-forwarded-host=$http_x_forwarded_host\\nx-forwarded-port=$http_x_forwarded_port\\n\"; }}\n\
-             \x20 }}\n  server {{\n    listen 127.0.0.1:{STATUS_PORT};\n    location / {{ stub_status; }}\n  }}\n}}\n",
+             \x20   location /svc {{\n\
+             \x20     if ($http_x_ssl_client_cert = \"\") {{ return 403 \"no {CERT_HEADER}\\n\"; }}\n\
+             \x20     if ($http_x_auth_request_user != \"alice\") {{ return 403 \"no identity\\n\"; }}\n\
+             \x20     return 200 \"ok\\n\";\n    }}\n\
+             \x20 }}\n  server {{\n    listen {be}:{AUTH_PORT} reuseport;\n\
+             \x20   location = /oauth2/auth {{\n\
+             \x20     if ($cookie__oauth2_proxy != \"alice\") {{ return 401; }}\n\
+             \x20     add_header X-Auth-Request-User alice always;\n\
+             \x20     add_header X-Auth-Request-Email alice@example.test always;\n\
+             \x20     add_header X-Auth-Request-Groups admins always;\n\
+             \x20     add_header X-Auth-Request-Preferred-Username alice always;\n\
+             \x20     add_header X-Auth-Request-Access-Token token-alice always;\n\
+             \x20     add_header Authorization \"Bearer token-alice\" always;\n\
+             \x20     return 202;\n    }}\n  }}\n\
+             \x20 server {{\n    listen 127.0.0.1:{STATUS_PORT};\n    location / {{ stub_status; }}\n  }}\n}}\n",
             be = backend_addr4(0),
         );
         let ns = topo.backend(0);
@@ -90,6 +120,7 @@ impl Backend {
             _guard: guard,
         };
         wait_listening(ns, SocketAddr::new(backend_addr4(0).into(), BACKEND_PORT))?;
+        wait_listening(ns, SocketAddr::new(backend_addr4(0).into(), AUTH_PORT))?;
         wait_listening(ns, SocketAddr::from(([127, 0, 0, 1], STATUS_PORT)))?;
         Ok(backend)
     }
@@ -135,6 +166,7 @@ fn parse_stub_status(text: &str) -> Result<BackendConns> {
 
 pub fn start_sluice(topo: &Topology, dir: &Path, pki: &TestPki, instance: &str) -> Result<Front> {
     let addr = SocketAddr::new(GW_CLIENT_ADDR4.into(), 8443);
+    let auth_addr = SocketAddr::new(GW_CLIENT_ADDR4.into(), 8446);
     let sdir = dir.join("sluice");
     fs::create_dir_all(&sdir)?;
     let text = format!(
@@ -147,18 +179,20 @@ pub fn start_sluice(topo: &Topology, dir: &Path, pki: &TestPki, instance: &str) 
          backend_port = {BACKEND_PORT}\nclient_cert_header = [\"haproxy\"]\n\
          forwarded_headers = [\"x-forwarded\"]\nmax_connections = {MAX_CONNS}\n\n[edge.tls]\n\
          certificates = [{{ cert = \"{}\", key = \"{}\" }}]\nclient_auth = \"required\"\n\
-         client_ca = \"{}\"\n",
+         client_ca = \"{}\"\n{}",
         Daemon::socket_in(&sdir).display(),
         backend_addr4(0),
         pki.server_cert().display(),
         pki.server_key().display(),
         pki.ca_cert().display(),
+        sluice_auth_listener(auth_addr, pki),
     );
     let daemon = Daemon::start(topo.gateway(), &sdir, instance, &text)?;
     let pid = daemon.pid().context("sluice has no pid")?;
     Ok(Front {
         name: "sluice",
         addr,
+        auth_addr: Some(auth_addr),
         pid,
         log: sdir.join("sluice.log"),
         _process: Process::Sluice {
@@ -169,6 +203,7 @@ pub fn start_sluice(topo: &Topology, dir: &Path, pki: &TestPki, instance: &str) 
 
 pub fn start_nginx(topo: &Topology, dir: &Path, pki: &TestPki) -> Result<Front> {
     let addr = SocketAddr::new(GW_CLIENT_ADDR4.into(), 8444);
+    let auth_addr = SocketAddr::new(GW_CLIENT_ADDR4.into(), 8447);
     // nginx 1.22: `http2` on `listen`; keepalive_requests also bounds HTTP/2 streams per
     // connection (1000 by default, which would reconnect every 1000 requests). `keepalive`:
     // idle backend connections each worker keeps, above the most requests ever in flight
@@ -188,17 +223,19 @@ pub fn start_nginx(topo: &Topology, dir: &Path, pki: &TestPki) -> Result<Front> 
          \x20     proxy_set_header X-Forwarded-For $remote_addr;\n\
          \x20     proxy_set_header X-Forwarded-Proto $scheme;\n\
          \x20     proxy_set_header X-Forwarded-Host $host;\n\
-         \x20     proxy_set_header X-Forwarded-Port $server_port;\n    }}\n  }}\n}}\n",
+         \x20     proxy_set_header X-Forwarded-Port $server_port;\n    }}\n  }}\n{auth}}}\n",
         be = backend_addr4(0),
         cert = pki.server_cert().display(),
         key = pki.server_key().display(),
         ca = pki.ca_cert().display(),
+        auth = nginx_auth_server(auth_addr, pki),
     );
     let guard = spawn_nginx(topo.gateway(), &dir.join("nginx-front"), &conf)?;
     let pid = guard.id().context("nginx has no pid")?;
     Ok(Front {
         name: "nginx",
         addr,
+        auth_addr: Some(auth_addr),
         pid,
         log: dir.join("nginx-front/logs/error.log"),
         _process: Process::Other { _guard: guard },
@@ -245,10 +282,117 @@ pub fn start_haproxy(topo: &Topology, dir: &Path, pki: &TestPki) -> Result<Front
     Ok(Front {
         name: "haproxy",
         addr,
+        auth_addr: None,
         pid,
         log: hdir.join("haproxy.log"),
         _process: Process::Other { _guard: guard },
     })
+}
+
+/// sluice's listener for the forward-auth row: the same TLS and headers as the bench
+/// listener, and [`AUTH_ROUTES`] routes, each with cookie-hash affinity and forward auth (the
+/// 401 passed through, as nginx's `auth_request` does).
+fn sluice_auth_listener(addr: SocketAddr, pki: &TestPki) -> String {
+    let mut text = format!(
+        "\n[[edge]]\nname = \"bench-auth\"\naddress = \"{addr}\"\npool = \"web\"\n\
+         backend_port = {BACKEND_PORT}\nclient_cert_header = [\"haproxy\"]\n\
+         forwarded_headers = [\"x-forwarded\"]\nmax_connections = 1000\n"
+    );
+    for i in 0..AUTH_ROUTES {
+        let _ = write!(
+            text,
+            "[[edge.route]]\nname = \"svc{i:02}\"\npath = \"/svc{i:02}\"\n\
+             affinity = {{ mode = \"cookie-hash\", cookie = \"sid\" }}\n\
+             auth = {{ url = \"http://{be}:{AUTH_PORT}/oauth2/auth\", on_unauthorized = \"pass\" }}\n",
+            be = backend_addr4(0),
+        );
+    }
+    let _ = write!(
+        text,
+        "[edge.tls]\ncertificates = [{{ cert = \"{}\", key = \"{}\" }}]\n\
+         client_auth = \"required\"\nclient_ca = \"{}\"\n",
+        pki.server_cert().display(),
+        pki.server_key().display(),
+        pki.ca_cert().display(),
+    );
+    text
+}
+
+/// nginx's server for the forward-auth row: [`AUTH_ROUTES`] locations, each with
+/// `auth_request` (the subrequest as oauth2-proxy's guide writes it, over kept-alive
+/// connections), the six identity headers copied with `auth_request_set`, and an upstream
+/// hashed on the affinity cookie.
+fn nginx_auth_server(addr: SocketAddr, pki: &TestPki) -> String {
+    let be = backend_addr4(0);
+    let copied = [
+        ("au_user", "x_auth_request_user", "X-Auth-Request-User"),
+        ("au_email", "x_auth_request_email", "X-Auth-Request-Email"),
+        (
+            "au_groups",
+            "x_auth_request_groups",
+            "X-Auth-Request-Groups",
+        ),
+        (
+            "au_name",
+            "x_auth_request_preferred_username",
+            "X-Auth-Request-Preferred-Username",
+        ),
+        (
+            "au_token",
+            "x_auth_request_access_token",
+            "X-Auth-Request-Access-Token",
+        ),
+        ("au_authz", "authorization", "Authorization"),
+    ];
+    let mut text = format!(
+        "  upstream be_aff {{ hash $cookie_sid consistent; server {be}:{BACKEND_PORT}; \
+         keepalive 512; }}\n\
+         \x20 upstream auth {{ server {be}:{AUTH_PORT}; keepalive 512; }}\n\
+         \x20 server {{\n    listen {addr} ssl http2;\n    server_name {SERVER_NAME};\n\
+         \x20   ssl_protocols TLSv1.2 TLSv1.3;\n\
+         \x20   ssl_certificate {cert};\n    ssl_certificate_key {key};\n\
+         \x20   ssl_client_certificate {ca};\n    ssl_verify_client on;\n    ssl_verify_depth 3;\n\
+         \x20   keepalive_requests 1000000;\n    keepalive_timeout 75s;\n\
+         \x20   location = /oauth2/auth {{\n      internal;\n      proxy_pass http://auth;\n\
+         \x20     proxy_http_version 1.1;\n      proxy_set_header Connection \"\";\n\
+         \x20     proxy_pass_request_body off;\n      proxy_set_header Content-Length \"\";\n\
+         \x20     proxy_set_header Host {be}:{AUTH_PORT};\n\
+         \x20     proxy_set_header X-Forwarded-Method $request_method;\n\
+         \x20     proxy_set_header X-Forwarded-Uri $request_uri;\n\
+         \x20     proxy_set_header X-Forwarded-Host $host;\n\
+         \x20     proxy_set_header X-Forwarded-Proto $scheme;\n\
+         \x20     proxy_set_header X-Forwarded-For $remote_addr;\n    }}\n",
+        cert = pki.server_cert().display(),
+        key = pki.server_key().display(),
+        ca = pki.ca_cert().display(),
+    );
+    for i in 0..AUTH_ROUTES {
+        let _ = writeln!(
+            text,
+            "    location /svc{i:02}/ {{\n      auth_request /oauth2/auth;"
+        );
+        for (var, upstream, _) in copied {
+            let _ = writeln!(
+                text,
+                "      auth_request_set ${var} $upstream_http_{upstream};"
+            );
+        }
+        text.push_str(
+            "      proxy_pass http://be_aff;\n      proxy_http_version 1.1;\n\
+             \x20     proxy_set_header Connection \"\";\n      proxy_set_header Host $http_host;\n\
+             \x20     proxy_set_header X-SSL-Client-Cert $ssl_client_escaped_cert;\n\
+             \x20     proxy_set_header X-Forwarded-For $remote_addr;\n\
+             \x20     proxy_set_header X-Forwarded-Proto $scheme;\n\
+             \x20     proxy_set_header X-Forwarded-Host $host;\n\
+             \x20     proxy_set_header X-Forwarded-Port $server_port;\n",
+        );
+        for (var, _, header) in copied {
+            let _ = writeln!(text, "      proxy_set_header {header} ${var};");
+        }
+        text.push_str("    }\n");
+    }
+    text.push_str("  }\n");
+    text
 }
 
 /// Debian's nginx in `ns` with `http_block` as its `http {}` (and a prefix of its own).

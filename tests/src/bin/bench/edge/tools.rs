@@ -38,7 +38,25 @@ pub fn wrk(
     secs: u64,
     dir: &Path,
 ) -> Result<ToolRun> {
-    let args = [
+    wrk_with(ns, shim, url, &[], conns, threads, secs, dir)
+}
+
+/// [`wrk`] sending `headers` (`Name: value`) with every request.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "wrk's own knobs, all named at the call sites"
+)]
+pub fn wrk_with(
+    ns: &NetNs,
+    shim: &Shim,
+    url: &str,
+    headers: &[&str],
+    conns: usize,
+    threads: usize,
+    secs: u64,
+    dir: &Path,
+) -> Result<ToolRun> {
+    let mut args = vec![
         "wrk".to_owned(),
         format!("-t{threads}"),
         format!("-c{conns}"),
@@ -46,8 +64,11 @@ pub fn wrk(
         "--latency".to_owned(),
         "--timeout".to_owned(),
         "5s".to_owned(),
-        url.to_owned(),
     ];
+    for h in headers {
+        args.extend(["-H".to_owned(), (*h).to_owned()]);
+    }
+    args.push(url.to_owned());
     let (out, cpu) = run(ns, shim, &args, &dir.join("wrk.out"), secs)?;
     let mut run = parse_wrk(&out).with_context(|| format!("reading wrk's output:\n{out}"))?;
     run.cpu = cpu;
