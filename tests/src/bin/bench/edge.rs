@@ -17,7 +17,10 @@
 //! Rows: HTTP/1.1 keep-alive with wrk and with `h2load --h1`, HTTP/2 with 1 and 10 streams per
 //! connection (h2load), all over 50 connections; then full and resumed handshakes (one request
 //! per new connection, from the bench's rustls client, which can switch resumption on and off
-//! and count what resumed). Inside each repetition every row runs the three edges back to back
+//! and count what resumed); last `auth-routes` (issue 17): sluice and nginx (haproxy sits it
+//! out) on a second listener each with 20 routes, cookie-hash affinity and a forward-auth call
+//! per request to the same oauth2-proxy-like auth service (see [`fronts`]), wrk over 50
+//! connections. Inside each repetition every row runs the three edges back to back
 //! (the order rotating between repetitions); each figure is the median over repetitions. Per
 //! run: requests/s, the edge's CPU per request (its whole process tree, all threads, from
 //! `/proc/<pid>/stat` before and after), p50/p99, the backend connections the edge opened
