@@ -187,10 +187,8 @@ impl Check<'_> {
     /// onto `parts` and returns the `Set-Cookie` headers to pass to the client.
     pub async fn run(&self, parts: &mut request::Parts) -> Result<Vec<HeaderValue>, Denied> {
         let gate = self.gate;
-        let sub = self.subrequest(parts);
-        let rd = (matches!(gate.on_unauthorized, OnUnauthorized::Redirect { .. }))
-            .then(|| original_url(&sub));
-        let answer = match tokio::time::timeout(gate.timeout, gate.client.ask(sub)).await {
+        let ask = gate.client.ask(|| self.subrequest(parts));
+        let answer = match tokio::time::timeout(gate.timeout, ask).await {
             Ok(Ok(answer)) => answer,
             Ok(Err(error)) => {
                 tracing::info!(route = %gate.route, %error, "auth service failed");
@@ -226,9 +224,9 @@ impl Check<'_> {
             }
             StatusCode::UNAUTHORIZED => {
                 gate.count(Outcome::Unauthorized);
-                if let (OnUnauthorized::Redirect { signin_url }, Some(rd)) =
-                    (&gate.on_unauthorized, rd)
-                {
+                if let OnUnauthorized::Redirect { signin_url } = &gate.on_unauthorized {
+                    // The URL as the subrequest described it (401s only pay for it).
+                    let rd = original_url(&self.subrequest(parts));
                     // Config admits visible ASCII only, and rd is percent-encoded.
                     let Ok(location) = HeaderValue::from_str(&signin_location(signin_url, &rd))
                     else {

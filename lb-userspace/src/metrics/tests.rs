@@ -590,6 +590,20 @@ fn encode_exposes_requests_by_route_and_unrouted_outcome() {
 }
 
 #[test]
+#[allow(clippy::float_cmp)] // every value is a small integer, exact in f64
+fn encode_exposes_forward_auth_outcomes_by_route() {
+    let s = parse(&encode(&snapshot()).unwrap());
+    for (outcome, n) in [("allowed", 7.0), ("timeout", 2.0)] {
+        let labels = [("edge", "idp"), ("route", "app"), ("outcome", outcome)];
+        assert_eq!(
+            value(&s, "sluice_edge_route_auth_total", &labels),
+            n,
+            "{outcome}"
+        );
+    }
+}
+
+#[test]
 fn encode_without_edges_has_no_edge_families() {
     let mut none = snapshot();
     none.edges.clear();

@@ -52,20 +52,20 @@ impl Client {
         }
     }
 
-    /// Sends `req` (bodiless, so it may be sent again) and reads the answer. A kept connection
-    /// the service closed while it sat idle fails the request: it is then sent once more on
-    /// a new connection.
-    pub(super) async fn ask(&self, req: Request<Empty<Bytes>>) -> Result<Answer, AskError> {
+    /// Sends the request `make` builds (bodiless, so it may be sent twice) and reads the
+    /// answer. A kept connection the service closed while it sat idle fails the request: it
+    /// is then built and sent once more on a new connection.
+    pub(super) async fn ask(
+        &self,
+        make: impl Fn() -> Request<Empty<Bytes>>,
+    ) -> Result<Answer, AskError> {
         if let Some(sender) = self.take() {
-            let again = clone_request(&req);
-            if let Ok(answer) = self.exchange(sender, req).await {
+            if let Ok(answer) = self.exchange(sender, make()).await {
                 return Ok(answer);
             }
-            let sender = self.connect().await?;
-            return self.exchange(sender, again).await;
         }
         let sender = self.connect().await?;
-        self.exchange(sender, req).await
+        self.exchange(sender, make()).await
     }
 
     async fn exchange(
@@ -122,13 +122,4 @@ impl Client {
         });
         Ok(sender)
     }
-}
-
-fn clone_request(req: &Request<Empty<Bytes>>) -> Request<Empty<Bytes>> {
-    let mut again = Request::new(Empty::new());
-    *again.method_mut() = req.method().clone();
-    *again.uri_mut() = req.uri().clone();
-    *again.version_mut() = req.version();
-    *again.headers_mut() = req.headers().clone();
-    again
 }
