@@ -283,3 +283,43 @@ fn without_host_routes_the_host_decides_nothing() {
     };
     assert!(matches!(t.route(&uri, &names), Ok(Routed::Proxy { .. })));
 }
+
+#[test]
+fn auth_routes_ask_about_the_public_normalised_path_and_others_ask_nothing() {
+    use crate::config::route::auth::{AuthUrl, ForwardAuth, OnUnauthorized};
+    let auth = ForwardAuth {
+        url: AuthUrl {
+            host: "127.0.0.1".into(),
+            port: 4180,
+            path_and_query: "/oauth2/auth".into(),
+        },
+        timeout: std::time::Duration::from_secs(5),
+        on_unauthorized: OnUnauthorized::Pass,
+        response_headers: Vec::new(),
+        pass_set_cookie: false,
+    };
+    let gated = Action::Proxy {
+        strip_prefix: true,
+        add_prefix: Some("/internal".parse().unwrap()),
+        affinity: None,
+        auth: Some(auth),
+    };
+    let t = table(&[route("app", "/app", gated), route("open", "/", proxy())]);
+    let ask = |target: &str| {
+        let uri: Uri = target.parse().unwrap();
+        match t.route(&uri, &names("kc.example")) {
+            Ok(Routed::Proxy { target, auth, .. }) => (target, auth.map(|(_, uri)| uri)),
+            other => panic!("{other:?}"),
+        }
+    };
+    // The auth service hears of the path the client asked for, normalised; the backend gets
+    // it rewritten.
+    assert_eq!(
+        ask("/app/./x/../y?q=%2F"),
+        (
+            "/internal/y?q=%2F".to_owned(),
+            Some("/app/y?q=%2F".to_owned())
+        )
+    );
+    assert_eq!(ask("/other"), ("/other".to_owned(), None));
+}
