@@ -77,8 +77,9 @@ pub enum Action {
         /// Which backend a client session stays on; `None`: the pool's choice by client
         /// address.
         affinity: Option<Affinity>,
-        /// Forward authentication before proxying; `None`: none.
-        auth: Option<ForwardAuth>,
+        /// Forward authentication before proxying; `None`: none. Boxed: most routes have
+        /// none, and every route carries the variant.
+        auth: Option<Box<ForwardAuth>>,
     },
     /// sluice answers with this status (403 or 404); the backend never sees the request.
     Status(u16),

@@ -48,6 +48,7 @@ use super::{
     backend_head::{self, NotForwarded, Vouched},
     client_cert::{self, ClientCert},
     client_timeouts::{self, Activity, Expired, Holding, Watched},
+    forward_auth::Check,
     forwarded::{Hop, Policy, Untrusted},
     graceful::{self, Ending},
     managed::Managed,
@@ -463,17 +464,9 @@ async fn handle(req: Request<Incoming>, conn: &Conn) -> Response<Body> {
             return status(StatusCode::BAD_GATEWAY);
         }
     };
-    // Forward authentication: the auth service's answer decides, and what it passes on.
-    let set_cookies = match &auth {
-        Some(check) => match check.run(&mut parts).await {
-            Ok(cookies) => cookies,
-            Err(denied) => {
-                let mut resp = status(denied.status);
-                resp.headers_mut().extend(denied.headers);
-                return resp;
-            }
-        },
-        None => Vec::new(),
+    let set_cookies = match authorize(auth.as_ref(), &mut parts).await {
+        Ok(cookies) => cookies,
+        Err(denied) => return denied,
     };
     // A WebSocket upgrade: the backend's 101 hands both connections over to a byte copy.
     let upgrade = if websocket {
@@ -534,6 +527,22 @@ async fn handle(req: Request<Incoming>, conn: &Conn) -> Response<Body> {
     request_head::remove_response_hop_by_hop(&mut parts.headers);
     append_cookies(&mut parts.headers, set_cookies);
     Response::from_parts(parts, body.boxed())
+}
+
+/// Forward authentication, when the route has it: the auth service's answer decides. The
+/// `Set-Cookie` headers to pass on, or sluice's answer instead of the backend's.
+async fn authorize(
+    check: Option<&Check<'_>>,
+    parts: &mut hyper::http::request::Parts,
+) -> Result<Vec<HeaderValue>, Response<Body>> {
+    let Some(check) = check else {
+        return Ok(Vec::new());
+    };
+    check.run(parts).await.map_err(|denied| {
+        let mut resp = status(denied.status);
+        resp.headers_mut().extend(denied.headers);
+        resp
+    })
 }
 
 /// The auth service's `Set-Cookie` headers, beside the backend's.

@@ -96,7 +96,7 @@ pub(super) fn action(
                 None => None,
             };
             let auth = match &v.auth {
-                Some(a) => Some(auth::forward_auth(r, a, &f("auth"))?),
+                Some(a) => Some(Box::new(auth::forward_auth(r, a, &f("auth"))?)),
                 None => None,
             };
             ok.then_some(Action::Proxy {

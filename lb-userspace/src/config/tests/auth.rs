@@ -29,7 +29,7 @@ macro_rules! route {
 fn auth_of(keys: &str) -> Option<ForwardAuth> {
     let c = Config::parse(&with_edge(keys)).unwrap_or_else(|e| panic!("{e}"));
     match &c.edges[0].routes[0].action {
-        Action::Proxy { auth, .. } => auth.clone(),
+        Action::Proxy { auth, .. } => auth.as_deref().cloned(),
         other => panic!("{other:?}"),
     }
 }

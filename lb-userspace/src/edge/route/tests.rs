@@ -302,7 +302,7 @@ fn auth_routes_ask_about_the_public_normalised_path_and_others_ask_nothing() {
         strip_prefix: true,
         add_prefix: Some("/internal".parse().unwrap()),
         affinity: None,
-        auth: Some(auth),
+        auth: Some(Box::new(auth)),
     };
     let t = table(&[route("app", "/app", gated), route("open", "/", proxy())]);
     let ask = |target: &str| {
