@@ -2,7 +2,7 @@
 //! connections (`edge::upstream`): a connection goes back to the idle list once its answer was
 //! read to the end and hyper says it is ready for the next request.
 
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt as _, Empty, Limited};
@@ -27,7 +27,8 @@ pub struct Client {
     /// As written in the URL (brackets around an IPv6 address removed).
     host: String,
     port: u16,
-    idle: Mutex<Vec<Sender>>,
+    /// Shared with the tasks that hand a connection back once it is ready.
+    idle: Arc<Mutex<Vec<Sender>>>,
 }
 
 impl std::fmt::Debug for Client {
@@ -48,7 +49,7 @@ impl Client {
         Client {
             host: host.to_owned(),
             port,
-            idle: Mutex::default(),
+            idle: Arc::default(),
         }
     }
 
@@ -79,9 +80,20 @@ impl Client {
             .map_err(|e| AskError::Failed(e.to_string()))?;
         let (parts, body) = resp.into_parts();
         // Read to its end, so the connection can serve the next check; a body too long to
-        // bother with closes it instead (the answer stands: it is in the head).
-        if Limited::new(body, MAX_BODY).collect().await.is_ok() && sender.ready().await.is_ok() {
-            self.put_back(sender);
+        // bother with closes it instead (the answer stands: it is in the head). The answer
+        // does not wait for the connection to turn ready: hyper's connection task marks it so
+        // after reading the end, often only after this task went on.
+        if Limited::new(body, MAX_BODY).collect().await.is_ok() {
+            if sender.is_ready() {
+                put_back(&self.idle, sender);
+            } else {
+                let idle = Arc::clone(&self.idle);
+                tokio::spawn(async move {
+                    if sender.ready().await.is_ok() {
+                        put_back(&idle, sender);
+                    }
+                });
+            }
         }
         Ok(Answer {
             status: parts.status,
@@ -99,13 +111,6 @@ impl Client {
         None
     }
 
-    fn put_back(&self, sender: Sender) {
-        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
-        if idle.len() < MAX_IDLE {
-            idle.push(sender);
-        }
-    }
-
     async fn connect(&self) -> Result<Sender, AskError> {
         let stream = TcpStream::connect((self.host.as_str(), self.port))
             .await
@@ -121,5 +126,12 @@ impl Client {
             }
         });
         Ok(sender)
+    }
+}
+
+fn put_back(idle: &Mutex<Vec<Sender>>, sender: Sender) {
+    let mut idle = idle.lock().unwrap_or_else(PoisonError::into_inner);
+    if idle.len() < MAX_IDLE {
+        idle.push(sender);
     }
 }
