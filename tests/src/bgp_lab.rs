@@ -212,17 +212,6 @@ impl<R: Router> Lab<R> {
                 &format!("2001:db8:10{g}"),
                 MTU,
             )?;
-            // The router's IPv6 neighbour entry: BGP runs over IPv4, so nothing else would
-            // resolve it before the first IPv6 flow needs it as the tunnel's next hop.
-            ns.run(&[
-                "ping",
-                "-6",
-                "-c",
-                "1",
-                "-W",
-                "2",
-                &format!("2001:db8:10{g}::1"),
-            ])?;
             gw_ns.push(ns);
         }
         let routerd = start_router(&router)?;
