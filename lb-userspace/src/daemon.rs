@@ -16,7 +16,7 @@ mod restart_only;
 mod state;
 mod views;
 
-use std::{path::Path, sync::Arc, time::Duration};
+use std::{collections::HashMap, path::Path, sync::Arc, time::Duration};
 
 use anyhow::Context as _;
 use tokio::{
@@ -29,7 +29,11 @@ use self::core::{Core, Inner};
 use self::instance_lock::InstanceLock;
 use crate::{
     admin::server::AdminServer,
-    config::Config,
+    config::{
+        self,
+        route::{Action, RoutePool},
+        Config,
+    },
     dataplane::{Dataplane, Options},
     edge::{
         self,
@@ -39,7 +43,7 @@ use crate::{
         server::Listener,
         stats::EdgeStats,
         tls::{server_config, Reloadable},
-        upstream::{Timeouts, Upstream},
+        upstream::{Target, Timeouts, Upstream},
     },
     health::Checker,
     management,
@@ -87,10 +91,13 @@ async fn serve(path: &Path, config: Config, overrides: Overrides) -> anyhow::Res
     let prepared = prepare_edges(&config).await?;
     let (health_tx, mut health_rx) = mpsc::unbounded_channel();
     let dp = start_dataplane(&config)?;
+    // Every pool a listener or a route sends to; route tables are fixed until a restart, so
+    // this set is too (the pools' contents follow every change).
     let pools = config
         .edges
         .iter()
-        .map(|e| (e.pool.clone(), Arc::new(Pool::default())))
+        .flat_map(edge_pools)
+        .map(|vip| (vip.to_owned(), Arc::new(Pool::default())))
         .collect();
     let inner = Inner {
         dp,
@@ -219,6 +226,19 @@ async fn prepare_edges(config: &Config) -> anyhow::Result<Vec<PreparedEdge>> {
     Ok(out)
 }
 
+/// The VIP names whose backends the listener `e` sends to: its `pool` and its routes' own.
+fn edge_pools(e: &config::Edge) -> impl Iterator<Item = &str> {
+    e.routes
+        .iter()
+        .filter_map(|r| match &r.action {
+            Action::Proxy {
+                pool: Some(p), ..
+            } => Some(p.vip.as_str()),
+            _ => None,
+        })
+        .chain(std::iter::once(e.pool.as_str()))
+}
+
 /// Starts accepting on every prepared listener.
 fn start_edges(core: &Arc<Core>, prepared: Vec<PreparedEdge>) -> Vec<Edge> {
     let mut inner = core.lock();
@@ -232,20 +252,33 @@ fn start_edges(core: &Arc<Core>, prepared: Vec<PreparedEdge>) -> Vec<Edge> {
         if let Some(tls) = &tls {
             inner.edge_tls.insert(e.name.clone(), Arc::clone(tls));
         }
-        let upstream = Arc::new(Upstream::new(
-            e.backend_port,
-            e.send_proxy,
-            Timeouts {
-                connect: e.connect_timeout,
-                response: e.response_timeout,
-            },
-        ));
+        let timeouts = Timeouts {
+            connect: e.connect_timeout,
+            response: e.response_timeout,
+        };
+        let upstream = Arc::new(Upstream::new(e.backend_port, e.send_proxy, timeouts));
         inner
             .upstreams
             .entry(e.pool.clone())
             .or_default()
             .push(Arc::clone(&upstream));
         let stats = Arc::clone(inner.edge_stats.entry(e.name.clone()).or_default());
+        // Routes with a pool of their own: one target per pool and port, whose connections
+        // the pool's refresh prunes like the listener's.
+        let mut targets: HashMap<RoutePool, Arc<Target>> = HashMap::new();
+        let mut target = |p: &RoutePool| {
+            let t = targets.entry(p.clone()).or_insert_with(|| {
+                let upstream = Arc::new(Upstream::new(p.backend_port, e.send_proxy, timeouts));
+                inner
+                    .upstreams
+                    .entry(p.vip.clone())
+                    .or_default()
+                    .push(Arc::clone(&upstream));
+                let pool = Arc::clone(inner.pools.entry(p.vip.clone()).or_default());
+                Arc::new(Target { pool, upstream })
+            });
+            Arc::clone(t)
+        };
         let listener = Listener {
             name: e.name.clone(),
             tls,
@@ -261,7 +294,8 @@ fn start_edges(core: &Arc<Core>, prepared: Vec<PreparedEdge>) -> Vec<Edge> {
                 |name| stats.route(name),
                 |name| stats.affinity(name),
             )
-            .auth_counted(|name| stats.auth(name)),
+            .auth_counted(|name| stats.auth(name))
+            .pooled(&mut target),
             pool: Arc::clone(&inner.pools[&e.pool]),
             upstream,
             proxy_protocol: e.proxy_protocol,

@@ -146,7 +146,7 @@ fn edge(
         Some(e.name.get_ref().clone())
     };
     let address = fields::socket_address(r, &e.address, &field("address"), "198.19.0.10:443");
-    let pool = pool(r, e, &field("pool"), vips);
+    let pool = vips.and_then(|vips| pool(r, &e.pool, &field("pool"), vips));
     let backend_port = match (&e.backend_port, &pool) {
         (Some(p), _) => fields::int(
             r,
@@ -185,7 +185,12 @@ fn edge(
         &field("send_proxy_protocol"),
         &[("off", SendProxy::Off), ("v2", SendProxy::V2)],
     );
-    let routes = route::routes(r, e, table.span(), pool, &field);
+    let listener = route::Listener {
+        vips,
+        pool,
+        backend_port,
+    };
+    let routes = route::routes(r, e, table.span(), &listener, &field);
     let (connect_timeout, response_timeout) = timeouts(r, e, &field);
     let (client_limits, max_connections) = clients(r, e, &field);
     let tls = match &e.tls {
@@ -364,21 +369,21 @@ fn list<T: Copy + PartialEq>(
     ok.then_some(out)
 }
 
-/// The `[[vip]]` the listener's backends come from: it must exist and be TCP.
-fn pool<'v>(
+/// The `[[vip]]` `name` names, whose backends serve a listener or a route: it must exist and
+/// be TCP. (With broken VIPs the names are unknown: callers do not ask, their errors are
+/// reported already.)
+pub(super) fn pool<'v>(
     r: &mut Report,
-    e: &raw::Edge,
+    name_written: &Spanned<String>,
     field: &str,
-    vips: Option<&'v [Vip]>,
+    vips: &'v [Vip],
 ) -> Option<&'v Vip> {
-    // With broken VIPs the names are unknown; their errors are reported already.
-    let vips = vips?;
-    let name = e.pool.get_ref();
+    let name = name_written.get_ref();
     match vips.iter().find(|v| &v.name == name) {
         Some(v) if v.protocol == Protocol::Tcp => Some(v),
         Some(_) => {
             r.invalid(
-                e.pool.span(),
+                name_written.span(),
                 field,
                 format!("vip \"{name}\" is UDP; an HTTP listener needs a TCP VIP's backends"),
             );
@@ -387,7 +392,7 @@ fn pool<'v>(
         None => {
             let known: Vec<&str> = vips.iter().map(|v| v.name.as_str()).collect();
             r.invalid(
-                e.pool.span(),
+                name_written.span(),
                 field,
                 format!(
                     "no [[vip]] is named \"{name}\"; name one of: {}",

@@ -166,6 +166,11 @@ pub struct Route {
     /// `proxy` (default), `status` or `redirect`.
     #[serde(default = "defaults::route_action")]
     pub action: Spanned<String>,
+    /// `proxy` only: the `[[vip]]` whose backends serve the route. Default: the edge's `pool`.
+    pub pool: Option<Spanned<String>>,
+    /// `proxy` only: the port of the route pool's backends. Default: the edge's `backend_port`
+    /// for the edge's pool, else the route pool VIP's port.
+    pub backend_port: Option<Spanned<i64>>,
     /// `proxy` only: remove `path` before the backend (named in `X-Forwarded-Prefix`).
     pub strip_prefix: Option<Spanned<bool>>,
     /// `proxy` only: put this path in front of what the backend receives.

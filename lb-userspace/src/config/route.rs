@@ -8,9 +8,13 @@
 //!   routes or a preset (the error says how to move it into the list).
 //! - Neither routes, preset nor `path_prefix`: the single route `{ path = "/" }` (`all`).
 //! - A route that an earlier one always takes first can never match, and is refused.
+//! - A `proxy` route sends to the listener's `pool` unless it names its own (`pool`,
+//!   `backend_port`: see [`RoutePool`]), so one listener can serve several services (an app
+//!   and the oauth2-proxy in front of it).
 
 mod action;
 pub mod auth;
+mod pool;
 
 use toml::Spanned;
 
@@ -68,7 +72,7 @@ impl RoutePath {
 /// What a matched request gets.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
-    /// Sent to the listener's pool. `strip_prefix` removes the route's path (the backend sees
+    /// Sent to the route's pool (the listener's unless `pool` names another). `strip_prefix` removes the route's path (the backend sees
     /// the rest, `/` for the path itself) and names it in `X-Forwarded-Prefix`; `add_prefix`
     /// is put in front of what is sent.
     Proxy {
@@ -80,11 +84,30 @@ pub enum Action {
         /// Forward authentication before proxying; `None`: none. Boxed: most routes have
         /// none, and every route carries the variant.
         auth: Option<Box<ForwardAuth>>,
+        /// The pool the route sends to; `None`: the listener's (`pool` and `backend_port`).
+        pool: Option<RoutePool>,
     },
     /// sluice answers with this status (403 or 404); the backend never sees the request.
     Status(u16),
     /// sluice answers with a redirect to `location`.
     Redirect { status: u16, location: String },
+}
+
+/// A proxy route's own pool: the backends of `[[vip]]` `vip`, on `backend_port`. Only a
+/// route whose pool or port differs from the listener's has one, so equal targets compare
+/// equal however they were written.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct RoutePool {
+    pub vip: String,
+    pub backend_port: u16,
+}
+
+/// What a listener's routes are checked against: the VIPs, and the listener's own pool and
+/// backend port (`None` when broken, reported already).
+pub(super) struct Listener<'v> {
+    pub vips: Option<&'v [Vip]>,
+    pub pool: Option<&'v Vip>,
+    pub backend_port: Option<u16>,
 }
 
 /// Ready-made route tables.
@@ -129,6 +152,7 @@ impl Preset {
                         add_prefix: None,
                         affinity: None,
                         auth: None,
+                        pool: None,
                     },
                 })
             })
@@ -141,7 +165,7 @@ pub(super) fn routes(
     r: &mut Report,
     e: &raw::Edge,
     table: std::ops::Range<usize>,
-    pool: Option<&Vip>,
+    listener: &Listener<'_>,
     field: &dyn Fn(&str) -> String,
 ) -> Option<Vec<Route>> {
     let listed = e.routes.as_ref();
@@ -186,6 +210,7 @@ pub(super) fn routes(
                 add_prefix: None,
                 affinity: None,
                 auth: None,
+                pool: None,
             },
         }]);
     }
@@ -199,6 +224,7 @@ pub(super) fn routes(
                 add_prefix: None,
                 affinity: None,
                 auth: None,
+                pool: None,
             },
         }]);
     };
@@ -215,7 +241,7 @@ pub(super) fn routes(
         .get_ref()
         .iter()
         .enumerate()
-        .map(|(i, route)| one(r, i, route, pool, &field(&format!("route[{i}]"))))
+        .map(|(i, route)| one(r, i, route, listener, &field(&format!("route[{i}]"))))
         .collect();
     let checked: Vec<Route> = checked.into_iter().collect::<Option<_>>()?;
     in_order(r, listed.get_ref(), checked, field)
@@ -291,7 +317,7 @@ fn one(
     r: &mut Report,
     index: usize,
     route: &Spanned<raw::Route>,
-    pool: Option<&Vip>,
+    listener: &Listener<'_>,
     field: &str,
 ) -> Option<Route> {
     let spec = route.get_ref();
@@ -332,7 +358,7 @@ fn one(
         Some(h) => host(r, h, &f("host")).map(Some),
         None => Some(None),
     };
-    let action = action::action(r, spec, route.span(), path.as_ref(), pool, &f);
+    let action = action::action(r, spec, route.span(), path.as_ref(), listener, &f);
     Some(Route {
         name: name?,
         path: path?,

@@ -413,6 +413,7 @@ fn edge_names_prefix_and_timeouts_default() {
             add_prefix: None,
             affinity: None,
             auth: None,
+            pool: None,
         }
     );
     assert_eq!(e.connect_timeout, Duration::from_secs(2));
@@ -458,6 +459,7 @@ fn edge_names_prefix_and_timeouts_as_written() {
             add_prefix: None,
             affinity: None,
             auth: None,
+            pool: None,
         }
     );
     assert_eq!(e.connect_timeout, Duration::from_millis(500));

@@ -16,6 +16,7 @@ use super::{
     managed::Managed,
     request_head::{self, Refused},
     route::{Names, Routed, Table, Unrouted},
+    upstream::Target,
 };
 
 /// What one connection contributes to each request it carries.
@@ -63,6 +64,8 @@ pub struct Forward<'t> {
     pub sticky: Option<&'t Sticky>,
     /// Its route's forward authentication, to ask before it is sent.
     pub auth: Option<Check<'t>>,
+    /// Its route's own pool; `None`: the listener's.
+    pub to: Option<&'t Target>,
 }
 
 /// Rewrites `parts` (a client's request head) into the backend's.
@@ -83,7 +86,7 @@ pub fn rewrite<'t>(
         host_header: parts.headers.get(header::HOST),
         sni: v.sni,
     };
-    let (target, forwarded_prefix, sticky, auth) = match v
+    let (target, forwarded_prefix, sticky, auth, to) = match v
         .routes
         .route(&parts.uri, &names)
         .map_err(NotForwarded::Unrouted)?
@@ -93,7 +96,8 @@ pub fn rewrite<'t>(
             forwarded_prefix,
             sticky,
             auth,
-        } => (target, forwarded_prefix, sticky, auth),
+            to,
+        } => (target, forwarded_prefix, sticky, auth, to),
         Routed::Answer { status, location } => {
             return Err(NotForwarded::Answer {
                 status,
@@ -145,5 +149,6 @@ pub fn rewrite<'t>(
             proto: v.hop.proto,
             client: v.hop.client.ip(),
         }),
+        to,
     })
 }

@@ -9,7 +9,7 @@
 //! | routes name hosts, and SNI, `Host` and `:authority` do not all name the same host | 421 | `misdirected` |
 //! | no route matches | 404 | `no_route` |
 //! | a `status` / `redirect` route matches | its status (and `Location`) | the route |
-//! | a `proxy` route matches | the backend's, which receives the normalised path (prefix stripped / added as configured) and the query as sent | the route |
+//! | a `proxy` route matches | the backend's (of the route's pool), which receives the normalised path (prefix stripped / added as configured) and the query as sent | the route |
 //!
 //! The host checks run only when some route names a host: without one the host decides
 //! nothing, and a client whose `Host` differs from its SNI is served as before.
@@ -29,8 +29,9 @@ use hyper::{header::HeaderValue, StatusCode, Uri};
 use super::{
     affinity::{Counters, Sticky},
     forward_auth::{self, Gate},
+    upstream::Target,
 };
-use crate::config::route::{Action, Route, RoutePath};
+use crate::config::route::{Action, Route, RoutePath, RoutePool};
 
 pub use path::BadPath;
 
@@ -77,6 +78,8 @@ pub enum Routed<'t> {
         /// The route's forward authentication, and what it is asked about: the normalised
         /// path the route matched, with the query as sent (built only for such a route).
         auth: Option<(&'t Gate, String)>,
+        /// The route's own pool; `None`: the listener's.
+        to: Option<&'t Target>,
     },
     /// sluice answers with `status` (and `location`).
     Answer {
@@ -122,6 +125,10 @@ enum Do {
         sticky: Option<Sticky>,
         /// Boxed: most routes have none, and the table stays small.
         gate: Option<Box<Gate>>,
+        /// The route's own pool as configured, and the target it was given
+        /// ([`Table::pooled`]); without a target the listener's pool serves it.
+        pool: Option<RoutePool>,
+        to: Option<Arc<Target>>,
     },
     Answer {
         status: StatusCode,
@@ -152,6 +159,7 @@ impl Table {
                         add_prefix,
                         affinity: sticky,
                         auth,
+                        pool,
                     } => Do::Proxy {
                         strip: strip_prefix.then(|| r.path.as_str().to_owned()),
                         add: add_prefix.as_ref().map(|p| p.as_str().to_owned()),
@@ -159,6 +167,8 @@ impl Table {
                             .as_ref()
                             .map(|a| Sticky::new(a, &r.name, affinity(&r.name))),
                         gate: auth.as_ref().map(|a| Box::new(Gate::new(&r.name, a))),
+                        pool: pool.clone(),
+                        to: None,
                     },
                     Action::Status(code) => Do::Answer {
                         status: status(*code),
@@ -190,6 +200,23 @@ impl Table {
             } = &mut r.action
             {
                 gate.count_in(auth(&r.name));
+            }
+        }
+        self
+    }
+
+    /// Gives each route with a pool of its own the target `target` gives that pool (the
+    /// daemon shares one per pool and port within a listener).
+    #[must_use]
+    pub fn pooled(mut self, mut target: impl FnMut(&RoutePool) -> Arc<Target>) -> Table {
+        for r in &mut self.routes {
+            if let Do::Proxy {
+                pool: Some(pool),
+                to,
+                ..
+            } = &mut r.action
+            {
+                *to = Some(target(pool));
             }
         }
         self
@@ -230,6 +257,8 @@ impl Table {
                 add,
                 sticky,
                 gate,
+                to,
+                ..
             } => {
                 let auth = gate.as_deref().map(|g| {
                     let uri = match uri.query() {
@@ -263,6 +292,7 @@ impl Table {
                     forwarded_prefix: strip.as_deref(),
                     sticky: sticky.as_ref(),
                     auth,
+                    to: to.as_deref(),
                 })
             }
         }

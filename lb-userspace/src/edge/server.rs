@@ -75,6 +75,8 @@ pub struct Listener {
     pub forwarded: Policy,
     /// Which requests are proxied, where, and which sluice answers itself.
     pub routes: Table,
+    /// The listener's pool and its backend connections: routes without a pool of their own
+    /// send there.
     pub pool: Arc<Pool>,
     pub upstream: Arc<Upstream>,
     /// PROXY headers before TLS, read from `forwarded.trusted_proxies` only.
@@ -440,8 +442,8 @@ async fn handle(req: Request<Incoming>, conn: &Conn) -> Response<Body> {
         routes: &l.routes,
         sni: conn.sni.as_deref(),
     };
-    let (websocket, sticky, auth) = match backend_head::rewrite(&mut parts, &vouched) {
-        Ok(forward) => (forward.websocket, forward.sticky, forward.auth),
+    let (websocket, sticky, auth, to) = match backend_head::rewrite(&mut parts, &vouched) {
+        Ok(forward) => (forward.websocket, forward.sticky, forward.auth, forward.to),
         Err(NotForwarded::Refused(refused)) => return refuse(l, refused),
         // No route, or a route sluice answers itself: the backend never sees such a request.
         Err(NotForwarded::Unrouted(unrouted)) => {
@@ -474,15 +476,19 @@ async fn handle(req: Request<Incoming>, conn: &Conn) -> Response<Body> {
     } else {
         None
     };
+    // The route's pool, whose backends alone may serve it (affinity included).
+    let (pool, upstream) = match to {
+        Some(t) => (&*t.pool, &*t.upstream),
+        None => (&*l.pool, &*l.upstream),
+    };
     // The route's affinity first; else hashed by the real client, so a trusted proxy's
     // clients spread like direct ones.
-    let choice = sticky.map(|s| (s, s.choose(&parts.headers, &l.pool)));
+    let choice = sticky.map(|s| (s, s.choose(&parts.headers, pool)));
     let prefer = choice.and_then(|(_, c)| c.prefer);
     let req = Request::from_parts(parts, body);
-    let mut resp = match l
-        .upstream
+    let mut resp = match upstream
         .send(
-            &l.pool,
+            pool,
             &conn.origin,
             prefer,
             req,
@@ -496,7 +502,7 @@ async fn handle(req: Request<Incoming>, conn: &Conn) -> Response<Body> {
     };
     // An affinity cookie places the session on the backend that answered.
     if let (Some((sticky, choice)), Some(served)) = (choice, resp.extensions().get::<Served>()) {
-        if let Some(set) = sticky.answer(&choice, served.0.ip(), &l.pool) {
+        if let Some(set) = sticky.answer(&choice, served.0.ip(), pool) {
             resp.headers_mut().append(header::SET_COOKIE, set);
         }
     }

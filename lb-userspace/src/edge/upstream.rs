@@ -56,6 +56,30 @@ pub struct Timeouts {
     pub response: Duration,
 }
 
+/// Where a route's requests go: a pool, and the connections to its backends. A listener has
+/// one for its own `pool`; a route naming another pool (or port) has its own.
+pub struct Target {
+    pub pool: Arc<Pool>,
+    pub upstream: Arc<Upstream>,
+}
+
+impl std::fmt::Debug for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Target")
+            .field("port", &self.upstream.port)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The same target: the same pool and connections, not merely equal ones.
+impl PartialEq for Target {
+    fn eq(&self, other: &Target) -> bool {
+        Arc::ptr_eq(&self.pool, &other.pool) && Arc::ptr_eq(&self.upstream, &other.upstream)
+    }
+}
+
+impl Eq for Target {}
+
 pub struct Upstream {
     port: u16,
     send_proxy: SendProxy,

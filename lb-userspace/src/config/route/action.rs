@@ -1,11 +1,12 @@
-//! A route's `action` and the keys that belong to it: `proxy` (`strip_prefix`, `add_prefix`),
+//! A route's `action` and the keys that belong to it: `proxy` (`pool`, `backend_port`,
+//! `strip_prefix`, `add_prefix`, `affinity`, `auth`),
 //! `status` (`status`) and `redirect` (`status`, `location`). A key of another action is
 //! refused rather than ignored.
 
 use toml::Spanned;
 
-use super::{auth, parse_prefix, Action, RoutePath};
-use crate::config::{affinity, errors::Report, fields, raw, Vip};
+use super::{auth, parse_prefix, pool, Action, Listener, RoutePath};
+use crate::config::{affinity, errors::Report, fields, raw};
 
 const STATUSES: [i64; 2] = [403, 404];
 const REDIRECTS: [i64; 5] = [301, 302, 303, 307, 308];
@@ -15,7 +16,7 @@ pub(super) fn action(
     v: &raw::Route,
     table: std::ops::Range<usize>,
     path: Option<&RoutePath>,
-    pool: Option<&Vip>,
+    listener: &Listener<'_>,
     f: &dyn Fn(&str) -> String,
 ) -> Option<Action> {
     let kind = fields::choice(
@@ -38,6 +39,14 @@ pub(super) fn action(
     };
     let mut ok = true;
     if kind != 0 {
+        if let Some(s) = &v.pool {
+            misplaced(r, "pool", s.span(), "proxy");
+            ok = false;
+        }
+        if let Some(s) = &v.backend_port {
+            misplaced(r, "backend_port", s.span(), "proxy");
+            ok = false;
+        }
         if let Some(s) = &v.strip_prefix {
             misplaced(r, "strip_prefix", s.span(), "proxy");
             ok = false;
@@ -69,6 +78,8 @@ pub(super) fn action(
     }
     match kind {
         0 => {
+            // The route's pool first: its affinity names backends of that pool.
+            let (vip, target) = pool::route_pool(r, v, listener, f)?;
             let strip_prefix = v.strip_prefix.as_ref().is_some_and(|s| *s.get_ref());
             if strip_prefix && path == Some(&RoutePath::All) {
                 if let Some(s) = &v.strip_prefix {
@@ -89,7 +100,7 @@ pub(super) fn action(
                 Some(a) => Some(affinity::affinity(
                     r,
                     a,
-                    pool,
+                    vip,
                     path.map(RoutePath::as_str),
                     &f("affinity"),
                 )?),
@@ -104,6 +115,7 @@ pub(super) fn action(
                 add_prefix,
                 affinity,
                 auth,
+                pool: target,
             })
         }
         1 => {

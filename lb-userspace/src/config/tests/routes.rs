@@ -40,6 +40,7 @@ fn routes_keep_their_order_names_hosts_and_actions() {
             add_prefix: Some("/kc".parse().unwrap()),
             affinity: None,
             auth: None,
+            pool: None,
         }
     );
     assert_eq!(
@@ -70,6 +71,7 @@ fn keycloak_presets_expose_the_guides_paths_and_admin_only_when_named() {
                 add_prefix: None,
                 affinity: None,
                 auth: None,
+                pool: None,
             }
         );
         assert!(r.host.is_none());

@@ -26,6 +26,7 @@ fn proxy() -> Action {
         add_prefix: None,
         affinity: None,
         auth: None,
+        pool: None,
     }
 }
 
@@ -185,12 +186,14 @@ fn prefixes_match_whole_segments_and_are_stripped_and_added() {
         add_prefix: None,
         affinity: None,
         auth: None,
+        pool: None,
     };
     let both = Action::Proxy {
         strip_prefix: true,
         add_prefix: Some("/kc".parse().unwrap()),
         affinity: None,
         auth: None,
+        pool: None,
     };
     let t = table(&[
         route("auth", "/auth", strip),
@@ -303,6 +306,7 @@ fn auth_routes_ask_about_the_public_normalised_path_and_others_ask_nothing() {
         add_prefix: Some("/internal".parse().unwrap()),
         affinity: None,
         auth: Some(Box::new(auth)),
+        pool: None,
     };
     let t = table(&[route("app", "/app", gated), route("open", "/", proxy())]);
     let ask = |target: &str| {
