@@ -5,6 +5,7 @@ mod auth;
 mod bgp;
 mod broken;
 mod cookie;
+mod route_pools;
 mod routes;
 
 use std::{net::IpAddr, path::Path, time::Duration};
