@@ -216,6 +216,21 @@ mod tests {
     }
 
     #[test]
+    fn a_route_sent_to_another_pool_is_a_changed_route_table() {
+        let old = config();
+        let mut new = old.clone();
+        if let crate::config::route::Action::Proxy { pool, .. } = &mut new.edges[0].routes[0].action
+        {
+            *pool = Some(crate::config::route::RoutePool {
+                vip: "web".into(),
+                backend_port: 4180,
+            });
+        }
+        let e = restart_only(&old, &new).unwrap_err().to_string();
+        assert!(e.starts_with("edge[0].route changed"), "{e}");
+    }
+
+    #[test]
     fn listeners_added_or_removed_are_named() {
         let old = config();
         let mut new = old.clone();

@@ -327,3 +327,53 @@ fn auth_routes_ask_about_the_public_normalised_path_and_others_ask_nothing() {
     );
     assert_eq!(ask("/other"), ("/other".to_owned(), None));
 }
+
+#[test]
+fn a_route_with_a_pool_of_its_own_gets_that_target_and_the_others_none() {
+    use crate::config::{route::RoutePool, SendProxy};
+    use crate::edge::{
+        pool::Pool,
+        upstream::{Target, Timeouts, Upstream},
+    };
+    use std::time::Duration;
+    let to = |vip: &str| Action::Proxy {
+        strip_prefix: false,
+        add_prefix: None,
+        affinity: None,
+        auth: None,
+        pool: Some(RoutePool {
+            vip: vip.to_owned(),
+            backend_port: 4180,
+        }),
+    };
+    let timeouts = Timeouts {
+        connect: Duration::from_secs(1),
+        response: Duration::from_secs(1),
+    };
+    let mut made = Vec::new();
+    let t = table(&[
+        route("oauth2", "/oauth2", to("auth")),
+        route("more", "/more", to("auth")),
+        route("app", "/", proxy()),
+    ])
+    .pooled(|p| {
+        assert_eq!(p.vip, "auth");
+        let target = Arc::new(Target {
+            pool: Arc::new(Pool::default()),
+            upstream: Arc::new(Upstream::new(p.backend_port, SendProxy::Off, timeouts)),
+        });
+        made.push(Arc::clone(&target));
+        target
+    });
+    assert_eq!(made.len(), 2, "asked once per route with a pool");
+    let target_of = |path: &str| {
+        let uri: Uri = path.parse().unwrap();
+        match t.route(&uri, &names("kc.example")) {
+            Ok(Routed::Proxy { to, .. }) => to.map(std::ptr::from_ref),
+            other => panic!("{path}: {other:?}"),
+        }
+    };
+    assert_eq!(target_of("/oauth2/start"), Some(Arc::as_ptr(&made[0])));
+    assert_eq!(target_of("/more/x"), Some(Arc::as_ptr(&made[1])));
+    assert_eq!(target_of("/app"), None);
+}
