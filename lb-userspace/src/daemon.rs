@@ -231,9 +231,7 @@ fn edge_pools(e: &config::Edge) -> impl Iterator<Item = &str> {
     e.routes
         .iter()
         .filter_map(|r| match &r.action {
-            Action::Proxy {
-                pool: Some(p), ..
-            } => Some(p.vip.as_str()),
+            Action::Proxy { pool: Some(p), .. } => Some(p.vip.as_str()),
             _ => None,
         })
         .chain(std::iter::once(e.pool.as_str()))

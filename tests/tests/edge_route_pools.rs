@@ -197,7 +197,10 @@ fn all_in(seen: &[String], allowed: &[&str], what: &str) {
 
 /// `seen` is `name` each time.
 fn all_are(seen: &[String], name: &str, what: &str) {
-    assert!(seen.iter().all(|b| b == name), "{what}: {seen:?}, want only {name}");
+    assert!(
+        seen.iter().all(|b| b == name),
+        "{what}: {seen:?}, want only {name}"
+    );
 }
 
 #[test]
@@ -263,7 +266,10 @@ fn rp_routes_reach_their_own_pools_over_h1_h2_and_one_pipelined_connection() {
     );
     for (i, (backend, line)) in seen.iter().enumerate() {
         let pool: &[&str] = if i % 2 == 0 { &AUTH } else { &WEB };
-        assert!(pool.contains(&backend.as_str()), "{line} went to {backend}: {out}");
+        assert!(
+            pool.contains(&backend.as_str()),
+            "{line} went to {backend}: {out}"
+        );
     }
 }
 
@@ -319,7 +325,10 @@ fn rp_affinity_on_a_route_of_the_second_pool_sticks_to_that_pools_backends() {
         }
         // A suffix the table does not name (a web backend's, say): the pool's normal choice,
         // within the auth pool.
-        let seen = lab.served("/oauth2/x", &[http, "-H", "Cookie: AUTH_SESSION_ID=abc.kc-0"]);
+        let seen = lab.served(
+            "/oauth2/x",
+            &[http, "-H", "Cookie: AUTH_SESSION_ID=abc.kc-0"],
+        );
         all_in(&seen, &AUTH, &format!("unknown route, {http}"));
     }
 }

@@ -43,8 +43,7 @@ pub(super) fn route_pool<'v>(
         None => Some(listener.pool),
     };
     let (port, vip) = (port?, vip?);
-    let (Some(vip), Some(own), Some(own_port)) = (vip, listener.pool, listener.backend_port)
-    else {
+    let (Some(vip), Some(own), Some(own_port)) = (vip, listener.pool, listener.backend_port) else {
         // Something the route depends on is broken and reported: the route's own keys were
         // checked, nothing more can be.
         return Some((vip, None));

@@ -154,3 +154,46 @@ const CASES: &[Case] = &[
 fn broken_route_pools_give_line_field_and_fix() {
     check_cases(CASES, edit);
 }
+
+/// The one-listener oauth2-proxy layout `examples/sluice.toml` shows (its `# #   ` lines),
+/// behind a listener on `web` with a VIP `oauth2-proxy`, parses to what it says.
+#[test]
+fn the_examples_oauth2_proxy_layout_on_one_listener_parses() {
+    use crate::config::route::auth::OnUnauthorized;
+    let example = include_str!("../../../../examples/sluice.toml");
+    let layout: Vec<&str> = example
+        .lines()
+        .filter_map(|l| l.strip_prefix("# #   "))
+        .collect();
+    assert!(layout.len() > 5, "the layout lines: {layout:?}");
+    let text = format!(
+        "{GOOD}\n[[vip]]\nname = \"oauth2-proxy\"\naddress = \"198.19.0.11:4180\"\n\
+         [[vip.backend]]\naddress = \"198.18.30.2\"\n\
+         [[edge]]\nname = \"app\"\naddress = \"198.19.0.10:8443\"\npool = \"web\"\n\
+         backend_port = 8080\n{}\n",
+        layout.join("\n")
+    );
+    let c = Config::parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+    let routes = &c.edges[0].routes;
+    let names: Vec<&str> = routes.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(names, ["oauth2", "app"]);
+    match &routes[0].action {
+        Action::Proxy {
+            pool, auth: None, ..
+        } => assert_eq!(*pool, self::pool("oauth2-proxy", 4180)),
+        other => panic!("{other:?}"),
+    }
+    match &routes[1].action {
+        Action::Proxy {
+            pool: None,
+            auth: Some(auth),
+            ..
+        } => assert_eq!(
+            auth.on_unauthorized,
+            OnUnauthorized::Redirect {
+                signin_url: "/oauth2/start".into()
+            }
+        ),
+        other => panic!("{other:?}"),
+    }
+}
