@@ -91,14 +91,7 @@ async fn serve(path: &Path, config: Config, overrides: Overrides) -> anyhow::Res
     let prepared = prepare_edges(&config).await?;
     let (health_tx, mut health_rx) = mpsc::unbounded_channel();
     let dp = start_dataplane(&config)?;
-    // Every pool a listener or a route sends to; route tables are fixed until a restart, so
-    // this set is too (the pools' contents follow every change).
-    let pools = config
-        .edges
-        .iter()
-        .flat_map(edge_pools)
-        .map(|vip| (vip.to_owned(), Arc::new(Pool::default())))
-        .collect();
+    let pools = pools(&config);
     let inner = Inner {
         dp,
         config: config.clone(),
@@ -224,6 +217,17 @@ async fn prepare_edges(config: &Config) -> anyhow::Result<Vec<PreparedEdge>> {
         });
     }
     Ok(out)
+}
+
+/// A pool for every VIP a listener or a route sends to. Route tables are fixed until a
+/// restart, so this set is too; the pools' contents follow every change.
+fn pools(config: &Config) -> HashMap<String, Arc<Pool>> {
+    config
+        .edges
+        .iter()
+        .flat_map(edge_pools)
+        .map(|vip| (vip.to_owned(), Arc::new(Pool::default())))
+        .collect()
 }
 
 /// The VIP names whose backends the listener `e` sends to: its `pool` and its routes' own.

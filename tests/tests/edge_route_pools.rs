@@ -9,6 +9,7 @@
 //!
 //! Needs root. Run with `cargo test -p sluice-tests --test edge_route_pools -- --test-threads=1`.
 
+use std::fmt::Write as _;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -51,10 +52,11 @@ fn auth_vip(backends: &[usize]) -> String {
         health()
     );
     for i in backends {
-        text.push_str(&format!(
+        let _ = write!(
+            text,
             "[[vip.backend]]\naddress = \"{}\"\n",
             backend_addr4(*i)
-        ));
+        );
     }
     text
 }

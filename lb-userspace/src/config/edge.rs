@@ -147,17 +147,7 @@ fn edge(
     };
     let address = fields::socket_address(r, &e.address, &field("address"), "198.19.0.10:443");
     let pool = vips.and_then(|vips| pool(r, &e.pool, &field("pool"), vips));
-    let backend_port = match (&e.backend_port, &pool) {
-        (Some(p), _) => fields::int(
-            r,
-            p,
-            &field("backend_port"),
-            1..=i64::from(u16::MAX),
-            "the backends' plain HTTP port",
-        ),
-        (None, Some(v)) => Some(v.port),
-        (None, None) => None,
-    };
+    let backend_port = backend_port(r, e, pool, &field("backend_port"));
     let formats = list(
         r,
         &e.client_cert_header,
@@ -235,6 +225,21 @@ fn edge(
         max_connections: max_connections?,
         tls: tls?,
     })
+}
+
+/// `backend_port`, by default the pool VIP's port.
+fn backend_port(r: &mut Report, e: &raw::Edge, pool: Option<&Vip>, field: &str) -> Option<u16> {
+    match (&e.backend_port, pool) {
+        (Some(p), _) => fields::int(
+            r,
+            p,
+            field,
+            1..=i64::from(u16::MAX),
+            "the backends' plain HTTP port",
+        ),
+        (None, Some(v)) => Some(v.port),
+        (None, None) => None,
+    }
 }
 
 /// `proxy_protocol` and who may send it: a policy other than `off` with nobody trusted would

@@ -39,29 +39,19 @@ pub(super) fn action(
     };
     let mut ok = true;
     if kind != 0 {
-        if let Some(s) = &v.pool {
-            misplaced(r, "pool", s.span(), "proxy");
-            ok = false;
-        }
-        if let Some(s) = &v.backend_port {
-            misplaced(r, "backend_port", s.span(), "proxy");
-            ok = false;
-        }
-        if let Some(s) = &v.strip_prefix {
-            misplaced(r, "strip_prefix", s.span(), "proxy");
-            ok = false;
-        }
-        if let Some(s) = &v.add_prefix {
-            misplaced(r, "add_prefix", s.span(), "proxy");
-            ok = false;
-        }
-        if let Some(s) = &v.affinity {
-            misplaced(r, "affinity", s.span(), "proxy");
-            ok = false;
-        }
-        if let Some(s) = &v.auth {
-            misplaced(r, "auth", s.span(), "proxy");
-            ok = false;
+        let proxy_keys = [
+            ("pool", v.pool.as_ref().map(Spanned::span)),
+            ("backend_port", v.backend_port.as_ref().map(Spanned::span)),
+            ("strip_prefix", v.strip_prefix.as_ref().map(Spanned::span)),
+            ("add_prefix", v.add_prefix.as_ref().map(Spanned::span)),
+            ("affinity", v.affinity.as_ref().map(Spanned::span)),
+            ("auth", v.auth.as_ref().map(Spanned::span)),
+        ];
+        for (key, span) in proxy_keys {
+            if let Some(span) = span {
+                misplaced(r, key, span, "proxy");
+                ok = false;
+            }
         }
     }
     if kind != 2 {

@@ -34,18 +34,21 @@ fn target(edits: &[(usize, &str)]) -> Option<RoutePool> {
     }
 }
 
-fn pool(vip: &str, backend_port: u16) -> Option<RoutePool> {
-    Some(RoutePool {
+fn pool(vip: &str, backend_port: u16) -> RoutePool {
+    RoutePool {
         vip: vip.to_owned(),
         backend_port,
-    })
+    }
 }
 
 #[test]
 fn a_route_pool_defaults_its_port_and_the_listeners_own_is_none() {
     // Another VIP: on that VIP's port, unless the route names one.
-    assert_eq!(target(&[]), pool("auth", 4180));
-    assert_eq!(target(&[(60, "backend_port = 4181")]), pool("auth", 4181));
+    assert_eq!(target(&[]), Some(pool("auth", 4180)));
+    assert_eq!(
+        target(&[(60, "backend_port = 4181")]),
+        Some(pool("auth", 4181))
+    );
     // The listener's own pool, written or not, on its port: the listener's target.
     assert_eq!(target(&[(59, "pool = \"web\"")]), None);
     assert_eq!(target(&[(59, "backend_port = 8080")]), None);
@@ -54,7 +57,10 @@ fn a_route_pool_defaults_its_port_and_the_listeners_own_is_none() {
         None
     );
     // The listener's pool on another port is a target of its own.
-    assert_eq!(target(&[(59, "backend_port = 9090")]), pool("web", 9090));
+    assert_eq!(
+        target(&[(59, "backend_port = 9090")]),
+        Some(pool("web", 9090))
+    );
     // Routes without pool keys keep the listener's.
     let c = Config::parse(&pools()).unwrap_or_else(|e| panic!("{e}"));
     assert!(matches!(
@@ -180,7 +186,7 @@ fn the_examples_oauth2_proxy_layout_on_one_listener_parses() {
     match &routes[0].action {
         Action::Proxy {
             pool, auth: None, ..
-        } => assert_eq!(*pool, self::pool("oauth2-proxy", 4180)),
+        } => assert_eq!(*pool, Some(self::pool("oauth2-proxy", 4180))),
         other => panic!("{other:?}"),
     }
     match &routes[1].action {
