@@ -70,7 +70,8 @@ pub struct Config {
 pub struct Edge {
     pub name: String,
     pub address: SocketAddr,
-    /// The `[[vip]]` whose backends serve the listener.
+    /// The `[[vip]]` whose backends serve the listener's routes that name no pool of their own
+    /// (`route::RoutePool`), on `backend_port`.
     pub pool: String,
     pub backend_port: u16,
     pub client_cert_header: Vec<client_cert::Format>,
