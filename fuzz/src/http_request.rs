@@ -67,6 +67,8 @@ fn routes() -> &'static Table {
                 strip_prefix: false,
                 add_prefix: None,
                 affinity: None,
+                auth: None,
+                pool: None,
             },
         };
         Table::new(&[all], |_| std::sync::Arc::default())
