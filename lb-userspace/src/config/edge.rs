@@ -147,7 +147,8 @@ fn edge(
     };
     let address = fields::socket_address(r, &e.address, &field("address"), "198.19.0.10:443");
     let pool = vips.and_then(|vips| pool(r, &e.pool, &field("pool"), vips));
-    let backend_port = backend_port(r, e, pool, &field("backend_port"));
+    let backend_port = backend_port(r, e, pool, &field("backend_port"))
+        .and_then(|port| not_keycloak_management(r, e, port, table.span(), &field));
     let formats = list(
         r,
         &e.client_cert_header,
@@ -240,6 +241,41 @@ fn backend_port(r: &mut Report, e: &raw::Edge, pool: Option<&Vip>, field: &str) 
         (None, Some(v)) => Some(v.port),
         (None, None) => None,
     }
+}
+
+/// Keycloak serves health and metrics on its management port 9000, which the Keycloak
+/// presets exist to keep private: proxying to it would expose exactly those.
+const KEYCLOAK_MANAGEMENT_PORT: u16 = 9000;
+
+/// `port`, unless a Keycloak preset would proxy to Keycloak's management port.
+fn not_keycloak_management(
+    r: &mut Report,
+    e: &raw::Edge,
+    port: u16,
+    table: std::ops::Range<usize>,
+    field: &dyn Fn(&str) -> String,
+) -> Option<u16> {
+    let Some(preset) = &e.preset else {
+        return Some(port);
+    };
+    if port != KEYCLOAK_MANAGEMENT_PORT {
+        return Some(port);
+    }
+    let span = e
+        .backend_port
+        .as_ref()
+        .map_or_else(|| preset.span(), Spanned::span);
+    r.invalid(
+        written_or(span, table),
+        field("backend_port"),
+        format!(
+            "is {KEYCLOAK_MANAGEMENT_PORT}, Keycloak's management port (health and metrics), \
+             which preset = \"{}\" must never proxy; set the port Keycloak serves HTTP on, \
+             e.g. backend_port = 8080",
+            preset.get_ref()
+        ),
+    );
+    None
 }
 
 /// `proxy_protocol` and who may send it: a policy other than `off` with nobody trusted would

@@ -622,6 +622,16 @@ const CASES: &[Case] = &[
                   \"keycloak-admin\"",
     },
     Case {
+        name: "keycloak preset proxying to the management port",
+        edits: &[(
+            39,
+            edge!("preset = \"keycloak\"", "backend_port = 9000")
+        )],
+        line: 46,
+        message: "edge[0].backend_port: is 9000, Keycloak's management port (health and \
+                  metrics), which preset = \"keycloak\" must never proxy",
+    },
+    Case {
         name: "preset beside routes",
         edits: &[(
             39,
