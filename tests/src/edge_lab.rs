@@ -4,8 +4,9 @@
 //! with from the client namespace.
 
 use std::fmt::Write as _;
+use std::io::Write as _;
 use std::net::{IpAddr, SocketAddr};
-use std::process::Output;
+use std::process::{Output, Stdio};
 
 use crate::{
     certs::{Identity, TestPki},
@@ -376,6 +377,11 @@ impl Lab {
     pub fn reload(&self) -> std::process::Output {
         self.daemon.cli(&["reload"]).expect("run sluice reload")
     }
+
+    /// [`raw_tls`] to this lab's edge.
+    pub fn raw_tls(&self, request: &str, cert: bool) -> String {
+        raw_tls(&self.topo, &self.pki, request, cert)
+    }
 }
 
 /// A header-echo backend `backend-<i>` on `port` in each backend namespace of `topo`.
@@ -448,4 +454,56 @@ pub fn assert_decoded(
 /// The backend that answered (the echo body's first line).
 pub fn backend_of(body: &str) -> &str {
     body.lines().next().unwrap_or_default()
+}
+
+/// Sends `request` as is over TLS to the edge at [`edge4`] (with the client certificate when `cert`) and returns all
+/// that came back until the server closed or 5 s passed.
+pub fn raw_tls(topo: &Topology, pki: &TestPki, request: &str, cert: bool) -> String {
+    let connect = edge4().to_string();
+    let ca = pki.ca_cert().display().to_string();
+    let id = &pki.client;
+    let (leaf, key, chain) = (
+        id.leaf().display().to_string(),
+        id.key().display().to_string(),
+        id.intermediates_pem().display().to_string(),
+    );
+    let mut args = vec![
+        "timeout",
+        "5",
+        "openssl",
+        "s_client",
+        "-quiet",
+        "-ign_eof",
+        "-alpn",
+        "http/1.1",
+        "-connect",
+        &connect,
+        "-servername",
+        SERVER_NAME,
+        "-CAfile",
+        &ca,
+    ];
+    if cert {
+        args.extend(["-cert", &leaf, "-key", &key, "-cert_chain", &chain]);
+    }
+    let mut child = topo
+        .client()
+        .command(&args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run openssl s_client");
+    // s_client reads stdin only once the handshake is done; the pipe holds the request.
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(request.as_bytes())
+        .expect("write the request");
+    let out = child.wait_with_output().expect("openssl s_client output");
+    if out.stdout.is_empty() {
+        eprintln!("openssl s_client: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }

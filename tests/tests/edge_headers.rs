@@ -9,7 +9,6 @@
 
 use std::io::{Read as _, Write as _};
 use std::net::TcpStream;
-use std::process::Stdio;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use sluice_tests::{
@@ -135,59 +134,6 @@ fn values<'a>(headers: &'a [(String, String)], name: &str) -> Vec<&'a str> {
         .collect()
 }
 
-/// Sends `request` as is over TLS (with the client certificate when `cert`) and returns all
-/// that came back until the server closed or 5 s passed.
-fn raw_tls(lab: &Lab, request: &str, cert: bool) -> String {
-    let connect = edge4().to_string();
-    let ca = lab.pki.ca_cert().display().to_string();
-    let id = &lab.pki.client;
-    let (leaf, key, chain) = (
-        id.leaf().display().to_string(),
-        id.key().display().to_string(),
-        id.intermediates_pem().display().to_string(),
-    );
-    let mut args = vec![
-        "timeout",
-        "5",
-        "openssl",
-        "s_client",
-        "-quiet",
-        "-ign_eof",
-        "-alpn",
-        "http/1.1",
-        "-connect",
-        &connect,
-        "-servername",
-        SERVER_NAME,
-        "-CAfile",
-        &ca,
-    ];
-    if cert {
-        args.extend(["-cert", &leaf, "-key", &key, "-cert_chain", &chain]);
-    }
-    let mut child = lab
-        .topo
-        .client()
-        .command(&args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run openssl s_client");
-    // s_client reads stdin only once the handshake is done; the pipe holds the request.
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(request.as_bytes())
-        .expect("write the request");
-    let out = child.wait_with_output().expect("openssl s_client output");
-    if out.stdout.is_empty() {
-        eprintln!("openssl s_client: {}", String::from_utf8_lossy(&out.stderr));
-    }
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 /// The status code of the first response in `raw`, or 0.
 fn status(raw: &str) -> u16 {
     raw.lines()
@@ -205,7 +151,7 @@ fn h2c_upgrades_never_open_a_tunnel_to_the_backend() {
     let asked = "GET /h2c HTTP/1.1\r\nHost: kc.test\r\nConnection: Upgrade, HTTP2-Settings\r\n\
                  Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n\
                  Client-Cert: :Zm9yZ2Vk:\r\n\r\n";
-    let got = raw_tls(&lab, asked, true);
+    let got = lab.raw_tls(asked, true);
     assert_eq!(
         status(&got),
         200,
@@ -229,7 +175,7 @@ fn h2c_upgrades_never_open_a_tunnel_to_the_backend() {
     // Listed next to WebSocket, h2c is dropped and the WebSocket upgrade alone goes through.
     let both = "GET /ws HTTP/1.1\r\nHost: kc.test\r\nConnection: Upgrade\r\n\
                 Upgrade: h2c, websocket\r\n\r\nhello";
-    let got = raw_tls(&lab, both, true);
+    let got = lab.raw_tls(both, true);
     assert_eq!(status(&got), 101, "{got}");
     assert!(
         got.to_ascii_lowercase().contains("upgrade: websocket"),
@@ -242,8 +188,7 @@ fn h2c_upgrades_never_open_a_tunnel_to_the_backend() {
 
     // A backend that switches protocols on a request that asked for no upgrade gets the
     // client a 502, never a tunnel.
-    let got = raw_tls(
-        &lab,
+    let got = lab.raw_tls(
         "GET /switch HTTP/1.1\r\nHost: kc.test\r\nConnection: close\r\n\r\n",
         true,
     );
@@ -251,8 +196,7 @@ fn h2c_upgrades_never_open_a_tunnel_to_the_backend() {
     assert!(!got.contains("TUNNEL:"), "{got}");
 
     // CONNECT would make a tunnel too.
-    let got = raw_tls(
-        &lab,
+    let got = lab.raw_tls(
         "CONNECT kc.test:443 HTTP/1.1\r\nHost: kc.test:443\r\n\r\n",
         true,
     );
@@ -401,13 +345,13 @@ fn host_rules_follow_rfc_9112_and_9113() {
         ),
     ];
     for (what, request, code) in refused {
-        let got = raw_tls(&lab, request, false);
+        let got = lab.raw_tls(request, false);
         assert_eq!(status(&got), code, "{what}:\n{got}");
     }
     assert_eq!(requests(), before, "no refused request reached a backend");
 
     // HTTP/1.0 without Host is served under the listener's own authority.
-    let got = raw_tls(&lab, "GET /old HTTP/1.0\r\n\r\n", false);
+    let got = lab.raw_tls("GET /old HTTP/1.0\r\n\r\n", false);
     assert_eq!(status(&got), 200, "{got}");
     let body = &got[got.find("\r\n\r\n").expect("a response head") + 4..];
     let h = echoed_headers(body);
@@ -507,7 +451,7 @@ fn trailers_never_carry_headers_to_the_backend() {
                    Connection: close\r\n\r\n\
                    5\r\nhello\r\n0\r\nX-Forwarded-For: 203.0.113.66\r\n\
                    Client-Cert: :Zm9yZ2Vk:\r\nX-Trailer: 1\r\n\r\n";
-    let got = raw_tls(&lab, request, true);
+    let got = lab.raw_tls(request, true);
     assert_eq!(status(&got), 200, "{got}");
     let echoed = &got[got.find("\r\n\r\n").expect("a response head") + 4..];
     assert!(echoed.contains("hello"), "the body arrives:\n{echoed}");
@@ -533,7 +477,7 @@ fn pipelined_requests_each_carry_exactly_sluices_headers() {
                      X-Forwarded-For: 203.0.113.66\r\nClient-Cert: :Zm9yZ2Vk:\r\n\r\n\
                      GET /three HTTP/1.1\r\nHost: kc.test\r\nX_SSL_Client_Cert: forged\r\n\
                      Connection: close\r\n\r\n";
-    let got = raw_tls(&lab, pipelined, true);
+    let got = lab.raw_tls(pipelined, true);
     let answers: Vec<&str> = got.split("HTTP/1.1 200 OK").skip(1).collect();
     assert_eq!(answers.len(), 3, "three answers, in order:\n{got}");
     for (answer, path) in answers.iter().zip(["/one", "/two", "/three"]) {

@@ -17,8 +17,8 @@ use sluice_tests::{
     curl::Curl,
     daemon::{Daemon, Scratch},
     edge_lab::{
-        backend_of, edge4, header_echo_backends, LabBase, Listener, BACKEND_PORT, EDGE_PORT,
-        SERVER_NAME,
+        backend_of, edge4, header_echo_backends, raw_tls, LabBase, Listener, BACKEND_PORT,
+        EDGE_PORT, SERVER_NAME,
     },
     gateway_config::web_gateway,
     require_root,
@@ -222,22 +222,12 @@ fn rp_routes_reach_their_own_pools_over_h1_h2_and_one_pipelined_connection() {
     // One connection, one write, two pools: each request goes to its route's pool, the
     // connection's earlier request deciding nothing for the next.
     let requests = format!(
-        "GET /oauth2/auth HTTP/1.1\\r\\nHost: {SERVER_NAME}\\r\\n\\r\\n\
-         GET /app/a HTTP/1.1\\r\\nHost: {SERVER_NAME}\\r\\n\\r\\n\
-         GET /oauth2/callback HTTP/1.1\\r\\nHost: {SERVER_NAME}\\r\\n\\r\\n\
-         GET /app/b HTTP/1.1\\r\\nHost: {SERVER_NAME}\\r\\nConnection: close\\r\\n\\r\\n"
+        "GET /oauth2/auth HTTP/1.1\r\nHost: {SERVER_NAME}\r\n\r\n\
+         GET /app/a HTTP/1.1\r\nHost: {SERVER_NAME}\r\n\r\n\
+         GET /oauth2/callback HTTP/1.1\r\nHost: {SERVER_NAME}\r\n\r\n\
+         GET /app/b HTTP/1.1\r\nHost: {SERVER_NAME}\r\nConnection: close\r\n\r\n"
     );
-    let ca = lab.pki.ca_cert().display().to_string();
-    let script = format!(
-        "printf '{requests}' | timeout 10 openssl s_client -quiet -ign_eof -alpn http/1.1 \
-         -connect {} -servername {SERVER_NAME} -CAfile {ca} 2>/dev/null",
-        edge4()
-    );
-    let out = lab
-        .topo
-        .client()
-        .run(&["sh", "-c", &script])
-        .expect("openssl s_client");
+    let out = raw_tls(&lab.topo, &lab.pki, &requests, false);
     let statuses: Vec<&str> = out.lines().filter(|l| l.starts_with("HTTP/1.1 ")).collect();
     assert_eq!(
         statuses,

@@ -18,7 +18,6 @@
 
 use std::io::{Read as _, Write as _};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
-use std::process::Stdio;
 use std::sync::{
     atomic::{AtomicBool, Ordering},
     Arc, Mutex,
@@ -243,21 +242,11 @@ fn pipelined_requests_and_upgrades_are_routed_one_by_one() {
     let lab = lab("rte4", &["preset = \"keycloak\""]);
     // Three requests in one write: each is routed on its own.
     let requests = format!(
-        "GET /realms/x HTTP/1.1\\r\\nHost: {SERVER_NAME}\\r\\n\\r\\n\
-         GET /realms/../admin/ HTTP/1.1\\r\\nHost: {SERVER_NAME}\\r\\n\\r\\n\
-         GET /resources/y HTTP/1.1\\r\\nHost: {SERVER_NAME}\\r\\nConnection: close\\r\\n\\r\\n"
+        "GET /realms/x HTTP/1.1\r\nHost: {SERVER_NAME}\r\n\r\n\
+         GET /realms/../admin/ HTTP/1.1\r\nHost: {SERVER_NAME}\r\n\r\n\
+         GET /resources/y HTTP/1.1\r\nHost: {SERVER_NAME}\r\nConnection: close\r\n\r\n"
     );
-    let ca = lab.pki.ca_cert().display().to_string();
-    let script = format!(
-        "printf '{requests}' | timeout 10 openssl s_client -quiet -ign_eof -alpn http/1.1 \
-         -connect {} -servername {SERVER_NAME} -CAfile {ca} 2>/dev/null",
-        edge4()
-    );
-    let out = lab
-        .topo
-        .client()
-        .run(&["sh", "-c", &script])
-        .expect("openssl s_client");
+    let out = lab.raw_tls(&requests, false);
     let statuses: Vec<&str> = out.lines().filter(|l| l.starts_with("HTTP/1.1 ")).collect();
     assert_eq!(
         statuses.len(),
@@ -384,56 +373,6 @@ fn named_raw_backend(mut stream: TcpStream, name: &str) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Sends `request` as is over TLS (HTTP/1.1, with the client certificate when `cert`) and
-/// returns all that came back until the server closed or 5 s passed.
-fn raw_tls(lab: &Lab, request: &str, cert: bool) -> String {
-    let connect = edge4().to_string();
-    let ca = lab.pki.ca_cert().display().to_string();
-    let id = &lab.pki.client;
-    let (leaf, key, chain) = (
-        id.leaf().display().to_string(),
-        id.key().display().to_string(),
-        id.intermediates_pem().display().to_string(),
-    );
-    let mut args = vec![
-        "timeout",
-        "5",
-        "openssl",
-        "s_client",
-        "-quiet",
-        "-ign_eof",
-        "-alpn",
-        "http/1.1",
-        "-connect",
-        &connect,
-        "-servername",
-        SERVER_NAME,
-        "-CAfile",
-        &ca,
-    ];
-    if cert {
-        args.extend(["-cert", &leaf, "-key", &key, "-cert_chain", &chain]);
-    }
-    let mut child = lab
-        .topo
-        .client()
-        .command(&args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run openssl s_client");
-    // s_client reads stdin only once the handshake is done; the pipe holds the request.
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(request.as_bytes())
-        .expect("write the request");
-    let out = child.wait_with_output().expect("openssl s_client output");
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 /// The bodies of the `200` answers in `raw` (a connection's responses, in order).
 fn answers(raw: &str) -> Vec<&str> {
     raw.split("HTTP/1.1 200 OK\r\n")
@@ -478,7 +417,7 @@ fn upgrades_on_a_stripped_route_reach_its_backend_with_the_routed_path() {
         "GET /app/h2c?q=1 HTTP/1.1\r\nHost: kc.test\r\nConnection: Upgrade, HTTP2-Settings\r\n\
                Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\n\r\n\
                GET /app/after HTTP/1.1\r\nHost: kc.test\r\nConnection: close\r\n\r\n";
-    let got = raw_tls(&lab, h2c, false);
+    let got = lab.raw_tls(h2c, false);
     let bodies = answers(&got);
     assert_eq!(
         bodies.len(),
@@ -507,7 +446,7 @@ fn upgrades_on_a_stripped_route_reach_its_backend_with_the_routed_path() {
     let ws = "GET /app/chat?room=1 HTTP/1.1\r\nHost: kc.test\r\nConnection: Upgrade\r\n\
               Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n\
               Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\nping";
-    let got = raw_tls(&lab, ws, false);
+    let got = lab.raw_tls(ws, false);
     assert!(
         got.starts_with("HTTP/1.1 101 "),
         "{got}\n{}",
@@ -533,7 +472,7 @@ fn trailers_and_the_connection_header_on_a_stripped_route() {
                    Connection: close\r\n\r\n\
                    5\r\nhello\r\n6\r\n world\r\n0\r\nX-Forwarded-For: 203.0.113.66\r\n\
                    X-Forwarded-Prefix: /forged\r\nX-Trailer: 1\r\n\r\n";
-    let got = raw_tls(&lab, request, false);
+    let got = lab.raw_tls(request, false);
     let bodies = answers(&got);
     assert_eq!(bodies.len(), 1, "{got}\n{}", lab.daemon.log_text());
     assert_eq!(request_line(bodies[0]).trim(), "POST /t HTTP/1.1", "{got}");
@@ -622,7 +561,7 @@ fn pipelined_requests_for_two_routes_each_go_where_their_route_sends_them() {
                      GET /two/y HTTP/1.1\r\nHost: kc.test\r\nCookie: AUTH_SESSION_ID=s.n\r\n\r\n\
                      GET /one/z HTTP/1.1\r\nHost: kc.test\r\nCookie: AUTH_SESSION_ID=s.n\r\n\
                      Connection: close\r\n\r\n";
-    let got = raw_tls(&lab, pipelined, false);
+    let got = lab.raw_tls(pipelined, false);
     let bodies = answers(&got);
     assert_eq!(
         bodies.len(),
