@@ -21,7 +21,10 @@ use std::{
 
 use anyhow::{bail, Context as _, Result};
 
-use crate::{process, setup::cache_dir};
+use crate::{
+    process,
+    setup::{cache_dir, recorded},
+};
 
 /// The Keycloak release the interop tests prove sluice against.
 pub const VERSION: &str = "26.7.3";
@@ -88,23 +91,7 @@ fn manifest_path() -> Result<PathBuf> {
 /// The setup step: make sure every build exists and the manifest names them. A failure is
 /// recorded in the manifest (and returned), so the Keycloak tests can say why they cannot run.
 pub fn ensure() -> Result<String> {
-    match prepare() {
-        Ok(summary) => Ok(summary),
-        Err(err) => {
-            let reason = format!("{err:#}").replace('\n', " ");
-            let manifest = manifest_path()?;
-            fs::write(
-                &manifest,
-                format!("version={VERSION}\nunavailable={reason}\n"),
-            )
-            .with_context(|| format!("cannot write {}", manifest.display()))?;
-            Err(err.context(format!(
-                "Keycloak {VERSION} is not available; the Keycloak interop tests will fail \
-                 (reason recorded in {})",
-                manifest.display()
-            )))
-        }
-    }
+    recorded("Keycloak", VERSION, &manifest_path()?, prepare)
 }
 
 fn prepare() -> Result<String> {

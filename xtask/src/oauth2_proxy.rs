@@ -19,7 +19,10 @@ use std::{
 
 use anyhow::{bail, Context as _, Result};
 
-use crate::{process, setup::cache_dir};
+use crate::{
+    process,
+    setup::{cache_dir, recorded},
+};
 
 /// The oauth2-proxy release the forward-auth interop tests run.
 pub const VERSION: &str = "v7.15.6";
@@ -37,23 +40,7 @@ fn manifest_path() -> Result<PathBuf> {
 /// The setup step: build the binary unless it is there and names this version. A failure is
 /// recorded in the manifest (and returned), so the tests can say why they cannot run.
 pub fn ensure() -> Result<String> {
-    match prepare() {
-        Ok(summary) => Ok(summary),
-        Err(err) => {
-            let reason = format!("{err:#}").replace('\n', " ");
-            let manifest = manifest_path()?;
-            fs::write(
-                &manifest,
-                format!("version={VERSION}\nunavailable={reason}\n"),
-            )
-            .with_context(|| format!("cannot write {}", manifest.display()))?;
-            Err(err.context(format!(
-                "oauth2-proxy {VERSION} is not available; the oauth2-proxy interop tests will \
-                 fail (reason recorded in {})",
-                manifest.display()
-            )))
-        }
-    }
+    recorded("oauth2-proxy", VERSION, &manifest_path()?, prepare)
 }
 
 fn prepare() -> Result<String> {

@@ -62,6 +62,29 @@ const DEBIAN_PACKAGES: &[&str] = &[
 
 const BPFFS: &str = "/sys/fs/bpf";
 
+/// A real peer's setup step (`prepare`), with a failure written to its `manifest` (and
+/// returned), so the tests that need the peer can say why they cannot run instead of skipping.
+pub fn recorded(
+    peer: &str,
+    version: &str,
+    manifest: &Path,
+    prepare: impl FnOnce() -> Result<String>,
+) -> Result<String> {
+    prepare().or_else(|err| {
+        let reason = format!("{err:#}").replace('\n', " ");
+        fs::write(
+            manifest,
+            format!("version={version}\nunavailable={reason}\n"),
+        )
+        .with_context(|| format!("cannot write {}", manifest.display()))?;
+        Err(err.context(format!(
+            "{peer} {version} is not available; the {peer} interop tests will fail (reason \
+             recorded in {})",
+            manifest.display()
+        )))
+    })
+}
+
 /// Where setup keeps what it builds: `$SLUICE_CACHE_DIR`, else `$HOME/.cache/sluice`.
 pub fn cache_dir() -> Result<PathBuf> {
     if let Some(dir) = env::var_os("SLUICE_CACHE_DIR").filter(|d| !d.is_empty()) {
