@@ -6,7 +6,7 @@
 //! when the test failed.
 
 use std::fs::{self, File};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::os::fd::AsRawFd;
 use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
@@ -274,6 +274,38 @@ impl Daemon {
         let out = self.cli_ok(&all)?;
         serde_json::from_str(&out)
             .with_context(|| format!("sluice {args:?} printed no JSON: {out}"))
+    }
+
+    /// The `sluice backends --json` row of backend `address` of VIP `vip`.
+    pub fn backend_row(&self, vip: &str, address: IpAddr) -> Result<serde_json::Value> {
+        let rows = self.cli_json(&["backends"])?;
+        let address = address.to_string();
+        rows.as_array()
+            .context("sluice backends printed no list")?
+            .iter()
+            .find(|r| r["vip"] == vip && r["address"] == address.as_str())
+            .cloned()
+            .with_context(|| format!("no backend {address} of {vip}: {rows}"))
+    }
+
+    /// The `state` (`up`, `draining`, `down`) of backend `address` of VIP `vip`.
+    pub fn backend_state(&self, vip: &str, address: IpAddr) -> Result<String> {
+        let row = self.backend_row(vip, address)?;
+        row["state"]
+            .as_str()
+            .map(str::to_owned)
+            .with_context(|| format!("no state in {row}"))
+    }
+
+    /// Rewrites the daemon's config file with `edit` and reloads it; fails unless the reload
+    /// succeeded.
+    pub fn reload_with(&self, edit: impl FnOnce(String) -> String) -> Result<()> {
+        let path = self.config_path();
+        let text = fs::read_to_string(path)
+            .with_context(|| format!("read the daemon's config {}", path.display()))?;
+        fs::write(path, edit(text))
+            .with_context(|| format!("write the daemon's config {}", path.display()))?;
+        self.cli_ok(&["reload"]).map(drop)
     }
 
     /// The daemon's process id while it runs.

@@ -156,14 +156,9 @@ impl Lab {
 
     /// The `sluice backends --json` row of (vip, backend i).
     fn backend_row(&self, vip: &str, i: usize) -> serde_json::Value {
-        let addr = backend_addr4(i).to_string();
-        self.json(&["backends"])
-            .as_array()
-            .expect("backends is a list")
-            .iter()
-            .find(|r| r["vip"] == vip && r["address"] == addr.as_str())
-            .cloned()
-            .unwrap_or_else(|| panic!("no row for {vip} {addr}"))
+        self.daemon
+            .backend_row(vip, backend_addr4(i).into())
+            .unwrap_or_else(|err| panic!("{err:#}\n{}", self.daemon.log_text()))
     }
 
     fn wait_for_state(&self, vip: &str, i: usize, state: &str) {

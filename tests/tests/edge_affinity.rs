@@ -104,17 +104,9 @@ impl AffLab {
 
     /// Backend `i`'s state in the kernel (`sluice backends`).
     fn state(&self, i: usize) -> String {
-        let addr = backend_addr4(i).to_string();
-        let rows = self
-            .daemon
-            .cli_json(&["backends"])
-            .unwrap_or_else(|e| panic!("sluice backends: {e:#}"));
-        rows.as_array()
-            .expect("backends is a list")
-            .iter()
-            .find(|r| r["vip"] == "web" && r["address"] == addr.as_str())
-            .and_then(|r| r["state"].as_str().map(str::to_owned))
-            .unwrap_or_else(|| panic!("no state for backend {addr}: {rows}"))
+        self.daemon
+            .backend_state("web", backend_addr4(i).into())
+            .unwrap_or_else(|e| panic!("{e:#}"))
     }
 
     fn wait_for_state(&self, i: usize, state: &str) {
@@ -209,10 +201,9 @@ impl AffLab {
 
     /// Rewrites the daemon's config file with `edit` and reloads it, which must succeed.
     fn reload_with(&self, edit: impl FnOnce(String) -> String) {
-        let path = self.daemon.config_path();
-        let text = std::fs::read_to_string(path).expect("read the daemon's config");
-        std::fs::write(path, edit(text)).expect("write the daemon's config");
-        self.reload_unchanged();
+        self.daemon
+            .reload_with(edit)
+            .unwrap_or_else(|e| panic!("{e:#}"));
     }
 
     fn stop(&mut self, i: usize) {

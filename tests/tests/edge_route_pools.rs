@@ -116,17 +116,9 @@ impl PoolLab {
 
     /// Backend `i`'s state in VIP `vip` (`sluice backends`).
     fn state(&self, vip: &str, i: usize) -> String {
-        let addr = backend_addr4(i).to_string();
-        let rows = self
-            .daemon
-            .cli_json(&["backends"])
-            .unwrap_or_else(|e| panic!("sluice backends: {e:#}"));
-        rows.as_array()
-            .expect("backends is a list")
-            .iter()
-            .find(|r| r["vip"] == vip && r["address"] == addr.as_str())
-            .and_then(|r| r["state"].as_str().map(str::to_owned))
-            .unwrap_or_else(|| panic!("no state for backend {addr} of {vip}: {rows}"))
+        self.daemon
+            .backend_state(vip, backend_addr4(i).into())
+            .unwrap_or_else(|e| panic!("{e:#}"))
     }
 
     fn wait_for_state(&self, vip: &str, i: usize, state: &str) {
@@ -176,16 +168,9 @@ impl PoolLab {
     }
 
     fn reload_with(&self, edit: impl FnOnce(String) -> String) {
-        let path = self.daemon.config_path();
-        let text = std::fs::read_to_string(path).expect("read the daemon's config");
-        std::fs::write(path, edit(text)).expect("write the daemon's config");
-        let out = self.daemon.cli(&["reload"]).expect("run sluice reload");
-        assert!(
-            out.status.success(),
-            "reload: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        self.daemon
+            .reload_with(edit)
+            .unwrap_or_else(|e| panic!("{e:#}"));
     }
 }
 
