@@ -1,7 +1,7 @@
 //! Forward authentication end to end: the real `sluice run` with `auth` routes in front of
 //! body-echoing backends, asking a stand-in for oauth2-proxy's `/oauth2/auth`
 //! (`sluice_tests::auth_service`) that records every subrequest, driven by the real curl over
-//! HTTP/1.1 and HTTP/2.
+//! HTTP/1.1 and HTTP/2, and one pipelined HTTP/1.1 connection (`openssl s_client`).
 //!
 //! That a request never reached a backend is read from `sluice_edge_backend_requests_total`,
 //! which counts every request sent to one.
@@ -18,7 +18,7 @@ use sluice_tests::{
         body_echo_backend, AuthService, Seen, ALICE, ALICE_SET_COOKIE, AUTH_PORT,
         EXPIRED_SET_COOKIE, SLOW,
     },
-    edge_lab::{edge4, headers, values, Lab, Listener, BACKEND_PORT, EDGE_PORT},
+    edge_lab::{edge4, headers, values, Lab, Listener, BACKEND_PORT, EDGE_PORT, SERVER_NAME},
     require_root,
     topology::{backend_addr4, CLIENT_ADDR4},
 };
@@ -358,4 +358,76 @@ fn a_request_body_reaches_the_backend_intact_after_the_auth_call() {
         );
     }
     let _ = std::fs::remove_file(&file);
+}
+
+/// Each request on a kept-alive HTTP/1.1 connection is judged on its own: a session on one
+/// pipelined request does not carry over to the next without one, and no forged identity on
+/// any of them reaches the backend.
+#[test]
+fn pipelined_requests_are_each_judged_on_their_own() {
+    require_root();
+    let t = start("fa5");
+    let request = |path: &str, extra: &str| {
+        format!("GET {path} HTTP/1.1\r\nHost: {SERVER_NAME}:{EDGE_PORT}\r\n{extra}\r\n")
+    };
+    let pipelined = [
+        request(
+            "/app/one",
+            "Cookie: _oauth2_proxy=alice\r\nX-Auth-Request-User: forged\r\n",
+        ),
+        request("/app/two", "X-Auth-Request-User: forged\r\n"),
+        request(
+            "/app/three",
+            "Cookie: _oauth2_proxy=alice\r\nConnection: close\r\n",
+        ),
+    ]
+    .concat();
+    let got = t.lab.raw_tls(&pipelined, false);
+    let answers: Vec<&str> = got.split("HTTP/1.1 ").skip(1).collect();
+    let statuses: Vec<&str> = answers
+        .iter()
+        .map(|a| a.lines().next().unwrap_or_default())
+        .collect();
+    assert_eq!(statuses, ["200 OK", "302 Found", "200 OK"], "{got}");
+    assert!(!got.contains("forged"), "a forged identity passed:\n{got}");
+    for (answer, path) in [(answers[0], "/app/one"), (answers[2], "/app/three")] {
+        assert!(
+            answer.contains(&format!("GET {path} HTTP/1.1")),
+            "{path}:\n{answer}"
+        );
+        let lower = answer.to_ascii_lowercase();
+        for (name, value) in ALICE {
+            assert_eq!(
+                lower
+                    .matches(&format!("{name}: {}", value.to_ascii_lowercase()))
+                    .count(),
+                1,
+                "{path}: {name}:\n{answer}"
+            );
+        }
+    }
+    assert!(
+        answers[1]
+            .to_ascii_lowercase()
+            .contains("location: /oauth2/start?rd=https%3a%2f%2fkc.test%3a8443%2fapp%2ftwo\r\n"),
+        "{}",
+        answers[1]
+    );
+    let seen = t.auth.take_seen();
+    let asked: Vec<(Vec<&str>, Vec<&str>)> = seen
+        .iter()
+        .map(|s| (s.values("x-forwarded-uri"), s.values("cookie")))
+        .collect();
+    assert_eq!(
+        asked,
+        [
+            (vec!["/app/one"], vec!["_oauth2_proxy=alice"]),
+            (vec!["/app/two"], vec![]),
+            (vec!["/app/three"], vec!["_oauth2_proxy=alice"]),
+        ],
+        "one subrequest per request, each with that request's own cookie"
+    );
+    assert_eq!(t.outcome("app", "allowed"), 2.0);
+    assert_eq!(t.outcome("app", "unauthorized"), 1.0);
+    assert_eq!(t.backend_requests(), 2.0);
 }
