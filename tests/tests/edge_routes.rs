@@ -10,7 +10,8 @@
 //! The `ck` tests take the paths routes had not been tried on (upgrades, trailers, the
 //! `Connection` header, pipelining across routes) through a route with a stripped prefix, to
 //! backends that echo the raw request and name themselves, and a client behind a PROXY v2
-//! sender ([`ProxyRelay`], which can name any client) through a `cookie-hash` route.
+//! sender ([`ProxyRelay`], which can name any client) through a `cookie-hash` route. `fa6`
+//! takes a WebSocket upgrade through a forward-auth route (the stand-in auth service).
 //!
 //! Needs root. Run with `cargo test -p sluice-tests --test edge_routes -- --test-threads=1`.
 
@@ -27,6 +28,7 @@ use std::time::Duration;
 
 use lb_common::proxy::parse::{write_v2, Command};
 use sluice_tests::{
+    auth_service::{AuthService, AUTH_PORT},
     edge_lab::{
         backend_of, edge4, headers, single, values, Lab, Listener, BACKEND_PORT, EDGE_PORT,
         SERVER_NAME,
@@ -338,10 +340,18 @@ fn named_raw_backend(mut stream: TcpStream, name: &str) -> std::io::Result<()> {
             .map(|(_, v)| v.trim().to_owned());
         if let Some(to) = upgrade {
             let line = text.lines().next().unwrap_or_default().trim();
+            // Who the upgrade said the user was, for the forward-auth test.
+            let users: Vec<&str> = text
+                .lines()
+                .filter_map(|l| l.split_once(':'))
+                .filter(|(n, _)| n.eq_ignore_ascii_case("x-auth-request-user"))
+                .map(|(_, v)| v.trim())
+                .collect();
             write!(
                 stream,
                 "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: {to}\r\n\
-                 X-Backend: {name}\r\nX-Request-Line: {line}\r\n\r\n"
+                 X-Backend: {name}\r\nX-Request-Line: {line}\r\nX-Users-Seen: {}\r\n\r\n",
+                users.join(",")
             )?;
             let mut buf = [0u8; 4096];
             loop {
@@ -459,6 +469,65 @@ fn upgrades_on_a_stripped_route_reach_its_backend_with_the_routed_path() {
     );
     assert!(got.contains("TUNNEL:ping"), "{got}");
     assert_eq!(route_hits(&lab, "app"), 3.0);
+}
+
+/// A WebSocket upgrade on a forward-auth route is judged before any tunnel opens: without a
+/// session it gets the sign-in redirect and the backend never sees it; with one, the upgrade
+/// reaches the backend carrying exactly the auth service's identity.
+#[test]
+fn websocket_upgrades_on_an_auth_route_are_authorised_first() {
+    require_root();
+    let url = format!("http://{}:{AUTH_PORT}/oauth2/auth", backend_addr4(0));
+    let mut lab = lab(
+        "fa6",
+        &[&format!(
+            "[[edge.route]]\nname = \"ws\"\npath = \"/ws\"\n\
+             auth = {{ url = \"{url}\", signin_url = \"/oauth2/start\" }}"
+        )],
+    );
+    lab.replace_backends(|ns, i| {
+        tcp_server(ns, &format!("backend-{i}"), BACKEND_PORT, named_raw_backend)
+            .expect("named raw backend")
+    });
+    let auth = AuthService::start(lab.topo.backend(0), AUTH_PORT).expect("auth stand-in");
+    let upgrade = |cookie: &str| {
+        format!(
+            "GET /ws/chat HTTP/1.1\r\nHost: kc.test\r\n{cookie}X-Auth-Request-User: forged\r\n\
+             Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\nping"
+        )
+    };
+    let got = lab.raw_tls(&upgrade(""), false);
+    assert!(
+        got.starts_with("HTTP/1.1 302 "),
+        "{got}\n{}",
+        lab.daemon.log_text()
+    );
+    assert!(!got.contains("TUNNEL:"), "a tunnel opened:\n{got}");
+    assert_eq!(route_hits(&lab, "ws"), 1.0);
+    assert_eq!(metric(&lab, "sluice_edge_backend_requests_total", &[]), 0.0);
+
+    let got = lab.raw_tls(&upgrade("Cookie: _oauth2_proxy=alice\r\n"), false);
+    assert!(
+        got.starts_with("HTTP/1.1 101 "),
+        "{got}\n{}",
+        lab.daemon.log_text()
+    );
+    assert!(
+        got.to_ascii_lowercase().contains("x-users-seen: alice\r\n"),
+        "the backend saw another identity:\n{got}"
+    );
+    assert!(got.contains("TUNNEL:ping"), "{got}");
+    let asked: Vec<String> = auth
+        .take_seen()
+        .iter()
+        .map(|s| s.values("x-forwarded-uri").join(","))
+        .collect();
+    assert_eq!(
+        asked,
+        ["/ws/chat", "/ws/chat"],
+        "one subrequest per upgrade"
+    );
 }
 
 #[test]
