@@ -793,3 +793,53 @@ fn behind_a_proxy_header_cookie_hash_sticks_by_cookie_not_by_the_proxied_client(
         4.0 * 33.0
     );
 }
+
+/// Behind a trusted PROXY v2 sender, the forward-auth subrequest names the client the PROXY
+/// header names (as the backend's `X-Forwarded-For` does), not the sender, and a client's own
+/// `X-Forwarded-For` is no part of it.
+#[test]
+fn behind_a_proxy_header_the_auth_service_is_told_the_proxied_client() {
+    require_root();
+    let url = format!("http://{}:{AUTH_PORT}/oauth2/auth", backend_addr4(0));
+    let mut listener = Listener::v4("kc", EDGE_PORT);
+    listener.trusted_proxies = vec![format!("{CLIENT_ADDR4}/32")];
+    listener.settings = vec![
+        "proxy_protocol = \"required\"".to_owned(),
+        format!(
+            "[[edge.route]]\nname = \"app\"\npath = \"/\"\n\
+             auth = {{ url = \"{url}\", on_unauthorized = \"pass\" }}"
+        ),
+    ];
+    let lab = Lab::start("fa7", &[listener]);
+    let auth = AuthService::start(lab.topo.backend(0), AUTH_PORT).expect("auth stand-in");
+    let relay = ProxyRelay::start(lab.topo.client(), edge4());
+    relay.set_source(SocketAddr::from((Ipv4Addr::new(203, 0, 113, 7), 50000)));
+    for http in HTTP {
+        let body =
+            sluice_tests::curl::Curl::https(SERVER_NAME, relay.addr, "/x", lab.pki.ca_cert())
+                .fail()
+                .args(&[
+                    http,
+                    "-H",
+                    "Cookie: _oauth2_proxy=alice",
+                    "-H",
+                    "X-Forwarded-For: 198.51.100.66",
+                ])
+                .run(lab.topo.client())
+                .unwrap_or_else(|e| panic!("curl via the relay: {e:#}\n{}", lab.daemon.log_text()));
+        let h = headers(&body);
+        assert_eq!(
+            single(&h, "x-forwarded-for", &body),
+            "203.0.113.7",
+            "{http}"
+        );
+        assert_eq!(single(&h, "x-auth-request-user", &body), "alice", "{http}");
+        let seen = auth.take_seen();
+        assert_eq!(seen.len(), 1, "{http}: {seen:#?}");
+        assert_eq!(
+            seen[0].values("x-forwarded-for"),
+            ["203.0.113.7"],
+            "{http}: {seen:#?}"
+        );
+    }
+}
