@@ -70,6 +70,12 @@ impl Browser {
         self
     }
 
+    /// Every request gets this curl argument (`--http2`, `--http1.1`).
+    pub fn arg(mut self, arg: &str) -> Browser {
+        self.common.push(arg.to_owned());
+        self
+    }
+
     /// Every request carries this header (`Name: value`).
     pub fn header(mut self, header: &str) -> Browser {
         self.common.extend(["-H".into(), header.to_owned()]);

@@ -4,10 +4,21 @@
 //! Keycloak writes an access log line for every request it receives, carrying the request's
 //! `X-Flow` header, so a test can tell which of its requests reached Keycloak at all.
 //!
+//! Beside them the forward-auth layout of item 6: an app listener whose only route asks
+//! oauth2-proxy's `/oauth2/auth` before proxying to a header-echo app, and a sign-in listener
+//! whose `/oauth2` route proxies to oauth2-proxy itself. A listener proxies to one pool at one
+//! backend port (routes do not name pools), so the three peers share Keycloak's node and the
+//! listeners differ in `backend_port`; the browser's cookies ignore ports, so oauth2-proxy's
+//! cookie set on the sign-in listener reaches the app listener (one host name, `kc.test`).
+//! oauth2-proxy runs in the node's namespace and reaches Keycloak through sluice's public
+//! listener, as the browser does, so both see the same issuer.
+//!
 //! ```text
 //!  client 198.18.0.2 ── gwc ┐ gateway: sluice, "kc" on 198.18.0.1:8443 (keycloak preset),
-//!                           │   "kc-admin" on :8445 (keycloak-admin preset)
-//!                           └─ gwb0 ── Keycloak 198.18.10.2 (:8080 HTTP, :9000 management)
+//!                           │   "kc-admin" on :8445 (keycloak-admin preset),
+//!                           │   "kc-app" on :8447 (auth route), "kc-sso" on :8449 (/oauth2)
+//!                           └─ gwb0 ── node 198.18.10.2: Keycloak (:8080 HTTP, :9000
+//!                                      management), app (:8081), oauth2-proxy (:4180)
 //! ```
 
 use std::fs;
@@ -22,7 +33,7 @@ use crate::{
     edge_lab::Listener,
     gateway_config::web_gateway,
     keycloak::{Installation, Keycloak, Spec, HTTP_PORT},
-    topology::{gw_backend_addr4, GW_CLIENT_IFNAME},
+    topology::{backend_addr4, gw_backend_addr4, GW_CLIENT_IFNAME},
     Topology,
 };
 
@@ -40,8 +51,29 @@ pub const WEB_REDIRECT: &str = "https://app.test/callback";
 /// oauth2-proxy's confidential client.
 pub const PROXY_CLIENT: &str = "oauth2-proxy";
 pub const PROXY_SECRET: &str = "oauth2-proxy-secret";
-/// oauth2-proxy's address as the browser (in the client namespace) reaches it.
-pub const PROXY_LISTEN: &str = "127.0.0.1:4180";
+/// The app listener: every path asks oauth2-proxy first.
+pub const APP_PORT: u16 = 8447;
+/// The sign-in listener: `/oauth2/...` to oauth2-proxy.
+pub const SSO_PORT: u16 = 8449;
+/// The header-echo app's port on the node.
+pub const APP_BACKEND_PORT: u16 = 8081;
+/// oauth2-proxy's port on the node (its default).
+pub const PROXY_PORT: u16 = 4180;
+
+/// oauth2-proxy's callback as the browser reaches it: through the sign-in listener.
+pub fn proxy_callback() -> String {
+    format!("https://{SERVER_NAME}:{SSO_PORT}/oauth2/callback")
+}
+
+/// The app route's `auth` URL: oauth2-proxy on the node, asked directly by sluice.
+pub fn proxy_auth_url() -> String {
+    format!("http://{}:{PROXY_PORT}/oauth2/auth", backend_addr4(0))
+}
+
+/// Where the app route sends a browser without a session.
+pub fn signin_url() -> String {
+    format!("https://{SERVER_NAME}:{SSO_PORT}/oauth2/start")
+}
 
 /// Marks Keycloak's access log lines: `kc-access <X-Flow> <method> <path> <status>`.
 pub const ACCESS_MARK: &str = "kc-access";
@@ -74,7 +106,7 @@ pub fn realm() -> String {
                 "clientId": PROXY_CLIENT, "enabled": true, "publicClient": false,
                 "secret": PROXY_SECRET, "standardFlowEnabled": true,
                 "directAccessGrantsEnabled": false,
-                "redirectUris": [format!("http://{PROXY_LISTEN}/oauth2/callback")],
+                "redirectUris": [proxy_callback()],
                 "protocolMappers": [{
                     "name": "audience", "protocol": "openid-connect",
                     "protocolMapper": "oidc-audience-mapper",
@@ -177,6 +209,7 @@ impl EdgeLab {
             ];
             text.push_str(&listener.toml(&pki));
         }
+        text.push_str(&forward_auth_listeners(&pki));
         let daemon = Daemon::start(topo.gateway(), scratch.path(), &instance, &text)
             .expect("start sluice run");
         let keycloak_start = keycloak
@@ -211,4 +244,59 @@ impl EdgeLab {
             self.daemon.log_text()
         )
     }
+}
+
+/// The app and sign-in listeners of item 6 (see the module comment).
+fn forward_auth_listeners(pki: &TestPki) -> String {
+    let mut text = String::new();
+    let auth = format!(
+        "auth = {{ url = \"{}\", signin_url = \"{}\", timeout = \"5s\", \
+         pass_set_cookie = true }}",
+        proxy_auth_url(),
+        signin_url()
+    );
+    for (name, port, backend_port, routes) in [
+        (
+            "kc-app",
+            APP_PORT,
+            APP_BACKEND_PORT,
+            vec![
+                "[[edge.route]]".to_owned(),
+                "name = \"app\"".into(),
+                "path = \"/\"".into(),
+                auth.clone(),
+            ],
+        ),
+        (
+            "kc-sso",
+            SSO_PORT,
+            PROXY_PORT,
+            vec![
+                "[[edge.route]]".to_owned(),
+                "name = \"oauth2\"".into(),
+                "path = \"/oauth2\"".into(),
+            ],
+        ),
+    ] {
+        let mut listener = Listener::v4(name, port);
+        listener.client_auth = "none";
+        listener.formats = &[];
+        listener.settings = vec![
+            "forwarded_headers = [\"x-forwarded\"]".into(),
+            "connect_timeout = \"5s\"".into(),
+        ];
+        listener.settings.extend(routes);
+        // `Listener` writes the labs' one backend port; these two reach other peers on the node.
+        let toml = listener.toml(pki).replacen(
+            &format!("backend_port = {HTTP_PORT}\n"),
+            &format!("backend_port = {backend_port}\n"),
+            1,
+        );
+        assert!(
+            toml.contains(&format!("backend_port = {backend_port}\n")),
+            "the listener's backend port: {toml}"
+        );
+        text.push_str(&toml);
+    }
+    text
 }

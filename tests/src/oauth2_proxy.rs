@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::fs::{self, File};
+use std::fs::{self, OpenOptions};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -125,11 +125,16 @@ pub struct OAuth2Proxy {
 }
 
 impl OAuth2Proxy {
-    /// Starts `install`'s binary in `ns` with `spec`, its output in `dir/oauth2-proxy.log`,
-    /// and waits until `/ping` answers 200.
+    /// Starts `install`'s binary in `ns` with `spec`, its output appended to
+    /// `dir/oauth2-proxy.log` (a restart keeps what the earlier run wrote), and waits until
+    /// `/ping` answers 200.
     pub fn start(ns: &NetNs, dir: &Path, install: &Installation, spec: &Spec) -> Result<Self> {
         let log = dir.join("oauth2-proxy.log");
-        let out = File::create(&log).with_context(|| format!("creating {}", log.display()))?;
+        let out = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .with_context(|| format!("opening {}", log.display()))?;
         let binary = install
             .binary
             .to_str()

@@ -1,12 +1,16 @@
-//! sluice's routes in front of the real Keycloak (issue 20, item 4) and the real oauth2-proxy
-//! meeting it (the ground for item 6); sticky sessions are `keycloak_sticky.rs`:
+//! sluice's routes in front of the real Keycloak (issue 20, item 4) and forward auth with the
+//! real oauth2-proxy and Keycloak (item 6); sticky sessions are `keycloak_sticky.rs`. Both
+//! items run on one Keycloak start (one test function: Keycloak's start is most of the time):
 //!
 //! - the Keycloak presets: what the public listener exposes reaches Keycloak and works (OIDC
 //!   discovery, tokens, the login page and its resources); what it hides never reaches
 //!   Keycloak in any spelling (Keycloak's own access log has no line for it); the admin
 //!   console works on the `keycloak-admin` listener only; the management port is never a
 //!   backend port;
-//! - oauth2-proxy with Keycloak as its OIDC provider, through sluice.
+//! - forward auth: an app behind an `auth` route asking oauth2-proxy (Keycloak its OIDC
+//!   provider, both reached through sluice): a browser without a session is sent to sign in;
+//!   after a scripted login the app gets the user's `X-Auth-Request-*` headers from
+//!   oauth2-proxy and never the client's copies; oauth2-proxy down is a 503 the app never sees.
 //!
 //! Needs root, and the Keycloak and oauth2-proxy that `cargo xtask setup` fetches and builds;
 //! without them the tests fail and say why. Run with
@@ -20,14 +24,17 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use sluice_tests::{
     keycloak::{ADMIN_PASSWORD, ADMIN_USER, HTTP_PORT, MANAGEMENT_PORT},
+    edge_lab::{headers, values},
     keycloak_browser::{jwt_claims, login_form_action, Browser},
     keycloak_edge::{
-        access_lines, EdgeLab, ADMIN_PORT, EMAIL, MANAGEMENT, PASSWORD, PROXY_CLIENT, PROXY_LISTEN,
-        PROXY_SECRET, PUBLIC_PORT, REALM, SERVER_NAME, USER, WEB_CLIENT,
+        access_lines, proxy_callback, signin_url, EdgeLab, ADMIN_PORT, APP_BACKEND_PORT,
+        APP_PORT, EMAIL, MANAGEMENT, PASSWORD, PROXY_CLIENT, PROXY_PORT, PROXY_SECRET,
+        PUBLIC_PORT, REALM, SERVER_NAME, SSO_PORT, USER, WEB_CLIENT,
     },
     netns::NetNs,
     oauth2_proxy::{Installation as ProxyInstallation, NetnsHosts, OAuth2Proxy, Spec as ProxySpec},
     require_root,
+    servers::http_headers_backend,
     topology::{backend_addr4, GW_CLIENT_ADDR4},
 };
 
@@ -105,11 +112,18 @@ fn sockets_on_port(ns: &NetNs, port: u16) -> Vec<String> {
         .collect()
 }
 
-/// Item 4: the presets in front of the real Keycloak.
+/// Items 4 and 6 on one Keycloak: the presets, then forward auth (which adds oauth2-proxy's
+/// requests to the public listener, so it comes second).
 #[test]
-fn keycloak_preset_exposes_realms_and_resources_and_nothing_else_reaches_keycloak() {
+fn keycloak_presets_and_forward_auth_with_oauth2_proxy() {
     require_root();
     let lab = EdgeLab::start("kr1");
+    exposed_paths(&lab);
+    forward_auth(&lab);
+}
+
+/// Item 4: the presets in front of the real Keycloak.
+fn exposed_paths(lab: &EdgeLab) {
     let client = lab.topo.client();
     let ca = lab.pki.ca_cert().display().to_string();
     let get = |port: u16, path: &str, flow: &str, extra: &[&str]| {
@@ -202,7 +216,7 @@ fn keycloak_preset_exposes_realms_and_resources_and_nothing_else_reaches_keycloa
         ("/realms/%2e%2e%2fadmin/", 400),
     ];
     let sent = metric(
-        &lab,
+        lab,
         "sluice_edge_backend_requests_total",
         &[("edge", "kc")],
     );
@@ -222,7 +236,7 @@ fn keycloak_preset_exposes_realms_and_resources_and_nothing_else_reaches_keycloa
     }
     assert_eq!(
         metric(
-            &lab,
+            lab,
             "sluice_edge_backend_requests_total",
             &[("edge", "kc")]
         ),
@@ -231,7 +245,7 @@ fn keycloak_preset_exposes_realms_and_resources_and_nothing_else_reaches_keycloa
     );
     assert_eq!(
         metric(
-            &lab,
+            lab,
             "sluice_edge_unrouted_requests_total",
             &[("edge", "kc"), ("outcome", "no_route")]
         ),
@@ -239,7 +253,7 @@ fn keycloak_preset_exposes_realms_and_resources_and_nothing_else_reaches_keycloa
     );
     assert_eq!(
         metric(
-            &lab,
+            lab,
             "sluice_edge_unrouted_requests_total",
             &[("edge", "kc"), ("outcome", "bad_path")]
         ),
@@ -318,7 +332,7 @@ fn keycloak_preset_exposes_realms_and_resources_and_nothing_else_reaches_keycloa
     assert_eq!(code, 404, "{body}");
     assert_eq!(
         metric(
-            &lab,
+            lab,
             "sluice_edge_route_requests_total",
             &[("edge", "kc-admin"), ("route", "admin")]
         ),
@@ -389,91 +403,174 @@ fn keycloak_preset_exposes_realms_and_resources_and_nothing_else_reaches_keycloa
     );
 }
 
-/// Item 6's ground: oauth2-proxy with Keycloak (through sluice's public listener) as its
-/// OIDC provider, in the mode a forward-auth front end calls it.
-#[test]
-fn oauth2_proxy_signs_in_through_keycloak_behind_sluice() {
-    require_root();
-    let proxy_install = ProxyInstallation::find().unwrap_or_else(|err| panic!("{err:#}"));
-    let lab = EdgeLab::start("kr3");
-    let client = lab.topo.client();
-    // oauth2-proxy's Go resolver reads /etc/hosts, not curl's --resolve.
-    let _hosts = NetnsHosts::write(client, &[(&GW_CLIENT_ADDR4.to_string(), SERVER_NAME)])
-        .expect("hosts file for the client namespace");
+/// Client copies of the names oauth2-proxy vouches for, sent on every request to the app.
+const FORGED: [&str; 4] = [
+    "X-Auth-Request-User: forged-admin",
+    "X-Auth-Request-Email: forged-admin@evil.test",
+    "X-Auth-Request-Preferred-Username: forged-admin",
+    "Authorization: Bearer forged-admin",
+];
+
+/// Item 6: the app's route asks oauth2-proxy, which signs the browser in with Keycloak.
+fn forward_auth(lab: &EdgeLab) {
+    let install = ProxyInstallation::find().unwrap_or_else(|err| panic!("{err:#}"));
+    let node = &lab.topo.backends()[0];
+    // oauth2-proxy reaches Keycloak through sluice's public listener, by name: its Go resolver
+    // reads /etc/hosts, not curl's --resolve.
+    let _hosts = NetnsHosts::write(node, &[(&GW_CLIENT_ADDR4.to_string(), SERVER_NAME)])
+        .expect("hosts file for the node's namespace");
+    let app = http_headers_backend(node, "app", APP_BACKEND_PORT).expect("the app");
     let spec = ProxySpec {
-        listen: PROXY_LISTEN.parse().expect("listen address"),
+        listen: SocketAddr::new(backend_addr4(0).into(), PROXY_PORT),
         issuer: format!("https://{SERVER_NAME}:{PUBLIC_PORT}/realms/{REALM}"),
         provider_ca: lab.pki.ca_cert().to_path_buf(),
         client_id: PROXY_CLIENT.into(),
         client_secret: PROXY_SECRET.into(),
-        redirect_url: format!("http://{PROXY_LISTEN}/oauth2/callback"),
-        extra: Vec::new(),
+        redirect_url: proxy_callback(),
+        extra: vec![
+            // rd= is an absolute URL on the app's listener.
+            format!("--whitelist-domain={SERVER_NAME}:{APP_PORT}"),
+            // sluice terminates TLS: the browser only ever sends the cookie over https.
+            "--cookie-secure=true".into(),
+        ],
     };
-    let proxy = OAuth2Proxy::start(client, lab.scratch.path(), &proxy_install, &spec)
+    let mut proxy = OAuth2Proxy::start(node, lab.scratch.path(), &install, &spec)
         .unwrap_or_else(|err| panic!("oauth2-proxy: {err:#}\n{}", lab.logs()));
-    let logs = || format!("oauth2-proxy:\n{}\n{}", proxy.log_text(), lab.logs());
-    let browser = Browser::new(
-        client.name(),
-        lab.scratch.path().join("o2p.jar"),
-        lab.pki.ca_cert(),
-    )
-    .resolve(SERVER_NAME, PUBLIC_PORT, GW_CLIENT_ADDR4);
-    let base = format!("http://{PROXY_LISTEN}");
-
-    let auth = browser
-        .get(&format!("{base}/oauth2/auth"))
-        .expect("/oauth2/auth");
-    assert_eq!(auth.status, 401, "without a cookie: {auth:?}\n{}", logs());
-
-    let start = browser
-        .get(&format!("{base}/oauth2/start?rd=%2Fapp"))
-        .expect("/oauth2/start");
-    assert_eq!(start.status, 302, "{start:?}\n{}", logs());
-    let login_url = start.location().expect("sign-in redirect").to_owned();
+    let log_path = lab.scratch.path().join("oauth2-proxy.log");
+    let logs = || {
+        format!(
+            "oauth2-proxy:\n{}\n{}",
+            std::fs::read_to_string(&log_path).unwrap_or_default(),
+            lab.logs()
+        )
+    };
+    let sub = user_subject(lab);
+    let app_url = |path: &str| format!("https://{SERVER_NAME}:{APP_PORT}{path}");
     let authorize =
         format!("https://{SERVER_NAME}:{PUBLIC_PORT}/realms/{REALM}/protocol/openid-connect/auth?");
-    assert!(login_url.starts_with(&authorize), "{login_url}");
-    let page = browser.get(&login_url).expect("Keycloak's login page");
-    assert_eq!(page.status, 200, "{page:?}\n{}", logs());
-    let action = login_form_action(&page.body).expect("login form");
-    let posted = browser
-        .post_form(
-            &action,
-            &[
-                ("username", USER),
-                ("password", PASSWORD),
-                ("credentialId", ""),
-            ],
+    let app_requests = || metric(lab, "sluice_edge_backend_requests_total", &[("edge", "kc-app")]);
+    let auth_outcome = |outcome: &str| {
+        metric(
+            lab,
+            "sluice_edge_route_auth_total",
+            &[("edge", "kc-app"), ("route", "app"), ("outcome", outcome)],
         )
-        .expect("login form post");
-    assert_eq!(posted.status, 302, "{posted:?}\n{}", logs());
-    let callback = posted.location().expect("callback redirect").to_owned();
-    assert!(
-        callback.starts_with(&format!("{base}/oauth2/callback?")),
-        "{callback}"
-    );
-    let done = browser.get(&callback).expect("oauth2-proxy callback");
-    assert_eq!(done.status, 302, "{done:?}\n{}", logs());
-    assert_eq!(done.location().expect("back to rd"), "/app");
+    };
+    // The app's echo: its name, the request line, the head as it arrived.
+    let identity = |body: &str| {
+        let h = headers(body);
+        let one = |name: &str| values(&h, name).join(" | ");
+        assert!(
+            !body.contains("forged"),
+            "a client copy reached the app:\n{body}"
+        );
+        assert!(
+            values(&h, "authorization").is_empty(),
+            "an Authorization header reached the app:\n{body}"
+        );
+        (
+            one("x-auth-request-user"),
+            one("x-auth-request-email"),
+            one("x-auth-request-preferred-username"),
+        )
+    };
+    let signed_in = (sub.clone(), EMAIL.to_owned(), USER.to_owned());
 
-    let auth = browser
-        .get(&format!("{base}/oauth2/auth"))
-        .expect("/oauth2/auth");
-    assert_eq!(auth.status, 202, "signed in: {auth:?}\n{}", logs());
-    let got = (
-        auth.header("x-auth-request-user"),
-        auth.header("x-auth-request-email"),
-        auth.header("x-auth-request-preferred-username"),
-    );
+    let mut browsers = Vec::new();
+    for http in HTTP {
+        let browser = Browser::new(
+            lab.topo.client().name(),
+            lab.scratch.path().join(format!("browser{http}.jar")),
+            lab.pki.ca_cert(),
+        )
+        .resolve(SERVER_NAME, PUBLIC_PORT, GW_CLIENT_ADDR4)
+        .resolve(SERVER_NAME, APP_PORT, GW_CLIENT_ADDR4)
+        .resolve(SERVER_NAME, SSO_PORT, GW_CLIENT_ADDR4)
+        .arg(http);
+        let forging = FORGED.iter().fold(browser.clone(), |b, h| b.header(h));
+
+        // No session, forged identity: sent to sign in, the app never asked.
+        let before = app.served();
+        let first = forging
+            .get(&app_url("/app/page?q=1"))
+            .expect("the app, signed out");
+        assert_eq!(first.status, 302, "{http}: {first:?}\n{}", logs());
+        let rd = "https%3A%2F%2Fkc.test%3A8447%2Fapp%2Fpage%3Fq%3D1";
+        let start = format!("{}?rd={rd}", signin_url());
+        assert_eq!(first.location().expect("sign-in"), start, "{http}");
+        assert_eq!(app.served(), before, "{http}: the app saw a signed-out request");
+
+        // The scripted login: oauth2-proxy's start page, Keycloak's form, the callback.
+        let started = browser.get(&start).expect("/oauth2/start");
+        assert_eq!(started.status, 302, "{http}: {started:?}\n{}", logs());
+        let login_url = started.location().expect("to Keycloak").to_owned();
+        assert!(login_url.starts_with(&authorize), "{http}: {login_url}");
+        let page = browser.get(&login_url).expect("Keycloak's login page");
+        assert_eq!(page.status, 200, "{http}: {page:?}\n{}", logs());
+        let action = login_form_action(&page.body).expect("login form");
+        let posted = browser
+            .post_form(
+                &action,
+                &[
+                    ("username", USER),
+                    ("password", PASSWORD),
+                    ("credentialId", ""),
+                ],
+            )
+            .expect("login form post");
+        assert_eq!(posted.status, 302, "{http}: {posted:?}\n{}", logs());
+        let callback = posted.location().expect("callback").to_owned();
+        assert!(
+            callback.starts_with(&format!("{}?", proxy_callback())),
+            "{http}: {callback}"
+        );
+        let done = browser.get(&callback).expect("oauth2-proxy's callback");
+        assert_eq!(done.status, 302, "{http}: {done:?}\n{}", logs());
+        assert_eq!(
+            done.location().expect("back to the app"),
+            app_url("/app/page?q=1"),
+            "{http}"
+        );
+
+        // Signed in, still forging: the app gets erin, once each, from oauth2-proxy only.
+        let back = forging.get(&app_url("/app/page?q=1")).expect("the app");
+        assert_eq!(back.status, 200, "{http}: {back:?}\n{}", logs());
+        assert!(
+            back.body.starts_with("app\nGET /app/page?q=1 HTTP/1.1\r\n"),
+            "{http}: {}",
+            back.body
+        );
+        assert_eq!(identity(&back.body), signed_in, "{http}: {}", back.body);
+        browsers.push((http, forging));
+    }
+    assert_eq!(auth_outcome("unauthorized"), 2.0);
+    assert_eq!(auth_outcome("allowed"), 2.0);
+    assert_eq!(app_requests(), 2.0);
+
+    // oauth2-proxy down: sluice answers 503, the app sees nothing.
+    proxy.stop().expect("stop oauth2-proxy");
+    let before = app.served();
+    for (http, browser) in &browsers {
+        let down = browser.get(&app_url("/app/down")).expect("the app");
+        assert_eq!(down.status, 503, "{http}: {down:?}");
+    }
+    assert_eq!(app.served(), before, "the app saw a request while oauth2-proxy was down");
+    assert_eq!(app_requests(), 2.0);
+    assert_eq!(auth_outcome("error"), 2.0);
+
+    // Started again: the same sessions work (the session is in the cookie).
+    let _proxy = OAuth2Proxy::start(node, lab.scratch.path(), &install, &spec)
+        .unwrap_or_else(|err| panic!("oauth2-proxy again: {err:#}\n{}", lab.logs()));
+    for (http, browser) in &browsers {
+        let back = browser.get(&app_url("/app/up")).expect("the app");
+        assert_eq!(back.status, 200, "{http}: {back:?}\n{}", logs());
+        assert_eq!(identity(&back.body), signed_in, "{http}: {}", back.body);
+    }
+    assert_eq!(auth_outcome("allowed"), 4.0);
+    assert_eq!(app_requests(), 4.0);
     eprintln!(
-        "oauth2-proxy {} /oauth2/auth: {got:?}",
-        proxy_install.version
-    );
-    let sub = user_subject(&lab);
-    assert_eq!(
-        got,
-        (Some(sub.as_str()), Some(EMAIL), Some(USER)),
-        "{auth:?}"
+        "oauth2-proxy {}: signed in over HTTP/1.1 and h2, the app got {signed_in:?}",
+        install.version
     );
 }
 
