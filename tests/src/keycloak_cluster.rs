@@ -320,6 +320,34 @@ impl Cluster {
     }
 }
 
+impl Drop for Cluster {
+    /// Stops the nodes together: each waits out its `shutdown-delay` before it exits, so one
+    /// after the other (the fields' own drops) would add those waits up.
+    fn drop(&mut self) {
+        for node in self.nodes.iter().flatten() {
+            if let Err(err) = node.begin_stop() {
+                eprintln!("warning: could not signal a Keycloak node: {err:#}");
+            }
+        }
+        let deadline = Instant::now() + Duration::from_mins(1);
+        while Instant::now() < deadline
+            && self
+                .nodes
+                .iter_mut()
+                .flatten()
+                .any(|node| !node.has_exited().unwrap_or(true))
+        {
+            thread::sleep(Duration::from_millis(100));
+        }
+        // Reaps the exited ones; a node still running is stopped as `Keycloak::stop` does.
+        for node in self.nodes.iter_mut().flatten() {
+            if let Err(err) = node.stop() {
+                eprintln!("warning: could not stop a Keycloak node: {err:#}");
+            }
+        }
+    }
+}
+
 /// One password login through sluice from `source` (an address of the client namespace
 /// `client_ns`, named so load threads need not borrow the topology); `ca` is the test root.
 pub fn login(client_ns: &str, ca: &Path, source: Ipv4Addr) -> Result<()> {
