@@ -23,13 +23,13 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use sluice_tests::{
-    keycloak::{ADMIN_PASSWORD, ADMIN_USER, HTTP_PORT, MANAGEMENT_PORT},
     edge_lab::{headers, values},
+    keycloak::{ADMIN_PASSWORD, ADMIN_USER, HTTP_PORT, MANAGEMENT_PORT},
     keycloak_browser::{jwt_claims, login_form_action, Browser},
     keycloak_edge::{
-        access_lines, proxy_callback, signin_url, EdgeLab, ADMIN_PORT, APP_BACKEND_PORT,
-        APP_PORT, EMAIL, MANAGEMENT, PASSWORD, PROXY_CLIENT, PROXY_PORT, PROXY_SECRET,
-        PUBLIC_PORT, REALM, SERVER_NAME, SSO_PORT, USER, WEB_CLIENT,
+        access_lines, proxy_callback, signin_url, EdgeLab, ADMIN_PORT, APP_BACKEND_PORT, APP_PORT,
+        EMAIL, MANAGEMENT, PASSWORD, PROXY_CLIENT, PROXY_PORT, PROXY_SECRET, PUBLIC_PORT, REALM,
+        SERVER_NAME, SSO_PORT, USER, WEB_CLIENT,
     },
     netns::NetNs,
     oauth2_proxy::{Installation as ProxyInstallation, NetnsHosts, OAuth2Proxy, Spec as ProxySpec},
@@ -215,11 +215,7 @@ fn exposed_paths(lab: &EdgeLab) {
         ("/admin;jsessionid=x/", 400),
         ("/realms/%2e%2e%2fadmin/", 400),
     ];
-    let sent = metric(
-        lab,
-        "sluice_edge_backend_requests_total",
-        &[("edge", "kc")],
-    );
+    let sent = metric(lab, "sluice_edge_backend_requests_total", &[("edge", "kc")]);
     let mut n = 0;
     for http in HTTP {
         for (path, want) in hidden {
@@ -235,11 +231,7 @@ fn exposed_paths(lab: &EdgeLab) {
         }
     }
     assert_eq!(
-        metric(
-            lab,
-            "sluice_edge_backend_requests_total",
-            &[("edge", "kc")]
-        ),
+        metric(lab, "sluice_edge_backend_requests_total", &[("edge", "kc")]),
         sent,
         "a hidden path reached Keycloak"
     );
@@ -448,7 +440,13 @@ fn forward_auth(lab: &EdgeLab) {
     let app_url = |path: &str| format!("https://{SERVER_NAME}:{APP_PORT}{path}");
     let authorize =
         format!("https://{SERVER_NAME}:{PUBLIC_PORT}/realms/{REALM}/protocol/openid-connect/auth?");
-    let app_requests = || metric(lab, "sluice_edge_backend_requests_total", &[("edge", "kc-app")]);
+    let app_requests = || {
+        metric(
+            lab,
+            "sluice_edge_backend_requests_total",
+            &[("edge", "kc-app")],
+        )
+    };
     let auth_outcome = |outcome: &str| {
         metric(
             lab,
@@ -498,7 +496,11 @@ fn forward_auth(lab: &EdgeLab) {
         let rd = "https%3A%2F%2Fkc.test%3A8447%2Fapp%2Fpage%3Fq%3D1";
         let start = format!("{}?rd={rd}", signin_url());
         assert_eq!(first.location().expect("sign-in"), start, "{http}");
-        assert_eq!(app.served(), before, "{http}: the app saw a signed-out request");
+        assert_eq!(
+            app.served(),
+            before,
+            "{http}: the app saw a signed-out request"
+        );
 
         // The scripted login: oauth2-proxy's start page, Keycloak's form, the callback.
         let started = browser.get(&start).expect("/oauth2/start");
@@ -554,7 +556,11 @@ fn forward_auth(lab: &EdgeLab) {
         let down = browser.get(&app_url("/app/down")).expect("the app");
         assert_eq!(down.status, 503, "{http}: {down:?}");
     }
-    assert_eq!(app.served(), before, "the app saw a request while oauth2-proxy was down");
+    assert_eq!(
+        app.served(),
+        before,
+        "the app saw a request while oauth2-proxy was down"
+    );
     assert_eq!(app_requests(), 2.0);
     assert_eq!(auth_outcome("error"), 2.0);
 
