@@ -4,19 +4,17 @@
 //! Keycloak writes an access log line for every request it receives, carrying the request's
 //! `X-Flow` header, so a test can tell which of its requests reached Keycloak at all.
 //!
-//! Beside them the forward-auth layout of item 6: an app listener whose only route asks
-//! oauth2-proxy's `/oauth2/auth` before proxying to a header-echo app, and a sign-in listener
-//! whose `/oauth2` route proxies to oauth2-proxy itself. A listener proxies to one pool at one
-//! backend port (routes do not name pools), so the three peers share Keycloak's node and the
-//! listeners differ in `backend_port`; the browser's cookies ignore ports, so oauth2-proxy's
-//! cookie set on the sign-in listener reaches the app listener (one host name, `kc.test`).
-//! oauth2-proxy runs in the node's namespace and reaches Keycloak through sluice's public
-//! listener, as the browser does, so both see the same issuer.
+//! Beside them the forward-auth layout of item 6, on one app listener: the route `/oauth2`
+//! proxies to oauth2-proxy itself, every other path asks oauth2-proxy's `/oauth2/auth` before
+//! proxying to a header-echo app. The three peers share Keycloak's node (the listener's pool);
+//! each route names its `backend_port`. oauth2-proxy runs in the node's namespace and reaches
+//! Keycloak through sluice's public listener, as the browser does, so both see the same
+//! issuer.
 //!
 //! ```text
 //!  client 198.18.0.2 ── gwc ┐ gateway: sluice, "kc" on 198.18.0.1:8443 (keycloak preset),
 //!                           │   "kc-admin" on :8445 (keycloak-admin preset),
-//!                           │   "kc-app" on :8447 (auth route), "kc-sso" on :8449 (/oauth2)
+//!                           │   "kc-app" on :8447 (/oauth2, and / with auth)
 //!                           └─ gwb0 ── node 198.18.10.2: Keycloak (:8080 HTTP, :9000
 //!                                      management), app (:8081), oauth2-proxy (:4180)
 //! ```
@@ -51,18 +49,16 @@ pub const WEB_REDIRECT: &str = "https://app.test/callback";
 /// oauth2-proxy's confidential client.
 pub const PROXY_CLIENT: &str = "oauth2-proxy";
 pub const PROXY_SECRET: &str = "oauth2-proxy-secret";
-/// The app listener: every path asks oauth2-proxy first.
+/// The app listener: `/oauth2/...` to oauth2-proxy, every other path asks it first.
 pub const APP_PORT: u16 = 8447;
-/// The sign-in listener: `/oauth2/...` to oauth2-proxy.
-pub const SSO_PORT: u16 = 8449;
 /// The header-echo app's port on the node.
 pub const APP_BACKEND_PORT: u16 = 8081;
 /// oauth2-proxy's port on the node (its default).
 pub const PROXY_PORT: u16 = 4180;
 
-/// oauth2-proxy's callback as the browser reaches it: through the sign-in listener.
+/// oauth2-proxy's callback as the browser reaches it: through the app listener.
 pub fn proxy_callback() -> String {
-    format!("https://{SERVER_NAME}:{SSO_PORT}/oauth2/callback")
+    format!("https://{SERVER_NAME}:{APP_PORT}/oauth2/callback")
 }
 
 /// The app route's `auth` URL: oauth2-proxy on the node, asked directly by sluice.
@@ -70,10 +66,8 @@ pub fn proxy_auth_url() -> String {
     format!("http://{}:{PROXY_PORT}/oauth2/auth", backend_addr4(0))
 }
 
-/// Where the app route sends a browser without a session.
-pub fn signin_url() -> String {
-    format!("https://{SERVER_NAME}:{SSO_PORT}/oauth2/start")
-}
+/// Where the app route sends a browser without a session: the `/oauth2` route beside it.
+pub const SIGNIN_PATH: &str = "/oauth2/start";
 
 /// Marks Keycloak's access log lines: `kc-access <X-Flow> <method> <path> <status>`.
 pub const ACCESS_MARK: &str = "kc-access";
@@ -209,7 +203,7 @@ impl EdgeLab {
             ];
             text.push_str(&listener.toml(&pki));
         }
-        text.push_str(&forward_auth_listeners(&pki));
+        text.push_str(&forward_auth_listener(&pki));
         let daemon = Daemon::start(topo.gateway(), scratch.path(), &instance, &text)
             .expect("start sluice run");
         let keycloak_start = keycloak
@@ -246,57 +240,27 @@ impl EdgeLab {
     }
 }
 
-/// The app and sign-in listeners of item 6 (see the module comment).
-fn forward_auth_listeners(pki: &TestPki) -> String {
-    let mut text = String::new();
-    let auth = format!(
-        "auth = {{ url = \"{}\", signin_url = \"{}\", timeout = \"5s\", \
-         pass_set_cookie = true }}",
-        proxy_auth_url(),
-        signin_url()
-    );
-    for (name, port, backend_port, routes) in [
-        (
-            "kc-app",
-            APP_PORT,
-            APP_BACKEND_PORT,
-            vec![
-                "[[edge.route]]".to_owned(),
-                "name = \"app\"".into(),
-                "path = \"/\"".into(),
-                auth.clone(),
-            ],
+/// The app listener of item 6 (see the module comment).
+fn forward_auth_listener(pki: &TestPki) -> String {
+    let mut listener = Listener::v4("kc-app", APP_PORT);
+    listener.client_auth = "none";
+    listener.formats = &[];
+    listener.settings = vec![
+        "forwarded_headers = [\"x-forwarded\"]".into(),
+        "connect_timeout = \"5s\"".into(),
+        "[[edge.route]]".into(),
+        "name = \"oauth2\"".into(),
+        "path = \"/oauth2\"".into(),
+        format!("backend_port = {PROXY_PORT}"),
+        "[[edge.route]]".into(),
+        "name = \"app\"".into(),
+        "path = \"/\"".into(),
+        format!("backend_port = {APP_BACKEND_PORT}"),
+        format!(
+            "auth = {{ url = \"{}\", signin_url = \"{SIGNIN_PATH}\", timeout = \"5s\", \
+             pass_set_cookie = true }}",
+            proxy_auth_url()
         ),
-        (
-            "kc-sso",
-            SSO_PORT,
-            PROXY_PORT,
-            vec![
-                "[[edge.route]]".to_owned(),
-                "name = \"oauth2\"".into(),
-                "path = \"/oauth2\"".into(),
-            ],
-        ),
-    ] {
-        let mut listener = Listener::v4(name, port);
-        listener.client_auth = "none";
-        listener.formats = &[];
-        listener.settings = vec![
-            "forwarded_headers = [\"x-forwarded\"]".into(),
-            "connect_timeout = \"5s\"".into(),
-        ];
-        listener.settings.extend(routes);
-        // `Listener` writes the labs' one backend port; these two reach other peers on the node.
-        let toml = listener.toml(pki).replacen(
-            &format!("backend_port = {HTTP_PORT}\n"),
-            &format!("backend_port = {backend_port}\n"),
-            1,
-        );
-        assert!(
-            toml.contains(&format!("backend_port = {backend_port}\n")),
-            "the listener's backend port: {toml}"
-        );
-        text.push_str(&toml);
-    }
-    text
+    ];
+    listener.toml(pki)
 }
