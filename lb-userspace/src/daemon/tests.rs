@@ -261,6 +261,10 @@ fn a_snapshot_is_one_moment_while_drains_change_it() {
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 drained = !drained;
                 core.set_drained("web4", backend, drained).unwrap();
+                // The lock is not fair: a loop that takes it again at once can starve the
+                // snapshots for minutes on a busy machine. A pause still lands drains between
+                // a snapshot's parts thousands of times over the run.
+                std::thread::sleep(std::time::Duration::from_micros(20));
             }
         })
     };
