@@ -9,7 +9,7 @@ use super::{
     cert_chain, cert_names,
     errors::{written_or, Report},
     fields, raw,
-    vip::cidrs,
+    vip::{self, cidrs},
     Edge, Protocol, ProxyProtocol, SendProxy, Vip,
 };
 use super::{
@@ -146,7 +146,7 @@ fn edge(
         Some(e.name.get_ref().clone())
     };
     let address = fields::socket_address(r, &e.address, &field("address"), "198.19.0.10:443");
-    let pool = vips.and_then(|vips| pool(r, &e.pool, &field("pool"), vips));
+    let pool = vips.and_then(|vips| vip::pool(r, &e.pool, &field("pool"), vips));
     let backend_port = backend_port(r, e, pool, &field("backend_port"))
         .and_then(|port| not_keycloak_management(r, e, port, table.span(), &field));
     let formats = list(
@@ -408,41 +408,6 @@ fn list<T: Copy + PartialEq>(
         out.push(v);
     }
     ok.then_some(out)
-}
-
-/// The `[[vip]]` `name` names, whose backends serve a listener or a route: it must exist and
-/// be TCP. (With broken VIPs the names are unknown: callers do not ask, their errors are
-/// reported already.)
-pub(super) fn pool<'v>(
-    r: &mut Report,
-    name_written: &Spanned<String>,
-    field: &str,
-    vips: &'v [Vip],
-) -> Option<&'v Vip> {
-    let name = name_written.get_ref();
-    match vips.iter().find(|v| &v.name == name) {
-        Some(v) if v.protocol == Protocol::Tcp => Some(v),
-        Some(_) => {
-            r.invalid(
-                name_written.span(),
-                field,
-                format!("vip \"{name}\" is UDP; an HTTP listener needs a TCP VIP's backends"),
-            );
-            None
-        }
-        None => {
-            let known: Vec<&str> = vips.iter().map(|v| v.name.as_str()).collect();
-            r.invalid(
-                name_written.span(),
-                field,
-                format!(
-                    "no [[vip]] is named \"{name}\"; name one of: {}",
-                    known.join(", ")
-                ),
-            );
-            None
-        }
-    }
 }
 
 fn tls(r: &mut Report, t: &Spanned<raw::EdgeTls>, field: &str) -> Option<TlsSettings> {

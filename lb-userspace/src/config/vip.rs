@@ -326,3 +326,38 @@ fn backends(
     }
     ok.then_some(backends)
 }
+
+/// The `[[vip]]` `name` names, whose backends serve a listener or a route: it must exist and
+/// be TCP. (With broken VIPs the names are unknown: callers do not ask, their errors are
+/// reported already.)
+pub(super) fn pool<'v>(
+    r: &mut Report,
+    name_written: &Spanned<String>,
+    field: &str,
+    vips: &'v [Vip],
+) -> Option<&'v Vip> {
+    let name = name_written.get_ref();
+    match vips.iter().find(|v| &v.name == name) {
+        Some(v) if v.protocol == Protocol::Tcp => Some(v),
+        Some(_) => {
+            r.invalid(
+                name_written.span(),
+                field,
+                format!("vip \"{name}\" is UDP; an HTTP listener needs a TCP VIP's backends"),
+            );
+            None
+        }
+        None => {
+            let known: Vec<&str> = vips.iter().map(|v| v.name.as_str()).collect();
+            r.invalid(
+                name_written.span(),
+                field,
+                format!(
+                    "no [[vip]] is named \"{name}\"; name one of: {}",
+                    known.join(", ")
+                ),
+            );
+            None
+        }
+    }
+}

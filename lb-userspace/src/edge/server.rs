@@ -487,7 +487,14 @@ async fn handle(req: Request<Incoming>, conn: &Conn) -> Response<Body> {
     let prefer = choice.and_then(|(_, c)| c.prefer);
     let req = Request::from_parts(parts, body);
     let mut resp = match upstream
-        .send(pool, &conn.origin, prefer, req, upgrade.is_some(), &l.stats)
+        .send(
+            pool,
+            &conn.origin,
+            prefer,
+            req,
+            upgrade.is_some(),
+            &l.stats.backend,
+        )
         .await
     {
         Ok(resp) => resp,

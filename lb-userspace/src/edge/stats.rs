@@ -28,6 +28,7 @@ use super::{
     forward_auth, proxy_header,
     route::Unrouted,
     tls::HandshakeOutcome,
+    upstream::BackendConnections,
 };
 
 /// Upper bounds (seconds) of the request-duration buckets, from 1 ms to the backend's one
@@ -59,8 +60,7 @@ pub struct EdgeStats {
     /// Connections closed at accept because `max_connections` were open.
     refused_limit: AtomicU64,
     /// Backend connections opened, and requests sent over one kept open.
-    backend_opened: AtomicU64,
-    backend_reused: AtomicU64,
+    pub backend: BackendConnections,
     /// Requests each route decided, by route name, in the order the names were first seen
     /// (a route table takes its counters once, when it is compiled).
     routes: Mutex<Vec<(String, Arc<AtomicU64>)>>,
@@ -88,8 +88,7 @@ impl Default for EdgeStats {
             certs_none: AtomicU64::new(0),
             timeouts: std::array::from_fn(|_| AtomicU64::new(0)),
             refused_limit: AtomicU64::new(0),
-            backend_opened: AtomicU64::new(0),
-            backend_reused: AtomicU64::new(0),
+            backend: BackendConnections::default(),
             routes: Mutex::default(),
             unrouted: std::array::from_fn(|_| AtomicU64::new(0)),
             affinity: Mutex::default(),
@@ -130,16 +129,6 @@ impl EdgeStats {
             return None;
         }
         Some(Open(Arc::clone(self)))
-    }
-
-    /// Counts a backend connection opened for a request.
-    pub fn backend_opened(&self) {
-        add(&self.backend_opened);
-    }
-
-    /// Counts a request sent over a backend connection kept open from an earlier one.
-    pub fn backend_reused(&self) {
-        add(&self.backend_reused);
     }
 
     /// The counter of the route `name`: the same one for every table that names it, so a
@@ -303,8 +292,8 @@ impl EdgeStats {
                 .collect(),
             refused: vec![("limit", read(&self.refused_limit))],
             backend: vec![
-                ("opened", read(&self.backend_opened)),
-                ("reused", read(&self.backend_reused)),
+                ("opened", self.backend.opened()),
+                ("reused", self.backend.reused()),
             ],
             routes: self
                 .routes

@@ -17,7 +17,10 @@ use std::{
     collections::HashMap,
     net::{IpAddr, SocketAddr},
     pin::Pin,
-    sync::{Arc, Mutex, PoisonError},
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc, Mutex, PoisonError,
+    },
     task::{ready, Context, Poll},
     time::Duration,
 };
@@ -35,7 +38,6 @@ use tokio::{io::AsyncWriteExt as _, net::TcpStream};
 use super::{
     affinity::Prefer,
     pool::{Key, Pool},
-    stats::EdgeStats,
 };
 use crate::config::SendProxy;
 
@@ -88,6 +90,30 @@ pub struct Upstream {
     shared: Arc<Idle>,
 }
 
+/// How requests found their backend connection (`sluice_edge_backend_requests_total`); the
+/// listener's `EdgeStats` keeps them across reloads.
+#[derive(Debug, Default)]
+pub struct BackendConnections {
+    /// Backend connections opened for a request.
+    opened: AtomicU64,
+    /// Requests sent over a backend connection kept open from an earlier one.
+    reused: AtomicU64,
+}
+
+impl BackendConnections {
+    pub fn opened(&self) -> u64 {
+        self.opened.load(Ordering::Relaxed)
+    }
+
+    pub fn reused(&self) -> u64 {
+        self.reused.load(Ordering::Relaxed)
+    }
+}
+
+fn add(counter: &AtomicU64) {
+    counter.fetch_add(1, Ordering::Relaxed);
+}
+
 /// Idle backend connections, by backend.
 #[derive(Default)]
 pub struct Idle(Mutex<HashMap<SocketAddr, Vec<SendRequest<Incoming>>>>);
@@ -126,14 +152,14 @@ impl Upstream {
         prefer: Option<Prefer>,
         req: Request<Incoming>,
         upgrade: bool,
-        stats: &EdgeStats,
+        counts: &BackendConnections,
     ) -> Result<Response<BackendBody>, StatusCode> {
         let idle = match self.send_proxy {
             SendProxy::Off => &self.shared,
             SendProxy::V2 => &origin.own,
         };
         let (backend, mut sender) = self
-            .sender(pool, origin, prefer, idle, upgrade, stats)
+            .sender(pool, origin, prefer, idle, upgrade, counts)
             .await?;
         // Without a request body the connection is ready as soon as the response is read: the
         // response body may wait for that. With one, a backend that answered early waits for
@@ -176,7 +202,7 @@ impl Upstream {
         prefer: Option<Prefer>,
         idle: &Idle,
         fresh: bool,
-        stats: &EdgeStats,
+        counts: &BackendConnections,
     ) -> Result<(SocketAddr, SendRequest<Incoming>), StatusCode> {
         // The affinity's backend or key, else the client's; a failed first backend is
         // replaced by the pool's next choice for the same key.
@@ -193,11 +219,11 @@ impl Upstream {
         let first = SocketAddr::new(first, self.port);
         if !fresh {
             if let Some(s) = idle.take(first) {
-                stats.backend_reused();
+                add(&counts.reused);
                 return Ok((first, s));
             }
         }
-        stats.backend_opened();
+        add(&counts.opened);
         let header = match self.send_proxy {
             SendProxy::Off => None,
             SendProxy::V2 => Some(proxy_v2(origin.client, origin.local).map_err(|error| {

@@ -13,7 +13,7 @@
 //! is: the route answers 503 until a reload gives the VIP backends.
 
 use super::{Listener, RoutePool};
-use crate::config::{edge, errors::Report, fields, raw, Vip};
+use crate::config::{errors::Report, fields, raw, vip, Vip};
 
 /// The route's VIP (`None` when broken, reported already; its affinity is checked against
 /// it) and its [`RoutePool`] (`None`: the listener's). `None` when the route's keys are wrong.
@@ -37,7 +37,7 @@ pub(super) fn route_pool<'v>(
     let vip = match &v.pool {
         // With broken VIPs the names are unknown; their errors are reported already.
         Some(name) => match listener.vips {
-            Some(vips) => edge::pool(r, name, &f("pool"), vips).map(Some),
+            Some(vips) => vip::pool(r, name, &f("pool"), vips).map(Some),
             None => Some(None),
         },
         None => Some(listener.pool),
