@@ -42,6 +42,9 @@ const DEBIAN_PACKAGES: &[&str] = &[
     // compiles with the C compiler against OpenSSL's headers.
     "gcc",
     "libssl-dev",
+    // jemalloc, the daemon's allocator, is built from source by tikv-jemalloc-sys (configure
+    // and make).
+    "make",
     // libFuzzer, which the fuzz targets (`cargo xtask fuzz`, the fuzz stage of `test`) link,
     // is C++ built by libfuzzer-sys.
     "g++",
