@@ -17,10 +17,9 @@ use lb_userspace::{
 
 /// jemalloc rather than glibc's malloc: the edge allocates a request's buffers on one worker
 /// thread and often frees them on another (an h2 stream's task, the backend connection's),
-/// which glibc's per-thread arenas handle with a lock. `cargo xtask bench edge`, same runs:
-/// CPU per h2 request (1 stream per connection) 0.99-1.13x the better peer's against
-/// 1.44-1.55x with glibc. Its settings (.cargo/config.toml) return freed memory within a
-/// second, so the idle daemon stays under 20 MB.
+/// which glibc's per-thread arenas handle with a lock. Its settings (.cargo/config.toml) return
+/// freed memory within a second, so the idle daemon stays under 20 MB; what it saves per
+/// request is in README (Benchmarks, `bench edge`).
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 

@@ -101,6 +101,14 @@ pub struct BackendConnections {
 }
 
 impl BackendConnections {
+    fn count_opened(&self) {
+        self.opened.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn count_reused(&self) {
+        self.reused.fetch_add(1, Ordering::Relaxed);
+    }
+
     pub fn opened(&self) -> u64 {
         self.opened.load(Ordering::Relaxed)
     }
@@ -108,10 +116,6 @@ impl BackendConnections {
     pub fn reused(&self) -> u64 {
         self.reused.load(Ordering::Relaxed)
     }
-}
-
-fn add(counter: &AtomicU64) {
-    counter.fetch_add(1, Ordering::Relaxed);
 }
 
 /// Idle backend connections, by backend.
@@ -219,11 +223,11 @@ impl Upstream {
         let first = SocketAddr::new(first, self.port);
         if !fresh {
             if let Some(s) = idle.take(first) {
-                add(&counts.reused);
+                counts.count_reused();
                 return Ok((first, s));
             }
         }
-        add(&counts.opened);
+        counts.count_opened();
         let header = match self.send_proxy {
             SendProxy::Off => None,
             SendProxy::V2 => Some(proxy_v2(origin.client, origin.local).map_err(|error| {
